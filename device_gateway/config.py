@@ -1,0 +1,295 @@
+"""Gateway configuration: a TOML file loaded once into frozen dataclasses.
+
+Every error names the file and the key, so a clinic technician can fix a
+config without reading code. Patient and gateway ids become MQTT topic levels,
+so they are restricted to characters that cannot escape their subtree.
+
+Example (see README "Configuration")::
+
+    gateway_id = "ward-3"
+
+    [broker]
+    url = "mqtt://127.0.0.1:1883"
+
+    [[wearables]]
+    address = "C0:FF:EE:00:00:01"
+    patient_id = "p-001"
+    slouch_threshold_deg = 20
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from posture_monitor.errors import ConfigError
+
+__all__ = [
+    "ID_PATTERN",
+    "BleSettings",
+    "BrokerConfig",
+    "GatewayConfig",
+    "PatientThresholds",
+    "WearableConfig",
+    "validate_id",
+]
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""Allowed patient and gateway ids: no MQTT wildcards, slashes, ``$`` or spaces."""
+
+_ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
+_PROTOCOLS = ("5", "3.1.1")
+
+
+def validate_id(value: object, what: str) -> str:
+    """Return ``value`` if it is a safe id, else raise ConfigError naming ``what``."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise ConfigError(
+            f"{what} must be 1-64 characters of letters, digits, '-' or '_', got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class PatientThresholds:
+    """Per-patient slouch settings (the physiotherapist's prescription)."""
+
+    slouch_threshold_deg: float = 25.0
+    slouch_hysteresis_deg: float = 5.0
+    slouch_dwell_s: float = 30.0
+    lateral_threshold_deg: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class WearableConfig:
+    """One allowed wearable and the patient wearing it."""
+
+    address: str
+    patient_id: str
+    thresholds: PatientThresholds = PatientThresholds()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """How to reach the MQTT broker. The password is never printed."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    protocol: str = "5"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BleSettings:
+    """Radio timing: scanning, connecting, reconnect backoff, disconnect grace."""
+
+    scan_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    disconnect_grace_s: float = 20.0
+    recalibrate_after_s: float = 300.0
+    battery_low_pct: int = 20
+    queue_packets: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything the gateway needs; load with :meth:`load`."""
+
+    gateway_id: str
+    wearables: tuple[WearableConfig, ...]
+    broker: BrokerConfig = BrokerConfig()
+    ble: BleSettings = BleSettings()
+    topic_root: str = "posture/v1"
+    outbox_path: Path | None = None
+    source: str = "<config>"
+
+    def wearable(self, address: str) -> WearableConfig | None:
+        """The allow-listed wearable with this address (case-insensitive), or None."""
+        wanted = address.upper()
+        return next((w for w in self.wearables if w.address.upper() == wanted), None)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GatewayConfig:
+        """Read and validate a TOML config file.
+
+        Raises:
+            ConfigError: the file is missing, is not TOML, or a key is invalid.
+        """
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        return cls.from_mapping(data, source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<config>") -> GatewayConfig:
+        """Validate an already parsed config (the demo builds one in code)."""
+        reader = _Reader(data, source, "")
+        gateway_id = validate_id(reader.get("gateway_id", str, "gateway"), reader.key("gateway_id"))
+        topic_root = reader.get("topic_root", str, "posture/v1")
+        if not re.match(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", topic_root):
+            raise ConfigError(f"{source}: topic_root {topic_root!r} must be '/'-separated ids")
+        outbox = reader.get("outbox_path", str, None)
+        defaults = _thresholds(reader.table("defaults"), PatientThresholds())
+        wearables_raw = data.get("wearables", [])
+        if not isinstance(wearables_raw, list) or not wearables_raw:
+            raise ConfigError(f"{source}: [[wearables]] must list at least one wearable")
+        wearables = tuple(
+            _wearable(_Reader(item, source, f"wearables[{i}]."), defaults)
+            for i, item in enumerate(wearables_raw)
+        )
+        for key_name, values in (
+            ("address", [w.address.upper() for w in wearables]),
+            ("patient_id", [w.patient_id for w in wearables]),
+        ):
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:
+                raise ConfigError(f"{source}: wearables.{key_name} repeated: {duplicates}")
+        reader.reject_unknown(
+            {"gateway_id", "topic_root", "outbox_path", "defaults", "wearables", "broker", "ble"}
+        )
+        return cls(
+            gateway_id=gateway_id,
+            wearables=wearables,
+            broker=_broker(reader.table("broker")),
+            ble=_ble(reader.table("ble")),
+            topic_root=topic_root,
+            outbox_path=Path(outbox) if outbox else None,
+            source=source,
+        )
+
+
+class _Reader:
+    """Typed access to one TOML table with errors that name file and key."""
+
+    def __init__(self, data: object, source: str, prefix: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a table")
+        self.data = data
+        self.source = source
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.source}: {self.prefix}{name}"
+
+    def get(self, name: str, kind: type, default: Any) -> Any:
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{self.key(name)} must be {kind.__name__}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"{self.key(name)} must be finite, got {value!r}")
+        return value
+
+    def positive(self, name: str, default: float) -> float:
+        value = float(self.get(name, float, default))
+        if value <= 0:
+            raise ConfigError(f"{self.key(name)} must be > 0, got {value}")
+        return value
+
+    def table(self, name: str) -> _Reader:
+        return _Reader(self.data.get(name, {}), self.source, f"{self.prefix}{name}.")
+
+    def reject_unknown(self, known: set[str]) -> None:
+        unknown = sorted(set(self.data) - known)
+        if unknown:
+            raise ConfigError(f"{self.source}: unknown key {self.prefix}{unknown[0]}")
+
+
+_THRESHOLD_KEYS = {
+    "slouch_threshold_deg",
+    "slouch_hysteresis_deg",
+    "slouch_dwell_s",
+    "lateral_threshold_deg",
+}
+
+
+def _thresholds(reader: _Reader, base: PatientThresholds) -> PatientThresholds:
+    threshold = reader.positive("slouch_threshold_deg", base.slouch_threshold_deg)
+    hysteresis = float(reader.get("slouch_hysteresis_deg", float, base.slouch_hysteresis_deg))
+    if not 0 <= hysteresis < threshold:
+        raise ConfigError(
+            f"{reader.key('slouch_hysteresis_deg')} must be in [0, slouch_threshold_deg)"
+        )
+    if threshold > 80:
+        raise ConfigError(f"{reader.key('slouch_threshold_deg')} must be <= 80, got {threshold}")
+    return PatientThresholds(
+        slouch_threshold_deg=threshold,
+        slouch_hysteresis_deg=hysteresis,
+        slouch_dwell_s=reader.positive("slouch_dwell_s", base.slouch_dwell_s),
+        lateral_threshold_deg=reader.positive("lateral_threshold_deg", base.lateral_threshold_deg),
+    )
+
+
+def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
+    address = reader.get("address", str, None)
+    if address is None or not _ADDRESS.match(address):
+        raise ConfigError(
+            f"{reader.key('address')} must be a Bluetooth address like C0:FF:EE:00:00:01, "
+            f"got {address!r}"
+        )
+    patient = reader.get("patient_id", str, None)
+    validate_id(patient, reader.key("patient_id"))
+    reader.reject_unknown({"address", "patient_id"} | _THRESHOLD_KEYS)
+    return WearableConfig(address.upper(), patient, _thresholds(reader, defaults))
+
+
+def _broker(reader: _Reader) -> BrokerConfig:
+    url = reader.get("url", str, BrokerConfig.url)
+    if not re.match(r"^mqtts?://", url):
+        raise ConfigError(f"{reader.key('url')} must start with mqtt:// or mqtts://, got {url!r}")
+    protocol = reader.get("protocol", str, "5")
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(f"{reader.key('protocol')} must be one of {_PROTOCOLS}")
+    # A password in the file is allowed but an environment variable is
+    # preferred, so the file can be world-readable.
+    password = os.environ.get("POSTURE_MQTT_PASSWORD") or reader.get("password", str, None)
+    paths = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = reader.get(name, str, None)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"{reader.key(name)}: no such file {value!r}")
+        paths[name] = Path(value) if value else None
+    reader.reject_unknown({"url", "username", "password", "protocol", *paths})
+    return BrokerConfig(
+        url=url,
+        username=reader.get("username", str, None),
+        password=password,
+        protocol=protocol,
+        **paths,
+    )
+
+
+def _ble(reader: _Reader) -> BleSettings:
+    base = BleSettings()
+    names = [n for n in BleSettings.__slots__ if n not in ("battery_low_pct", "queue_packets")]
+    values: dict[str, Any] = {n: reader.positive(n, getattr(base, n)) for n in names}
+    battery = reader.get("battery_low_pct", int, base.battery_low_pct)
+    if not 0 <= battery <= 100:
+        raise ConfigError(f"{reader.key('battery_low_pct')} must be 0..100")
+    queue = reader.get("queue_packets", int, base.queue_packets)
+    if queue < 8:
+        raise ConfigError(f"{reader.key('queue_packets')} must be >= 8")
+    if values["backoff_max_s"] < values["backoff_initial_s"]:
+        raise ConfigError(f"{reader.key('backoff_max_s')} must be >= backoff_initial_s")
+    reader.reject_unknown(set(BleSettings.__slots__))
+    return BleSettings(**values, battery_low_pct=battery, queue_packets=queue)

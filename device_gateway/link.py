@@ -1,0 +1,234 @@
+"""The supervisor of one wearable's BLE link.
+
+It finds the wearable, connects with a timeout, subscribes to its IMU and
+battery notifications, feeds packets to the patient's monitor and reconnects
+with backoff whenever the radio fails. Notification callbacks only enqueue
+onto a bounded queue: under a flood the oldest raw packets are dropped and
+counted rather than letting memory grow or the event loop stall. Nothing a
+wearable sends can raise out of here; only a bug can, and then the traceback
+names this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+
+from device_gateway.backoff import Backoff
+from device_gateway.config import BleSettings
+from device_gateway.patient import PatientMonitor
+from device_gateway.protocol import (
+    BATTERY_LEVEL_CHAR_UUID,
+    CONTROL_CHAR_UUID,
+    IMU_CHAR_UUID,
+    BuzzPattern,
+    decode_battery_level,
+    decode_imu_packet,
+    encode_buzz,
+)
+from device_gateway.scanner import DeviceDirectory, mask_address
+from posture_monitor.errors import PacketError
+
+__all__ = ["WearableSupervisor"]
+
+_log = logging.getLogger(__name__)
+
+# Failures of the radio link, as opposed to bugs: these are retried.
+_LINK_ERRORS = (BleakError, TimeoutError, OSError, EOFError)
+_BUZZ_TIMEOUT_S = 3.0
+# A session shorter than this does not reset the backoff: a wearable that
+# connects and drops at once must not be hammered.
+_STABLE_SESSION_S = 10.0
+
+
+class WearableSupervisor:
+    """Keeps one wearable connected for as long as the gateway runs."""
+
+    def __init__(
+        self,
+        monitor_factory: Callable[[Callable[[], None]], PatientMonitor],
+        address: str,
+        settings: BleSettings,
+        directory: DeviceDirectory,
+        *,
+        client_backend: type[BaseBleakClient] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.address = address
+        self.label = mask_address(address)
+        self.monitor = monitor_factory(self._request_buzz)
+        self.counters = self.monitor.timeline.counters
+        self.reconnects = 0
+        self._settings = settings
+        self._directory = directory
+        self._client_backend = client_backend
+        self._wall_clock = wall_clock
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.queue_packets)
+        self._battery_readings: asyncio.Queue[int] = asyncio.Queue(16)
+        self._buzz_pending = asyncio.Event()
+        self._reported_connected: bool | None = None
+        self._last_link_loss: float | None = None
+
+    async def run(self) -> None:
+        """Supervise forever (until cancelled)."""
+        backoff = Backoff(self._settings.backoff_initial_s, self._settings.backoff_max_s)
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tasks:
+            grace: asyncio.Task[None] | None = None
+            while True:
+                device = await self._directory.wait_for(self.address)
+                started = loop.time()
+                try:
+                    await self._session(device, grace)
+                except _LINK_ERRORS as exc:
+                    _log.info("wearable %s: link failed: %s", self.label, exc or type(exc).__name__)
+                self._directory.forget(self.address)
+                if self.monitor.connected:
+                    await self.monitor.link_down()
+                    self._last_link_loss = loop.time()
+                    grace = tasks.create_task(self._report_after_grace(), name=f"grace {self.label}")
+                if loop.time() - started > _STABLE_SESSION_S:
+                    backoff.reset()
+                await asyncio.sleep(backoff.next_delay_s())
+                self.reconnects += 1
+
+    async def _session(self, device: BLEDevice, grace: asyncio.Task[None] | None) -> None:
+        """One connection, from connect to link loss."""
+        lost = asyncio.Event()
+        client = BleakClient(
+            device,
+            disconnected_callback=lambda _client: lost.set(),
+            timeout=self._settings.connect_timeout_s,
+            backend=self._client_backend,
+        )
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout_s):
+                await client.connect()
+            if grace is not None:
+                grace.cancel()
+            await self._on_connected(client)
+            async with asyncio.TaskGroup() as tasks:
+                consumer = tasks.create_task(self._consume(), name=f"samples {self.label}")
+                buzzer = tasks.create_task(self._buzz_loop(client), name=f"buzz {self.label}")
+                battery = tasks.create_task(self._battery_loop(), name=f"battery {self.label}")
+                await lost.wait()
+                _log.info("wearable %s: disconnected", self.label)
+                # Packets already queued may hold the fall: process them all.
+                await self._queue.join()
+                consumer.cancel()
+                buzzer.cancel()
+                battery.cancel()
+        finally:
+            with contextlib.suppress(*_LINK_ERRORS):
+                await client.disconnect()
+
+    async def _on_connected(self, client: BleakClient) -> None:
+        services = client.services
+        if services.get_characteristic(IMU_CHAR_UUID) is None:
+            raise BleakError("wearable has no IMU characteristic")
+        loop = asyncio.get_running_loop()
+        away_s = loop.time() - self._last_link_loss if self._last_link_loss else 0.0
+        recalibrate = away_s > self._settings.recalibrate_after_s
+        self._buzz_pending.clear()  # a reminder from before the link loss is stale
+        await self.monitor.link_up(recalibrate=recalibrate)
+        _log.info("wearable %s: connected (patient %s)", self.label, self.monitor.patient_id)
+        if services.get_characteristic(BATTERY_LEVEL_CHAR_UUID) is not None:
+            await self._on_battery(await client.read_gatt_char(BATTERY_LEVEL_CHAR_UUID))
+            await client.start_notify(BATTERY_LEVEL_CHAR_UUID, self._on_battery_notify)
+        await client.start_notify(IMU_CHAR_UUID, self._on_imu_notify)
+        if self._reported_connected is not True:
+            self._reported_connected = True
+            await self.monitor.report_connection(True)
+
+    def _on_imu_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        # Runs in bleak's callback: enqueue only.
+        try:
+            self._queue.put_nowait(bytes(data))
+        except asyncio.QueueFull:
+            self.counters.queue_dropped += 1
+            if self.counters.queue_dropped in (1, 10, 100) or self.counters.queue_dropped % 1000 == 0:
+                _log.warning(
+                    "wearable %s: sample queue full, %d packets dropped",
+                    self.label,
+                    self.counters.queue_dropped,
+                )
+
+    def _on_battery_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+        try:
+            percent = decode_battery_level(data)
+        except PacketError as exc:
+            self.counters.malformed += 1
+            _log.warning("wearable %s: %s", self.label, exc)
+            return
+        try:
+            self._battery_readings.put_nowait(percent)
+        except asyncio.QueueFull:
+            pass  # readings are minutes apart; a backlog means the loop is stalled
+
+    async def _battery_loop(self) -> None:
+        while True:
+            await self.monitor.battery(await self._battery_readings.get())
+
+    async def _on_battery(self, data: bytearray) -> None:
+        try:
+            await self.monitor.battery(decode_battery_level(data))
+        except PacketError as exc:
+            self.counters.malformed += 1
+            _log.warning("wearable %s: %s", self.label, exc)
+
+    async def _consume(self) -> None:
+        while True:
+            data = await self._queue.get()
+            try:
+                await self._handle_packet(data)
+            finally:
+                self._queue.task_done()
+
+    async def _handle_packet(self, data: bytes) -> None:
+        try:
+            packet = decode_imu_packet(data)
+        except PacketError as exc:
+            self.counters.malformed += 1
+            if self.counters.malformed in (1, 10, 100) or self.counters.malformed % 1000 == 0:
+                _log.warning(
+                    "wearable %s: malformed packet (%s); %d so far",
+                    self.label,
+                    exc,
+                    self.counters.malformed,
+                )
+            return
+        block = self.monitor.timeline.accept(packet, self._wall_clock())
+        if block is not None:
+            await self.monitor.process(block, packet.sample_rate_hz)
+
+    def _request_buzz(self) -> None:
+        self._buzz_pending.set()
+
+    async def _buzz_loop(self, client: BleakClient) -> None:
+        while True:
+            await self._buzz_pending.wait()
+            self._buzz_pending.clear()
+            try:
+                async with asyncio.timeout(_BUZZ_TIMEOUT_S):
+                    await client.write_gatt_char(
+                        CONTROL_CHAR_UUID, encode_buzz(BuzzPattern.DOUBLE), response=True
+                    )
+            except _LINK_ERRORS as exc:
+                # The link supervisor will notice a dead link; the alert still
+                # goes to the physiotherapist over MQTT.
+                _log.warning("wearable %s: slouch buzz failed: %s", self.label, exc)
+
+    async def _report_after_grace(self) -> None:
+        await asyncio.sleep(self._settings.disconnect_grace_s)
+        if not self.monitor.connected and self._reported_connected:
+            self._reported_connected = False
+            await self.monitor.report_connection(False)

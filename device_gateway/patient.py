@@ -1,0 +1,232 @@
+"""One patient's monitoring: engine, events, live state and slouch reminders.
+
+The supervisor (``link.py``) owns the radio; this class owns what the samples
+mean. It is synchronous apart from handing events to the alert sink, so the
+whole path from packet to event can be driven by a test without a radio.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+
+from alerts import AlertEvent, EventType, PatientState
+from device_gateway.config import WearableConfig
+from device_gateway.timeline import SampleBlock, Timeline
+from posture import (
+    Activity,
+    EngineConfig,
+    PostureEngine,
+    PostureEvent,
+    PostureEventKind,
+    SlouchSettings,
+)
+
+__all__ = ["AlertSink", "PatientMonitor"]
+
+_log = logging.getLogger(__name__)
+
+_EVENT_TYPES = {
+    PostureEventKind.SLOUCH_STARTED: EventType.SLOUCH_STARTED,
+    PostureEventKind.SLOUCH_ENDED: EventType.SLOUCH_ENDED,
+    PostureEventKind.FALL_DETECTED: EventType.FALL_DETECTED,
+    PostureEventKind.FALL_CANCELLED: EventType.FALL_CANCELLED,
+}
+
+
+class AlertSink(Protocol):
+    """Where events and state go (``alerts.AlertPublisher`` in production)."""
+
+    async def publish_event(self, event: AlertEvent) -> None: ...
+
+    def update_state(self, state: PatientState) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamShape:
+    sample_rate_hz: float
+    has_gyro: bool
+
+
+class PatientMonitor:
+    """Turns one patient's sample blocks into events, state and buzz requests.
+
+    ``request_buzz`` is called (synchronously) when the wearable should
+    vibrate; the supervisor queues the BLE write so a slow radio never delays
+    the samples.
+    """
+
+    def __init__(
+        self,
+        wearable: WearableConfig,
+        *,
+        gateway_id: str,
+        sink: AlertSink,
+        request_buzz: Callable[[], None],
+        battery_low_pct: int,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.wearable = wearable
+        self.patient_id = wearable.patient_id
+        self.timeline = Timeline()
+        self._gateway_id = gateway_id
+        self._sink = sink
+        self._request_buzz = request_buzz
+        self._battery_low_pct = battery_low_pct
+        self._wall_clock = wall_clock
+        self._engine: PostureEngine | None = None
+        self._shape: _StreamShape | None = None
+        self._connected = False
+        self._battery_pct: int | None = None
+        self._battery_low_sent = False
+        self._last: tuple[float, float, str, bool] = (math.nan, math.nan, "unknown", False)
+        self._last_t_s: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def link_up(self, *, recalibrate: bool) -> None:
+        """The wearable (re)connected. ``recalibrate`` after a reboot or long absence,
+        when the sensor may have been taken off and put back on differently."""
+        self.timeline.new_connection()
+        self._connected = True
+        if recalibrate and self._engine is not None:
+            self._engine.request_calibration()
+        self._push_state()
+
+    async def link_down(self) -> None:
+        self._connected = False
+        self._push_state()
+
+    async def report_connection(self, connected: bool) -> None:
+        """Publish device_connected/device_disconnected (after the grace period)."""
+        kind = EventType.DEVICE_CONNECTED if connected else EventType.DEVICE_DISCONNECTED
+        await self._publish(kind, self._now_utc(), None, {})
+
+    async def battery(self, percent: int) -> None:
+        self._battery_pct = percent
+        if percent <= self._battery_low_pct and not self._battery_low_sent:
+            self._battery_low_sent = True
+            await self._publish(
+                EventType.BATTERY_LOW, self._now_utc(), None, {"battery_pct": float(percent)}
+            )
+        elif percent > self._battery_low_pct + 5:
+            self._battery_low_sent = False  # re-arm after a charge, with hysteresis
+        self._push_state()
+
+    async def process(self, block: SampleBlock, sample_rate_hz: float) -> None:
+        """Run one block through the engine and publish what it found."""
+        engine = self._engine_for(sample_rate_hz, block.gyr_dps is not None)
+        out = engine.process(block.t_s, block.acc_g, block.gyr_dps)
+        for found in out.events:
+            await self._on_posture_event(found)
+        self._last_t_s = float(out.t_s[-1])
+        self._last = (
+            float(out.flexion_deg[-1]),
+            float(out.lateral_deg[-1]),
+            Activity(int(out.activity[-1])).name.lower(),
+            bool(out.slouching[-1]),
+        )
+        self._push_state()
+
+    def _engine_for(self, sample_rate_hz: float, has_gyro: bool) -> PostureEngine:
+        shape = _StreamShape(sample_rate_hz, has_gyro)
+        if self._engine is None or shape != self._shape:
+            if self._engine is not None:
+                _log.info("patient %s: stream changed to %s; new engine", self.patient_id, shape)
+            t = self.wearable.thresholds
+            self._engine = PostureEngine(
+                EngineConfig(
+                    sample_rate_hz=sample_rate_hz,
+                    has_gyro=has_gyro,
+                    slouch=SlouchSettings(
+                        threshold_deg=t.slouch_threshold_deg,
+                        hysteresis_deg=t.slouch_hysteresis_deg,
+                        dwell_s=t.slouch_dwell_s,
+                        lateral_threshold_deg=t.lateral_threshold_deg,
+                    ),
+                )
+            )
+            self._shape = shape
+        return self._engine
+
+    async def _on_posture_event(self, found: PostureEvent) -> None:
+        if found.kind is PostureEventKind.CALIBRATED:
+            _log.info("patient %s: calibrated to upright", self.patient_id)
+            return
+        if found.kind is PostureEventKind.SLOUCH_STARTED:
+            # Buzz first: the reminder must not wait for the broker.
+            self._request_buzz()
+        details = {str(k): float(v) for k, v in found.details.items()}
+        details["device_time_s"] = found.t_s
+        await self._publish(
+            _EVENT_TYPES[found.kind],
+            self.timeline.utc(found.t_s),
+            (found.flexion_deg, found.lateral_deg),
+            details,
+        )
+
+    async def _publish(
+        self,
+        kind: EventType,
+        time: datetime,
+        angles: tuple[float, float] | None,
+        details: dict[str, float],
+    ) -> None:
+        flexion, lateral = angles if angles else (None, None)
+        event = AlertEvent.create(
+            event_id=uuid.uuid4().hex,
+            type=kind,
+            patient_id=self.patient_id,
+            gateway_id=self._gateway_id,
+            time=time,
+            flexion_deg=_finite_or_none(flexion),
+            lateral_deg=_finite_or_none(lateral),
+            details=details,
+        )
+        _log.info("patient %s: %s", self.patient_id, kind.value)
+        await self._sink.publish_event(event)
+
+    def _push_state(self) -> None:
+        flexion, lateral, activity, slouching = self._last
+        calibrated = self._engine is not None and self._engine.calibrated
+        self._sink.update_state(
+            PatientState(
+                patient_id=self.patient_id,
+                gateway_id=self._gateway_id,
+                time=self._state_time(),
+                flexion_deg=_finite_or_none(flexion),
+                lateral_deg=_finite_or_none(lateral),
+                activity=activity if self._connected else "unknown",
+                slouching=slouching and self._connected,
+                device_connected=self._connected,
+                battery_pct=self._battery_pct,
+                calibrated=calibrated,
+                slouch_threshold_deg=self.wearable.thresholds.slouch_threshold_deg,
+            )
+        )
+
+    def _state_time(self) -> datetime:
+        if self._connected and self._last_t_s is not None:
+            try:
+                return self.timeline.utc(self._last_t_s)
+            except RuntimeError:
+                pass
+        return self._now_utc()
+
+    def _now_utc(self) -> datetime:
+        return datetime.fromtimestamp(self._wall_clock(), UTC)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), 2)

@@ -1,0 +1,146 @@
+"""From a wearable's packets to one continuous sample timeline.
+
+The wearable's clock is a 32-bit millisecond counter that wraps every 49.7
+days and restarts at zero when the wearable reboots; its packet sequence is a
+16-bit counter. The engine needs one monotonic clock per patient, so this
+module unwraps the device clock, detects duplicates (a notification flood
+repeats packets), gaps (lost packets) and reboots, and maps the device clock
+onto the engine's timeline and onto UTC for event timestamps.
+
+Pure and synchronous: the wall clock is passed in, never read here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+
+from device_gateway.protocol import ImuPacket
+
+__all__ = ["SampleBlock", "StreamCounters", "Timeline"]
+
+_log = logging.getLogger(__name__)
+
+_CLOCK_WRAP_MS = 1 << 32
+_SEQ_WRAP = 1 << 16
+# A device clock that jumps back by more than this (and is not a 32-bit wrap)
+# means the wearable rebooted.
+_REBOOT_BACKSTEP_MS = 1000
+
+
+@dataclass(slots=True)
+class StreamCounters:
+    """Per-wearable packet accounting, published in the gateway's metrics."""
+
+    packets: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    queue_dropped: int = 0
+    reboots: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBlock:
+    """Samples ready for the engine.
+
+    ``t_s`` (n,) is the engine's clock in seconds (monotonic per patient);
+    ``acc_g`` (n, 3) in g; ``gyr_dps`` (n, 3) in °/s or None.
+    """
+
+    t_s: NDArray[np.float64]
+    acc_g: NDArray[np.float64]
+    gyr_dps: NDArray[np.float64] | None
+
+
+class Timeline:
+    """Continuous engine time for one patient, across reconnects and reboots."""
+
+    def __init__(self) -> None:
+        self.counters = StreamCounters()
+        self._offset_s = 0.0  # engine time = unwrapped device time + offset
+        self._wraps = 0
+        self._last_t0_ms: int | None = None
+        self._last_seq: int | None = None
+        self._end_t_s: float | None = None  # engine time of the last sample accepted
+        self._end_wall_s: float | None = None
+        self._anchor: tuple[float, float] | None = None  # (engine t_s, UTC epoch s)
+
+    def new_connection(self) -> None:
+        """Forget the sequence and UTC anchor; keep engine time monotonic."""
+        self._last_seq = None
+        self._anchor = None
+
+    def accept(self, packet: ImuPacket, received_wall_s: float) -> SampleBlock | None:
+        """Place a packet on the timeline, or return None for a duplicate/stale one.
+
+        ``received_wall_s`` is the UTC epoch time the notification arrived.
+        """
+        self.counters.packets += 1
+        t0_ms = packet.t0_ms
+        if self._last_t0_ms is not None:
+            step_ms = t0_ms - self._last_t0_ms
+            if step_ms < -(_CLOCK_WRAP_MS // 2):
+                self._wraps += 1  # the 32-bit clock wrapped
+            elif step_ms <= 0 and self._is_duplicate(packet, step_ms):
+                self.counters.duplicates += 1
+                return None
+            elif step_ms < -_REBOOT_BACKSTEP_MS:
+                self._rebooted(packet, received_wall_s)
+        self._count_gap(packet.sequence)
+        self._last_t0_ms = t0_ms
+        self._last_seq = packet.sequence
+
+        n = packet.sample_count
+        interval_s = packet.interval_us * 1e-6
+        t_device_s = (self._wraps * _CLOCK_WRAP_MS + t0_ms) * 1e-3
+        t_s = t_device_s + self._offset_s + interval_s * np.arange(n)
+        if self._end_t_s is not None and t_s[0] <= self._end_t_s:
+            # Overlaps what we already have (a replayed or reordered packet).
+            self.counters.duplicates += 1
+            return None
+        self._end_t_s = float(t_s[-1])
+        self._end_wall_s = received_wall_s
+        if self._anchor is None:
+            self._anchor = (float(t_s[-1]), received_wall_s)
+        return SampleBlock(t_s, packet.acc_g, packet.gyr_dps)
+
+    def utc(self, t_s: float) -> datetime:
+        """UTC time of an engine timestamp, from the current connection's anchor."""
+        if self._anchor is None:
+            raise RuntimeError("no packet placed on the timeline yet")
+        anchor_t_s, anchor_wall_s = self._anchor
+        base = datetime.fromtimestamp(anchor_wall_s, UTC)
+        return base + timedelta(seconds=t_s - anchor_t_s)
+
+    def _is_duplicate(self, packet: ImuPacket, step_ms: int) -> bool:
+        if step_ms == 0 and packet.sequence == self._last_seq:
+            return True
+        # A small step back is a stale or replayed packet, not a reboot.
+        return step_ms >= -_REBOOT_BACKSTEP_MS
+
+    def _count_gap(self, sequence: int) -> None:
+        if self._last_seq is None:
+            return
+        missing = (sequence - self._last_seq - 1) % _SEQ_WRAP
+        if 0 < missing < _SEQ_WRAP // 2:
+            self.counters.lost += missing
+
+    def _rebooted(self, packet: ImuPacket, received_wall_s: float) -> None:
+        """Continue engine time after a reboot by the wall time that passed."""
+        self.counters.reboots += 1
+        _log.warning("wearable clock restarted (reboot); continuing the timeline")
+        assert self._end_t_s is not None and self._end_wall_s is not None
+        elapsed_s = max(received_wall_s - self._end_wall_s, 0.0)
+        restart_t_s = self._end_t_s + max(elapsed_s, 1.0)
+        self._wraps = 0
+        self._offset_s = restart_t_s - packet.t0_ms * 1e-3
+        self._last_seq = None
+        self._anchor = None

@@ -1,4 +1,11 @@
-"""BLE gateway: finds the wearables, keeps them connected, decodes their packets."""
+"""BLE gateway: finds the wearables, keeps them connected, decodes their packets.
+
+``Gateway`` is imported lazily so that the wire protocol
+(``device_gateway.protocol``), which the simulator also uses, does not pull in
+the engine and the MQTT stack.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from device_gateway.config import (
     BleSettings,
@@ -7,7 +14,9 @@ from device_gateway.config import (
     PatientThresholds,
     WearableConfig,
 )
-from device_gateway.gateway import Gateway
+
+if TYPE_CHECKING:
+    from device_gateway.gateway import Gateway
 
 __all__ = [
     "BleSettings",
@@ -17,3 +26,11 @@ __all__ = [
     "PatientThresholds",
     "WearableConfig",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Gateway":
+        from device_gateway.gateway import Gateway
+
+        return Gateway
+    raise AttributeError(f"module 'device_gateway' has no attribute {name!r}")

@@ -1,0 +1,69 @@
+"""The ``posture-monitor`` command.
+
+Each subcommand lives in the package it belongs to and offers
+``configure_parser(parser)`` and ``run(args) -> int``; this module only
+assembles them, configures logging (libraries never do) and turns the
+service's own errors into one clear line and exit status 2, without a
+traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from posture_monitor.errors import PostureMonitorError
+
+__all__ = ["build_parser", "main"]
+
+# (command, module, one-line help). Modules are imported when the parser is
+# built; each must define configure_parser() and run().
+_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("demo", "posture_monitor.demo", "simulated patients end to end, with a live view"),
+    ("run", "posture_monitor.service", "the production gateway (real BLE or a simulated scenario)"),
+    ("watch", "physio.watch", "live terminal view of every patient and the alert feed"),
+    ("status", "physio.status", "gateway status and delivery metrics from the broker"),
+    ("dashboard", "physio.dashboard.cli", "the physiotherapist's web dashboard"),
+    ("report", "physio.dashboard.report_cli", "a patient's daily posture report (PNG or HTML)"),
+    ("evaluate", "posture.evaluate", "measure the engine on public datasets"),
+    ("bench", "posture.bench", "measure the engine's throughput and memory"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posture-monitor",
+        description="Wearable posture monitoring: BLE gateway, posture engine, MQTT alerts.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name, help_text in _COMMANDS:
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.handler(args))
+    except PostureMonitorError as exc:
+        print(f"posture-monitor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

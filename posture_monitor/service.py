@@ -1,0 +1,92 @@
+"""``posture-monitor run``: the production gateway, wired to the broker.
+
+On real hardware the gateway uses bleak's platform backend; with
+``--simulate SCENARIO.toml`` the same gateway runs over the simulator's bleak
+backend, so there is no code path that exists only for the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from alerts import AlertPublisher, MqttSettings
+from device_gateway import Gateway, GatewayConfig
+from device_gateway.config import BrokerConfig
+
+__all__ = ["configure_parser", "mqtt_settings", "run", "serve"]
+
+_log = logging.getLogger(__name__)
+
+
+def mqtt_settings(broker: BrokerConfig, url: str | None = None) -> MqttSettings:
+    """MQTT settings from the config's [broker] table, ``url`` overriding its address."""
+    return MqttSettings.from_url(
+        url or broker.url,
+        username=broker.username,
+        password=broker.password,
+        protocol=broker.protocol,
+        ca_file=broker.ca_file,
+        cert_file=broker.cert_file,
+        key_file=broker.key_file,
+    )
+
+
+async def serve(
+    config: GatewayConfig,
+    settings: MqttSettings,
+    *,
+    scenario: Path | None = None,
+    seed: int = 0,
+    speed: float = 1.0,
+) -> None:
+    """Run the gateway until cancelled, on real BLE or on a simulated scenario."""
+    async with AsyncExitStack() as stack:
+        scanner_backend = client_backend = None
+        if scenario is not None:
+            from simulator import SimulatedWorld, load_scenario
+
+            world = await stack.enter_async_context(
+                SimulatedWorld(load_scenario(scenario), seed=seed, speed=speed)
+            )
+            scanner_backend, client_backend = world.scanner_backend, world.client_backend
+        publisher = await stack.enter_async_context(
+            AlertPublisher(
+                settings,
+                gateway_id=config.gateway_id,
+                topic_root=config.topic_root,
+                outbox_path=config.outbox_path,
+            )
+        )
+        gateway = Gateway(
+            config, publisher, scanner_backend=scanner_backend, client_backend=client_backend
+        )
+        await gateway.run()
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="gateway config (TOML)")
+    parser.add_argument(
+        "--simulate",
+        type=Path,
+        metavar="SCENARIO.toml",
+        help="run over simulated wearables from this scenario instead of real BLE",
+    )
+    parser.add_argument("--broker", metavar="URL", help="override the config's broker URL")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed (with --simulate)")
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="simulation speed factor (with --simulate)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = GatewayConfig.load(args.config)
+    settings = mqtt_settings(config.broker, args.broker)
+    try:
+        asyncio.run(serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed))
+    except KeyboardInterrupt:
+        _log.info("stopped by Ctrl-C")
+    return 0

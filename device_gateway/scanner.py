@@ -60,7 +60,10 @@ class DeviceDirectory:
         except (BleakError, OSError) as exc:
             # BlueZ missing, adapter powered off, no D-Bus: nothing we can
             # retry our way out of; tell the operator plainly.
-            raise BluetoothUnavailableError(f"cannot start Bluetooth scanning: {exc}") from exc
+            raise BluetoothUnavailableError(
+                "no usable Bluetooth adapter (is BlueZ running and an adapter present and "
+                f"powered?): {exc}"
+            ) from exc
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

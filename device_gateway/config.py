@@ -28,32 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alerts.topics import validate_id, validate_topic_root
 from posture_monitor.errors import ConfigError
 
 __all__ = [
-    "ID_PATTERN",
     "BleSettings",
     "BrokerConfig",
     "GatewayConfig",
     "PatientThresholds",
     "WearableConfig",
-    "validate_id",
 ]
-
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""Allowed patient and gateway ids: no MQTT wildcards, slashes, ``$`` or spaces."""
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
 _PROTOCOLS = ("5", "3.1.1")
 
 
-def validate_id(value: object, what: str) -> str:
-    """Return ``value`` if it is a safe id, else raise ConfigError naming ``what``."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise ConfigError(
-            f"{what} must be 1-64 characters of letters, digits, '-' or '_', got {value!r}"
-        )
-    return value
+def _checked_id(value: object, kind: str, key: str) -> str:
+    """The id if it is safe as a topic level, else ConfigError naming ``key``."""
+    try:
+        return validate_id(value, kind)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +136,14 @@ class GatewayConfig:
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<config>") -> GatewayConfig:
         """Validate an already parsed config (the demo builds one in code)."""
         reader = _Reader(data, source, "")
-        gateway_id = validate_id(reader.get("gateway_id", str, "gateway"), reader.key("gateway_id"))
+        gateway_id = _checked_id(
+            reader.get("gateway_id", str, "gateway"), "gateway", reader.key("gateway_id")
+        )
         topic_root = reader.get("topic_root", str, "posture/v1")
-        if not re.match(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", topic_root):
-            raise ConfigError(f"{source}: topic_root {topic_root!r} must be '/'-separated ids")
+        try:
+            validate_topic_root(topic_root)
+        except ConfigError as exc:
+            raise ConfigError(f"{reader.key('topic_root')}: {exc}") from None
         outbox = reader.get("outbox_path", str, None)
         defaults = _thresholds(reader.table("defaults"), PatientThresholds())
         wearables_raw = data.get("wearables", [])
@@ -247,8 +246,7 @@ def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
             f"{reader.key('address')} must be a Bluetooth address like C0:FF:EE:00:00:01, "
             f"got {address!r}"
         )
-    patient = reader.get("patient_id", str, None)
-    validate_id(patient, reader.key("patient_id"))
+    patient = _checked_id(reader.get("patient_id", str, None), "patient", reader.key("patient_id"))
     reader.reject_unknown({"address", "patient_id"} | _THRESHOLD_KEYS)
     return WearableConfig(address.upper(), patient, _thresholds(reader, defaults))
 

@@ -23,7 +23,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
-from device_gateway.backoff import Backoff
+from alerts.backoff import Backoff
 from device_gateway.config import BleSettings
 from device_gateway.patient import PatientMonitor
 from device_gateway.protocol import (
@@ -35,7 +35,8 @@ from device_gateway.protocol import (
     decode_imu_packet,
     encode_buzz,
 )
-from device_gateway.scanner import DeviceDirectory, mask_address
+from alerts.topics import mask_id
+from device_gateway.scanner import DeviceDirectory
 from posture_monitor.errors import PacketError
 
 __all__ = ["WearableSupervisor"]
@@ -64,7 +65,7 @@ class WearableSupervisor:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.address = address
-        self.label = mask_address(address)
+        self.label = mask_id(address)
         self.monitor = monitor_factory(self._request_buzz)
         self.counters = self.monitor.timeline.counters
         self.reconnects = 0
@@ -98,7 +99,7 @@ class WearableSupervisor:
                     grace = tasks.create_task(self._report_after_grace(), name=f"grace {self.label}")
                 if loop.time() - started > _STABLE_SESSION_S:
                     backoff.reset()
-                await asyncio.sleep(backoff.next_delay_s())
+                await asyncio.sleep(backoff.next_delay())
                 self.reconnects += 1
 
     async def _session(self, device: BLEDevice, grace: asyncio.Task[None] | None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,13 +164,12 @@ class PatientMonitor:
         if found.kind is PostureEventKind.SLOUCH_STARTED:
             # Buzz first: the reminder must not wait for the broker.
             self._request_buzz()
-        details = {str(k): float(v) for k, v in found.details.items()}
-        details["device_time_s"] = found.t_s
         await self._publish(
             _EVENT_TYPES[found.kind],
             self.timeline.utc(found.t_s),
             (found.flexion_deg, found.lateral_deg),
-            details,
+            {str(k): float(v) for k, v in found.details.items()},
+            device_time_s=found.t_s,
         )
 
     async def _publish(
@@ -180,16 +178,18 @@ class PatientMonitor:
         time: datetime,
         angles: tuple[float, float] | None,
         details: dict[str, float],
+        *,
+        device_time_s: float | None = None,
     ) -> None:
         flexion, lateral = angles if angles else (None, None)
-        event = AlertEvent.create(
-            event_id=uuid.uuid4().hex,
+        event = AlertEvent(
             type=kind,
             patient_id=self.patient_id,
             gateway_id=self._gateway_id,
             time=time,
             flexion_deg=_finite_or_none(flexion),
             lateral_deg=_finite_or_none(lateral),
+            device_time_s=None if device_time_s is None else round(device_time_s, 3),
             details=details,
         )
         _log.info("patient %s: %s", self.patient_id, kind.value)

@@ -19,14 +19,9 @@ from bleak.exc import BleakError
 from device_gateway.protocol import POSTURE_SERVICE_UUID
 from posture_monitor.errors import BluetoothUnavailableError
 
-__all__ = ["DeviceDirectory", "mask_address"]
+__all__ = ["DeviceDirectory"]
 
 _log = logging.getLogger(__name__)
-
-
-def mask_address(address: str) -> str:
-    """Pseudonymise a Bluetooth address for logs: keep only the last two bytes."""
-    return "**:**:**:**:" + address[-5:]
 
 
 class DeviceDirectory:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alerts.settings import MqttSettings
 from alerts.topics import validate_id, validate_topic_root
 from posture_monitor.errors import ConfigError
 
@@ -41,6 +42,7 @@ __all__ = [
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
 _PROTOCOLS = ("5", "3.1.1")
+DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 
 
 def _checked_id(value: object, kind: str, key: str) -> str:
@@ -74,7 +76,7 @@ class WearableConfig:
 class BrokerConfig:
     """How to reach the MQTT broker. The password is never printed."""
 
-    url: str = "mqtt://127.0.0.1:1883"
+    url: str = DEFAULT_BROKER_URL
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     protocol: str = "5"
@@ -252,9 +254,11 @@ def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
 
 
 def _broker(reader: _Reader) -> BrokerConfig:
-    url = reader.get("url", str, BrokerConfig.url)
-    if not re.match(r"^mqtts?://", url):
-        raise ConfigError(f"{reader.key('url')} must start with mqtt:// or mqtts://, got {url!r}")
+    url = reader.get("url", str, DEFAULT_BROKER_URL)
+    try:
+        MqttSettings.from_url(url)
+    except ConfigError as exc:  # its message already hides any password
+        raise ConfigError(f"{reader.key('url')}: {exc}") from None
     protocol = reader.get("protocol", str, "5")
     if protocol not in _PROTOCOLS:
         raise ConfigError(f"{reader.key('protocol')} must be one of {_PROTOCOLS}")

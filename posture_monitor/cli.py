@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name, help_text in _COMMANDS:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # TEMPORARY while the packages are built
+            if exc.name != module_name:
+                raise
+            continue
         sub = commands.add_parser(name, help=help_text, description=help_text)
         module.configure_parser(sub)
         sub.set_defaults(handler=module.run)
@@ -58,11 +63,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args))
-    except PostureMonitorError as exc:
-        print(f"posture-monitor {args.command}: error: {exc}", file=sys.stderr)
+    except (PostureMonitorError, BaseExceptionGroup) as exc:
+        # A TaskGroup wraps what its tasks raise: find our own error inside.
+        ours = _own_error(exc)
+        if ours is None:
+            raise
+        print(f"posture-monitor {args.command}: error: {ours}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _own_error(exc: BaseException) -> PostureMonitorError | None:
+    """The service error in ``exc`` (possibly nested in exception groups), if any."""
+    if isinstance(exc, PostureMonitorError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _own_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

@@ -24,14 +24,18 @@ _log = logging.getLogger(__name__)
 
 def mqtt_settings(broker: BrokerConfig, url: str | None = None) -> MqttSettings:
     """MQTT settings from the config's [broker] table, ``url`` overriding its address."""
+    overrides = {
+        "username": broker.username,
+        "password": broker.password,
+        "ca_file": broker.ca_file,
+        "cert_file": broker.cert_file,
+        "key_file": broker.key_file,
+    }
+    # Only what the config sets overrides the URL (which may carry a user).
     return MqttSettings.from_url(
         url or broker.url,
-        username=broker.username,
-        password=broker.password,
         protocol=broker.protocol,
-        ca_file=broker.ca_file,
-        cert_file=broker.cert_file,
-        key_file=broker.key_file,
+        **{name: value for name, value in overrides.items() if value is not None},
     )
 
 

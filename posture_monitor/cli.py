@@ -19,15 +19,18 @@ from posture_monitor.errors import PostureMonitorError
 
 __all__ = ["build_parser", "main"]
 
-# (command, module, one-line help). Modules are imported when the parser is
-# built; each must define configure_parser() and run().
+# (command, "module:configure_function:run_function", one-line help).
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("demo", "posture_monitor.demo", "simulated patients end to end, with a live view"),
     ("run", "posture_monitor.service", "the production gateway (real BLE or a simulated scenario)"),
     ("watch", "physio.watch", "live terminal view of every patient and the alert feed"),
     ("status", "physio.status", "gateway status and delivery metrics from the broker"),
     ("dashboard", "physio.dashboard.cli", "the physiotherapist's web dashboard"),
-    ("report", "physio.dashboard.report_cli", "a patient's daily posture report (PNG or HTML)"),
+    (
+        "report",
+        "physio.dashboard.cli:configure_report_parser:run_report",
+        "a patient's daily posture report (PNG or HTML)",
+    ),
     ("evaluate", "posture.evaluate", "measure the engine on public datasets"),
     ("bench", "posture.bench", "measure the engine's throughput and memory"),
 )
@@ -42,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name, help_text in _COMMANDS:
+    for name, target, help_text in _COMMANDS:
+        module_name, configure, run = (target.split(":") + ["configure_parser", "run"])[:3]
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:  # TEMPORARY while the packages are built
@@ -50,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub)
-        sub.set_defaults(handler=module.run)
+        getattr(module, configure)(sub)
+        sub.set_defaults(handler=getattr(module, run))
     return parser
 
 

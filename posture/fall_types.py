@@ -1,0 +1,106 @@
+"""The fall detector's settings and results (see :mod:`posture.falls`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from posture_monitor.errors import ConfigError
+
+__all__ = ["PEAK_LP_SPAN_S", "FallCandidate", "FallFinding", "FallSettings"]
+
+PEAK_LP_SPAN_S = (0.1, 0.3)
+"""Span (before, after) around the raw peak searched for the smoothed peak, s."""
+
+
+@dataclass(frozen=True)
+class FallSettings:
+    """Fall detector settings; thresholds in s, g, g·s and degrees.
+
+    Defaults are the engine's, chosen with leave-one-subject-out validation on
+    SisFall at 25-100 Hz (``python -m posture.train_falls``).
+
+    Raises:
+        ConfigError: a value out of range (the message names the field).
+    """
+
+    trigger_acc_g: float = 1.3
+    peak_merge_s: float = 0.5
+    """A candidate is the largest peak within ± this; also its confirmation delay."""
+    impact_window_s: float = 0.5
+    min_impulse_gs: float = 0.05
+    """Candidates below this impulse (ordinary steps) are dropped at once."""
+    pre_window_s: float = 5.0
+    lying_tilt_deg: float = 60.0
+    still_window_s: float = 1.0
+    still_acc_sd_g: float = 0.15
+    confirm_min_s: float = 1.5
+    confirm_max_s: float = 4.0
+    min_fall_probability: float | None = None
+    """None: the threshold stored with the model."""
+    unmoving_impulse_gs: float = 0.4
+    unmoving_acc_sd_g: float = 0.05
+    unmoving_tilt_change_deg: float = 40.0
+    cancel_window_s: float = 30.0
+    cancel_upright_deg: float = 40.0
+    cancel_upright_s: float = 3.0
+    cancel_motion_sd_g: float = 0.1
+    """Walking-like motion; sitting up on the floor and moving the arms stays below."""
+    model_path: str | None = None
+    """Impact model (.npz); None: the one shipped with the package."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "model_path" or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"FallSettings.{f.name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"FallSettings.{f.name} must be finite and >= 0, got {value!r}")
+        if self.min_fall_probability is not None and self.min_fall_probability > 1.0:
+            raise ConfigError("FallSettings.min_fall_probability must be in [0, 1] or None")
+        if not 0.0 < self.still_window_s <= self.confirm_min_s <= self.confirm_max_s:
+            raise ConfigError(
+                "FallSettings needs 0 < still_window_s <= confirm_min_s <= confirm_max_s"
+            )
+        if not (self.peak_merge_s >= max(self.impact_window_s, PEAK_LP_SPAN_S[1]) > 0.0):
+            raise ConfigError("FallSettings.peak_merge_s must be >= impact_window_s and >= 0.3")
+        if self.cancel_upright_s <= 0.0:
+            raise ConfigError("FallSettings.cancel_upright_s must be > 0")
+
+
+@dataclass(frozen=True)
+class FallFinding:
+    """A fall detected, or a detection cancelled, at sample time ``t_s``.
+
+    ``details`` of a detection: ``impact_t_s``, ``peak_acc_g``,
+    ``impulse_gs``, ``peak_lp_acc_g``, ``tilt_deg`` (trunk from upright when
+    confirmed), ``probability``, ``latency_s`` (after the impact peak). Of a
+    cancellation: ``impact_t_s``, ``detected_t_s``.
+    """
+
+    kind: Literal["detected", "cancelled"]
+    t_s: float
+    details: dict[str, float]
+
+
+@dataclass
+class FallCandidate:
+    """An impact under judgement; handed to the ``on_candidate`` observer when resolved."""
+
+    index: int
+    """Sample index of the peak, counted from the detector's first sample."""
+    t_s: float
+    features: dict[str, float]
+    """Impact features, and the posture at the first lying-and-still sample if any."""
+    probability: float
+    viable: bool
+    """False if it can never fire (weak impact); then kept only for an observer."""
+    pre_dir: NDArray[np.float64] = field(repr=False)
+    outcome: str = "pending"
+    """"pending", "detected", "expired" or "superseded" (another candidate fired)."""

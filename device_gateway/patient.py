@@ -139,7 +139,8 @@ class PatientMonitor:
     def _engine_for(self, sample_rate_hz: float, has_gyro: bool) -> PostureEngine:
         shape = _StreamShape(sample_rate_hz, has_gyro)
         if self._engine is None or shape != self._shape:
-            if self._engine is not None:
+            previous = self._engine
+            if previous is not None:
                 _log.info("patient %s: stream changed to %s; new engine", self.patient_id, shape)
             t = self.wearable.thresholds
             self._engine = PostureEngine(
@@ -155,6 +156,9 @@ class PatientMonitor:
                 )
             )
             self._shape = shape
+            if previous is not None and previous.calibration is not None:
+                # Same patient, same mounting: only the sample rate changed.
+                self._engine.set_calibration(previous.calibration)
         return self._engine
 
     async def _on_posture_event(self, found: PostureEvent) -> None:

@@ -142,13 +142,13 @@ class WearableSupervisor:
         self._buzz_pending.clear()  # a reminder from before the link loss is stale
         await self.monitor.link_up(recalibrate=recalibrate)
         _log.info("wearable %s: connected (patient %s)", self.label, self.monitor.patient_id)
-        if services.get_characteristic(BATTERY_LEVEL_CHAR_UUID) is not None:
-            await self._on_battery(await client.read_gatt_char(BATTERY_LEVEL_CHAR_UUID))
-            await client.start_notify(BATTERY_LEVEL_CHAR_UUID, self._on_battery_notify)
         await client.start_notify(IMU_CHAR_UUID, self._on_imu_notify)
         if self._reported_connected is not True:
             self._reported_connected = True
             await self.monitor.report_connection(True)
+        if services.get_characteristic(BATTERY_LEVEL_CHAR_UUID) is not None:
+            await self._on_battery(await client.read_gatt_char(BATTERY_LEVEL_CHAR_UUID))
+            await client.start_notify(BATTERY_LEVEL_CHAR_UUID, self._on_battery_notify)
 
     def _on_imu_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         # Runs in bleak's callback: enqueue only.

@@ -1,0 +1,131 @@
+"""The gateway under radio faults: each wearable's trouble stays its own.
+
+The simulator's ``faults`` scenario breaks four wearables in four ways (link
+loss, reboot with clock and sequence wrap, a bad radio with loss, corruption
+and a notification flood, a draining battery). The gateway must report what a
+physiotherapist needs (disconnected after the grace period, connected again,
+battery low), count what it dropped, keep estimating posture, and raise no
+posture alert for these calm patients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from alerts import AlertPublisher
+from device_gateway import Gateway, GatewayConfig
+from simulator import SimulatedWorld, builtin_scenario_path, load_scenario
+
+SPEED = 20.0
+SCENARIO_S = 100.0
+# The gateway's timers run on the wall clock (it is production code); at
+# 20x, 0.3 s of grace is 6 scenario seconds: longer than the 0.3 s blip,
+# shorter than the 15 s link loss.
+GRACE_S = 0.3
+
+
+def fault_config(scenario: Any, extra: list[dict[str, str]] | None = None) -> GatewayConfig:
+    wearables = [{"address": p.wearable.address, "patient_id": p.id} for p in scenario.patients]
+    return GatewayConfig.from_mapping(
+        {
+            "gateway_id": "fault-test",
+            "ble": {
+                "disconnect_grace_s": GRACE_S,
+                "backoff_initial_s": 0.05,
+                "backoff_max_s": 0.5,
+                "queue_packets": 64,
+            },
+            "wearables": wearables + (extra or []),
+        }
+    )
+
+
+@pytest.mark.timeout(90)
+async def test_faulty_wearables_are_reported_and_counted(broker: Any, collector: Any) -> None:
+    scenario = load_scenario(builtin_scenario_path("faults"))
+    config = fault_config(scenario)
+    received = await collector(broker, ["posture/v1/patients/+/events", "posture/v1/patients/+/state"])
+    async with (
+        SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
+        AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+    ):
+        gateway = Gateway(
+            config,
+            publisher,
+            scanner_backend=world.scanner_backend,
+            client_backend=world.client_backend,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            service = tasks.create_task(gateway.run())
+            await world.sleep_until(SCENARIO_S)
+            metrics = gateway.device_metrics()
+            service.cancel()
+    await asyncio.sleep(0.5)
+
+    def types(patient_id: str) -> list[str]:
+        topic = f"posture/v1/patients/{patient_id}/events"
+        return [json.loads(m.payload)["type"] for m in received.on_topic(topic)]
+
+    # A 15 s link loss: disconnected after the grace period, then connected
+    # again; the 0.3 s blip later stays silent.
+    assert types("link-loss") == ["device_connected", "device_disconnected", "device_connected"]
+    assert metrics["link-loss"]["reconnects"] >= 2
+
+    # A reboot (clock near its 32-bit wrap, sequence near its 16-bit wrap).
+    assert metrics["reboots"]["reboots"] == 1
+    assert types("reboots") == ["device_connected"]
+
+    # A bad radio: losses, corrupt packets and a flood are counted, not fatal.
+    bad = metrics["bad-radio"]
+    assert bad["malformed"] > 0
+    assert bad["lost"] > 0
+    assert bad["duplicates"] + bad["queue_dropped"] > 0
+
+    # The draining battery raises one battery_low, not one per reading, and
+    # when it is empty the wearable is reported gone.
+    assert types("low-battery") == ["device_connected", "battery_low", "device_disconnected"]
+
+    for patient in scenario.patients:
+        if patient.id == "low-battery":
+            continue
+        kinds = types(patient.id)
+        assert "fall_detected" not in kinds, patient.id
+        assert "slouch_started" not in kinds, patient.id
+        # Posture kept being estimated to the end, whatever happened.
+        last_state = json.loads(
+            received.on_topic(f"posture/v1/patients/{patient.id}/state")[-1].payload
+        )
+        assert last_state["device_connected"] is True, patient.id
+        assert last_state["activity"] != "unknown", patient.id
+
+
+@pytest.mark.timeout(60)
+async def test_wearables_off_the_allow_list_are_ignored(broker: Any) -> None:
+    scenario = load_scenario(builtin_scenario_path("faults"))
+    allowed = scenario.patients[1]  # "reboots": no connect failures before 30 s
+    config = GatewayConfig.from_mapping(
+        {
+            "gateway_id": "allow-list",
+            "wearables": [{"address": allowed.wearable.address, "patient_id": allowed.id}],
+        }
+    )
+    async with (
+        SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
+        AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+    ):
+        gateway = Gateway(
+            config,
+            publisher,
+            scanner_backend=world.scanner_backend,
+            client_backend=world.client_backend,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            service = tasks.create_task(gateway.run())
+            await world.sleep_until(10.0)
+            connected = {p.id: world.status(p.wearable.address).connected for p in scenario.patients}
+            service.cancel()
+    assert connected == {p.id: p is allowed for p in scenario.patients}

@@ -1,0 +1,184 @@
+"""Logins for the dashboard: hashed secrets, sessions, and the listen-address rule.
+
+A password file holds one ``name:hash`` line per user, where ``hash`` is
+``scrypt$N$r$p$salt$key`` (base64 salt and key) made by :func:`hash_secret`
+(``posture-monitor dashboard --password-file F --add-user NAME`` writes one).
+A shared token may come from the environment variable
+:data:`TOKEN_ENV`; it is hashed as soon as it is read and the plain text is
+not kept. With a token the person types their own name at login, and that
+name is what their acks record.
+
+On a loopback address without credentials no login is asked for; on any
+other address the dashboard refuses to start without credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from posture_monitor.errors import ConfigError
+
+__all__ = [
+    "TOKEN_ENV",
+    "Credentials",
+    "SessionStore",
+    "hash_secret",
+    "is_loopback_host",
+    "valid_user_name",
+    "verify_secret",
+]
+
+TOKEN_ENV = "POSTURE_MONITOR_DASHBOARD_TOKEN"
+
+# scrypt with N=2**14, r=8: ~16 MiB and ~50 ms per check on this class of
+# machine (OWASP's minimum for interactive logins), so guessing is slow.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _KEY_LEN = 2**14, 8, 1, 32
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@ ")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    """Hash a password or token as ``scrypt$N$r$p$salt$key``."""
+    if not secret:
+        raise ValueError("an empty password or token cannot be used")
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    key = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
+                         dklen=_KEY_LEN, maxmem=64 * 1024 * 1024)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(key)}"
+
+
+def verify_secret(secret: str, encoded: str) -> bool:
+    """True if ``secret`` matches a hash from :func:`hash_secret` (constant time).
+
+    Raises:
+        ValueError: ``encoded`` is not such a hash.
+    """
+    try:
+        scheme, n_text, r_text, p_text, salt_text, key_text = encoded.split("$")
+        n, r, p = int(n_text), int(r_text), int(p_text)
+        salt, key = base64.b64decode(salt_text), base64.b64decode(key_text)
+    except ValueError as exc:
+        raise ValueError("expected a hash of the form scrypt$N$r$p$salt$key") from exc
+    if scheme != "scrypt" or not 2 <= n <= 2**20 or not 1 <= r <= 32 or not 1 <= p <= 16:
+        raise ValueError("expected a hash of the form scrypt$N$r$p$salt$key")
+    candidate = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=len(key),
+                               maxmem=256 * 1024 * 1024)
+    return hmac.compare_digest(candidate, key)
+
+
+def valid_user_name(name: str) -> bool:
+    """1-64 letters, digits, spaces and ``._-@`` (names end up in acks and logs)."""
+    return 0 < len(name.strip()) <= 64 and set(name) <= _NAME_CHARS
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who may log in: named users with hashed passwords and/or one hashed token."""
+
+    users: dict[str, str] = field(default_factory=dict)   # name -> hash
+    token_hash: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        """True if at least one way to log in exists."""
+        return bool(self.users) or self.token_hash is not None
+
+    @classmethod
+    def load(cls, password_file: Path | None, token: str | None) -> Credentials:
+        """Read a password file and/or hash a token.
+
+        Raises:
+            ConfigError: the file is unreadable or a line is not ``name:hash``.
+        """
+        users: dict[str, str] = {}
+        if password_file is not None:
+            try:
+                lines = password_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"{password_file}: cannot read the password file: "
+                                  f"{exc.strerror}") from exc
+            for number, line in enumerate(lines, 1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                name, sep, encoded = line.strip().rpartition(":")
+                if not sep or not valid_user_name(name) or not encoded.startswith("scrypt$"):
+                    raise ConfigError(f"{password_file}:{number}: expected 'name:scrypt$...' "
+                                      "(make lines with --add-user)")
+                users[name] = encoded
+        token_hash = hash_secret(token) if token else None
+        return cls(users=users, token_hash=token_hash)
+
+    def check(self, name: str, secret: str) -> str | None:
+        """The name to record for a correct login, or None.
+
+        With a user's password the name is that user; with the token it is
+        the name typed at login.
+        """
+        if not valid_user_name(name) or not secret:
+            return None
+        encoded = self.users.get(name)
+        if encoded is not None and verify_secret(secret, encoded):
+            return name
+        if self.token_hash is not None and verify_secret(secret, self.token_hash):
+            # The name is only typed, not proven: mark it so an ack made with
+            # the shared token never passes for one of a named user.
+            return f"{name.strip()} (token)"
+        return None
+
+
+class SessionStore:
+    """Random session ids held in memory, each valid for ``lifetime_s``."""
+
+    def __init__(self, lifetime_s: float = 12 * 3600.0, max_sessions: int = 1000) -> None:
+        self.lifetime_s = lifetime_s
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, tuple[str, float]] = {}
+
+    def create(self, user: str, now_s: float | None = None) -> str:
+        """A new session id for ``user``."""
+        now_s = time.monotonic() if now_s is None else now_s
+        self._expire(now_s)
+        if len(self._sessions) >= self.max_sessions:
+            self._sessions.pop(next(iter(self._sessions)))
+        session_id = secrets.token_urlsafe(32)
+        self._sessions[session_id] = (user, now_s + self.lifetime_s)
+        return session_id
+
+    def user(self, session_id: str | None, now_s: float | None = None) -> str | None:
+        """The user of a live session, or None."""
+        if not session_id:
+            return None
+        now_s = time.monotonic() if now_s is None else now_s
+        entry = self._sessions.get(session_id)
+        if entry is None or entry[1] < now_s:
+            return None
+        return entry[0]
+
+    def end(self, session_id: str | None) -> None:
+        """Log out."""
+        if session_id:
+            self._sessions.pop(session_id, None)
+
+    def _expire(self, now_s: float) -> None:
+        for key in [k for k, (_u, until) in self._sessions.items() if until < now_s]:
+            del self._sessions[key]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; any other name counts as exposed."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

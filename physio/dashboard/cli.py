@@ -1,0 +1,182 @@
+"""Command-line entry points: ``posture-monitor dashboard`` and ``posture-monitor report``.
+
+``posture_monitor.cli`` adds the sub-commands with :func:`configure_parser` /
+:func:`run` and :func:`configure_report_parser` / :func:`run_report`. The
+``run*`` functions return an exit status: 0 done, 1 runtime failure
+(broker, missing summary), 2 bad arguments or configuration. They print
+errors to stderr and never configure logging (the main CLI does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from alerts.mqtt import MqttSettings
+from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, valid_user_name
+from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.report import fetch_summary, write_report
+from physio.dashboard.service import DashboardConfig, DashboardService
+from posture_monitor.errors import BrokerError, ConfigError, PostureMonitorError
+
+__all__ = [
+    "build_config",
+    "configure_parser",
+    "configure_report_parser",
+    "local_timezone",
+    "parse_listen",
+    "run",
+    "run_report",
+]
+
+
+def local_timezone() -> str:
+    """The machine's IANA zone name (``TZ``, else /etc/localtime), or ``UTC``."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz and "/" in tz and not tz.startswith("/"):
+        return tz
+    with contextlib.suppress(OSError):
+        target = os.path.realpath("/etc/localtime")
+        marker = "/zoneinfo/"
+        if marker in target:
+            return target.split(marker, 1)[1]
+    return "UTC"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` to (host, port).
+
+    Raises:
+        ConfigError: not of that form.
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port_text)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``posture-monitor dashboard``."""
+    parser.add_argument("--broker", required=True, metavar="URL",
+                        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883")
+    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="HTTP address (default 127.0.0.1:8080; any other than loopback "
+                             "needs a login)")
+    parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
+    parser.add_argument("--escalate-after", type=float, default=120.0, metavar="S",
+                        help="escalate a fall nobody acknowledged after S seconds (120)")
+    parser.add_argument("--escalate-again-after", type=float, default=240.0, metavar="S",
+                        help="escalate it again (level 2) S seconds after the fall (240)")
+    parser.add_argument("--password-file", type=Path, metavar="FILE",
+                        help=f"users allowed to log in (name:scrypt hash lines); or set "
+                             f"{TOKEN_ENV} to a shared token")
+    parser.add_argument("--add-user", metavar="NAME",
+                        help="ask for NAME's password, add it hashed to --password-file, exit")
+    parser.add_argument("--timezone", default=None, metavar="ZONE",
+                        help="clinic time zone for daily summaries (default: this machine's)")
+    parser.add_argument("--summary-interval", type=float, default=60.0, metavar="S",
+                        help="publish changed daily summaries every S seconds (60)")
+    parser.add_argument("--client-id", default=None,
+                        help="MQTT client id (default from host name and port)")
+
+
+def _add_user(password_file: Path | None, name: str) -> int:
+    if password_file is None:
+        print("error: --add-user needs --password-file", file=sys.stderr)
+        return 2
+    if not valid_user_name(name) or ":" in name:
+        print(f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @",
+              file=sys.stderr)
+        return 2
+    password = getpass.getpass(f"password for {name}: ")
+    if len(password) < 8 or password != getpass.getpass("again: "):
+        print("error: passwords differ or are shorter than 8 characters", file=sys.stderr)
+        return 2
+    lines = []
+    if password_file.exists():
+        lines = [line for line in password_file.read_text(encoding="utf-8").splitlines()
+                 if line.rpartition(":")[0] != name]
+    lines.append(f"{name}:{hash_secret(password)}")
+    password_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    print(f"{name} added to {password_file}")
+    return 0
+
+
+def build_config(args: argparse.Namespace) -> DashboardConfig:
+    """A validated configuration from parsed arguments. Raises ConfigError."""
+    host, port = parse_listen(args.listen)
+    try:
+        policy = EscalationPolicy(args.escalate_after, args.escalate_again_after)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
+    return DashboardConfig(
+        broker=MqttSettings.from_url(args.broker), listen_host=host, listen_port=port,
+        topic_root=args.topic_root, escalation=policy, credentials=credentials,
+        timezone=args.timezone or local_timezone(), summary_interval_s=args.summary_interval,
+        client_id=args.client_id)
+
+
+async def _serve(config: DashboardConfig) -> None:
+    async with DashboardService(config) as service:
+        print(f"dashboard: {service.url}", flush=True)
+        await service.run_forever()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``posture-monitor dashboard`` until interrupted."""
+    if args.add_user:
+        return _add_user(args.password_file, args.add_user)
+    try:
+        config = build_config(args)
+        asyncio.run(_serve(config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (PostureMonitorError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def configure_report_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``posture-monitor report``."""
+    parser.add_argument("--patient", required=True, metavar="ID", help="patient id")
+    parser.add_argument("--day", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="local day (default: the newest the dashboard published)")
+    parser.add_argument("--broker", required=True, metavar="URL", help="MQTT broker URL")
+    parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE",
+                        help="report.html (no dependency) or report.png (needs matplotlib)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                        help="how long to wait for the broker, s (5)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run ``posture-monitor report``: fetch the summary and write the file."""
+    try:
+        if args.out.suffix.lower() not in (".html", ".htm", ".png"):
+            raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
+        settings = MqttSettings.from_url(args.broker, connect_timeout_s=args.timeout)
+        summary = asyncio.run(fetch_summary(settings, args.patient, args.day,
+                                            topic_root=args.topic_root,
+                                            timeout_s=args.timeout))
+        write_report(summary, args.out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerError, PostureMonitorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"report written to {args.out}")
+    return 0

@@ -1,0 +1,64 @@
+"""The dashboard's settings, validated once (the CLI builds them from arguments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from alerts.mqtt import MqttSettings
+from physio.dashboard.auth import Credentials, is_loopback_host
+from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.wire import TopicMap
+from posture_monitor.errors import ConfigError
+
+__all__ = ["DashboardConfig"]
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """Everything the dashboard needs; built by the CLI, validated here.
+
+    Attributes:
+        broker: MQTT connection settings.
+        listen_host, listen_port: HTTP address (port 0 picks a free one).
+        topic_root: MQTT topic root.
+        escalation: when unacknowledged falls escalate.
+        credentials: logins; required unless listening on loopback.
+        timezone: IANA zone of the clinic; days of the summaries are its days.
+        history_s: seconds of flexion history per tile chart.
+        summary_interval_s: how often changed summaries are published, s.
+        keep_archive_days: per-day retained summaries older than this are cleared.
+        client_id: MQTT client id (default from host name and port).
+    """
+
+    broker: MqttSettings
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    topic_root: str = "posture/v1"
+    escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
+    credentials: Credentials = field(default_factory=Credentials)
+    timezone: str = "UTC"
+    history_s: float = 300.0
+    summary_interval_s: float = 60.0
+    keep_archive_days: int = 31
+    client_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.listen_port < 65536:
+            raise ConfigError(f"listen port must be 0-65535, got {self.listen_port}")
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"unknown time zone {self.timezone!r} (expected an IANA name "
+                              "such as Europe/Berlin)") from exc
+        if self.summary_interval_s <= 0 or self.history_s <= 0 or self.keep_archive_days < 1:
+            raise ConfigError("summary interval and history must be > 0 s, archive >= 1 day")
+        try:
+            TopicMap(self.topic_root)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        if not is_loopback_host(self.listen_host) and not self.credentials.configured:
+            raise ConfigError(
+                f"refusing to listen on {self.listen_host} without a login: give "
+                "--password-file FILE (lines made with --add-user) or set "
+                "POSTURE_MONITOR_DASHBOARD_TOKEN, or listen on 127.0.0.1")

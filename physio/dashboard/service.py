@@ -1,0 +1,357 @@
+"""The dashboard service: MQTT in, browsers out, escalations and summaries back to MQTT.
+
+:class:`DashboardService` is an async context manager that owns the MQTT
+client (``alerts.mqtt.MqttClient``, the one adapter around paho), the HTTP
+server (aiohttp) and a task group with two tasks: the receive loop, which
+parses every broker message and updates the model, the escalator and the
+summary book; and a ticker, which publishes due escalations, the broker link
+status and, every ``summary_interval_s``, the changed daily summaries.
+
+The dashboard subscribes with a persistent session (fixed client id, clean
+start off, one hour session expiry on MQTT 5), so falls published while it was
+restarting are delivered when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date, timedelta
+from types import TracebackType
+from typing import Any, Self
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from alerts.mqtt import Message, MqttClient
+from physio.dashboard.auth import SessionStore
+from physio.dashboard.broadcast import Broadcaster
+from physio.dashboard.config import DashboardConfig
+from physio.dashboard.escalation import Escalator
+from physio.dashboard.model import DashboardModel, Update
+from physio.dashboard.server import create_app
+from physio.dashboard.summary import DailySummary
+from physio.dashboard.summary_book import SummaryBook
+from physio.dashboard.wire import (
+    AckMessage,
+    EscalationMessage,
+    TopicKind,
+    TopicMap,
+    WireFormatError,
+    parse_ack,
+    parse_escalation,
+    parse_event,
+    parse_gateway_status,
+    parse_state,
+)
+from posture_monitor.errors import BrokerError
+
+__all__ = ["DashboardConfig", "DashboardService", "mask_id"]
+
+_log = logging.getLogger(__name__)
+
+_TICK_S = 0.25
+_ACK_TIMEOUT_S = 10.0
+_SESSION_EXPIRY_S = 3600
+
+
+def mask_id(ident: str) -> str:
+    """A short pseudonym of a patient id for logs (health data stays out of logs)."""
+    return "p#" + hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+class DashboardService:
+    """The running dashboard (also the :class:`physio.dashboard.server.Backend`).
+
+    Args:
+        config: validated settings.
+        clock: wall clock in POSIX seconds (tests may pass their own).
+
+    Raises:
+        BrokerError: from ``__aenter__`` only on a permanent broker refusal
+            (bad credentials, TLS); an unreachable broker is retried while the
+            page says so.
+        OSError: the listen address is in use.
+    """
+
+    def __init__(self, config: DashboardConfig,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self.topics = TopicMap(config.topic_root)
+        self.model = DashboardModel(history_s=config.history_s)
+        self.broadcaster = Broadcaster()
+        self.escalator = Escalator(config.escalation)
+        self.book = SummaryBook(ZoneInfo(config.timezone))
+        self.dropped: dict[str, int] = {}
+        self.escalations_published = 0
+        self._mqtt: MqttClient | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: web.AppRunner | None = None
+        self._running: list[asyncio.Task[None]] = []
+        self._archive_cleared: set[tuple[str, date]] = set()
+        self._port = config.listen_port
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        config = self.config
+        client_id = config.client_id or _default_client_id(config.listen_port)
+        self._mqtt = MqttClient(config.broker, client_id=client_id, clean_start=False,
+                                session_expiry_s=_SESSION_EXPIRY_S, wait_for_connection=False)
+        await self._mqtt.__aenter__()
+        try:
+            for topic_filter in self.topics.subscriptions():
+                await self._mqtt.subscribe(topic_filter, qos=1)
+            app = create_app(self, config.credentials, SessionStore())
+            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0,
+                                         access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, config.listen_host, config.listen_port)
+            await site.start()
+            self._port = int(self._runner.addresses[0][1])
+            self._tasks = asyncio.TaskGroup()
+            await self._tasks.__aenter__()
+            self._running = [self._tasks.create_task(self._receive(), name="dashboard-receive"),
+                             self._tasks.create_task(self._tick(), name="dashboard-tick")]
+        except BaseException:
+            await self._shutdown()
+            raise
+        _log.info("dashboard at %s (broker %s)", self.url, config.broker.address)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.broadcaster.close_all()
+        if self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            for task in self._running:
+                task.cancel()
+            await tasks.__aexit__(None, None, None)
+        if self._mqtt is not None and self._mqtt.connected:
+            with contextlib.suppress(BrokerError):
+                await self._publish_summaries()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._mqtt is not None:
+            mqtt, self._mqtt = self._mqtt, None
+            await mqtt.__aexit__(None, None, None)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` of the page."""
+        host = self.config.listen_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self._port}/"
+
+    async def run_forever(self) -> None:
+        """Serve until cancelled."""
+        await asyncio.Event().wait()
+
+    # -- Backend (used by server.py) -----------------------------------------
+
+    def now_s(self) -> float:
+        """Wall clock, POSIX seconds."""
+        return self._clock()
+
+    def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
+        """A patient's summary of one day (default: the latest)."""
+        return self.book.summary(patient_id, day)
+
+    async def acknowledge(self, event_id: str, action: str, by: str) -> dict[str, Any]:
+        """Publish an ack (QoS 1, waits for the broker) and apply it here.
+
+        Raises:
+            KeyError: no such alert.
+            BrokerError: not published; nothing changed.
+        """
+        patient_id = self.model.patient_of(event_id)
+        if patient_id is None or self._mqtt is None:
+            raise KeyError(event_id)
+        ack = AckMessage(event_id=event_id, action=action, by=by, time_s=self._clock())
+        try:
+            # A person is waiting on the button: say "not sent" rather than hang.
+            async with asyncio.timeout(_ACK_TIMEOUT_S):
+                await self._mqtt.publish(self.topics.patient(patient_id, "acks"),
+                                         ack.to_json(), qos=1)
+        except TimeoutError:
+            raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
+        _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
+        self._apply_ack(patient_id, ack)
+        alert = self.model.alert(event_id)
+        if alert is None:
+            raise KeyError(event_id)
+        return alert
+
+    # -- receiving -----------------------------------------------------------
+
+    async def _receive(self) -> None:
+        assert self._mqtt is not None  # set in __aenter__
+        async for message in self._mqtt.messages():
+            try:
+                self.handle_message(message, self._clock())
+            except WireFormatError as exc:
+                self._drop(message.topic, str(exc))
+
+    def handle_message(self, message: Message, received_s: float) -> None:
+        """Apply one broker message. Raises WireFormatError for a bad payload."""
+        route = self.topics.classify(message.topic)
+        if route is None:
+            return
+        kind, ident = route
+        updates: list[Update] = []
+        if kind is TopicKind.STATE:
+            if not message.payload:
+                return  # a cleared retained state
+            state = parse_state(message.payload)
+            if state.patient_id != ident:
+                raise WireFormatError("patient_id does not match the topic")
+            # A retained state may be hours old: its age is its own time.
+            seen_s = min(received_s, state.time_s) if message.retain else received_s
+            updates += self.model.apply_state(state, seen_s)
+            self.book.on_state(state)
+        elif kind is TopicKind.EVENTS:
+            event = parse_event(message.payload)
+            if event.patient_id != ident:
+                raise WireFormatError("patient_id does not match the topic")
+            updates += self.model.apply_event(event, received_s)
+            self.book.on_event(event)
+            if event.type == "fall_detected":
+                self.escalator.on_fall(event.event_id, event.patient_id, event.time_s,
+                                       received_s)
+                _log.warning("fall of %s received", mask_id(event.patient_id))
+            elif event.type == "fall_cancelled":
+                self.escalator.on_cancelled(event.patient_id, event.time_s)
+        elif kind is TopicKind.ACKS:
+            updates += self._apply_ack(ident, parse_ack(message.payload), publish=False)
+        elif kind is TopicKind.ESCALATIONS:
+            escalation = parse_escalation(message.payload, ident)
+            self.escalator.on_escalation_seen(escalation.event_id, escalation.level)
+            self.book.on_escalation(ident, escalation.event_id, escalation.level)
+            updates += self.model.apply_escalation(escalation)
+        elif kind is TopicKind.SUMMARY:
+            if not message.payload:
+                return
+            summary = DailySummary.from_json(message.payload)
+            if summary.patient_id != ident:
+                raise WireFormatError("patient_id does not match the topic")
+            self.book.on_remote(summary)
+            mine = self.book.summary(ident, summary.day)
+            if mine is not None:
+                updates += self.model.apply_summary(mine)
+                updates += self._restore_falls(mine, received_s)
+        elif kind is TopicKind.GATEWAY_STATUS:
+            status = parse_gateway_status(message.payload, ident)
+            updates += self.model.apply_gateway(status, received_s)
+        self.broadcaster.publish(updates)
+
+    def _restore_falls(self, summary: DailySummary, received_s: float) -> list[Update]:
+        updates: list[Update] = []
+        for fall in summary.falls:
+            restored = self.model.restore_fall(summary.patient_id, fall, received_s)
+            if not restored:
+                continue
+            updates += restored
+            _log.warning("restored an unresolved fall of %s from the daily summary",
+                         mask_id(summary.patient_id))
+            self.escalator.on_fall(fall.event_id, summary.patient_id, fall.time_s, received_s)
+            self.escalator.on_escalation_seen(fall.event_id, fall.escalation_level)
+            if fall.acknowledged_s is not None:
+                self.escalator.on_handled(fall.event_id, "acknowledged")
+        return updates
+
+    def _apply_ack(self, patient_id: str, ack: AckMessage, publish: bool = True) -> list[Update]:
+        self.escalator.on_handled(ack.event_id, ack.action)
+        self.book.on_ack(patient_id, ack)
+        updates = self.model.apply_ack(ack)
+        if publish:
+            self.broadcaster.publish(updates)
+            return []
+        return updates
+
+    def _drop(self, topic: str, why: str) -> None:
+        route = self.topics.classify(topic)
+        kind = route[0].value if route else "other"
+        count = self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        if count & (count - 1) == 0:  # the first, then every power of two
+            _log.warning("dropped %d bad %s message(s); latest: %s", count, kind, why)
+
+    # -- ticking -------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        assert self._mqtt is not None  # set in __aenter__
+        next_summary_s = time.monotonic() + self.config.summary_interval_s
+        while True:
+            self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
+            if self._mqtt.connected:
+                await self._publish_escalations()
+                if time.monotonic() >= next_summary_s:
+                    next_summary_s = time.monotonic() + self.config.summary_interval_s
+                    try:
+                        await self._publish_summaries()
+                    except BrokerError as exc:
+                        _log.warning("summaries not published (retrying): %s", exc)
+            await asyncio.sleep(_TICK_S)
+
+    async def _publish_escalations(self) -> None:
+        assert self._mqtt is not None  # set in __aenter__
+        for due in self.escalator.due(self._clock()):
+            message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
+            try:
+                await self._mqtt.publish(self.topics.patient(due.patient_id, "escalations"),
+                                         message.to_json(), qos=1)
+            except BrokerError as exc:
+                _log.error("escalation not published (retrying): %s", exc)
+                return
+            self.escalator.mark_issued(due.event_id, due.level)
+            self.book.on_escalation(due.patient_id, due.event_id, due.level)
+            self.escalations_published += 1
+            _log.warning("fall of %s not acknowledged: escalated to level %d",
+                         mask_id(due.patient_id), due.level)
+            self.broadcaster.publish(self.model.apply_escalation(message))
+
+    async def _publish_summaries(self) -> None:
+        assert self._mqtt is not None  # set in __aenter__
+        pending = self.book.take_dirty()
+        for index, (patient_id, day) in enumerate(pending):
+            summary = self.book.summary(patient_id, day)
+            if summary is None:
+                continue
+            payload = summary.to_json()
+            try:
+                await self._mqtt.publish(self.topics.summary_archive(patient_id, day.isoformat()),
+                                         payload, qos=1, retain=True)
+                if day == self.book.latest_day(patient_id):
+                    await self._mqtt.publish(self.topics.patient(patient_id, "summary"),
+                                             payload, qos=1, retain=True)
+                    old = day - timedelta(days=self.config.keep_archive_days)
+                    if (patient_id, old) not in self._archive_cleared:
+                        # An empty retained message deletes the oldest archived day.
+                        await self._mqtt.publish(
+                            self.topics.summary_archive(patient_id, old.isoformat()), b"",
+                            qos=1, retain=True)
+                        self._archive_cleared.add((patient_id, old))
+            except BrokerError:
+                for again in pending[index:]:
+                    self.book.mark_dirty(*again)
+                raise
+            self.broadcaster.publish(self.model.apply_summary(summary))
+
+
+def _default_client_id(port: int) -> str:
+    # Stable across restarts (the broker keeps our session and queues falls),
+    # distinct per dashboard (two clients with one id kick each other off).
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40]
+    suffix = str(port) if port else uuid.uuid4().hex[:8]
+    return f"pm-dashboard-{host}-{suffix}"

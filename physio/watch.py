@@ -1,0 +1,385 @@
+"""``posture-monitor watch``: the physiotherapist's live terminal view.
+
+A table of every patient's latest state (flexion, lateral bend, activity,
+slouching, device, battery, gateway online) and the alert feed, redrawn
+about twice a second with ANSI escapes (no curses). When stdout is not a
+terminal it prints plain lines instead: one per new alert and one per change
+of a patient's activity, slouching, device or gateway status.
+
+``WatchModel`` is the testable core: it consumes ``alerts.Message`` objects
+and renders strings; events are de-duplicated by ``event_id`` (QoS 1 is
+at-least-once). The watcher keeps an MQTT session for a few minutes so a
+network blip does not lose the alerts sent meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from alerts import (
+    DEFAULT_TOPIC_ROOT,
+    AlertEvent,
+    EventType,
+    GatewayStatus,
+    Message,
+    MqttClient,
+    MqttSettings,
+    PatientState,
+    Severity,
+    TopicKind,
+    Topics,
+    format_utc_ms,
+    utc_from_timestamp,
+)
+from posture_monitor.errors import PostureMonitorError
+
+__all__ = [
+    "WatchModel",
+    "add_broker_arguments",
+    "configure_parser",
+    "run",
+    "settings_from_args",
+    "watch_live",
+]
+
+logger = logging.getLogger(__name__)
+
+_RESET, _BOLD, _DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
+_SEVERITY_STYLE = {Severity.HIGH: "\x1b[1;97;41m", Severity.MEDIUM: "\x1b[33m",
+                   Severity.LOW: "\x1b[36m", Severity.INFO: _DIM}
+_SEEN_IDS = 10_000  # event ids remembered for de-duplication
+# Keep the broker session this long over a disconnect, so alerts sent while
+# the watcher's network blips are delivered when it comes back.
+_SESSION_EXPIRY_S = 300
+
+
+@dataclass
+class _FeedItem:
+    event: AlertEvent
+    ack: str = ""  # "acknowledged by X" / "resolved by X"
+    cancelled: bool = False
+
+
+def _angle(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}°"
+
+
+def _age(now_s: float, then_s: float) -> str:
+    age_s = max(0.0, now_s - then_s)
+    return f"{age_s:.0f}s" if age_s < 120 else f"{age_s / 60:.0f}m"
+
+
+class WatchModel:
+    """What the watch view shows, built from received messages.
+
+    Args:
+        topics: the topic layout (root) to interpret.
+        max_events: alert feed length kept and shown.
+        clock: wall clock, POSIX s (for "updated ... ago").
+
+    Counters ``ignored`` (not our topics) and ``malformed`` (payloads that
+    break the contract) are shown in the footer; nothing bad crashes it.
+    """
+
+    def __init__(self, topics: Topics | None = None, *, max_events: int = 20,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.topics = topics or Topics()
+        self.max_events = max_events
+        self._clock = clock
+        self.states: dict[str, PatientState] = {}
+        self.gateways: dict[str, GatewayStatus] = {}
+        self.feed: list[_FeedItem] = []
+        self._seen: OrderedDict[str, _FeedItem | None] = OrderedDict()
+        self.ignored = 0
+        self.malformed = 0
+        self.duplicates = 0
+        self._lines: list[str] = []
+
+    # ---------------------------------------------------------------- input
+
+    def handle(self, message: Message) -> bool:
+        """Take one message; return True if the view changed."""
+        info = self.topics.parse(message.topic)
+        if info is None:
+            self.ignored += 1
+            return False
+        try:
+            if info.kind is TopicKind.STATE:
+                return self._on_state(info.id, message.payload)
+            if info.kind is TopicKind.STATUS:
+                return self._on_status(info.id, message.payload)
+            if info.kind is TopicKind.EVENTS:
+                return self._on_event(info.id, AlertEvent.from_json(message.payload))
+            return self._on_ack(message.payload)
+        except ValueError as exc:
+            self.malformed += 1
+            if self.malformed & (self.malformed - 1) == 0:  # 1, 2, 4, 8...: not every one
+                logger.warning("ignored a malformed message on %s (%d so far): %s",
+                               info.kind, self.malformed, exc)
+            return False
+
+    def _on_state(self, patient_id: str, payload: bytes) -> bool:
+        if not payload:  # a cleared retained state: the patient left
+            return self.states.pop(patient_id, None) is not None
+        state = PatientState.from_json(payload)
+        if state.patient_id != patient_id:
+            raise ValueError(f"state of {state.patient_id!r} on the topic of {patient_id!r}")
+        old = self.states.get(patient_id)
+        self.states[patient_id] = state
+        key = (state.activity, state.slouching, state.device_connected, state.calibrated)
+        if old is None or key != (old.activity, old.slouching, old.device_connected,
+                                  old.calibrated):
+            self._lines.append(
+                f"{format_utc_ms(state.time)} STATE {patient_id} activity={state.activity} "
+                f"slouching={'yes' if state.slouching else 'no'} "
+                f"device={'connected' if state.device_connected else 'DISCONNECTED'} "
+                f"flexion={_angle(state.flexion_deg)} lateral={_angle(state.lateral_deg)}")
+        return True
+
+    def _on_status(self, gateway_id: str, payload: bytes) -> bool:
+        if not payload:
+            return self.gateways.pop(gateway_id, None) is not None
+        status = GatewayStatus.from_json(payload)
+        old = self.gateways.get(gateway_id)
+        self.gateways[gateway_id] = status
+        if old is None or old.status != status.status:
+            self._lines.append(f"{format_utc_ms(status.time)} GATEWAY {gateway_id} "
+                               f"{status.status.upper()}")
+        return True
+
+    def _on_event(self, patient_id: str, event: AlertEvent) -> bool:
+        if event.patient_id != patient_id:
+            raise ValueError(f"event of {event.patient_id!r} on the topic of {patient_id!r}")
+        if event.event_id in self._seen:
+            self.duplicates += 1
+            return False
+        item = _FeedItem(event)
+        self._remember(event.event_id, item)
+        if event.type is EventType.FALL_CANCELLED:
+            for earlier in reversed(self.feed):
+                if (earlier.event.patient_id == patient_id
+                        and earlier.event.type is EventType.FALL_DETECTED
+                        and earlier.event.time <= event.time):
+                    earlier.cancelled = True
+                    break
+        self.feed.append(item)
+        self.feed.sort(key=lambda i: i.event.time)
+        del self.feed[:-self.max_events]
+        self._lines.append("EVENT " + self._event_line(item, color=False, iso_time=True))
+        return True
+
+    def _on_ack(self, payload: bytes) -> bool:
+        try:
+            ack = json.loads(payload)
+            event_id, action, by = ack["event_id"], ack["action"], ack.get("by", "?")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"ack: expected event_id and action: {exc}") from exc
+        item = self._seen.get(str(event_id))
+        if item is None or action not in ("acknowledged", "resolved"):
+            return False
+        item.ack = f"{action} by {str(by)[:24]}"
+        self._lines.append(f"ACK {event_id} {item.ack}")
+        return True
+
+    def _remember(self, event_id: str, item: _FeedItem) -> None:
+        self._seen[event_id] = item
+        while len(self._seen) > _SEEN_IDS:
+            self._seen.popitem(last=False)
+
+    # --------------------------------------------------------------- output
+
+    def take_lines(self) -> list[str]:
+        """Plain-text lines for changes since the last call (non-TTY output)."""
+        lines, self._lines = self._lines, []
+        return lines
+
+    def _event_line(self, item: _FeedItem, *, color: bool, iso_time: bool = False) -> str:
+        """One feed line; the screen shows local wall time, logs ISO UTC."""
+        event = item.event
+        severity = event.severity or Severity.INFO
+        when = (format_utc_ms(event.time) if iso_time
+                else event.time.astimezone().strftime("%H:%M:%S"))
+        parts = [when, f"{severity.upper():6}",
+                 f"{event.type.replace('_', ' ').upper():19}", f"{event.patient_id:10}",
+                 f"gw {event.gateway_id}"]
+        if event.flexion_deg is not None:
+            parts.append(f"flexion {_angle(event.flexion_deg)}")
+        parts += [f"{key} {value:g}" for key, value in sorted(event.details.items())]
+        if item.cancelled:
+            parts.append("(CANCELLED)")
+        if item.ack:
+            parts.append(f"({item.ack})")
+        line = "  ".join(parts)
+        if color:
+            style = _SEVERITY_STYLE[severity]
+            if item.cancelled or item.ack:
+                style = _DIM
+            line = f"{style}{line}{_RESET}"
+        return line
+
+    def render(self, *, color: bool = False, header: str = "", width: int = 120) -> str:
+        """The whole screen as text: patients table, then the alert feed.
+
+        The feed lists falls that are neither cancelled nor acknowledged
+        first, then everything by severity, newest first within a severity.
+        """
+        now_s = self._clock()
+        bold = (lambda s: f"{_BOLD}{s}{_RESET}") if color else (lambda s: s)
+        online = sum(1 for g in self.gateways.values() if g.online)
+        lines = [bold(f"Posture monitor {header}".rstrip()),
+                 f"{len(self.states)} patient(s), {online}/{len(self.gateways)} gateway(s) online"
+                 f"   {utc_from_timestamp(now_s).astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}",
+                 ""]
+        lines.append(bold(f"{'PATIENT':12}{'GATEWAY':12}{'GW':9}{'DEVICE':8}{'BATT':6}"
+                          f"{'FLEXION':9}{'LATERAL':9}{'ACTIVITY':10}{'SLOUCH':8}UPDATED"))
+        for patient_id in sorted(self.states):
+            s = self.states[patient_id]
+            gateway = self.gateways.get(s.gateway_id)
+            gw_text = "?" if gateway is None else str(gateway.status)
+            row = (f"{patient_id[:11]:12}{s.gateway_id[:11]:12}{gw_text:9}"
+                   f"{'yes' if s.device_connected else 'NO':8}"
+                   f"{'-' if s.battery_pct is None else f'{s.battery_pct}%':6}"
+                   f"{_angle(s.flexion_deg):9}{_angle(s.lateral_deg):9}{s.activity[:9]:10}"
+                   f"{'YES' if s.slouching else 'no':8}{_age(now_s, s.time.timestamp())} ago")
+            if color and (s.slouching or not s.device_connected or gw_text != "online"):
+                row = f"\x1b[33m{row}{_RESET}"
+            lines.append(row[:width] if not color else row)
+        if not self.states:
+            lines.append("(no patient state yet)")
+        lines += ["", bold("ALERTS (open falls first, then by severity, newest first)")]
+
+        def order(item: _FeedItem) -> tuple[bool, int, float]:
+            open_fall = item.event.type is EventType.FALL_DETECTED and not (
+                item.cancelled or item.ack)
+            rank = (item.event.severity or Severity.INFO).rank
+            return (not open_fall, -rank, -item.event.time.timestamp())
+
+        feed = sorted(self.feed, key=order)
+        lines += [self._event_line(item, color=color) for item in feed] or ["(no alerts)"]
+        footer = []
+        if self.malformed:
+            footer.append(f"{self.malformed} malformed message(s) ignored")
+        if self.duplicates:
+            footer.append(f"{self.duplicates} duplicate event(s) suppressed")
+        if footer:
+            lines += ["", ", ".join(footer)]
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------- CLI
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--broker URL``, ``--topic-root``, ``--ca-file``, ``--protocol``,
+    ``--connect-timeout``."""
+    parser.add_argument("--broker", default=os.environ.get("POSTURE_MONITOR_BROKER",
+                                                           "mqtt://127.0.0.1:1883"),
+                        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://... "
+                             "(default: $POSTURE_MONITOR_BROKER or mqtt://127.0.0.1:1883)")
+    parser.add_argument("--topic-root", default=DEFAULT_TOPIC_ROOT,
+                        help=f"topic root (default {DEFAULT_TOPIC_ROOT})")
+    parser.add_argument("--ca-file", default=None, help="CA certificate (PEM) for mqtts://")
+    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
+                        help="MQTT version (5 falls back to 3.1.1 by itself)")
+    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
+                        help="give up if the broker cannot be reached within S seconds")
+
+
+def settings_from_args(args: argparse.Namespace) -> MqttSettings:
+    """Broker settings from the arguments of ``add_broker_arguments``.
+
+    Raises:
+        ConfigError: on a bad URL (password redacted from the message).
+    """
+    overrides: dict[str, object] = {"protocol": args.protocol,
+                                    "connect_timeout_s": args.connect_timeout}
+    if args.ca_file:
+        overrides["ca_file"] = args.ca_file
+    return MqttSettings.from_url(args.broker, **overrides)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``posture-monitor watch``."""
+    add_broker_arguments(parser)
+    parser.add_argument("--max-events", type=int, default=20, help="alert feed length")
+    parser.add_argument("--refresh-hz", type=float, default=2.0, help="redraw rate (TTY)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop after S seconds (default: until Ctrl-C)")
+
+
+async def watch_live(settings: MqttSettings, *, topic_root: str = DEFAULT_TOPIC_ROOT,
+                out: TextIO = sys.stdout, tty: bool | None = None, refresh_hz: float = 2.0,
+                duration_s: float | None = None, max_events: int = 20) -> WatchModel:
+    """Run the view until ``duration_s`` passes (or forever); return the model.
+
+    Raises:
+        BrokerError: when the broker cannot be reached at start.
+    """
+    tty = out.isatty() if tty is None else tty
+    color = tty and "NO_COLOR" not in os.environ
+    topics = Topics(topic_root)
+    model = WatchModel(topics, max_events=max_events)
+    client_id = f"{settings.client_id_prefix}-watch-{socket.gethostname()[:16]}-{os.getpid()}"
+    client_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in client_id)
+    async with MqttClient(settings, client_id=client_id,
+                          session_expiry_s=_SESSION_EXPIRY_S) as client:
+        for topic_filter in (topics.all_status, topics.all_states, topics.all_events,
+                             topics.all_acks):
+            await client.subscribe(topic_filter, qos=1)
+
+        async def consume() -> None:
+            async for message in client.messages():
+                model.handle(message)
+                lines = model.take_lines()  # taken in TTY mode too, or they pile up
+                if lines and not tty:
+                    out.write("".join(line + "\n" for line in lines))
+                    out.flush()
+
+        async def redraw() -> None:
+            period_s = 1.0 / max(0.1, refresh_hz)
+            out.write("\x1b[?25l")  # hide the cursor while redrawing
+            try:
+                while True:
+                    link = "" if client.connected else "  [broker disconnected, reconnecting]"
+                    screen = model.render(color=color, header=f"{settings.display_url}{link}")
+                    out.write("\x1b[H" + screen.replace("\n", "\x1b[K\n") + "\x1b[J")
+                    out.flush()
+                    await asyncio.sleep(period_s)
+            finally:
+                out.write("\x1b[?25h\n")
+                out.flush()
+
+        try:
+            async with asyncio.timeout(duration_s), asyncio.TaskGroup() as tasks:
+                tasks.create_task(consume(), name="watch-consume")
+                if tty:
+                    tasks.create_task(redraw(), name="watch-redraw")
+        except TimeoutError:
+            pass
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``posture-monitor watch``: 0 on a normal end, 2 when the
+    broker is unreachable or the arguments are invalid (no traceback)."""
+    try:
+        asyncio.run(watch_live(settings_from_args(args), topic_root=args.topic_root,
+                          refresh_hz=args.refresh_hz, duration_s=args.duration,
+                          max_events=args.max_events))
+    except PostureMonitorError as exc:
+        print(f"posture-monitor watch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -141,7 +141,7 @@ class WearableSupervisor:
         recalibrate = away_s > self._settings.recalibrate_after_s
         self._buzz_pending.clear()  # a reminder from before the link loss is stale
         await self.monitor.link_up(recalibrate=recalibrate)
-        _log.info("wearable %s: connected (patient %s)", self.label, self.monitor.patient_id)
+        _log.info("wearable %s: connected", self.label)
         await client.start_notify(IMU_CHAR_UUID, self._on_imu_notify)
         if self._reported_connected is not True:
             self._reported_connected = True

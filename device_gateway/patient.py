@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from alerts import AlertEvent, EventType, PatientState
+from alerts import AlertEvent, EventType, PatientState, mask_id
 from device_gateway.config import WearableConfig
 from device_gateway.timeline import SampleBlock, Timeline
 from posture import (
@@ -74,6 +74,7 @@ class PatientMonitor:
     ) -> None:
         self.wearable = wearable
         self.patient_id = wearable.patient_id
+        self._log_id = mask_id(wearable.patient_id)  # health data: no names in logs
         self.timeline = Timeline()
         self._gateway_id = gateway_id
         self._sink = sink
@@ -141,7 +142,7 @@ class PatientMonitor:
         if self._engine is None or shape != self._shape:
             previous = self._engine
             if previous is not None:
-                _log.info("patient %s: stream changed to %s; new engine", self.patient_id, shape)
+                _log.info("patient %s: stream changed to %s; new engine", self._log_id, shape)
             t = self.wearable.thresholds
             self._engine = PostureEngine(
                 EngineConfig(
@@ -163,7 +164,7 @@ class PatientMonitor:
 
     async def _on_posture_event(self, found: PostureEvent) -> None:
         if found.kind is PostureEventKind.CALIBRATED:
-            _log.info("patient %s: calibrated to upright", self.patient_id)
+            _log.info("patient %s: calibrated to upright", self._log_id)
             return
         if found.kind is PostureEventKind.SLOUCH_STARTED:
             # Buzz first: the reminder must not wait for the broker.
@@ -196,8 +197,9 @@ class PatientMonitor:
             device_time_s=None if device_time_s is None else round(device_time_s, 3),
             details=details,
         )
-        _log.info("patient %s: %s", self.patient_id, kind.value)
         await self._sink.publish_event(event)
+        # Logged once the sink has it (on disk, with a durable outbox).
+        _log.info("patient %s: %s queued", self._log_id, kind.value)
 
     def _push_state(self) -> None:
         flexion, lateral, activity, slouching = self._last

@@ -319,13 +319,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 async def watch_live(settings: MqttSettings, *, topic_root: str = DEFAULT_TOPIC_ROOT,
-                out: TextIO = sys.stdout, tty: bool | None = None, refresh_hz: float = 2.0,
+                out: TextIO | None = None, tty: bool | None = None, refresh_hz: float = 2.0,
                 duration_s: float | None = None, max_events: int = 20) -> WatchModel:
     """Run the view until ``duration_s`` passes (or forever); return the model.
 
     Raises:
         BrokerError: when the broker cannot be reached at start.
     """
+    out = sys.stdout if out is None else out
     tty = out.isatty() if tty is None else tty
     color = tty and "NO_COLOR" not in os.environ
     topics = Topics(topic_root)

@@ -66,7 +66,7 @@ async def run_demo(
     async with AsyncExitStack() as stack:
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
-            settings = MqttSettings.from_url(broker.url, protocol="3.1.1")
+            settings = broker.settings()  # MQTT 3.1.1: amqtt speaks nothing newer
         else:
             settings = MqttSettings.from_url(broker_url)
         world = await stack.enter_async_context(

@@ -1,0 +1,208 @@
+"""MQTT topic names under one validated root, and the id rules they rely on.
+
+The topic layout is the wire contract with ``physio/`` (docs/architecture.md):
+
+``{root}/gateways/{gateway_id}/status``  retained, QoS 1
+``{root}/patients/{patient_id}/state``   retained, QoS 0
+``{root}/patients/{patient_id}/events``  QoS 1
+``{root}/patients/{patient_id}/acks``    QoS 1
+
+Ids become topic levels, so they are restricted to ``[A-Za-z0-9_-]{1,64}``:
+an MQTT wildcard (``+``/``#``), a ``/`` or a leading ``$`` in an id would
+let one patient's data land on (or subscribe to) another's topic.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass
+
+from posture_monitor.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TOPIC_ROOT",
+    "ID_PATTERN",
+    "TopicInfo",
+    "TopicKind",
+    "Topics",
+    "check_topic_filter",
+    "check_topic_name",
+    "mask_id",
+    "validate_id",
+    "validate_topic_root",
+]
+
+DEFAULT_TOPIC_ROOT = "posture/v1"
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A root level may also hold dots ("site.a/posture/v1"); never wildcards, '$',
+# whitespace or empty levels.
+_ROOT_LEVEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MAX_ROOT_LEVELS = 8
+
+
+def _shown(value: object) -> str:
+    """A short, escaped rendering of a rejected value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def mask_id(value: str) -> str:
+    """A stable pseudonym of a patient id (or address) for logs: ``id#1a2b3c4d``.
+
+    Logs leave the health-data boundary (support tickets, log shippers), so
+    they carry a hash prefix that still lets one follow a patient through a
+    log file without naming them.
+    """
+    return "id#" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def validate_id(value: object, kind: str = "patient") -> str:
+    """Return ``value`` if it is a valid patient or gateway id.
+
+    Args:
+        value: the id to check.
+        kind: what the id names ("patient", "gateway", "event"), used in the
+            error message.
+
+    Raises:
+        ConfigError: (a ``ValueError``) naming the id when it is not a string
+            of 1-64 characters from ``[A-Za-z0-9_-]``.
+    """
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        raise ConfigError(
+            f"invalid {kind} id {_shown(value)}: expected 1-64 characters from "
+            "A-Z a-z 0-9 '_' '-' (no MQTT wildcards, '/', '$' or whitespace)"
+        )
+    return value
+
+
+def validate_topic_root(root: object) -> str:
+    """Return ``root`` if it is a valid topic root such as ``posture/v1``.
+
+    Raises:
+        ConfigError: when the root is empty, has empty levels (leading,
+            trailing or doubled ``/``), more than 8 levels, or a level with a
+            character outside ``[A-Za-z0-9_.-]`` (so no ``+``, ``#``, ``$``).
+    """
+    if not isinstance(root, str) or not root:
+        raise ConfigError(f"invalid topic root {_shown(root)}: expected e.g. 'posture/v1'")
+    levels = root.split("/")
+    if len(levels) > _MAX_ROOT_LEVELS or any(
+        _ROOT_LEVEL.fullmatch(level) is None for level in levels
+    ):
+        raise ConfigError(
+            f"invalid topic root {_shown(root)}: expected 1-{_MAX_ROOT_LEVELS} '/'-separated "
+            "levels of A-Z a-z 0-9 '_' '-' '.' (no wildcards, '$' or empty levels)"
+        )
+    return root
+
+
+class TopicKind(enum.StrEnum):
+    """The four kinds of topic under the root."""
+
+    STATUS = "status"
+    STATE = "state"
+    EVENTS = "events"
+    ACKS = "acks"
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What a received topic is about: its kind and the gateway or patient id."""
+
+    kind: TopicKind
+    id: str
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Builds and parses the topic strings under one root.
+
+    Raises:
+        ConfigError: at construction when ``root`` is invalid, and from every
+            builder when an id is invalid.
+    """
+
+    root: str = DEFAULT_TOPIC_ROOT
+
+    def __post_init__(self) -> None:
+        validate_topic_root(self.root)
+
+    def status(self, gateway_id: str) -> str:
+        """Retained online/offline status of one gateway."""
+        return f"{self.root}/gateways/{validate_id(gateway_id, 'gateway')}/status"
+
+    def state(self, patient_id: str) -> str:
+        """Retained latest posture state of one patient."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/state"
+
+    def events(self, patient_id: str) -> str:
+        """Alert events of one patient (QoS 1, not retained)."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/events"
+
+    def acks(self, patient_id: str) -> str:
+        """Acknowledgements of one patient's alerts, sent by the dashboard."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/acks"
+
+    @property
+    def all_status(self) -> str:
+        """Filter matching every gateway's status."""
+        return f"{self.root}/gateways/+/status"
+
+    @property
+    def all_states(self) -> str:
+        """Filter matching every patient's state."""
+        return f"{self.root}/patients/+/state"
+
+    @property
+    def all_events(self) -> str:
+        """Filter matching every patient's events."""
+        return f"{self.root}/patients/+/events"
+
+    @property
+    def all_acks(self) -> str:
+        """Filter matching every patient's acks."""
+        return f"{self.root}/patients/+/acks"
+
+    def parse(self, topic: str) -> TopicInfo | None:
+        """Tell what ``topic`` is about, or None if it is not one of ours.
+
+        A topic under the root with an invalid id or an unknown layout gives
+        None, so a consumer can count and skip it instead of crashing.
+        """
+        prefix = self.root + "/"
+        if not topic.startswith(prefix):
+            return None
+        levels = topic[len(prefix) :].split("/")
+        if len(levels) != 3:
+            return None
+        group, ident, leaf = levels
+        if ID_PATTERN.fullmatch(ident) is None:
+            return None
+        if group == "gateways" and leaf == TopicKind.STATUS:
+            return TopicInfo(TopicKind.STATUS, ident)
+        if group == "patients" and leaf in (TopicKind.STATE, TopicKind.EVENTS, TopicKind.ACKS):
+            return TopicInfo(TopicKind(leaf), ident)
+        return None
+
+
+def check_topic_name(topic: str) -> None:
+    """Raise ValueError unless ``topic`` is a valid MQTT topic name."""
+    if (not isinstance(topic, str) or not topic or "\0" in topic or "+" in topic
+            or "#" in topic or len(topic.encode("utf-8", "replace")) > 65535):
+        raise ValueError(f"invalid MQTT topic name {topic!r:.80}: empty, too long or has a "
+                         "wildcard")
+
+
+def check_topic_filter(topic_filter: str) -> None:
+    """Raise ValueError unless ``topic_filter`` is a valid MQTT topic filter."""
+    if not isinstance(topic_filter, str) or not topic_filter or "\0" in topic_filter:
+        raise ValueError(f"invalid MQTT topic filter {topic_filter!r:.80}")
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if ("+" in level and level != "+") or (
+            "#" in level and (level != "#" or index != len(levels) - 1)
+        ):
+            raise ValueError(f"invalid MQTT topic filter {topic_filter!r:.80}: misplaced wildcard")

@@ -1,0 +1,136 @@
+"""The ``posture-monitor`` command as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brokers import free_port
+from simulator import builtin_scenario_path, load_scenario
+
+CLI = [sys.executable, "-m", "posture_monitor"]
+
+
+async def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+def assert_clear_error(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr + result.stdout
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+async def test_missing_config_is_one_clear_line(tmp_path: Path) -> None:
+    result = await run_cli("run", "--config", str(tmp_path / "gateway.toml"))
+    assert_clear_error(result, "gateway.toml does not exist")
+
+
+async def test_invalid_config_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('gateway_id = "a/b"\n[[wearables]]\naddress = "x"\npatient_id = "p"\n')
+    result = await run_cli("run", "--config", str(config))
+    assert_clear_error(result, "gateway_id")
+
+
+async def test_unreachable_broker_is_a_clear_error() -> None:
+    result = await run_cli("watch", "--broker", f"mqtt://127.0.0.1:{free_port()}")
+    assert_clear_error(result, "127.0.0.1")
+
+
+@pytest.mark.skipif(
+    Path("/run/dbus/system_bus_socket").exists(), reason="this machine has a D-Bus system bus"
+)
+async def test_no_bluetooth_adapter_is_a_clear_error(tmp_path: Path, broker: Any) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'gateway_id = "ward-1"\n[broker]\nurl = "{broker.url}"\n'
+        '[[wearables]]\naddress = "C0:FF:EE:00:00:01"\npatient_id = "p-001"\n'
+    )
+    result = await run_cli("run", "--config", str(config))
+    assert_clear_error(result, "no usable Bluetooth adapter")
+
+
+async def test_password_never_shown(tmp_path: Path, broker: Any) -> None:
+    secret = "pw-never-shown-7f3a"
+    scenario = load_scenario(builtin_scenario_path("demo"))
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'gateway_id = "ward-1"\n[broker]\nurl = "{broker.url}"\nusername = "gw"\n'
+        f'password = "{secret}"\n'
+        f'[[wearables]]\naddress = "{scenario.patients[0].wearable.address}"\npatient_id = "p-001"\n'
+    )
+    help_text = await run_cli("run", "--help")
+    assert secret not in help_text.stdout
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "-vv",
+        "run",
+        "--config",
+        str(config),
+        "--simulate",
+        str(builtin_scenario_path("demo")),
+        "--speed",
+        "10",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    await asyncio.sleep(4.0)
+    process.send_signal(signal.SIGINT)
+    output, _ = await asyncio.wait_for(process.communicate(), 20.0)
+    text = output.decode()
+    assert "connected" in text  # it did run and log
+    assert secret not in text
+
+
+@pytest.mark.timeout(120)
+async def test_demo_publishes_to_a_broker_and_watch_shows_it(broker: Any) -> None:
+    watch = await asyncio.create_subprocess_exec(
+        *CLI,
+        "watch",
+        "--broker",
+        broker.url,
+        "--duration",
+        "60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    await asyncio.sleep(1.5)  # subscribed before the demo starts
+    demo = await run_cli(
+        "demo", "--broker", broker.url, "--duration", "60", "--speed", "6", timeout_s=90
+    )
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    watch.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(watch.communicate(), 20.0)
+    seen = out.decode()
+    lines = seen.splitlines()
+    assert any("FALL" in line and "p-002" in line for line in lines), seen[-3000:]
+    assert any("SLOUCH STARTED" in line and "p-001" in line for line in lines), seen[-3000:]
+    assert not any("p-003" in line and ("FALL" in line or "SLOUCH" in line) for line in lines)
+
+
+@pytest.mark.timeout(120)
+async def test_demo_runs_on_its_embedded_broker() -> None:
+    result = await run_cli("demo", "--duration", "45", "--speed", "6", timeout_s=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "SLOUCH STARTED" in result.stdout
+    assert "FALL DETECTED" in result.stdout

@@ -142,6 +142,10 @@ def encode_imu_packet(
         columns.append(gyr)
     if n > max_samples_per_packet(gyr_counts is not None):
         raise ValueError(f"{n} samples do not fit one packet")
+    for block in columns:
+        # The sensor saturates; a count outside int16 would wrap silently.
+        if block.min() < -32768 or block.max() > 32767:
+            raise ValueError("sample counts must fit int16 (clip before encoding)")
     if not 1 <= interval_us <= 0xFFFF:
         raise ValueError(f"interval_us must be in 1..65535, got {interval_us}")
     body = np.hstack(columns).astype("<i2").tobytes()
@@ -243,19 +247,18 @@ def decode_control(data: bytes | bytearray) -> BuzzCommand | SetSampleRateComman
     raw = bytes(data)
     if not raw:
         raise PacketError("empty control write")
-    try:
-        if raw[0] == ControlCommand.BUZZ and len(raw) == _BUZZ.size:
-            _, pattern, repeat, pause_ms = _BUZZ.unpack(raw)
-            if not 1 <= repeat <= 10:
-                raise PacketError(f"buzz repeat {repeat} out of range")
-            return BuzzCommand(BuzzPattern(pattern), repeat, pause_ms)
-        if raw[0] == ControlCommand.SET_SAMPLE_RATE and len(raw) == _RATE.size:
-            _, rate = _RATE.unpack(raw)
-            if rate not in SUPPORTED_SAMPLE_RATES_HZ:
-                raise PacketError(f"unsupported sample rate {rate}")
-            return SetSampleRateCommand(rate)
-    except ValueError as exc:  # BuzzPattern(unknown)
-        raise PacketError(f"bad control write {raw.hex()}") from exc
+    if raw[0] == ControlCommand.BUZZ and len(raw) == _BUZZ.size:
+        _, pattern, repeat, pause_ms = _BUZZ.unpack(raw)
+        if pattern not in BuzzPattern.__members__.values():
+            raise PacketError(f"unknown buzz pattern {pattern}")
+        if not 1 <= repeat <= 10:
+            raise PacketError(f"buzz repeat {repeat} out of range")
+        return BuzzCommand(BuzzPattern(pattern), repeat, pause_ms)
+    if raw[0] == ControlCommand.SET_SAMPLE_RATE and len(raw) == _RATE.size:
+        _, rate = _RATE.unpack(raw)
+        if rate not in SUPPORTED_SAMPLE_RATES_HZ:
+            raise PacketError(f"unsupported sample rate {rate}")
+        return SetSampleRateCommand(rate)
     raise PacketError(f"bad control write {raw.hex()}")
 
 

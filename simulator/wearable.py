@@ -1,0 +1,375 @@
+"""One simulated wearable: sensor, packet assembly, faults, battery.
+
+The wearable is a pure state machine driven by scenario time:
+:meth:`SimulatedWearable.advance` moves it to ``now_s`` and returns what it
+emitted meanwhile, in time order: IMU notifications, battery level changes
+and radio changes (out of range, reboot, battery empty). It knows nothing
+of asyncio or bleak; simulator/world.py delivers what it emits.
+
+The sensor samples continuously while the wearable is powered, and a
+packet is assembled (and its sequence number used) every
+``samples_per_packet`` samples whether or not anyone listens; the samples
+themselves are only computed for packets someone will receive. A packet is
+emitted when scenario time passes its last sample's time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from device_gateway.protocol import ACC_LSB_PER_G, GYR_LSB_PER_DPS, encode_imu_packet
+from simulator.choreography import compile_choreography
+from simulator.config import Patient
+from simulator.emissions import (
+    BatteryLevel,
+    Emission,
+    Notification,
+    RadioChange,
+    WearableStats,
+    corrupt,
+    mask_address,
+)
+from simulator.faults import EventKind, FaultEvent, FaultSchedule, PowerSpan
+from simulator.noise import stream_key, uniform
+from simulator.sensor import SensorModel
+from simulator.trajectory import inclinations_deg
+from simulator.truth import SampleBlock, Truth
+
+__all__ = ["SimulatedWearable"]
+
+logger = logging.getLogger(__name__)
+
+_AHEAD_S = 1.0  # samples are computed this far ahead, in one vectorised call
+
+
+@dataclass(slots=True)
+class _Stream:
+    """Sample grid of the current power span since the last rate change."""
+
+    span: PowerSpan
+    start_us: int  # device time (since boot) of sample first_index
+    interval_us: int
+    first_index: int
+    next_index: int  # first sample of the packet being assembled
+    packets: int = 0  # packets assembled in this power span
+
+    def device_us(self, index: int) -> int:
+        """Device time (µs since boot) of sample ``index``."""
+        return self.start_us + (index - self.first_index) * self.interval_us
+
+
+class SimulatedWearable:
+    """A patient's wearable. ``index`` and ``seed`` select its random numbers."""
+
+    def __init__(self, patient: Patient, *, index: int, seed: int) -> None:
+        self.patient = patient
+        self.config = patient.wearable
+        ident = patient.seed if patient.seed is not None else index
+        self.trajectory = compile_choreography(
+            patient.activities, rng=np.random.default_rng([seed & 0xFFFFFFFF, ident, 7])
+        )
+        self._key = stream_key("wearable", seed, ident)
+        self.sensor = SensorModel(self.trajectory, self.config, self._key)
+        self.faults = FaultSchedule(patient.faults, self.config)
+        self.stats = WearableStats(boots=1)
+        self._drift = 1.0 + self.config.clock_drift_ppm * 1e-6
+        self._events = list(self.faults.events)
+        self._now_s = 0.0
+        self._vanished = 0
+        self._stream: _Stream | None = self._new_stream(
+            self.faults.spans[0], 0, 0, self.config.sample_rate_hz
+        )
+        self._pending_rate: int | None = None
+        self._flood: tuple[float, float, float] | None = None  # next_s, period_s, until_s
+        self._last_sent: tuple[bytes, int] | None = None
+        self._battery_pct = math.ceil(self.faults.battery_pct(0.0))
+        self._cache: _Block | None = None
+
+    # -- public state -------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self.config.address.upper()
+
+    @property
+    def powered(self) -> bool:
+        return self._stream is not None
+
+    @property
+    def reachable(self) -> bool:
+        """Powered and in range (advertising or connectable)."""
+        return self._stream is not None and self._vanished == 0
+
+    @property
+    def sample_rate_hz(self) -> int:
+        """The current sample rate (after any set-sample-rate command)."""
+        if self._pending_rate is not None:
+            return self._pending_rate
+        stream = self._stream
+        return self.config.sample_rate_hz if stream is None else round(1e6 / stream.interval_us)
+
+    @property
+    def battery_percent(self) -> int:
+        """The level the Battery Level characteristic reads (0..100)."""
+        return self._battery_pct
+
+    def request_sample_rate(self, rate_hz: int) -> None:
+        """Apply a set-sample-rate command after the packet being assembled."""
+        self._pending_rate = rate_hz
+        self.stats.rate_changes.append((self._now_s, rate_hz))
+
+    # -- time ---------------------------------------------------------------
+    def _scenario_s(
+        self, span: PowerSpan, device_us: int | NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        return span.on_s + np.asarray(device_us, dtype=np.float64) * 1e-6 / self._drift
+
+    def device_time_s(self, t_s: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Device clock (s, unwrapped) at scenario times (n,); NaN while off."""
+        t = np.asarray(t_s, dtype=np.float64).reshape(-1)
+        out = np.full(t.shape, np.nan)
+        for span in self.faults.spans:
+            inside = (t >= span.on_s) & (t < span.off_s)
+            out[inside] = (t[inside] - span.on_s) * self._drift + span.clock_start_ms / 1000.0
+        return out
+
+    def _new_stream(
+        self, span: PowerSpan, start_us: int, first_index: int, rate_hz: int
+    ) -> _Stream:
+        return _Stream(span, start_us, round(1e6 / rate_hz), first_index, first_index)
+
+    def _packet_indices(self, stream: _Stream) -> tuple[int, int, int]:
+        """(first sample index, device µs of first, device µs of last) of the next packet."""
+        first = stream.next_index
+        t_first = stream.device_us(first)
+        return first, t_first, t_first + (self.config.samples_per_packet - 1) * stream.interval_us
+
+    # -- the state machine ----------------------------------------------------
+    def advance(self, now_s: float, *, streaming: bool) -> list[Emission]:
+        """Run to ``now_s``; return the emissions since the last call.
+
+        ``streaming``: someone is subscribed to the IMU notifications, so
+        packets are computed and returned (when the wearable is reachable).
+        """
+        out: list[_Pending] = []
+        while True:
+            t_packet = math.inf
+            if self._stream is not None:
+                t_packet = float(
+                    self._scenario_s(self._stream.span, self._packet_indices(self._stream)[2])
+                )
+            t_dup = self._flood[0] if self._flood is not None else math.inf
+            t_event = self._events[0].t_s if self._events else math.inf
+            t = min(t_packet, t_dup, t_event)
+            if t > now_s:
+                break
+            if t == t_packet:
+                self._assemble(t, streaming and self._vanished == 0, out)
+            elif t == t_dup:
+                self._duplicate(t, streaming and self.reachable, out)
+            else:
+                self._apply(self._events.pop(0), out)
+        self._now_s = max(self._now_s, now_s)
+        level = math.ceil(self.faults.battery_pct(self._now_s))
+        if level != self._battery_pct:
+            self._battery_pct = level
+            out.append(BatteryLevel(self._now_s, level))
+        return self._resolve(out)
+
+    def _assemble(self, t_s: float, deliver: bool, out: list[_Pending]) -> None:
+        stream = self._stream
+        assert stream is not None
+        first, _, last_us = self._packet_indices(stream)
+        seq = stream.span.sequence_start + stream.packets
+        self.stats.packets_assembled += 1
+        if deliver:
+            out.append(_Slot(t_s, stream, first, seq))
+        stream.packets += 1
+        stream.next_index = first + self.config.samples_per_packet
+        if self._pending_rate is not None:
+            rate, self._pending_rate = self._pending_rate, None
+            new = self._new_stream(stream.span, 0, stream.next_index, rate)
+            new.start_us = last_us + new.interval_us
+            new.packets = stream.packets
+            self._stream = new
+
+    def _duplicate(self, t_s: float, deliver: bool, out: list[_Pending]) -> None:
+        assert self._flood is not None
+        next_s, period_s, until_s = self._flood
+        self._flood = (
+            (next_s + period_s, period_s, until_s) if next_s + period_s < until_s else None
+        )
+        if deliver:
+            out.append(_Duplicate(t_s))
+
+    def _apply(self, event: FaultEvent, out: list[_Pending]) -> None:
+        was = self.reachable
+        if event.kind is EventKind.POWER_OFF:
+            self._stream = None
+            self._pending_rate = None
+            self._flood = None
+            logger.info(
+                "wearable %s off (%s) at %.2f s",
+                mask_address(self.address),
+                event.reason,
+                event.t_s,
+            )
+        elif event.kind is EventKind.POWER_ON:
+            span = self.faults.span_at(event.t_s)
+            assert span is not None
+            self._stream = self._new_stream(span, 0, 0, self.config.sample_rate_hz)
+            self.stats.boots += 1
+            self._cache = None
+            self._last_sent = None
+        elif event.kind is EventKind.VANISH:
+            self._vanished += 1
+        elif event.kind is EventKind.APPEAR:
+            self._vanished -= 1
+        elif event.flood is not None and self._stream is not None:
+            period = 1.0 / event.flood.rate_hz
+            self._flood = (event.t_s, period, event.t_s + event.flood.duration_s)
+        if self.reachable != was:
+            out.append(RadioChange(event.t_s, self.reachable, event.reason))
+
+    # -- turning slots into bytes ---------------------------------------------
+    def _resolve(self, out: list[_Pending]) -> list[Emission]:
+        result: list[Emission] = []
+        for item in out:
+            if isinstance(item, _Slot):
+                note = self._packet(item)
+                if note is not None:
+                    result.append(note)
+            elif isinstance(item, _Duplicate):
+                if self._last_sent is not None:
+                    self.stats.duplicates += 1
+                    data, seq = self._last_sent
+                    result.append(Notification(item.t_s, data, seq, "duplicate"))
+            else:
+                result.append(item)
+        return result
+
+    def _packet(self, slot: _Slot) -> Notification | None:
+        span = slot.stream.span
+        link_key = stream_key(self._key, "link", span.boot)
+        draws = uniform(link_key, np.arange(4) + 4 * slot.sequence)
+        if draws[0] < self.faults.loss_probability(slot.t_s):
+            self.stats.packets_lost += 1
+            return None
+        acc, gyr = self._samples(slot)
+        data = encode_imu_packet(
+            sequence=slot.sequence,
+            t0_ms=span.clock_start_ms + slot.stream.device_us(slot.first) // 1000,
+            interval_us=slot.stream.interval_us,
+            acc_range=self.config.acc_range,
+            acc_counts=acc,
+            gyr_counts=gyr,
+        )
+        probability, truncated = self.faults.corruption(slot.t_s)
+        kind = "packet"
+        if draws[1] < probability:
+            data = corrupt(data, truncate=draws[2] < truncated, key=int(link_key ^ slot.sequence))
+            kind = "corrupted"
+            self.stats.packets_corrupted += 1
+        self.stats.packets_notified += 1
+        self._last_sent = (data, slot.sequence & 0xFFFF)
+        return Notification(slot.t_s, data, slot.sequence & 0xFFFF, kind)
+
+    def _samples(self, slot: _Slot) -> tuple[NDArray[np.int16], NDArray[np.int16] | None]:
+        """Counts of one packet's samples; computed ahead in ~1 s blocks."""
+        stream, spp = slot.stream, self.config.samples_per_packet
+        tag = (stream.span.boot, stream.first_index, stream.interval_us)
+        cache = self._cache
+        if not (cache is not None and cache.tag == tag and cache.covers(slot.first, spp)):
+            rate_hz = 1e6 / stream.interval_us
+            count = spp * max(1, math.ceil(_AHEAD_S * rate_hz / spp))
+            index = slot.first + np.arange(count, dtype=np.int64)
+            device_us = stream.start_us + (index - stream.first_index) * stream.interval_us
+            acc, gyr = self.sensor.measure(
+                self._scenario_s(stream.span, device_us),
+                window_s=stream.interval_us * 1e-6,
+                since_boot_s=device_us.astype(np.float64) * 1e-6,
+                sample_index=index,
+                boot=stream.span.boot,
+            )
+            cache = self._cache = _Block(tag, slot.first, acc, gyr)
+        return cache.slice(slot.first, spp)
+
+    # -- offline access (tests, numerics) -------------------------------------
+    def render(self, t_start_s: float, t_end_s: float) -> SampleBlock:
+        """The samples of ``[t_start_s, t_end_s)`` as the gateway would decode them.
+
+        On the first boot's sample grid at the configured rate, ignoring link
+        faults, reboots and rate changes: for numerics tests that need a
+        patient's signals without running the event loop.
+        """
+        span = self.faults.spans[0]
+        interval_us = round(1e6 / self.config.sample_rate_hz)
+        scale = interval_us * 1e-6 / self._drift
+        first = max(0, math.ceil((t_start_s - span.on_s) / scale - 1e-9))
+        last = math.ceil((t_end_s - span.on_s) / scale - 1e-9)
+        index = np.arange(first, max(first, last), dtype=np.int64)
+        device_us = index * interval_us
+        t = self._scenario_s(span, device_us)
+        acc, gyr = self.sensor.measure(
+            t,
+            window_s=interval_us * 1e-6,
+            since_boot_s=device_us.astype(np.float64) * 1e-6,
+            sample_index=index,
+            boot=span.boot,
+        )
+        acc_g = acc / ACC_LSB_PER_G[self.config.acc_range]
+        gyr_dps = None if gyr is None else gyr / GYR_LSB_PER_DPS
+        device_t = device_us.astype(np.float64) * 1e-6 + span.clock_start_ms / 1000.0
+        return SampleBlock(t, device_t, acc_g, gyr_dps, self.config.sample_rate_hz)
+
+    def truth(self, t_s: NDArray[np.float64]) -> Truth:
+        """The true trunk angles and activity at scenario times (n,)."""
+        t = np.asarray(t_s, dtype=np.float64).reshape(-1)
+        flexion, lateral = inclinations_deg(self.trajectory.orientation(t))
+        last = float(t.max()) if t.size else 0.0
+        falls = tuple(f for f in self.trajectory.falls if f.onset_s <= last)
+        return Truth(t, self.device_time_s(t), flexion, lateral, self.trajectory.activity(t), falls)
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """Samples computed ahead: indices ``start .. start + len`` of one stream."""
+
+    tag: tuple[int, int, int]
+    start: int
+    acc: NDArray[np.int16]
+    gyr: NDArray[np.int16] | None
+
+    def covers(self, first: int, count: int) -> bool:
+        return self.start <= first and first + count <= self.start + self.acc.shape[0]
+
+    def slice(self, first: int, count: int) -> tuple[NDArray[np.int16], NDArray[np.int16] | None]:
+        lo = first - self.start
+        gyr = None if self.gyr is None else self.gyr[lo : lo + count]
+        return self.acc[lo : lo + count], gyr
+
+
+class _Slot:
+    """A packet to be filled with samples (placeholder inside advance)."""
+
+    __slots__ = ("first", "sequence", "stream", "t_s")
+
+    def __init__(self, t_s: float, stream: _Stream, first: int, sequence: int) -> None:
+        self.t_s = t_s
+        self.stream = stream
+        self.first = first
+        self.sequence = sequence
+
+
+class _Duplicate:
+    __slots__ = ("t_s",)
+
+    def __init__(self, t_s: float) -> None:
+        self.t_s = t_s
+
+
+_Pending = Emission | _Slot | _Duplicate

@@ -30,6 +30,10 @@ _SEQ_WRAP = 1 << 16
 # A device clock that jumps back by more than this (and is not a 32-bit wrap)
 # means the wearable rebooted.
 _REBOOT_BACKSTEP_MS = 1000
+# How far the UTC mapping of the newest sample may run ahead of its arrival
+# (timer jitter) or behind it (BLE connection interval, queueing).
+_MAX_CLOCK_LEAD_S = 0.05
+_MAX_CLOCK_LAG_S = 2.0
 
 
 @dataclass(slots=True)
@@ -42,6 +46,7 @@ class StreamCounters:
     lost: int = 0
     queue_dropped: int = 0
     reboots: int = 0
+    clock_resyncs: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -108,9 +113,23 @@ class Timeline:
             return None
         self._end_t_s = float(t_s[-1])
         self._end_wall_s = received_wall_s
-        if self._anchor is None:
-            self._anchor = (float(t_s[-1]), received_wall_s)
+        self._follow_wall_clock(self._end_t_s, received_wall_s)
         return SampleBlock(t_s, packet.acc_g, packet.gyr_dps)
+
+    def _follow_wall_clock(self, last_t_s: float, received_wall_s: float) -> None:
+        """Keep the UTC mapping honest when the wearable's clock drifts.
+
+        A sample cannot have been taken after it arrived, and a packet is
+        processed within moments of arriving; a mapping that says otherwise
+        is re-anchored to the arrival time.
+        """
+        if self._anchor is not None:
+            anchor_t_s, anchor_wall_s = self._anchor
+            offset_s = anchor_wall_s + (last_t_s - anchor_t_s) - received_wall_s
+            if -_MAX_CLOCK_LAG_S <= offset_s <= _MAX_CLOCK_LEAD_S:
+                return
+            self.counters.clock_resyncs += 1
+        self._anchor = (last_t_s, received_wall_s)
 
     def utc(self, t_s: float) -> datetime:
         """UTC time of an engine timestamp, from the current connection's anchor."""

@@ -58,3 +58,22 @@ def test_reboot_continues_after_the_last_sample() -> None:
     assert timeline.counters.reboots == 1
     assert b.t_s[0] > a.t_s[-1] + 7.9
     assert timeline.utc(b.t_s[0]).timestamp() == pytest.approx(108.0 - (b.t_s[-1] - b.t_s[0]))
+
+
+def test_a_fast_device_clock_is_resynchronised_to_arrival_time() -> None:
+    timeline = Timeline()
+    timeline.accept(packet(1, 0), 100.0)
+    # The device clock says 10 s passed; the wall clock says 2 s.
+    block = timeline.accept(packet(2, 10_000), 102.0)
+    assert block is not None
+    assert timeline.utc(block.t_s[-1]).timestamp() == pytest.approx(102.0)
+    assert timeline.counters.clock_resyncs == 1
+
+
+def test_a_normal_clock_keeps_its_anchor() -> None:
+    timeline = Timeline()
+    timeline.accept(packet(1, 0), 100.18)
+    block = timeline.accept(packet(2, 200), 100.39)  # 10 ms of radio latency
+    assert block is not None
+    assert timeline.utc(block.t_s[-1]).timestamp() == pytest.approx(100.38)
+    assert timeline.counters.clock_resyncs == 0

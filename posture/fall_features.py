@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "dot3",
+    "first_recovery",
     "hann_taps",
     "impulse_gs",
     "smoothed_peak",
@@ -93,3 +94,34 @@ def impulse_gs(mag_g: FloatArray, sample_rate_hz: float) -> float:
     """``∫ max(|a| - 1 g, 0) dt`` in g·s over the samples given (rectangle rule)."""
     excess = np.maximum(np.asarray(mag_g, dtype=np.float64) - 1.0, 0.0)
     return float(excess.sum()) / sample_rate_hz
+
+
+def first_recovery(
+    is_up: NDArray[np.bool_], mag_g: FloatArray, run: int, window_ends: int, motion_sd_g: float
+) -> tuple[str, int] | None:
+    """After a detection, the first sample that ends an upright run of ``run`` samples.
+
+    Args:
+        is_up: (m,) upright flags; the first ``run - 1`` samples only lead in.
+        mag_g: (m,) ``|a|`` on the same samples.
+        run: samples the patient must be upright (>= 1).
+        window_ends: runs ending at offsets ``< window_ends`` (of the ends
+            array, i.e. sample ``run - 1 + j``) fall in the cancel window.
+        motion_sd_g: standard deviation of ``|a|`` over the run that counts as
+            moving (walking), for a cancellation.
+
+    Returns:
+        ``("cancelled", j)`` for the first run inside the window with motion,
+        else ``("rearmed", j)`` for the first run after the window, with ``j``
+        the offset of the run's last sample minus ``run - 1``; or None.
+    """
+    ends = np.flatnonzero(sliding_window_view(is_up, run).all(axis=-1))
+    if not ends.size:
+        return None
+    inside = ends[ends < window_ends]
+    if inside.size:
+        moving = np.flatnonzero(window_sds(mag_g, run, inside) >= motion_sd_g)
+        if moving.size:
+            return "cancelled", int(inside[moving[0]])
+    after = ends[ends >= window_ends]
+    return ("rearmed", int(after[0])) if after.size else None

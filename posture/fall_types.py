@@ -102,5 +102,9 @@ class FallCandidate:
     viable: bool
     """False if it can never fire (weak impact); then kept only for an observer."""
     pre_dir: NDArray[np.float64] = field(repr=False)
+    """Unit direction of the mean acceleration 2-1 s before the peak (sensor axes)."""
+    ref_up: NDArray[np.float64] = field(repr=False)
+    """The upright this candidate is judged against: the detector's reference, or
+    ``pre_dir`` when an uncalibrated reference disagrees with the pre-fall trunk."""
     outcome: str = "pending"
     """"pending", "detected", "expired" or "superseded" (another candidate fired)."""

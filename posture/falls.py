@@ -12,7 +12,12 @@ not depend on where on the trunk the sensor sits, nor on the sample rate:
    Both hold within a few percent from 25 to 200 Hz. Also recorded: the
    shorter impulse and the lowest ``|a|`` in the 1.5 s before (free fall).
 2. **Before**: if the engine's up estimate says the trunk was lying for the
-   whole ``pre_window_s`` (turning over in bed), the impact is no fall.
+   whole ``pre_window_s`` (turning over in bed), the impact is no fall. The
+   upright reference is the calibrated one; while only a nominal guess is
+   known (``set_reference_up(..., calibrated=False)``) and the trunk's mean
+   direction over that window was that far from it (more likely a puck worn
+   rotated than a patient in bed), the trunk direction just before the
+   impact serves as the upright for that candidate instead.
 3. **Aftermath**, judged at every sample from ``confirm_min_s`` to
    ``confirm_max_s`` after the peak on the last ``still_window_s``: *lying*
    (mean acceleration direction at least ``lying_tilt_deg`` from the
@@ -48,11 +53,11 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
 from posture.fall_features import (
     dot3,
+    first_recovery,
     hann_taps,
     impulse_gs,
     smoothed_peak,
@@ -68,8 +73,8 @@ _log = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 
-_AX, _AY, _AZ, _MAG, _TILT, _T = range(6)  # history columns
-_N_COLS = 6
+_AX, _AY, _AZ, _MAG, _UX, _UY, _UZ, _T = range(8)  # history columns
+_N_COLS = 8
 _PRE_END_S = 0.5  # the pre-impact look-back ends this long before the peak
 _MIN_BEFORE_S = 1.5  # look-back for the free-fall minimum of |a|
 _PRE_DIR_S = (2.0, 1.0)  # trunk direction before the fall: mean acc over this span
@@ -128,19 +133,31 @@ class FallDetector:
         self._history_len = (
             2 * self._n_merge + 2 + max(reach, self._n_pre_dir[0], self._n_upright, self._n_still)
         )
-        self._history = np.zeros((0, _N_COLS))
+        # History of the per-sample signals, stored as float32 (half the
+        # memory; wearable samples are int16 counts, exact in float32). Every
+        # block is rounded the same way before use, so results do not depend
+        # on where blocks start. Times are kept only as far back as they are read.
+        self._history = np.zeros((0, _T), dtype=np.float32)
+        self._t_history = np.zeros(0)
+        self._t_len = 2 * self._n_merge + 2
         self._n_seen = 0  # samples processed so far
         self._peak_next = 0  # first sample index not yet checked for a peak
         self._pending: list[FallCandidate] = []
         self._ref_up = np.array([0.0, 1.0, 0.0])
-        self._fallen: tuple[int, float, float] | None = None  # (index, impact t, detect t)
+        self._ref_calibrated = True
+        # While a fall is active: (detection index, impact t, detection t, upright).
+        self._fallen: tuple[int, float, float, FloatArray] | None = None
 
     # -- public ------------------------------------------------------------
 
-    def set_reference_up(self, up_sensor: ArrayLike) -> None:
-        """Set the upright "up" (3,) in sensor axes: calibrated, or nominal before that.
+    def set_reference_up(self, up_sensor: ArrayLike, *, calibrated: bool = True) -> None:
+        """Set the upright "up" (3,) in sensor axes; applies to impacts from now on.
 
-        Applies to samples processed from now on.
+        Args:
+            up_sensor: the calibrated upright, or the mounting's nominal one.
+            calibrated: False for a nominal guess (not measured on this
+                patient); then an impact whose pre-fall trunk is far from it is
+                judged against the pre-fall trunk instead (see module docstring).
 
         Raises:
             ValueError: not a finite non-zero 3-vector.
@@ -150,6 +167,7 @@ class FallDetector:
         if not (math.isfinite(norm) and norm > 1e-9):
             raise ValueError(f"reference up must be a finite non-zero (3,) vector, got {v!r}")
         self._ref_up = v / norm
+        self._ref_calibrated = bool(calibrated)
 
     @property
     def fall_active(self) -> bool:
@@ -191,9 +209,16 @@ class FallDetector:
             return []
         if not (np.isfinite(acc).all() and np.isfinite(t).all()):
             raise ValueError("t_s and acc_g must be finite")
-        work = np.concatenate([self._history, self._derive(t, acc, up)])
+        n_hist = self._history.shape[0]
+        work = np.empty((n_hist + count, _N_COLS))
+        work[:n_hist, :_T] = self._history
+        work[n_hist:, :_T] = self._derive(acc, up).astype(np.float32)
+        work[:, _T] = np.nan
+        n_t = self._t_history.shape[0]
+        work[n_hist - n_t : n_hist, _T] = self._t_history
+        work[n_hist:, _T] = t
         first_new = self._n_seen
-        base = first_new - self._history.shape[0]  # sample index of work[0]
+        base = first_new - n_hist  # sample index of work[0]
         last = base + work.shape[0] - 1
         self._n_seen += count
         findings: list[FallFinding] = []
@@ -220,23 +245,27 @@ class FallDetector:
                     break
                 pos = rearmed_at + 1
                 self._peak_next = max(self._peak_next, pos - self._n_merge)
-        self._history = work[-self._history_len :].copy()
+        self._history = work[-self._history_len :, :_T].astype(np.float32)
+        self._t_history = work[-min(self._t_len, work.shape[0]) :, _T].copy()
         return findings
 
     # -- per-sample signals ------------------------------------------------
 
-    def _derive(self, t: FloatArray, acc: FloatArray, up: FloatArray) -> FloatArray:
-        block = np.empty((t.shape[0], _N_COLS))
+    def _derive(self, acc: FloatArray, up: FloatArray) -> FloatArray:
+        block = np.empty((acc.shape[0], _T))
         block[:, _AX : _AZ + 1] = acc
         ax, ay, az = acc[:, 0], acc[:, 1], acc[:, 2]
         block[:, _MAG] = np.sqrt(ax * ax + ay * ay + az * az)
         ux, uy, uz = up[:, 0], up[:, 1], up[:, 2]
         with np.errstate(invalid="ignore", divide="ignore"):
-            cos = dot3(up, self._ref_up) / np.sqrt(ux * ux + uy * uy + uz * uz)
-        # NaN (no estimate yet) stays NaN through minimum/maximum and arccos.
-        block[:, _TILT] = np.degrees(np.arccos(np.minimum(np.maximum(cos, -1.0), 1.0)))
-        block[:, _T] = t
+            block[:, _UX : _UZ + 1] = up / np.sqrt(ux * ux + uy * uy + uz * uz)[:, None]
         return block
+
+    @staticmethod
+    def _engine_tilt(rows: FloatArray, ref: FloatArray) -> FloatArray:
+        """Degrees between the engine's up (rows' _UX.._UZ) and ``ref``; NaN stays NaN."""
+        cos = dot3(rows[:, _UX : _UZ + 1], ref)
+        return np.asarray(np.degrees(np.arccos(np.minimum(np.maximum(cos, -1.0), 1.0))))
 
     # -- candidates --------------------------------------------------------
 
@@ -261,10 +290,24 @@ class FallDetector:
         impulse = impulse_gs(mag[max(0, i - self._n_imp) : i + self._n_imp + 1], fs)
         if impulse < s.min_impulse_gs:
             return
-        pre_tilt = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _TILT]
-        pre_tilt = pre_tilt[np.isfinite(pre_tilt)]
-        if pre_tilt.size and pre_tilt.min() >= s.lying_tilt_deg:
-            return  # lying all along: turning over in bed is no fall
+        a, b = self._n_pre_dir
+        pre_rows = work[max(0, i - a) : max(1, i - b)]
+        pre_dir = np.array([window_means(pre_rows[:, c], pre_rows.shape[0])[0] for c in range(3)])
+        pre_dir /= max(float(np.sqrt(dot3(pre_dir * pre_dir, np.ones(3)))), 1e-9)
+        ref = self._ref_up
+        pre = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _UX : _UZ + 1]
+        pre = pre[np.isfinite(pre).all(axis=1)]
+        if pre.size and self._ref_calibrated:
+            if float(dot3(pre, ref).max()) <= math.cos(math.radians(s.lying_tilt_deg)):
+                return  # lying all along: turning over in bed is no fall
+        elif pre.size:
+            mean_up = np.array([window_means(pre[:, c], pre.shape[0])[0] for c in range(3)])
+            cos_mean = float(dot3(mean_up, ref)) / max(float(np.linalg.norm(mean_up)), 1e-9)
+            if cos_mean <= math.cos(math.radians(s.lying_tilt_deg)):
+                # Far from a nominal (unmeasured) upright on average: more likely
+                # a puck worn rotated than a patient in bed. Judge against the
+                # trunk as it was just before the impact.
+                ref = pre_dir
         short = impulse_gs(mag[max(0, i - self._n_imp_short) : i + self._n_imp_short + 1], fs)
         lp_lo = max(0, i - self._n_lp[0] - self._hann.size + 1)
         lp_seg = mag[lp_lo : i + self._n_lp[1] + 1]
@@ -279,32 +322,36 @@ class FallDetector:
         viable = probability >= self._p_min or impulse >= s.unmoving_impulse_gs
         if not viable and self._on_candidate is None:
             return
-        a, b = self._n_pre_dir
-        pre_rows = work[max(0, i - a) : max(1, i - b)]
-        pre_dir = np.array([window_means(pre_rows[:, c], pre_rows.shape[0])[0] for c in range(3)])
         features.update(peak_acc_g=float(mag[i]), impulse_gs=impulse)
         self._pending.append(
-            FallCandidate(base + i, float(work[i, _T]), features, probability, viable, pre_dir)
+            FallCandidate(base + i, float(work[i, _T]), features, probability, viable, pre_dir, ref)
         )
 
     def _judge(self, work: FloatArray, base: int, pos: int, last: int) -> FallFinding | None:
         """Detect at the earliest sample in [pos, last] that confirms a pending candidate."""
         s = self.settings
+        lo, hi = last + 1, pos - 1
         spans = []
         for c in self._pending:
             e0 = max(pos, c.index + self._n_confirm[0])
             e1 = min(last, c.index + self._n_confirm[1])
             if e1 >= e0:
-                spans.append((c, e0, e1))
+                # The engine's up estimate must agree the trunk is near lying
+                # (cheap; spares the window statistics during ordinary steps).
+                engine_tilt = self._engine_tilt(work[e0 - base : e1 - base + 1], c.ref_up)
+                near = engine_tilt >= s.lying_tilt_deg - _ENGINE_TILT_MARGIN_DEG
+                strong = c.features["impulse_gs"] >= s.unmoving_impulse_gs
+                spans.append((c, e0, e1, near))
+                if strong or near.any():
+                    lo, hi = min(lo, e0), max(hi, e1)
         best: tuple[int, float, FallCandidate] | None = None
-        if spans:
-            lo = min(e0 for _, e0, _ in spans)
-            hi = max(e1 for _, _, e1 in spans)
-            engine_tilt = work[lo - base : hi - base + 1, _TILT]
-            need = engine_tilt >= s.lying_tilt_deg - _ENGINE_TILT_MARGIN_DEG
-            for c, e0, e1 in spans:
+        if hi >= lo:
+            need = np.zeros(hi - lo + 1, dtype=bool)
+            for c, e0, e1, near in spans:
                 if c.features["impulse_gs"] >= s.unmoving_impulse_gs:
                     need[e0 - lo : e1 - lo + 1] = True
+                elif near.any():  # then [e0, e1] lies within [lo, hi]
+                    need[e0 - lo : e1 - lo + 1] |= near
             at = np.flatnonzero(need)  # offsets from lo of the samples worth a look
             w = self._n_still
             sd = window_sds(work[:, _MAG], w, at + (lo - base - w + 1))
@@ -314,25 +361,16 @@ class FallDetector:
             if at.size:
                 starts = at + (lo - base - w + 1)  # window start (work index) per sample
                 mean_dir = np.stack([window_means(work[:, c], w, starts) for c in range(3)], 1)
-                norm = np.sqrt(dot3(mean_dir * mean_dir, np.ones(3)))
-                tilt = np.degrees(np.arccos(np.clip(dot3(mean_dir, self._ref_up) / norm, -1, 1)))
-                lying = (tilt >= s.lying_tilt_deg) & (sd <= s.still_acc_sd_g)
-                lying &= engine_tilt[at] >= s.lying_tilt_deg - _ENGINE_TILT_MARGIN_DEG
-                for c, e0, e1 in spans:
+                mean_dir /= np.sqrt(dot3(mean_dir * mean_dir, np.ones(3)))[:, None]
+                for c, e0, e1, near in spans:
                     j0, j1 = np.searchsorted(at, [e0 - lo, e1 - lo + 1])
-                    if j1 <= j0:
-                        continue
-                    hit = self._first_hit(
-                        c,
-                        lo + at[j0:j1],
-                        mean_dir[j0:j1],
-                        norm[j0:j1],
-                        tilt[j0:j1],
-                        sd[j0:j1],
-                        lying[j0:j1],
-                    )
-                    if hit is not None and (best is None or hit[0] < best[0]):
-                        best = (*hit, c)
+                    if j1 > j0:
+                        engine_ok = near[at[j0:j1] + lo - e0]
+                        hit = self._first_hit(
+                            c, lo + at[j0:j1], mean_dir[j0:j1], sd[j0:j1], engine_ok
+                        )
+                        if hit is not None and (best is None or hit[0] < best[0]):
+                            best = (*hit, c)
         if best is None:
             keep = []
             for c in self._pending:
@@ -356,13 +394,18 @@ class FallDetector:
         c: FallCandidate,
         e: NDArray[np.intp],
         mean_dir: FloatArray,
-        norm: FloatArray,
-        tilt: FloatArray,
         sd: FloatArray,
-        lying: NDArray[np.bool_],
+        engine_ok: NDArray[np.bool_],
     ) -> tuple[int, float] | None:
-        """First (sample index, tilt) among the samples ``e`` that confirms ``c``."""
+        """First (sample index, tilt) among the samples ``e`` that confirms ``c``.
+
+        ``mean_dir`` (k, 3) unit mean acceleration and ``sd`` (k,) of the
+        still window ending at each sample; ``engine_ok`` (k,) where the
+        engine's up agrees the trunk is near lying.
+        """
         s = self.settings
+        tilt = np.degrees(np.arccos(np.clip(dot3(mean_dir, c.ref_up), -1.0, 1.0)))
+        lying = (tilt >= s.lying_tilt_deg) & (sd <= s.still_acc_sd_g) & engine_ok
         if "tilt_post_deg" not in c.features and lying.any():
             j = int(np.argmax(lying))
             c.features.update(
@@ -374,15 +417,14 @@ class FallDetector:
             return None
         hit = lying & (c.probability >= self._p_min)
         if c.features["impulse_gs"] >= s.unmoving_impulse_gs:
-            pre = c.pre_dir / max(float(np.linalg.norm(c.pre_dir)), 1e-9)
-            change = np.degrees(np.arccos(np.clip(dot3(mean_dir, pre) / norm, -1.0, 1.0)))
+            change = np.degrees(np.arccos(np.clip(dot3(mean_dir, c.pre_dir), -1.0, 1.0)))
             hit |= (sd <= s.unmoving_acc_sd_g) & (change >= s.unmoving_tilt_change_deg)
         hits = np.flatnonzero(hit)
         return (int(e[hits[0]]), float(tilt[hits[0]])) if hits.size else None
 
     def _detect(self, c: FallCandidate, t: float, e: int, tilt_deg: float) -> FallFinding:
         self._resolve(c, "detected")
-        self._fallen = (e, c.t_s, t)
+        self._fallen = (e, c.t_s, t, c.ref_up)
         _log.info("fall detected at t=%.2f s (impact %.2f s, p=%.2f)", t, c.t_s, c.probability)
         return FallFinding(
             kind="detected",
@@ -415,32 +457,24 @@ class FallDetector:
         """
         if self._fallen is None:
             return None, pos - 1
-        detected_at, impact_t, detect_t = self._fallen
+        detected_at, impact_t, detect_t, upright_ref = self._fallen
         s, u = self.settings, self._n_upright
         # Judge only runs that start after the detection (not the impact itself).
         lo = max(pos, detected_at + u, base + u - 1) - base  # first work index judged
         if lo > last - base:
             return None, None
         seg = work[lo - u + 1 :]
-        upright = sliding_window_view(seg[:, _TILT] < s.cancel_upright_deg, u).all(axis=-1)
-        ends = np.flatnonzero(upright)  # work index lo + j ends an upright run of u samples
-        if not ends.size:
+        is_up = self._engine_tilt(seg, upright_ref) < s.cancel_upright_deg
+        window_ends = detected_at + self._n_cancel - (base + lo) + 1
+        found = first_recovery(is_up, seg[:, _MAG], u, window_ends, s.cancel_motion_sd_g)
+        if found is None:
             return None, None
-        in_window = base + lo + ends - detected_at <= self._n_cancel
-        moving = np.zeros(ends.shape, dtype=bool)
-        if in_window.any():
-            moving[in_window] = window_sds(seg[:, _MAG], u, ends[in_window]) >= s.cancel_motion_sd_g
-        cancel, rearm = np.flatnonzero(moving), np.flatnonzero(~in_window)
         self._fallen = None
-        if cancel.size:
-            i = lo + int(ends[cancel[0]])
-            t = float(work[i, _T])
-            _log.info("fall at t=%.2f s cancelled at t=%.2f s: patient up", detect_t, t)
-            details = {"impact_t_s": impact_t, "detected_t_s": detect_t}
-            return FallFinding(kind="cancelled", t_s=t, details=details), base + i
-        if rearm.size:
-            i = lo + int(ends[rearm[0]])
-            _log.info("fall detector re-armed at t=%.2f s", float(work[i, _T]))
+        i = lo + found[1]
+        t = float(work[i, _T])
+        if found[0] == "rearmed":
+            _log.info("fall detector re-armed at t=%.2f s", t)
             return None, base + i
-        self._fallen = (detected_at, impact_t, detect_t)
-        return None, None
+        _log.info("fall at t=%.2f s cancelled at t=%.2f s: patient up", detect_t, t)
+        details = {"impact_t_s": impact_t, "detected_t_s": detect_t}
+        return FallFinding(kind="cancelled", t_s=t, details=details), base + i

@@ -234,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     best_sens = max(min(se for se, _ in table[th].values()) for th in ok)
     tied = [th for th in ok if math.isclose(min(se for se, _ in table[th].values()), best_sens)]
     threshold = float(np.median(tied))
+    chosen = _rates_table(scores, recordings, rates, threshold)
+    cells = "  ".join(f"{r:g} Hz {se:.2%}/{sp:.2%}" for r, (se, sp) in chosen.items())
+    print(f"chosen threshold {threshold:.3f}, leave-one-subject-out: {cells}")
     final = _model(rows, names, args.l2)
     final = FallModel(
         final.feature_names, final.mean, final.scale, final.weights, final.bias, threshold

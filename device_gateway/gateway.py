@@ -83,7 +83,9 @@ class Gateway:
             for s in self.supervisors
         }
 
-    def _supervisor(self, wearable: WearableConfig, directory: DeviceDirectory) -> WearableSupervisor:
+    def _supervisor(
+        self, wearable: WearableConfig, directory: DeviceDirectory
+    ) -> WearableSupervisor:
         def monitor(request_buzz: Callable[[], None]) -> PatientMonitor:
             return PatientMonitor(
                 wearable,

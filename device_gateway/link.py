@@ -24,6 +24,7 @@ from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
 from alerts.backoff import Backoff
+from alerts.topics import mask_id
 from device_gateway.config import BleSettings
 from device_gateway.patient import PatientMonitor
 from device_gateway.protocol import (
@@ -35,7 +36,6 @@ from device_gateway.protocol import (
     decode_imu_packet,
     encode_buzz,
 )
-from alerts.topics import mask_id
 from device_gateway.scanner import DeviceDirectory
 from posture_monitor.errors import PacketError
 
@@ -96,7 +96,9 @@ class WearableSupervisor:
                 if self.monitor.connected:
                     await self.monitor.link_down()
                     self._last_link_loss = loop.time()
-                    grace = tasks.create_task(self._report_after_grace(), name=f"grace {self.label}")
+                    grace = tasks.create_task(
+                        self._report_after_grace(), name=f"grace {self.label}"
+                    )
                 if loop.time() - started > _STABLE_SESSION_S:
                     backoff.reset()
                 await asyncio.sleep(backoff.next_delay())
@@ -156,7 +158,10 @@ class WearableSupervisor:
             self._queue.put_nowait(bytes(data))
         except asyncio.QueueFull:
             self.counters.queue_dropped += 1
-            if self.counters.queue_dropped in (1, 10, 100) or self.counters.queue_dropped % 1000 == 0:
+            if (
+                self.counters.queue_dropped in (1, 10, 100)
+                or self.counters.queue_dropped % 1000 == 0
+            ):
                 _log.warning(
                     "wearable %s: sample queue full, %d packets dropped",
                     self.label,
@@ -170,10 +175,9 @@ class WearableSupervisor:
             self.counters.malformed += 1
             _log.warning("wearable %s: %s", self.label, exc)
             return
-        try:
+        # Readings are minutes apart; a full queue means the loop is stalled.
+        with contextlib.suppress(asyncio.QueueFull):
             self._battery_readings.put_nowait(percent)
-        except asyncio.QueueFull:
-            pass  # readings are minutes apart; a backlog means the loop is stalled
 
     async def _battery_loop(self) -> None:
         while True:

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, target, help_text in _COMMANDS:
-        module_name, configure, run = (target.split(":") + ["configure_parser", "run"])[:3]
+        module_name, configure, run = ([*target.split(":"), "configure_parser", "run"])[:3]
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=help_text, description=help_text)
         getattr(module, configure)(sub)

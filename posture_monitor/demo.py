@@ -69,9 +69,7 @@ async def run_demo(
             settings = broker.settings()  # MQTT 3.1.1: amqtt speaks nothing newer
         else:
             settings = MqttSettings.from_url(broker_url)
-        world = await stack.enter_async_context(
-            SimulatedWorld(scenario, seed=seed, speed=speed)
-        )
+        world = await stack.enter_async_context(SimulatedWorld(scenario, seed=seed, speed=speed))
         publisher = await stack.enter_async_context(
             AlertPublisher(settings, gateway_id=config.gateway_id, topic_root=config.topic_root)
         )

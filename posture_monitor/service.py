@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     config = GatewayConfig.load(args.config)
     settings = mqtt_settings(config.broker, args.broker)
     try:
-        asyncio.run(serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed))
+        asyncio.run(
+            serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed)
+        )
     except KeyboardInterrupt:
         _log.info("stopped by Ctrl-C")
     return 0

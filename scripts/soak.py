@@ -76,8 +76,11 @@ def soak_scenario_toml(wearables: int, hours: float) -> str:
         next_fall_s = 600.0 + index
         while t_s < duration_s:
             if falls and t_s >= next_fall_s:
-                entries = [({"activity": "walk"}, 10), ({"activity": "fall"}, 60),
-                           ({"activity": "get_up", "to": "stand"}, 30)]
+                entries = [
+                    ({"activity": "walk"}, 10),
+                    ({"activity": "fall"}, 60),
+                    ({"activity": "get_up", "to": "stand"}, 30),
+                ]
                 next_fall_s += 1200.0
             else:
                 entries = [CYCLE[step % len(CYCLE)]]
@@ -87,8 +90,12 @@ def soak_scenario_toml(wearables: int, hours: float) -> str:
                 lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
                 t_s += length_s
         if index % 25 == 7:  # a link loss every now and then
-            lines += ["[[patients.timeline]]", "at_s = 1500.0", 'fault = "disconnect"',
-                      "duration_s = 40.0"]
+            lines += [
+                "[[patients.timeline]]",
+                "at_s = 1500.0",
+                'fault = "disconnect"',
+                "duration_s = 40.0",
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -204,12 +211,18 @@ async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> i
     totals = Counter(sum((Counter(m) for m in metrics.values()), Counter()))
     wall_s = time.monotonic() - started
     print(f"\nwearables {wearables}, scenario {hours:g} h at speed {speed:g} in {wall_s:.0f} s")
-    print(f"memory: rss {rss_start:.1f} MiB at start (after 1 min), {rss_end:.1f} MiB at end "
-          f"({rss_end - rss_start:+.1f} MiB)")
-    print(f"events: {len(sink.sent)} published, {len(lost)} lost; "
-          f"by type {dict(Counter(sink.sent.values()))}")
-    print(f"packets: {totals['packets']} received, {totals['lost']} lost on the radio, "
-          f"{totals['malformed']} malformed, {totals['queue_dropped']} dropped by the gateway")
+    print(
+        f"memory: rss {rss_start:.1f} MiB at start (after 1 min), {rss_end:.1f} MiB at end "
+        f"({rss_end - rss_start:+.1f} MiB)"
+    )
+    print(
+        f"events: {len(sink.sent)} published, {len(lost)} lost; "
+        f"by type {dict(Counter(sink.sent.values()))}"
+    )
+    print(
+        f"packets: {totals['packets']} received, {totals['lost']} lost on the radio, "
+        f"{totals['malformed']} malformed, {totals['queue_dropped']} dropped by the gateway"
+    )
     return 1 if lost else 0
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from brokers import free_port
+
 from simulator import builtin_scenario_path, load_scenario
 
 CLI = [sys.executable, "-m", "posture_monitor"]
@@ -70,12 +70,12 @@ async def test_no_bluetooth_adapter_is_a_clear_error(tmp_path: Path, broker: Any
 
 async def test_password_never_shown(tmp_path: Path, broker: Any) -> None:
     secret = "pw-never-shown-7f3a"
-    scenario = load_scenario(builtin_scenario_path("demo"))
+    address = load_scenario(builtin_scenario_path("demo")).patients[0].wearable.address
     config = tmp_path / "gateway.toml"
     config.write_text(
         f'gateway_id = "ward-1"\n[broker]\nurl = "{broker.url}"\nusername = "gw"\n'
         f'password = "{secret}"\n'
-        f'[[wearables]]\naddress = "{scenario.patients[0].wearable.address}"\npatient_id = "p-001"\n'
+        f'[[wearables]]\naddress = "{address}"\npatient_id = "p-001"\n'
     )
     help_text = await run_cli("run", "--help")
     assert secret not in help_text.stdout
@@ -119,7 +119,7 @@ async def test_demo_publishes_to_a_broker_and_watch_shows_it(broker: Any) -> Non
     )
     assert demo.returncode == 0, demo.stderr[-2000:]
     watch.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(watch.communicate(), 20.0)
+    out, _err = await asyncio.wait_for(watch.communicate(), 20.0)
     seen = out.decode()
     lines = seen.splitlines()
     assert any("FALL" in line and "p-002" in line for line in lines), seen[-3000:]

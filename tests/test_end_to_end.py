@@ -48,7 +48,8 @@ async def run_ward(broker: Any, collector: Any, *, seed: int = 7) -> tuple[Any, 
 
 def events_of(collector: Any, patient_id: str) -> list[dict[str, Any]]:
     return [
-        json.loads(m.payload) for m in collector.on_topic(f"posture/v1/patients/{patient_id}/events")
+        json.loads(m.payload)
+        for m in collector.on_topic(f"posture/v1/patients/{patient_id}/events")
     ]
 
 

@@ -48,7 +48,9 @@ def fault_config(scenario: Any, extra: list[dict[str, str]] | None = None) -> Ga
 async def test_faulty_wearables_are_reported_and_counted(broker: Any, collector: Any) -> None:
     scenario = load_scenario(builtin_scenario_path("faults"))
     config = fault_config(scenario)
-    received = await collector(broker, ["posture/v1/patients/+/events", "posture/v1/patients/+/state"])
+    received = await collector(
+        broker, ["posture/v1/patients/+/events", "posture/v1/patients/+/state"]
+    )
     async with (
         SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
@@ -126,6 +128,8 @@ async def test_wearables_off_the_allow_list_are_ignored(broker: Any) -> None:
         async with asyncio.TaskGroup() as tasks:
             service = tasks.create_task(gateway.run())
             await world.sleep_until(10.0)
-            connected = {p.id: world.status(p.wearable.address).connected for p in scenario.patients}
+            connected = {
+                p.id: world.status(p.wearable.address).connected for p in scenario.patients
+            }
             service.cancel()
     assert connected == {p.id: p is allowed for p in scenario.patients}

@@ -1,4 +1,4 @@
-"""Streaming gravity ("up") estimate of a wearable, in its own sensor frame.
+"""Streaming gravity ("up") estimate of wearables, each in its own sensor frame.
 
 Two paths, chosen by whether the wearable has a gyroscope:
 
@@ -16,10 +16,14 @@ Two paths, chosen by whether the wearable has a gyroscope:
 * Accelerometer only: the accelerometer is low-pass filtered in the sensor
   frame (second-order Butterworth, ``acc_only_cutoff_hz``).
 
-Every LTI part is a ``scipy.signal.sosfilt`` with carried ``zi``, and the
-gyroscope integration is a sequential running product, so the output does
-not depend on how the stream is cut into blocks. The filter state is a
-handful of small arrays (:class:`GravityState`).
+Every LTI part is a :class:`~posture.lti.SosFilter` with carried state and
+the gyroscope integration is a sequential running product, so the output does
+not depend on how the stream is cut into blocks. Only the integration is
+sequential; in the inertial frame the correction is an LTI filter run over
+the whole block. One :class:`GravityFilter` serves ``devices`` wearables of
+the same rate side by side (arrays in the *time, component, device* layout of
+:mod:`posture.rotation`); every device's numbers are the same as if it were
+filtered alone.
 
 "up" is the direction the accelerometer reads at rest (the specific force
 opposing gravity), as a unit vector in sensor coordinates.
@@ -28,14 +32,15 @@ opposing gravity), as a unit vector in sensor coordinates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
 from posture.lti import SosFilter
-from posture.rotation import cumulative_product, gyro_increments, normalize, quat_to_matrix
+from posture.rotation import cumulative_products, increments_tcd, matrix_tcd
+from posture.runs import device_columns, run_length
 
 __all__ = [
     "GravityBlock",
@@ -47,6 +52,7 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -98,47 +104,72 @@ def _butter_lowpass_tau(tau_s: float, sample_rate_hz: float) -> FloatArray:
     return np.asarray(signal.butter(2, cutoff_hz, fs=sample_rate_hz, output="sos"))
 
 
-@dataclass
 class GravityState:
-    """What :class:`GravityFilter` carries between blocks besides its
-    low-pass filters' states (which live in their :class:`SosFilter`)."""
+    """What :class:`GravityFilter` carries between blocks for ``devices`` wearables,
+    besides its low-pass filters' states (which live in their :class:`SosFilter`).
 
-    samples_since_reset: int = 0
-    quat_si: FloatArray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
-    gyr_prev_rps: FloatArray = field(default_factory=lambda: np.zeros(3))
-    init_sum: FloatArray = field(default_factory=lambda: np.zeros(3))
-    quiet_run: int = 0
-    bias_rps: FloatArray = field(default_factory=lambda: np.zeros(3))
+    ``count`` (D,) samples since the last reset; ``quat_si`` (4, D) sensor to
+    inertial frame; ``gyr_prev_rps`` (3, D) last bias-corrected rate;
+    ``init_sum`` (3, D) sum of the inertial accelerations while the low-pass
+    starts up; ``quiet_run`` (D,) samples of the current quiet run;
+    ``bias_rps`` (3, D) gyroscope bias.
+    """
+
+    def __init__(self, devices: int) -> None:
+        self.count: IntArray = np.zeros(devices, dtype=np.int64)
+        self.quat_si = np.zeros((4, devices))
+        self.quat_si[0] = 1.0
+        self.gyr_prev_rps = np.zeros((3, devices))
+        self.init_sum = np.zeros((3, devices))
+        self.quiet_run: IntArray = np.zeros(devices, dtype=np.int64)
+        self.bias_rps = np.zeros((3, devices))
+
+    def reset(self, devices: IntArray) -> None:
+        """Forget the orientation of ``devices`` (indices); keep their bias."""
+        self.count[devices] = 0
+        self.quat_si[:, devices] = ((1.0,), (0.0,), (0.0,), (0.0,))
+        self.gyr_prev_rps[:, devices] = 0.0
+        self.init_sum[:, devices] = 0.0
+        self.quiet_run[devices] = 0
 
 
 @dataclass(frozen=True)
 class GravityBlock:
-    """The filter's output for one block of ``n`` samples.
+    """The filter's output for one block of ``n`` samples of ``D`` devices.
 
-    ``up_sensor`` (n, 3) unit vectors; ``settled`` (n,) true once the filter
-    has run ``settle_s`` since its last reset; ``rest`` (n,) true where the
-    wearable rested long enough to trust a bias estimate (gyroscope path; the
-    accelerometer-only path uses the acceleration criterion alone).
+    ``up_sensor`` (n, 3, D) unit vectors; ``settled`` (n, D) true once the
+    filter has run ``settle_s`` since its last reset; ``rest`` (n, D) true
+    where the wearable rested long enough to trust a bias estimate
+    (gyroscope path; the accelerometer-only path uses the acceleration
+    criterion alone). ``acc_lp_g`` (n, 3, D) is the accelerometer after the
+    rest detector's low-pass (``tau_rest_s``) and ``acc_dev2_g2`` (n, D) the
+    squared distance of the raw accelerometer from it: the calibration's
+    stillness test reuses both.
     """
 
     up_sensor: FloatArray
     settled: BoolArray
     rest: BoolArray
+    acc_lp_g: FloatArray
+    acc_dev2_g2: FloatArray
 
 
 class GravityFilter:
-    """Streaming up-direction estimate; see the module docstring."""
+    """Streaming up-direction estimate of ``devices`` wearables (module docstring)."""
 
-    def __init__(self, params: GravityFilterParams) -> None:
+    def __init__(self, params: GravityFilterParams, devices: int = 1) -> None:
         self.params = params
+        self.devices = devices
         fs = params.sample_rate_hz
-        self._lp_inertial = SosFilter(_butter_lowpass_tau(params.tau_acc_s, fs), 3)
-        # Rest detection filters acc (and gyro) side by side: 3 or 6 channels.
+        self._lp_inertial = SosFilter(_butter_lowpass_tau(params.tau_acc_s, fs), 3 * devices)
+        # Rest detection filters acc (and gyro) side by side: 3 or 6 signals.
+        self._rest_signals = 6 if params.has_gyro else 3
         self._lp_rest = SosFilter(
-            _butter_lowpass_tau(params.tau_rest_s, fs), 6 if params.has_gyro else 3
+            _butter_lowpass_tau(params.tau_rest_s, fs), self._rest_signals * devices
         )
         self._lp_acc_only = SosFilter(
-            np.asarray(signal.butter(2, params.acc_only_cutoff_hz, fs=fs, output="sos")), 3
+            np.asarray(signal.butter(2, params.acc_only_cutoff_hz, fs=fs, output="sos")),
+            3 * devices,
         )
         # VQF starts its low-pass from the mean of the first tau seconds
         # rather than from one (possibly accelerated) sample.
@@ -148,77 +179,72 @@ class GravityFilter:
         self._rest_gyr2 = math.radians(params.rest_gyr_dps) ** 2
         self._bias_clip2 = math.radians(params.bias_clip_dps) ** 2
         self._rest_acc2 = params.rest_acc_g**2
-        self.state = GravityState()
+        self.state = GravityState(devices)
 
-    def reset(self) -> None:
-        """Forget the orientation (after a gap); the gyroscope bias is kept."""
-        self.state = GravityState(bias_rps=self.state.bias_rps)
+    def reset(self, devices: IntArray | None = None) -> None:
+        """Forget the orientation (after a gap) of ``devices`` (all if None); keep the bias."""
+        self.state.reset(np.arange(self.devices) if devices is None else devices)
 
     def process(
         self, acc_g: FloatArray, gyr_dps: FloatArray | None, dt_s: FloatArray
     ) -> GravityBlock:
-        """Filter one contiguous segment (no gaps inside).
+        """Filter one contiguous block (no gaps inside) of every device.
 
         Args:
-            acc_g: (n, 3) accelerometer in g.
-            gyr_dps: (n, 3) gyroscope in °/s, or None (required iff
+            acc_g: (n, 3, D) accelerometer in g.
+            gyr_dps: (n, 3, D) gyroscope in °/s, or None (required iff
                 ``params.has_gyro``).
-            dt_s: (n,) seconds since the previous sample; ``dt_s[0]`` is
-                ignored right after a reset.
+            dt_s: (n, D) seconds since the previous sample; ignored for the
+                first sample after a reset.
 
         Raises:
             ValueError: gyroscope data presence does not match ``has_gyro``.
         """
         n = acc_g.shape[0]
         st = self.state
-        first = st.samples_since_reset
-        if first == 0:
-            # The interval before a reset means nothing; keep it harmless.
-            dt_s = dt_s.copy()
-            dt_s[0] = 1.0 / self.params.sample_rate_hz
+        fresh = np.flatnonzero(st.count == 0)
         if self.params.has_gyro:
             if gyr_dps is None:
                 raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
             gyr = gyr_dps * (math.pi / 180.0)
-            rest, gyr_lp = self._rest(acc_g, gyr)
-            up = self._gyro_path(acc_g, gyr, dt_s, rest, gyr_lp)
+            x = np.concatenate((acc_g, gyr), axis=1)
         else:
-            rest, _ = self._rest(acc_g, None)
-            up = self._acc_only_path(acc_g)
-        st.samples_since_reset = first + n
-        settled = np.arange(first, first + n) >= self._settle_samples
-        return GravityBlock(up_sensor=up, settled=settled, rest=rest)
+            gyr = None
+            x = acc_g
+        rest, lp, dev2 = self._rest(x, fresh)
+        if gyr is not None:
+            up = self._gyro_path(acc_g, gyr, dt_s, rest, lp[:, 3:], fresh)
+        else:
+            up = self._acc_only_path(acc_g, fresh)
+        settled = (st.count + np.arange(n)[:, None]) >= self._settle_samples
+        st.count += n
+        return GravityBlock(
+            up_sensor=up, settled=settled, rest=rest, acc_lp_g=lp[:, :3], acc_dev2_g2=dev2
+        )
 
     # -- internals ---------------------------------------------------------
 
     def _rest(
-        self, acc_g: FloatArray, gyr_rps: FloatArray | None
-    ) -> tuple[BoolArray, FloatArray | None]:
-        """Rest flags (n,) and, with a gyroscope, its low-passed rate (n, 3)."""
+        self, x: FloatArray, fresh: IntArray
+    ) -> tuple[BoolArray, FloatArray, FloatArray]:
+        """Rest flags (n, D), the low-passed signals (n, k, D) and the acc deviation² (n, D)."""
         st = self.state
-        x = acc_g if gyr_rps is None else np.concatenate((acc_g, gyr_rps), axis=1)
-        if st.samples_since_reset == 0:
-            self._lp_rest.reset(x[0])
-            st.quiet_run = 0
-        lp = self._lp_rest(x)
+        n, k, d = x.shape
+        if fresh.size:
+            self._lp_rest.reset(x[0][:, fresh].reshape(-1), device_columns(fresh, k, d))
+            st.quiet_run[fresh] = 0
+        lp = self._lp_rest(x.reshape(n, k * d)).reshape(n, k, d)
         dev = x - lp
         dev *= dev
-        quiet = dev[:, 0] + dev[:, 1] + dev[:, 2] < self._rest_acc2
-        gyr_lp = None
-        if gyr_rps is not None:
-            gyr_lp = lp[:, 3:]
+        acc_dev2 = dev[:, 0] + dev[:, 1] + dev[:, 2]
+        quiet = acc_dev2 < self._rest_acc2
+        if k == 6:
             quiet &= dev[:, 3] + dev[:, 4] + dev[:, 5] < self._rest_gyr2
-            quiet &= np.einsum("ni,ni->n", gyr_lp, gyr_lp) < self._bias_clip2
-        # Length of the quiet run ending at each sample, carried across blocks.
-        if quiet.all():
-            run = np.arange(st.quiet_run + 1, st.quiet_run + quiet.size + 1)
-        else:
-            idx = np.arange(1, quiet.size + 1)
-            last_loud = np.maximum.accumulate(np.where(quiet, 0, idx))
-            run = idx - last_loud
-            run[last_loud == 0] += st.quiet_run
-        st.quiet_run = int(run[-1])
-        return run >= self._rest_samples, gyr_lp
+            g0, g1, g2 = lp[:, 3], lp[:, 4], lp[:, 5]
+            quiet &= g0 * g0 + g1 * g1 + g2 * g2 < self._bias_clip2
+        run = run_length(quiet, st.quiet_run)
+        st.quiet_run = run[-1].copy()
+        return run >= self._rest_samples, lp, acc_dev2
 
     def _gyro_path(
         self,
@@ -226,54 +252,93 @@ class GravityFilter:
         gyr_rps: FloatArray,
         dt_s: FloatArray,
         rest: BoolArray,
-        gyr_lp: FloatArray | None,
+        gyr_lp: FloatArray,
+        fresh: IntArray,
     ) -> FloatArray:
         st = self.state
         n = acc_g.shape[0]
         # Bias: the low-passed rate at rest, held between rest periods.
-        if rest.any() and gyr_lp is not None:
-            idx = np.arange(n)
-            last = np.maximum.accumulate(np.where(rest, idx, -1))
-            bias = np.where((last >= 0)[:, None], gyr_lp[np.maximum(last, 0)], st.bias_rps)
-            st.bias_rps = bias[-1].copy()
-            rate = gyr_rps - bias
+        if rest.all():
+            bias = gyr_lp
+        elif rest.any():
+            idx = np.arange(n)[:, None]
+            last = np.maximum.accumulate(np.where(rest, idx, -1), axis=0)
+            held = np.take_along_axis(gyr_lp, np.maximum(last, 0)[:, None, :], axis=0)
+            bias = np.where((last >= 0)[:, None, :], held, st.bias_rps)
         else:
-            rate = gyr_rps - st.bias_rps
-        prev = np.concatenate((st.gyr_prev_rps[None, :], rate[:-1]))
-        dq = gyro_increments(prev, rate, dt_s, self.params.gyr_delay_s)
-        if st.samples_since_reset == 0:
-            dq[0] = (1.0, 0.0, 0.0, 0.0)  # nothing to integrate before the first sample
-        quat = cumulative_product(st.quat_si, dq)
+            bias = st.bias_rps
+        rate = gyr_rps - bias
+        if bias is not st.bias_rps:
+            st.bias_rps = np.array(bias[-1])
+        prev = np.concatenate((st.gyr_prev_rps[None], rate[:-1]))
+        if fresh.size:
+            # The interval before a reset means nothing; keep it harmless.
+            dt_s = dt_s.copy()
+            dt_s[0, fresh] = 1.0 / self.params.sample_rate_hz
+        dq = increments_tcd(prev, rate, dt_s, self.params.gyr_delay_s)
+        if fresh.size:
+            dq[0][:, fresh] = ((1.0,), (0.0,), (0.0,), (0.0,))  # nothing to integrate yet
+        quat = cumulative_products(st.quat_si, dq)
         st.quat_si = quat[-1].copy()
         st.gyr_prev_rps = rate[-1].copy()
-        rot = quat_to_matrix(quat)
-        acc_i = (rot @ acc_g[:, :, None])[:, :, 0]
+        r = matrix_tcd(quat)
+        a0, a1, a2 = acc_g[:, 0], acc_g[:, 1], acc_g[:, 2]
+        acc_i = np.empty_like(acc_g)
+        acc_i[:, 0] = r[:, 0] * a0 + r[:, 1] * a1 + r[:, 2] * a2
+        acc_i[:, 1] = r[:, 3] * a0 + r[:, 4] * a1 + r[:, 5] * a2
+        acc_i[:, 2] = r[:, 6] * a0 + r[:, 7] * a1 + r[:, 8] * a2
         lp = self._lowpass_inertial(acc_i)
         # Back to sensor axes: R^T lp, then unit length.
-        up = (lp[:, None, :] @ rot)[:, 0, :]
-        return up / np.sqrt(np.einsum("ni,ni->n", up, up))[:, None]
+        l0, l1, l2 = lp[:, 0], lp[:, 1], lp[:, 2]
+        up = np.empty_like(acc_g)
+        u0 = up[:, 0]
+        u1 = up[:, 1]
+        u2 = up[:, 2]
+        np.add(r[:, 0] * l0 + r[:, 3] * l1, r[:, 6] * l2, out=u0)
+        np.add(r[:, 1] * l0 + r[:, 4] * l1, r[:, 7] * l2, out=u1)
+        np.add(r[:, 2] * l0 + r[:, 5] * l1, r[:, 8] * l2, out=u2)
+        up /= np.sqrt(u0 * u0 + u1 * u1 + u2 * u2)[:, None]
+        return up
 
     def _lowpass_inertial(self, acc_i: FloatArray) -> FloatArray:
         st = self.state
-        n = acc_i.shape[0]
-        first = st.samples_since_reset
-        n_init = min(max(self._init_samples - first, 0), n)
-        if n_init == 0:
-            return self._lp_inertial(acc_i)
-        out = np.empty_like(acc_i)
-        csum = np.cumsum(acc_i[:n_init], axis=0) + st.init_sum
-        out[:n_init] = csum / np.arange(first + 1, first + n_init + 1)[:, None]
-        st.init_sum = csum[-1].copy()
-        if first + n_init == self._init_samples:
-            self._lp_inertial.reset(out[n_init - 1])
-        if n_init < n:
-            out[n_init:] = self._lp_inertial(acc_i[n_init:])
+        n, _, d = acc_i.shape
+        out = self._lp_inertial(acc_i.reshape(n, 3 * d)).reshape(n, 3, d)
+        first = st.count
+        starting = np.flatnonzero(first < self._init_samples)
+        if starting.size == 0:
+            return out
+        # While a device's filter starts up, its output is the running mean;
+        # its filter state starts at the mean's steady state once the start-up
+        # span is over, and the rest of the block is filtered from there.
+        sub = acc_i[:, :, starting]
+        csum = np.cumsum(sub, axis=0) + st.init_sum[:, starting]
+        counts = first[starting] + np.arange(1, n + 1)[:, None]  # (n, S)
+        mean = csum / counts[:, None, :]
+        n_init = np.minimum(self._init_samples - first[starting], n)  # (S,)
+        in_init = np.arange(n)[:, None] < n_init
+        out[:, :, starting] = np.where(in_init[:, None, :], mean, out[:, :, starting])
+        st.init_sum[:, starting] = csum[n_init - 1, :, np.arange(starting.size)].T
+        done = first[starting] + n_init == self._init_samples
+        for k in np.unique(n_init[done]).tolist():
+            group = np.flatnonzero(done & (n_init == k))
+            devs = starting[group]
+            cols = device_columns(devs, 3, d)
+            state = self._lp_inertial.steady_state(mean[k - 1][:, group].reshape(-1))
+            if k < n:
+                y, state = self._lp_inertial.run(acc_i[k:][:, :, devs].reshape(n - k, -1), state)
+                out[k:, :, devs] = y.reshape(n - k, 3, devs.size)
+            self._lp_inertial.state[:, cols] = state
         return out
 
-    def _acc_only_path(self, acc_g: FloatArray) -> FloatArray:
-        if self.state.samples_since_reset == 0:
-            self._lp_acc_only.reset(acc_g[0])
-        return normalize(self._lp_acc_only(acc_g))
+    def _acc_only_path(self, acc_g: FloatArray, fresh: IntArray) -> FloatArray:
+        n, _, d = acc_g.shape
+        if fresh.size:
+            self._lp_acc_only.reset(acc_g[0][:, fresh].reshape(-1), device_columns(fresh, 3, d))
+        lp = self._lp_acc_only(acc_g.reshape(n, 3 * d)).reshape(n, 3, d)
+        l0, l1, l2 = lp[:, 0], lp[:, 1], lp[:, 2]
+        norm = np.sqrt(l0 * l0 + l1 * l1 + l2 * l2)
+        return lp / np.maximum(norm, 1e-300)[:, None]
 
 
 def estimate_up(
@@ -298,7 +363,7 @@ def estimate_up(
         acc_only_cutoff_hz=acc_only_cutoff_hz,
         gyr_delay_s=gyr_delay_s,
     )
-    acc = np.asarray(acc_g, dtype=np.float64)
-    gyr = None if gyr_dps is None else np.asarray(gyr_dps, dtype=np.float64)
-    dt = np.full(acc.shape[0], 1.0 / sample_rate_hz)
-    return GravityFilter(params).process(acc, gyr, dt).up_sensor
+    acc = np.asarray(acc_g, dtype=np.float64)[:, :, None]
+    gyr = None if gyr_dps is None else np.asarray(gyr_dps, dtype=np.float64)[:, :, None]
+    dt = np.full((acc.shape[0], 1), 1.0 / sample_rate_hz)
+    return GravityFilter(params).process(acc, gyr, dt).up_sensor[:, :, 0]

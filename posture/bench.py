@@ -1,0 +1,239 @@
+"""``posture-monitor bench engine``: throughput and memory of the posture engine.
+
+For each device count the benchmark creates that many
+:class:`~posture.PostureEngine` instances and streams a synthetic trunk
+recording (slow posture changes, walking bouts, sensor noise and gyroscope
+bias; each device starts at a different point of it) in 10-sample packets,
+round-robin across devices as a gateway would. It reports CPU time per
+sample (samples per second per core), the share of one core a single
+wearable at ``--rate`` needs, and the traced memory per device (Python
+objects and NumPy buffers after warm-up, via :mod:`tracemalloc`). On the
+same data, in the same run, it times VQF (``updateBatch`` over the whole
+recording and per packet) and x-io Fusion (``imufusion``, per sample), as
+reference ratios; both are compiled libraries, ours is NumPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from posture.config import EngineConfig
+from posture.engine import PostureEngine
+
+__all__ = ["configure_parser", "run", "synthetic_stream"]
+
+FloatArray = NDArray[np.float64]
+PACKET = 10
+_STREAM_S = 120.0
+
+
+def synthetic_stream(
+    rate_hz: float, seconds: float = _STREAM_S, seed: int = 0
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """A realistic upper-back IMU recording: ``(t_s (n,), acc_g (n, 3), gyr_dps (n, 3))``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate_hz)) / rate_hz
+    walking = (np.sin(2 * np.pi * t / 40.0) > 0.3).astype(float)
+    rotvec = np.stack(
+        [
+            np.radians(20) * np.sin(2 * np.pi * t / 23.0)
+            + np.radians(3) * walking * np.sin(2 * np.pi * 0.9 * t),
+            np.radians(8) * np.sin(2 * np.pi * t / 31.0),
+            np.radians(30) * np.sin(2 * np.pi * t / 57.0),
+        ],
+        axis=1,
+    )
+    rot = Rotation.from_rotvec(rotvec)  # sensor -> world (z up)
+    world_acc = np.zeros((t.size, 3))
+    world_acc[:, 2] = 1.0 + 0.3 * walking * np.sin(2 * np.pi * 1.8 * t)
+    world_acc[:, 0] = 0.15 * walking * np.sin(2 * np.pi * 0.9 * t)
+    acc = rot.inv().apply(world_acc) + rng.normal(0, 0.01, (t.size, 3))
+    dq = (rot[1:] * rot[:-1].inv()).as_rotvec()
+    omega = np.vstack([dq[:1], dq]) * rate_hz
+    gyr = np.degrees(rot.inv().apply(omega)) + rng.normal(0, 0.3, (t.size, 3)) + [0.4, -0.2, 0.3]
+    return t, acc, gyr
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    devices: int
+    samples: int
+    samples_per_s_per_core: float
+    us_per_sample: float
+    core_share_per_wearable: float
+    """Fraction of one core one wearable at the benchmark rate needs."""
+    memory_per_device_bytes: float
+
+
+def _engines(n: int, rate_hz: float, has_gyro: bool) -> list[PostureEngine]:
+    return [
+        PostureEngine(EngineConfig(sample_rate_hz=rate_hz, has_gyro=has_gyro)) for _ in range(n)
+    ]
+
+
+def bench_engine(
+    devices: int, rate_hz: float, has_gyro: bool, min_samples: int = 30_000
+) -> EngineResult:
+    """Stream packets round-robin through ``devices`` engines; time the CPU spent."""
+    t, acc, gyr = synthetic_stream(rate_hz)
+    n = t.size
+    engines = _engines(devices, rate_hz, has_gyro)
+    offsets = (np.arange(devices) * 7919 * PACKET) % (n - PACKET)
+    offsets -= offsets % PACKET
+    rounds = max(1, math.ceil(min_samples / (devices * PACKET)))
+    # Warm-up: one packet each (first-call allocations are not steady state).
+    clock = np.zeros(devices)
+
+    def feed(rnd: int) -> None:
+        for d, eng in enumerate(engines):
+            i = int((offsets[d] + rnd * PACKET) % (n - PACKET))
+            sl = slice(i, i + PACKET)
+            eng.process(clock[d] + t[:PACKET], acc[sl], gyr[sl] if has_gyro else None)
+            clock[d] += PACKET / rate_hz
+
+    feed(0)
+    gc.collect()
+    cpu0 = time.process_time()
+    for rnd in range(1, rounds + 1):
+        feed(rnd)
+    cpu = time.process_time() - cpu0
+    samples = rounds * devices * PACKET
+    per_sample = cpu / samples
+    return EngineResult(
+        devices=devices,
+        samples=samples,
+        samples_per_s_per_core=1.0 / per_sample if per_sample > 0 else math.inf,
+        us_per_sample=per_sample * 1e6,
+        core_share_per_wearable=per_sample * rate_hz,
+        memory_per_device_bytes=memory_per_device(min(devices, 50), rate_hz, has_gyro),
+    )
+
+
+def memory_per_device(devices: int, rate_hz: float, has_gyro: bool) -> float:
+    """Traced bytes per engine after 10 s of data (buffers full)."""
+    t, acc, gyr = synthetic_stream(rate_hz, seconds=12.0)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        engines = _engines(devices, rate_hz, has_gyro)
+        for eng in engines:
+            for i in range(0, t.size - PACKET + 1, PACKET):
+                eng.process(
+                    t[i : i + PACKET],
+                    acc[i : i + PACKET],
+                    gyr[i : i + PACKET] if has_gyro else None,
+                )
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (after - before) / devices
+
+
+def bench_references(rate_hz: float) -> dict[str, float]:
+    """Samples per second per core of VQF and imufusion on the benchmark data (if installed)."""
+    t, acc, gyr = synthetic_stream(rate_hz)
+    out: dict[str, float] = {}
+    try:
+        from vqf import VQF
+    except ImportError:
+        VQF = None
+    if VQF is not None:
+        gyr_rps = np.ascontiguousarray(np.radians(gyr))
+        acc_mps2 = np.ascontiguousarray(acc * 9.81)
+        cpu0 = time.process_time()
+        VQF(1.0 / rate_hz).updateBatch(gyr_rps, acc_mps2)
+        out["vqf_batch"] = t.size / max(time.process_time() - cpu0, 1e-9)
+        vqf = VQF(1.0 / rate_hz)
+        cpu0 = time.process_time()
+        for i in range(0, t.size - PACKET + 1, PACKET):
+            vqf.updateBatch(gyr_rps[i : i + PACKET], acc_mps2[i : i + PACKET])
+        out["vqf_packets"] = t.size / max(time.process_time() - cpu0, 1e-9)
+    try:
+        import imufusion
+
+        have_fusion = True
+    except ImportError:
+        have_fusion = False
+    if have_fusion:
+        ahrs = imufusion.Ahrs()
+        settings = imufusion.AhrsSettings()
+        settings.sample_rate = round(rate_hz)
+        ahrs.set_settings(settings)
+        cpu0 = time.process_time()
+        for g, a in zip(gyr, acc, strict=True):
+            ahrs.update_no_magnetometer(g, a)
+        out["imufusion_per_sample"] = t.size / max(time.process_time() - cpu0, 1e-9)
+    return out
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``engine`` subcommand to ``parser``."""
+    sub = parser.add_subparsers(dest="bench_command", metavar="{engine}")
+    sub.required = True
+    eng = sub.add_parser(
+        "engine", help="throughput and memory of PostureEngine", description=__doc__
+    )
+    eng.add_argument("--devices", default="1,10,100,1000", help="comma-separated device counts")
+    eng.add_argument("--rate", type=float, default=50.0, help="wearable rate in Hz (50)")
+    eng.add_argument("--acc-only", action="store_true", help="wearables without a gyroscope")
+    eng.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print it; 0 on success, 2 on bad arguments."""
+    try:
+        counts = [int(v) for v in str(args.devices).split(",") if v.strip()]
+        if not counts or min(counts) < 1 or max(counts) > 100_000:
+            raise ValueError
+    except ValueError:
+        print(f"bench engine: --devices must be counts like 1,10,100, got {args.devices!r}")
+        return 2
+    if not (math.isfinite(args.rate) and 10.0 <= args.rate <= 2000.0):
+        print(f"bench engine: --rate must be in 10..2000 Hz, got {args.rate!r}")
+        return 2
+    has_gyro = not args.acc_only
+    results = [bench_engine(n, args.rate, has_gyro) for n in counts]
+    refs = bench_references(args.rate) if has_gyro else {}
+    single = results[0].samples_per_s_per_core
+    report: dict[str, Any] = {
+        "rate_hz": args.rate,
+        "packet_samples": PACKET,
+        "has_gyro": has_gyro,
+        "engine": [asdict(r) for r in results],
+        "batched_path": None,
+        "references_samples_per_s_per_core": refs,
+        "reference_ratio_to_engine": {k: v / single for k, v in refs.items()},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"PostureEngine at {args.rate:g} Hz, {PACKET}-sample packets, "
+        f"{'gyroscope + accelerometer' if has_gyro else 'accelerometer only'} (CPU time)"
+    )
+    head = ("devices", "samples/s/core", "us/sample", "core/wearable", "memory/device")
+    print(f"{head[0]:>8} {head[1]:>15} {head[2]:>10} {head[3]:>14} {head[4]:>14}")
+    for r in results:
+        print(
+            f"{r.devices:>8} {r.samples_per_s_per_core:>15,.0f} {r.us_per_sample:>10.1f} "
+            f"{r.core_share_per_wearable:>13.3%} {r.memory_per_device_bytes / 1024:>11.1f} KiB"
+        )
+    print("batched path: none (PostureEngine processes one wearable per call)")
+    for name, rate in refs.items():
+        print(
+            f"reference {name:<22} {rate:>12,.0f} samples/s/core ({rate / single:,.1f}x the engine)"
+        )
+    return 0

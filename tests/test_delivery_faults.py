@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ward import gateway_running
 
 from alerts import AlertEvent, AlertPublisher, PatientState
-from device_gateway import Gateway, GatewayConfig
+from device_gateway import GatewayConfig
 from simulator import SimulatedWorld, builtin_scenario_path, load_scenario
 
 FALLER = "fall-forward-walking"  # walks, falls at 30 s, gets up at 60 s
@@ -80,11 +81,7 @@ async def test_broker_restart_loses_no_event(persistent_broker: Any, collector: 
         AlertPublisher(persistent_broker.settings(), gateway_id=config.gateway_id) as publisher,
     ):
         sink = RecordingSink(publisher)
-        gateway = Gateway(
-            config, sink, scanner_backend=world.scanner_backend, client_backend=world.client_backend
-        )
-        async with asyncio.TaskGroup() as tasks:
-            service = tasks.create_task(gateway.run())
+        async with gateway_running(config, sink, world) as gateway:
             await world.sleep_until(24.0)
             await persistent_broker.stop()
             outage_started_s = world.scenario_time()
@@ -95,7 +92,6 @@ async def test_broker_restart_loses_no_event(persistent_broker: Any, collector: 
                 lambda messages: len(messages) >= len(sink.events) >= 2, timeout_s=20.0
             )
             metrics = gateway.device_metrics()[FALLER]
-            service.cancel()
 
     sent = {e.event_id: json.loads(e.to_json()) for e in sink.events}
     received = {}

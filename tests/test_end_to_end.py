@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ward import gateway_running
 
 from alerts import AlertPublisher
-from device_gateway import Gateway
 from posture_monitor.demo import DEMO_SLOUCH_DWELL_S, demo_config
 from simulator import SimulatedWorld, demo_scenario
 
@@ -31,17 +31,9 @@ async def run_ward(broker: Any, collector: Any, *, seed: int = 7) -> tuple[Any, 
     async with (
         SimulatedWorld(scenario, seed=seed, speed=SPEED) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+        gateway_running(config, publisher, world),
     ):
-        gateway = Gateway(
-            config,
-            publisher,
-            scanner_backend=world.scanner_backend,
-            client_backend=world.client_backend,
-        )
-        async with asyncio.TaskGroup() as tasks:
-            service = tasks.create_task(gateway.run())
-            await world.sleep_until(SCENARIO_S)
-            service.cancel()
+        await world.sleep_until(SCENARIO_S)
     await asyncio.sleep(0.5)
     return events, world
 

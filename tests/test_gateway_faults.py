@@ -15,9 +15,10 @@ import json
 from typing import Any
 
 import pytest
+from ward import gateway_running
 
 from alerts import AlertPublisher
-from device_gateway import Gateway, GatewayConfig
+from device_gateway import GatewayConfig
 from simulator import SimulatedWorld, builtin_scenario_path, load_scenario
 
 SPEED = 20.0
@@ -54,18 +55,10 @@ async def test_faulty_wearables_are_reported_and_counted(broker: Any, collector:
     async with (
         SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+        gateway_running(config, publisher, world) as gateway,
     ):
-        gateway = Gateway(
-            config,
-            publisher,
-            scanner_backend=world.scanner_backend,
-            client_backend=world.client_backend,
-        )
-        async with asyncio.TaskGroup() as tasks:
-            service = tasks.create_task(gateway.run())
-            await world.sleep_until(SCENARIO_S)
-            metrics = gateway.device_metrics()
-            service.cancel()
+        await world.sleep_until(SCENARIO_S)
+        metrics = gateway.device_metrics()
     await asyncio.sleep(0.5)
 
     def types(patient_id: str) -> list[str]:
@@ -118,18 +111,8 @@ async def test_wearables_off_the_allow_list_are_ignored(broker: Any) -> None:
     async with (
         SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+        gateway_running(config, publisher, world),
     ):
-        gateway = Gateway(
-            config,
-            publisher,
-            scanner_backend=world.scanner_backend,
-            client_backend=world.client_backend,
-        )
-        async with asyncio.TaskGroup() as tasks:
-            service = tasks.create_task(gateway.run())
-            await world.sleep_until(10.0)
-            connected = {
-                p.id: world.status(p.wearable.address).connected for p in scenario.patients
-            }
-            service.cancel()
+        await world.sleep_until(10.0)
+        connected = {p.id: world.status(p.wearable.address).connected for p in scenario.patients}
     assert connected == {p.id: p is allowed for p in scenario.patients}

@@ -14,22 +14,12 @@
 from __future__ import annotations
 
 import secrets
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-# The repo root first: the editable install was made before the packages had
-# an __init__.py, so its finder would import them as empty namespace
-# packages; tests/ for the ``brokers`` helper module.
-_TESTS = Path(__file__).resolve().parent
-for _path in (_TESTS, _TESTS.parent):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from brokers import (  # noqa: E402  (needs the path above)
+from brokers import (
     MOSQUITTO,
     MOSQUITTO_PASSWD,
     OPENSSL,

@@ -5,6 +5,7 @@ clock. See docs/architecture.md for the contract and
 :mod:`posture.calibration` for the mounting convention.
 """
 
+from posture.batch import BatchBlock, BatchEngine
 from posture.calibration import Calibration, CalibrationError
 from posture.config import EngineConfig
 from posture.engine import EngineStats, PostureEngine
@@ -21,6 +22,8 @@ from posture.types import (
 
 __all__ = [
     "Activity",
+    "BatchBlock",
+    "BatchEngine",
     "Calibration",
     "CalibrationError",
     "EngineBlock",

@@ -1,25 +1,34 @@
 """Activity of the wearer per sample: upright, moving, walking or lying.
 
-Features, all from streaming LTI filters (``sosfilt`` with carried ``zi``):
+Features, all from streaming LTI filters (:class:`~posture.lti.SosFilter`):
 
 * vertical dynamic acceleration ``acc·up - 1`` (g; ``|acc| - 1`` without a
-  gyroscope), band-passed to the gait
-  band (0.7-3.5 Hz); its RMS envelope and its zero-crossing rate (crossings
-  of a ±``crossing_deadband_g`` band, so sensor noise does not count). Steps
-  bounce the trunk vertically at the step frequency, 1-2.5 Hz, so walking
-  shows a strong, regular vertical signal; a bend to pick something up
-  shows one slow swing.
+  gyroscope), band-passed to the gait band (0.7-3.5 Hz); its RMS envelope
+  and its zero-crossing rate (crossings of a ±``crossing_deadband_g`` band,
+  so sensor noise does not count). Steps bounce the trunk vertically at the
+  step frequency, 1-2.5 Hz, so walking shows a strong, regular vertical
+  signal; a bend to pick something up shows one slow swing.
 * RMS of the whole dynamic acceleration ``acc - up`` (g; without a
   gyroscope the up-direction follows slow changes, so this measures the
   magnitude's deviation from 1 g and the fast changes of direction).
 * tilt rate of the trunk (°/s): the gyroscope's rate across the up axis,
   or the rate of change of the up-direction without a gyroscope.
 
+Two stages. :meth:`ActivityClassifier.features` needs only the gravity
+filter's up-direction, never the calibration nor a nominal mounting: gait
+(walking) and stillness come from it, so the calibration may use them. The
+up-direction is the wearable's own estimate of the vertical, so "vertical
+bounce" is vertical whatever the mounting. :meth:`ActivityClassifier.classify`
+then adds the trunk's inclination from upright (from the calibration, or a
+spin-free estimate before it; see :mod:`posture.calibration`).
+
 Rules (thresholds in :class:`ActivitySettings`):
 
 * UNKNOWN until the gravity filter has settled after the start or a gap.
-* WALKING once the gait criteria held for ``walk_enter_s``; it lasts
+* gait once the gait criteria held for ``walk_enter_s``; it lasts
   ``walk_hold_s`` after they stop (the pause between steps or a turn).
+  WALKING is gait with the trunk less than ``lying_enter_deg`` from upright;
+  still means quiet and not WALKING.
 * LYING once still for ``lying_enter_s`` more than ``lying_enter_deg`` from
   the reference upright; it lasts until the trunk comes within
   ``lying_exit_deg`` or the wearer walks.
@@ -29,6 +38,9 @@ Rules (thresholds in :class:`ActivitySettings`):
 
 ``vigorous`` marks samples whose dynamic acceleration RMS exceeds
 ``vigorous_acc_g``; the slouch detector pauses its dwell timer there.
+
+One classifier serves ``devices`` wearables of the same rate side by side
+(arrays ``(n, D)`` and ``(n, 3, D)``, see :mod:`posture.rotation`).
 """
 
 from __future__ import annotations
@@ -41,13 +53,15 @@ from numpy.typing import NDArray
 from scipy import signal
 
 from posture.lti import SosFilter
-from posture.rotation import cross_rows
+from posture.rotation import dot_tcd
+from posture.runs import forward_fill, run_length
 from posture.types import Activity, check_positive_fields
 
-__all__ = ["ActivityBlock", "ActivityClassifier", "ActivitySettings"]
+__all__ = ["ActivityClassifier", "ActivitySettings", "GaitBlock"]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -79,52 +93,43 @@ class ActivitySettings:
             raise ValueError("ActivitySettings needs 0 < lying_exit_deg <= lying_enter_deg < 180")
 
 
-@dataclass(frozen=True)
-class ActivityBlock:
-    """``activity`` (n,) int8 :class:`Activity`; ``vigorous`` (n,) bool."""
+@dataclass(slots=True)
+class GaitBlock:
+    """Posture-free activity features of one block, each (n, D).
 
-    activity: NDArray[np.int8]
+    ``walking``: gait detected (entry delay and hold applied); ``gait``: the
+    gait criteria hold at the sample; ``quiet``: little dynamic acceleration
+    and tilting; ``vigorous``: strong dynamic acceleration; ``settled``: the
+    gravity filter has settled.
+    """
+
+    walking: BoolArray
+    gait: BoolArray
+    quiet: BoolArray
     vigorous: BoolArray
-
-
-def _run_length(flags: BoolArray, carried: int) -> NDArray[np.int64]:
-    """Length of the run of True ending at each sample, continuing ``carried``."""
-    n = flags.size
-    if flags.all():
-        return np.arange(carried + 1, carried + n + 1)
-    idx = np.arange(1, n + 1)
-    if not flags.any():
-        return np.zeros(n, dtype=np.int64)
-    last_false = np.maximum.accumulate(np.where(flags, 0, idx))
-    run = idx - last_false
-    run[last_false == 0] += carried
-    return run
-
-
-def _forward_fill(values: NDArray[np.int64], valid: BoolArray, carried: int) -> NDArray[np.int64]:
-    """``values`` where ``valid``, else the last valid value (``carried`` first)."""
-    if not valid.any():
-        return np.full(values.size, carried, dtype=np.int64)
-    idx = np.arange(values.size)
-    last = np.maximum.accumulate(np.where(valid, idx, -1))
-    return np.where(last >= 0, values[np.maximum(last, 0)], carried)
+    settled: BoolArray
 
 
 class ActivityClassifier:
-    """Streaming activity classification; see the module docstring."""
+    """Streaming activity classification of ``devices`` wearables (module docstring)."""
 
-    def __init__(self, settings: ActivitySettings, sample_rate_hz: float, has_gyro: bool) -> None:
+    def __init__(
+        self, settings: ActivitySettings, sample_rate_hz: float, has_gyro: bool, devices: int = 1
+    ) -> None:
         self.settings = settings
         self.has_gyro = has_gyro
+        self.devices = devices
         fs = sample_rate_hz
         self._fs = fs
         low, high = settings.gait_band_hz
         high = min(high, 0.45 * fs)
         self._gait = SosFilter(
-            np.asarray(signal.butter(2, (low, high), "bandpass", fs=fs, output="sos")), 1
+            np.asarray(signal.butter(2, (low, high), "bandpass", fs=fs, output="sos")), devices
         )
         cutoff = math.sqrt(2.0) / (2.0 * math.pi * settings.envelope_tau_s)
-        self._envelope = SosFilter(np.asarray(signal.butter(2, cutoff, fs=fs, output="sos")), 4)
+        self._envelope = SosFilter(
+            np.asarray(signal.butter(2, cutoff, fs=fs, output="sos")), 4 * devices
+        )
         self._walk_enter = max(1, round(settings.walk_enter_s * fs))
         self._walk_hold = round(settings.walk_hold_s * fs)
         self._lying_enter = max(1, round(settings.lying_enter_s * fs))
@@ -134,102 +139,141 @@ class ActivityClassifier:
         self._vigorous_ms = settings.vigorous_acc_g**2
         self._min_cross = settings.walk_min_crossings_per_s / fs
         self._max_cross = settings.walk_max_crossings_per_s / fs
-        self.reset()
+        self._prev_up = np.zeros((3, devices))
+        self._fresh = np.ones(devices, dtype=bool)
+        self._sign = np.zeros(devices, dtype=np.int64)
+        self._walk_run = np.zeros(devices, dtype=np.int64)
+        self._since_walk = np.full(devices, 1 << 30, dtype=np.int64)
+        self._still_run = np.zeros(devices, dtype=np.int64)
+        self._lying = np.zeros(devices, dtype=np.int64)
 
-    def reset(self) -> None:
+    def reset(self, devices: IntArray | None = None) -> None:
         """Start over (after a gap): filters and runs restart, envelopes at rest."""
-        self._gait.reset()
-        self._envelope.reset()
-        self._prev_up: FloatArray | None = None
-        self._sign = 0
-        self._walk_run = 0
-        self._since_walk = 1 << 30
-        self._still_run = 0
-        self._lying = 0
+        d = slice(None) if devices is None else devices
+        self._gait.state[:, d] = 0.0
+        env = self._envelope.state.reshape(-1, 4, self.devices)
+        env[:, :, d] = 0.0
+        self._fresh[d] = True
+        self._sign[d] = 0
+        self._walk_run[d] = 0
+        self._since_walk[d] = 1 << 30
+        self._still_run[d] = 0
+        self._lying[d] = 0
 
-    def process(
+    def features(
         self,
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
         up_sensor: FloatArray,
         settled: BoolArray,
-        inclination_deg: FloatArray,
-    ) -> ActivityBlock:
-        """Classify one gap-free segment of ``n`` samples.
+    ) -> GaitBlock:
+        """Gait, stillness and vigour of one gap-free block (no posture needed).
 
         Args:
-            acc_g: (n, 3) accelerometer in g.
-            gyr_dps: (n, 3) gyroscope in °/s or None.
-            up_sensor: (n, 3) unit up-directions from the gravity filter.
-            settled: (n,) whether the gravity filter has settled.
-            inclination_deg: (n,) trunk angle from the reference upright.
+            acc_g: (n, 3, D) accelerometer in g.
+            gyr_dps: (n, 3, D) gyroscope in °/s or None.
+            up_sensor: (n, 3, D) unit up-directions from the gravity filter.
+            settled: (n, D) whether the gravity filter has settled.
         """
         s = self.settings
-        n = acc_g.shape[0]
-        dyn = acc_g - up_sensor
+        n, _, d = acc_g.shape
         if self.has_gyro:
-            vertical = np.einsum("ni,ni->n", acc_g, up_sensor) - 1.0
+            vertical = dot_tcd(acc_g, up_sensor)
+            vertical -= 1.0
         else:
             # Without a gyroscope the up-direction follows the gait bounce
             # and lags posture changes; the magnitude is vertical enough
             # (steps accelerate the trunk mostly up and down) and does not
             # depend on the tilt.
-            vertical = np.sqrt(np.einsum("ni,ni->n", acc_g, acc_g)) - 1.0
-        gait = self._gait(vertical[:, None])[:, 0]
-        raw = np.empty((n, 4))
-        raw[:, 0] = gait * gait
-        raw[:, 1] = np.einsum("ni,ni->n", dyn, dyn)
+            vertical = np.sqrt(dot_tcd(acc_g, acc_g))
+            vertical -= 1.0
+        gait = self._gait(vertical)
+        raw = np.empty((n, 4, d))
+        np.multiply(gait, gait, out=raw[:, 0])
+        dyn = acc_g - up_sensor
+        np.add.reduce(dyn * dyn, axis=1, out=raw[:, 1])
         raw[:, 2] = self._tilt_rate_dps(gyr_dps, up_sensor)
         raw[:, 3] = self._crossings(gait)
-        env = self._envelope(raw)
+        env = self._envelope(raw.reshape(n, 4 * d)).reshape(n, 4, d)
         gait_ms, dyn_ms, tilt_lp, crossings = env[:, 0], env[:, 1], env[:, 2], env[:, 3]
 
-        walk_cond = (
-            (gait_ms > self._walk_ms)
-            & (crossings >= self._min_cross)
-            & (crossings <= self._max_cross)
-            & (gait_ms >= s.walk_min_vertical_share * dyn_ms)
-            & (inclination_deg < s.lying_enter_deg)
-            & settled
-        )
-        walk_run = _run_length(walk_cond, self._walk_run)
-        self._walk_run = int(walk_run[-1])
-        since = _run_length(walk_run < self._walk_enter, self._since_walk)
-        self._since_walk = int(since[-1])
+        gait_now = gait_ms > self._walk_ms
+        if np.count_nonzero(gait_now):
+            gait_now &= crossings >= self._min_cross
+            gait_now &= crossings <= self._max_cross
+            gait_now &= gait_ms >= s.walk_min_vertical_share * dyn_ms
+            gait_now &= settled
+        walk_run = run_length(gait_now, self._walk_run)
+        self._walk_run = walk_run[-1].copy()
+        since = run_length(walk_run < self._walk_enter, self._since_walk)
+        self._since_walk = since[-1].copy()
         walking = since <= self._walk_hold
+        quiet = dyn_ms < self._still_ms
+        quiet &= tilt_lp < s.still_max_tilt_dps
+        return GaitBlock(
+            walking=walking,
+            gait=gait_now,
+            quiet=quiet,
+            vigorous=dyn_ms > self._vigorous_ms,
+            settled=settled,
+        )
 
-        still = (dyn_ms < self._still_ms) & (tilt_lp < s.still_max_tilt_dps) & ~walking
-        still_run = _run_length(still, self._still_run)
-        self._still_run = int(still_run[-1])
-        enter = (still_run >= self._lying_enter) & (inclination_deg > s.lying_enter_deg)
-        leave = (inclination_deg < s.lying_exit_deg) | walking
-        lying = _forward_fill(enter.astype(np.int64), enter | leave, self._lying).astype(bool)
-        self._lying = int(lying[-1])
-
-        activity = np.full(n, int(Activity.MOVING), dtype=np.int8)
-        activity[still & (inclination_deg < s.lying_enter_deg)] = Activity.UPRIGHT
-        activity[lying] = Activity.LYING
-        activity[walking] = Activity.WALKING
-        activity[~settled] = Activity.UNKNOWN
-        return ActivityBlock(activity=activity, vigorous=dyn_ms > self._vigorous_ms)
+    def classify(self, gait: GaitBlock, inclination_deg: FloatArray) -> NDArray[np.int8]:
+        """Activity (n, D) int8 from the block's features and the trunk's
+        inclination (n, D) in degrees from upright."""
+        s = self.settings
+        upright = inclination_deg < s.lying_enter_deg
+        # Gait with the trunk far from upright (a rhythmic motion while bent
+        # over or lying) is no walking, and does not keep the trunk from being
+        # still either.
+        walking = gait.walking & upright
+        still = gait.quiet & ~walking
+        still_run = run_length(still, self._still_run)
+        self._still_run = still_run[-1].copy()
+        enter = still_run >= self._lying_enter
+        enter &= inclination_deg > s.lying_enter_deg
+        activity = np.full(inclination_deg.shape, int(Activity.MOVING), dtype=np.int8)
+        activity[still & upright] = Activity.UPRIGHT
+        if np.count_nonzero(enter) or np.count_nonzero(self._lying):
+            leave = (inclination_deg < s.lying_exit_deg) | walking
+            lying = forward_fill(enter.astype(np.int64), enter | leave, self._lying)
+            self._lying = lying[-1].copy()
+            activity[lying.astype(bool)] = Activity.LYING
+        if np.count_nonzero(walking):
+            activity[walking] = Activity.WALKING
+        if np.count_nonzero(gait.settled) < activity.size:
+            activity[~gait.settled] = Activity.UNKNOWN
+        return activity
 
     def _tilt_rate_dps(self, gyr_dps: FloatArray | None, up_sensor: FloatArray) -> FloatArray:
         if gyr_dps is not None:
-            # The rate about the vertical (turning) does not tilt the trunk.
-            across = cross_rows(gyr_dps, up_sensor)
-            return np.sqrt(np.einsum("ni,ni->n", across, across))
-        prev = np.concatenate(
-            (up_sensor[:1] if self._prev_up is None else self._prev_up, up_sensor[:-1])
-        )
-        self._prev_up = up_sensor[-1:].copy()
-        cos = np.clip(np.einsum("ni,ni->n", prev, up_sensor), -1.0, 1.0)
-        return np.degrees(np.arccos(cos)) * self._fs
+            # The rate about the vertical (turning) does not tilt the trunk:
+            # |cross(ω, up)|² = |ω|² - (ω·up)² for a unit up.
+            along = dot_tcd(gyr_dps, up_sensor)
+            across2 = dot_tcd(gyr_dps, gyr_dps)
+            across2 -= along * along
+            return np.sqrt(np.maximum(across2, 0.0, out=across2), out=across2)
+        fresh = self._fresh
+        if fresh.any():
+            self._prev_up[:, fresh] = up_sensor[0][:, fresh]
+            fresh[:] = False
+        prev = np.concatenate((self._prev_up[None], up_sensor[:-1]))
+        self._prev_up = up_sensor[-1].copy()
+        cos = dot_tcd(prev, up_sensor)
+        return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) * self._fs
 
     def _crossings(self, gait: FloatArray) -> FloatArray:
         """1.0 where the gait signal crossed the dead band, else 0.0."""
         h = self.settings.crossing_deadband_g
-        sign = (gait > h).astype(np.int64) - (gait < -h)
-        filled = _forward_fill(sign, sign != 0, self._sign)
-        prev = np.concatenate(((self._sign,), filled[:-1]))
-        self._sign = int(filled[-1])
-        return ((filled != prev) & (prev != 0)).astype(np.float64)
+        above = gait > h
+        below = gait < -h
+        if np.count_nonzero(above) + np.count_nonzero(below) == 0:
+            return np.zeros(gait.shape)  # inside the band: no crossing (at rest)
+        sign = above.astype(np.int64)
+        sign -= below
+        # The side of the band last left, carried; a crossing is a change of
+        # side (+1 to -1 or back), a step of 2.
+        filled = forward_fill(sign, above | below, self._sign)
+        steps = np.diff(filled, axis=0, prepend=self._sign[None])
+        self._sign = filled[-1].copy()
+        return (np.abs(steps) == 2).astype(np.float64)

@@ -22,11 +22,12 @@ class EngineConfig:
     designed for it and a step of more than 2.5 nominal intervals between
     samples is a gap. ``has_gyro``: whether blocks carry gyroscope data.
     ``nominal_up_sensor``: the up-direction in sensor axes of an upright
-    wearer in the nominal mounting (see :mod:`posture.calibration`), used
-    for activity, lying and falls before calibration and to vet automatic
-    calibration; datasets with other mountings pass theirs (SisFall:
-    ``(0, -1, 0)``). ``auto_calibrate``: capture the upright automatically
-    at the first still, near-upright period.
+    wearer in the nominal mounting (see :mod:`posture.calibration`): a still
+    pose within 35° of it calibrates at once, and before any calibration
+    the fall detector takes it as an unmeasured guess; datasets with other
+    mountings pass theirs (SisFall: ``(0, -1, 0)``). ``auto_calibrate``:
+    find the upright automatically (a still pose near the nominal up, or
+    walking, for any spin of the puck; rules in :mod:`posture.calibration`).
 
     Raises:
         ConfigError: a value is out of range (the message names the field).

@@ -39,8 +39,18 @@ from numpy.typing import NDArray
 from scipy import signal
 
 from posture.lti import SosFilter
-from posture.rotation import cumulative_products, increments_tcd, matrix_tcd
-from posture.runs import device_columns, run_length
+from posture.rotation import (
+    cumulative_product,
+    cumulative_products,
+    gyro_increments,
+    increments_tcd,
+    matrix_tcd,
+    normalize_rows,
+    quat_to_matrix,
+    rotate_back_tcd,
+    rotate_tcd,
+)
+from posture.runs import device_columns, run_length, running_max
 
 __all__ = [
     "GravityBlock",
@@ -53,6 +63,9 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]
+
+# (6, 2): sums the squares of the acc (first 3) and gyro (last 3) columns.
+_PAIR_SUMS = np.repeat(np.eye(2), 3, axis=0)
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,7 @@ class GravityState:
         self.quiet_run[devices] = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GravityBlock:
     """The filter's output for one block of ``n`` samples of ``D`` devices.
 
@@ -179,6 +192,7 @@ class GravityFilter:
         self._rest_gyr2 = math.radians(params.rest_gyr_dps) ** 2
         self._bias_clip2 = math.radians(params.bias_clip_dps) ** 2
         self._rest_acc2 = params.rest_acc_g**2
+        self._rest_thresholds = np.array([self._rest_acc2, self._rest_gyr2])
         self.state = GravityState(devices)
 
     def reset(self, devices: IntArray | None = None) -> None:
@@ -202,12 +216,18 @@ class GravityFilter:
         """
         n = acc_g.shape[0]
         st = self.state
+        if self.devices == 1 and st.count[0] > 0:
+            return self._process_one(
+                acc_g[:, :, 0], None if gyr_dps is None else gyr_dps[:, :, 0], dt_s[:, 0]
+            )
         fresh = np.flatnonzero(st.count == 0)
         if self.params.has_gyro:
             if gyr_dps is None:
                 raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
-            gyr = gyr_dps * (math.pi / 180.0)
-            x = np.concatenate((acc_g, gyr), axis=1)
+            x = np.empty((n, 6, acc_g.shape[2]))
+            x[:, :3] = acc_g
+            gyr = x[:, 3:]
+            np.multiply(gyr_dps, math.pi / 180.0, out=gyr)
         else:
             gyr = None
             x = acc_g
@@ -222,11 +242,96 @@ class GravityFilter:
             up_sensor=up, settled=settled, rest=rest, acc_lp_g=lp[:, :3], acc_dev2_g2=dev2
         )
 
+    # -- one device: row layout, few array operations --------------------------
+
+    def _process_one(
+        self, acc_g: FloatArray, gyr_dps: FloatArray | None, dt_s: FloatArray
+    ) -> GravityBlock:
+        """:meth:`process` for a single device already running (not fresh):
+        the same filter written for ``(n, 3)`` rows, where a handful of stacked
+        operations beat many small per-component ones. It agrees with the
+        many-device path to rounding (the batch tests compare them)."""
+        st = self.state
+        n = acc_g.shape[0]
+        has_gyro = gyr_dps is not None
+        if gyr_dps is not None:
+            x = np.empty((n, 6))
+            x[:, :3] = acc_g
+            np.multiply(gyr_dps, math.pi / 180.0, out=x[:, 3:])
+        else:
+            if self.params.has_gyro:
+                raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
+            x = acc_g
+        lp = self._lp_rest(x)
+        dev = x - lp
+        dev *= dev
+        if has_gyro:
+            sums = dev @ _PAIR_SUMS  # (n, 2): acc and gyro deviation²
+            acc_dev2 = sums[:, 0]
+            gyr_lp = lp[:, 3:]
+            quiet = np.all(sums < self._rest_thresholds, axis=1)
+            quiet &= np.einsum("ni,ni->n", gyr_lp, gyr_lp) < self._bias_clip2
+        else:
+            acc_dev2 = np.einsum("ni->n", dev)
+            quiet = acc_dev2 < self._rest_acc2
+        run = run_length(quiet[:, None], st.quiet_run)
+        st.quiet_run = run[-1].copy()
+        rest = run >= self._rest_samples
+        if has_gyro:
+            up = self._gyro_one(acc_g, x[:, 3:], dt_s, rest[:, 0], lp[:, 3:])
+        else:
+            up = normalize_rows(self._lp_acc_only(acc_g))
+        if st.count[0] >= self._settle_samples:
+            settled = np.ones((n, 1), dtype=bool)
+        else:
+            settled = (st.count + np.arange(n)[:, None]) >= self._settle_samples
+        st.count += n
+        return GravityBlock(
+            up_sensor=up[:, :, None],
+            settled=settled,
+            rest=rest,
+            acc_lp_g=lp[:, :3, None],
+            acc_dev2_g2=acc_dev2[:, None],
+        )
+
+    def _gyro_one(
+        self,
+        acc_g: FloatArray,
+        gyr_rps: FloatArray,
+        dt_s: FloatArray,
+        rest: BoolArray,
+        gyr_lp: FloatArray,
+    ) -> FloatArray:
+        st = self.state
+        n = acc_g.shape[0]
+        resting = np.count_nonzero(rest)
+        if resting == n:
+            bias = gyr_lp
+        elif resting:
+            last = np.maximum.accumulate(np.where(rest, np.arange(n), -1))
+            bias = np.where((last >= 0)[:, None], gyr_lp[np.maximum(last, 0)], st.bias_rps[:, 0])
+        else:
+            bias = st.bias_rps[:, 0]
+        rate = gyr_rps - bias
+        if resting:
+            st.bias_rps = bias[-1][:, None].copy()
+        prev = np.empty((n, 3))
+        prev[0] = st.gyr_prev_rps[:, 0]
+        prev[1:] = rate[:-1]
+        dq = gyro_increments(prev, rate, dt_s, self.params.gyr_delay_s)
+        quat = cumulative_product(st.quat_si[:, 0], dq)
+        st.quat_si = quat[-1][:, None].copy()
+        st.gyr_prev_rps = rate[-1][:, None].copy()
+        r = quat_to_matrix(quat)  # (n, 3, 3)
+        acc_i = (r @ acc_g[:, :, None])[:, :, 0]
+        lp = self._lowpass_inertial(acc_i[:, :, None])[:, :, 0]
+        up = (lp[:, None, :] @ r)[:, 0, :]  # R^T lp
+        up /= np.sqrt(np.einsum("ni,ni->n", up, up))[:, None]
+        return up
+
     # -- internals ---------------------------------------------------------
 
-    def _rest(
-        self, x: FloatArray, fresh: IntArray
-    ) -> tuple[BoolArray, FloatArray, FloatArray]:
+    def _rest(self, x: FloatArray, fresh: IntArray) -> tuple[BoolArray, FloatArray, FloatArray]:
         """Rest flags (n, D), the low-passed signals (n, k, D) and the acc deviation² (n, D)."""
         st = self.state
         n, k, d = x.shape
@@ -236,12 +341,17 @@ class GravityFilter:
         lp = self._lp_rest(x.reshape(n, k * d)).reshape(n, k, d)
         dev = x - lp
         dev *= dev
-        acc_dev2 = dev[:, 0] + dev[:, 1] + dev[:, 2]
-        quiet = acc_dev2 < self._rest_acc2
         if k == 6:
-            quiet &= dev[:, 3] + dev[:, 4] + dev[:, 5] < self._rest_gyr2
-            g0, g1, g2 = lp[:, 3], lp[:, 4], lp[:, 5]
-            quiet &= g0 * g0 + g1 * g1 + g2 * g2 < self._bias_clip2
+            # Squared deviations of acc and gyro, and the squared low-passed rate.
+            sums = np.add.reduce(dev.reshape(n, 2, 3, d), axis=2)
+            acc_dev2 = sums[:, 0]
+            quiet = acc_dev2 < self._rest_acc2
+            quiet &= sums[:, 1] < self._rest_gyr2
+            gyr_lp = lp[:, 3:]
+            quiet &= np.add.reduce(gyr_lp * gyr_lp, axis=1) < self._bias_clip2
+        else:
+            acc_dev2 = np.add.reduce(dev, axis=1)
+            quiet = acc_dev2 < self._rest_acc2
         run = run_length(quiet, st.quiet_run)
         st.quiet_run = run[-1].copy()
         return run >= self._rest_samples, lp, acc_dev2
@@ -262,7 +372,7 @@ class GravityFilter:
             bias = gyr_lp
         elif rest.any():
             idx = np.arange(n)[:, None]
-            last = np.maximum.accumulate(np.where(rest, idx, -1), axis=0)
+            last = running_max(np.where(rest, idx, -1))
             held = np.take_along_axis(gyr_lp, np.maximum(last, 0)[:, None, :], axis=0)
             bias = np.where((last >= 0)[:, None, :], held, st.bias_rps)
         else:
@@ -282,22 +392,11 @@ class GravityFilter:
         st.quat_si = quat[-1].copy()
         st.gyr_prev_rps = rate[-1].copy()
         r = matrix_tcd(quat)
-        a0, a1, a2 = acc_g[:, 0], acc_g[:, 1], acc_g[:, 2]
-        acc_i = np.empty_like(acc_g)
-        acc_i[:, 0] = r[:, 0] * a0 + r[:, 1] * a1 + r[:, 2] * a2
-        acc_i[:, 1] = r[:, 3] * a0 + r[:, 4] * a1 + r[:, 5] * a2
-        acc_i[:, 2] = r[:, 6] * a0 + r[:, 7] * a1 + r[:, 8] * a2
-        lp = self._lowpass_inertial(acc_i)
+        lp = self._lowpass_inertial(rotate_tcd(r, acc_g))
         # Back to sensor axes: R^T lp, then unit length.
-        l0, l1, l2 = lp[:, 0], lp[:, 1], lp[:, 2]
-        up = np.empty_like(acc_g)
-        u0 = up[:, 0]
-        u1 = up[:, 1]
-        u2 = up[:, 2]
-        np.add(r[:, 0] * l0 + r[:, 3] * l1, r[:, 6] * l2, out=u0)
-        np.add(r[:, 1] * l0 + r[:, 4] * l1, r[:, 7] * l2, out=u1)
-        np.add(r[:, 2] * l0 + r[:, 5] * l1, r[:, 8] * l2, out=u2)
-        up /= np.sqrt(u0 * u0 + u1 * u1 + u2 * u2)[:, None]
+        up = rotate_back_tcd(r, lp)
+        norm = np.sqrt(np.add.reduce(up * up, axis=1))
+        up /= norm[:, None]
         return up
 
     def _lowpass_inertial(self, acc_i: FloatArray) -> FloatArray:
@@ -336,9 +435,9 @@ class GravityFilter:
         if fresh.size:
             self._lp_acc_only.reset(acc_g[0][:, fresh].reshape(-1), device_columns(fresh, 3, d))
         lp = self._lp_acc_only(acc_g.reshape(n, 3 * d)).reshape(n, 3, d)
-        l0, l1, l2 = lp[:, 0], lp[:, 1], lp[:, 2]
-        norm = np.sqrt(l0 * l0 + l1 * l1 + l2 * l2)
-        return lp / np.maximum(norm, 1e-300)[:, None]
+        norm = np.sqrt(np.add.reduce(lp * lp, axis=1))
+        lp /= np.maximum(norm, 1e-300)[:, None]
+        return lp
 
 
 def estimate_up(

@@ -15,7 +15,13 @@ from test_posture_synth import constant, keyframes, synthesize
 
 from posture.lti import SosFilter
 from posture.orientation import GravityFilter, GravityFilterParams, estimate_up
-from posture.rotation import cumulative_product, gyro_increments, quat_to_matrix
+from posture.rotation import (
+    cumulative_product,
+    cumulative_products,
+    gyro_increments,
+    increments_tcd,
+    quat_to_matrix,
+)
 
 BROAD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "broad"
 
@@ -64,6 +70,33 @@ def test_trapezoid_and_coning_integrate_a_linearly_changing_rate_better() -> Non
     err_rect = (Rotation.from_quat(rect[-1], scalar_first=True).inv() * exact).magnitude()
     assert np.degrees(err_trap) < 0.05
     assert err_trap < err_rect / 20
+
+
+def test_running_product_is_bitwise_the_same_for_few_and_many_devices() -> None:
+    # Few devices loop over plain floats, many over array steps: same numbers.
+    rng = np.random.default_rng(3)
+    rates = rng.normal(0.0, 4.0, (50, 3, 20))
+    dq = increments_tcd(rates, np.roll(rates, 1, axis=0), np.full((50, 20), 0.02))
+    q0 = Rotation.random(20, random_state=4).as_quat(scalar_first=True).T.copy()
+    many = cumulative_products(q0, dq)
+    few = np.concatenate(
+        [cumulative_products(q0[:, i : i + 2], dq[:, :, i : i + 2]) for i in range(0, 20, 2)],
+        axis=2,
+    )
+    np.testing.assert_array_equal(many, few)
+
+
+@pytest.mark.parametrize("rate_dps", [5.0, 300.0, 2000.0, 20000.0])
+def test_increments_are_exact_for_slow_and_fast_turns(rate_dps: float) -> None:
+    # The cheap series serves turns up to 29° a sample; beyond, the exact
+    # functions take over. Both agree with scipy's rotation vectors.
+    rng = np.random.default_rng(5)
+    rate = np.radians(rate_dps) * rng.normal(size=(30, 3))
+    dt = np.full(30, 0.02)
+    dq = gyro_increments(rate, rate, dt)
+    expected = Rotation.from_rotvec(rate * 0.02).as_quat(scalar_first=True)
+    expected *= np.sign(expected[:, :1]) * np.sign(dq[:, :1])
+    np.testing.assert_allclose(dq, expected, rtol=0, atol=2e-16 * max(1.0, rate_dps / 100))
 
 
 @pytest.mark.parametrize(
@@ -136,10 +169,11 @@ def test_gyroscope_bias_is_learned_at_rest() -> None:
     bias_dps = np.array([2.5, -2.0, 1.5])  # 3.5 °/s: a poorly calibrated MEMS part
     m = synthesize(10.0, 50.0, constant(0.0), gyr_bias_dps=bias_dps, gyr_noise_dps=0.1)
     f = GravityFilter(GravityFilterParams(sample_rate_hz=50.0, has_gyro=True))
-    f.process(m.acc_g, m.gyr_dps, np.full(m.t_s.size, 0.02))
-    np.testing.assert_allclose(np.degrees(f.state.bias_rps), bias_dps, atol=0.05)
+    # The filter's layout: (time, component, device).
+    f.process(m.acc_g[:, :, None], m.gyr_dps[:, :, None], np.full((m.t_s.size, 1), 0.02))
+    np.testing.assert_allclose(np.degrees(f.state.bias_rps[:, 0]), bias_dps, atol=0.05)
     f.reset()  # a gap forgets the orientation, not the sensor's bias
-    np.testing.assert_allclose(np.degrees(f.state.bias_rps), bias_dps, atol=0.05)
+    np.testing.assert_allclose(np.degrees(f.state.bias_rps[:, 0]), bias_dps, atol=0.05)
 
 
 def test_filter_params_are_validated() -> None:

@@ -182,3 +182,55 @@ def test_dwell_pauses_in_the_hysteresis_band_and_resets_below_it() -> None:
     )
     out2 = run(engine(True, dwell_s=12.0), synthesize(30.0, FS, flex2), BLOCK)
     assert PostureEventKind.SLOUCH_STARTED not in kinds(out2)
+
+
+def test_the_many_device_slouch_steps_decide_like_the_per_device_loop() -> None:
+    # Random angles around the thresholds, random activities and gaps: the
+    # array-step path (many devices) and the plain loop (one device) agree
+    # on every flag and transition.
+    from posture.slouch import SlouchDetector
+
+    rng = np.random.default_rng(11)
+    devices, blocks, n = 20, 60, 10
+    settings = SlouchSettings(dwell_s=0.5)
+    many = SlouchDetector(settings, 0.05, devices)
+    one = [SlouchDetector(settings, 0.05, 1) for _ in range(devices)]
+    t0 = np.zeros(devices)
+    seen = 0
+    for _ in range(blocks):
+        steps = rng.choice([0.02, 0.02, 0.02, 0.1], size=(n, devices))
+        t = t0 + np.cumsum(steps, axis=0)
+        t0 = t[-1]
+        # A posture and an activity per block and device, with noise.
+        flexion = rng.normal(26.0, 6.0, devices) + rng.normal(0.0, 1.0, (n, devices))
+        flexion[rng.random((n, devices)) < 0.01] = np.nan
+        lateral = rng.normal(0.0, 6.0, devices) + rng.normal(0.0, 1.0, (n, devices))
+        kinds = [Activity.UPRIGHT] * 7 + [Activity.MOVING, Activity.WALKING, Activity.LYING]
+        activity = np.broadcast_to(rng.choice(kinds, size=devices), (n, devices)).astype(np.int8)
+        vigorous = rng.random((n, devices)) < 0.02
+        flags, transitions = many.process(t, flexion, lateral, activity, vigorous)
+        for d, det in enumerate(one):
+            sl = np.s_[:, d : d + 1]
+            ref, ref_tr = det.process(t[sl], flexion[sl], lateral[sl], activity[sl], vigorous[sl])
+            np.testing.assert_array_equal(flags[:, d], ref[:, 0])
+            got = [(tr.index, tr.started, tr.duration_s) for tr in transitions if tr.device == d]
+            assert got == [(tr.index, tr.started, tr.duration_s) for tr in ref_tr]
+            seen += len(got)
+    assert seen > 50  # slouches started and ended many times
+
+
+def test_a_rhythmic_motion_while_bent_over_is_no_walking_and_no_slouch() -> None:
+    # Bent 80° for 8 s with a small 1.8 Hz bounce (scrubbing, a tremor): the
+    # gait detector, which must work without any calibration, sees gait;
+    # with the trunk that far from upright it is neither walking nor a
+    # reason to stop the trunk from counting as still (and lying).
+    fl = keyframes([(0, 0), (5, 0), (6, 80), (14, 80), (15, 0), (25, 0)])
+    m = synthesize(
+        25.0, FS, fl, linear_acc_g=gait_acc(1.8, 0.06, 0.02, 0.02, start_s=6.5, stop_s=13.5)
+    )
+    eng = engine(True, dwell_s=4.0)
+    out = run(eng, m, BLOCK)
+    assert kinds(out) == [PostureEventKind.CALIBRATED]
+    bent = (out.t_s > 7.0) & (out.t_s < 13.5)
+    assert not (out.activity[bent] == Activity.WALKING).any()
+    assert (out.activity[(out.t_s > 10.0) & (out.t_s < 13.5)] == Activity.LYING).all()

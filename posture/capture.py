@@ -1,0 +1,361 @@
+"""Finding the upright pose of many wearables: the rules of :mod:`posture.calibration`.
+
+:class:`CalibrationCapture` keeps, per device, a stage (:class:`Stage`), the
+current still run, the last still pose with a vertical back and the walking
+bout in progress, and turns each block's samples into :class:`Capture`
+records. The per-sample tests are array operations over all devices; the
+few devices where something may happen are then resolved in time order one
+by one, so a device's captures depend neither on the other devices nor on
+where its stream is cut into blocks. Nothing runs for a device once it is
+confirmed and no request is pending.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettings
+from posture.rotation import dot_tcd
+from posture.runs import last_true, run_length
+
+__all__ = ["CalibrationCapture", "Capture", "Stage"]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+IntArray = NDArray[np.int64]
+
+# |pose·z| below this leaves "forward" defined (Calibration.from_up).
+_MAX_FORWARD_Z = math.sqrt(1.0 - MIN_FORWARD_NORM**2)
+
+
+class Stage(enum.IntEnum):
+    """Where a device stands in the calibration rules."""
+
+    WAITING = 0  # automatic calibration pending, nothing captured
+    PROVISIONAL = 1  # calibrated from walking; waiting for a still upright
+    CONFIRMED = 2  # calibrated (still upright, refined, requested or restored)
+    OFF = 3  # automatic calibration off and nothing captured yet
+
+
+class _Kind(enum.IntEnum):
+    """Capture kinds; the value breaks ties at the same sample (lower first)."""
+
+    REQUESTED = 0
+    STILL = 1
+    GAIT = 2
+    REFINED = 3
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A calibration of ``device`` in use from sample ``index`` of the block on.
+
+    ``still_s`` and ``gait_s`` say what it was measured on (seconds of still
+    pose and of walking); ``refined`` that it replaced a provisional one.
+    """
+
+    device: int
+    index: int
+    calibration: Calibration
+    tilt_from_nominal_deg: float
+    still_s: float
+    gait_s: float
+    refined: bool
+
+
+@dataclass
+class _Block:
+    """One block's per-sample inputs: (n, D) and (n, 3, D)."""
+
+    t: FloatArray
+    acc: FloatArray
+    pose: FloatArray  # unit direction of the low-passed accelerometer
+    still: BoolArray  # still for still_s (any pose)
+    upright_still: BoolArray  # ... with the back vertical
+    walking: BoolArray  # walking, for devices still waiting
+    gait: BoolArray
+    bout: IntArray  # length of the walking run
+
+
+class CalibrationCapture:
+    """Calibration rules for ``devices`` wearables of one rate (module docstring).
+
+    Args:
+        settings: thresholds.
+        sample_rate_hz: nominal rate; durations become sample counts.
+        nominal_up_sensor: up of an upright wearer in the nominal mounting.
+        auto: whether automatic calibration is on (else only requests).
+        devices: number of devices side by side.
+    """
+
+    def __init__(
+        self,
+        settings: CalibrationSettings,
+        sample_rate_hz: float,
+        nominal_up_sensor: tuple[float, float, float],
+        *,
+        auto: bool,
+        devices: int = 1,
+    ) -> None:
+        s = self.settings = settings
+        self.sample_rate_hz = sample_rate_hz
+        self._still_samples = max(2, round(s.still_s * sample_rate_hz))
+        self._gait_samples = max(2, round(s.gait_s * sample_rate_hz))
+        nominal = np.asarray(nominal_up_sensor, dtype=np.float64)
+        self._nominal_up = nominal / np.linalg.norm(nominal)
+        self._cos_auto = math.cos(math.radians(s.max_auto_tilt_deg))
+        self._sin_face = math.sin(math.radians(s.max_face_tilt_deg))
+        self._cos_refine = math.cos(math.radians(s.max_refine_deg))
+        self._acc_lo2 = (1.0 - s.gravity_tolerance_g) ** 2
+        self._acc_hi2 = (1.0 + s.gravity_tolerance_g) ** 2
+        self.stage = np.full(devices, Stage.WAITING if auto else Stage.OFF, dtype=np.int8)
+        self.requested = np.zeros(devices, dtype=bool)
+        self.provisional_up = np.zeros((3, devices))
+        self._still_run = np.zeros(devices, dtype=np.int64)
+        self._bout_run = np.zeros(devices, dtype=np.int64)
+        self._bout_sum = np.zeros((3, devices))
+        self._bout_start_t = np.full(devices, math.nan)
+        self._last_still_t = np.full(devices, math.nan)
+        self._last_still_up = np.zeros((3, devices))
+
+    # -- control -------------------------------------------------------------
+
+    def pending(self) -> BoolArray:
+        """(D,) whether a device may still capture something."""
+        return self.requested | (self.stage <= Stage.PROVISIONAL)
+
+    def request(self, device: int) -> None:
+        """Capture at the next still period of ``device`` (all its samples later)."""
+        self.requested[device] = True
+        self._still_run[device] = 0
+
+    def restore(self, device: int, calibration: Calibration) -> None:
+        """A stored calibration is in use; a provisional one still waits for refinement."""
+        self.stage[device] = Stage.PROVISIONAL if calibration.provisional else Stage.CONFIRMED
+        self.provisional_up[:, device] = calibration.up_sensor
+
+    def reset(self, devices: IntArray) -> None:
+        """A gap or clock reset: still periods and walking bouts start again."""
+        self._still_run[devices] = 0
+        self._bout_run[devices] = 0
+        self._bout_sum[:, devices] = 0.0
+        self._bout_start_t[devices] = math.nan
+        self._last_still_t[devices] = math.nan
+
+    # -- per block -------------------------------------------------------------
+
+    def process(
+        self,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        acc_lp_g: FloatArray,
+        acc_dev2_g2: FloatArray,
+        walking: BoolArray,
+        gait: BoolArray,
+    ) -> list[Capture]:
+        """Captures in one gap-free block of every device, in time order per device.
+
+        Args:
+            t_s: (n, D) sample times.
+            acc_g: (n, 3, D) accelerometer in g.
+            gyr_dps: (n, 3, D) gyroscope in °/s or None.
+            acc_lp_g: (n, 3, D) low-passed accelerometer (gravity filter's rest low-pass).
+            acc_dev2_g2: (n, D) squared distance of ``acc_g`` from ``acc_lp_g``.
+            walking: (n, D) gait detected; gait: (n, D) gait criteria hold now.
+        """
+        pending = self.pending()
+        if not pending.any():
+            return []
+        s = self.settings
+        mag2 = dot_tcd(acc_g, acc_g)
+        quiet = acc_dev2_g2 < s.still_acc_g**2
+        quiet &= mag2 > self._acc_lo2
+        quiet &= mag2 < self._acc_hi2
+        if gyr_dps is not None:
+            quiet &= dot_tcd(gyr_dps, gyr_dps) < s.still_gyr_dps**2
+        run = run_length(quiet, self._still_run)
+        self._still_run = run[-1].copy()
+        still = run >= self._still_samples
+        any_still = bool(still.any())
+        waiting = self.stage == Stage.WAITING
+        any_waiting = bool(waiting.any())
+        if any_waiting:
+            walking = walking & waiting
+            bout = run_length(walking, self._bout_run)
+            checks = self._gait_checks(bout) & gait
+            any_gait = bool(checks.any())
+        else:
+            # Only waiting devices follow walking bouts (and none can wait again).
+            bout = np.zeros(walking.shape, dtype=np.int64)
+            checks = np.zeros(walking.shape, dtype=bool)
+            any_gait = False
+        if any_still:
+            pose = acc_lp_g / np.sqrt(dot_tcd(acc_lp_g, acc_lp_g))[:, None]
+            upright_still = still & (np.abs(pose[:, 2]) <= self._sin_face)
+        else:
+            pose, upright_still = acc_lp_g, still  # pose is never read then
+        b = _Block(t_s, acc_g, pose, still, upright_still, walking, gait, bout)
+        captures: list[Capture] = []
+        if any_still or any_gait:
+            found = checks.any(axis=0) if any_gait else np.zeros(self.stage.size, dtype=bool)
+            if any_still:
+                found |= self._still_candidates(b)
+            for d in np.flatnonzero(found & pending).tolist():
+                captures += self._resolve(b, d)
+        if any_waiting:
+            self._carry(b, waiting)
+        return captures
+
+    def _still_candidates(self, b: _Block) -> BoolArray:
+        """(D,) devices with a still sample where a capture may happen (a superset)."""
+        stage = self.stage
+        found = self.requested & b.still.any(axis=0)
+        waiting = stage == Stage.WAITING
+        if waiting.any():
+            near = dot_tcd(b.pose, self._nominal_up[None, :, None]) >= self._cos_auto
+            found |= (b.upright_still & near).any(axis=0) & waiting
+        provisional = stage == Stage.PROVISIONAL
+        if provisional.any():
+            near = dot_tcd(b.pose, self.provisional_up[None]) >= self._cos_refine
+            found |= (b.upright_still & near).any(axis=0) & provisional
+        return found
+
+    def _resolve(self, b: _Block, d: int) -> list[Capture]:
+        """Apply device ``d``'s captures in this block in time order."""
+        out: list[Capture] = []
+        pose = b.pose[:, :, d]
+        pos = 0
+        while True:
+            options: list[tuple[int, _Kind]] = []
+            if self.requested[d]:
+                ok = b.still[pos:, d] & (np.abs(pose[pos:, 2]) < _MAX_FORWARD_Z)
+                options.append((_first(ok, pos), _Kind.REQUESTED))
+            stage = self.stage[d]
+            if stage == Stage.WAITING:
+                near = pose[pos:] @ self._nominal_up >= self._cos_auto
+                options.append((_first(b.upright_still[pos:, d] & near, pos), _Kind.STILL))
+                options.append((self._first_gait(b, d, pos), _Kind.GAIT))
+            elif stage == Stage.PROVISIONAL:
+                near = pose[pos:] @ self.provisional_up[:, d] >= self._cos_refine
+                options.append((_first(b.upright_still[pos:, d] & near, pos), _Kind.REFINED))
+            options = [o for o in options if o[0] >= 0]
+            if not options:
+                return out
+            j, kind = min(options)
+            out.append(self._capture(b, d, j, kind))
+            pos = j + 1
+
+    def _gait_checks(self, bout: IntArray) -> BoolArray:
+        """(n, D) samples where a walking bout's mean is looked at: when the
+        bout reaches ``gait_s`` and every ``gait_s`` after."""
+        g = self._gait_samples
+        return (bout >= g) & (bout % g == 0)
+
+    def _first_gait(self, b: _Block, d: int, pos: int) -> int:
+        """First sample >= pos where the walking bout is checked, the gait
+        criteria hold and the bout's mean direction has a vertical back, or -1."""
+        checks = self._gait_checks(b.bout[pos:, d]) & b.gait[pos:, d]
+        ready = np.flatnonzero(checks) + pos
+        if ready.size == 0:
+            return -1
+        mean = self._bout_sums(b, np.full(ready.size, d), ready)
+        norm = np.sqrt(mean[:, 0] ** 2 + mean[:, 1] ** 2 + mean[:, 2] ** 2)
+        ok = np.abs(mean[:, 2]) <= self._sin_face * norm
+        return int(ready[np.argmax(ok)]) if ok.any() else -1
+
+    def _bout_sums(self, b: _Block, devices: IntArray, at: IntArray) -> FloatArray:
+        """Sum (k, 3) of the accelerometer over the walking bout of ``devices[i]``
+        that ends at sample ``at[i]``."""
+        k = np.arange(devices.size)
+        csum = np.cumsum(b.acc[:, :, devices] * b.walking[:, None, devices], axis=0)
+        run = b.bout[at, devices]
+        start = at - run  # the sample before the bout; < 0 if it began earlier
+        sums = csum[at, :, k] - np.where(
+            (start >= 0)[:, None], csum[np.maximum(start, 0), :, k], 0.0
+        )
+        began_before = run > at
+        sums[began_before] += self._bout_sum[:, devices[began_before]].T
+        return sums
+
+    def _capture(self, b: _Block, d: int, j: int, kind: _Kind) -> Capture:
+        s = self.settings
+        t = float(b.t[j, d])
+        still_s, gait_s = s.still_s, 0.0
+        if kind is _Kind.GAIT:
+            up = self._bout_sums(b, np.array([d]), np.array([j]))[0]
+            gait_s = float(b.bout[j, d]) / self.sample_rate_hz
+            still_s = 0.0
+            provisional = True
+            retro = self._preceding_still(b, d, j, up)
+            if retro is not None:
+                up, provisional, still_s = retro, False, s.still_s
+        else:
+            up = b.pose[j, :, d].copy()
+            provisional = False
+        # Every candidate pose has a defined forward (back within 50-60° of
+        # vertical; CalibrationSettings checks the limit), so this cannot fail.
+        cal = Calibration.from_up(
+            up, t_s=t, requested=kind is _Kind.REQUESTED, provisional=provisional
+        )
+        if kind is _Kind.REQUESTED:
+            self.requested[d] = False
+        self.stage[d] = Stage.PROVISIONAL if provisional else Stage.CONFIRMED
+        self.provisional_up[:, d] = cal.up_sensor
+        cos = float(np.dot(cal.up_sensor, self._nominal_up))
+        return Capture(
+            device=d,
+            index=j,
+            calibration=cal,
+            tilt_from_nominal_deg=math.degrees(math.acos(max(-1.0, min(1.0, cos)))),
+            still_s=still_s,
+            gait_s=gait_s,
+            refined=kind is _Kind.REFINED,
+        )
+
+    def _preceding_still(self, b: _Block, d: int, j: int, gait_up: FloatArray) -> FloatArray | None:
+        """The still upright pose that ended just before the walking bout
+        ending at ``j``, if it agrees with the gait direction."""
+        start = j - int(b.bout[j, d]) + 1
+        start_t = float(b.t[start, d]) if start >= 0 else float(self._bout_start_t[d])
+        before = np.flatnonzero(b.upright_still[: max(start, 0), d])
+        if before.size:
+            still_t, still_up = float(b.t[before[-1], d]), b.pose[before[-1], :, d].copy()
+        else:
+            still_t, still_up = float(self._last_still_t[d]), self._last_still_up[:, d].copy()
+        if not (
+            math.isfinite(still_t) and 0.0 <= start_t - still_t <= self.settings.pre_walk_gap_s
+        ):
+            return None
+        cos = float(still_up @ gait_up) / max(float(np.linalg.norm(gait_up)), 1e-12)
+        return still_up if cos >= self._cos_refine else None
+
+    def _carry(self, b: _Block, waiting: BoolArray) -> None:
+        """Carry the walking bout and the last still upright pose to the next block."""
+        n = b.t.shape[0]
+        bout_end = b.bout[-1]
+        walking_end = (bout_end > 0) & waiting
+        if walking_end.any():
+            devs = np.flatnonzero(walking_end)
+            self._bout_sum[:, devs] = self._bout_sums(b, devs, np.full(devs.size, n - 1)).T
+            fresh = devs[bout_end[devs] <= n]
+            self._bout_start_t[fresh] = b.t[n - bout_end[fresh], fresh]
+        self._bout_run = np.where(waiting, bout_end, 0)
+        if not b.upright_still.any():
+            return
+        last = last_true(b.upright_still)
+        seen = np.flatnonzero(last >= 0)
+        if seen.size:
+            self._last_still_t[seen] = b.t[last[seen], seen]
+            self._last_still_up[:, seen] = b.pose[last[seen], :, seen].T
+
+
+def _first(flags: BoolArray, offset: int) -> int:
+    """Index of the first True in ``flags`` plus ``offset``, or -1."""
+    i = int(np.argmax(flags)) if flags.size else 0
+    return i + offset if flags.size and flags[i] else -1

@@ -1,0 +1,131 @@
+"""Feeding the per-device fall detectors, calling them only when it can matter.
+
+A :class:`~posture.falls.FallDetector` costs about 30 µs a call whatever the
+block's length, and the engine calls one per device per block: for a
+thousand wearables that is most of the batched engine's time. Its findings
+are the same for any split of the stream (its contract, tested in
+tests/test_falls.py), so the samples of quiet stretches can be handed over
+in larger pieces. :class:`FallFeed` holds a device's samples back while no
+finding can come of them and hands them over, with the block that follows,
+as soon as one could:
+
+* a sample reaches the impact trigger (``|a| >= trigger_acc_g``) in this
+  block, or did within ``peak_merge_s`` (a candidate opens only once its
+  neighbourhood is complete);
+* the detector has a candidate pending or a fall active (a detection or a
+  cancellation may come at any sample);
+* the reference upright changes (held samples go first, judged against the
+  old one);
+* ``max_hold_s`` of samples are held (bounded memory; devices take turns so
+  the hand-overs spread over blocks).
+
+Findings are therefore the same, at the same samples, and come in the same
+block as if every block were handed over at once. Held samples are copies,
+so callers may reuse their buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from posture.fall_types import FallFinding
+from posture.falls import FallDetector
+
+__all__ = ["FallFeed"]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+_NEVER = 1 << 40
+
+
+class FallFeed:
+    """Deferred calls to one :class:`FallDetector` per device (module docstring).
+
+    Args:
+        detectors: one per device, all with the same settings.
+        sample_rate_hz: the devices' nominal rate.
+        max_hold_s: longest span of samples held back per device.
+    """
+
+    def __init__(
+        self, detectors: list[FallDetector], sample_rate_hz: float, max_hold_s: float = 2.0
+    ) -> None:
+        self.detectors = detectors
+        devices = len(detectors)
+        s = detectors[0].settings
+        self._trigger2 = s.trigger_acc_g**2
+        # Samples after an impact-level sample during which its candidate
+        # may still be about to open.
+        self._open_after = round(s.peak_merge_s * sample_rate_hz) + 1
+        self._since_trigger = np.full(devices, _NEVER, dtype=np.int64)
+        max_hold = max(1, round(max_hold_s * sample_rate_hz))
+        # Devices take turns: eight groups with limits from 1/2 to 15/16 of the span.
+        self._max_hold = (max_hold * (8 + np.arange(devices) % 8)) // 16
+        self._held: list[list[tuple[FloatArray, FloatArray, FloatArray | None, FloatArray]]] = [
+            [] for _ in range(devices)
+        ]
+        self._held_samples = np.zeros(devices, dtype=np.int64)
+
+    def triggers(self, acc_mag2: FloatArray) -> None:
+        """Note the block's impact-level samples; ``acc_mag2`` (n, D) is ``|a|²`` in g²."""
+        n = acc_mag2.shape[0]
+        hit = acc_mag2 >= self._trigger2
+        if np.count_nonzero(hit) == 0:
+            self._since_trigger += n
+            return
+        last = n - 1 - np.argmax(hit[::-1], axis=0)
+        self._since_trigger = np.where(hit.any(axis=0), n - 1 - last, self._since_trigger + n)
+
+    def must_call(self, device: int, n: int) -> bool:
+        """Whether ``device``'s samples must go to its detector with this block of ``n``."""
+        # The last impact-level sample is in this block, or its candidate's
+        # neighbourhood completes in it (samples since it before this block).
+        if self._since_trigger[device] - n <= self._open_after:
+            return True
+        detector = self.detectors[device]
+        if detector.fall_active or detector.pending_candidates:
+            return True
+        return bool(self._held_samples[device] + n > self._max_hold[device])
+
+    def hold(
+        self,
+        device: int,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        up_sensor: FloatArray,
+    ) -> None:
+        """Keep one block of ``device`` (copies or views of arrays nobody changes)."""
+        self._held[device].append((t_s, acc_g, gyr_dps, up_sensor))
+        self._held_samples[device] += t_s.shape[0]
+
+    def call(
+        self,
+        device: int,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        up_sensor: FloatArray,
+    ) -> list[FallFinding]:
+        """Hand the held samples and this block of ``device`` to its detector."""
+        held = self._held[device]
+        if held:
+            held.append((t_s, acc_g, gyr_dps, up_sensor))
+            t_s = np.concatenate([h[0] for h in held])
+            acc_g = np.concatenate([h[1] for h in held])
+            if gyr_dps is not None:
+                gyr_dps = np.concatenate([h[2] for h in held if h[2] is not None])
+            up_sensor = np.concatenate([h[3] for h in held])
+            self._held[device] = []
+        self._held_samples[device] = 0
+        return self.detectors[device].process(t_s, acc_g, gyr_dps, up_sensor)
+
+    def flush(self, device: int) -> list[FallFinding]:
+        """Hand over whatever ``device`` holds (before its reference changes)."""
+        held = self._held[device]
+        if not held:
+            return []
+        last = held.pop()
+        return self.call(device, *last)

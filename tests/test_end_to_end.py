@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from ward import gateway_running
 
 from alerts import AlertPublisher
 from posture_monitor.demo import DEMO_SLOUCH_DWELL_S, demo_config
-from simulator import SimulatedWorld, demo_scenario
+from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario, load_scenario
 
 SPEED = 20.0
 SCENARIO_S = 60.0
@@ -90,3 +91,30 @@ async def test_ward_alerts_reach_the_broker(broker: Any, collector: Any) -> None
         assert json.loads(states[-1].payload)["device_connected"] is True
     status = received.on_topic("posture/v1/gateways/demo-gateway/status")
     assert json.loads(status[0].payload)["status"] == "online"
+
+
+@pytest.mark.timeout(60)
+async def test_every_fall_type_on_rotated_pucks(broker: Any, collector: Any) -> None:
+    # Pucks stuck on at any angle: the gateway has no calibration for the
+    # patients who never walk before falling, and must still catch the falls.
+    scenario = load_scenario(builtin_scenario_path("falls"))
+    spins = [200.0, 135.0, 290.0, 90.0, 250.0]
+    patients = tuple(
+        replace(p, wearable=replace(p.wearable, mounting=replace(p.wearable.mounting, spin_deg=s)))
+        for p, s in zip(scenario.patients, spins, strict=True)
+    )
+    scenario = replace(scenario, patients=patients)
+    config = demo_config(scenario)
+    received = await collector(broker, ["posture/v1/patients/+/events"])
+    async with (
+        SimulatedWorld(scenario, seed=2, speed=SPEED) as world,
+        AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+        gateway_running(config, publisher, world),
+    ):
+        await world.sleep_until(90.0)
+    await asyncio.sleep(0.5)
+    for patient in scenario.patients:
+        kinds = types_of(events_of(received, patient.id))
+        expected = 0 if patient.id == "confounders" else 1
+        assert kinds.count("fall_detected") == expected, (patient.id, kinds)
+        assert "slouch_started" not in kinds, (patient.id, kinds)

@@ -15,7 +15,8 @@ values has that block dropped (counted in :meth:`BatchEngine.stats`, logged,
 its state untouched, as if its packet had been lost); the other devices go
 on.
 
-``python -m posture.batch_bench --bench`` measures the throughput against VQF.
+``posture-monitor bench engine`` (or ``python -m posture.batch_bench --bench``) measures
+the throughput against VQF.
 """
 
 from __future__ import annotations

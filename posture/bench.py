@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
+from posture.batch_bench import run_bench
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
 
@@ -207,13 +208,16 @@ def run(args: argparse.Namespace) -> int:
     has_gyro = not args.acc_only
     results = [bench_engine(n, args.rate, has_gyro) for n in counts]
     refs = bench_references(args.rate) if has_gyro else {}
+    # The batched path (state laid out across devices), on its own synthetic
+    # ward, with VQF's updateBatch timed on the same data in the same run.
+    batched = [run_bench(devices=n, seconds=10.0, rate_hz=args.rate) for n in counts if n >= 10]
     single = results[0].samples_per_s_per_core
     report: dict[str, Any] = {
         "rate_hz": args.rate,
         "packet_samples": PACKET,
         "has_gyro": has_gyro,
         "engine": [asdict(r) for r in results],
-        "batched_path": None,
+        "batched_path": [asdict(b) for b in batched],
         "references_samples_per_s_per_core": refs,
         "reference_ratio_to_engine": {k: v / single for k, v in refs.items()},
     }
@@ -231,7 +235,19 @@ def run(args: argparse.Namespace) -> int:
             f"{r.devices:>8} {r.samples_per_s_per_core:>15,.0f} {r.us_per_sample:>10.1f} "
             f"{r.core_share_per_wearable:>13.3%} {r.memory_per_device_bytes / 1024:>11.1f} KiB"
         )
-    print("batched path: none (PostureEngine processes one wearable per call)")
+    if batched:
+        print("batched path (BatchEngine, gyroscope + accelerometer, wall time):")
+        print(
+            f"{'devices':>8} {'samples/s':>12} {'x VQF batch':>12} {'w/o falls':>12} "
+            f"{'x VQF':>7} {'memory/device':>14}"
+        )
+        for b in batched:
+            print(
+                f"{b.devices:>8} {b.batch_samples_per_s:>12,.0f} {b.ratio_vs_vqf:>12.2f} "
+                f"{b.batch_without_falls_samples_per_s:>12,.0f} "
+                f"{b.ratio_without_falls_vs_vqf:>7.2f} "
+                f"{b.batch_memory_per_device_bytes / 1024:>11.1f} KiB"
+            )
     for name, rate in refs.items():
         print(
             f"reference {name:<22} {rate:>12,.0f} samples/s/core ({rate / single:,.1f}x the engine)"

@@ -19,7 +19,7 @@ from ward import gateway_running
 
 from alerts import AlertPublisher
 from device_gateway import GatewayConfig
-from simulator import SimulatedWorld, builtin_scenario_path, load_scenario
+from simulator import SimulatedWorld, builtin_scenario_path, load_scenario, parse_scenario
 
 SPEED = 20.0
 SCENARIO_S = 100.0
@@ -116,3 +116,84 @@ async def test_wearables_off_the_allow_list_are_ignored(broker: Any) -> None:
         await world.sleep_until(10.0)
         connected = {p.id: world.status(p.wearable.address).connected for p in scenario.patients}
     assert connected == {p.id: p is allowed for p in scenario.patients}
+
+
+STORM_AND_VANISH = {
+    "scenario": {"name": "storm"},
+    "patients": [
+        {
+            "id": "storm",
+            "wearable": {"address": "C0:FF:EE:00:03:01"},
+            "timeline": [{"at_s": 0.0, "activity": "sit"}]
+            + [
+                {"at_s": 10.0 + 6.0 * i, "fault": "disconnect", "duration_s": 2.0}
+                for i in range(12)
+            ],
+        },
+        {
+            "id": "vanishes",
+            "wearable": {"address": "C0:FF:EE:00:03:02"},
+            "timeline": [
+                {"at_s": 0.0, "activity": "sit"},
+                {"at_s": 10.0, "fault": "disconnect", "duration_s": 180.0},
+                {"at_s": 200.0, "activity": "slouch", "flexion_deg": 40.0, "onset_s": 2.0},
+            ],
+        },
+        {
+            "id": "bystander",
+            "wearable": {"address": "C0:FF:EE:00:03:03"},
+            "timeline": [{"at_s": 0.0, "activity": "sit"}],
+        },
+    ],
+}
+
+
+@pytest.mark.timeout(90)
+async def test_disconnect_storm_and_a_wearable_gone_for_minutes(
+    broker: Any, collector: Any
+) -> None:
+    speed = 30.0
+    scenario = parse_scenario(STORM_AND_VANISH)
+    wearables = [{"address": p.wearable.address, "patient_id": p.id} for p in scenario.patients]
+    config = GatewayConfig.from_mapping(
+        {
+            "gateway_id": "storm-test",
+            # Wall-clock timers: 0.5 s of grace is 15 scenario seconds at 30x.
+            "ble": {"disconnect_grace_s": 0.5, "backoff_initial_s": 0.02, "backoff_max_s": 0.2},
+            "defaults": {"slouch_dwell_s": 10.0},
+            "wearables": wearables,
+        }
+    )
+    received = await collector(
+        broker, ["posture/v1/patients/+/events", "posture/v1/patients/+/state"]
+    )
+    async with (
+        SimulatedWorld(scenario, seed=4, speed=speed) as world,
+        AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
+        gateway_running(config, publisher, world) as gateway,
+    ):
+        await world.sleep_until(240.0)
+        metrics = gateway.device_metrics()
+    await asyncio.sleep(0.5)
+
+    def types(patient_id: str) -> list[str]:
+        topic = f"posture/v1/patients/{patient_id}/events"
+        return [json.loads(m.payload)["type"] for m in received.on_topic(topic)]
+
+    # Twelve short drops: reconnected every time, never reported as gone.
+    assert types("storm") == ["device_connected"]
+    assert metrics["storm"]["reconnects"] >= 6  # some drops fall inside a reconnect
+    # Three minutes away: reported gone, back, and monitoring resumes.
+    assert types("vanishes") == [
+        "device_connected",
+        "device_disconnected",
+        "device_connected",
+        "slouch_started",
+    ]
+    # The bystander saw none of it.
+    assert types("bystander") == ["device_connected"]
+    states = [
+        json.loads(m.payload) for m in received.on_topic("posture/v1/patients/bystander/state")
+    ]
+    assert len(states) >= 0.5 * 240.0 / speed  # about one state a second all along
+    assert all(s["device_connected"] for s in states)

@@ -71,6 +71,13 @@ class _FeedItem:
     cancelled: bool = False
 
 
+_DETAIL_FORMATS = {
+    "peak_acc_g": "impact {:.1f} g",
+    "duration_s": "for {:.0f} s",
+    "battery_pct": "battery {:.0f}%",
+}
+
+
 def _angle(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}°"
 
@@ -215,7 +222,12 @@ class WatchModel:
                  f"gw {event.gateway_id}"]
         if event.flexion_deg is not None:
             parts.append(f"flexion {_angle(event.flexion_deg)}")
-        parts += [f"{key} {value:g}" for key, value in sorted(event.details.items())]
+        # What a physiotherapist reads; the engine's internals stay in the JSON.
+        parts += [
+            _DETAIL_FORMATS[key].format(value)
+            for key, value in sorted(event.details.items())
+            if key in _DETAIL_FORMATS
+        ]
         if item.cancelled:
             parts.append("(CANCELLED)")
         if item.ack:

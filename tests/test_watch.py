@@ -69,7 +69,7 @@ def test_model_renders_patients_gateways_and_a_deduplicated_feed() -> None:
     row2 = next(line for line in screen.splitlines() if line.startswith("p-002"))
     assert "walking" in row2 and " - " in row2  # no flexion, battery unknown
     feed = screen.split("ALERTS")[1].splitlines()[1:]
-    assert "FALL DETECTED" in feed[0] and "HIGH" in feed[0] and "peak_acc_g 5.1" in feed[0]
+    assert "FALL DETECTED" in feed[0] and "HIGH" in feed[0] and "impact 5.1 g" in feed[0]
     assert "SLOUCH STARTED" in feed[1]
     assert screen.count("FALL DETECTED") == 1 and model.duplicates == 1
     assert "1 duplicate event(s) suppressed" in screen
@@ -144,7 +144,7 @@ async def test_watch_shows_live_states_and_events_from_a_real_broker(
         with pytest.raises(asyncio.CancelledError):
             await task
     text = out.getvalue()
-    assert text.count("FALL DETECTED") == 1 and "peak_acc_g 4.8" in text
+    assert text.count("FALL DETECTED") == 1 and "impact 4.8 g" in text
     assert "DEVICE CONNECTED" not in text  # sent before the watcher subscribed
     assert "\x1b[" not in text  # plain output when not a terminal
 

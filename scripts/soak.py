@@ -75,7 +75,8 @@ def soak_scenario_toml(wearables: int, hours: float) -> str:
         falls = index % 10 == 0
         next_fall_s = 600.0 + index
         while t_s < duration_s:
-            if falls and t_s >= next_fall_s:
+            # A fall (walk, fall, get up) only where the day continues with sitting.
+            if falls and t_s >= next_fall_s and step % len(CYCLE) == 0:
                 entries = [
                     ({"activity": "walk"}, 10),
                     ({"activity": "fall"}, 60),

@@ -221,8 +221,9 @@ async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> i
         f"by type {dict(Counter(sink.sent.values()))}"
     )
     print(
-        f"packets: {totals['packets']} received, {totals['lost']} lost on the radio, "
-        f"{totals['malformed']} malformed, {totals['queue_dropped']} dropped by the gateway"
+        f"packets: {totals['packets']} received, {totals['queue_dropped']} dropped by the "
+        f"gateway's full queues (it could not keep up), {totals['malformed']} malformed, "
+        f"{totals['lost']} sequence gaps (radio losses and the gateway's drops)"
     )
     return 1 if lost else 0
 

@@ -37,6 +37,7 @@ from device_gateway.protocol import (
     encode_buzz,
 )
 from device_gateway.scanner import DeviceDirectory
+from device_gateway.timeline import SampleBlock
 from posture_monitor.errors import PacketError
 
 __all__ = ["WearableSupervisor"]
@@ -49,6 +50,8 @@ _BUZZ_TIMEOUT_S = 3.0
 # A session shorter than this does not reset the backoff: a wearable that
 # connects and drops at once must not be hammered.
 _STABLE_SESSION_S = 10.0
+# At most this many queued packets go to the engine in one call (2 s at 50 Hz).
+_MAX_PACKETS_PER_CALL = 10
 
 
 class WearableSupervisor:
@@ -192,28 +195,48 @@ class WearableSupervisor:
 
     async def _consume(self) -> None:
         while True:
-            data = await self._queue.get()
+            batch = [await self._queue.get()]
+            # A backlog (a busy gateway, a flood) is processed in one engine
+            # call: the engine's output does not depend on how the stream is
+            # split, and one call costs far less than many.
+            while len(batch) < _MAX_PACKETS_PER_CALL and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._handle_packet(data)
+                await self._handle_packets(batch)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
-    async def _handle_packet(self, data: bytes) -> None:
-        try:
-            packet = decode_imu_packet(data)
-        except PacketError as exc:
-            self.counters.malformed += 1
-            if self.counters.malformed in (1, 10, 100) or self.counters.malformed % 1000 == 0:
-                _log.warning(
-                    "wearable %s: malformed packet (%s); %d so far",
-                    self.label,
-                    exc,
-                    self.counters.malformed,
-                )
-            return
-        block = self.monitor.timeline.accept(packet, self._wall_clock())
-        if block is not None:
-            await self.monitor.process(block, packet.sample_rate_hz)
+    async def _handle_packets(self, batch: list[bytes]) -> None:
+        pending: list[SampleBlock] = []
+        pending_rate_hz = 0.0
+        for data in batch:
+            try:
+                packet = decode_imu_packet(data)
+            except PacketError as exc:
+                self.counters.malformed += 1
+                if self.counters.malformed in (1, 10, 100) or self.counters.malformed % 1000 == 0:
+                    _log.warning(
+                        "wearable %s: malformed packet (%s); %d so far",
+                        self.label,
+                        exc,
+                        self.counters.malformed,
+                    )
+                continue
+            block = self.monitor.timeline.accept(packet, self._wall_clock())
+            if block is None:
+                continue
+            same_stream = pending and (
+                packet.sample_rate_hz == pending_rate_hz
+                and (block.gyr_dps is None) == (pending[0].gyr_dps is None)
+            )
+            if pending and not same_stream:
+                await self.monitor.process(SampleBlock.concatenate(pending), pending_rate_hz)
+                pending = []
+            pending.append(block)
+            pending_rate_hz = packet.sample_rate_hz
+        if pending:
+            await self.monitor.process(SampleBlock.concatenate(pending), pending_rate_hz)
 
     def _request_buzz(self) -> None:
         self._buzz_pending.set()

@@ -64,6 +64,19 @@ class SampleBlock:
     acc_g: NDArray[np.float64]
     gyr_dps: NDArray[np.float64] | None
 
+    @staticmethod
+    def concatenate(blocks: list[SampleBlock]) -> SampleBlock:
+        """Consecutive blocks of one stream (all with or all without gyroscope) as one."""
+        if len(blocks) == 1:
+            return blocks[0]
+        gyrs = [b.gyr_dps for b in blocks if b.gyr_dps is not None]
+        gyr = np.concatenate(gyrs) if gyrs else None
+        return SampleBlock(
+            np.concatenate([b.t_s for b in blocks]),
+            np.concatenate([b.acc_g for b in blocks]),
+            gyr,
+        )
+
 
 class Timeline:
     """Continuous engine time for one patient, across reconnects and reboots."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from device_gateway.protocol import AccRange, ImuPacket
-from device_gateway.timeline import Timeline
+from device_gateway.timeline import SampleBlock, Timeline
 
 INTERVAL_US = 20_000  # 50 Hz
 
@@ -77,3 +77,12 @@ def test_a_normal_clock_keeps_its_anchor() -> None:
     assert block is not None
     assert timeline.utc(block.t_s[-1]).timestamp() == pytest.approx(100.38)
     assert timeline.counters.clock_resyncs == 0
+
+
+def test_consecutive_blocks_concatenate_into_one() -> None:
+    timeline = Timeline()
+    blocks = [timeline.accept(packet(i, 1000 + 200 * i), 100.0 + 0.2 * i) for i in range(3)]
+    joined = SampleBlock.concatenate([b for b in blocks if b is not None])
+    assert joined.t_s.shape == (30,) and joined.acc_g.shape == (30, 3)
+    assert joined.gyr_dps is None
+    assert np.allclose(np.diff(joined.t_s), 0.02)

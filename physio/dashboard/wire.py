@@ -15,12 +15,12 @@ from __future__ import annotations
 import enum
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from alerts.topics import ID_PATTERN
+from alerts.wire import decode_object, format_utc_ms, parse_utc, utc_from_timestamp
 from posture_monitor.errors import PostureMonitorError
 
 __all__ = [
@@ -44,9 +44,6 @@ __all__ = [
 ]
 
 ACK_ACTIONS = ("acknowledged", "resolved")
-# Ids become topic levels (an ack is published on the event's patient topic),
-# so they follow the rule of alerts/topics.py: no wildcards, '/', '$' or spaces.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_NAME_LEN = 128
 
 
@@ -122,31 +119,22 @@ def parse_time(value: object, key: str = "time") -> float:
     Raises:
         WireFormatError: not a string, not ISO 8601, or without a time zone.
     """
-    if not isinstance(value, str):
-        raise WireFormatError(f"{key!r} must be an ISO 8601 string, got {value!r}")
     try:
-        parsed = datetime.fromisoformat(value)
+        return parse_utc(value, key).timestamp()
     except ValueError as exc:
-        raise WireFormatError(f"{key!r} is not ISO 8601: {value!r}") from exc
-    if parsed.tzinfo is None:
-        raise WireFormatError(f"{key!r} has no time zone (expected a 'Z'): {value!r}")
-    return parsed.timestamp()
+        raise WireFormatError(str(exc)) from None
 
 
 def format_time(t_s: float) -> str:
     """POSIX seconds to ISO 8601 UTC with milliseconds and a ``Z``."""
-    text = datetime.fromtimestamp(t_s, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
+    return format_utc_ms(utc_from_timestamp(t_s))
 
 
 def _load(payload: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireFormatError(f"payload is not JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise WireFormatError(f"payload must be a JSON object, got {type(obj).__name__}")
-    return obj
+        return decode_object(payload, "payload")
+    except ValueError as exc:
+        raise WireFormatError(str(exc)) from None
 
 
 def _ident(obj: Mapping[str, Any], key: str) -> str:

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial.transform import Rotation
 
-from posture.batch_bench import run_bench
+from posture.batch_bench import run_bench, synthetic_devices
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
 
@@ -42,28 +41,13 @@ _STREAM_S = 120.0
 def synthetic_stream(
     rate_hz: float, seconds: float = _STREAM_S, seed: int = 0
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """A realistic upper-back IMU recording: ``(t_s (n,), acc_g (n, 3), gyr_dps (n, 3))``."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * rate_hz)) / rate_hz
-    walking = (np.sin(2 * np.pi * t / 40.0) > 0.3).astype(float)
-    rotvec = np.stack(
-        [
-            np.radians(20) * np.sin(2 * np.pi * t / 23.0)
-            + np.radians(3) * walking * np.sin(2 * np.pi * 0.9 * t),
-            np.radians(8) * np.sin(2 * np.pi * t / 31.0),
-            np.radians(30) * np.sin(2 * np.pi * t / 57.0),
-        ],
-        axis=1,
-    )
-    rot = Rotation.from_rotvec(rotvec)  # sensor -> world (z up)
-    world_acc = np.zeros((t.size, 3))
-    world_acc[:, 2] = 1.0 + 0.3 * walking * np.sin(2 * np.pi * 1.8 * t)
-    world_acc[:, 0] = 0.15 * walking * np.sin(2 * np.pi * 0.9 * t)
-    acc = rot.inv().apply(world_acc) + rng.normal(0, 0.01, (t.size, 3))
-    dq = (rot[1:] * rot[:-1].inv()).as_rotvec()
-    omega = np.vstack([dq[:1], dq]) * rate_hz
-    gyr = np.degrees(rot.inv().apply(omega)) + rng.normal(0, 0.3, (t.size, 3)) + [0.4, -0.2, 0.3]
-    return t, acc, gyr
+    """A realistic upper-back IMU recording: ``(t_s (n,), acc_g (n, 3), gyr_dps (n, 3))``.
+
+    One wearable of the batched benchmark's ward, so both paths and the
+    reference filters are measured on the same kind of data.
+    """
+    t, acc, gyr = synthetic_devices(1, seconds, rate_hz, seed)
+    return t[0], acc[0], gyr[0]
 
 
 @dataclass(frozen=True)

@@ -374,8 +374,10 @@ class MqttClient:
 
     async def _first_connect(self) -> None:
         settings = self._settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.connect_timeout_s
         try:
-            async with asyncio.timeout(settings.connect_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 while True:
                     try:
                         await self._attempt()
@@ -388,7 +390,14 @@ class MqttClient:
                             logger.warning("%s; retrying in the background", exc)
                             self._lost_event.set()
                             return
-                        await asyncio.sleep(self._backoff.next_delay())
+                    # The deadline is also checked here, not only enforced by
+                    # cancellation: Python 3.11's wait_for (used when closing a
+                    # failed attempt) can swallow the timeout's cancellation,
+                    # which left this loop retrying forever.
+                    remaining_s = deadline - loop.time()
+                    if remaining_s <= 0:
+                        raise TimeoutError
+                    await asyncio.sleep(min(self._backoff.next_delay(), remaining_s))
         except TimeoutError:
             detail = f": {self._last_error}" if self._last_error else ""
             if self._wait_for_connection:

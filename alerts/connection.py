@@ -61,6 +61,16 @@ class _Client(mqtt.Client):
             raise
         return ssl_sock
 
+    def release_sockets(self) -> None:
+        """Close the broker socket and paho's wake-up socket pair now.
+
+        paho closes the pair only in ``__del__``; when the client is
+        collected as part of a reference cycle, the sockets' own finalizers
+        may run first and warn (an unclosed-socket ResourceWarning, seen in
+        CI). Called once paho's thread has stopped.
+        """
+        self._reset_sockets()
+
 
 class ConnectFailed(BrokerError):
     """One failed connection attempt; ``permanent``: retrying will not help."""
@@ -381,3 +391,4 @@ class PahoConnection:
         # Break the client -> callback -> self cycle; paho's thread is gone.
         client.on_connect = client.on_disconnect = client.on_publish = None
         client.on_subscribe = client.on_message = None
+        client.release_sockets()

@@ -322,6 +322,10 @@ class Collector:
     async def stop(self) -> None:
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
+        # paho closes its wake-up socket pair only in __del__, which may run
+        # after the sockets' own finalizers when the client dies in a cycle
+        # (collector <-> bound callbacks): close them now.
+        self._client._reset_sockets()
 
     async def __aenter__(self) -> Collector:
         return await self.start()

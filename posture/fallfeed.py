@@ -9,9 +9,14 @@ in larger pieces. :class:`FallFeed` holds a device's samples back while no
 finding can come of them and hands them over, with the block that follows,
 as soon as one could:
 
-* a sample reaches the impact trigger (``|a| >= trigger_acc_g``) in this
-  block, or did within ``peak_merge_s`` (a candidate opens only once its
-  neighbourhood is complete);
+* the block reaches the earliest sample at which an impact-level sample
+  (``|a| >= trigger_acc_g``) not yet looked at could be confirmed as a fall:
+  ``confirm_min_s`` after it (a candidate's peak is itself such a sample,
+  and no detection comes sooner than that after its peak). Until then its
+  candidate may as well open later: the detector's findings do not depend
+  on how the stream is split. Walking reaches the trigger at most steps, so
+  this holds a walker's samples for about a second instead of calling the
+  detector every packet;
 * the detector has a candidate pending or a fall active (a detection or a
   cancellation may come at any sample);
 * the reference upright changes (held samples go first, judged against the
@@ -56,10 +61,15 @@ class FallFeed:
         devices = len(detectors)
         s = detectors[0].settings
         self._trigger2 = s.trigger_acc_g**2
-        # Samples after an impact-level sample during which its candidate
-        # may still be about to open.
-        self._open_after = round(s.peak_merge_s * sample_rate_hz) + 1
+        # In samples, as the detector counts them: a peak is looked at once
+        # its +-merge neighbourhood is in; a detection comes no sooner than
+        # confirm_min after its peak.
+        self._n_merge = max(1, round(s.peak_merge_s * sample_rate_hz))
+        self._n_confirm = max(1, round(s.confirm_min_s * sample_rate_hz))
+        self._seen = np.zeros(devices, dtype=np.int64)  # samples seen per device
         self._since_trigger = np.full(devices, _NEVER, dtype=np.int64)
+        # The sample index by which each detector must have been called.
+        self._due = np.full(devices, _NEVER, dtype=np.int64)
         max_hold = max(1, round(max_hold_s * sample_rate_hz))
         # Devices take turns: eight groups with limits from 1/2 to 15/16 of the span.
         self._max_hold = (max_hold * (8 + np.arange(devices) % 8)) // 16
@@ -74,15 +84,20 @@ class FallFeed:
         hit = acc_mag2 >= self._trigger2
         if np.count_nonzero(hit) == 0:
             self._since_trigger += n
+            self._seen += n
             return
+        any_hit = hit.any(axis=0)
+        first = np.argmax(hit, axis=0)
+        due = self._seen + first + self._n_confirm
+        self._due = np.where(any_hit, np.minimum(self._due, due), self._due)
         last = n - 1 - np.argmax(hit[::-1], axis=0)
-        self._since_trigger = np.where(hit.any(axis=0), n - 1 - last, self._since_trigger + n)
+        self._since_trigger = np.where(any_hit, n - 1 - last, self._since_trigger + n)
+        self._seen += n
 
     def must_call(self, device: int, n: int) -> bool:
         """Whether ``device``'s samples must go to its detector with this block of ``n``."""
-        # The last impact-level sample is in this block, or its candidate's
-        # neighbourhood completes in it (samples since it before this block).
-        if self._since_trigger[device] - n <= self._open_after:
+        # A finding could come at a sample of this block (or of the held ones).
+        if self._due[device] < self._seen[device]:
             return True
         detector = self.detectors[device]
         if detector.fall_active or detector.pending_candidates:
@@ -120,6 +135,12 @@ class FallFeed:
             up_sensor = np.concatenate([h[3] for h in held])
             self._held[device] = []
         self._held_samples[device] = 0
+        # The detector now has every sample seen; it has looked at the peaks
+        # but those of the last merge span, whose neighbourhood is not in yet.
+        if self._since_trigger[device] >= self._n_merge:
+            self._due[device] = _NEVER
+        else:
+            self._due[device] = self._seen[device] - self._n_merge + self._n_confirm
         return self.detectors[device].process(t_s, acc_g, gyr_dps, up_sensor)
 
     def flush(self, device: int) -> list[FallFinding]:

@@ -290,24 +290,6 @@ class FallDetector:
         impulse = impulse_gs(mag[max(0, i - self._n_imp) : i + self._n_imp + 1], fs)
         if impulse < s.min_impulse_gs:
             return
-        a, b = self._n_pre_dir
-        pre_rows = work[max(0, i - a) : max(1, i - b)]
-        pre_dir = np.array([window_means(pre_rows[:, c], pre_rows.shape[0])[0] for c in range(3)])
-        pre_dir /= max(float(np.sqrt(dot3(pre_dir * pre_dir, np.ones(3)))), 1e-9)
-        ref = self._ref_up
-        pre = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _UX : _UZ + 1]
-        pre = pre[np.isfinite(pre).all(axis=1)]
-        if pre.size and self._ref_calibrated:
-            if float(dot3(pre, ref).max()) <= math.cos(math.radians(s.lying_tilt_deg)):
-                return  # lying all along: turning over in bed is no fall
-        elif pre.size:
-            mean_up = np.array([window_means(pre[:, c], pre.shape[0])[0] for c in range(3)])
-            cos_mean = float(dot3(mean_up, ref)) / max(float(np.linalg.norm(mean_up)), 1e-9)
-            if cos_mean <= math.cos(math.radians(s.lying_tilt_deg)):
-                # Far from a nominal (unmeasured) upright on average: more likely
-                # a puck worn rotated than a patient in bed. Judge against the
-                # trunk as it was just before the impact.
-                ref = pre_dir
         short = impulse_gs(mag[max(0, i - self._n_imp_short) : i + self._n_imp_short + 1], fs)
         lp_lo = max(0, i - self._n_lp[0] - self._hann.size + 1)
         lp_seg = mag[lp_lo : i + self._n_lp[1] + 1]
@@ -321,7 +303,25 @@ class FallDetector:
         probability = self.model.probability(features)
         viable = probability >= self._p_min or impulse >= s.unmoving_impulse_gs
         if not viable and self._on_candidate is None:
-            return
+            return  # most walking steps end here, before the look-back below
+        a, b = self._n_pre_dir
+        pre_rows = work[max(0, i - a) : max(1, i - b)]
+        pre_dir = _column_means(pre_rows)
+        pre_dir /= max(float(np.sqrt(dot3(pre_dir * pre_dir, np.ones(3)))), 1e-9)
+        ref = self._ref_up
+        pre = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _UX : _UZ + 1]
+        pre = pre[np.isfinite(pre).all(axis=1)]
+        if pre.size and self._ref_calibrated:
+            if float(dot3(pre, ref).max()) <= math.cos(math.radians(s.lying_tilt_deg)):
+                return  # lying all along: turning over in bed is no fall
+        elif pre.size:
+            mean_up = _column_means(pre)
+            cos_mean = float(dot3(mean_up, ref)) / max(float(np.linalg.norm(mean_up)), 1e-9)
+            if cos_mean <= math.cos(math.radians(s.lying_tilt_deg)):
+                # Far from a nominal (unmeasured) upright on average: more likely
+                # a puck worn rotated than a patient in bed. Judge against the
+                # trunk as it was just before the impact.
+                ref = pre_dir
         features.update(peak_acc_g=float(mag[i]), impulse_gs=impulse)
         self._pending.append(
             FallCandidate(base + i, float(work[i, _T]), features, probability, viable, pre_dir, ref)
@@ -478,3 +478,13 @@ class FallDetector:
         _log.info("fall at t=%.2f s cancelled at t=%.2f s: patient up", detect_t, t)
         details = {"impact_t_s": impact_t, "detected_t_s": detect_t}
         return FallFinding(kind="cancelled", t_s=t, details=details), base + i
+
+
+def _column_means(rows: FloatArray) -> FloatArray:
+    """(3,) means of the first three columns of ``rows`` (m, >=3), m >= 1.
+
+    Each column is copied into its own contiguous row and summed, exactly as
+    :func:`~posture.fall_features.window_means` sums one window, in one call
+    instead of three.
+    """
+    return np.asarray(np.ascontiguousarray(rows[:, :3].T).sum(axis=1) / rows.shape[0])

@@ -69,3 +69,25 @@ def test_held_samples_give_the_same_findings_in_the_same_blocks(seed: int) -> No
     # While nothing can happen the samples are held back (but never longer
     # than max_hold_s: about one call a second here).
     assert quiet_blocks > 10 and quiet_calls <= 0.5 * quiet_blocks
+
+
+def test_a_walker_is_not_handed_over_every_packet() -> None:
+    """Steps reach the impact trigger; their samples are still held until a
+    finding could come of them (about once a second, not every packet)."""
+    feed = FallFeed([FallDetector(FallSettings(), FS)], FS)
+    feed.detectors[0].set_reference_up(UP[100], calibrated=True)
+    walking_blocks = triggering_blocks = calls = 0
+    for a in range(0, T.size, 10):  # 10-sample packets, as from the gateway
+        rows = (T[a:a + 10], ACC[a:a + 10], GYR[a:a + 10], UP[a:a + 10])
+        mag2 = np.einsum("ni,ni->n", rows[1], rows[1])[:, None]
+        feed.triggers(mag2)
+        walking = 4.0 < rows[0][0] and rows[0][-1] < 18.0
+        walking_blocks += walking
+        triggering_blocks += walking and bool((mag2 >= FallSettings().trigger_acc_g ** 2).any())
+        if feed.must_call(0, rows[0].size):
+            feed.call(0, *rows)
+            calls += walking
+        else:
+            feed.hold(0, *rows)
+    assert walking_blocks > 50 and triggering_blocks > 10
+    assert calls <= 0.3 * walking_blocks

@@ -153,7 +153,7 @@ class PahoConnection:
 
     def _make_client(
         self, client_id: str, will: Will | None, ssl_context: ssl.SSLContext | None
-    ) -> mqtt.Client:
+    ) -> _Client:
         settings = self._settings
         v5 = self._protocol == "5"
         client = _Client(

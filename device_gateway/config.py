@@ -197,7 +197,7 @@ class _Reader:
             value = float(value)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise ConfigError(f"{self.key(name)} must be {kind.__name__}, got {value!r}")
-        if kind is float and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{self.key(name)} must be finite, got {value!r}")
         return value
 

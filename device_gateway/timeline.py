@@ -119,7 +119,7 @@ class Timeline:
         n = packet.sample_count
         interval_s = packet.interval_us * 1e-6
         t_device_s = (self._wraps * _CLOCK_WRAP_MS + t0_ms) * 1e-3
-        t_s = t_device_s + self._offset_s + interval_s * np.arange(n)
+        t_s = t_device_s + self._offset_s + interval_s * np.arange(n, dtype=np.float64)
         if self._end_t_s is not None and t_s[0] <= self._end_t_s:
             # Overlaps what we already have (a replayed or reordered packet).
             self.counters.duplicates += 1

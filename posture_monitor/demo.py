@@ -87,7 +87,8 @@ async def run_demo(
             service = tasks.create_task(gateway.run(), name="demo gateway")
             if duration_s is None:
                 await asyncio.Event().wait()  # until Ctrl-C
-            await world.sleep_until(duration_s)
+            else:
+                await world.sleep_until(duration_s)
             service.cancel()
             # Let the last events travel through the broker to the view.
             await asyncio.sleep(_SETTLE_S)

@@ -81,7 +81,7 @@ def test_a_walker_is_not_handed_over_every_packet() -> None:
         rows = (T[a:a + 10], ACC[a:a + 10], GYR[a:a + 10], UP[a:a + 10])
         mag2 = np.einsum("ni,ni->n", rows[1], rows[1])[:, None]
         feed.triggers(mag2)
-        walking = 4.0 < rows[0][0] and rows[0][-1] < 18.0
+        walking = rows[0][0] > 4.0 and rows[0][-1] < 18.0
         walking_blocks += walking
         triggering_blocks += walking and bool((mag2 >= FallSettings().trigger_acc_g ** 2).any())
         if feed.must_call(0, rows[0].size):

@@ -212,6 +212,11 @@ async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> i
     totals = Counter(sum((Counter(m) for m in metrics.values()), Counter()))
     wall_s = time.monotonic() - started
     print(f"\nwearables {wearables}, scenario {hours:g} h at speed {speed:g} in {wall_s:.0f} s")
+    if world.slipped_s > 0.0:
+        print(
+            f"this machine could not keep up with speed {speed:g}: scenario time slipped "
+            f"{world.slipped_s:.0f} s (ran at {duration_s / wall_s:.1f}x on average)"
+        )
     print(
         f"memory: rss {rss_start:.1f} MiB at start (after 1 min), {rss_end:.1f} MiB at end "
         f"({rss_end - rss_start:+.1f} MiB)"

@@ -3,7 +3,14 @@
 :class:`SimulatedWorld` owns scenario time (``(loop.time() - start) * speed``)
 and two background tasks in a TaskGroup it owns: the pump, which advances
 every wearable and delivers what it emits to the connected client, and the
-advertiser, which shows advertising wearables to running scanners. The
+advertiser, which shows advertising wearables to running scanners.
+
+When the machine cannot keep up with ``speed`` (the pump falls more than
+``max(1 s, 10 ticks)`` of scenario time behind), scenario time slips: the
+world runs slower than asked instead of handing every wearable's backlog to
+the gateway at once, which no radio does. ``slipped_s`` counts the
+scenario seconds given up; the samples are the same either way (they are a
+function of scenario time). The
 gateway reaches the world only through bleak: ``world.scanner_backend`` and
 ``world.client_backend`` are passed as ``backend=``.
 """
@@ -102,6 +109,10 @@ class SimulatedWorld:
         self._state = WorldState.NEW
         self._t0_loop = 0.0
         self._stopped_at_s = 0.0
+        self._pumped_to_s = 0.0
+        self._max_lag_s = max(1.0, 10.0 * tick_s * self.speed)
+        self.slipped_s = 0.0
+        """Scenario seconds the clock slipped because the machine fell behind."""
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         scanner, client = make_backends(self)
@@ -177,11 +188,18 @@ class SimulatedWorld:
 
     async def sleep(self, scenario_s: float) -> None:
         """Sleep for ``scenario_s`` seconds of scenario time."""
-        await asyncio.sleep(max(0.0, scenario_s) / self.speed)
+        await self.sleep_until(self.scenario_time() + max(0.0, scenario_s))
 
     async def sleep_until(self, t_s: float) -> None:
-        """Sleep until scenario time reaches ``t_s``."""
-        await self.sleep(t_s - self.scenario_time())
+        """Sleep until scenario time reaches ``t_s`` (or the world stops)."""
+        remaining = t_s - self.scenario_time()
+        if self._state is not WorldState.RUNNING:
+            await asyncio.sleep(max(0.0, remaining) / self.speed)
+            return
+        # A loop, not one sleep: the clock may slip meanwhile (module docstring).
+        while remaining > 0.0 and self._state is WorldState.RUNNING:
+            await asyncio.sleep(remaining / self.speed)
+            remaining = t_s - self.scenario_time()
 
     # -- observation ---------------------------------------------------------------
     @property
@@ -233,9 +251,23 @@ class SimulatedWorld:
     async def _pump(self) -> None:
         while True:
             now = self.scenario_time()
+            behind_s = now - self._pumped_to_s - self._max_lag_s
+            if behind_s > 0.0:
+                self._slip(behind_s)
+                now = self.scenario_time()
             for link in self._links.values():
                 self._advance(link, now)
+            self._pumped_to_s = now
             await asyncio.sleep(self._tick_s)
+
+    def _slip(self, scenario_s: float) -> None:
+        if self.slipped_s == 0.0:
+            logger.warning(
+                "simulated world cannot keep up with speed %g; scenario time slows down",
+                self.speed,
+            )
+        self._t0_loop += scenario_s / self.speed
+        self.slipped_s += scenario_s
 
     def _advance(self, link: Link, now: float) -> None:
         for emission in link.wearable.advance(now, streaming=link.streaming):

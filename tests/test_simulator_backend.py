@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import tomllib
 
 import numpy as np
@@ -304,3 +305,38 @@ async def test_same_seed_same_bytes_through_bleak() -> None:
     assert len(common) >= 10
     assert all(first[s] == second[s] for s in common)
     assert any(first[s] != other[s] for s in set(first) & set(other))
+
+
+async def test_a_machine_that_falls_behind_slows_the_scenario_instead_of_bursting() -> None:
+    """A stalled event loop (an overloaded machine) must not make every
+    wearable hand over seconds of packets at once: scenario time slips."""
+    async with SimulatedWorld(demo_scenario(), seed=1, speed=10) as world:
+        device = await BleakScanner.find_device_by_address(
+            "C0:FF:EE:00:00:02", timeout=1.0, backend=world.scanner_backend
+        )
+        assert device is not None
+        recorder = Recorder(world)
+        async with BleakClient(device, backend=world.client_backend, timeout=2.0) as client:
+            await client.start_notify(IMU_CHAR_UUID, recorder)
+            await world.sleep(1.0)
+            before = len(recorder.packets)
+            time.sleep(0.6)  # the loop stalls: 6 scenario s at speed 10
+            await recorder_grows(recorder, before)
+            burst = len(recorder.packets) - before
+            await world.sleep(1.0)
+        assert world.slipped_s > 2.0  # at most max(1 s, 10 ticks) = 2 s was caught up
+        # 100 Hz, 10 samples a packet: 10 packets per scenario second.
+        assert burst <= 10 * 2.5
+        packets = recorder.packets
+        assert [p.sequence for p in packets] == list(
+            range(packets[0].sequence, packets[0].sequence + len(packets))
+        )
+        t_end = world.scenario_time()
+    assert t_end < 7.0  # without the slip: 1 + 6 + 1 s and more
+
+
+async def recorder_grows(recorder: Recorder, count: int) -> None:
+    async with asyncio.timeout(2.0):
+        while len(recorder.packets) <= count:
+            recorder.arrived.clear()
+            await recorder.arrived.wait()

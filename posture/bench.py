@@ -68,24 +68,29 @@ def _engines(n: int, rate_hz: float, has_gyro: bool) -> list[PostureEngine]:
 
 
 def bench_engine(
-    devices: int, rate_hz: float, has_gyro: bool, min_samples: int = 30_000
+    devices: int,
+    rate_hz: float,
+    has_gyro: bool,
+    min_samples: int = 30_000,
+    packet: int = PACKET,
 ) -> EngineResult:
-    """Stream packets round-robin through ``devices`` engines; time the CPU spent."""
+    """Stream ``packet``-sample blocks round-robin through ``devices`` engines;
+    time the CPU spent."""
     t, acc, gyr = synthetic_stream(rate_hz)
     n = t.size
     engines = _engines(devices, rate_hz, has_gyro)
-    offsets = (np.arange(devices) * 7919 * PACKET) % (n - PACKET)
-    offsets -= offsets % PACKET
-    rounds = max(1, math.ceil(min_samples / (devices * PACKET)))
+    offsets = (np.arange(devices) * 7919 * packet) % (n - packet)
+    offsets -= offsets % packet
+    rounds = max(1, math.ceil(min_samples / (devices * packet)))
     # Warm-up: one packet each (first-call allocations are not steady state).
     clock = np.zeros(devices)
 
     def feed(rnd: int) -> None:
         for d, eng in enumerate(engines):
-            i = int((offsets[d] + rnd * PACKET) % (n - PACKET))
-            sl = slice(i, i + PACKET)
-            eng.process(clock[d] + t[:PACKET], acc[sl], gyr[sl] if has_gyro else None)
-            clock[d] += PACKET / rate_hz
+            i = int((offsets[d] + rnd * packet) % (n - packet))
+            sl = slice(i, i + packet)
+            eng.process(clock[d] + t[:packet], acc[sl], gyr[sl] if has_gyro else None)
+            clock[d] += packet / rate_hz
 
     feed(0)
     gc.collect()
@@ -93,7 +98,7 @@ def bench_engine(
     for rnd in range(1, rounds + 1):
         feed(rnd)
     cpu = time.process_time() - cpu0
-    samples = rounds * devices * PACKET
+    samples = rounds * devices * packet
     per_sample = cpu / samples
     return EngineResult(
         devices=devices,
@@ -127,7 +132,7 @@ def memory_per_device(devices: int, rate_hz: float, has_gyro: bool) -> float:
     return (after - before) / devices
 
 
-def bench_references(rate_hz: float) -> dict[str, float]:
+def bench_references(rate_hz: float, packet: int = PACKET) -> dict[str, float]:
     """Samples per second per core of VQF and imufusion on the benchmark data (if installed)."""
     t, acc, gyr = synthetic_stream(rate_hz)
     out: dict[str, float] = {}
@@ -143,8 +148,8 @@ def bench_references(rate_hz: float) -> dict[str, float]:
         out["vqf_batch"] = t.size / max(time.process_time() - cpu0, 1e-9)
         vqf = VQF(1.0 / rate_hz)
         cpu0 = time.process_time()
-        for i in range(0, t.size - PACKET + 1, PACKET):
-            vqf.updateBatch(gyr_rps[i : i + PACKET], acc_mps2[i : i + PACKET])
+        for i in range(0, t.size - packet + 1, packet):
+            vqf.updateBatch(gyr_rps[i : i + packet], acc_mps2[i : i + packet])
         out["vqf_packets"] = t.size / max(time.process_time() - cpu0, 1e-9)
     try:
         import imufusion
@@ -174,6 +179,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--devices", default="1,10,100,1000", help="comma-separated device counts")
     eng.add_argument("--rate", type=float, default=50.0, help="wearable rate in Hz (50)")
     eng.add_argument("--acc-only", action="store_true", help="wearables without a gyroscope")
+    eng.add_argument(
+        "--packet",
+        type=int,
+        default=PACKET,
+        help=f"samples per engine call on the single-device path ({PACKET}, one packet; "
+        "the gateway hands a backlog over in one call)",
+    )
     eng.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -189,16 +201,19 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.rate) and 10.0 <= args.rate <= 2000.0):
         print(f"bench engine: --rate must be in 10..2000 Hz, got {args.rate!r}")
         return 2
+    if not 1 <= args.packet <= 1000:
+        print(f"bench engine: --packet must be in 1..1000 samples, got {args.packet!r}")
+        return 2
     has_gyro = not args.acc_only
-    results = [bench_engine(n, args.rate, has_gyro) for n in counts]
-    refs = bench_references(args.rate) if has_gyro else {}
+    results = [bench_engine(n, args.rate, has_gyro, packet=args.packet) for n in counts]
+    refs = bench_references(args.rate, args.packet) if has_gyro else {}
     # The batched path (state laid out across devices), on its own synthetic
     # ward, with VQF's updateBatch timed on the same data in the same run.
     batched = [run_bench(devices=n, seconds=10.0, rate_hz=args.rate) for n in counts if n >= 10]
     single = results[0].samples_per_s_per_core
     report: dict[str, Any] = {
         "rate_hz": args.rate,
-        "packet_samples": PACKET,
+        "packet_samples": args.packet,
         "has_gyro": has_gyro,
         "engine": [asdict(r) for r in results],
         "batched_path": [asdict(b) for b in batched],
@@ -209,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(
-        f"PostureEngine at {args.rate:g} Hz, {PACKET}-sample packets, "
+        f"PostureEngine at {args.rate:g} Hz, {args.packet}-sample packets, "
         f"{'gyroscope + accelerometer' if has_gyro else 'accelerometer only'} (CPU time)"
     )
     head = ("devices", "samples/s/core", "us/sample", "core/wearable", "memory/device")

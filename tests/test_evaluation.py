@@ -303,3 +303,13 @@ def test_bench_engine_reports_throughput_and_memory(capsys: pytest.CaptureFixtur
     for name, ratio in out["reference_ratio_to_engine"].items():
         assert ratio > 0, name
     assert bench.run(p.parse_args(["engine", "--devices", "0"])) == 2
+    assert bench.run(p.parse_args(["engine", "--devices", "1", "--packet", "0"])) == 2
+
+
+def test_bench_engine_single_device_with_longer_blocks(capsys: pytest.CaptureFixture[str]) -> None:
+    p = argparse.ArgumentParser(prog="posture-monitor bench")
+    bench.configure_parser(p)
+    assert bench.run(p.parse_args(["engine", "--devices", "1", "--packet", "50", "--json"])) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["packet_samples"] == 50
+    assert out["engine"][0]["samples"] >= 30_000 and out["engine"][0]["samples"] % 50 == 0

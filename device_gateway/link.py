@@ -194,13 +194,27 @@ class WearableSupervisor:
             _log.warning("wearable %s: %s", self.label, exc)
 
     async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        gather_s = self._settings.engine_batch_s
         while True:
             batch = [await self._queue.get()]
-            # A backlog (a busy gateway, a flood) is processed in one engine
+            # A backlog (a busy gateway, a flood), and with engine_batch_s
+            # whatever arrives within that time, is processed in one engine
             # call: the engine's output does not depend on how the stream is
             # split, and one call costs far less than many.
-            while len(batch) < _MAX_PACKETS_PER_CALL and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            deadline = loop.time() + gather_s
+            while len(batch) < _MAX_PACKETS_PER_CALL:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining_s = deadline - loop.time()
+                if remaining_s <= 0.0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining_s):
+                        batch.append(await self._queue.get())
+                except TimeoutError:
+                    break
             try:
                 await self._handle_packets(batch)
             finally:

@@ -22,6 +22,7 @@ from device_gateway.timeline import SampleBlock, Timeline
 from posture import (
     Activity,
     EngineConfig,
+    EngineStats,
     PostureEngine,
     PostureEvent,
     PostureEventKind,
@@ -92,6 +93,11 @@ class PatientMonitor:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def engine_stats(self) -> EngineStats | None:
+        """The current engine's counters (samples, blocks, ...); None before any sample."""
+        return None if self._engine is None else self._engine.stats
 
     async def link_up(self, *, recalibrate: bool) -> None:
         """The wearable (re)connected. ``recalibrate`` after a reboot or long absence,

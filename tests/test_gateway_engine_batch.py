@@ -71,9 +71,11 @@ async def test_gathered_packets_give_the_same_alerts_with_fewer_engine_calls() -
     assert not [k for k in kinds if k[0] == "p-003"]
     # The same alerts at the same sample times on the wearable's clock.
     assert gathered == each
-    # Per sample, far fewer calls (a packet is 10 samples; 0.5 s at 8x is
-    # more than the 10-packet cap per call).
-    assert gathered_calls / gathered_samples < 0.4 * each_calls / each_samples
+    # Far fewer calls: 0.5 s at 8x holds more than the 10-packet (100-sample)
+    # cap per call; packet by packet it is 10-20 samples a call (a busy loop
+    # drains backlogs, so that figure only grows under load).
+    assert gathered_samples / gathered_calls >= 50
+    assert each_calls > 0 and each_samples > 0
 
 
 def test_engine_batch_is_bounded() -> None:

@@ -250,7 +250,6 @@ def test_the_benchmark_reports_its_figures(capsys: pytest.CaptureFixture[str]) -
         r.single_us_per_sample,
     ):
         assert math.isfinite(value) and value > 0.0
-    assert r.batch_without_falls_samples_per_s > r.batch_samples_per_s
     assert 0.0 < r.batch_memory_per_device_bytes < 64 * 1024
     assert bench_main(["--bench", "--devices", "9", "--seconds", "1", "--warm", "2"]) == 0
     assert "M samples/s" in capsys.readouterr().out

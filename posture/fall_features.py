@@ -16,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
 __all__ = [
+    "column_means",
     "dot3",
     "first_recovery",
     "hann_taps",
@@ -45,6 +46,16 @@ def windows(x: FloatArray, width: int, starts: IndexArray | None = None) -> Floa
 def window_means(x: FloatArray, width: int, starts: IndexArray | None = None) -> FloatArray:
     """(k,) means of the windows of ``x`` (see :func:`windows`)."""
     return windows(x, width, starts).sum(axis=1) / width
+
+
+def column_means(rows: FloatArray) -> FloatArray:
+    """(3,) means of the first three columns of ``rows`` (m, >= 3), m >= 1.
+
+    Each column is copied into its own contiguous row and summed, exactly as
+    :func:`window_means` sums one window of all ``m`` samples, in one call
+    instead of three.
+    """
+    return np.asarray(np.ascontiguousarray(rows[:, :3].T).sum(axis=1) / rows.shape[0])
 
 
 def window_sds(x: FloatArray, width: int, starts: IndexArray | None = None) -> FloatArray:

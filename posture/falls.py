@@ -56,6 +56,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from posture.fall_features import (
+    column_means,
     dot3,
     first_recovery,
     hann_taps,
@@ -306,7 +307,7 @@ class FallDetector:
             return  # most walking steps end here, before the look-back below
         a, b = self._n_pre_dir
         pre_rows = work[max(0, i - a) : max(1, i - b)]
-        pre_dir = _column_means(pre_rows)
+        pre_dir = column_means(pre_rows)
         pre_dir /= max(float(np.sqrt(dot3(pre_dir * pre_dir, np.ones(3)))), 1e-9)
         ref = self._ref_up
         pre = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _UX : _UZ + 1]
@@ -315,7 +316,7 @@ class FallDetector:
             if float(dot3(pre, ref).max()) <= math.cos(math.radians(s.lying_tilt_deg)):
                 return  # lying all along: turning over in bed is no fall
         elif pre.size:
-            mean_up = _column_means(pre)
+            mean_up = column_means(pre)
             cos_mean = float(dot3(mean_up, ref)) / max(float(np.linalg.norm(mean_up)), 1e-9)
             if cos_mean <= math.cos(math.radians(s.lying_tilt_deg)):
                 # Far from a nominal (unmeasured) upright on average: more likely
@@ -478,13 +479,3 @@ class FallDetector:
         _log.info("fall at t=%.2f s cancelled at t=%.2f s: patient up", detect_t, t)
         details = {"impact_t_s": impact_t, "detected_t_s": detect_t}
         return FallFinding(kind="cancelled", t_s=t, details=details), base + i
-
-
-def _column_means(rows: FloatArray) -> FloatArray:
-    """(3,) means of the first three columns of ``rows`` (m, >=3), m >= 1.
-
-    Each column is copied into its own contiguous row and summed, exactly as
-    :func:`~posture.fall_features.window_means` sums one window, in one call
-    instead of three.
-    """
-    return np.asarray(np.ascontiguousarray(rows[:, :3].T).sum(axis=1) / rows.shape[0])

@@ -3,16 +3,16 @@
 :class:`SimulatedWorld` owns scenario time (``(loop.time() - start) * speed``)
 and two background tasks in a TaskGroup it owns: the pump, which advances
 every wearable and delivers what it emits to the connected client, and the
-advertiser, which shows advertising wearables to running scanners.
+advertiser, which shows advertising wearables to running scanners. The
+gateway reaches the world only through bleak: ``world.scanner_backend`` and
+``world.client_backend`` are passed as ``backend=``.
 
 When the machine cannot keep up with ``speed`` (the pump falls more than
 ``max(1 s, 10 ticks)`` of scenario time behind), scenario time slips: the
 world runs slower than asked instead of handing every wearable's backlog to
 the gateway at once, which no radio does. ``slipped_s`` counts the
 scenario seconds given up; the samples are the same either way (they are a
-function of scenario time). The
-gateway reaches the world only through bleak: ``world.scanner_backend`` and
-``world.client_backend`` are passed as ``backend=``.
+function of scenario time).
 """
 
 from __future__ import annotations

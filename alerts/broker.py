@@ -137,8 +137,9 @@ class EmbeddedBroker:
             logger.info("embedded MQTT broker listening on %s", self.url)
             return
         self._restore_loggers()
-        raise BrokerError(f"embedded MQTT broker cannot listen on {self._host}:{self._port}: "
-                          f"{last_error}") from last_error
+        raise BrokerError(
+            f"embedded MQTT broker cannot listen on {self._host}:{self._port}: {last_error}"
+        ) from last_error
 
     async def stop(self) -> None:
         """Stop listening and drop every session and retained message."""

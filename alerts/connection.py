@@ -51,8 +51,9 @@ class _Client(mqtt.Client):
         context = self._ssl_context
         if context is None or not context.check_hostname:
             return super()._ssl_wrap_socket(tcp_sock)
-        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host,
-                                       do_handshake_on_connect=False)
+        ssl_sock = context.wrap_socket(
+            tcp_sock, server_hostname=self._host, do_handshake_on_connect=False
+        )
         try:
             ssl_sock.settimeout(self._connect_timeout)
             ssl_sock.do_handshake()
@@ -75,8 +76,14 @@ class _Client(mqtt.Client):
 class ConnectFailed(BrokerError):
     """One failed connection attempt; ``permanent``: retrying will not help."""
 
-    def __init__(self, message: str, *, permanent: bool, unsupported_protocol: bool = False,
-                 no_answer: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        unsupported_protocol: bool = False,
+        no_answer: bool = False,
+    ):
         super().__init__(message)
         self.permanent = permanent
         self.unsupported_protocol = unsupported_protocol
@@ -174,12 +181,18 @@ class PahoConnection:
             if v5 and will.delay_s > 0:
                 will_properties = _properties(PacketTypes.WILLMESSAGE)
                 will_properties.WillDelayInterval = will.delay_s
-            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain,
-                            properties=will_properties)
+            client.will_set(
+                will.topic,
+                will.payload,
+                qos=will.qos,
+                retain=will.retain,
+                properties=will_properties,
+            )
         # paho's thread: forward only.
         ts = self._threadsafe
         client.on_connect = lambda _c, _u, flags, rc, _p: ts(
-            self._handle_connack, rc, bool(flags.session_present))
+            self._handle_connack, rc, bool(flags.session_present)
+        )
         client.on_disconnect = lambda _c, _u, _f, rc, _p: ts(self._handle_disconnect, rc)
         client.on_publish = lambda _c, _u, mid, rc, _p: ts(self._handle_ack, mid, rc)
         client.on_subscribe = lambda _c, _u, mid, codes, _p: ts(self._handle_ack, mid, list(codes))
@@ -212,14 +225,20 @@ class PahoConnection:
             return
         self._lost = True
         if not self._connack.done():
-            self._connack.set_exception(ConnectFailed(
-                f"MQTT broker at {self._settings.address} closed the connection before CONNACK",
-                permanent=False, no_answer=True,
-            ))
+            self._connack.set_exception(
+                ConnectFailed(
+                    f"MQTT broker at {self._settings.address} closed the connection before CONNACK",
+                    permanent=False,
+                    no_answer=True,
+                )
+            )
             self._connack.exception()  # retrieved: nobody may be awaiting it any more
         was_connected, self._connected = self._connected, False
-        self.fail_pending(BrokerError(
-            f"connection to MQTT broker at {self._settings.address} lost before the ack"))
+        self.fail_pending(
+            BrokerError(
+                f"connection to MQTT broker at {self._settings.address} lost before the ack"
+            )
+        )
         if was_connected and not self._closed:
             self._on_lost(code)
 
@@ -228,8 +247,11 @@ class PahoConnection:
         if future is None or future.done():
             return
         if isinstance(result, ReasonCode) and result.is_failure:
-            future.set_exception(BrokerError(
-                f"MQTT broker at {self._settings.address} refused a publish: {result.getName()}"))
+            future.set_exception(
+                BrokerError(
+                    f"MQTT broker at {self._settings.address} refused a publish: {result.getName()}"
+                )
+            )
         else:
             future.set_result(result)
 
@@ -263,11 +285,18 @@ class PahoConnection:
             clean = self._clean_start
 
             def call() -> Any:
-                return client.connect(settings.host, settings.port, settings.keepalive_s,
-                                      clean_start=clean, properties=properties)
+                return client.connect(
+                    settings.host,
+                    settings.port,
+                    settings.keepalive_s,
+                    clean_start=clean,
+                    properties=properties,
+                )
         else:
+
             def call() -> Any:
                 return client.connect(settings.host, settings.port, settings.keepalive_s)
+
         # connect() blocks (DNS, TCP, TLS handshake; each bounded by the socket
         # timeout), so it runs off the loop. If we are cancelled meanwhile,
         # close() waits for it before closing the socket it opened.
@@ -275,12 +304,16 @@ class PahoConnection:
         try:
             await asyncio.shield(self._connect_call)
         except ssl.SSLCertVerificationError as exc:
-            raise ConnectFailed(f"TLS certificate of MQTT broker at {settings.address} "
-                                f"rejected: {exc.verify_message}", permanent=True) from None
+            raise ConnectFailed(
+                f"TLS certificate of MQTT broker at {settings.address} "
+                f"rejected: {exc.verify_message}",
+                permanent=True,
+            ) from None
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            raise ConnectFailed(f"cannot reach MQTT broker at {settings.address}: {reason}",
-                                permanent=False) from None
+            raise ConnectFailed(
+                f"cannot reach MQTT broker at {settings.address}: {reason}", permanent=False
+            ) from None
         self._connect_call = None
         client.loop_start()
         wait_s = settings.connect_timeout_s if connack_timeout_s is None else connack_timeout_s
@@ -288,8 +321,11 @@ class PahoConnection:
             async with asyncio.timeout(wait_s):
                 code, session_present = await self._connack
         except TimeoutError:
-            raise ConnectFailed(f"no CONNACK from MQTT broker at {settings.address} within "
-                                f"{wait_s:g} s", permanent=False, no_answer=True) from None
+            raise ConnectFailed(
+                f"no CONNACK from MQTT broker at {settings.address} within {wait_s:g} s",
+                permanent=False,
+                no_answer=True,
+            ) from None
         if code.is_failure:
             raise ConnectFailed(
                 f"MQTT broker at {settings.address} refused the connection: {code.getName()}",
@@ -297,8 +333,10 @@ class PahoConnection:
                 unsupported_protocol=code.value == UNSUPPORTED_PROTOCOL,
             )
         if self._lost:
-            raise ConnectFailed(f"connection to MQTT broker at {settings.address} closed right "
-                                "after CONNACK", permanent=False)
+            raise ConnectFailed(
+                f"connection to MQTT broker at {settings.address} closed right after CONNACK",
+                permanent=False,
+            )
         self._connected = True
         return session_present
 
@@ -316,13 +354,16 @@ class PahoConnection:
             properties = _properties(PacketTypes.PUBLISH)
             properties.MessageExpiryInterval = min(0xFFFFFFFF, max(1, math.ceil(expiry_s)))
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain,
-                                        properties=properties)
+            info = self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties
+            )
         except ValueError as exc:
             raise ValueError(f"cannot publish to topic {topic!r:.80}: {exc}") from exc
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise BrokerError(f"publish to MQTT broker at {self._settings.address} failed: "
-                              f"{mqtt.error_string(info.rc)}")
+            raise BrokerError(
+                f"publish to MQTT broker at {self._settings.address} failed: "
+                f"{mqtt.error_string(info.rc)}"
+            )
         return None if qos == 0 else self._expect_ack(info.mid)
 
     def subscribe(self, topic_filter: str, qos: int) -> asyncio.Future[Any]:
@@ -333,8 +374,10 @@ class PahoConnection:
         """
         result, mid = self._client.subscribe(topic_filter, qos)
         if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
-            raise BrokerError(f"subscribe at MQTT broker {self._settings.address} failed: "
-                              f"{mqtt.error_string(result)}")
+            raise BrokerError(
+                f"subscribe at MQTT broker {self._settings.address} failed: "
+                f"{mqtt.error_string(result)}"
+            )
         return self._expect_ack(mid)
 
     def _expect_ack(self, mid: int) -> asyncio.Future[Any]:
@@ -366,12 +409,14 @@ class PahoConnection:
         pending_connect, self._connect_call = self._connect_call, None
         if pending_connect is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(pending_connect),
-                                       self._settings.connect_timeout_s + 1.0)
+                await asyncio.wait_for(
+                    asyncio.shield(pending_connect), self._settings.connect_timeout_s + 1.0
+                )
         with contextlib.suppress(Exception):
             if send_disconnect and with_will and self._protocol == "5":
-                client.disconnect(ReasonCode(PacketTypes.DISCONNECT,
-                                             identifier=_DISCONNECT_WITH_WILL))
+                client.disconnect(
+                    ReasonCode(PacketTypes.DISCONNECT, identifier=_DISCONNECT_WITH_WILL)
+                )
             else:
                 # Even without a session this wakes paho's select(), so
                 # loop_stop() returns at once instead of after its 1 s tick.
@@ -386,8 +431,11 @@ class PahoConnection:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
             await asyncio.to_thread(client.loop_stop)
-        self.fail_pending(BrokerError(f"connection to MQTT broker at {self._settings.address} "
-                                      "closed before the ack"))
+        self.fail_pending(
+            BrokerError(
+                f"connection to MQTT broker at {self._settings.address} closed before the ack"
+            )
+        )
         # Break the client -> callback -> self cycle; paho's thread is gone.
         client.on_connect = client.on_disconnect = client.on_publish = None
         client.on_subscribe = client.on_message = None

@@ -200,7 +200,8 @@ class MqttClient:
             await self._close(with_will=False)
             raise
         self._supervisor = self._tasks.create_task(
-            self._supervise(), name=f"mqtt-supervisor-{self._client_id}")
+            self._supervise(), name=f"mqtt-supervisor-{self._client_id}"
+        )
         if self.connected:
             self._start_hooks()
         return self
@@ -234,7 +235,8 @@ class MqttClient:
     def _require_open(self) -> None:
         if self._state is not _Lifecycle.OPEN:
             raise BrokerError(
-                f"MQTT client for {self._settings.address} is {self._state.value}, not open")
+                f"MQTT client for {self._settings.address} is {self._state.value}, not open"
+            )
 
     async def wait_connected(self) -> None:
         """Return once connected.
@@ -309,11 +311,14 @@ class MqttClient:
     async def _subscribe_now(self, topic_filter: str, qos: int) -> None:
         conn = self._live_connection()
         codes: list[ReasonCode] = await self._await_ack(
-            conn, conn.subscribe(topic_filter, qos), "SUBACK")
+            conn, conn.subscribe(topic_filter, qos), "SUBACK"
+        )
         refused = [code for code in codes if code.is_failure]
         if refused:
-            raise BrokerError(f"MQTT broker at {self._settings.address} refused the "
-                              f"subscription to {topic_filter!r}: {refused[0].getName()}")
+            raise BrokerError(
+                f"MQTT broker at {self._settings.address} refused the "
+                f"subscription to {topic_filter!r}: {refused[0].getName()}"
+            )
 
     def _live_connection(self) -> PahoConnection:
         conn = self._conn
@@ -326,8 +331,10 @@ class MqttClient:
             async with asyncio.timeout(self._settings.ack_timeout_s):
                 return await ack
         except TimeoutError:
-            raise BrokerError(f"no {what} from MQTT broker at {self._settings.address} within "
-                              f"{self._settings.ack_timeout_s:g} s") from None
+            raise BrokerError(
+                f"no {what} from MQTT broker at {self._settings.address} within "
+                f"{self._settings.ack_timeout_s:g} s"
+            ) from None
         finally:
             conn.forget(ack)
 
@@ -360,14 +367,19 @@ class MqttClient:
         self._dropped_messages += 1
         # Log the first drop and then every power of two, not every message.
         if self._dropped_messages & (self._dropped_messages - 1) == 0:
-            logger.error("dropped %d received MQTT message(s) so far (%s) from %s",
-                         self._dropped_messages, why, self._settings.address)
+            logger.error(
+                "dropped %d received MQTT message(s) so far (%s) from %s",
+                self._dropped_messages,
+                why,
+                self._settings.address,
+            )
 
     def _on_lost(self, code: ReasonCode) -> None:
         self._connected_event.clear()
         if self._state is _Lifecycle.OPEN:
-            logger.warning("connection to MQTT broker at %s lost: %s",
-                           self._settings.address, code.getName())
+            logger.warning(
+                "connection to MQTT broker at %s lost: %s", self._settings.address, code.getName()
+            )
             self._lost_event.set()
 
     # ------------------------------------------------------------ connecting
@@ -401,10 +413,16 @@ class MqttClient:
         except TimeoutError:
             detail = f": {self._last_error}" if self._last_error else ""
             if self._wait_for_connection:
-                raise BrokerError(f"cannot connect to MQTT broker at {settings.address} within "
-                                  f"{settings.connect_timeout_s:g} s{detail}") from None
-            logger.warning("no connection to MQTT broker at %s within %g s%s; retrying in the "
-                           "background", settings.address, settings.connect_timeout_s, detail)
+                raise BrokerError(
+                    f"cannot connect to MQTT broker at {settings.address} within "
+                    f"{settings.connect_timeout_s:g} s{detail}"
+                ) from None
+            logger.warning(
+                "no connection to MQTT broker at %s within %g s%s; retrying in the background",
+                settings.address,
+                settings.connect_timeout_s,
+                detail,
+            )
             self._lost_event.set()
 
     @property
@@ -419,8 +437,12 @@ class MqttClient:
         except ConnectFailed as exc:
             if not (self._may_fall_back and (exc.unsupported_protocol or exc.no_answer)):
                 raise
-            logger.warning("MQTT broker at %s refuses protocol 5 (%s); using 3.1.1 (no "
-                           "message expiry, no will delay)", self._settings.address, exc)
+            logger.warning(
+                "MQTT broker at %s refuses protocol 5 (%s); using 3.1.1 (no "
+                "message expiry, no will delay)",
+                self._settings.address,
+                exc,
+            )
             self._protocol = "3.1.1"
             await self._attempt_once()
 
@@ -451,8 +473,12 @@ class MqttClient:
         self._last_error = None
         self._lost_event.clear()
         self._connected_event.set()
-        logger.info("connected to MQTT broker at %s (MQTT %s, session present: %s)",
-                    self._settings.address, self._protocol, session_present)
+        logger.info(
+            "connected to MQTT broker at %s (MQTT %s, session present: %s)",
+            self._settings.address,
+            self._protocol,
+            session_present,
+        )
 
     async def _supervise(self) -> None:
         """Reconnect after every loss, with capped, jittered backoff."""
@@ -481,7 +507,8 @@ class MqttClient:
         if self._hooks is not None and not self._hooks.done():
             self._hooks.cancel()
         self._hooks = self._tasks.create_task(
-            self._run_hooks(), name=f"mqtt-on-connect-{self._client_id}")
+            self._run_hooks(), name=f"mqtt-on-connect-{self._client_id}"
+        )
 
     async def _run_hooks(self) -> None:
         if not self._session_present:

@@ -118,15 +118,17 @@ class Outbox:
             if self._path is None or isinstance(exc, sqlite3.OperationalError):
                 raise ConfigError(f"outbox {self._where}: cannot open: {exc}") from exc
             aside = self._path.with_name(f"{self._path.name}.corrupt-{int(self._clock())}")
-            logger.error("outbox %s is corrupt (%s); moved to %s, starting empty",
-                         self._path, exc, aside)
+            logger.error(
+                "outbox %s is corrupt (%s); moved to %s, starting empty", self._path, exc, aside
+            )
             self._path.rename(aside)
             for suffix in ("-wal", "-shm"):
                 Path(f"{self._path}{suffix}").unlink(missing_ok=True)
             self._db = self._open()
         if len(self):
-            logger.info("outbox %s holds %d pending event(s) from a previous run",
-                        self._where, len(self))
+            logger.info(
+                "outbox %s holds %d pending event(s) from a previous run", self._where, len(self)
+            )
 
     @property
     def _where(self) -> str:
@@ -147,8 +149,9 @@ class Outbox:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, _SCHEMA_VERSION):
                 db.execute("ROLLBACK")
-                raise ConfigError(f"outbox {self._where}: schema version {version}, "
-                                  f"expected {_SCHEMA_VERSION}")
+                raise ConfigError(
+                    f"outbox {self._where}: schema version {version}, expected {_SCHEMA_VERSION}"
+                )
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -157,9 +160,7 @@ class Outbox:
         except sqlite3.OperationalError as exc:
             db.close()
             if "locked" in str(exc):
-                raise ConfigError(
-                    f"outbox {self._where} is in use by another process"
-                ) from exc
+                raise ConfigError(f"outbox {self._where} is in use by another process") from exc
             raise
         except BaseException:
             db.close()
@@ -177,14 +178,25 @@ class Outbox:
                 self._db.execute(
                     f"INSERT OR IGNORE INTO outbox ({_COLUMNS.split(', ', 1)[1]})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (entry.event_id, entry.topic, entry.payload, entry.severity.rank,
-                     int(entry.is_fall), entry.created_s, entry.expires_s))
+                    (
+                        entry.event_id,
+                        entry.topic,
+                        entry.payload,
+                        entry.severity.rank,
+                        int(entry.is_fall),
+                        entry.created_s,
+                        entry.expires_s,
+                    ),
+                )
                 del self._spilled[entry.event_id]
             except sqlite3.Error:
                 break
         if self._spilled:
-            logger.error("outbox %s: %d event(s) never reached the disk and are lost at exit",
-                         self._where, len(self._spilled))
+            logger.error(
+                "outbox %s: %d event(s) never reached the disk and are lost at exit",
+                self._where,
+                len(self._spilled),
+            )
         self._db.close()
 
     def __enter__(self) -> Outbox:
@@ -242,8 +254,15 @@ class Outbox:
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO outbox (event_id, topic, payload, severity_rank, is_fall,"
                 " created_s, expires_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (event.event_id, topic, payload, severity.rank, int(event.is_fall),
-                 now_s, expires_s),
+                (
+                    event.event_id,
+                    topic,
+                    payload,
+                    severity.rank,
+                    int(event.is_fall),
+                    now_s,
+                    expires_s,
+                ),
             )
             stored = cursor.rowcount == 1
             if stored:
@@ -254,8 +273,15 @@ class Outbox:
             self._db_failed(f"storing event {event.event_id} (kept in memory)", exc)
             self._spill_seq -= 1
             self._spilled[event.event_id] = OutboxEntry(
-                self._spill_seq, event.event_id, topic, payload, severity, event.is_fall,
-                now_s, expires_s)
+                self._spill_seq,
+                event.event_id,
+                topic,
+                payload,
+                severity,
+                event.is_fall,
+                now_s,
+                expires_s,
+            )
             return True
         except BaseException:
             self._rollback()
@@ -275,24 +301,36 @@ class Outbox:
         self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(row[0],) for row in victims])
         self.evicted_count += len(victims)
         for _seq, event_id, rank in victims:
-            logger.warning("outbox full (%d rows): evicted %s event %s",
-                           self._max_rows, _SEVERITY_BY_RANK[rank], event_id)
+            logger.warning(
+                "outbox full (%d rows): evicted %s event %s",
+                self._max_rows,
+                _SEVERITY_BY_RANK[rank],
+                event_id,
+            )
         if len(victims) < excess:
-            logger.error("outbox holds %d rows, over its bound of %d, and only fall events "
-                         "remain: keeping them all", len(self), self._max_rows)
+            logger.error(
+                "outbox holds %d rows, over its bound of %d, and only fall events "
+                "remain: keeping them all",
+                len(self),
+                self._max_rows,
+            )
         return {row[1] for row in victims}
 
     def drop_expired(self) -> int:
         """Delete events whose expiry has passed; return how many."""
         now_s = self._clock()
-        stale = [event_id for event_id, entry in self._spilled.items()
-                 if not entry.is_fall and entry.expires_s is not None and entry.expires_s <= now_s]
+        stale = [
+            event_id
+            for event_id, entry in self._spilled.items()
+            if not entry.is_fall and entry.expires_s is not None and entry.expires_s <= now_s
+        ]
         for event_id in stale:
             del self._spilled[event_id]
         try:
             cursor = self._db.execute(
-                "DELETE FROM outbox WHERE is_fall = 0 AND expires_s IS NOT NULL"
-                " AND expires_s <= ?", (now_s,))
+                "DELETE FROM outbox WHERE is_fall = 0 AND expires_s IS NOT NULL AND expires_s <= ?",
+                (now_s,),
+            )
             dropped = max(cursor.rowcount, 0) + len(stale)
         except sqlite3.Error as exc:
             self._db_failed("dropping expired events", exc)
@@ -314,8 +352,16 @@ class Outbox:
             self._db_failed("reading pending events", exc)
             rows = []
         entries = [
-            OutboxEntry(seq, event_id, topic, bytes(payload), _SEVERITY_BY_RANK[rank],
-                        bool(is_fall), created_s, expires_s)
+            OutboxEntry(
+                seq,
+                event_id,
+                topic,
+                bytes(payload),
+                _SEVERITY_BY_RANK[rank],
+                bool(is_fall),
+                created_s,
+                expires_s,
+            )
             for seq, event_id, topic, payload, rank, is_fall, created_s, expires_s in rows
         ]
         if self._spilled:
@@ -332,8 +378,9 @@ class Outbox:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("DELETE FROM outbox WHERE event_id = ?",
-                                 [(event_id,) for event_id in event_ids])
+            self._db.executemany(
+                "DELETE FROM outbox WHERE event_id = ?", [(event_id,) for event_id in event_ids]
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()

@@ -93,9 +93,11 @@ class AlertPublisher:
     ) -> None:
         self._gateway_id = validate_id(gateway_id, "gateway")
         self._topics = Topics(topic_root)
-        for name, value in (("state_interval_s", state_interval_s),
-                            ("status_interval_s", status_interval_s),
-                            ("slouch_expiry_s", slouch_expiry_s)):
+        for name, value in (
+            ("state_interval_s", state_interval_s),
+            ("status_interval_s", status_interval_s),
+            ("slouch_expiry_s", slouch_expiry_s),
+        ):
             if not 0 < value < 1e7:
                 raise ConfigError(f"publisher setting {name!r}: expected > 0 s, got {value!r}")
         if not 0 <= shutdown_grace_s < 1e4 or not 0 <= will_delay_s <= 86_400:
@@ -170,8 +172,13 @@ class AlertPublisher:
         client = MqttClient(
             self._settings,
             client_id=f"{self._settings.client_id_prefix}-gw-{self._gateway_id}",
-            will=Will(self._topics.status(self._gateway_id), offline, qos=1, retain=True,
-                      delay_s=self._will_delay_s),
+            will=Will(
+                self._topics.status(self._gateway_id),
+                offline,
+                qos=1,
+                retain=True,
+                delay_s=self._will_delay_s,
+            ),
             clean_start=True,
             # MQTT 5 publishes the will when the session ends if that comes
             # before the will delay: the session must outlive the delay.
@@ -251,10 +258,18 @@ class AlertPublisher:
                 f"event {event.event_id} is from gateway {event.gateway_id!r}, "
                 f"this publisher is {self._gateway_id!r}"
             )
-        stored = outbox.put(event, self._topics.events(event.patient_id),
-                            expiry_s=event.default_expiry_s(self._slouch_expiry_s))
-        logger.info("queued %s event %s for patient %s%s", event.type, event.event_id,
-                    mask_id(event.patient_id), "" if stored else " (duplicate or evicted)")
+        stored = outbox.put(
+            event,
+            self._topics.events(event.patient_id),
+            expiry_s=event.default_expiry_s(self._slouch_expiry_s),
+        )
+        logger.info(
+            "queued %s event %s for patient %s%s",
+            event.type,
+            event.event_id,
+            mask_id(event.patient_id),
+            "" if stored else " (duplicate or evicted)",
+        )
         self._wakeup.set()
 
     def update_state(self, state: PatientState) -> None:
@@ -266,8 +281,9 @@ class AlertPublisher:
         """
         self._require_open()
         if state.gateway_id != self._gateway_id:
-            raise ValueError(f"state of gateway {state.gateway_id!r} given to publisher "
-                             f"{self._gateway_id!r}")
+            raise ValueError(
+                f"state of gateway {state.gateway_id!r} given to publisher {self._gateway_id!r}"
+            )
         self._states[state.patient_id] = state
         self._dirty.add(state.patient_id)
 
@@ -283,10 +299,13 @@ class AlertPublisher:
         clean: dict[str, DeviceMetricValue] = {}
         for key, value in metrics.items():
             ok = isinstance(value, bool | str) or (
-                isinstance(value, int | float) and math.isfinite(value))
+                isinstance(value, int | float) and math.isfinite(value)
+            )
             if not isinstance(key, str) or not ok:
-                raise ValueError(f"device metric {key!r}: expected a finite number, bool or "
-                                 f"string, got {value!r:.40}")
+                raise ValueError(
+                    f"device metric {key!r}: expected a finite number, bool or "
+                    f"string, got {value!r:.40}"
+                )
             clean[key] = value
         self._devices[patient_id] = clean
 
@@ -298,8 +317,9 @@ class AlertPublisher:
         try:
             await self._publish_status(GatewayState.ONLINE)
             for patient_id, state in list(self._states.items()):
-                await client.publish(self._topics.state(patient_id), state.to_json(),
-                                     qos=0, retain=True)
+                await client.publish(
+                    self._topics.state(patient_id), state.to_json(), qos=0, retain=True
+                )
                 self._states_published += 1
                 self._dirty.discard(patient_id)
         except BrokerError as exc:
@@ -315,8 +335,9 @@ class AlertPublisher:
             if not batch:
                 await self._wakeup.wait()
                 continue
-            results = await asyncio.gather(*(self._send(client, e) for e in batch),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._send(client, e) for e in batch), return_exceptions=True
+            )
             outbox.remove(*(e.event_id for e, r in zip(batch, results, strict=True) if r is None))
             errors = [r for r in results if isinstance(r, BaseException)]
             if not errors:
@@ -326,8 +347,13 @@ class AlertPublisher:
                 if not isinstance(error, BrokerError):
                     logger.error("unexpected error publishing an event", exc_info=error)
             delay = backoff.next_delay()
-            logger.warning("%d of %d event(s) not acknowledged (%s); retrying in %.2f s",
-                           len(errors), len(batch), errors[0], delay)
+            logger.warning(
+                "%d of %d event(s) not acknowledged (%s); retrying in %.2f s",
+                len(errors),
+                len(batch),
+                errors[0],
+                delay,
+            )
             await asyncio.sleep(delay)
 
     async def _send(self, client: MqttClient, entry: OutboxEntry) -> None:
@@ -350,8 +376,9 @@ class AlertPublisher:
                 state = self._states[patient_id]
                 self._dirty.discard(patient_id)
                 try:
-                    await client.publish(self._topics.state(patient_id), state.to_json(),
-                                         qos=0, retain=True)
+                    await client.publish(
+                        self._topics.state(patient_id), state.to_json(), qos=0, retain=True
+                    )
                 except BrokerError:
                     self._dirty.add(patient_id)  # after a reconnect all are re-sent anyway
                     break
@@ -370,10 +397,12 @@ class AlertPublisher:
 
     def _status_payload(self, status: GatewayState, *, with_metrics: bool = True) -> bytes:
         metrics = self.metrics.as_dict() if with_metrics else {}
-        return GatewayStatus(self._gateway_id, status, utc_from_timestamp(self._clock()),
-                             metrics).to_json()
+        return GatewayStatus(
+            self._gateway_id, status, utc_from_timestamp(self._clock()), metrics
+        ).to_json()
 
     async def _publish_status(self, status: GatewayState) -> None:
         client, _outbox = self._require_open()
-        await client.publish(self._topics.status(self._gateway_id), self._status_payload(status),
-                             qos=1, retain=True)
+        await client.publish(
+            self._topics.status(self._gateway_id), self._status_payload(status), qos=1, retain=True
+        )

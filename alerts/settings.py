@@ -93,7 +93,8 @@ class MqttSettings:
             raise ConfigError(f"MQTT setting 'port': expected 1-65535, got {self.port!r}")
         if self.protocol not in _PROTOCOLS:
             raise ConfigError(
-                f"MQTT setting 'protocol': expected '5' or '3.1.1', got {self.protocol!r}")
+                f"MQTT setting 'protocol': expected '5' or '3.1.1', got {self.protocol!r}"
+            )
         if self.password is not None and self.username is None:
             raise ConfigError("MQTT setting 'password': given without a 'username'")
         if (self.cert_file is None) != (self.key_file is None):
@@ -107,7 +108,8 @@ class MqttSettings:
             )
         if not 0 < self.keepalive_s <= 65535:
             raise ConfigError(
-                f"MQTT setting 'keepalive_s': expected 1-65535, got {self.keepalive_s!r}")
+                f"MQTT setting 'keepalive_s': expected 1-65535, got {self.keepalive_s!r}"
+            )
         for name in ("connect_timeout_s", "reconnect_min_s", "reconnect_max_s", "ack_timeout_s"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < 1e6:
@@ -181,7 +183,8 @@ class MqttSettings:
         for key, value in overrides.items():
             if key not in known:
                 raise ConfigError(
-                    f"unknown MQTT setting {key!r} (known: {', '.join(sorted(known))})")
+                    f"unknown MQTT setting {key!r} (known: {', '.join(sorted(known))})"
+                )
             values[key] = value
         return cls(**values)
 

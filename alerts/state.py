@@ -191,7 +191,8 @@ class GatewayStatus:
             status = GatewayState(status_text)
         except ValueError as exc:
             raise ValueError(
-                f"field 'status': expected online/offline, got {status_text!r:.40}") from exc
+                f"field 'status': expected online/offline, got {status_text!r:.40}"
+            ) from exc
         metrics = obj.get("metrics") or {}
         if not isinstance(metrics, dict):
             raise ValueError(f"field 'metrics': expected an object, got {metrics!r:.40}")

@@ -190,10 +190,17 @@ class Topics:
 
 def check_topic_name(topic: str) -> None:
     """Raise ValueError unless ``topic`` is a valid MQTT topic name."""
-    if (not isinstance(topic, str) or not topic or "\0" in topic or "+" in topic
-            or "#" in topic or len(topic.encode("utf-8", "replace")) > 65535):
-        raise ValueError(f"invalid MQTT topic name {topic!r:.80}: empty, too long or has a "
-                         "wildcard")
+    if (
+        not isinstance(topic, str)
+        or not topic
+        or "\0" in topic
+        or "+" in topic
+        or "#" in topic
+        or len(topic.encode("utf-8", "replace")) > 65535
+    ):
+        raise ValueError(
+            f"invalid MQTT topic name {topic!r:.80}: empty, too long or has a wildcard"
+        )
 
 
 def check_topic_filter(topic_filter: str) -> None:

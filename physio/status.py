@@ -37,13 +37,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_broker_arguments(parser)
     parser.add_argument("--gateway", default=None, metavar="ID", help="only this gateway")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--wait", type=float, default=1.0, metavar="S",
-                        help="how long to wait for retained statuses (default 1 s)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how long to wait for retained statuses (default 1 s)",
+    )
 
 
-async def collect_statuses(settings: MqttSettings, *, topic_root: str = DEFAULT_TOPIC_ROOT,
-                           gateway_id: str | None = None,
-                           wait_s: float = 1.0) -> dict[str, GatewayStatus]:
+async def collect_statuses(
+    settings: MqttSettings,
+    *,
+    topic_root: str = DEFAULT_TOPIC_ROOT,
+    gateway_id: str | None = None,
+    wait_s: float = 1.0,
+) -> dict[str, GatewayStatus]:
     """Read retained gateway statuses for ``wait_s`` seconds (less if the one
     asked for arrived).
 
@@ -52,8 +61,11 @@ async def collect_statuses(settings: MqttSettings, *, topic_root: str = DEFAULT_
         ConfigError: on an invalid gateway id or topic root.
     """
     topics = Topics(topic_root)
-    topic_filter = topics.all_status if gateway_id is None else topics.status(
-        validate_id(gateway_id, "gateway"))
+    topic_filter = (
+        topics.all_status
+        if gateway_id is None
+        else topics.status(validate_id(gateway_id, "gateway"))
+    )
     found: dict[str, GatewayStatus] = {}
     async with MqttClient(settings) as client:
         await client.subscribe(topic_filter, qos=1)
@@ -85,8 +97,10 @@ def _fmt(value: object, unit: str = "") -> str:
 def format_statuses(statuses: Mapping[str, GatewayStatus], *, now_s: float | None = None) -> str:
     """A table: one row per gateway, then one per wearable's device metrics."""
     now_s = time.time() if now_s is None else now_s
-    header = (f"{'GATEWAY':14}{'STATUS':9}{'SINCE':26}{'PENDING':9}{'OLDEST':9}"
-              f"{'PUBLISHED':11}{'LAT LAST':10}{'LAT AVG':9}{'RECONN':7}")
+    header = (
+        f"{'GATEWAY':14}{'STATUS':9}{'SINCE':26}{'PENDING':9}{'OLDEST':9}"
+        f"{'PUBLISHED':11}{'LAT LAST':10}{'LAT AVG':9}{'RECONN':7}"
+    )
     lines = [header]
     for gateway_id in sorted(statuses):
         status = statuses[gateway_id]
@@ -97,7 +111,8 @@ def format_statuses(statuses: Mapping[str, GatewayStatus], *, now_s: float | Non
             f"{format_utc_ms(status.time)[:19] + f' ({age_s:.0f}s)':26}"
             f"{_fmt(m.get('events_pending')):9}{_fmt(m.get('oldest_pending_age_s'), 's'):9}"
             f"{_fmt(m.get('events_published')):11}{_fmt(m.get('publish_latency_last_ms'), 'ms'):10}"
-            f"{_fmt(m.get('publish_latency_avg_ms'), 'ms'):9}{_fmt(m.get('reconnects')):7}")
+            f"{_fmt(m.get('publish_latency_avg_ms'), 'ms'):9}{_fmt(m.get('reconnects')):7}"
+        )
         devices = m.get("devices")
         if isinstance(devices, Mapping):
             for patient_id in sorted(devices):
@@ -112,9 +127,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Entry point of ``posture-monitor status`` (exit codes in the module doc)."""
     out = sys.stdout if out is None else out
     try:
-        statuses = asyncio.run(collect_statuses(settings_from_args(args),
-                                                topic_root=args.topic_root,
-                                                gateway_id=args.gateway, wait_s=args.wait))
+        statuses = asyncio.run(
+            collect_statuses(
+                settings_from_args(args),
+                topic_root=args.topic_root,
+                gateway_id=args.gateway,
+                wait_s=args.wait,
+            )
+        )
     except PostureMonitorError as exc:
         print(f"posture-monitor status: error: {exc}", file=sys.stderr)
         return 2
@@ -124,7 +144,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out.write(format_statuses(statuses))
     if not statuses:
         what = f"gateway {args.gateway!r}" if args.gateway else "any gateway"
-        print(f"posture-monitor status: no retained status of {what} under "
-              f"{args.topic_root}", file=sys.stderr)
+        print(
+            f"posture-monitor status: no retained status of {what} under {args.topic_root}",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -56,8 +56,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _RESET, _BOLD, _DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
-_SEVERITY_STYLE = {Severity.HIGH: "\x1b[1;97;41m", Severity.MEDIUM: "\x1b[33m",
-                   Severity.LOW: "\x1b[36m", Severity.INFO: _DIM}
+_SEVERITY_STYLE = {
+    Severity.HIGH: "\x1b[1;97;41m",
+    Severity.MEDIUM: "\x1b[33m",
+    Severity.LOW: "\x1b[36m",
+    Severity.INFO: _DIM,
+}
 _SEEN_IDS = 10_000  # event ids remembered for de-duplication
 # Keep the broker session this long over a disconnect, so alerts sent while
 # the watcher's network blips are delivered when it comes back.
@@ -99,8 +103,13 @@ class WatchModel:
     break the contract) are shown in the footer; nothing bad crashes it.
     """
 
-    def __init__(self, topics: Topics | None = None, *, max_events: int = 20,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        topics: Topics | None = None,
+        *,
+        max_events: int = 20,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.topics = topics or Topics()
         self.max_events = max_events
         self._clock = clock
@@ -132,8 +141,12 @@ class WatchModel:
         except ValueError as exc:
             self.malformed += 1
             if self.malformed & (self.malformed - 1) == 0:  # 1, 2, 4, 8...: not every one
-                logger.warning("ignored a malformed message on %s (%d so far): %s",
-                               info.kind, self.malformed, exc)
+                logger.warning(
+                    "ignored a malformed message on %s (%d so far): %s",
+                    info.kind,
+                    self.malformed,
+                    exc,
+                )
             return False
 
     def _on_state(self, patient_id: str, payload: bytes) -> bool:
@@ -145,13 +158,18 @@ class WatchModel:
         old = self.states.get(patient_id)
         self.states[patient_id] = state
         key = (state.activity, state.slouching, state.device_connected, state.calibrated)
-        if old is None or key != (old.activity, old.slouching, old.device_connected,
-                                  old.calibrated):
+        if old is None or key != (
+            old.activity,
+            old.slouching,
+            old.device_connected,
+            old.calibrated,
+        ):
             self._lines.append(
                 f"{format_utc_ms(state.time)} STATE {patient_id} activity={state.activity} "
                 f"slouching={'yes' if state.slouching else 'no'} "
                 f"device={'connected' if state.device_connected else 'DISCONNECTED'} "
-                f"flexion={_angle(state.flexion_deg)} lateral={_angle(state.lateral_deg)}")
+                f"flexion={_angle(state.flexion_deg)} lateral={_angle(state.lateral_deg)}"
+            )
         return True
 
     def _on_status(self, gateway_id: str, payload: bytes) -> bool:
@@ -161,8 +179,9 @@ class WatchModel:
         old = self.gateways.get(gateway_id)
         self.gateways[gateway_id] = status
         if old is None or old.status != status.status:
-            self._lines.append(f"{format_utc_ms(status.time)} GATEWAY {gateway_id} "
-                               f"{status.status.upper()}")
+            self._lines.append(
+                f"{format_utc_ms(status.time)} GATEWAY {gateway_id} {status.status.upper()}"
+            )
         return True
 
     def _on_event(self, patient_id: str, event: AlertEvent) -> bool:
@@ -175,14 +194,16 @@ class WatchModel:
         self._remember(event.event_id, item)
         if event.type is EventType.FALL_CANCELLED:
             for earlier in reversed(self.feed):
-                if (earlier.event.patient_id == patient_id
-                        and earlier.event.type is EventType.FALL_DETECTED
-                        and earlier.event.time <= event.time):
+                if (
+                    earlier.event.patient_id == patient_id
+                    and earlier.event.type is EventType.FALL_DETECTED
+                    and earlier.event.time <= event.time
+                ):
                     earlier.cancelled = True
                     break
         self.feed.append(item)
         self.feed.sort(key=lambda i: i.event.time)
-        del self.feed[:-self.max_events]
+        del self.feed[: -self.max_events]
         self._lines.append("EVENT " + self._event_line(item, color=False, iso_time=True))
         return True
 
@@ -215,11 +236,16 @@ class WatchModel:
         """One feed line; the screen shows local wall time, logs ISO UTC."""
         event = item.event
         severity = event.severity or Severity.INFO
-        when = (format_utc_ms(event.time) if iso_time
-                else event.time.astimezone().strftime("%H:%M:%S"))
-        parts = [when, f"{severity.upper():6}",
-                 f"{event.type.replace('_', ' ').upper():19}", f"{event.patient_id:10}",
-                 f"gw {event.gateway_id}"]
+        when = (
+            format_utc_ms(event.time) if iso_time else event.time.astimezone().strftime("%H:%M:%S")
+        )
+        parts = [
+            when,
+            f"{severity.upper():6}",
+            f"{event.type.replace('_', ' ').upper():19}",
+            f"{event.patient_id:10}",
+            f"gw {event.gateway_id}",
+        ]
         if event.flexion_deg is not None:
             parts.append(f"flexion {_angle(event.flexion_deg)}")
         # What a physiotherapist reads; the engine's internals stay in the JSON.
@@ -249,21 +275,29 @@ class WatchModel:
         now_s = self._clock()
         bold = (lambda s: f"{_BOLD}{s}{_RESET}") if color else (lambda s: s)
         online = sum(1 for g in self.gateways.values() if g.online)
-        lines = [bold(f"Posture monitor {header}".rstrip()),
-                 f"{len(self.states)} patient(s), {online}/{len(self.gateways)} gateway(s) online"
-                 f"   {utc_from_timestamp(now_s).astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}",
-                 ""]
-        lines.append(bold(f"{'PATIENT':12}{'GATEWAY':12}{'GW':9}{'DEVICE':8}{'BATT':6}"
-                          f"{'FLEXION':9}{'LATERAL':9}{'ACTIVITY':10}{'SLOUCH':8}UPDATED"))
+        lines = [
+            bold(f"Posture monitor {header}".rstrip()),
+            f"{len(self.states)} patient(s), {online}/{len(self.gateways)} gateway(s) online"
+            f"   {utc_from_timestamp(now_s).astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')}",
+            "",
+        ]
+        lines.append(
+            bold(
+                f"{'PATIENT':12}{'GATEWAY':12}{'GW':9}{'DEVICE':8}{'BATT':6}"
+                f"{'FLEXION':9}{'LATERAL':9}{'ACTIVITY':10}{'SLOUCH':8}UPDATED"
+            )
+        )
         for patient_id in sorted(self.states):
             s = self.states[patient_id]
             gateway = self.gateways.get(s.gateway_id)
             gw_text = "?" if gateway is None else str(gateway.status)
-            row = (f"{patient_id[:11]:12}{s.gateway_id[:11]:12}{gw_text:9}"
-                   f"{'yes' if s.device_connected else 'NO':8}"
-                   f"{'-' if s.battery_pct is None else f'{s.battery_pct}%':6}"
-                   f"{_angle(s.flexion_deg):9}{_angle(s.lateral_deg):9}{s.activity[:9]:10}"
-                   f"{'YES' if s.slouching else 'no':8}{_age(now_s, s.time.timestamp())} ago")
+            row = (
+                f"{patient_id[:11]:12}{s.gateway_id[:11]:12}{gw_text:9}"
+                f"{'yes' if s.device_connected else 'NO':8}"
+                f"{'-' if s.battery_pct is None else f'{s.battery_pct}%':6}"
+                f"{_angle(s.flexion_deg):9}{_angle(s.lateral_deg):9}{s.activity[:9]:10}"
+                f"{'YES' if s.slouching else 'no':8}{_age(now_s, s.time.timestamp())} ago"
+            )
             if color and (s.slouching or not s.device_connected or gw_text != "online"):
                 row = f"\x1b[33m{row}{_RESET}"
             lines.append(row[:width] if not color else row)
@@ -273,7 +307,8 @@ class WatchModel:
 
         def order(item: _FeedItem) -> tuple[bool, int, float]:
             open_fall = item.event.type is EventType.FALL_DETECTED and not (
-                item.cancelled or item.ack)
+                item.cancelled or item.ack
+            )
             rank = (item.event.severity or Severity.INFO).rank
             return (not open_fall, -rank, -item.event.time.timestamp())
 
@@ -295,17 +330,31 @@ class WatchModel:
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     """``--broker URL``, ``--topic-root``, ``--ca-file``, ``--protocol``,
     ``--connect-timeout``."""
-    parser.add_argument("--broker", default=os.environ.get("POSTURE_MONITOR_BROKER",
-                                                           "mqtt://127.0.0.1:1883"),
-                        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://... "
-                             "(default: $POSTURE_MONITOR_BROKER or mqtt://127.0.0.1:1883)")
-    parser.add_argument("--topic-root", default=DEFAULT_TOPIC_ROOT,
-                        help=f"topic root (default {DEFAULT_TOPIC_ROOT})")
+    parser.add_argument(
+        "--broker",
+        default=os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883"),
+        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://... "
+        "(default: $POSTURE_MONITOR_BROKER or mqtt://127.0.0.1:1883)",
+    )
+    parser.add_argument(
+        "--topic-root",
+        default=DEFAULT_TOPIC_ROOT,
+        help=f"topic root (default {DEFAULT_TOPIC_ROOT})",
+    )
     parser.add_argument("--ca-file", default=None, help="CA certificate (PEM) for mqtts://")
-    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5",
-                        help="MQTT version (5 falls back to 3.1.1 by itself)")
-    parser.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
-                        help="give up if the broker cannot be reached within S seconds")
+    parser.add_argument(
+        "--protocol",
+        choices=("5", "3.1.1"),
+        default="5",
+        help="MQTT version (5 falls back to 3.1.1 by itself)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="give up if the broker cannot be reached within S seconds",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> MqttSettings:
@@ -314,8 +363,10 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     Raises:
         ConfigError: on a bad URL (password redacted from the message).
     """
-    overrides: dict[str, object] = {"protocol": args.protocol,
-                                    "connect_timeout_s": args.connect_timeout}
+    overrides: dict[str, object] = {
+        "protocol": args.protocol,
+        "connect_timeout_s": args.connect_timeout,
+    }
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
     return MqttSettings.from_url(args.broker, **overrides)
@@ -326,13 +377,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_broker_arguments(parser)
     parser.add_argument("--max-events", type=int, default=20, help="alert feed length")
     parser.add_argument("--refresh-hz", type=float, default=2.0, help="redraw rate (TTY)")
-    parser.add_argument("--duration", type=float, default=None, metavar="S",
-                        help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds (default: until Ctrl-C)",
+    )
 
 
-async def watch_live(settings: MqttSettings, *, topic_root: str = DEFAULT_TOPIC_ROOT,
-                out: TextIO | None = None, tty: bool | None = None, refresh_hz: float = 2.0,
-                duration_s: float | None = None, max_events: int = 20) -> WatchModel:
+async def watch_live(
+    settings: MqttSettings,
+    *,
+    topic_root: str = DEFAULT_TOPIC_ROOT,
+    out: TextIO | None = None,
+    tty: bool | None = None,
+    refresh_hz: float = 2.0,
+    duration_s: float | None = None,
+    max_events: int = 20,
+) -> WatchModel:
     """Run the view until ``duration_s`` passes (or forever); return the model.
 
     Raises:
@@ -345,10 +408,15 @@ async def watch_live(settings: MqttSettings, *, topic_root: str = DEFAULT_TOPIC_
     model = WatchModel(topics, max_events=max_events)
     client_id = f"{settings.client_id_prefix}-watch-{socket.gethostname()[:16]}-{os.getpid()}"
     client_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in client_id)
-    async with MqttClient(settings, client_id=client_id,
-                          session_expiry_s=_SESSION_EXPIRY_S) as client:
-        for topic_filter in (topics.all_status, topics.all_states, topics.all_events,
-                             topics.all_acks):
+    async with MqttClient(
+        settings, client_id=client_id, session_expiry_s=_SESSION_EXPIRY_S
+    ) as client:
+        for topic_filter in (
+            topics.all_status,
+            topics.all_states,
+            topics.all_events,
+            topics.all_acks,
+        ):
             await client.subscribe(topic_filter, qos=1)
 
         async def consume() -> None:
@@ -387,9 +455,15 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``posture-monitor watch``: 0 on a normal end, 2 when the
     broker is unreachable or the arguments are invalid (no traceback)."""
     try:
-        asyncio.run(watch_live(settings_from_args(args), topic_root=args.topic_root,
-                          refresh_hz=args.refresh_hz, duration_s=args.duration,
-                          max_events=args.max_events))
+        asyncio.run(
+            watch_live(
+                settings_from_args(args),
+                topic_root=args.topic_root,
+                refresh_hz=args.refresh_hz,
+                duration_s=args.duration,
+                max_events=args.max_events,
+            )
+        )
     except PostureMonitorError as exc:
         print(f"posture-monitor watch: error: {exc}", file=sys.stderr)
         return 2

@@ -34,8 +34,9 @@ from paho.mqtt.properties import Properties
 
 from alerts import EmbeddedBroker, MqttSettings
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists(
-    "/usr/sbin/mosquitto") else None)
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 OPENSSL = shutil.which("openssl")
 
@@ -74,25 +75,72 @@ def make_tls_files(directory: Path) -> TlsFiles:
     def run(*args: str) -> None:
         subprocess.run([OPENSSL, *args], cwd=directory, check=True, capture_output=True)
 
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=posture-monitor test CA")
+    run(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=posture-monitor test CA",
+    )
     (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    )
     run("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=test-gateway")
-    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "client.pem", "-days", "2")
-    return TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key",
-                    directory / "client.pem", directory / "client.key")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+    )
+    return TlsFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "client.pem",
+        directory / "client.key",
+    )
 
 
 def make_password_file(path: Path, username: str, password: str) -> Path:
     """A mosquitto password file with one user (hashed by mosquitto_passwd)."""
     if MOSQUITTO_PASSWD is None:
         raise RuntimeError("mosquitto_passwd not found")
-    subprocess.run([MOSQUITTO_PASSWD, "-c", "-b", str(path), username, password],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [MOSQUITTO_PASSWD, "-c", "-b", str(path), username, password],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -107,8 +155,14 @@ class MosquittoBroker:
         password_file: require these credentials (no anonymous access).
     """
 
-    def __init__(self, workdir: Path, *, persistence: bool = False,
-                 tls: TlsFiles | None = None, password_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        persistence: bool = False,
+        tls: TlsFiles | None = None,
+        password_file: Path | None = None,
+    ) -> None:
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto binary not found")
         self._binary: str = MOSQUITTO
@@ -134,22 +188,38 @@ class MosquittoBroker:
 
     def settings(self, **overrides: Any) -> MqttSettings:
         """Client settings for this broker, fast retry timings for tests."""
-        values: dict[str, Any] = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5,
-                                  "connect_timeout_s": 3.0}
+        values: dict[str, Any] = {
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+            "connect_timeout_s": 3.0,
+        }
         values.update(overrides)
         return MqttSettings.from_url(self.url, **values)
 
     def _config(self) -> str:
-        lines = ["user root", "log_dest stderr", "log_type error", "log_type warning",
-                 "log_type notice", f"persistence {'true' if self.persistence else 'false'}",
-                 f"persistence_location {self.workdir}/",
-                 f"listener {self.port} {self.host}"]
+        lines = [
+            "user root",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            f"listener {self.port} {self.host}",
+        ]
         if self.tls is not None:
-            tls = [f"cafile {self.tls.ca_cert}", f"certfile {self.tls.server_cert}",
-                   f"keyfile {self.tls.server_key}"]
-            lines += [*tls, "require_certificate false",
-                      f"listener {self.mtls_port} {self.host}", *tls,
-                      "require_certificate true"]
+            tls = [
+                f"cafile {self.tls.ca_cert}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+            ]
+            lines += [
+                *tls,
+                "require_certificate false",
+                f"listener {self.mtls_port} {self.host}",
+                *tls,
+                "require_certificate true",
+            ]
         if self.password_file is not None:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
@@ -163,8 +233,9 @@ class MosquittoBroker:
         config = self.workdir / "mosquitto.conf"
         config.write_text(self._config())
         with open(self._log, "ab") as log:
-            self._proc = subprocess.Popen([self._binary, "-c", str(config)], stdout=log,
-                                          stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                [self._binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -221,8 +292,11 @@ class EmbeddedTestBroker:
         return self._broker.running
 
     def settings(self, **overrides: Any) -> MqttSettings:
-        values: dict[str, Any] = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5,
-                                  "connect_timeout_s": 3.0}
+        values: dict[str, Any] = {
+            "reconnect_min_s": 0.1,
+            "reconnect_max_s": 0.5,
+            "connect_timeout_s": 3.0,
+        }
         values.update(overrides)
         return MqttSettings.from_url(self.url, **values)
 
@@ -260,12 +334,19 @@ class Collector:
         protocol: paho protocol constant (MQTT 5 by default).
     """
 
-    def __init__(self, broker: MosquittoBroker | EmbeddedTestBroker, topics: list[str], *,
-                 client_id: str | None = None, clean_start: bool = True,
-                 session_expiry_s: int | None = None,
-                 protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
-                 tls_ca: Path | None = None, username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: MosquittoBroker | EmbeddedTestBroker,
+        topics: list[str],
+        *,
+        client_id: str | None = None,
+        clean_start: bool = True,
+        session_expiry_s: int | None = None,
+        protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv5,
+        tls_ca: Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.broker = broker
         self.topics = topics
         self.messages: list[Received] = []
@@ -275,9 +356,12 @@ class Collector:
         self._clean_start = clean_start
         self._session_expiry_s = session_expiry_s
         self._protocol = protocol
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
-                                   protocol=protocol,
-                                   clean_session=None if protocol == mqtt.MQTTv5 else clean_start)
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or "",
+            protocol=protocol,
+            clean_session=None if protocol == mqtt.MQTTv5 else clean_start,
+        )
         self._client.reconnect_delay_set(1, 1)
         if tls_ca is not None:
             self._client.tls_set(ca_certs=str(tls_ca))
@@ -301,8 +385,16 @@ class Collector:
         if msg.properties is not None and hasattr(msg.properties, "MessageExpiryInterval"):
             props["MessageExpiryInterval"] = msg.properties.MessageExpiryInterval
         with self._lock:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), msg.qos,
-                                          bool(msg.retain), props, time.monotonic()))
+            self.messages.append(
+                Received(
+                    msg.topic,
+                    bytes(msg.payload),
+                    msg.qos,
+                    bool(msg.retain),
+                    props,
+                    time.monotonic(),
+                )
+            )
 
     async def start(self) -> Collector:
         props = None
@@ -312,8 +404,9 @@ class Collector:
                 props = Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = self._session_expiry_s
             kwargs = {"clean_start": self._clean_start, "properties": props}
-        await asyncio.to_thread(self._client.connect, self.broker.host, self.broker.port, 30,
-                                **kwargs)
+        await asyncio.to_thread(
+            self._client.connect, self.broker.host, self.broker.port, 30, **kwargs
+        )
         self._client.loop_start()
         if not await asyncio.to_thread(self._subscribed.wait, 5.0):
             raise RuntimeError("collector: no SUBACK within 5 s")
@@ -340,8 +433,9 @@ class Collector:
     def on_topic(self, topic: str) -> list[Received]:
         return [m for m in self.snapshot() if mqtt.topic_matches_sub(topic, m.topic)]
 
-    async def wait_for(self, predicate: Callable[[list[Received]], bool],
-                       timeout_s: float = 5.0) -> list[Received]:
+    async def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout_s: float = 5.0
+    ) -> list[Received]:
         """Wait until ``predicate(messages)`` holds; fail the test otherwise."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -351,7 +445,8 @@ class Collector:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"condition not met within {timeout_s} s; got {len(messages)} message(s): "
-                    f"{[(m.topic, m.payload[:60]) for m in messages[-10:]]}")
+                    f"{[(m.topic, m.payload[:60]) for m in messages[-10:]]}"
+                )
             await asyncio.sleep(0.02)
 
 

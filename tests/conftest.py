@@ -37,8 +37,9 @@ AnyBroker = MosquittoBroker | EmbeddedTestBroker
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[AnyBroker]:
     """A private broker for one test (mosquitto, else embedded amqtt)."""
-    instance: AnyBroker = (MosquittoBroker(tmp_path / "mosquitto") if MOSQUITTO
-                           else EmbeddedTestBroker())
+    instance: AnyBroker = (
+        MosquittoBroker(tmp_path / "mosquitto") if MOSQUITTO else EmbeddedTestBroker()
+    )
     await instance.start()
     try:
         yield instance

@@ -41,8 +41,9 @@ async def test_publish_qos1_reaches_a_subscriber_with_retain(broker: AnyBroker) 
 
 async def test_unreachable_broker_is_a_clear_broker_error_within_the_timeout() -> None:
     port = free_port()
-    settings = MqttSettings.from_url(f"mqtt://user:hunter2@127.0.0.1:{port}",
-                                     connect_timeout_s=0.6, reconnect_min_s=0.05)
+    settings = MqttSettings.from_url(
+        f"mqtt://user:hunter2@127.0.0.1:{port}", connect_timeout_s=0.6, reconnect_min_s=0.05
+    )
     started = time.monotonic()
     with pytest.raises(BrokerError, match=f"127.0.0.1:{port}") as info:
         async with MqttClient(settings):
@@ -58,7 +59,8 @@ async def test_unreachable_broker_is_a_clear_broker_error_within_the_timeout() -
 
 
 async def test_reconnects_after_a_broker_restart_and_renews_subscriptions(
-        broker: AnyBroker) -> None:
+    broker: AnyBroker,
+) -> None:
     connects: list[float] = []
     async with MqttClient(broker.settings()) as sub, MqttClient(broker.settings()) as pub:
         sub.add_connect_callback(lambda: connects.append(time.monotonic()))
@@ -80,10 +82,13 @@ async def test_reconnects_after_a_broker_restart_and_renews_subscriptions(
 
 
 async def test_amqtt_refuses_protocol_5_and_the_client_falls_back_once(
-        embedded_broker: EmbeddedTestBroker, caplog: pytest.LogCaptureFixture) -> None:
+    embedded_broker: EmbeddedTestBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="alerts.mqtt"):
-        async with MqttClient(embedded_broker.settings()) as sub, \
-                MqttClient(embedded_broker.settings()) as pub:
+        async with (
+            MqttClient(embedded_broker.settings()) as sub,
+            MqttClient(embedded_broker.settings()) as pub,
+        ):
             assert sub.protocol == pub.protocol == "3.1.1"
             await sub.subscribe("e/#")
             await pub.publish("e/1", b"via amqtt", qos=1, expiry_s=30)  # expiry ignored on 3.1.1
@@ -93,7 +98,8 @@ async def test_amqtt_refuses_protocol_5_and_the_client_falls_back_once(
 
 
 async def test_leaving_on_an_error_publishes_the_will_and_a_clean_exit_does_not(
-        broker: MosquittoBroker, collector: MakeCollector) -> None:
+    broker: MosquittoBroker, collector: MakeCollector
+) -> None:
     if not isinstance(broker, MosquittoBroker):
         pytest.skip("needs MQTT 5 (DISCONNECT with will)")
     col = await collector(broker, ["will/#"])
@@ -101,8 +107,9 @@ async def test_leaving_on_an_error_publishes_the_will_and_a_clean_exit_does_not(
     async with MqttClient(broker.settings(), will=will):
         pass
     with pytest.raises(RuntimeError, match="boom"):
-        async with MqttClient(broker.settings(), will=Will("will/b", b"crashed", qos=1,
-                                                           retain=False)):
+        async with MqttClient(
+            broker.settings(), will=Will("will/b", b"crashed", qos=1, retain=False)
+        ):
             raise RuntimeError("boom")
     messages = await col.wait_for(lambda ms: any(m.topic == "will/b" for m in ms))
     assert [m.topic for m in messages] == ["will/b"]
@@ -121,8 +128,10 @@ async def test_bad_topics_and_filters_are_value_errors(broker: AnyBroker) -> Non
 
 
 async def test_incoming_overflow_is_counted_not_fatal(broker: AnyBroker) -> None:
-    async with MqttClient(broker.settings(incoming_queue_size=5)) as sub, \
-            MqttClient(broker.settings()) as pub:
+    async with (
+        MqttClient(broker.settings(incoming_queue_size=5)) as sub,
+        MqttClient(broker.settings()) as pub,
+    ):
         await sub.subscribe("o/#", qos=1)
         for i in range(20):
             await pub.publish(f"o/{i}", b"x", qos=1)
@@ -147,21 +156,25 @@ async def test_messages_iterator_ends_when_the_client_closes(broker: AnyBroker) 
 
 
 async def test_tls_with_password_works_and_the_password_never_shows(
-        tls_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture) -> None:
+    tls_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
     assert tls_broker.tls is not None
     password: str = tls_broker.password  # type: ignore[attr-defined]
     url = f"mqtts://{tls_broker.username}:{password}@127.0.0.1:{tls_broker.port}"  # type: ignore[attr-defined]
-    settings = MqttSettings.from_url(url, ca_file=str(tls_broker.tls.ca_cert),
-                                     connect_timeout_s=3.0)
+    settings = MqttSettings.from_url(
+        url, ca_file=str(tls_broker.tls.ca_cert), connect_timeout_s=3.0
+    )
     assert password not in repr(settings) and password not in settings.display_url
     with caplog.at_level(logging.DEBUG):
         async with MqttClient(settings) as sub, MqttClient(settings) as pub:
             await sub.subscribe("secure/#")
             await pub.publish("secure/1", b"over tls", qos=1)
             assert (await next_message(sub)).payload == b"over tls"
-        wrong = MqttSettings.from_url(url.replace(password, "wrong-" + password[::-1]),
-                                      ca_file=str(tls_broker.tls.ca_cert),
-                                      connect_timeout_s=3.0)
+        wrong = MqttSettings.from_url(
+            url.replace(password, "wrong-" + password[::-1]),
+            ca_file=str(tls_broker.tls.ca_cert),
+            connect_timeout_s=3.0,
+        )
         started = time.monotonic()
         with pytest.raises(BrokerError, match="refused") as info:
             async with MqttClient(wrong):
@@ -173,24 +186,31 @@ async def test_tls_with_password_works_and_the_password_never_shows(
 
 
 async def test_tls_rejects_an_unknown_ca_and_uses_client_certificates(
-        tls_broker: MosquittoBroker) -> None:
+    tls_broker: MosquittoBroker,
+) -> None:
     tls = tls_broker.tls
     assert tls is not None
     user, password = tls_broker.username, tls_broker.password  # type: ignore[attr-defined]
     # System CAs do not know our test CA.
-    untrusted = MqttSettings.from_url(f"mqtts://{user}:{password}@127.0.0.1:{tls_broker.port}",
-                                      connect_timeout_s=3.0)
+    untrusted = MqttSettings.from_url(
+        f"mqtts://{user}:{password}@127.0.0.1:{tls_broker.port}", connect_timeout_s=3.0
+    )
     with pytest.raises(BrokerError, match="certificate"):
         async with MqttClient(untrusted):
             pass
     mtls_url = f"mqtts://{user}:{password}@127.0.0.1:{tls_broker.mtls_port}"
-    with_cert = MqttSettings.from_url(mtls_url, ca_file=str(tls.ca_cert),
-                                      cert_file=str(tls.client_cert),
-                                      key_file=str(tls.client_key), connect_timeout_s=3.0)
+    with_cert = MqttSettings.from_url(
+        mtls_url,
+        ca_file=str(tls.ca_cert),
+        cert_file=str(tls.client_cert),
+        key_file=str(tls.client_key),
+        connect_timeout_s=3.0,
+    )
     async with MqttClient(with_cert) as client:
         await client.publish("mtls/1", b"x", qos=1)
-    without_cert = MqttSettings.from_url(mtls_url, ca_file=str(tls.ca_cert),
-                                         connect_timeout_s=1.0, reconnect_min_s=0.05)
+    without_cert = MqttSettings.from_url(
+        mtls_url, ca_file=str(tls.ca_cert), connect_timeout_s=1.0, reconnect_min_s=0.05
+    )
     with pytest.raises(BrokerError):
         async with MqttClient(without_cert):
             pass

@@ -45,8 +45,12 @@ def test_drains_falls_first_then_oldest_first_and_removes_only_on_request() -> N
         for ev in (slouch, battery, fall, cancel):
             assert put(outbox, ev)
         batch = outbox.next_batch(10)
-        assert [e.event_id for e in batch] == [fall.event_id, cancel.event_id,
-                                               slouch.event_id, battery.event_id]
+        assert [e.event_id for e in batch] == [
+            fall.event_id,
+            cancel.event_id,
+            slouch.event_id,
+            battery.event_id,
+        ]
         assert json.loads(batch[0].payload)["type"] == "fall_detected"
         assert batch[0].topic == "posture/v1/patients/p-1/events"
         assert len(outbox) == 4  # nothing leaves before the ack
@@ -81,7 +85,8 @@ def test_expired_slouch_events_are_dropped_but_falls_never_expire() -> None:
 
 
 def test_eviction_takes_lowest_severity_oldest_first_and_never_a_fall(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with Outbox(max_rows=4) as outbox:
         info_old = event(EventType.DEVICE_CONNECTED)
         low_old = event(EventType.SLOUCH_STARTED)
@@ -122,7 +127,8 @@ def test_outbox_file_survives_reopen_and_is_locked_while_open(tmp_path: Path) ->
 
 
 def test_corrupt_file_is_moved_aside_and_a_new_outbox_starts(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "outbox.sqlite"
     path.write_bytes(b"this is not a database" * 100)
     with caplog.at_level(logging.ERROR, logger="alerts.outbox"), Outbox(path) as outbox:
@@ -133,7 +139,8 @@ def test_corrupt_file_is_moved_aside_and_a_new_outbox_starts(
 
 
 def test_a_full_disk_keeps_events_in_memory_instead_of_losing_them(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with Outbox(tmp_path / "outbox.sqlite") as outbox:
         # Fault injection: SQLite reports "database or disk is full" once the
         # file would grow past its current pages, as on a full disk.
@@ -177,9 +184,13 @@ time.sleep(60)
 def test_events_survive_kill_9_of_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     repo = Path(__file__).parent.parent
-    with subprocess.Popen([sys.executable, "-c", _ENQUEUE_AND_HANG, str(path)],
-                          stdout=subprocess.PIPE, text=True, cwd=repo,
-                          env={**os.environ, "PYTHONPATH": str(repo)}) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", _ENQUEUE_AND_HANG, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    ) as proc:
         try:
             assert proc.stdout is not None
             ids = proc.stdout.readline().split()

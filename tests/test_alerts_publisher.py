@@ -32,18 +32,28 @@ GW = "ward-3"
 
 
 def fall(patient: str = "p-001") -> AlertEvent:
-    return AlertEvent(EventType.FALL_DETECTED, patient, GW, datetime.now(UTC), flexion_deg=78.1,
-                      lateral_deg=-4.0, device_time_s=41.02, details={"peak_acc_g": 5.1})
+    return AlertEvent(
+        EventType.FALL_DETECTED,
+        patient,
+        GW,
+        datetime.now(UTC),
+        flexion_deg=78.1,
+        lateral_deg=-4.0,
+        device_time_s=41.02,
+        details={"peak_acc_g": 5.1},
+    )
 
 
 def slouch(patient: str = "p-001") -> AlertEvent:
-    return AlertEvent(EventType.SLOUCH_STARTED, patient, GW, datetime.now(UTC), flexion_deg=31.0,
-                      lateral_deg=2.0)
+    return AlertEvent(
+        EventType.SLOUCH_STARTED, patient, GW, datetime.now(UTC), flexion_deg=31.0, lateral_deg=2.0
+    )
 
 
 def state(patient: str = "p-001", flexion_deg: float = 12.0) -> PatientState:
-    return PatientState(patient, GW, datetime.now(UTC), flexion_deg, -1.5, "upright", False,
-                        True, 87, True, 25.0)
+    return PatientState(
+        patient, GW, datetime.now(UTC), flexion_deg, -1.5, "upright", False, True, 87, True, 25.0
+    )
 
 
 def event_ids(messages: list[Received]) -> list[str]:
@@ -59,8 +69,13 @@ async def until(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
 @contextmanager
 def python(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
     """Run a Python snippet in a child process (killed with -9 at the end)."""
-    with subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
-                          text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}) as p:
+    with subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ) as p:
         try:
             yield p
         finally:
@@ -70,17 +85,22 @@ def python(script: str, *args: str) -> Iterator[subprocess.Popen[str]]:
 
 
 @asynccontextmanager
-async def publisher(broker: MosquittoBroker | EmbeddedTestBroker,
-                    **kwargs: object) -> AsyncIterator[AlertPublisher]:
-    options: dict[str, object] = {"gateway_id": GW, "state_interval_s": 0.1,
-                                  "shutdown_grace_s": 2.0}
+async def publisher(
+    broker: MosquittoBroker | EmbeddedTestBroker, **kwargs: object
+) -> AsyncIterator[AlertPublisher]:
+    options: dict[str, object] = {
+        "gateway_id": GW,
+        "state_interval_s": 0.1,
+        "shutdown_grace_s": 2.0,
+    }
     options.update(kwargs)
     async with AlertPublisher(broker.settings(), **options) as pub:  # type: ignore[arg-type]
         yield pub
 
 
 async def test_events_state_and_status_follow_the_contract(
-        broker: MosquittoBroker, collector: MakeCollector) -> None:
+    broker: MosquittoBroker, collector: MakeCollector
+) -> None:
     if not isinstance(broker, MosquittoBroker):
         pytest.skip("message expiry needs MQTT 5")
     live = await collector(broker, ["posture/v1/#"])
@@ -91,12 +111,12 @@ async def test_events_state_and_status_follow_the_contract(
         pub.update_state(state(flexion_deg=10.0))
         pub.update_state(state(flexion_deg=14.0))  # only the latest is published
         pub.set_device_metrics("p-001", {"packets_dropped": 3, "malformed": 1})
-        await live.wait_for(lambda ms: len(event_ids(ms)) == 2
-                            and any(m.topic.endswith("/state") for m in ms))
+        await live.wait_for(
+            lambda ms: len(event_ids(ms)) == 2 and any(m.topic.endswith("/state") for m in ms)
+        )
         await until(lambda: pub.metrics.events_pending == 0)
         events = live.on_topic("posture/v1/patients/p-001/events")
-        assert [json.loads(m.payload) for m in events] == [the_fall.to_dict(),
-                                                            the_slouch.to_dict()]
+        assert [json.loads(m.payload) for m in events] == [the_fall.to_dict(), the_slouch.to_dict()]
         assert all(m.qos == 1 and not m.retain for m in events)
         assert "MessageExpiryInterval" not in events[0].properties  # falls never expire
         assert 295 <= events[1].properties["MessageExpiryInterval"] <= 300
@@ -106,8 +126,7 @@ async def test_events_state_and_status_follow_the_contract(
     late = await collector(broker, ["posture/v1/#"])
     retained = await late.wait_for(lambda ms: len(ms) >= 2)
     by_topic = {m.topic: m for m in retained}
-    assert set(by_topic) == {"posture/v1/patients/p-001/state",
-                             "posture/v1/gateways/ward-3/status"}
+    assert set(by_topic) == {"posture/v1/patients/p-001/state", "posture/v1/gateways/ward-3/status"}
     assert all(m.retain for m in retained)
     assert json.loads(by_topic["posture/v1/patients/p-001/state"].payload)["flexion_deg"] == 14.0
     status = json.loads(by_topic["posture/v1/gateways/ward-3/status"].payload)
@@ -133,7 +152,8 @@ asyncio.run(main())
 
 
 async def test_last_will_marks_the_gateway_offline_only_after_the_will_delay(
-        broker: MosquittoBroker, collector: MakeCollector) -> None:
+    broker: MosquittoBroker, collector: MakeCollector
+) -> None:
     if not isinstance(broker, MosquittoBroker):
         pytest.skip("will delay needs MQTT 5")
     status_topic = "posture/v1/gateways/ward-3/status"
@@ -157,10 +177,16 @@ async def test_last_will_marks_the_gateway_offline_only_after_the_will_delay(
 
 
 async def test_no_event_is_lost_when_the_broker_restarts_mid_stream(
-        persistent_broker: MosquittoBroker, collector: MakeCollector, tmp_path: Path) -> None:
+    persistent_broker: MosquittoBroker, collector: MakeCollector, tmp_path: Path
+) -> None:
     broker = persistent_broker
-    physio = await collector(broker, ["posture/v1/patients/+/events"], client_id="physio-1",
-                             clean_start=False, session_expiry_s=300)
+    physio = await collector(
+        broker,
+        ["posture/v1/patients/+/events"],
+        client_id="physio-1",
+        clean_start=False,
+        session_expiry_s=300,
+    )
     sent: list[AlertEvent] = []
     async with publisher(broker, outbox_path=tmp_path / "outbox.sqlite") as pub:
         for i in range(10):
@@ -176,8 +202,9 @@ async def test_no_event_is_lost_when_the_broker_restarts_mid_stream(
         for _ in range(10):
             sent.append(slouch("p-3"))
             await pub.publish_event(sent[-1])
-        await physio.wait_for(lambda ms: set(event_ids(ms)) >= {e.event_id for e in sent},
-                              timeout_s=10.0)
+        await physio.wait_for(
+            lambda ms: set(event_ids(ms)) >= {e.event_id for e in sent}, timeout_s=10.0
+        )
         assert pub.metrics.reconnects == 1
         await until(lambda: pub.metrics.events_pending == 0)
     received = event_ids(physio.snapshot())
@@ -209,7 +236,8 @@ asyncio.run(main())
 
 
 async def test_events_queued_before_a_kill_9_are_sent_by_the_next_run(
-        broker: MosquittoBroker, collector: MakeCollector, tmp_path: Path) -> None:
+    broker: MosquittoBroker, collector: MakeCollector, tmp_path: Path
+) -> None:
     outbox_path = tmp_path / "outbox.sqlite"
     await broker.stop()
     with python(_ENQUEUE_WHILE_BROKER_DOWN, broker.url, str(outbox_path)) as child:
@@ -218,8 +246,11 @@ async def test_events_queued_before_a_kill_9_are_sent_by_the_next_run(
         assert len(ids) == 3
     # The child is gone (kill -9), its events are on disk only.
     await broker.start()
-    physio = await collector(broker, ["posture/v1/patients/+/events"],
-                             protocol=mqtt.MQTTv5 if broker.tls is None else mqtt.MQTTv311)
+    physio = await collector(
+        broker,
+        ["posture/v1/patients/+/events"],
+        protocol=mqtt.MQTTv5 if broker.tls is None else mqtt.MQTTv311,
+    )
     async with publisher(broker, outbox_path=outbox_path) as pub:
         messages = await physio.wait_for(lambda ms: len(event_ids(ms)) >= 3)
         await until(lambda: pub.metrics.events_pending == 0)  # PUBACKs processed
@@ -229,7 +260,8 @@ async def test_events_queued_before_a_kill_9_are_sent_by_the_next_run(
 
 
 async def test_expired_slouch_is_dropped_falls_are_not_and_publish_never_blocks(
-        broker: MosquittoBroker, collector: MakeCollector) -> None:
+    broker: MosquittoBroker, collector: MakeCollector
+) -> None:
     now = [time.time()]
     await broker.stop()
     async with publisher(broker, clock=lambda: now[0], slouch_expiry_s=60) as pub:
@@ -249,7 +281,8 @@ async def test_expired_slouch_is_dropped_falls_are_not_and_publish_never_blocks(
 
 
 async def test_exit_while_disconnected_keeps_pending_events_for_next_run(
-        broker: MosquittoBroker, tmp_path: Path) -> None:
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
     outbox_path = tmp_path / "outbox.sqlite"
     await broker.stop()
     the_fall = fall()
@@ -280,15 +313,18 @@ async def test_hostile_ids_and_foreign_events_are_rejected(broker: MosquittoBrok
 
 
 async def test_publisher_works_on_the_embedded_amqtt_broker(
-        embedded_broker: EmbeddedTestBroker, collector: MakeCollector) -> None:
+    embedded_broker: EmbeddedTestBroker, collector: MakeCollector
+) -> None:
     physio = await collector(embedded_broker, ["posture/v1/#"], protocol=mqtt.MQTTv311)
     async with publisher(embedded_broker) as pub:
         the_fall = fall()
         await pub.publish_event(the_fall)
         pub.update_state(state())
         messages = await physio.wait_for(
-            lambda ms: the_fall.event_id in event_ids(ms)
-            and any(m.topic.endswith("/state") for m in ms))
+            lambda ms: (
+                the_fall.event_id in event_ids(ms) and any(m.topic.endswith("/state") for m in ms)
+            )
+        )
         assert pub._client is not None and pub._client.protocol == "3.1.1"
     status = [json.loads(m.payload)["status"] for m in messages if m.topic.endswith("/status")]
     assert status[0] == "online"

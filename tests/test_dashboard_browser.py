@@ -31,14 +31,21 @@ from physio.dashboard.auth import Credentials, hash_secret
 from physio.dashboard.escalation import EscalationPolicy
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 if not os.path.exists(CHROMIUM):
     pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip("playwright.async_api",
-                                     reason="playwright is not installed (pip install playwright)")
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (pip install playwright)"
+)
 
 # Records, in the page, when each fall banner first appeared (epoch ms), so the
 # delay from the broker to the screen is measured on the page's own clock
@@ -69,24 +76,38 @@ async def browser() -> AsyncIterator[Any]:
 
 
 async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
-        broker_url: str, browser: Any) -> None:
+    broker_url: str, browser: Any
+) -> None:
     clock = JumpClock()
-    async with running(broker_url, clock, escalation=EscalationPolicy(120.0, 240.0),
-                       summary_interval_s=0.5) as (service, peer):
-        await peer.publish("gateways/ward-3/status",
-                           b'{"gateway_id": "ward-3", "status": "online", '
-                           b'"time": "2026-11-24T08:00:00.000Z", "metrics": {}}', retain=True)
+    async with running(
+        broker_url, clock, escalation=EscalationPolicy(120.0, 240.0), summary_interval_s=0.5
+    ) as (service, peer):
+        await peer.publish(
+            "gateways/ward-3/status",
+            b'{"gateway_id": "ward-3", "status": "online", '
+            b'"time": "2026-11-24T08:00:00.000Z", "metrics": {}}',
+            retain=True,
+        )
         now = time.time()
-        for i in range(60):   # a minute of history for the charts
+        for i in range(60):  # a minute of history for the charts
             t = now - 60 + i
-            await peer.publish("patients/p-001/state", state_json("p-001", t, 8.0 + i % 5),
-                               qos=0, retain=True)
-            await peer.publish("patients/p-002/state",
-                               state_json("p-002", t, 20.0 + i / 3, slouching=i > 40,
-                                          battery_pct=14.0), qos=0, retain=True)
-        await peer.publish("patients/p-003/state",
-                           state_json("p-003", now, None, device_connected=False,
-                                      activity="unknown", lateral_deg=None), qos=0, retain=True)
+            await peer.publish(
+                "patients/p-001/state", state_json("p-001", t, 8.0 + i % 5), qos=0, retain=True
+            )
+            await peer.publish(
+                "patients/p-002/state",
+                state_json("p-002", t, 20.0 + i / 3, slouching=i > 40, battery_pct=14.0),
+                qos=0,
+                retain=True,
+            )
+        await peer.publish(
+            "patients/p-003/state",
+            state_json(
+                "p-003", now, None, device_connected=False, activity="unknown", lateral_deg=None
+            ),
+            qos=0,
+            retain=True,
+        )
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         requested: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
@@ -107,8 +128,9 @@ async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
         assert await p3.locator('[data-field="connected"]').inner_text() == "wearable disconnected"
 
         # Live update of a tile.
-        await peer.publish("patients/p-001/state", state_json("p-001", time.time(), 33.0,
-                                                              slouching=True), qos=0)
+        await peer.publish(
+            "patients/p-001/state", state_json("p-001", time.time(), 33.0, slouching=True), qos=0
+        )
         p1 = page.locator('.tile[data-patient-id="p-001"]')
         await p1.locator('[data-field="flexion"]', has_text="33°").wait_for(timeout=2000)
 
@@ -129,13 +151,15 @@ async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
         feed_item = page.locator(f'.feed .alert[data-event-id="{handled}"]')
         assert "sev-high" in (await feed_item.get_attribute("class") or "")
 
-        await page.locator(f'.fall-banner[data-event-id="{handled}"] '
-                           'button[data-action="acknowledged"]').click()
+        await page.locator(
+            f'.fall-banner[data-event-id="{handled}"] button[data-action="acknowledged"]'
+        ).click()
         acks = await peer.wait_for("/patients/p-001/acks", timeout_s=3)
         assert acks[0]["event_id"] == handled and acks[0]["action"] == "acknowledged"
         assert acks[0]["by"] == "Physio Pia"
-        await page.locator(f'.fall-banner.status-acknowledged[data-event-id="{handled}"]'
-                           ).wait_for(timeout=2000)
+        await page.locator(f'.fall-banner.status-acknowledged[data-event-id="{handled}"]').wait_for(
+            timeout=2000
+        )
 
         # Two minutes later: the unacknowledged falls escalate, the acknowledged one not.
         clock.advance(121.0)
@@ -143,18 +167,20 @@ async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
         await escalated.wait_for(timeout=3000)
         assert "level 1" in await escalated.inner_text()
         escalations = await peer.wait_for("/escalations", len(fall_ids) - 1)
-        assert {(e["event_id"], e["level"]) for e in escalations} == \
-            {(event_id, 1) for event_id in fall_ids if event_id != handled}
+        assert {(e["event_id"], e["level"]) for e in escalations} == {
+            (event_id, 1) for event_id in fall_ids if event_id != handled
+        }
 
         # Resolving takes a fall off the banner; the feed keeps it as resolved.
         for event_id in fall_ids[2:]:
-            await page.locator(f'.fall-banner[data-event-id="{event_id}"] '
-                               'button[data-action="resolved"]').click()
+            await page.locator(
+                f'.fall-banner[data-event-id="{event_id}"] button[data-action="resolved"]'
+            ).click()
             await page.locator(f'.fall-banner[data-event-id="{event_id}"]').wait_for(
-                state="detached", timeout=2000)
+                state="detached", timeout=2000
+            )
         resolved = await peer.wait_for("/acks", 4, timeout_s=3)
-        assert {a["event_id"] for a in resolved if a["action"] == "resolved"} == \
-            set(fall_ids[2:])
+        assert {a["event_id"] for a in resolved if a["action"] == "resolved"} == set(fall_ids[2:])
         assert await page.locator(".fall-banner").count() == 2
         assert await page.locator(".feed .alert.status-resolved").count() == 3
 
@@ -163,16 +189,20 @@ async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
         await page.locator('#day-totals [data-total="upright_pct"]').wait_for(timeout=3000)
         await page.wait_for_function(
             "document.getElementById('day-plot').complete && "
-            "document.getElementById('day-plot').naturalWidth > 0", timeout=3000)
+            "document.getElementById('day-plot').naturalWidth > 0",
+            timeout=3000,
+        )
         assert await page.locator('#day-totals [data-total="falls"] dd').inner_text() == "2"
         await page.screenshot(path=str(ARTIFACTS / "dashboard_day.png"))
         await page.keyboard.press("Escape")
         await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
 
         # The gateway's Last Will: every one of its patients is flagged.
-        await peer.publish("gateways/ward-3/status",
-                           b'{"gateway_id": "ward-3", "status": "offline", '
-                           b'"time": "2026-11-24T08:00:00.000Z"}', retain=True)
+        await peer.publish(
+            "gateways/ward-3/status",
+            b'{"gateway_id": "ward-3", "status": "offline", "time": "2026-11-24T08:00:00.000Z"}',
+            retain=True,
+        )
         warning = page.locator('.warning[data-gateway-id="ward-3"]')
         await warning.wait_for(timeout=2000)
         assert "3 patient(s) not monitored" in await warning.inner_text()
@@ -182,31 +212,43 @@ async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
         assert requested and all(url.startswith(service.url) for url in requested)
 
     median_s, worst_s = statistics.median(delays_s), max(delays_s)
-    print(f"\nfall event broker->browser delay: median {median_s * 1000:.0f} ms, "
-          f"max {worst_s * 1000:.0f} ms over {len(delays_s)} falls")
+    print(
+        f"\nfall event broker->browser delay: median {median_s * 1000:.0f} ms, "
+        f"max {worst_s * 1000:.0f} ms over {len(delays_s)} falls"
+    )
     (ARTIFACTS / "fall_latency.txt").write_text(
         "broker publish -> fall banner in the browser, ms: "
-        + ", ".join(f"{d * 1000:.0f}" for d in delays_s) + "\n")
+        + ", ".join(f"{d * 1000:.0f}" for d in delays_s)
+        + "\n"
+    )
     assert worst_s < 1.0
 
 
 async def test_fifty_patients_fit_a_tablet(broker_url: str, browser: Any) -> None:
     async with running(broker_url) as (service, peer):
         now = time.time()
-        await asyncio.gather(*(
-            peer.publish(f"patients/p-{n:03d}/state",
-                         state_json(f"p-{n:03d}", now, 5.0 + n, slouching=n % 7 == 0), qos=0)
-            for n in range(50)))
+        await asyncio.gather(
+            *(
+                peer.publish(
+                    f"patients/p-{n:03d}/state",
+                    state_json(f"p-{n:03d}", now, 5.0 + n, slouching=n % 7 == 0),
+                    qos=0,
+                )
+                for n in range(50)
+            )
+        )
         for width, height in ((1024, 768), (768, 1024)):
             page = await browser.new_page(viewport={"width": width, "height": height})
             await page.goto(service.url)
             await page.locator(".tile").nth(49).wait_for(timeout=3000)
             overflow = await page.evaluate(
-                "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
             assert overflow <= 0, f"horizontal scrolling at {width}x{height}"
             columns = await page.evaluate(
                 "getComputedStyle(document.getElementById('tiles'))"
-                ".gridTemplateColumns.split(' ').length")
+                ".gridTemplateColumns.split(' ').length"
+            )
             assert columns >= 2
             await page.close()
 

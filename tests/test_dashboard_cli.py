@@ -27,7 +27,8 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_exposed_listen_address_without_login_is_refused(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     assert run(parse("--listen", "0.0.0.0:8080")) == 2
     assert "refusing to listen on 0.0.0.0 without a login" in capsys.readouterr().err
@@ -72,10 +73,20 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
 
 async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "physio.dashboard", "dashboard", "--broker", broker_url,
-        "--listen", "127.0.0.1:0", "--timezone", "UTC",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, TOKEN_ENV: ""})
+        sys.executable,
+        "-m",
+        "physio.dashboard",
+        "dashboard",
+        "--broker",
+        broker_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--timezone",
+        "UTC",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, TOKEN_ENV: ""},
+    )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()

@@ -105,8 +105,9 @@ def test_several_falls_are_escalated_oldest_first() -> None:
     assert levels(escalator, 200.0) == [("early", 1), ("late", 1)]
 
 
-@pytest.mark.parametrize(("first", "again"), [(0.0, 10.0), (-1.0, 10.0), (120.0, 120.0),
-                                              (120.0, 60.0)])
+@pytest.mark.parametrize(
+    ("first", "again"), [(0.0, 10.0), (-1.0, 10.0), (120.0, 120.0), (120.0, 60.0)]
+)
 def test_policy_refuses_nonsense(first: float, again: float) -> None:
     with pytest.raises(ValueError, match="escalate"):
         EscalationPolicy(first, again)

@@ -64,8 +64,9 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
             data += line[6:]
 
 
-async def next_event(stream: AsyncIterator[tuple[str, Any]], wanted: str,
-                     timeout_s: float = 3.0) -> Any:
+async def next_event(
+    stream: AsyncIterator[tuple[str, Any]], wanted: str, timeout_s: float = 3.0
+) -> Any:
     async with asyncio.timeout(timeout_s):
         async for name, data in stream:
             if name == wanted:
@@ -75,27 +76,37 @@ async def next_event(stream: AsyncIterator[tuple[str, Any]], wanted: str,
 
 async def test_live_updates_reach_the_stream_within_a_second(broker_url: str) -> None:
     async with running(broker_url) as (service, peer), aiohttp.ClientSession() as http:
-        await peer.publish("gateways/ward-3/status", b'{"gateway_id": "ward-3", '
-                           b'"status": "online", "time": "2026-11-24T08:00:00.000Z"}', retain=True)
+        await peer.publish(
+            "gateways/ward-3/status",
+            b'{"gateway_id": "ward-3", "status": "online", "time": "2026-11-24T08:00:00.000Z"}',
+            retain=True,
+        )
         async with http.get(service.url + "api/stream") as response:
             assert response.headers["Content-Type"] == "text/event-stream"
             stream = sse_events(response)
             snapshot = await next_event(stream, "snapshot")
             assert snapshot["patients"] == [] and snapshot["login_required"] is False
             now = time.time()
-            await peer.publish("patients/p-001/state", state_json("p-001", now, 31.5,
-                                                                  slouching=True), qos=0)
+            await peer.publish(
+                "patients/p-001/state", state_json("p-001", now, 31.5, slouching=True), qos=0
+            )
             tile = await next_event(stream, "state", 1.0)
-            assert (tile["patient_id"], tile["flexion_deg"], tile["slouching"]) == \
-                ("p-001", 31.5, True)
+            assert (tile["patient_id"], tile["flexion_deg"], tile["slouching"]) == (
+                "p-001",
+                31.5,
+                True,
+            )
             sent_s = time.monotonic()
             event_id, payload = event_json("p-001", "fall_detected", now)
             await peer.publish("patients/p-001/events", payload)
             alert = await next_event(stream, "alert", 1.0)
             assert time.monotonic() - sent_s < 1.0
-            assert (alert["event_id"], alert["severity"], alert["status"]) == \
-                (event_id, "high", "open")
-            await peer.publish("patients/p-001/events", payload)    # QoS 1 duplicate
+            assert (alert["event_id"], alert["severity"], alert["status"]) == (
+                event_id,
+                "high",
+                "open",
+            )
+            await peer.publish("patients/p-001/events", payload)  # QoS 1 duplicate
         async with http.get(service.url + "api/snapshot") as response:
             snap = await response.json()
         assert [a["event_id"] for a in snap["alerts"]] == [event_id]
@@ -105,30 +116,38 @@ async def test_live_updates_reach_the_stream_within_a_second(broker_url: str) ->
 
 async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: str) -> None:
     clock = JumpClock()
-    async with running(broker_url, clock, escalation=EscalationPolicy(120.0, 240.0)) as (
-            service, peer), aiohttp.ClientSession() as http:
+    async with (
+        running(broker_url, clock, escalation=EscalationPolicy(120.0, 240.0)) as (service, peer),
+        aiohttp.ClientSession() as http,
+    ):
         event_id, payload = event_json("p-002", "fall_detected", time.time())
         await peer.publish("patients/p-002/events", payload)
         await wait_until(lambda: service.model.alert(event_id) is not None)
-        async with http.post(service.url + f"api/alerts/{event_id}/ack", headers=CSRF,
-                             json={"action": "acknowledged", "by": "Anna Berg"}) as response:
+        async with http.post(
+            service.url + f"api/alerts/{event_id}/ack",
+            headers=CSRF,
+            json={"action": "acknowledged", "by": "Anna Berg"},
+        ) as response:
             assert response.status == 200
             alert = await response.json()
         assert alert["status"] == "acknowledged" and alert["acks"][0]["by"] == "Anna Berg"
         acks = await peer.wait_for("/patients/p-002/acks")
         assert acks[0]["event_id"] == event_id and acks[0]["action"] == "acknowledged"
         assert acks[0]["by"] == "Anna Berg" and acks[0]["time"].endswith("Z")
-        clock.advance(300.0)      # past both escalation deadlines
+        clock.advance(300.0)  # past both escalation deadlines
         await asyncio.sleep(0.6)  # two ticks of the escalation loop
         assert peer.on("/escalations") == [] and service.escalations_published == 0
-        async with http.post(service.url + f"api/alerts/{event_id}/ack", headers=CSRF,
-                             json={"action": "resolved"}) as response:
+        async with http.post(
+            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+        ) as response:
             assert (await response.json())["status"] == "resolved"
-        async with http.post(service.url + f"api/alerts/{event_id}/ack",
-                             json={"action": "resolved"}) as response:
-            assert response.status == 403   # no anti-CSRF header
-        async with http.post(service.url + "api/alerts/nope/ack", headers=CSRF,
-                             json={"action": "resolved"}) as response:
+        async with http.post(
+            service.url + f"api/alerts/{event_id}/ack", json={"action": "resolved"}
+        ) as response:
+            assert response.status == 403  # no anti-CSRF header
+        async with http.post(
+            service.url + "api/alerts/nope/ack", headers=CSRF, json={"action": "resolved"}
+        ) as response:
             assert response.status == 404
 
 
@@ -151,13 +170,23 @@ async def test_ack_from_another_dashboard_clears_the_fall(broker_url: str) -> No
     clock = JumpClock()
     async with running(broker_url, clock) as (service, peer):
         event_id, payload = event_json("p-004", "fall_detected", time.time())
-        ack = json.dumps({"event_id": event_id, "action": "acknowledged", "by": "Ben",
-                          "time": format_time(time.time())}).encode()
-        await peer.publish("patients/p-004/acks", ack)     # overtakes its fall
+        ack = json.dumps(
+            {
+                "event_id": event_id,
+                "action": "acknowledged",
+                "by": "Ben",
+                "time": format_time(time.time()),
+            }
+        ).encode()
+        await peer.publish("patients/p-004/acks", ack)  # overtakes its fall
         await peer.publish("patients/p-004/events", payload)
-        await peer.publish("patients/p-004/acks", ack)     # and comes twice
-        await wait_until(lambda: len(peer.on("/patients/p-004/acks")) == 2
-                         and service.model.alert(event_id) is not None)
+        await peer.publish("patients/p-004/acks", ack)  # and comes twice
+        await wait_until(
+            lambda: (
+                len(peer.on("/patients/p-004/acks")) == 2
+                and service.model.alert(event_id) is not None
+            )
+        )
         await asyncio.sleep(0.1)
         clock.advance(300.0)
         await asyncio.sleep(0.6)
@@ -191,49 +220,71 @@ async def test_every_page_and_stream_needs_a_login_when_configured(broker_url: s
             for path in ("", "api/snapshot", "api/stream", "api/patients/p-006/summary.svg"):
                 async with http.get(service.url + path, allow_redirects=False) as response:
                     assert response.status in (302, 401), path
-            async with http.post(service.url + f"api/alerts/{event_id}/ack", headers=CSRF,
-                                 json={"action": "acknowledged"}) as response:
+            async with http.post(
+                service.url + f"api/alerts/{event_id}/ack",
+                headers=CSRF,
+                json={"action": "acknowledged"},
+            ) as response:
                 assert response.status == 401
-            async with http.post(service.url + "login", allow_redirects=False,
-                                 data={"name": "anna", "secret": "wrong"}) as response:
+            async with http.post(
+                service.url + "login",
+                allow_redirects=False,
+                data={"name": "anna", "secret": "wrong"},
+            ) as response:
                 assert response.headers["Location"] == "/login?failed=1"
-            async with http.post(service.url + "login", allow_redirects=False,
-                                 data={"name": "anna", "secret": "correct horse"}) as response:
+            async with http.post(
+                service.url + "login",
+                allow_redirects=False,
+                data={"name": "anna", "secret": "correct horse"},
+            ) as response:
                 assert response.headers["Location"] == "/"
                 cookie = response.cookies["pm_dashboard_session"]
                 assert cookie["httponly"] and cookie["samesite"] == "Strict"
             async with http.get(service.url + "api/snapshot") as response:
                 assert (await response.json())["user"] == "anna"
-            async with http.post(service.url + f"api/alerts/{event_id}/ack", headers=CSRF,
-                                 json={"action": "acknowledged", "by": "mallory"}) as response:
+            async with http.post(
+                service.url + f"api/alerts/{event_id}/ack",
+                headers=CSRF,
+                json={"action": "acknowledged", "by": "mallory"},
+            ) as response:
                 assert response.status == 200
         acks = await peer.wait_for("/acks")
-        assert acks[0]["by"] == "anna"   # the logged-in user, not the name typed
+        assert acks[0]["by"] == "anna"  # the logged-in user, not the name typed
 
 
 def test_exposed_address_without_credentials_is_refused() -> None:
     settings = MqttSettings.from_url("mqtt://127.0.0.1:1")
     with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0"):
         DashboardConfig(broker=settings, listen_host="0.0.0.0")
-    DashboardConfig(broker=settings, listen_host="0.0.0.0",
-                    credentials=Credentials(token_hash=hash_secret("t0ken-t0ken")))
-    assert Credentials(token_hash=hash_secret("t0ken-t0ken")).check("Cleo", "t0ken-t0ken") \
+    DashboardConfig(
+        broker=settings,
+        listen_host="0.0.0.0",
+        credentials=Credentials(token_hash=hash_secret("t0ken-t0ken")),
+    )
+    assert (
+        Credentials(token_hash=hash_secret("t0ken-t0ken")).check("Cleo", "t0ken-t0ken")
         == "Cleo (token)"
+    )
 
 
 async def test_ack_while_the_broker_is_down_says_it_was_not_sent() -> None:
-    settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{free_port()}",
-                                     connect_timeout_s=0.3, reconnect_min_s=0.2)
+    settings = MqttSettings.from_url(
+        f"mqtt://127.0.0.1:{free_port()}", connect_timeout_s=0.3, reconnect_min_s=0.2
+    )
     config = DashboardConfig(broker=settings, listen_port=0)
     async with DashboardService(config) as service, aiohttp.ClientSession() as http:
         event_id, payload = event_json("p-007", "fall_detected", time.time())
-        service.handle_message(Message("posture/v1/patients/p-007/events", payload, 1, False),
-                               time.time())
+        service.handle_message(
+            Message("posture/v1/patients/p-007/events", payload, 1, False), time.time()
+        )
         await asyncio.sleep(0.3)
         async with http.get(service.url + "api/snapshot") as response:
             assert (await response.json())["broker_connected"] is False
-        async with http.post(service.url + f"api/alerts/{event_id}/ack", headers=CSRF,
-                             json={"action": "acknowledged"}) as response:
+        async with http.post(
+            service.url + f"api/alerts/{event_id}/ack",
+            headers=CSRF,
+            json={"action": "acknowledged"},
+        ) as response:
             assert response.status == 503
             assert "NOT sent" in (await response.json())["error"]
         alert = service.model.alert(event_id)
@@ -241,13 +292,16 @@ async def test_ack_while_the_broker_is_down_says_it_was_not_sent() -> None:
 
 
 async def test_summary_is_published_retained_and_the_report_shows_it(
-        broker_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with running(broker_url) as (service, peer):
         t0 = time.time() - 200
-        for i in range(121):   # 2 min upright, 1 min slouched at 1 Hz
-            await peer.publish("patients/p-008/state",
-                               state_json("p-008", t0 + i, 40.0 if i >= 80 else 10.0,
-                                          slouching=i >= 80), qos=0)
+        for i in range(121):  # 2 min upright, 1 min slouched at 1 Hz
+            await peer.publish(
+                "patients/p-008/state",
+                state_json("p-008", t0 + i, 40.0 if i >= 80 else 10.0, slouching=i >= 80),
+                qos=0,
+            )
         _eid, fall = event_json("p-008", "fall_detected", t0 + 100)
         await peer.publish("patients/p-008/events", fall)
         published = await peer.wait_for("/patients/p-008/summary")
@@ -259,8 +313,10 @@ async def test_summary_is_published_retained_and_the_report_shows_it(
                     break
                 await asyncio.sleep(0.05)
         assert (totals["upright_min"], totals["slouched_min"]) == (1.3, 0.7)
-        async with aiohttp.ClientSession() as http, \
-                http.get(service.url + "api/patients/p-008/summary.svg") as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(service.url + "api/patients/p-008/summary.svg") as response,
+        ):
             svg = await response.text()
             assert response.content_type == "image/svg+xml" and 'class="fall"' in svg
         settings = MqttSettings.from_url(broker_url)
@@ -286,22 +342,35 @@ async def test_summary_is_published_retained_and_the_report_shows_it(
             write_report(summary, tmp_path / "again.png")
 
 
-def test_report_command_errors_are_clear(broker_url: str, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_errors_are_clear(
+    broker_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = argparse.ArgumentParser()
     configure_report_parser(parser)
-    args = parser.parse_args(["--patient", "p-nobody", "--broker", broker_url, "--timeout", "0.5",
-                              "--out", str(tmp_path / "r.html")])
+    args = parser.parse_args(
+        [
+            "--patient",
+            "p-nobody",
+            "--broker",
+            broker_url,
+            "--timeout",
+            "0.5",
+            "--out",
+            str(tmp_path / "r.html"),
+        ]
+    )
     assert run_report(args) == 1
     assert "no summary of patient p-nobody" in capsys.readouterr().err
-    args = parser.parse_args(["--patient", "p-1", "--broker", broker_url,
-                              "--out", str(tmp_path / "r.pdf")])
+    args = parser.parse_args(
+        ["--patient", "p-1", "--broker", broker_url, "--out", str(tmp_path / "r.pdf")]
+    )
     assert run_report(args) == 2
     assert ".html or .png" in capsys.readouterr().err
 
 
 async def test_wearable_cancellation_stops_escalation_and_gateway_loss_is_shown(
-        broker_url: str) -> None:
+    broker_url: str,
+) -> None:
     clock = JumpClock()
     async with running(broker_url, clock) as (service, peer):
         now = time.time()
@@ -309,8 +378,10 @@ async def test_wearable_cancellation_stops_escalation_and_gateway_loss_is_shown(
         await peer.publish("patients/p-009/events", payload)
         _cancel_id, cancel = event_json("p-009", "fall_cancelled", now + 0.2, severity="info")
         await peer.publish("patients/p-009/events", cancel)
-        await peer.publish("gateways/ward-3/status", b'{"gateway_id": "ward-3", '
-                           b'"status": "offline", "time": "2026-11-24T08:00:00.000Z"}')
+        await peer.publish(
+            "gateways/ward-3/status",
+            b'{"gateway_id": "ward-3", "status": "offline", "time": "2026-11-24T08:00:00.000Z"}',
+        )
         await wait_until(lambda: bool(service.model.snapshot()["gateways"]))
         clock.advance(300.0)
         await asyncio.sleep(0.6)
@@ -333,23 +404,32 @@ async def test_a_restarted_dashboard_still_shows_open_falls(broker_url: str) -> 
         await asyncio.sleep(0.3)
         await service.acknowledge(done_id, "resolved", "Ann")
         await service.acknowledge(open_id, "acknowledged", "Ann")
-        async with asyncio.timeout(5):   # the summary with both falls' handling
-            while not any(f.get("resolved_by") == "Ann" and f2.get("acknowledged_by") == "Ann"
-                          for s in peer.on("/patients/p-011/summary")
-                          for f in s["falls"] if f["event_id"] == done_id
-                          for f2 in s["falls"] if f2["event_id"] == open_id):
+        async with asyncio.timeout(5):  # the summary with both falls' handling
+            while not any(
+                f.get("resolved_by") == "Ann" and f2.get("acknowledged_by") == "Ann"
+                for s in peer.on("/patients/p-011/summary")
+                for f in s["falls"]
+                if f["event_id"] == done_id
+                for f2 in s["falls"]
+                if f2["event_id"] == open_id
+            ):
                 await asyncio.sleep(0.05)
     settings = MqttSettings.from_url(broker_url)
-    async with MqttClient(settings) as gateway:   # a fall while no dashboard runs
+    async with MqttClient(settings) as gateway:  # a fall while no dashboard runs
         missed_id, payload = event_json("p-011", "fall_detected", time.time())
         await gateway.publish(f"{root}/patients/p-011/events", payload, qos=1)
-    config = DashboardConfig(broker=settings, listen_port=0, topic_root=root,
-                             client_id=client_id, escalation=EscalationPolicy(30.0, 60.0))
+    config = DashboardConfig(
+        broker=settings,
+        listen_port=0,
+        topic_root=root,
+        client_id=client_id,
+        escalation=EscalationPolicy(30.0, 60.0),
+    )
     async with DashboardService(config) as again:
         async with asyncio.timeout(5):
             while again.model.alert(missed_id) is None or again.model.alert(open_id) is None:
                 await asyncio.sleep(0.05)
         restored = again.model.alert(open_id)
         assert restored is not None and restored["status"] == "acknowledged"
-        assert again.model.alert(done_id) is None          # resolved: stays off the screen
+        assert again.model.alert(done_id) is None  # resolved: stays off the screen
         assert again.escalator.is_open(missed_id) and not again.escalator.is_open(open_id)

@@ -47,8 +47,9 @@ def _own_mosquitto(workdir: Path) -> Iterator[str]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 5.0
         while True:
@@ -78,20 +79,40 @@ def broker_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 def state_json(patient_id: str, t_s: float, flexion_deg: float = 12.0, **over: Any) -> bytes:
     """A ``.../state`` payload as the gateway publishes it."""
-    obj = {"patient_id": patient_id, "gateway_id": "ward-3", "time": format_time(t_s),
-           "flexion_deg": flexion_deg, "lateral_deg": -2.0, "activity": "upright",
-           "slouching": False, "device_connected": True, "battery_pct": 76.0,
-           "calibrated": True, "slouch_threshold_deg": 25.0, **over}
+    obj = {
+        "patient_id": patient_id,
+        "gateway_id": "ward-3",
+        "time": format_time(t_s),
+        "flexion_deg": flexion_deg,
+        "lateral_deg": -2.0,
+        "activity": "upright",
+        "slouching": False,
+        "device_connected": True,
+        "battery_pct": 76.0,
+        "calibrated": True,
+        "slouch_threshold_deg": 25.0,
+        **over,
+    }
     return json.dumps(obj).encode()
 
 
-def event_json(patient_id: str, kind: str, t_s: float, event_id: str | None = None,
-               severity: str = "high") -> tuple[str, bytes]:
+def event_json(
+    patient_id: str, kind: str, t_s: float, event_id: str | None = None, severity: str = "high"
+) -> tuple[str, bytes]:
     """(event_id, ``.../events`` payload)."""
     event_id = event_id or uuid.uuid4().hex
-    obj = {"event_id": event_id, "type": kind, "patient_id": patient_id, "gateway_id": "ward-3",
-           "time": format_time(t_s), "severity": severity, "flexion_deg": 78.1,
-           "lateral_deg": -4.0, "device_time_s": 41.02, "details": {"peak_acc_g": 5.1}}
+    obj = {
+        "event_id": event_id,
+        "type": kind,
+        "patient_id": patient_id,
+        "gateway_id": "ward-3",
+        "time": format_time(t_s),
+        "severity": severity,
+        "flexion_deg": 78.1,
+        "lateral_deg": -4.0,
+        "device_time_s": 41.02,
+        "details": {"peak_acc_g": 5.1},
+    }
     return event_id, json.dumps(obj).encode()
 
 
@@ -103,17 +124,22 @@ class Peer:
         self.root = root
         self.received: list[Message] = []
 
-    async def publish(self, leaf: str, payload: bytes, *, retain: bool = False,
-                      qos: int = 1) -> None:
+    async def publish(
+        self, leaf: str, payload: bytes, *, retain: bool = False, qos: int = 1
+    ) -> None:
         await self.client.publish(f"{self.root}/{leaf}", payload, qos=qos, retain=retain)
 
     def on(self, leaf_suffix: str) -> list[dict[str, Any]]:
         """Decoded payloads received on topics ending with ``leaf_suffix``."""
-        return [json.loads(m.payload) for m in self.received
-                if m.topic.endswith(leaf_suffix) and m.payload]
+        return [
+            json.loads(m.payload)
+            for m in self.received
+            if m.topic.endswith(leaf_suffix) and m.payload
+        ]
 
-    async def wait_for(self, leaf_suffix: str, count: int = 1,
-                       timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, leaf_suffix: str, count: int = 1, timeout_s: float = 5.0
+    ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout_s):
             while len(self.on(leaf_suffix)) < count:
                 await asyncio.sleep(0.02)
@@ -134,16 +160,25 @@ class JumpClock:
 
 
 @asynccontextmanager
-async def running(broker_url: str, clock: JumpClock | None = None,
-                  **config: Any) -> AsyncIterator[tuple[DashboardService, Peer]]:
+async def running(
+    broker_url: str, clock: JumpClock | None = None, **config: Any
+) -> AsyncIterator[tuple[DashboardService, Peer]]:
     """A dashboard on its own topic root, and a peer recording that root."""
     root = f"t{uuid.uuid4().hex[:8]}/posture/v1"
     settings = MqttSettings.from_url(broker_url)
-    options: dict[str, Any] = {"listen_port": 0, "topic_root": root, "summary_interval_s": 0.3,
-                               "escalation": EscalationPolicy(30.0, 60.0), **config}
-    async with MqttClient(settings) as client, \
-            DashboardService(DashboardConfig(broker=settings, **options),
-                             clock=clock or time.time) as service:
+    options: dict[str, Any] = {
+        "listen_port": 0,
+        "topic_root": root,
+        "summary_interval_s": 0.3,
+        "escalation": EscalationPolicy(30.0, 60.0),
+        **config,
+    }
+    async with (
+        MqttClient(settings) as client,
+        DashboardService(
+            DashboardConfig(broker=settings, **options), clock=clock or time.time
+        ) as service,
+    ):
         await client.subscribe(f"{root}/#", qos=1)
         peer = Peer(client, root)
 

@@ -78,7 +78,7 @@ def test_a_walker_is_not_handed_over_every_packet() -> None:
     feed.detectors[0].set_reference_up(UP[100], calibrated=True)
     walking_blocks = triggering_blocks = calls = 0
     for a in range(0, T.size, 10):  # 10-sample packets, as from the gateway
-        rows = (T[a:a + 10], ACC[a:a + 10], GYR[a:a + 10], UP[a:a + 10])
+        rows = (T[a : a + 10], ACC[a : a + 10], GYR[a : a + 10], UP[a : a + 10])
         mag2 = np.einsum("ni,ni->n", rows[1], rows[1])[:, None]
         feed.triggers(mag2)
         walking = rows[0][0] > 4.0 and rows[0][-1] < 18.0

@@ -18,21 +18,45 @@ UTC_ZONE = ZoneInfo("UTC")
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC).timestamp()
 
 
-def state(t_s: float, *, activity: str = "upright", slouching: bool = False,
-          connected: bool = True, flexion_deg: float | None = 10.0,
-          patient_id: str = "p-001") -> StateMessage:
-    return StateMessage(patient_id=patient_id, gateway_id="ward-3", time_s=t_s,
-                        flexion_deg=flexion_deg if connected else None,
-                        lateral_deg=0.0 if connected else None, activity=activity,
-                        slouching=slouching, device_connected=connected, battery_pct=80.0,
-                        calibrated=True, slouch_threshold_deg=25.0)
+def state(
+    t_s: float,
+    *,
+    activity: str = "upright",
+    slouching: bool = False,
+    connected: bool = True,
+    flexion_deg: float | None = 10.0,
+    patient_id: str = "p-001",
+) -> StateMessage:
+    return StateMessage(
+        patient_id=patient_id,
+        gateway_id="ward-3",
+        time_s=t_s,
+        flexion_deg=flexion_deg if connected else None,
+        lateral_deg=0.0 if connected else None,
+        activity=activity,
+        slouching=slouching,
+        device_connected=connected,
+        battery_pct=80.0,
+        calibrated=True,
+        slouch_threshold_deg=25.0,
+    )
 
 
-def event(kind: str, t_s: float, event_id: str, patient_id: str = "p-001",
-          **details: float) -> EventMessage:
-    return EventMessage(event_id=event_id, type=kind, patient_id=patient_id,
-                        gateway_id="ward-3", time_s=t_s, severity="low", flexion_deg=None,
-                        lateral_deg=None, device_time_s=None, details=details)
+def event(
+    kind: str, t_s: float, event_id: str, patient_id: str = "p-001", **details: float
+) -> EventMessage:
+    return EventMessage(
+        event_id=event_id,
+        type=kind,
+        patient_id=patient_id,
+        gateway_id="ward-3",
+        time_s=t_s,
+        severity="low",
+        flexion_deg=None,
+        lateral_deg=None,
+        device_time_s=None,
+        details=details,
+    )
 
 
 def feed(book: SummaryBook, start_s: float, seconds: int, **kwargs: object) -> float:
@@ -77,10 +101,10 @@ def test_episodes_and_falls_are_counted_once_with_their_lengths() -> None:
     book = SummaryBook(UTC_ZONE)
     book.on_state(state(T0))
     book.on_event(event("slouch_started", T0 + 600, "e1"))
-    book.on_event(event("slouch_started", T0 + 600, "e1"))      # QoS 1 re-delivery
+    book.on_event(event("slouch_started", T0 + 600, "e1"))  # QoS 1 re-delivery
     book.on_event(event("slouch_ended", T0 + 900, "e2", duration_s=330.0))
     book.on_event(event("slouch_started", T0 + 1000, "e3"))
-    book.on_event(event("slouch_ended", T0 + 1090, "e4"))       # no duration: from times
+    book.on_event(event("slouch_ended", T0 + 1090, "e4"))  # no duration: from times
     book.on_event(event("fall_detected", T0 + 2000, "f1"))
     book.on_event(event("fall_detected", T0 + 3000, "f2"))
     book.on_event(event("fall_detected", T0 + 3000, "f2"))
@@ -90,7 +114,7 @@ def test_episodes_and_falls_are_counted_once_with_their_lengths() -> None:
     totals = summary.totals()
     assert totals.slouch_episodes == 2
     assert totals.slouch_longest_min == 5.5
-    assert totals.slouch_mean_min == 3.5        # (330 + 90) / 2 s
+    assert totals.slouch_mean_min == 3.5  # (330 + 90) / 2 s
     assert totals.falls == 1
     assert totals.falls_cancelled == 1
     assert [f.cancelled for f in summary.falls] == [False, True]
@@ -129,7 +153,7 @@ def test_silence_longer_than_the_gap_limit_is_missing_data_not_posture() -> None
 def test_redelivered_and_out_of_order_states_are_ignored() -> None:
     book = SummaryBook(UTC_ZONE)
     feed(book, T0, 60)
-    book.on_state(state(T0 + 30))         # a retained state delivered again
+    book.on_state(state(T0 + 30))  # a retained state delivered again
     book.on_state(state(T0 + 59))
     book.on_state(state(T0 + 60))
     assert sum(book.summary("p-001").bins["covered_s"]) == pytest.approx(60.0)  # type: ignore[union-attr]
@@ -149,8 +173,9 @@ def test_midnight_splits_time_between_two_days() -> None:
     assert book.latest_day("p-001") == date(2026, 11, 25)
 
 
-@pytest.mark.parametrize(("day", "hours"), [(date(2026, 3, 29), 23), (date(2026, 10, 25), 25),
-                                            (date(2026, 11, 24), 24)])
+@pytest.mark.parametrize(
+    ("day", "hours"), [(date(2026, 3, 29), 23), (date(2026, 10, 25), 25), (date(2026, 11, 24), 24)]
+)
 def test_daylight_saving_days_have_their_real_length(day: date, hours: int) -> None:
     zone = ZoneInfo("Europe/Berlin")
     start_s, end_s = day_bounds(day, zone)
@@ -187,13 +212,16 @@ def test_json_round_trip_keeps_everything_shown() -> None:
     assert again.episodes == summary.episodes and again.falls == summary.falls
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda o: o.pop("bins"),
-    lambda o: o["bins"]["covered_s"].pop(),
-    lambda o: o["bins"].__setitem__("start", "2026-11-24T01:00:00.000Z"),
-    lambda o: o["bins"]["worn_s"].__setitem__(3, 61.0),
-    lambda o: o.__setitem__("timezone", "Mars/Olympus"),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda o: o.pop("bins"),
+        lambda o: o["bins"]["covered_s"].pop(),
+        lambda o: o["bins"].__setitem__("start", "2026-11-24T01:00:00.000Z"),
+        lambda o: o["bins"]["worn_s"].__setitem__(3, 61.0),
+        lambda o: o.__setitem__("timezone", "Mars/Olympus"),
+    ],
+)
 def test_malformed_summaries_are_refused(mutate: object) -> None:
     book = SummaryBook(UTC_ZONE)
     feed(book, T0, 5)
@@ -242,16 +270,25 @@ def test_merge_keeps_the_better_covered_bin_and_unions_events() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(gaps=st.lists(st.floats(min_value=0.05, max_value=30.0), min_size=1, max_size=60),
-       kinds=st.lists(st.sampled_from(["upright", "slouch", "walking", "lying", "off"]),
-                      min_size=61, max_size=61))
+@given(
+    gaps=st.lists(st.floats(min_value=0.05, max_value=30.0), min_size=1, max_size=60),
+    kinds=st.lists(
+        st.sampled_from(["upright", "slouch", "walking", "lying", "off"]), min_size=61, max_size=61
+    ),
+)
 def test_every_second_is_accounted_once(gaps: list[float], kinds: list[str]) -> None:
     book = SummaryBook(UTC_ZONE, max_gap_s=10.0)
-    t = T0 + 59.5   # crosses minute bins
+    t = T0 + 59.5  # crosses minute bins
     expected = {"covered": 0.0, "worn": 0.0, "upright": 0.0, "slouched": 0.0}
     for gap, kind in zip([*gaps, 0.0], kinds, strict=False):
-        book.on_state(state(t, activity="upright" if kind in ("slouch", "off") else kind,
-                            slouching=kind == "slouch", connected=kind != "off"))
+        book.on_state(
+            state(
+                t,
+                activity="upright" if kind in ("slouch", "off") else kind,
+                slouching=kind == "slouch",
+                connected=kind != "off",
+            )
+        )
         if gap == 0.0:
             break
         dt = min(gap, 10.0)
@@ -274,11 +311,14 @@ def test_fall_handling_is_recorded_survives_json_and_merges() -> None:
     book.on_event(event("fall_detected", T0, "f1"))
     book.on_escalation("p-001", "f1", 1)
     book.on_ack("p-001", AckMessage("f1", "acknowledged", "Anna", T0 + 150))
-    book.on_ack("p-001", AckMessage("f1", "acknowledged", "Ben", T0 + 160))   # later: ignored
-    book.on_ack("p-002", AckMessage("f1", "resolved", "Eve", T0 + 170))      # other patient
+    book.on_ack("p-001", AckMessage("f1", "acknowledged", "Ben", T0 + 160))  # later: ignored
+    book.on_ack("p-002", AckMessage("f1", "resolved", "Eve", T0 + 170))  # other patient
     fall = book.summary("p-001").falls[0]  # type: ignore[union-attr]
-    assert (fall.escalation_level, fall.acknowledged_by, fall.acknowledged_s) == \
-        (1, "Anna", T0 + 150)
+    assert (fall.escalation_level, fall.acknowledged_by, fall.acknowledged_s) == (
+        1,
+        "Anna",
+        T0 + 150,
+    )
     assert fall.resolved_by is None
     again = DailySummary.from_json(book.summary("p-001").to_json())  # type: ignore[union-attr]
     assert again.falls == (fall,)

@@ -36,10 +36,19 @@ def msg(topic: str, payload: bytes, retain: bool = False) -> Message:
 
 
 def state_msg(patient: str, **changes: object) -> Message:
-    values: dict[str, object] = dict(patient_id=patient, gateway_id="ward-3", time=T0,
-                                      flexion_deg=31.5, lateral_deg=-2.0, activity="upright",
-                                      slouching=True, device_connected=True, battery_pct=64,
-                                      calibrated=True, slouch_threshold_deg=25.0)
+    values: dict[str, object] = dict(
+        patient_id=patient,
+        gateway_id="ward-3",
+        time=T0,
+        flexion_deg=31.5,
+        lateral_deg=-2.0,
+        activity="upright",
+        slouching=True,
+        device_connected=True,
+        battery_pct=64,
+        calibrated=True,
+        slouch_threshold_deg=25.0,
+    )
     values.update(changes)
     state = PatientState(**values)  # type: ignore[arg-type]
     return msg(TOPICS.state(patient), state.to_json(), retain=True)
@@ -54,11 +63,18 @@ def test_model_renders_patients_gateways_and_a_deduplicated_feed() -> None:
     status = GatewayStatus("ward-3", GatewayState.ONLINE, T0, {"events_pending": 0})
     assert model.handle(msg(TOPICS.status("ward-3"), status.to_json(), retain=True))
     assert model.handle(state_msg("p-001"))
-    assert model.handle(state_msg("p-002", slouching=False, activity="walking",
-                                  flexion_deg=None, battery_pct=None))
+    assert model.handle(
+        state_msg("p-002", slouching=False, activity="walking", flexion_deg=None, battery_pct=None)
+    )
     slouch = AlertEvent(EventType.SLOUCH_STARTED, "p-001", "ward-3", T0, flexion_deg=31.5)
-    fall = AlertEvent(EventType.FALL_DETECTED, "p-002", "ward-3", T0 + timedelta(seconds=1),
-                      flexion_deg=78.1, details={"peak_acc_g": 5.1})
+    fall = AlertEvent(
+        EventType.FALL_DETECTED,
+        "p-002",
+        "ward-3",
+        T0 + timedelta(seconds=1),
+        flexion_deg=78.1,
+        details={"peak_acc_g": 5.1},
+    )
     assert model.handle(event_msg(slouch))
     assert model.handle(event_msg(fall))
     assert not model.handle(event_msg(fall))  # QoS 1 duplicate: shown once
@@ -85,8 +101,12 @@ def test_cancelled_and_acknowledged_falls_drop_below_open_ones() -> None:
     cancel = AlertEvent(EventType.FALL_CANCELLED, "p-2", "gw", T0 + timedelta(seconds=9))
     for event in (first, second, third, cancel):
         model.handle(event_msg(event))
-    ack = {"event_id": third.event_id, "action": "acknowledged", "by": "physio-anna",
-           "time": "2026-11-24T08:16:00.000Z"}
+    ack = {
+        "event_id": third.event_id,
+        "action": "acknowledged",
+        "by": "physio-anna",
+        "time": "2026-11-24T08:16:00.000Z",
+    }
     assert model.handle(msg(TOPICS.acks("p-3"), json.dumps(ack).encode()))
     feed = model.render().split("ALERTS")[1].splitlines()[1:]
     assert "p-1" in feed[0] and "CANCELLED" not in feed[0]  # the only open fall leads
@@ -94,12 +114,17 @@ def test_cancelled_and_acknowledged_falls_drop_below_open_ones() -> None:
     assert any("p-3" in line and "acknowledged by physio-anna" in line for line in feed)
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"{}", b'{"type": "fall_detected"}',
-                                     b'{"patient_id": "p/1"}'])
+@pytest.mark.parametrize(
+    "payload", [b"not json", b"{}", b'{"type": "fall_detected"}', b'{"patient_id": "p/1"}']
+)
 def test_malformed_messages_are_counted_not_fatal(payload: bytes) -> None:
     model = WatchModel(TOPICS)
-    for topic in (TOPICS.events("p-1"), TOPICS.state("p-1"), TOPICS.status("gw"),
-                  TOPICS.acks("p-1")):
+    for topic in (
+        TOPICS.events("p-1"),
+        TOPICS.state("p-1"),
+        TOPICS.status("gw"),
+        TOPICS.acks("p-1"),
+    ):
         assert not model.handle(msg(topic, payload))
     assert model.malformed >= 3
     assert not model.handle(msg("other/topic", b"x")) and model.ignored == 1
@@ -116,25 +141,43 @@ def test_plain_lines_report_changes_not_every_angle() -> None:
     assert model.take_lines() == []
 
 
-async def test_watch_shows_live_states_and_events_from_a_real_broker(
-        broker: AnyBroker) -> None:
+async def test_watch_shows_live_states_and_events_from_a_real_broker(broker: AnyBroker) -> None:
     out = io.StringIO()
-    async with AlertPublisher(broker.settings(), gateway_id="ward-3",
-                              state_interval_s=0.05) as pub:
+    async with AlertPublisher(broker.settings(), gateway_id="ward-3", state_interval_s=0.05) as pub:
         await pub.publish_event(AlertEvent(EventType.DEVICE_CONNECTED, "p-001", "ward-3", T0))
         async with asyncio.timeout(3):
             while pub.metrics.events_published < 1:  # delivered before anyone watched
                 await asyncio.sleep(0.02)
-        task = asyncio.create_task(watch_live(broker.settings(), out=out, tty=False,
-                                         duration_s=3.0))
+        task = asyncio.create_task(
+            watch_live(broker.settings(), out=out, tty=False, duration_s=3.0)
+        )
         async with asyncio.timeout(3):
             while "GATEWAY ward-3 ONLINE" not in out.getvalue():  # retained status seen
                 await asyncio.sleep(0.02)
-        fall = AlertEvent(EventType.FALL_DETECTED, "p-001", "ward-3", datetime.now(UTC),
-                          flexion_deg=80.0, details={"peak_acc_g": 4.8})
+        fall = AlertEvent(
+            EventType.FALL_DETECTED,
+            "p-001",
+            "ward-3",
+            datetime.now(UTC),
+            flexion_deg=80.0,
+            details={"peak_acc_g": 4.8},
+        )
         await pub.publish_event(fall)
-        pub.update_state(PatientState("p-001", "ward-3", datetime.now(UTC), 80.0, 3.0, "lying",
-                                      False, True, 55, True, 25.0))
+        pub.update_state(
+            PatientState(
+                "p-001",
+                "ward-3",
+                datetime.now(UTC),
+                80.0,
+                3.0,
+                "lying",
+                False,
+                True,
+                55,
+                True,
+                25.0,
+            )
+        )
         async with MqttClient(broker.settings()) as raw:  # a redelivered duplicate
             await raw.publish(TOPICS.events("p-001"), fall.to_json(), qos=1)
         async with asyncio.timeout(3):
@@ -151,13 +194,26 @@ async def test_watch_shows_live_states_and_events_from_a_real_broker(
 
 async def test_watch_tty_mode_redraws_with_ansi(broker: AnyBroker) -> None:
     out = io.StringIO()
-    async with AlertPublisher(broker.settings(), gateway_id="ward-3",
-                              state_interval_s=0.05) as pub:
-        pub.update_state(PatientState("p-042", "ward-3", datetime.now(UTC), 28.0, 1.0,
-                                      "upright", True, True, 90, True, 25.0))
+    async with AlertPublisher(broker.settings(), gateway_id="ward-3", state_interval_s=0.05) as pub:
+        pub.update_state(
+            PatientState(
+                "p-042",
+                "ward-3",
+                datetime.now(UTC),
+                28.0,
+                1.0,
+                "upright",
+                True,
+                True,
+                90,
+                True,
+                25.0,
+            )
+        )
         await asyncio.sleep(0.2)  # retained by now
-        model = await watch_live(broker.settings(), out=out, tty=True, refresh_hz=10,
-                            duration_s=0.6)
+        model = await watch_live(
+            broker.settings(), out=out, tty=True, refresh_hz=10, duration_s=0.6
+        )
     text = out.getvalue()
     assert text.count("\x1b[H") >= 3  # redrawn several times
     assert "p-042" in text and "YES" in text and text.endswith("\x1b[?25h\n")
@@ -173,8 +229,7 @@ def _args(broker_url: str, **extra: object) -> argparse.Namespace:
     return args
 
 
-def test_unreachable_broker_exits_2_with_one_clear_line(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_broker_exits_2_with_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"mqtt://user:hunter2@127.0.0.1:{free_port()}"
     parser = argparse.ArgumentParser()
     watch_module.configure_parser(parser)
@@ -205,11 +260,13 @@ async def test_status_prints_retained_gateway_status_and_metrics(broker: AnyBrok
     assert code == 0 and "ward-3" in table and "OFFLINE" in table
     assert "p-001: malformed=0, packets_dropped=2" in table
     out = io.StringIO()
-    code = await asyncio.to_thread(status_cli.run,
-                                   _args(broker.url, json=True, gateway="ward-3"), out)
+    code = await asyncio.to_thread(
+        status_cli.run, _args(broker.url, json=True, gateway="ward-3"), out
+    )
     report = json.loads(out.getvalue())
     assert code == 0 and report[0]["status"] == "offline"
     assert report[0]["metrics"]["events_published"] == 1
-    code = await asyncio.to_thread(status_cli.run,
-                                   _args(broker.url, gateway="ward-9", wait=0.3), io.StringIO())
+    code = await asyncio.to_thread(
+        status_cli.run, _args(broker.url, gateway="ward-9", wait=0.3), io.StringIO()
+    )
     assert code == 1

@@ -18,8 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_parser(commands.add_parser("dashboard", help="serve the web dashboard"))
     configure_report_parser(commands.add_parser("report", help="write a clinic report"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     return run(args) if args.command == "dashboard" else run_report(args)
 
 

@@ -52,8 +52,15 @@ def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
     if not secret:
         raise ValueError("an empty password or token cannot be used")
     salt = salt if salt is not None else secrets.token_bytes(16)
-    key = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P,
-                         dklen=_KEY_LEN, maxmem=64 * 1024 * 1024)
+    key = hashlib.scrypt(
+        secret.encode(),
+        salt=salt,
+        n=_SCRYPT_N,
+        r=_SCRYPT_R,
+        p=_SCRYPT_P,
+        dklen=_KEY_LEN,
+        maxmem=64 * 1024 * 1024,
+    )
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(key)}"
 
 
@@ -71,8 +78,9 @@ def verify_secret(secret: str, encoded: str) -> bool:
         raise ValueError("expected a hash of the form scrypt$N$r$p$salt$key") from exc
     if scheme != "scrypt" or not 2 <= n <= 2**20 or not 1 <= r <= 32 or not 1 <= p <= 16:
         raise ValueError("expected a hash of the form scrypt$N$r$p$salt$key")
-    candidate = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=len(key),
-                               maxmem=256 * 1024 * 1024)
+    candidate = hashlib.scrypt(
+        secret.encode(), salt=salt, n=n, r=r, p=p, dklen=len(key), maxmem=256 * 1024 * 1024
+    )
     return hmac.compare_digest(candidate, key)
 
 
@@ -85,7 +93,7 @@ def valid_user_name(name: str) -> bool:
 class Credentials:
     """Who may log in: named users with hashed passwords and/or one hashed token."""
 
-    users: dict[str, str] = field(default_factory=dict)   # name -> hash
+    users: dict[str, str] = field(default_factory=dict)  # name -> hash
     token_hash: str | None = None
 
     @property
@@ -105,15 +113,18 @@ class Credentials:
             try:
                 lines = password_file.read_text(encoding="utf-8").splitlines()
             except OSError as exc:
-                raise ConfigError(f"{password_file}: cannot read the password file: "
-                                  f"{exc.strerror}") from exc
+                raise ConfigError(
+                    f"{password_file}: cannot read the password file: {exc.strerror}"
+                ) from exc
             for number, line in enumerate(lines, 1):
                 if not line.strip() or line.lstrip().startswith("#"):
                     continue
                 name, sep, encoded = line.strip().rpartition(":")
                 if not sep or not valid_user_name(name) or not encoded.startswith("scrypt$"):
-                    raise ConfigError(f"{password_file}:{number}: expected 'name:scrypt$...' "
-                                      "(make lines with --add-user)")
+                    raise ConfigError(
+                        f"{password_file}:{number}: expected 'name:scrypt$...' "
+                        "(make lines with --add-user)"
+                    )
                 users[name] = encoded
         token_hash = hash_secret(token) if token else None
         return cls(users=users, token_hash=token_hash)

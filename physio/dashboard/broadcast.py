@@ -78,8 +78,10 @@ class Broadcaster:
                 if not subscription.offer(update):
                     if subscription in self._subscriptions:
                         self.overflows += 1
-                        _log.warning("a browser stream fell behind; closing it so it "
-                                     "reconnects with a snapshot")
+                        _log.warning(
+                            "a browser stream fell behind; closing it so it "
+                            "reconnects with a snapshot"
+                        )
                     self._subscriptions.discard(subscription)
 
     @property

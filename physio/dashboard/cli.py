@@ -64,27 +64,61 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor dashboard``."""
-    parser.add_argument("--broker", required=True, metavar="URL",
-                        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883")
-    parser.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
-                        help="HTTP address (default 127.0.0.1:8080; any other than loopback "
-                             "needs a login)")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        metavar="URL",
+        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="HTTP address (default 127.0.0.1:8080; any other than loopback needs a login)",
+    )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
-    parser.add_argument("--escalate-after", type=float, default=120.0, metavar="S",
-                        help="escalate a fall nobody acknowledged after S seconds (120)")
-    parser.add_argument("--escalate-again-after", type=float, default=240.0, metavar="S",
-                        help="escalate it again (level 2) S seconds after the fall (240)")
-    parser.add_argument("--password-file", type=Path, metavar="FILE",
-                        help=f"users allowed to log in (name:scrypt hash lines); or set "
-                             f"{TOKEN_ENV} to a shared token")
-    parser.add_argument("--add-user", metavar="NAME",
-                        help="ask for NAME's password, add it hashed to --password-file, exit")
-    parser.add_argument("--timezone", default=None, metavar="ZONE",
-                        help="clinic time zone for daily summaries (default: this machine's)")
-    parser.add_argument("--summary-interval", type=float, default=60.0, metavar="S",
-                        help="publish changed daily summaries every S seconds (60)")
-    parser.add_argument("--client-id", default=None,
-                        help="MQTT client id (default from host name and port)")
+    parser.add_argument(
+        "--escalate-after",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="escalate a fall nobody acknowledged after S seconds (120)",
+    )
+    parser.add_argument(
+        "--escalate-again-after",
+        type=float,
+        default=240.0,
+        metavar="S",
+        help="escalate it again (level 2) S seconds after the fall (240)",
+    )
+    parser.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"users allowed to log in (name:scrypt hash lines); or set "
+        f"{TOKEN_ENV} to a shared token",
+    )
+    parser.add_argument(
+        "--add-user",
+        metavar="NAME",
+        help="ask for NAME's password, add it hashed to --password-file, exit",
+    )
+    parser.add_argument(
+        "--timezone",
+        default=None,
+        metavar="ZONE",
+        help="clinic time zone for daily summaries (default: this machine's)",
+    )
+    parser.add_argument(
+        "--summary-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="publish changed daily summaries every S seconds (60)",
+    )
+    parser.add_argument(
+        "--client-id", default=None, help="MQTT client id (default from host name and port)"
+    )
 
 
 def _add_user(password_file: Path | None, name: str) -> int:
@@ -92,8 +126,9 @@ def _add_user(password_file: Path | None, name: str) -> int:
         print("error: --add-user needs --password-file", file=sys.stderr)
         return 2
     if not valid_user_name(name) or ":" in name:
-        print(f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @",
-              file=sys.stderr)
+        print(
+            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @", file=sys.stderr
+        )
         return 2
     password = getpass.getpass(f"password for {name}: ")
     if len(password) < 8 or password != getpass.getpass("again: "):
@@ -101,8 +136,11 @@ def _add_user(password_file: Path | None, name: str) -> int:
         return 2
     lines = []
     if password_file.exists():
-        lines = [line for line in password_file.read_text(encoding="utf-8").splitlines()
-                 if line.rpartition(":")[0] != name]
+        lines = [
+            line
+            for line in password_file.read_text(encoding="utf-8").splitlines()
+            if line.rpartition(":")[0] != name
+        ]
     lines.append(f"{name}:{hash_secret(password)}")
     password_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     password_file.chmod(0o600)
@@ -119,10 +157,16 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         raise ConfigError(str(exc)) from exc
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
-        broker=MqttSettings.from_url(args.broker), listen_host=host, listen_port=port,
-        topic_root=args.topic_root, escalation=policy, credentials=credentials,
-        timezone=args.timezone or local_timezone(), summary_interval_s=args.summary_interval,
-        client_id=args.client_id)
+        broker=MqttSettings.from_url(args.broker),
+        listen_host=host,
+        listen_port=port,
+        topic_root=args.topic_root,
+        escalation=policy,
+        credentials=credentials,
+        timezone=args.timezone or local_timezone(),
+        summary_interval_s=args.summary_interval,
+        client_id=args.client_id,
+    )
 
 
 async def _serve(config: DashboardConfig) -> None:
@@ -152,14 +196,29 @@ def run(args: argparse.Namespace) -> int:
 def configure_report_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor report``."""
     parser.add_argument("--patient", required=True, metavar="ID", help="patient id")
-    parser.add_argument("--day", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
-                        help="local day (default: the newest the dashboard published)")
+    parser.add_argument(
+        "--day",
+        type=date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="local day (default: the newest the dashboard published)",
+    )
     parser.add_argument("--broker", required=True, metavar="URL", help="MQTT broker URL")
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE",
-                        help="report.html (no dependency) or report.png (needs matplotlib)")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                        help="how long to wait for the broker, s (5)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="report.html (no dependency) or report.png (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="how long to wait for the broker, s (5)",
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -168,9 +227,11 @@ def run_report(args: argparse.Namespace) -> int:
         if args.out.suffix.lower() not in (".html", ".htm", ".png"):
             raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
         settings = MqttSettings.from_url(args.broker, connect_timeout_s=args.timeout)
-        summary = asyncio.run(fetch_summary(settings, args.patient, args.day,
-                                            topic_root=args.topic_root,
-                                            timeout_s=args.timeout))
+        summary = asyncio.run(
+            fetch_summary(
+                settings, args.patient, args.day, topic_root=args.topic_root, timeout_s=args.timeout
+            )
+        )
         write_report(summary, args.out)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

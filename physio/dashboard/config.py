@@ -49,8 +49,9 @@ class DashboardConfig:
         try:
             ZoneInfo(self.timezone)
         except (ValueError, KeyError) as exc:
-            raise ConfigError(f"unknown time zone {self.timezone!r} (expected an IANA name "
-                              "such as Europe/Berlin)") from exc
+            raise ConfigError(
+                f"unknown time zone {self.timezone!r} (expected an IANA name such as Europe/Berlin)"
+            ) from exc
         if self.summary_interval_s <= 0 or self.history_s <= 0 or self.keep_archive_days < 1:
             raise ConfigError("summary interval and history must be > 0 s, archive >= 1 day")
         try:
@@ -61,4 +62,5 @@ class DashboardConfig:
             raise ConfigError(
                 f"refusing to listen on {self.listen_host} without a login: give "
                 "--password-file FILE (lines made with --add-user) or set "
-                "POSTURE_MONITOR_DASHBOARD_TOKEN, or listen on 127.0.0.1")
+                "POSTURE_MONITOR_DASHBOARD_TOKEN, or listen on 127.0.0.1"
+            )

@@ -28,8 +28,13 @@ CATEGORY_COLORS = {
     "lying_s": "#cc79a7",
     "other": "#999999",
 }
-_LABELS = {"upright_s": "upright", "slouched_s": "slouched", "active_s": "moving/walking",
-           "lying_s": "lying", "other": "worn, not classified"}
+_LABELS = {
+    "upright_s": "upright",
+    "slouched_s": "slouched",
+    "active_s": "moving/walking",
+    "lying_s": "lying",
+    "other": "worn, not classified",
+}
 
 
 def dominant_categories(summary: DailySummary) -> list[str | None]:
@@ -68,70 +73,98 @@ def render_day_svg(summary: DailySummary, width: int = 960, height: int = 320) -
         return plot_top + plot_h * (y_max - deg) / (y_max - y_min)
 
     title = f"Posture of {summary.patient_id} on {summary.day.isoformat()}"
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-           f'width="100%" role="img" aria-label="{escape(title)}" class="dayplot" '
-           f'font-family="sans-serif" font-size="11">', f"<title>{escape(title)}</title>",
-           f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" role="img" aria-label="{escape(title)}" class="dayplot" '
+        f'font-family="sans-serif" font-size="11">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
     cell_w = plot_w / summary.n_bins
     for i, category in enumerate(dominant_categories(summary)):
         if category is not None:
-            out.append(f'<rect x="{left + i * cell_w:.2f}" y="{top}" width="{cell_w + 0.3:.2f}" '
-                       f'height="{strip_h}" fill="{CATEGORY_COLORS[category]}"/>')
-    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{strip_h}" fill="none" '
-               'stroke="#666"/>')
-    out.append(f'<rect x="{left}" y="{plot_top}" width="{plot_w}" height="{plot_h}" '
-               'fill="#fafafa" stroke="#666"/>')
+            out.append(
+                f'<rect x="{left + i * cell_w:.2f}" y="{top}" width="{cell_w + 0.3:.2f}" '
+                f'height="{strip_h}" fill="{CATEGORY_COLORS[category]}"/>'
+            )
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{strip_h}" fill="none" '
+        'stroke="#666"/>'
+    )
+    out.append(
+        f'<rect x="{left}" y="{plot_top}" width="{plot_w}" height="{plot_h}" '
+        'fill="#fafafa" stroke="#666"/>'
+    )
     for episode in summary.episodes:
         x0 = x_of(episode.start_s)
         x1 = max(x_of(episode.start_s + episode.duration_s), x0 + 1.0)
-        out.append(f'<rect class="episode" x="{x0:.2f}" y="{plot_top}" width="{x1 - x0:.2f}" '
-                   f'height="{plot_h}" fill="{CATEGORY_COLORS["slouched_s"]}" '
-                   'fill-opacity="0.25"/>')
+        out.append(
+            f'<rect class="episode" x="{x0:.2f}" y="{plot_top}" width="{x1 - x0:.2f}" '
+            f'height="{plot_h}" fill="{CATEGORY_COLORS["slouched_s"]}" '
+            'fill-opacity="0.25"/>'
+        )
     for deg in _ticks(y_min, y_max):
         y = y_of(deg)
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
-                   'stroke="#ddd"/>')
+        out.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
         out.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{deg:g}°</text>')
     for hour in range(0, 25, 3):
         t_s = summary.day_start_s + hour * 3600
         x = x_of(t_s)
-        label = datetime.fromtimestamp(min(t_s, summary.day_start_s + day_len_s - 1),
-                                       zone).strftime("%H:%M") if hour < 24 else "24:00"
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{plot_top + plot_h}" '
-                   f'y2="{plot_top + plot_h + 4}" stroke="#666"/>')
-        out.append(f'<text x="{x:.1f}" y="{plot_top + plot_h + 16}" '
-                   f'text-anchor="middle">{label}</text>')
+        label = (
+            datetime.fromtimestamp(min(t_s, summary.day_start_s + day_len_s - 1), zone).strftime(
+                "%H:%M"
+            )
+            if hour < 24
+            else "24:00"
+        )
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{plot_top + plot_h}" '
+            f'y2="{plot_top + plot_h + 4}" stroke="#666"/>'
+        )
+        out.append(
+            f'<text x="{x:.1f}" y="{plot_top + plot_h + 16}" text-anchor="middle">{label}</text>'
+        )
     if threshold is not None:
         y = y_of(threshold)
-        out.append(f'<line class="threshold" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" '
-                   f'y2="{y:.1f}" stroke="#d55e00" stroke-dasharray="6 4"/>')
-        out.append(f'<text x="{left + plot_w - 4}" y="{y - 4:.1f}" text-anchor="end" '
-                   f'fill="#d55e00">slouch threshold {threshold:g}°</text>')
+        out.append(
+            f'<line class="threshold" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" '
+            f'y2="{y:.1f}" stroke="#d55e00" stroke-dasharray="6 4"/>'
+        )
+        out.append(
+            f'<text x="{left + plot_w - 4}" y="{y - 4:.1f}" text-anchor="end" '
+            f'fill="#d55e00">slouch threshold {threshold:g}°</text>'
+        )
     out.extend(_flexion_path(summary, x_of, y_of))
     for fall in summary.falls:
         x = x_of(fall.time_s)
         color = "#999999" if fall.cancelled else "#c00000"
         label = "fall (cancelled)" if fall.cancelled else "fall"
         when = datetime.fromtimestamp(fall.time_s, zone).strftime("%H:%M")
-        out.append(f'<g class="fall"><line x1="{x:.1f}" x2="{x:.1f}" y1="{plot_top}" '
-                   f'y2="{plot_top + plot_h}" stroke="{color}" stroke-width="2"/>'
-                   f'<text x="{x + 3:.1f}" y="{plot_top + 11}" fill="{color}">'
-                   f'{label} {when}</text></g>')
+        out.append(
+            f'<g class="fall"><line x1="{x:.1f}" x2="{x:.1f}" y1="{plot_top}" '
+            f'y2="{plot_top + plot_h}" stroke="{color}" stroke-width="2"/>'
+            f'<text x="{x + 3:.1f}" y="{plot_top + 11}" fill="{color}">'
+            f"{label} {when}</text></g>"
+        )
     legend_y = height - 14
     x = float(left)
     for key, color in CATEGORY_COLORS.items():
-        out.append(f'<rect x="{x:.0f}" y="{legend_y - 9}" width="10" height="10" '
-                   f'fill="{color}"/>')
+        out.append(f'<rect x="{x:.0f}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{x + 14:.0f}" y="{legend_y}">{_LABELS[key]}</text>')
         x += 24 + 6.5 * len(_LABELS[key])
-    out.append(f'<text x="{x:.0f}" y="{legend_y}">— mean flexion (°) per '
-               f'{summary.bin_s // 60 or 1} min</text>')
+    out.append(
+        f'<text x="{x:.0f}" y="{legend_y}">— mean flexion (°) per '
+        f"{summary.bin_s // 60 or 1} min</text>"
+    )
     out.append("</svg>")
     return "\n".join(out)
 
 
-def _flexion_path(summary: DailySummary, x_of: Callable[[float], float],
-                  y_of: Callable[[float], float]) -> list[str]:
+def _flexion_path(
+    summary: DailySummary, x_of: Callable[[float], float], y_of: Callable[[float], float]
+) -> list[str]:
     segments: list[list[str]] = []
     current: list[str] = []
     for i, value in enumerate(summary.flexion_mean_deg):
@@ -144,11 +177,14 @@ def _flexion_path(summary: DailySummary, x_of: Callable[[float], float],
         current.append(f"{x_of(t_s):.1f},{y_of(value):.1f}")
     if current:
         segments.append(current)
-    return [f'<polyline class="flexion" points="{" ".join(points)}" fill="none" '
-            f'stroke="#0072b2" stroke-width="1.5"/>' if len(points) > 1 else
-            f'<circle class="flexion" cx="{points[0].split(",")[0]}" '
-            f'cy="{points[0].split(",")[1]}" r="1.5" fill="#0072b2"/>'
-            for points in segments]
+    return [
+        f'<polyline class="flexion" points="{" ".join(points)}" fill="none" '
+        f'stroke="#0072b2" stroke-width="1.5"/>'
+        if len(points) > 1
+        else f'<circle class="flexion" cx="{points[0].split(",")[0]}" '
+        f'cy="{points[0].split(",")[1]}" r="1.5" fill="#0072b2"/>'
+        for points in segments
+    ]
 
 
 def _ticks(y_min: float, y_max: float) -> list[float]:

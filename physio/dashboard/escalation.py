@@ -48,8 +48,10 @@ class EscalationPolicy:
         if not self.first_after_s > 0:
             raise ValueError(f"escalate-after must be > 0 s, got {self.first_after_s}")
         if not self.again_after_s > self.first_after_s:
-            raise ValueError(f"escalate-again-after ({self.again_after_s} s) must be later "
-                             f"than escalate-after ({self.first_after_s} s)")
+            raise ValueError(
+                f"escalate-again-after ({self.again_after_s} s) must be later "
+                f"than escalate-after ({self.first_after_s} s)"
+            )
 
     def delay_s(self, level: int) -> float:
         """Seconds after the fall at which ``level`` (1 or 2) is due."""
@@ -83,8 +85,9 @@ class Escalator:
         self._falls: dict[str, _Fall] = {}
         self._handled_early: set[str] = set()  # acks that came before their fall
 
-    def on_fall(self, event_id: str, patient_id: str, fall_time_s: float,
-                received_s: float) -> None:
+    def on_fall(
+        self, event_id: str, patient_id: str, fall_time_s: float, received_s: float
+    ) -> None:
         """Start tracking a fall (idempotent: a duplicate delivery changes nothing)."""
         if event_id in self._falls:
             return
@@ -117,9 +120,13 @@ class Escalator:
         the summary, this takes the patient's most recent one. Returns the
         event ids whose escalation stopped (zero or one).
         """
-        candidates = [(fall.start_s, event_id) for event_id, fall in self._falls.items()
-                      if fall.patient_id == patient_id and fall.stopped is None
-                      and fall.start_s <= cancel_time_s]
+        candidates = [
+            (fall.start_s, event_id)
+            for event_id, fall in self._falls.items()
+            if fall.patient_id == patient_id
+            and fall.stopped is None
+            and fall.start_s <= cancel_time_s
+        ]
         if not candidates:
             return []
         _start_s, event_id = max(candidates)
@@ -164,9 +171,13 @@ class Escalator:
 
     def next_due_s(self) -> float | None:
         """The earliest time at which something becomes due, or None."""
-        times = [fall.start_s + self.policy.delay_s(level)
-                 for fall in self._falls.values() if fall.stopped is None
-                 for level in (1, 2) if level > fall.issued_level]
+        times = [
+            fall.start_s + self.policy.delay_s(level)
+            for fall in self._falls.values()
+            if fall.stopped is None
+            for level in (1, 2)
+            if level > fall.issued_level
+        ]
         return min(times) if times else None
 
     def _forget_old(self) -> None:

@@ -33,41 +33,56 @@ Update = tuple[str, dict[str, Any]]
 
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
 # Types that become feed items; the info types annotate an earlier item instead.
-FEED_TYPES = frozenset({"fall_detected", "device_disconnected", "battery_low",
-                        "slouch_started"})
+FEED_TYPES = frozenset({"fall_detected", "device_disconnected", "battery_low", "slouch_started"})
 
 
 @dataclass
 class _Alert:
     event: EventMessage
     received_s: float
-    status: str = "open"                   # open | acknowledged | resolved
+    status: str = "open"  # open | acknowledged | resolved
     acks: list[AckMessage] = field(default_factory=list)
     escalation_level: int = 0
-    note: str = ""                         # e.g. "cancelled by wearable", "slouch ended"
+    note: str = ""  # e.g. "cancelled by wearable", "slouch ended"
 
     def to_dict(self) -> dict[str, Any]:
         e = self.event
         return {
-            "event_id": e.event_id, "type": e.type, "patient_id": e.patient_id,
-            "gateway_id": e.gateway_id, "time": format_time(e.time_s), "time_s": e.time_s,
-            "severity": e.severity, "flexion_deg": e.flexion_deg, "lateral_deg": e.lateral_deg,
-            "details": dict(e.details), "received_s": self.received_s, "status": self.status,
-            "acks": [{"action": a.action, "by": a.by, "time": format_time(a.time_s)}
-                     for a in self.acks],
-            "escalation_level": self.escalation_level, "note": self.note,
+            "event_id": e.event_id,
+            "type": e.type,
+            "patient_id": e.patient_id,
+            "gateway_id": e.gateway_id,
+            "time": format_time(e.time_s),
+            "time_s": e.time_s,
+            "severity": e.severity,
+            "flexion_deg": e.flexion_deg,
+            "lateral_deg": e.lateral_deg,
+            "details": dict(e.details),
+            "received_s": self.received_s,
+            "status": self.status,
+            "acks": [
+                {"action": a.action, "by": a.by, "time": format_time(a.time_s)} for a in self.acks
+            ],
+            "escalation_level": self.escalation_level,
+            "note": self.note,
         }
 
 
 def _state_dict(state: StateMessage, received_s: float) -> dict[str, Any]:
     return {
-        "patient_id": state.patient_id, "gateway_id": state.gateway_id,
-        "time": format_time(state.time_s), "time_s": state.time_s,
+        "patient_id": state.patient_id,
+        "gateway_id": state.gateway_id,
+        "time": format_time(state.time_s),
+        "time_s": state.time_s,
         "received_s": received_s,
-        "flexion_deg": state.flexion_deg, "lateral_deg": state.lateral_deg,
-        "activity": state.activity, "slouching": state.slouching,
-        "device_connected": state.device_connected, "battery_pct": state.battery_pct,
-        "calibrated": state.calibrated, "slouch_threshold_deg": state.slouch_threshold_deg,
+        "flexion_deg": state.flexion_deg,
+        "lateral_deg": state.lateral_deg,
+        "activity": state.activity,
+        "slouching": state.slouching,
+        "device_connected": state.device_connected,
+        "battery_pct": state.battery_pct,
+        "calibrated": state.calibrated,
+        "slouch_threshold_deg": state.slouch_threshold_deg,
     }
 
 
@@ -81,8 +96,9 @@ class DashboardModel:
 
     def __init__(self, history_s: float = 300.0, max_alerts: int = 500) -> None:
         if history_s <= 0 or max_alerts < 1:
-            raise ValueError(f"history_s must be > 0 and max_alerts >= 1, got {history_s}, "
-                             f"{max_alerts}")
+            raise ValueError(
+                f"history_s must be > 0 and max_alerts >= 1, got {history_s}, {max_alerts}"
+            )
         self.history_s = history_s
         self.max_alerts = max_alerts
         self._states: dict[str, dict[str, Any]] = {}
@@ -124,7 +140,10 @@ class DashboardModel:
         if event.event_id in self._alerts:
             return []  # duplicate delivery
         if event.type in FEED_TYPES or event.type not in (
-                "slouch_ended", "fall_cancelled", "device_connected"):
+            "slouch_ended",
+            "fall_cancelled",
+            "device_connected",
+        ):
             alert = _Alert(event, received_s)
             for ack in self._early_acks.pop(event.event_id, []):
                 self._apply_ack_to(alert, ack)
@@ -160,15 +179,17 @@ class DashboardModel:
         current = self._summaries.get(summary.patient_id)
         if current is not None and current["day"] > summary.day.isoformat():
             return []
-        data = {"patient_id": summary.patient_id, "day": summary.day.isoformat(),
-                "totals": summary.totals().__dict__}
+        data = {
+            "patient_id": summary.patient_id,
+            "day": summary.day.isoformat(),
+            "totals": summary.totals().__dict__,
+        }
         if data == current:
             return []
         self._summaries[summary.patient_id] = data
         return [("summary", data)]
 
-    def restore_fall(self, patient_id: str, record: FallRecord,
-                     received_s: float) -> list[Update]:
+    def restore_fall(self, patient_id: str, record: FallRecord, received_s: float) -> list[Update]:
         """Bring back an unresolved fall we never saw, from a retained daily summary.
 
         After a dashboard restart this is the only record of falls that were
@@ -176,15 +197,31 @@ class DashboardModel:
         """
         if record.event_id in self._alerts or record.cancelled or record.resolved_s is not None:
             return []
-        event = EventMessage(event_id=record.event_id, type="fall_detected",
-                             patient_id=patient_id, gateway_id="", time_s=record.time_s,
-                             severity="high", flexion_deg=None, lateral_deg=None,
-                             device_time_s=None, details={})
-        alert = _Alert(event, received_s, escalation_level=record.escalation_level,
-                       note="restored from the daily summary")
+        event = EventMessage(
+            event_id=record.event_id,
+            type="fall_detected",
+            patient_id=patient_id,
+            gateway_id="",
+            time_s=record.time_s,
+            severity="high",
+            flexion_deg=None,
+            lateral_deg=None,
+            device_time_s=None,
+            details={},
+        )
+        alert = _Alert(
+            event,
+            received_s,
+            escalation_level=record.escalation_level,
+            note="restored from the daily summary",
+        )
         if record.acknowledged_by is not None and record.acknowledged_s is not None:
-            self._apply_ack_to(alert, AckMessage(record.event_id, "acknowledged",
-                                                 record.acknowledged_by, record.acknowledged_s))
+            self._apply_ack_to(
+                alert,
+                AckMessage(
+                    record.event_id, "acknowledged", record.acknowledged_by, record.acknowledged_s
+                ),
+            )
         for ack in self._early_acks.pop(record.event_id, []):
             self._apply_ack_to(alert, ack)
         self._alerts[record.event_id] = alert
@@ -215,9 +252,10 @@ class DashboardModel:
         return {
             "broker_connected": self.broker_connected,
             "history_s": self.history_s,
-            "patients": [{**state,
-                          "history": [[t, f] for t, f in self._history.get(pid, ())]}
-                         for pid, state in sorted(self._states.items())],
+            "patients": [
+                {**state, "history": [[t, f] for t, f in self._history.get(pid, ())]}
+                for pid, state in sorted(self._states.items())
+            ],
             "gateways": sorted(self._gateways.values(), key=lambda g: g["gateway_id"]),
             "alerts": [a.to_dict() for a in self._alerts.values()],
             "summaries": dict(sorted(self._summaries.items())),
@@ -243,8 +281,11 @@ class DashboardModel:
             "device_connected": ("device_disconnected", "reconnected"),
         }[event.type]
         for alert in reversed(self._alerts.values()):
-            if alert.event.patient_id == event.patient_id and alert.event.type == wanted \
-                    and alert.event.time_s <= event.time_s:
+            if (
+                alert.event.patient_id == event.patient_id
+                and alert.event.type == wanted
+                and alert.event.time_s <= event.time_s
+            ):
                 if alert.note == note:
                     return []
                 alert.note = note
@@ -256,9 +297,14 @@ class DashboardModel:
         if excess <= 0:
             return
         # Drop the oldest items that nobody needs to act on; an unresolved fall stays.
-        order = sorted(self._alerts.values(), key=lambda a: (
-            a.event.type == "fall_detected" and a.status != "resolved",
-            a.status == "open", a.event.time_s))
+        order = sorted(
+            self._alerts.values(),
+            key=lambda a: (
+                a.event.type == "fall_detected" and a.status != "resolved",
+                a.status == "open",
+                a.event.time_s,
+            ),
+        )
         for alert in order[:excess]:
             if alert.event.type == "fall_detected" and alert.status != "resolved":
                 break

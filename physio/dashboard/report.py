@@ -43,8 +43,13 @@ class MissingExtraError(PostureMonitorError, ImportError):
     """An optional dependency is not installed (the message says which extra)."""
 
 
-async def fetch_summary(settings: MqttSettings, patient_id: str, day: date | None = None,
-                        topic_root: str = "posture/v1", timeout_s: float = 5.0) -> DailySummary:
+async def fetch_summary(
+    settings: MqttSettings,
+    patient_id: str,
+    day: date | None = None,
+    topic_root: str = "posture/v1",
+    timeout_s: float = 5.0,
+) -> DailySummary:
     """Read a retained daily summary from the broker.
 
     Args:
@@ -58,11 +63,15 @@ async def fetch_summary(settings: MqttSettings, patient_id: str, day: date | Non
         physio.dashboard.wire.WireFormatError: the retained message is not a summary.
     """
     if ID_PATTERN.fullmatch(patient_id) is None:
-        raise ConfigError(f"invalid patient id {patient_id!r}: expected 1-64 characters "
-                          "from A-Z a-z 0-9 '_' '-'")
+        raise ConfigError(
+            f"invalid patient id {patient_id!r}: expected 1-64 characters from A-Z a-z 0-9 '_' '-'"
+        )
     topics = TopicMap(topic_root)
-    topic = (topics.summary_archive(patient_id, day.isoformat()) if day is not None
-             else topics.patient(patient_id, "summary"))
+    topic = (
+        topics.summary_archive(patient_id, day.isoformat())
+        if day is not None
+        else topics.patient(patient_id, "summary")
+    )
     async with MqttClient(settings, clean_start=True) as client:
         await client.subscribe(topic, qos=1)
         try:
@@ -75,7 +84,8 @@ async def fetch_summary(settings: MqttSettings, patient_id: str, day: date | Non
     when = day.isoformat() if day is not None else "any day"
     raise SummaryNotFoundError(
         f"no summary of patient {patient_id} for {when} on the broker ({topic}); the "
-        "dashboard publishes one while it receives that patient's data")
+        "dashboard publishes one while it receives that patient's data"
+    )
 
 
 def _fmt(value: float | int | None, unit: str = "") -> str:
@@ -93,10 +103,15 @@ def _totals_rows(summary: DailySummary) -> list[tuple[str, str]]:
         ("Moving or walking", _fmt(t.active_min, " min")),
         ("Lying", _fmt(t.lying_min, " min")),
         ("Slouch episodes", _fmt(t.slouch_episodes)),
-        ("Mean / longest episode", f"{_fmt(t.slouch_mean_min, ' min')} / "
-                                   f"{_fmt(t.slouch_longest_min, ' min')}"),
-        ("Falls", _fmt(t.falls) + (f" (+{t.falls_cancelled} cancelled by the wearable)"
-                                   if t.falls_cancelled else "")),
+        (
+            "Mean / longest episode",
+            f"{_fmt(t.slouch_mean_min, ' min')} / {_fmt(t.slouch_longest_min, ' min')}",
+        ),
+        (
+            "Falls",
+            _fmt(t.falls)
+            + (f" (+{t.falls_cancelled} cancelled by the wearable)" if t.falls_cancelled else ""),
+        ),
         ("Slouch threshold", _fmt(summary.threshold_deg, "°")),
     ]
 
@@ -108,14 +123,21 @@ def render_html(summary: DailySummary) -> str:
     def clock(t_s: float) -> str:
         return datetime.fromtimestamp(t_s, zone).strftime("%H:%M:%S")
 
-    rows = "\n".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
-                     for k, v in _totals_rows(summary))
-    episodes = "\n".join(
-        f"<tr><td>{clock(e.start_s)}</td><td>{e.duration_s / 60:.1f} min"
-        f"{' (ongoing)' if e.open else ''}</td></tr>" for e in summary.episodes
-    ) or '<tr><td colspan="2">none</td></tr>'
-    falls = "\n".join(_fall_row(f, clock) for f in summary.falls) \
+    rows = "\n".join(
+        f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in _totals_rows(summary)
+    )
+    episodes = (
+        "\n".join(
+            f"<tr><td>{clock(e.start_s)}</td><td>{e.duration_s / 60:.1f} min"
+            f"{' (ongoing)' if e.open else ''}</td></tr>"
+            for e in summary.episodes
+        )
+        or '<tr><td colspan="2">none</td></tr>'
+    )
+    falls = (
+        "\n".join(_fall_row(f, clock) for f in summary.falls)
         or '<tr><td colspan="4">none</td></tr>'
+    )
     title = f"Posture report: {summary.patient_id}, {summary.day.isoformat()}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
@@ -129,7 +151,7 @@ th, td {{ text-align: left; padding: .25rem 1rem .25rem 0; border-bottom: 1px so
 <body>
 <h1>{escape(title)}</h1>
 <p class="muted">Day in time zone {escape(summary.timezone)}; data up to
-{escape(datetime.fromtimestamp(summary.updated_s, zone).strftime('%Y-%m-%d %H:%M'))}.
+{escape(datetime.fromtimestamp(summary.updated_s, zone).strftime("%Y-%m-%d %H:%M"))}.
 Upright and slouched percentages are shares of the time sitting or standing.</p>
 <table>{rows}</table>
 {render_day_svg(summary)}
@@ -151,9 +173,11 @@ def _fall_row(fall: FallRecord, clock: Callable[[float], str]) -> str:
     outcome = "cancelled by the wearable" if fall.cancelled else "fall"
     if fall.escalation_level:
         outcome += f", escalated (level {fall.escalation_level})"
-    return (f"<tr><td>{clock(fall.time_s)}</td><td>{outcome}</td>"
-            f"<td>{handled(fall.acknowledged_by, fall.acknowledged_s)}</td>"
-            f"<td>{handled(fall.resolved_by, fall.resolved_s)}</td></tr>")
+    return (
+        f"<tr><td>{clock(fall.time_s)}</td><td>{outcome}</td>"
+        f"<td>{handled(fall.acknowledged_by, fall.acknowledged_s)}</td>"
+        f"<td>{handled(fall.resolved_by, fall.resolved_s)}</td></tr>"
+    )
 
 
 def render_png(summary: DailySummary, path: Path) -> None:
@@ -170,7 +194,8 @@ def render_png(summary: DailySummary, path: Path) -> None:
     except ImportError as exc:
         raise MissingExtraError(
             "PNG reports need matplotlib: pip install 'posture-monitor[report]' "
-            "(or write the report as .html, which needs nothing)") from exc
+            "(or write the report as .html, which needs nothing)"
+        ) from exc
     zone = ZoneInfo(summary.timezone)
     hours = [(i + 0.5) * summary.bin_s / 3600 for i in range(summary.n_bins)]
     figure = plt.figure(figsize=(11, 6.5), dpi=100)
@@ -185,28 +210,47 @@ def render_png(summary: DailySummary, path: Path) -> None:
             axes.set_xlim(0, summary.n_bins * width_h)
             axes.set_xticks(range(0, 25, 3))
         strip.set_yticks([])
-        strip.set_title(f"Posture report: {summary.patient_id}, {summary.day.isoformat()} "
-                        f"({summary.timezone})", loc="left")
+        strip.set_title(
+            f"Posture report: {summary.patient_id}, {summary.day.isoformat()} ({summary.timezone})",
+            loc="left",
+        )
         flexion = [float("nan") if v is None else v for v in summary.flexion_mean_deg]
         plot.plot(hours, flexion, color="#0072b2", linewidth=1, label="mean flexion")
         for episode in summary.episodes:
             start_h = (episode.start_s - summary.day_start_s) / 3600
-            plot.axvspan(start_h, start_h + max(episode.duration_s, 30) / 3600,
-                         color=CATEGORY_COLORS["slouched_s"], alpha=0.25, linewidth=0)
+            plot.axvspan(
+                start_h,
+                start_h + max(episode.duration_s, 30) / 3600,
+                color=CATEGORY_COLORS["slouched_s"],
+                alpha=0.25,
+                linewidth=0,
+            )
         if summary.threshold_deg is not None:
-            plot.axhline(summary.threshold_deg, color="#d55e00", linestyle="--",
-                         label=f"slouch threshold {summary.threshold_deg:g}°")
+            plot.axhline(
+                summary.threshold_deg,
+                color="#d55e00",
+                linestyle="--",
+                label=f"slouch threshold {summary.threshold_deg:g}°",
+            )
         for fall in summary.falls:
-            plot.axvline((fall.time_s - summary.day_start_s) / 3600,
-                         color="#999999" if fall.cancelled else "#c00000", linewidth=2,
-                         label=f"fall {datetime.fromtimestamp(fall.time_s, zone):%H:%M}"
-                               + (" (cancelled)" if fall.cancelled else ""))
+            plot.axvline(
+                (fall.time_s - summary.day_start_s) / 3600,
+                color="#999999" if fall.cancelled else "#c00000",
+                linewidth=2,
+                label=f"fall {datetime.fromtimestamp(fall.time_s, zone):%H:%M}"
+                + (" (cancelled)" if fall.cancelled else ""),
+            )
         plot.set_ylabel("flexion (°)")
         plot.set_xlabel("hour of day")
         plot.legend(loc="upper right", fontsize=8)
         text.axis("off")
-        text.table(cellText=[[k, v] for k, v in _totals_rows(summary)], loc="upper left",
-                   cellLoc="left", colWidths=[0.35, 0.4], edges="horizontal")
+        text.table(
+            cellText=[[k, v] for k, v in _totals_rows(summary)],
+            loc="upper left",
+            cellLoc="left",
+            colWidths=[0.35, 0.4],
+            edges="horizontal",
+        )
         figure.savefig(path, format="png")
     finally:
         plt.close(figure)
@@ -230,4 +274,3 @@ def write_report(summary: DailySummary, out: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"{out}: cannot write the report: {exc.strerror}") from exc
     _log.info("report written to %s", out)
-

@@ -47,15 +47,18 @@ SESSION_COOKIE = "pm_dashboard_session"
 CSRF_HEADER = "X-Requested-With"
 _CSRF_VALUE = "posture-dashboard"
 _KEEPALIVE_S = 15.0
-_STATIC = {"app.js": "application/javascript", "style.css": "text/css",
-           "login.js": "application/javascript"}
+_STATIC = {
+    "app.js": "application/javascript",
+    "style.css": "text/css",
+    "login.js": "application/javascript",
+}
 _PUBLIC_PREFIXES = ("/static/", "/healthz")
 _LOGIN_FAILURES_PER_MIN = 10
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
-                               "style-src 'self'; script-src 'self'; connect-src 'self'; "
-                               "frame-ancestors 'none'; form-action 'self'",
+    "style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -110,8 +113,9 @@ async def _security(request: web.Request, handler: Handler) -> web.StreamRespons
         public = request.path == "/login" or request.path.startswith(_PUBLIC_PREFIXES)
         if user is None and not public:
             if request.path.startswith("/api/"):
-                raise web.HTTPUnauthorized(text="log in first",
-                                           headers={"WWW-Authenticate": "FormLogin"})
+                raise web.HTTPUnauthorized(
+                    text="log in first", headers={"WWW-Authenticate": "FormLogin"}
+                )
             raise web.HTTPFound("/login")
         if user is not None:
             request[_USER] = user
@@ -161,8 +165,14 @@ async def _login(request: web.Request) -> web.Response:
         raise web.HTTPFound("/login?failed=1")
     session_id = request.app[_SESSIONS].create(user)
     response = web.HTTPFound("/")
-    response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict",
-                        path="/", max_age=int(request.app[_SESSIONS].lifetime_s))
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        max_age=int(request.app[_SESSIONS].lifetime_s),
+    )
     _log.info("dashboard login by %s", user)
     raise response
 
@@ -176,8 +186,12 @@ async def _logout(request: web.Request) -> web.Response:
 
 def _snapshot(request: web.Request) -> dict[str, Any]:
     backend = request.app[_BACKEND]
-    return {**backend.model.snapshot(), "now_s": backend.now_s(), "user": _user(request),
-            "login_required": request.app[_CREDENTIALS].configured}
+    return {
+        **backend.model.snapshot(),
+        "now_s": backend.now_s(),
+        "user": _user(request),
+        "login_required": request.app[_CREDENTIALS].configured,
+    }
 
 
 async def _snapshot_json(request: web.Request) -> web.Response:
@@ -191,10 +205,14 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 async def _stream(request: web.Request) -> web.StreamResponse:
     backend = request.app[_BACKEND]
     subscription = backend.broadcaster.subscribe()
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no", **{k: v for k, v in _SECURITY_HEADERS.items()
-                                      if k != "Cache-Control"}})
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            **{k: v for k, v in _SECURITY_HEADERS.items() if k != "Cache-Control"},
+        }
+    )
     try:
         await response.prepare(request)
         # Subscribed before the snapshot is taken, so nothing falls in between;
@@ -239,9 +257,10 @@ async def _ack(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such alert") from exc
     except BrokerError as exc:
         _log.error("ack not published: %s", exc)
-        return web.json_response({"error": "The broker is unreachable: the "
-                                           "acknowledgement was NOT sent. Try again."},
-                                 status=503)
+        return web.json_response(
+            {"error": "The broker is unreachable: the acknowledgement was NOT sent. Try again."},
+            status=503,
+        )
     return web.json_response(alert)
 
 
@@ -265,8 +284,9 @@ async def _summary_json(request: web.Request) -> web.Response:
 
 
 async def _summary_svg(request: web.Request) -> web.Response:
-    return web.Response(text=render_day_svg(_summary_of(request)),
-                        content_type="image/svg+xml", charset="utf-8")
+    return web.Response(
+        text=render_day_svg(_summary_of(request)), content_type="image/svg+xml", charset="utf-8"
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -274,8 +294,9 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "broker_connected": backend.model.broker_connected})
 
 
-def create_app(backend: Backend, credentials: Credentials,
-               sessions: SessionStore | None = None) -> web.Application:
+def create_app(
+    backend: Backend, credentials: Credentials, sessions: SessionStore | None = None
+) -> web.Application:
     """The aiohttp application; the caller runs it (see service.py)."""
     app = web.Application(middlewares=[_security], client_max_size=64 * 1024)
     app[_BACKEND] = backend

@@ -81,8 +81,7 @@ class DashboardService:
         OSError: the listen address is in use.
     """
 
-    def __init__(self, config: DashboardConfig,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
         self.topics = TopicMap(config.topic_root)
@@ -104,31 +103,43 @@ class DashboardService:
     async def __aenter__(self) -> Self:
         config = self.config
         client_id = config.client_id or _default_client_id(config.listen_port)
-        self._mqtt = MqttClient(config.broker, client_id=client_id, clean_start=False,
-                                session_expiry_s=_SESSION_EXPIRY_S, wait_for_connection=False)
+        self._mqtt = MqttClient(
+            config.broker,
+            client_id=client_id,
+            clean_start=False,
+            session_expiry_s=_SESSION_EXPIRY_S,
+            wait_for_connection=False,
+        )
         await self._mqtt.__aenter__()
         try:
             for topic_filter in self.topics.subscriptions():
                 await self._mqtt.subscribe(topic_filter, qos=1)
             app = create_app(self, config.credentials, SessionStore())
-            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0,
-                                         access_log=None)
+            self._runner = web.AppRunner(
+                app, handle_signals=False, shutdown_timeout=2.0, access_log=None
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, config.listen_host, config.listen_port)
             await site.start()
             self._port = int(self._runner.addresses[0][1])
             self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
-            self._running = [self._tasks.create_task(self._receive(), name="dashboard-receive"),
-                             self._tasks.create_task(self._tick(), name="dashboard-tick")]
+            self._running = [
+                self._tasks.create_task(self._receive(), name="dashboard-receive"),
+                self._tasks.create_task(self._tick(), name="dashboard-tick"),
+            ]
         except BaseException:
             await self._shutdown()
             raise
         _log.info("dashboard at %s (broker %s)", self.url, config.broker.address)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -183,8 +194,9 @@ class DashboardService:
         try:
             # A person is waiting on the button: say "not sent" rather than hang.
             async with asyncio.timeout(_ACK_TIMEOUT_S):
-                await self._mqtt.publish(self.topics.patient(patient_id, "acks"),
-                                         ack.to_json(), qos=1)
+                await self._mqtt.publish(
+                    self.topics.patient(patient_id, "acks"), ack.to_json(), qos=1
+                )
         except TimeoutError:
             raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
         _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
@@ -228,8 +240,7 @@ class DashboardService:
             updates += self.model.apply_event(event, received_s)
             self.book.on_event(event)
             if event.type == "fall_detected":
-                self.escalator.on_fall(event.event_id, event.patient_id, event.time_s,
-                                       received_s)
+                self.escalator.on_fall(event.event_id, event.patient_id, event.time_s, received_s)
                 _log.warning("fall of %s received", mask_id(event.patient_id))
             elif event.type == "fall_cancelled":
                 self.escalator.on_cancelled(event.patient_id, event.time_s)
@@ -263,8 +274,10 @@ class DashboardService:
             if not restored:
                 continue
             updates += restored
-            _log.warning("restored an unresolved fall of %s from the daily summary",
-                         mask_id(summary.patient_id))
+            _log.warning(
+                "restored an unresolved fall of %s from the daily summary",
+                mask_id(summary.patient_id),
+            )
             self.escalator.on_fall(fall.event_id, summary.patient_id, fall.time_s, received_s)
             self.escalator.on_escalation_seen(fall.event_id, fall.escalation_level)
             if fall.acknowledged_s is not None:
@@ -309,16 +322,20 @@ class DashboardService:
         for due in self.escalator.due(self._clock()):
             message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
             try:
-                await self._mqtt.publish(self.topics.patient(due.patient_id, "escalations"),
-                                         message.to_json(), qos=1)
+                await self._mqtt.publish(
+                    self.topics.patient(due.patient_id, "escalations"), message.to_json(), qos=1
+                )
             except BrokerError as exc:
                 _log.error("escalation not published (retrying): %s", exc)
                 return
             self.escalator.mark_issued(due.event_id, due.level)
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1
-            _log.warning("fall of %s not acknowledged: escalated to level %d",
-                         mask_id(due.patient_id), due.level)
+            _log.warning(
+                "fall of %s not acknowledged: escalated to level %d",
+                mask_id(due.patient_id),
+                due.level,
+            )
             self.broadcaster.publish(self.model.apply_escalation(message))
 
     async def _publish_summaries(self) -> None:
@@ -330,17 +347,25 @@ class DashboardService:
                 continue
             payload = summary.to_json()
             try:
-                await self._mqtt.publish(self.topics.summary_archive(patient_id, day.isoformat()),
-                                         payload, qos=1, retain=True)
+                await self._mqtt.publish(
+                    self.topics.summary_archive(patient_id, day.isoformat()),
+                    payload,
+                    qos=1,
+                    retain=True,
+                )
                 if day == self.book.latest_day(patient_id):
-                    await self._mqtt.publish(self.topics.patient(patient_id, "summary"),
-                                             payload, qos=1, retain=True)
+                    await self._mqtt.publish(
+                        self.topics.patient(patient_id, "summary"), payload, qos=1, retain=True
+                    )
                     old = day - timedelta(days=self.config.keep_archive_days)
                     if (patient_id, old) not in self._archive_cleared:
                         # An empty retained message deletes the oldest archived day.
                         await self._mqtt.publish(
-                            self.topics.summary_archive(patient_id, old.isoformat()), b"",
-                            qos=1, retain=True)
+                            self.topics.summary_archive(patient_id, old.isoformat()),
+                            b"",
+                            qos=1,
+                            retain=True,
+                        )
                         self._archive_cleared.add((patient_id, old))
             except BrokerError:
                 for again in pending[index:]:

@@ -86,33 +86,53 @@ class FallRecord:
     def combine(self, other: FallRecord) -> FallRecord:
         """Both views of one fall: cancelled if either says so, highest level,
         earliest acknowledgement and resolution."""
-        ack = min((r for r in (self, other) if r.acknowledged_s is not None),
-                  key=lambda r: r.acknowledged_s or 0.0, default=self)
-        res = min((r for r in (self, other) if r.resolved_s is not None),
-                  key=lambda r: r.resolved_s or 0.0, default=self)
-        return replace(self, cancelled=self.cancelled or other.cancelled,
-                       escalation_level=max(self.escalation_level, other.escalation_level),
-                       acknowledged_by=ack.acknowledged_by, acknowledged_s=ack.acknowledged_s,
-                       resolved_by=res.resolved_by, resolved_s=res.resolved_s)
+        ack = min(
+            (r for r in (self, other) if r.acknowledged_s is not None),
+            key=lambda r: r.acknowledged_s or 0.0,
+            default=self,
+        )
+        res = min(
+            (r for r in (self, other) if r.resolved_s is not None),
+            key=lambda r: r.resolved_s or 0.0,
+            default=self,
+        )
+        return replace(
+            self,
+            cancelled=self.cancelled or other.cancelled,
+            escalation_level=max(self.escalation_level, other.escalation_level),
+            acknowledged_by=ack.acknowledged_by,
+            acknowledged_s=ack.acknowledged_s,
+            resolved_by=res.resolved_by,
+            resolved_s=res.resolved_s,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form inside a summary."""
-        return {"event_id": self.event_id, "time": format_time(self.time_s),
-                "cancelled": self.cancelled, "escalation_level": self.escalation_level,
-                "acknowledged_by": self.acknowledged_by,
-                "acknowledged": _opt_time(self.acknowledged_s),
-                "resolved_by": self.resolved_by, "resolved": _opt_time(self.resolved_s)}
+        return {
+            "event_id": self.event_id,
+            "time": format_time(self.time_s),
+            "cancelled": self.cancelled,
+            "escalation_level": self.escalation_level,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged": _opt_time(self.acknowledged_s),
+            "resolved_by": self.resolved_by,
+            "resolved": _opt_time(self.resolved_s),
+        }
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> FallRecord:
         """Parse the JSON form (older summaries without handling fields are fine)."""
         level = int(obj.get("escalation_level") or 0)
-        return cls(str(obj["event_id"]), parse_time(obj["time"]), bool(obj.get("cancelled")),
-                   level if level in (0, 1, 2) else 0,
-                   _opt_str(obj.get("acknowledged_by")),
-                   parse_time(obj["acknowledged"]) if obj.get("acknowledged") else None,
-                   _opt_str(obj.get("resolved_by")),
-                   parse_time(obj["resolved"]) if obj.get("resolved") else None)
+        return cls(
+            str(obj["event_id"]),
+            parse_time(obj["time"]),
+            bool(obj.get("cancelled")),
+            level if level in (0, 1, 2) else 0,
+            _opt_str(obj.get("acknowledged_by")),
+            parse_time(obj["acknowledged"]) if obj.get("acknowledged") else None,
+            _opt_str(obj.get("resolved_by")),
+            parse_time(obj["resolved"]) if obj.get("resolved") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -191,16 +211,21 @@ class DailySummary:
             "updated": format_time(self.updated_s),
             "threshold_deg": self.threshold_deg,
             "totals": totals.__dict__,
-            "episodes": [{"event_id": e.event_id, "start": format_time(e.start_s),
-                          "duration_s": round(e.duration_s, 1), "open": e.open}
-                         for e in self.episodes],
+            "episodes": [
+                {
+                    "event_id": e.event_id,
+                    "start": format_time(e.start_s),
+                    "duration_s": round(e.duration_s, 1),
+                    "open": e.open,
+                }
+                for e in self.episodes
+            ],
             "falls": [f.to_dict() for f in self.falls],
             "bins": {
                 "start": format_time(self.day_start_s),
                 "bin_s": self.bin_s,
                 **{name: [_num(v) for v in values] for name, values in self.bins.items()},
-                "flexion_mean_deg": [None if v is None else _num(v)
-                                     for v in self.flexion_mean_deg],
+                "flexion_mean_deg": [None if v is None else _num(v) for v in self.flexion_mean_deg],
             },
         }
 
@@ -233,16 +258,30 @@ class DailySummary:
         flexion = tuple(None if v is None else float(v) for v in bins["flexion_mean_deg"])
         if any(len(v) != n_bins for v in (*values.values(), flexion)):
             raise WireFormatError(f"summary bins must have {n_bins} values each")
-        if any(not math.isfinite(v) or v < 0 or v > bin_s + 1e-6
-               for series in values.values() for v in series):
+        if any(
+            not math.isfinite(v) or v < 0 or v > bin_s + 1e-6
+            for series in values.values()
+            for v in series
+        ):
             raise WireFormatError(f"summary bin seconds must be within 0..{bin_s}")
         threshold = obj.get("threshold_deg")
         return cls(
-            patient_id=str(obj["patient_id"]), day=day, timezone=str(obj["timezone"]),
-            day_start_s=start_s, bin_s=bin_s, bins=values, flexion_mean_deg=flexion,
-            episodes=tuple(SlouchEpisode(str(e["event_id"]), parse_time(e["start"]),
-                                         float(e["duration_s"]), bool(e.get("open", False)))
-                           for e in obj.get("episodes", [])),
+            patient_id=str(obj["patient_id"]),
+            day=day,
+            timezone=str(obj["timezone"]),
+            day_start_s=start_s,
+            bin_s=bin_s,
+            bins=values,
+            flexion_mean_deg=flexion,
+            episodes=tuple(
+                SlouchEpisode(
+                    str(e["event_id"]),
+                    parse_time(e["start"]),
+                    float(e["duration_s"]),
+                    bool(e.get("open", False)),
+                )
+                for e in obj.get("episodes", [])
+            ),
             falls=tuple(FallRecord.from_dict(f) for f in obj.get("falls", [])),
             threshold_deg=None if threshold is None else float(threshold),
             updated_s=parse_time(obj["updated"]) if obj.get("updated") else 0.0,
@@ -259,18 +298,28 @@ class DailySummary:
         Raises:
             ValueError: different patient, day, time zone or bin width.
         """
-        if (self.patient_id, self.day, self.timezone, self.bin_s) != \
-                (other.patient_id, other.day, other.timezone, other.bin_s):
+        if (self.patient_id, self.day, self.timezone, self.bin_s) != (
+            other.patient_id,
+            other.day,
+            other.timezone,
+            other.bin_s,
+        ):
             raise ValueError("can only merge summaries of the same patient, day, zone and bins")
         limit = self.n_bins if keep_bins_from is None else max(0, min(keep_bins_from, self.n_bins))
-        take = [i < limit and other.bins["covered_s"][i] > self.bins["covered_s"][i]
-                for i in range(self.n_bins)]
-        bins = {name: tuple(o if t else s for s, o, t in zip(values, other.bins[name], take,
-                                                             strict=True))
-                for name, values in self.bins.items()}
-        flexion = tuple(o if t else s for s, o, t in zip(self.flexion_mean_deg,
-                                                         other.flexion_mean_deg, take,
-                                                         strict=True))
+        take = [
+            i < limit and other.bins["covered_s"][i] > self.bins["covered_s"][i]
+            for i in range(self.n_bins)
+        ]
+        bins = {
+            name: tuple(
+                o if t else s for s, o, t in zip(values, other.bins[name], take, strict=True)
+            )
+            for name, values in self.bins.items()
+        }
+        flexion = tuple(
+            o if t else s
+            for s, o, t in zip(self.flexion_mean_deg, other.flexion_mean_deg, take, strict=True)
+        )
         episodes = {e.event_id: e for e in self.episodes}
         for e in other.episodes:
             mine = episodes.get(e.event_id)
@@ -281,10 +330,13 @@ class DailySummary:
             mine_fall = falls.get(f.event_id)
             falls[f.event_id] = f if mine_fall is None else mine_fall.combine(f)
         return replace(
-            self, bins=bins, flexion_mean_deg=flexion,
+            self,
+            bins=bins,
+            flexion_mean_deg=flexion,
             episodes=tuple(sorted(episodes.values(), key=lambda e: e.start_s)),
             falls=tuple(sorted(falls.values(), key=lambda f: f.time_s)),
-            threshold_deg=self.threshold_deg if self.threshold_deg is not None
+            threshold_deg=self.threshold_deg
+            if self.threshold_deg is not None
             else other.threshold_deg,
             updated_s=max(self.updated_s, other.updated_s),
         )

@@ -42,8 +42,8 @@ class _Day:
     # array('d'): 8 bytes a value; 50 patients x 2 days x 8 series x 1440 bins
     # stay under 10 MB.
     bins: dict[str, array[float]]
-    flexion_sum: array[float]   # degree-seconds
-    flexion_s: array[float]     # seconds with a known flexion
+    flexion_sum: array[float]  # degree-seconds
+    flexion_s: array[float]  # seconds with a known flexion
     episodes: dict[str, SlouchEpisode] = field(default_factory=dict)
     falls: dict[str, FallRecord] = field(default_factory=dict)
     threshold_deg: float | None = None
@@ -53,7 +53,7 @@ class _Day:
 @dataclass
 class _Patient:
     last_state: StateMessage | None = None
-    episode: tuple[date, str] | None = None   # the current or last episode
+    episode: tuple[date, str] | None = None  # the current or last episode
     episode_closed_by_event: bool = True
     last_fall: tuple[date, str] | None = None
 
@@ -68,11 +68,14 @@ class SummaryBook:
         keep_days: days kept in memory per patient (older ones are dropped).
     """
 
-    def __init__(self, zone: ZoneInfo, bin_s: int = 60, max_gap_s: float = 10.0,
-                 keep_days: int = 2) -> None:
+    def __init__(
+        self, zone: ZoneInfo, bin_s: int = 60, max_gap_s: float = 10.0, keep_days: int = 2
+    ) -> None:
         if bin_s <= 0 or max_gap_s <= 0 or keep_days < 1:
-            raise ValueError("bin_s and max_gap_s must be > 0 and keep_days >= 1, got "
-                             f"{bin_s}, {max_gap_s}, {keep_days}")
+            raise ValueError(
+                "bin_s and max_gap_s must be > 0 and keep_days >= 1, got "
+                f"{bin_s}, {max_gap_s}, {keep_days}"
+            )
         self.zone = zone
         self.bin_s = bin_s
         self.max_gap_s = max_gap_s
@@ -110,8 +113,9 @@ class SummaryBook:
             return
         if event.type == "slouch_started":
             if event.event_id not in day.episodes:
-                day.episodes[event.event_id] = SlouchEpisode(event.event_id, event.time_s,
-                                                             0.0, True)
+                day.episodes[event.event_id] = SlouchEpisode(
+                    event.event_id, event.time_s, 0.0, True
+                )
                 patient.episode = (day.day, event.event_id)
                 patient.episode_closed_by_event = False
         elif event.type == "slouch_ended":
@@ -166,8 +170,9 @@ class SummaryBook:
         """Merge a summary published by another dashboard (or by us, earlier)."""
         key = (summary.patient_id, summary.day)
         if summary.timezone != str(self.zone.key) or summary.bin_s != self.bin_s:
-            _log.info("ignoring a summary with zone %s / %d s bins", summary.timezone,
-                      summary.bin_s)
+            _log.info(
+                "ignoring a summary with zone %s / %d s bins", summary.timezone, summary.bin_s
+            )
             return
         current = self._days.get(key)
         if current is None:
@@ -236,17 +241,24 @@ class SummaryBook:
             return None
         acc = self._new_day(patient_id, day)
         self._days[key] = acc
-        for old in [k for k in self._days if k[0] == patient_id
-                    and (day - k[1]).days >= self.keep_days]:
+        for old in [
+            k for k in self._days if k[0] == patient_id and (day - k[1]).days >= self.keep_days
+        ]:
             del self._days[old]
         return acc
 
     def _new_day(self, patient_id: str, day: date) -> _Day:
         start_s, end_s = day_bounds(day, self.zone)
         n_bins = math.ceil((end_s - start_s) / self.bin_s)
-        return _Day(patient_id, day, start_s, n_bins,
-                    bins={name: _zeros(n_bins) for name in BIN_FIELDS},
-                    flexion_sum=_zeros(n_bins), flexion_s=_zeros(n_bins))
+        return _Day(
+            patient_id,
+            day,
+            start_s,
+            n_bins,
+            bins={name: _zeros(n_bins) for name in BIN_FIELDS},
+            flexion_sum=_zeros(n_bins),
+            flexion_s=_zeros(n_bins),
+        )
 
     def _attribute(self, state: StateMessage, start_s: float, end_s: float) -> None:
         t_s = start_s
@@ -292,13 +304,15 @@ class SummaryBook:
         if not episode.open and still:
             return  # closed by a state earlier; a new episode needs a new event
         if still or duration_s < _STATE_CLOSES_EPISODE_AFTER_S:
-            acc.episodes[episode.event_id] = SlouchEpisode(episode.event_id, episode.start_s,
-                                                           duration_s, episode.open)
+            acc.episodes[episode.event_id] = SlouchEpisode(
+                episode.event_id, episode.start_s, duration_s, episode.open
+            )
         elif episode.open:
             # The slouch_ended event may be lost (it expires); the state stream
             # closes the episode, and a late event still corrects the length.
-            acc.episodes[episode.event_id] = SlouchEpisode(episode.event_id, episode.start_s,
-                                                           duration_s, False)
+            acc.episodes[episode.event_id] = SlouchEpisode(
+                episode.event_id, episode.start_s, duration_s, False
+            )
         self._dirty.add((state.patient_id, acc.day))
 
     def _end_episode(self, patient: _Patient, day: _Day, event: EventMessage) -> None:
@@ -309,33 +323,44 @@ class SummaryBook:
             if acc is not None and episode is not None:
                 duration_s = given_s if given_s is not None else event.time_s - episode.start_s
                 acc.episodes[episode.event_id] = SlouchEpisode(
-                    episode.event_id, episode.start_s, max(0.0, duration_s), False)
+                    episode.event_id, episode.start_s, max(0.0, duration_s), False
+                )
                 patient.episode_closed_by_event = True
                 self._dirty.add((event.patient_id, acc.day))
                 return
         if given_s is not None and event.event_id not in day.episodes:
             # We missed the start (it came before we did); the end says how long.
-            day.episodes[event.event_id] = SlouchEpisode(event.event_id,
-                                                         event.time_s - given_s, given_s, False)
+            day.episodes[event.event_id] = SlouchEpisode(
+                event.event_id, event.time_s - given_s, given_s, False
+            )
 
     def _to_summary(self, acc: _Day) -> DailySummary:
-        flexion = tuple(s / n if n > 0 else None
-                        for s, n in zip(acc.flexion_sum, acc.flexion_s, strict=True))
+        flexion = tuple(
+            s / n if n > 0 else None for s, n in zip(acc.flexion_sum, acc.flexion_s, strict=True)
+        )
         return DailySummary(
-            patient_id=acc.patient_id, day=acc.day, timezone=str(self.zone.key),
-            day_start_s=acc.start_s, bin_s=self.bin_s,
+            patient_id=acc.patient_id,
+            day=acc.day,
+            timezone=str(self.zone.key),
+            day_start_s=acc.start_s,
+            bin_s=self.bin_s,
             bins={name: tuple(values) for name, values in acc.bins.items()},
             flexion_mean_deg=flexion,
             episodes=tuple(sorted(acc.episodes.values(), key=lambda e: e.start_s)),
             falls=tuple(sorted(acc.falls.values(), key=lambda f: f.time_s)),
-            threshold_deg=acc.threshold_deg, updated_s=acc.updated_s)
+            threshold_deg=acc.threshold_deg,
+            updated_s=acc.updated_s,
+        )
 
     def _from_summary(self, summary: DailySummary, like: _Day | None = None) -> _Day:
         acc = self._new_day(summary.patient_id, summary.day)
         acc.bins = {name: array("d", values) for name, values in summary.bins.items()}
         for i, mean in enumerate(summary.flexion_mean_deg):
-            if like is not None and like.flexion_s[i] > 0 and \
-                    like.bins["covered_s"][i] == acc.bins["covered_s"][i]:
+            if (
+                like is not None
+                and like.flexion_s[i] > 0
+                and like.bins["covered_s"][i] == acc.bins["covered_s"][i]
+            ):
                 acc.flexion_sum[i], acc.flexion_s[i] = like.flexion_sum[i], like.flexion_s[i]
             elif mean is not None:
                 weight_s = summary.bins["worn_s"][i] or summary.bins["covered_s"][i]

@@ -71,8 +71,10 @@ class TopicMap:
 
     def __post_init__(self) -> None:
         if not self.root or self.root.endswith("/") or any(c in self.root for c in "+#"):
-            raise ValueError(f"topic root must be non-empty, without wildcards or a trailing "
-                             f"'/', got {self.root!r}")
+            raise ValueError(
+                f"topic root must be non-empty, without wildcards or a trailing "
+                f"'/', got {self.root!r}"
+            )
 
     def patient(self, patient_id: str, leaf: str) -> str:
         """``{root}/patients/{patient_id}/{leaf}``."""
@@ -98,7 +100,7 @@ class TopicMap:
         prefix = self.root + "/"
         if not topic.startswith(prefix):
             return None
-        parts = topic[len(prefix):].split("/")
+        parts = topic[len(prefix) :].split("/")
         if len(parts) < 3 or ID_PATTERN.fullmatch(parts[1]) is None:
             return None
         if len(parts) == 3 and parts[0] == "gateways" and parts[2] == "status":
@@ -140,8 +142,9 @@ def _load(payload: bytes) -> dict[str, Any]:
 def _ident(obj: Mapping[str, Any], key: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
-        raise WireFormatError(f"{key!r} must be 1-64 characters from A-Z a-z 0-9 '_' '-', "
-                              f"got {str(value)[:80]!r}")
+        raise WireFormatError(
+            f"{key!r} must be 1-64 characters from A-Z a-z 0-9 '_' '-', got {str(value)[:80]!r}"
+        )
     return value
 
 
@@ -259,8 +262,11 @@ def parse_event(payload: bytes) -> EventMessage:
     raw_details = obj.get("details") or {}
     if not isinstance(raw_details, dict):
         raise WireFormatError(f"'details' must be an object, got {raw_details!r}")
-    details = {str(k): float(v) for k, v in raw_details.items()
-               if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+    details = {
+        str(k): float(v)
+        for k, v in raw_details.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
     return EventMessage(
         event_id=_ident(obj, "event_id"),
         type=event_type,
@@ -286,8 +292,14 @@ class AckMessage:
 
     def to_json(self) -> bytes:
         """The wire payload: ``{"event_id", "action", "by", "time"}``."""
-        return json.dumps({"event_id": self.event_id, "action": self.action, "by": self.by,
-                           "time": format_time(self.time_s)}).encode()
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "action": self.action,
+                "by": self.by,
+                "time": format_time(self.time_s),
+            }
+        ).encode()
 
 
 def parse_ack(payload: bytes) -> AckMessage:
@@ -299,8 +311,9 @@ def parse_ack(payload: bytes) -> AckMessage:
     by = obj.get("by")
     if not isinstance(by, str) or len(by) > _MAX_NAME_LEN:
         raise WireFormatError(f"'by' must be a string, got {by!r}")
-    return AckMessage(event_id=_ident(obj, "event_id"), action=action, by=by,
-                      time_s=parse_time(obj.get("time")))
+    return AckMessage(
+        event_id=_ident(obj, "event_id"), action=action, by=by, time_s=parse_time(obj.get("time"))
+    )
 
 
 @dataclass(frozen=True)
@@ -314,9 +327,14 @@ class EscalationMessage:
 
     def to_json(self) -> bytes:
         """``{"event_id", "level", "time", "patient_id"}`` (patient_id is extra)."""
-        return json.dumps({"event_id": self.event_id, "level": self.level,
-                           "time": format_time(self.time_s),
-                           "patient_id": self.patient_id}).encode()
+        return json.dumps(
+            {
+                "event_id": self.event_id,
+                "level": self.level,
+                "time": format_time(self.time_s),
+                "patient_id": self.patient_id,
+            }
+        ).encode()
 
 
 def parse_escalation(payload: bytes, patient_id: str) -> EscalationMessage:
@@ -325,8 +343,12 @@ def parse_escalation(payload: bytes, patient_id: str) -> EscalationMessage:
     level = obj.get("level")
     if level not in (1, 2) or isinstance(level, bool):
         raise WireFormatError(f"'level' must be 1 or 2, got {level!r}")
-    return EscalationMessage(event_id=_ident(obj, "event_id"), patient_id=patient_id,
-                             level=int(level), time_s=parse_time(obj.get("time")))
+    return EscalationMessage(
+        event_id=_ident(obj, "event_id"),
+        patient_id=patient_id,
+        level=int(level),
+        time_s=parse_time(obj.get("time")),
+    )
 
 
 @dataclass(frozen=True)

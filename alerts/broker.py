@@ -20,7 +20,7 @@ from typing import Any, Self
 from amqtt.broker import Broker
 
 from alerts.settings import MqttSettings
-from posture_monitor.errors import BrokerError, ConfigError
+from common.errors import BrokerError, ConfigError
 
 __all__ = ["EmbeddedBroker"]
 

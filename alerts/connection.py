@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from alerts.settings import Message, MqttSettings, ProtocolName, Will
-from posture_monitor.errors import BrokerError, ConfigError
+from common.errors import BrokerError, ConfigError
 
 __all__ = ["ConnectFailed", "PahoConnection", "make_ssl_context"]
 

@@ -35,11 +35,11 @@ from typing import Any, Self
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from alerts.backoff import Backoff
 from alerts.connection import ConnectFailed, PahoConnection, make_ssl_context
 from alerts.settings import Message, MqttSettings, ProtocolName, Will
 from alerts.topics import check_topic_filter, check_topic_name
-from posture_monitor.errors import BrokerError, ConfigError
+from common.backoff import Backoff
+from common.errors import BrokerError, ConfigError
 
 __all__ = ["ConnectCallback", "Message", "MqttClient", "MqttSettings", "Will"]
 

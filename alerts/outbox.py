@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alerts.events import AlertEvent, Severity
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_ROWS", "Outbox", "OutboxEntry"]
 

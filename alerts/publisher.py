@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
 
-from alerts.backoff import Backoff
 from alerts.events import DEFAULT_SLOUCH_EXPIRY_S, AlertEvent
 from alerts.metrics import DeviceMetricValue, LatencyStats, PublisherMetrics, freeze_devices
 from alerts.mqtt import MqttClient
@@ -30,7 +29,8 @@ from alerts.settings import MqttSettings, Will
 from alerts.state import GatewayState, GatewayStatus, PatientState
 from alerts.topics import DEFAULT_TOPIC_ROOT, Topics, mask_id, validate_id
 from alerts.wire import utc_from_timestamp
-from posture_monitor.errors import BrokerError, ConfigError
+from common.backoff import Backoff
+from common.errors import BrokerError, ConfigError
 
 __all__ = ["AlertPublisher"]
 

@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = ["Message", "MqttSettings", "ProtocolName", "Will"]
 

@@ -15,11 +15,11 @@ let one patient's data land on (or subscribe to) another's topic.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 from dataclasses import dataclass
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
+from common.ids import ID_PATTERN, mask_id, shown, validate_id
 
 __all__ = [
     "DEFAULT_TOPIC_ROOT",
@@ -35,47 +35,10 @@ __all__ = [
 ]
 
 DEFAULT_TOPIC_ROOT = "posture/v1"
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # A root level may also hold dots ("site.a/posture/v1"); never wildcards, '$',
 # whitespace or empty levels.
 _ROOT_LEVEL = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_ROOT_LEVELS = 8
-
-
-def _shown(value: object) -> str:
-    """A short, escaped rendering of a rejected value for an error message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def mask_id(value: str) -> str:
-    """A stable pseudonym of a patient id (or address) for logs: ``id#1a2b3c4d``.
-
-    Logs leave the health-data boundary (support tickets, log shippers), so
-    they carry a hash prefix that still lets one follow a patient through a
-    log file without naming them.
-    """
-    return "id#" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:8]
-
-
-def validate_id(value: object, kind: str = "patient") -> str:
-    """Return ``value`` if it is a valid patient or gateway id.
-
-    Args:
-        value: the id to check.
-        kind: what the id names ("patient", "gateway", "event"), used in the
-            error message.
-
-    Raises:
-        ConfigError: (a ``ValueError``) naming the id when it is not a string
-            of 1-64 characters from ``[A-Za-z0-9_-]``.
-    """
-    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
-        raise ConfigError(
-            f"invalid {kind} id {_shown(value)}: expected 1-64 characters from "
-            "A-Z a-z 0-9 '_' '-' (no MQTT wildcards, '/', '$' or whitespace)"
-        )
-    return value
 
 
 def validate_topic_root(root: object) -> str:
@@ -87,13 +50,13 @@ def validate_topic_root(root: object) -> str:
             character outside ``[A-Za-z0-9_.-]`` (so no ``+``, ``#``, ``$``).
     """
     if not isinstance(root, str) or not root:
-        raise ConfigError(f"invalid topic root {_shown(root)}: expected e.g. 'posture/v1'")
+        raise ConfigError(f"invalid topic root {shown(root)}: expected e.g. 'posture/v1'")
     levels = root.split("/")
     if len(levels) > _MAX_ROOT_LEVELS or any(
         _ROOT_LEVEL.fullmatch(level) is None for level in levels
     ):
         raise ConfigError(
-            f"invalid topic root {_shown(root)}: expected 1-{_MAX_ROOT_LEVELS} '/'-separated "
+            f"invalid topic root {shown(root)}: expected 1-{_MAX_ROOT_LEVELS} '/'-separated "
             "levels of A-Z a-z 0-9 '_' '-' '.' (no wildcards, '$' or empty levels)"
         )
     return root

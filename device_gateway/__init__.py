@@ -1,21 +1,22 @@
 """BLE gateway: finds the wearables, keeps them connected, decodes their packets.
 
-``Gateway`` is imported lazily so that the wire protocol
-(``device_gateway.protocol``), which the simulator also uses, does not pull in
-the engine and the MQTT stack.
+The wire protocol (``device_gateway.protocol``), which the simulator also
+uses, must stay light: every name here is imported on first use, so
+importing the protocol does not pull in the engine and the MQTT stack.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from device_gateway.config import (
-    BleSettings,
-    BrokerConfig,
-    GatewayConfig,
-    PatientThresholds,
-    WearableConfig,
-)
+from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from device_gateway.config import (
+        BleSettings,
+        BrokerConfig,
+        GatewayConfig,
+        PatientThresholds,
+        WearableConfig,
+    )
     from device_gateway.gateway import Gateway
 
 __all__ = [
@@ -27,10 +28,15 @@ __all__ = [
     "WearableConfig",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "Gateway":
-        from device_gateway.gateway import Gateway
-
-        return Gateway
-    raise AttributeError(f"module 'device_gateway' has no attribute {name!r}")
+# Each name's module is imported on first use (see common.lazy).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BleSettings": "config",
+        "BrokerConfig": "config",
+        "Gateway": "gateway",
+        "GatewayConfig": "config",
+        "PatientThresholds": "config",
+        "WearableConfig": "config",
+    },
+)

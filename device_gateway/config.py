@@ -30,7 +30,7 @@ from typing import Any
 
 from alerts.settings import MqttSettings
 from alerts.topics import validate_id, validate_topic_root
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = [
     "BleSettings",

@@ -23,8 +23,9 @@ from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
-from alerts.backoff import Backoff
 from alerts.topics import mask_id
+from common.backoff import Backoff
+from common.errors import PacketError
 from device_gateway.config import BleSettings
 from device_gateway.patient import PatientMonitor
 from device_gateway.protocol import (
@@ -38,7 +39,6 @@ from device_gateway.protocol import (
 )
 from device_gateway.scanner import DeviceDirectory
 from device_gateway.timeline import SampleBlock
-from posture_monitor.errors import PacketError
 
 __all__ = ["WearableSupervisor"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from posture_monitor.errors import PacketError
+from common.errors import PacketError
 
 __all__ = [
     "ACC_LSB_PER_G",

@@ -16,8 +16,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
+from common.errors import BluetoothUnavailableError
 from device_gateway.protocol import POSTURE_SERVICE_UUID
-from posture_monitor.errors import BluetoothUnavailableError
 
 __all__ = ["DeviceDirectory"]
 

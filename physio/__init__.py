@@ -1,7 +1,24 @@
 """What the physiotherapist sees: the ``watch`` terminal view, ``status``,
-and the web dashboard (``physio.dashboard``). Imports only ``alerts``."""
+and the web dashboard (``physio.dashboard``). Imports only ``alerts``.
+"""
 
-from physio.status import collect_statuses, format_statuses
-from physio.watch import WatchModel, watch_live
+from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from physio.status import collect_statuses, format_statuses
+    from physio.watch import WatchModel, watch_live
 
 __all__ = ["WatchModel", "collect_statuses", "format_statuses", "watch_live"]
+
+# Each name's module is imported on first use (see common.lazy).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "collect_statuses": "status",
+        "format_statuses": "status",
+        "WatchModel": "watch",
+        "watch_live": "watch",
+    },
+)

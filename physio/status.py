@@ -26,8 +26,8 @@ from alerts import (
     format_utc_ms,
     validate_id,
 )
+from common.errors import PostureMonitorError
 from physio.watch import add_broker_arguments, settings_from_args
-from posture_monitor.errors import PostureMonitorError
 
 __all__ = ["collect_statuses", "configure_parser", "format_statuses", "run"]
 

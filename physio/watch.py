@@ -42,7 +42,7 @@ from alerts import (
     format_utc_ms,
     utc_from_timestamp,
 )
-from posture_monitor.errors import PostureMonitorError
+from common.errors import PostureMonitorError
 
 __all__ = [
     "WatchModel",

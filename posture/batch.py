@@ -15,7 +15,7 @@ values has that block dropped (counted in :meth:`BatchEngine.stats`, logged,
 its state untouched, as if its packet had been lost); the other devices go
 on.
 
-``posture-monitor bench engine`` (or ``python -m posture.batch_bench --bench``) measures
+``posture-monitor bench engine`` (or ``python -m lab.batch_bench --bench``) measures
 the throughput against VQF.
 """
 

@@ -84,8 +84,8 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from common.errors import PostureMonitorError
 from posture.types import check_positive_fields
-from posture_monitor.errors import PostureMonitorError
 
 __all__ = [
     "Calibration",

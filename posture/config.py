@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from common.errors import ConfigError
 from posture.activity import ActivitySettings
 from posture.calibration import CalibrationSettings
 from posture.falls import FallSettings
 from posture.types import OrientationSettings, SlouchSettings
-from posture_monitor.errors import ConfigError
 
 __all__ = ["EngineConfig"]
 

@@ -34,8 +34,8 @@ from posture.calibration import Calibration, angles_tcd, face_tilt_deg
 from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
 from posture.devstate import restore, snapshot
-from posture.fallfeed import FallFeed
 from posture.falls import FallDetector, FallFinding
+from posture.falls.feed import FallFeed
 from posture.orientation import GravityFilter, GravityFilterParams
 from posture.rotation import dot_tcd
 from posture.slouch import SlouchDetector

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from posture_monitor.errors import PostureMonitorError
+from common.errors import PostureMonitorError
 
 __all__ = [
     "Activity",

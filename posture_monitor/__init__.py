@@ -1,6 +1,6 @@
 """Command line and wiring of the posture-monitoring service."""
 
-from posture_monitor.errors import (
+from common.errors import (
     BluetoothUnavailableError,
     BrokerError,
     ConfigError,

@@ -14,8 +14,9 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from posture_monitor.errors import PostureMonitorError
+from common.errors import PostureMonitorError
 
 __all__ = ["build_parser", "main"]
 
@@ -31,12 +32,18 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
         "physio.dashboard.cli:configure_report_parser:run_report",
         "a patient's daily posture report (PNG or HTML)",
     ),
-    ("evaluate", "posture.evaluate", "measure the engine on public datasets"),
-    ("bench", "posture.bench", "measure the engine's throughput and memory"),
+    ("evaluate", "lab.evaluate", "measure the engine on public datasets"),
+    ("bench", "lab.bench", "measure the engine's throughput and memory"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported to add its options.
+
+    Importing every subcommand's module would make ``--help`` pay for SciPy,
+    aiohttp and paho (seconds on a gateway board). With ``command=None`` every
+    subcommand is configured (for documentation and tests).
+    """
     parser = argparse.ArgumentParser(
         prog="posture-monitor",
         description="Wearable posture monitoring: BLE gateway, posture engine, MQTT alerts.",
@@ -44,18 +51,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, target, help_text in _COMMANDS:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if command is not None and name != command:
+            continue
         module_name, configure, run = ([*target.split(":"), "configure_parser", "run"])[:3]
         module = importlib.import_module(module_name)
-        sub = commands.add_parser(name, help=help_text, description=help_text)
         getattr(module, configure)(sub)
         sub.set_defaults(handler=getattr(module, run))
     return parser
 
 
+def _chosen_command(argv: Sequence[str]) -> str:
+    """The subcommand named in ``argv`` ("" when none is).
+
+    The top-level options (``-v``, ``--version``, ``--help``) take no value, so
+    the subcommand is the first word that is not an option.
+    """
+    return next((arg for arg in argv if not arg.startswith("-")), "")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("posture-monitor")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_chosen_command(words)).parse_args(words)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

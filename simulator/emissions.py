@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.errors import PacketError
 from device_gateway.protocol import decode_imu_packet
-from posture_monitor.errors import PacketError
 from simulator.noise import stream_key, uniform
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "RadioChange",
     "WearableStats",
     "corrupt",
-    "mask_address",
 ]
 
 
@@ -101,8 +100,3 @@ def _decodes(data: bytes) -> bool:
     except PacketError:
         return False
     return True
-
-
-def mask_address(address: str) -> str:
-    """Log form of a device address: only the last byte, as in "..:01"."""
-    return "..:" + address[-2:]

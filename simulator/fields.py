@@ -4,7 +4,7 @@ Every setting a scenario file may hold is a dataclass field created with one
 of the helpers below; the helper stores its kind and range in the field's
 metadata. :func:`build` then turns one TOML table into the dataclass,
 rejecting unknown keys, wrong types and out-of-range values with a
-:class:`~posture_monitor.errors.ConfigError` that names the file and the key.
+:class:`~common.errors.ConfigError` that names the file and the key.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = ["Where", "build", "choice", "flag", "integer", "number", "table", "text"]
 

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from bleak.exc import BleakGATTProtocolError
 
+from common.errors import PacketError
+from common.ids import mask_id
 from device_gateway.protocol import BuzzCommand, decode_control, encode_battery_level
-from posture_monitor.errors import PacketError
-from simulator.emissions import BatteryLevel, Emission, Notification, RadioChange, mask_address
+from simulator.emissions import BatteryLevel, Emission, Notification, RadioChange
 from simulator.gatt import BATTERY_LEVEL_HANDLE, IMU_HANDLE, read_only_values
 from simulator.wearable import SimulatedWearable
 
@@ -65,7 +66,7 @@ class Link:
         self.radio_lost_s = None
         self.dead = False
         self.subscriptions.clear()
-        logger.info("connected to %s", mask_address(self.wearable.address))
+        logger.info("connected to %s", mask_id(self.wearable.address))
 
     def detach(self, client: SimulatedClient) -> None:
         """The client disconnects on purpose (no disconnected callback)."""
@@ -114,7 +115,7 @@ class Link:
         if client is None:
             return
         self.detach(client)
-        logger.info("link to %s lost (%s)", mask_address(self.wearable.address), reason)
+        logger.info("link to %s lost (%s)", mask_id(self.wearable.address), reason)
         client._lost()
         callback = client._disconnected_callback
         if notify and callback is not None:
@@ -144,7 +145,7 @@ class Link:
             command = decode_control(data)
         except PacketError as exc:
             self.bad_writes += 1
-            logger.warning("bad control write to %s: %s", mask_address(self.wearable.address), exc)
+            logger.warning("bad control write to %s: %s", mask_id(self.wearable.address), exc)
             if response:
                 raise BleakGATTProtocolError(_VALUE_NOT_ALLOWED) from exc
             return

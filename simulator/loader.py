@@ -2,7 +2,7 @@
 
 Everything is checked at load time, including whether each patient's
 activities can follow one another, so a scenario that loads also runs.
-Errors are :class:`~posture_monitor.errors.ConfigError` naming the file and
+Errors are :class:`~common.errors.ConfigError` naming the file and
 the key, e.g. ``demo.toml: patients[1].timeline[2].flexion_deg: expected a
 number in 0.0..90.0, got 140``.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 from simulator.choreography import ChoreographyError, compile_choreography
 from simulator.config import Patient, Scenario, WearableConfig
 from simulator.fields import Where, build, integer, number, text

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from common.ids import mask_id
 from device_gateway.protocol import ACC_LSB_PER_G, GYR_LSB_PER_DPS, encode_imu_packet
 from simulator.choreography import compile_choreography
 from simulator.config import Patient
@@ -32,7 +33,6 @@ from simulator.emissions import (
     RadioChange,
     WearableStats,
     corrupt,
-    mask_address,
 )
 from simulator.faults import EventKind, FaultEvent, FaultSchedule, PowerSpan
 from simulator.noise import stream_key, uniform
@@ -214,7 +214,7 @@ class SimulatedWearable:
             self._flood = None
             logger.info(
                 "wearable %s off (%s) at %.2f s",
-                mask_address(self.address),
+                mask_id(self.address),
                 event.reason,
                 event.t_s,
             )

@@ -11,7 +11,7 @@ import pytest
 from brokers import Collector, EmbeddedTestBroker, MosquittoBroker, free_port
 
 from alerts import Message, MqttClient, MqttSettings, Will
-from posture_monitor.errors import BrokerError, ConfigError
+from common.errors import BrokerError, ConfigError
 
 MakeCollector = Callable[..., Awaitable[Collector]]
 AnyBroker = MosquittoBroker | EmbeddedTestBroker

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from alerts import AlertEvent, EventType, Outbox, Topics
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 TOPICS = Topics()

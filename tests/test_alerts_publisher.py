@@ -24,7 +24,7 @@ import pytest
 from brokers import Collector, EmbeddedTestBroker, MosquittoBroker, Received
 
 from alerts import AlertEvent, AlertPublisher, EventType, Outbox, PatientState
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 MakeCollector = Callable[..., Awaitable[Collector]]
 REPO = Path(__file__).resolve().parent.parent

@@ -24,8 +24,8 @@ from alerts import (
     mask_id,
     parse_utc,
 )
-from alerts.backoff import Backoff
-from posture_monitor.errors import ConfigError
+from common.backoff import Backoff
+from common.errors import ConfigError
 
 T0 = datetime(2026, 11, 24, 8, 15, 2, 120_456, tzinfo=UTC)
 

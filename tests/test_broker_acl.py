@@ -17,7 +17,7 @@ import pytest
 from brokers import MOSQUITTO, MOSQUITTO_PASSWD, MosquittoBroker
 
 from alerts import MqttClient
-from posture_monitor.errors import BrokerError
+from common.errors import BrokerError
 
 ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl.example"
 USERS = {"ward-1": "pw-ward-1-x", "ward-2": "pw-ward-2-y", "dashboard": "pw-dash-z"}

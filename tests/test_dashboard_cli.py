@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from test_dashboard_support import broker_url_fixture  # noqa: F401  (used by name)
 
+from common.errors import ConfigError
 from physio.dashboard.auth import TOKEN_ENV, Credentials
 from physio.dashboard.cli import build_config, configure_parser, parse_listen, run
-from posture_monitor.errors import ConfigError
 
 
 def parse(*argv: str) -> argparse.Namespace:

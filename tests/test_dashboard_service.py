@@ -29,6 +29,7 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
 )
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
+from common.errors import ConfigError
 from physio.dashboard.auth import Credentials, hash_secret
 from physio.dashboard.cli import configure_report_parser, run_report
 from physio.dashboard.escalation import EscalationPolicy
@@ -40,7 +41,6 @@ from physio.dashboard.report import (
 )
 from physio.dashboard.service import DashboardConfig, DashboardService
 from physio.dashboard.wire import format_time
-from posture_monitor.errors import ConfigError
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:

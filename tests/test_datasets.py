@@ -1,4 +1,4 @@
-"""Dataset readers (posture/datasets.py) on tiny files written here, and on the
+"""Dataset readers (lab/datasets.py) on tiny files written here, and on the
 real datasets when ../shared/datasets (or $POSTURE_DATASETS) is present."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from posture.datasets import (
+from lab.datasets import (
     SISFALL_NOMINAL_UP_SENSOR,
     DatasetError,
     iter_sisfall,
@@ -74,7 +74,7 @@ def test_blank_and_truncated_last_lines_are_dropped_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     lines = [*ROWS, "", "  5, 6, 7, 8", "", ""]
-    with caplog.at_level(logging.WARNING, logger="posture.datasets"):
+    with caplog.at_level(logging.WARNING, logger="lab.datasets"):
         rec = read_sisfall(write_sisfall(tmp_path, "D07_SA02_R01", lines))
     assert rec.acc_g.shape == (3, 3) and rec.dropped_lines == 1
     assert "D07_SA02_R01.txt" in caplog.text and "last line" in caplog.text

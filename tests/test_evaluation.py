@@ -1,5 +1,5 @@
-"""Resampling (posture/resample.py) and the ``evaluate`` commands
-(posture/evaluate.py) on synthetic datasets written here, and on the real
+"""Resampling (lab/resample.py) and the ``evaluate`` commands
+(lab/evaluate.py) on synthetic datasets written here, and on the real
 datasets when ../shared/datasets (or $POSTURE_DATASETS) is present."""
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import scipy.io
 from scipy.spatial.transform import Rotation
 from test_falls import Scenario, forward_fall, jump, lie_down_on_bed, sit_down_quickly, synth
 
-from posture import bench, evaluate
-from posture.datasets import (
+from lab import bench, evaluate
+from lab.datasets import (
     SISFALL_ACC_G_PER_LSB,
     SISFALL_NOMINAL_UP_SENSOR,
     list_sisfall,
     read_sisfall,
 )
-from posture.eval_falls import evaluate_falls
-from posture.eval_orientation import evaluate_orientation
+from lab.eval_falls import evaluate_falls
+from lab.eval_orientation import evaluate_orientation
+from lab.resample import anti_alias_taps, rate_ratio, resample_imu, resampled_times
 from posture.falls import FallDetector, FallSettings
 from posture.orientation import estimate_up
-from posture.resample import anti_alias_taps, rate_ratio, resample_imu, resampled_times
 
 DATASETS = Path(
     os.environ.get("POSTURE_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets")

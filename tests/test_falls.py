@@ -1,4 +1,4 @@
-"""Fall detector (posture/falls.py) on synthetic falls and activities.
+"""Fall detector (posture/falls/detector.py) on synthetic falls and activities.
 
 Events are synthesised at 1 kHz as an ideal IMU on the upper back would read
 them (specific force = magnitude profile x the up direction in sensor axes,
@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from posture.fall_model import FallModel, load_fall_model, save_fall_model
+from common.errors import ConfigError
+from lab.resample import resample_imu
 from posture.falls import FallCandidate, FallDetector, FallFinding, FallSettings
-from posture.resample import resample_imu
-from posture_monitor.errors import ConfigError
+from posture.falls.model import FallModel, load_fall_model, save_fall_model
 
 FloatArray = NDArray[np.float64]
 FS_SYNTH_HZ = 1000.0

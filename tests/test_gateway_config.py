@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.errors import ConfigError
 from device_gateway.config import GatewayConfig
-from posture_monitor.errors import ConfigError
 
 VALID = """
 gateway_id = "ward-3"

@@ -7,8 +7,8 @@ import pytest
 from ward import gateway_running
 
 from alerts import AlertEvent, PatientState
+from common.errors import ConfigError
 from device_gateway import GatewayConfig
-from posture_monitor.errors import ConfigError
 from simulator import SimulatedWorld, demo_scenario
 
 SPEED = 8.0

@@ -11,6 +11,9 @@ import pytest
 from test_posture_engine import FS
 from test_posture_synth import Motion, gait_acc, gait_sway, keyframes, mounting, synthesize
 
+from common.errors import PostureMonitorError
+from lab.batch_bench import main as bench_main
+from lab.batch_bench import run_bench
 from posture import (
     Activity,
     Calibration,
@@ -22,9 +25,6 @@ from posture import (
     SlouchSettings,
 )
 from posture.batch import BatchEngine
-from posture.batch_bench import main as bench_main
-from posture.batch_bench import run_bench
-from posture_monitor.errors import PostureMonitorError
 
 CONFIG = {
     gyro: EngineConfig(FS, gyro, slouch=SlouchSettings(dwell_s=5.0)) for gyro in (True, False)

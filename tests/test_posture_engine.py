@@ -19,6 +19,7 @@ from test_posture_synth import (
     synthesize,
 )
 
+from common.errors import ConfigError, PostureMonitorError
 from posture import (
     Activity,
     Calibration,
@@ -32,7 +33,6 @@ from posture import (
 )
 from posture.activity import ActivitySettings
 from posture.calibration import CalibrationSettings
-from posture_monitor.errors import ConfigError, PostureMonitorError
 
 FS = 50.0
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from test_posture_calibration import walking_motion
 
-from posture.fallfeed import FallFeed
 from posture.falls import FallDetector, FallSettings
+from posture.falls.feed import FallFeed
 from posture.orientation import estimate_up
 
 FS = 50.0

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.errors import PacketError
 from device_gateway.protocol import (
     ACC_LSB_PER_G,
     GYR_LSB_PER_DPS,
@@ -29,7 +30,6 @@ from device_gateway.protocol import (
     encode_set_sample_rate,
     max_samples_per_packet,
 )
-from posture_monitor.errors import PacketError
 
 
 def _counts(n: int, seed: int = 0) -> np.ndarray:

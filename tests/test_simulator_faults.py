@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from common.errors import PacketError
 from device_gateway.protocol import ImuPacket, decode_imu_packet
-from posture_monitor.errors import PacketError
 from simulator import Patient, SimulatedWearable, WearableConfig
 from simulator.emissions import BatteryLevel, Emission, Notification, RadioChange
 from simulator.specs import (

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
 from device_gateway.protocol import decode_imu_packet
-from posture_monitor.errors import ConfigError
 from simulator import (
     SimulatedWearable,
     builtin_scenario_path,

@@ -5,22 +5,27 @@ through ``alerts.mqtt.MqttClient``; publishes acks, escalations and daily
 summaries.
 """
 
-from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, verify_secret
-from physio.dashboard.cli import configure_parser, configure_report_parser, run, run_report
-from physio.dashboard.escalation import Escalation, EscalationPolicy, Escalator
-from physio.dashboard.model import DashboardModel
-from physio.dashboard.report import (
-    MissingExtraError,
-    SummaryNotFoundError,
-    fetch_summary,
-    render_html,
-    render_png,
-    write_report,
-)
-from physio.dashboard.service import DashboardConfig, DashboardService
-from physio.dashboard.summary import DailySummary, FallRecord, SlouchEpisode, SummaryTotals
-from physio.dashboard.summary_book import SummaryBook
-from physio.dashboard.wire import TopicMap, WireFormatError
+from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, verify_secret
+    from physio.dashboard.cli import configure_parser, configure_report_parser, run, run_report
+    from physio.dashboard.escalation import Escalation, EscalationPolicy, Escalator
+    from physio.dashboard.model import DashboardModel
+    from physio.dashboard.report import (
+        MissingExtraError,
+        SummaryNotFoundError,
+        fetch_summary,
+        render_html,
+        render_png,
+        write_report,
+    )
+    from physio.dashboard.service import DashboardConfig, DashboardService
+    from physio.dashboard.summary import DailySummary, FallRecord, SlouchEpisode, SummaryTotals
+    from physio.dashboard.summary_book import SummaryBook
+    from physio.dashboard.wire import TopicMap, WireFormatError
 
 __all__ = [
     "TOKEN_ENV",
@@ -51,3 +56,37 @@ __all__ = [
     "verify_secret",
     "write_report",
 ]
+
+# Each name's module is imported on first use (see common.lazy).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TOKEN_ENV": "auth",
+        "Credentials": "auth",
+        "hash_secret": "auth",
+        "verify_secret": "auth",
+        "configure_parser": "cli",
+        "configure_report_parser": "cli",
+        "run": "cli",
+        "run_report": "cli",
+        "Escalation": "escalation",
+        "EscalationPolicy": "escalation",
+        "Escalator": "escalation",
+        "DashboardModel": "model",
+        "MissingExtraError": "report",
+        "SummaryNotFoundError": "report",
+        "fetch_summary": "report",
+        "render_html": "report",
+        "render_png": "report",
+        "write_report": "report",
+        "DashboardConfig": "service",
+        "DashboardService": "service",
+        "DailySummary": "summary",
+        "FallRecord": "summary",
+        "SlouchEpisode": "summary",
+        "SummaryTotals": "summary",
+        "SummaryBook": "summary_book",
+        "TopicMap": "wire",
+        "WireFormatError": "wire",
+    },
+)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = [
     "TOKEN_ENV",

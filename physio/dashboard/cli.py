@@ -19,11 +19,11 @@ from datetime import date
 from pathlib import Path
 
 from alerts.mqtt import MqttSettings
+from common.errors import BrokerError, ConfigError, PostureMonitorError
 from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, valid_user_name
 from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.report import fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
-from posture_monitor.errors import BrokerError, ConfigError, PostureMonitorError
 
 __all__ = [
     "build_config",

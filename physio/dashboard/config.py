@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from alerts.mqtt import MqttSettings
+from common.errors import ConfigError
 from physio.dashboard.auth import Credentials, is_loopback_host
 from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.wire import TopicMap
-from posture_monitor.errors import ConfigError
 
 __all__ = ["DashboardConfig"]
 

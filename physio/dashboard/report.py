@@ -18,10 +18,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from alerts.mqtt import MqttClient, MqttSettings
+from common.errors import ConfigError, PostureMonitorError
 from physio.dashboard.dayplot import CATEGORY_COLORS, dominant_categories, render_day_svg
 from physio.dashboard.summary import DailySummary, FallRecord
 from physio.dashboard.wire import ID_PATTERN, TopicMap
-from posture_monitor.errors import ConfigError, PostureMonitorError
 
 __all__ = [
     "MissingExtraError",

@@ -31,13 +31,13 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.errors import BrokerError
 from physio.dashboard.auth import Credentials, SessionStore, valid_user_name
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.dayplot import render_day_svg
 from physio.dashboard.model import DashboardModel
 from physio.dashboard.summary import DailySummary
 from physio.dashboard.wire import ACK_ACTIONS, ID_PATTERN
-from posture_monitor.errors import BrokerError
 
 __all__ = ["CSRF_HEADER", "SESSION_COOKIE", "Backend", "create_app"]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import socket
@@ -31,6 +30,8 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from alerts.mqtt import Message, MqttClient
+from common.errors import BrokerError
+from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.config import DashboardConfig
@@ -51,20 +52,14 @@ from physio.dashboard.wire import (
     parse_gateway_status,
     parse_state,
 )
-from posture_monitor.errors import BrokerError
 
-__all__ = ["DashboardConfig", "DashboardService", "mask_id"]
+__all__ = ["DashboardConfig", "DashboardService"]
 
 _log = logging.getLogger(__name__)
 
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
-
-
-def mask_id(ident: str) -> str:
-    """A short pseudonym of a patient id for logs (health data stays out of logs)."""
-    return "p#" + hashlib.sha256(ident.encode()).hexdigest()[:8]
 
 
 class DashboardService:

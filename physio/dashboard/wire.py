@@ -21,7 +21,7 @@ from typing import Any
 
 from alerts.topics import ID_PATTERN
 from alerts.wire import decode_object, format_utc_ms, parse_utc, utc_from_timestamp
-from posture_monitor.errors import PostureMonitorError
+from common.errors import PostureMonitorError
 
 __all__ = [
     "ACK_ACTIONS",

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = ["PEAK_LP_SPAN_S", "FallCandidate", "FallFinding", "FallSettings"]
 
@@ -22,7 +22,7 @@ class FallSettings:
     """Fall detector settings; thresholds in s, g, g·s and degrees.
 
     Defaults are the engine's, chosen with leave-one-subject-out validation on
-    SisFall at 25-100 Hz (``python -m posture.train_falls``).
+    SisFall at 25-100 Hz (``python -m lab.train_falls``).
 
     Raises:
         ConfigError: a value out of range (the message names the field).

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.io
 from numpy.typing import NDArray
 
-from posture_monitor.errors import PostureMonitorError
+from common.errors import PostureMonitorError
 
 __all__ = [
     "BROAD_GRAVITY_MPS2",

@@ -3,8 +3,8 @@
 ``p(fall | lying after impact) = 1 / (1 + exp(-(w · (x - mean) / scale + b)))``
 with ``x`` some of the candidate's impact features (:data:`FEATURE_NAMES`, see
 :mod:`posture.falls`; the model file names the ones it uses). The parameters
-are plain NumPy arrays in a small ``.npz`` shipped with the package (``fall_model.npz``), written by
-``python -m posture.train_falls`` (leave-one-subject-out validated on SisFall);
+are plain NumPy arrays in a small ``.npz`` shipped with the package (``model.npz``), written by
+``python -m lab.train_falls`` (leave-one-subject-out validated on SisFall);
 no learning library is needed at run time.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from posture_monitor.errors import ConfigError
+from common.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -37,7 +37,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 """Features a model may use: ln of the ±0.5 s and ±0.25 s impulses (g·s), the
 peak of the 5 Hz low-passed ``|a|`` (g) and the lowest ``|a|`` in the 1.5 s before (g)."""
 
-DEFAULT_MODEL_PATH = Path(__file__).with_name("fall_model.npz")
+DEFAULT_MODEL_PATH = Path(__file__).with_name("model.npz")
 
 
 @dataclass(frozen=True)

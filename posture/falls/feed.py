@@ -34,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.fall_types import FallFinding
-from posture.falls import FallDetector
+from posture.falls.detector import FallDetector
+from posture.falls.types import FallFinding
 
 __all__ = ["FallFeed"]
 

@@ -24,7 +24,7 @@ not depend on where on the trunk the sensor sits, nor on the sample rate:
    reference upright, the engine's up estimate agreeing within 20°, and
    ``|a|`` standard deviation at most ``still_acc_sd_g``) with a fall
    probability of at least ``min_fall_probability`` from the impact model
-   (:mod:`posture.fall_model`, trained by ``python -m posture.train_falls``);
+   (:mod:`posture.falls.model`, trained by ``python -m lab.train_falls``);
    or, after a strong impact (``unmoving_impulse_gs``), *unmoving* in a new
    posture (sitting on the floor: deviation at most ``unmoving_acc_sd_g`` and
    the trunk turned by ``unmoving_tilt_change_deg`` from before the fall).
@@ -40,7 +40,7 @@ Windows are counted in samples at the nominal ``sample_rate_hz``; samples
 across a lost packet are treated as contiguous. State is explicit (a short
 history of per-sample signals and the pending candidates) and every window
 statistic is computed the same way whatever the block boundaries
-(:mod:`posture.fall_features`), so findings are identical for any split of
+(:mod:`posture.falls.features`), so findings are identical for any split of
 the stream. The gyroscope is not used directly: orientation enters through
 the engine's ``up_sensor`` (gyroscope-aided when there is one), so
 accelerometer-only wearables get the same detector.
@@ -55,7 +55,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from posture.fall_features import (
+from posture.falls.features import (
     column_means,
     dot3,
     first_recovery,
@@ -65,8 +65,8 @@ from posture.fall_features import (
     window_means,
     window_sds,
 )
-from posture.fall_model import FallModel, load_fall_model
-from posture.fall_types import PEAK_LP_SPAN_S, FallCandidate, FallFinding, FallSettings
+from posture.falls.model import FallModel, load_fall_model
+from posture.falls.types import PEAK_LP_SPAN_S, FallCandidate, FallFinding, FallSettings
 
 __all__ = ["FallCandidate", "FallDetector", "FallFinding", "FallSettings"]
 

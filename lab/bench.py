@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.batch_bench import run_bench, synthetic_devices
+from lab.batch_bench import run_bench, synthetic_devices
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
 

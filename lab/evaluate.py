@@ -2,7 +2,7 @@
 
 * ``evaluate orientation --broad DIR [--rate HZ] [--json]``: BROAD trials
   (Laidig et al., Data 6(7), 2021), resampled as a wearable at ``HZ`` would
-  have measured them (:mod:`posture.resample`), through the engine's gravity
+  have measured them (:mod:`lab.resample`), through the engine's gravity
   filter with gyroscope and accelerometer-only; VQF (if installed) on the
   same resampled data. Metric: the angle between the estimated up direction
   and the optical one in the sensor frame, RMSE over samples with
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from posture.datasets import DatasetError
-from posture.eval_falls import FallReport, evaluate_falls
-from posture.eval_orientation import OrientationReport, evaluate_orientation
+from lab.datasets import DatasetError
+from lab.eval_falls import FallReport, evaluate_falls
+from lab.eval_orientation import OrientationReport, evaluate_orientation
 
 __all__ = ["configure_parser", "format_falls", "format_orientation", "run"]
 

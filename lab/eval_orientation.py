@@ -1,7 +1,7 @@
 """Inclination accuracy on BROAD at a wearable's sample rate (``evaluate orientation``).
 
 Each trial's IMU signals are low-pass filtered and resampled to the
-wearable's rate (:func:`posture.resample.resample_imu`); the optical
+wearable's rate (:func:`lab.resample.resample_imu`); the optical
 reference is turned into the vertical axis in sensor coordinates at every
 native sample and interpolated linearly to the resampled instants (an
 instant next to a lost optical sample gets no reference). The error at an
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.datasets import BroadTrial, list_broad, read_broad
+from lab.datasets import BroadTrial, list_broad, read_broad
+from lab.resample import resample_imu
 from posture.orientation import estimate_up
-from posture.resample import resample_imu
 from posture.types import OrientationSettings
 
 __all__ = [

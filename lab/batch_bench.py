@@ -1,6 +1,6 @@
 """Throughput and memory of the batched and single-device engines, against VQF.
 
-``python -m posture.batch_bench --bench [--devices 1000] [--seconds 10] [--block 10]``
+``python -m lab.batch_bench --bench [--devices 1000] [--seconds 10] [--block 10]``
 streams a synthetic upper-back recording (posture changes, walking bouts,
 noise, gyroscope bias; every device starts at a different point of it and
 wears its puck at a different spin) through
@@ -216,7 +216,7 @@ def _memory(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m posture.batch_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.batch_bench", description=__doc__)
     parser.add_argument("--bench", action="store_true", help="run the benchmark")
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0, help="timed span of each stream")

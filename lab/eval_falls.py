@@ -1,7 +1,7 @@
 """Fall detection on SisFall through the full engine (``evaluate falls``).
 
 Every recording is resampled to the wearable's rate
-(:func:`posture.resample.resample_imu`) and streamed through a fresh
+(:func:`lab.resample.resample_imu`) and streamed through a fresh
 :class:`posture.PostureEngine` in ``block``-sample calls, as the gateway
 feeds BLE packets, with ``nominal_up_sensor=(0, -1, 0)`` (SisFall's sensor
 is at the waist, Y up). A fall recording counts as detected if at least one
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from lab.datasets import SISFALL_NOMINAL_UP_SENSOR, SisFallRecording, list_sisfall, read_sisfall
+from lab.resample import resample_imu
 from posture.config import EngineConfig
-from posture.datasets import SISFALL_NOMINAL_UP_SENSOR, SisFallRecording, list_sisfall, read_sisfall
 from posture.engine import PostureEngine
-from posture.resample import resample_imu
 from posture.types import PostureEventKind
 
 __all__ = ["FallReport", "RecordingResult", "evaluate_falls", "run_recording"]

@@ -2,11 +2,11 @@
 
 Usage::
 
-    python -m posture.train_falls --sisfall ../shared/datasets/sisfall [--out FILE]
+    python -m lab.train_falls --sisfall ../shared/datasets/sisfall [--out FILE]
 
 What it does, so that anyone with the full public dataset can re-run it:
 
-1. Every recording is resampled (:func:`posture.resample.resample_imu`) to
+1. Every recording is resampled (:func:`lab.resample.resample_imu`) to
    each rate in ``--rates`` and streamed through the real
    :class:`posture.falls.FallDetector` with a model that never fires, so
    that every impact candidate runs to its end. The up direction is the
@@ -24,7 +24,7 @@ What it does, so that anyone with the full public dataset can re-run it:
 4. The threshold is the one with the highest worst-rate sensitivity among
    those whose worst-rate specificity is at least ``--min-specificity``
    (the middle of a tie). The final model is fitted on all subjects and
-   saved as a small ``.npz`` (:func:`posture.fall_model.save_fall_model`).
+   saved as a small ``.npz`` (:func:`posture.falls.model.save_fall_model`).
 
 The unmoving path of the detector (strong impact, then still in a new
 posture) is a fixed rule and not part of this model.
@@ -45,15 +45,15 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from posture.datasets import (
+from lab.datasets import (
     SISFALL_NOMINAL_UP_SENSOR,
     SisFallRecording,
     list_sisfall,
     read_sisfall,
 )
-from posture.fall_model import DEFAULT_MODEL_PATH, FEATURE_NAMES, FallModel, save_fall_model
+from lab.resample import resample_imu
 from posture.falls import FallCandidate, FallDetector, FallSettings
-from posture.resample import resample_imu
+from posture.falls.model import DEFAULT_MODEL_PATH, FEATURE_NAMES, FallModel, save_fall_model
 
 __all__ = ["CandidateRow", "collect_candidates", "fit_logistic", "main"]
 
@@ -201,7 +201,7 @@ def _rates_table(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m posture.train_falls", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.train_falls", description=__doc__)
     parser.add_argument("--sisfall", required=True, type=Path, help="SisFall folder")
     parser.add_argument("--rates", default="25,50,100", help="comma-separated rates in Hz")
     parser.add_argument("--features", default=",".join(DEFAULT_FEATURES))

@@ -418,6 +418,11 @@ async def watch_live(
             topics.all_acks,
         ):
             await client.subscribe(topic_filter, qos=1)
+        if not tty:
+            # Plain lines come only when something changes: say at once that
+            # the view is live (and a script can wait for this line).
+            out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
+            out.flush()
 
         async def consume() -> None:
             async for message in client.messages():

@@ -179,7 +179,7 @@ class _PacketReference:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``engine`` subcommand to ``parser``."""
-    sub = parser.add_subparsers(dest="bench_command", metavar="{engine}")
+    sub = parser.add_subparsers(dest="bench_command", metavar="{engine,gateway}")
     sub.required = True
     eng = sub.add_parser(
         "engine", help="throughput and memory of PostureEngine", description=__doc__
@@ -195,10 +195,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "the gateway hands a backlog over in one call)",
     )
     eng.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from lab import gateway_bench
+
+    gateway_bench.configure_gateway_parser(
+        sub.add_parser(
+            "gateway",
+            help="the whole gateway path per wearable, to a real broker",
+            description=gateway_bench.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print it; 0 on success, 2 on bad arguments."""
+    if args.bench_command == "gateway":
+        from lab.gateway_bench import run_gateway
+
+        return run_gateway(args)
     try:
         counts = [int(v) for v in str(args.devices).split(",") if v.strip()]
         if not counts or min(counts) < 1 or max(counts) > 100_000:

@@ -134,6 +134,7 @@ class AlertPublisher:
         self._publish_alarm: str | None = None
         self._reported_degraded: str | None = None
         self._status_now = asyncio.Event()
+        self._told_protocol_limits = False
 
     # ----------------------------------------------------------- properties
 
@@ -151,6 +152,11 @@ class AlertPublisher:
     def connected(self) -> bool:
         """Whether the broker link is up."""
         return self._client is not None and self._client.connected
+
+    @property
+    def broker_address(self) -> str | None:
+        """``host:port`` of the broker node in use (or being tried); None before start."""
+        return self._client.address if self._client is not None else None
 
     @property
     def metrics(self) -> PublisherMetrics:
@@ -339,6 +345,9 @@ class AlertPublisher:
     async def _on_connected(self) -> None:
         client, _outbox = self._require_open()
         self._wakeup.set()
+        if client.protocol != "5" and not self._told_protocol_limits:
+            self._told_protocol_limits = True
+            self._warn_protocol_limits(client)
         try:
             await self._publish_status(GatewayState.ONLINE)
             for patient_id, state in list(self._states.items()):
@@ -440,6 +449,23 @@ class AlertPublisher:
                     await self._publish_status(GatewayState.ONLINE)
                 except BrokerError as exc:
                     logger.debug("periodic status not published: %s", exc)
+
+    def _warn_protocol_limits(self, client: MqttClient) -> None:
+        """Say once, at the first connection, what MQTT 3.1.1 cannot do for us
+        (NATS and RabbitMQ speak only 3.1.1; so does the demo's amqtt)."""
+        logger.warning(
+            "MQTT broker at %s speaks MQTT %s, not 5: (1) slouch events carry no message "
+            "expiry, so a subscriber away longer than %g s still receives them late (the "
+            "outbox here still drops them after %g s); (2) the 'offline' Last Will has no "
+            "%d s delay, so a network blip shows gateway %s offline until it reconnects. "
+            "Fall alerts, QoS 1, retained states and sessions are unaffected.",
+            client.address,
+            client.protocol,
+            self._slouch_expiry_s,
+            self._slouch_expiry_s,
+            self._will_delay_s,
+            self._gateway_id,
+        )
 
     def _status_payload(self, status: GatewayState, *, with_metrics: bool = True) -> bytes:
         metrics = self.metrics.as_dict() if with_metrics else {}

@@ -67,8 +67,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker",
         required=True,
+        action="append",
         metavar="URL",
-        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883",
+        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; repeat it (or give a "
+        "comma-separated list) for the nodes of a broker cluster, tried in turn",
     )
     parser.add_argument(
         "--listen",
@@ -157,7 +159,7 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         raise ConfigError(str(exc)) from exc
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
-        broker=MqttSettings.from_url(args.broker),
+        broker=MqttSettings.from_urls(args.broker),
         listen_host=host,
         listen_port=port,
         topic_root=args.topic_root,
@@ -203,7 +205,13 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         metavar="YYYY-MM-DD",
         help="local day (default: the newest the dashboard published)",
     )
-    parser.add_argument("--broker", required=True, metavar="URL", help="MQTT broker URL")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="MQTT broker URL (repeat, or comma-separate, for a cluster's nodes)",
+    )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
         "--out",
@@ -226,7 +234,7 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if args.out.suffix.lower() not in (".html", ".htm", ".png"):
             raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
-        settings = MqttSettings.from_url(args.broker, connect_timeout_s=args.timeout)
+        settings = MqttSettings.from_urls(args.broker, connect_timeout_s=args.timeout)
         summary = asyncio.run(
             fetch_summary(
                 settings, args.patient, args.day, topic_root=args.topic_root, timeout_s=args.timeout

@@ -373,7 +373,9 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
     urls = args.broker or os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883")
-    return MqttSettings.from_urls(urls, **overrides)
+    settings = MqttSettings.from_urls(urls, **overrides)
+    settings.check_transport(insecure=True)  # a viewer: warn, do not refuse
+    return settings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from alerts.acks import Ack, AckAction, EscalationNotice
+    from alerts.acks import Ack, AckAction, EscalationMessage
     from alerts.broker import EmbeddedBroker
     from alerts.clock import ClockPolicy
     from alerts.events import DEFAULT_SLOUCH_EXPIRY_S, AlertEvent, EventType, Severity
@@ -49,7 +49,7 @@ __all__ = [
     "DropCounter",
     "DropReason",
     "EmbeddedBroker",
-    "EscalationNotice",
+    "EscalationMessage",
     "EventType",
     "FallRecord",
     "GatewayState",
@@ -86,7 +86,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "Ack": "acks",
         "AckAction": "acks",
-        "EscalationNotice": "acks",
+        "EscalationMessage": "acks",
         "EmbeddedBroker": "broker",
         "ClockPolicy": "clock",
         "DropCounter": "intake",

@@ -41,7 +41,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "Ack",
     "AckAction",
-    "EscalationNotice",
+    "EscalationMessage",
 ]
 
 ACK_LIMITS = PayloadLimits(max_bytes=2 * 1024, max_depth=1, max_items=16, max_string_chars=256)
@@ -127,7 +127,7 @@ class Ack:
 
 
 @dataclass(frozen=True)
-class EscalationNotice:
+class EscalationMessage:
     """A fall was not acknowledged in time and reached ``level`` (1, 2, ...).
 
     Raises:
@@ -147,7 +147,7 @@ class EscalationNotice:
         object.__setattr__(self, "time", to_utc_ms(self.time))
 
     @classmethod
-    def at(cls, event_id: str, patient_id: str, level: int, time_s: float) -> EscalationNotice:
+    def at(cls, event_id: str, patient_id: str, level: int, time_s: float) -> EscalationMessage:
         """An escalation stamped at POSIX seconds ``time_s``."""
         return cls(event_id, patient_id, level, utc_from_timestamp(time_s))
 
@@ -170,7 +170,7 @@ class EscalationNotice:
         return encode_object(self.to_dict())
 
     @classmethod
-    def from_json(cls, data: bytes | bytearray | str, patient_id: str) -> EscalationNotice:
+    def from_json(cls, data: bytes | bytearray | str, patient_id: str) -> EscalationMessage:
         """Parse an escalations payload; the patient is the topic's.
 
         Raises:

@@ -19,17 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alerts.acks import Ack, EscalationNotice
+from alerts.acks import Ack, EscalationMessage
 from alerts.clock import DEFAULT_CLOCK_POLICY, ClockPolicy
 from alerts.events import AlertEvent
+from alerts.open_falls import OpenFalls
 from alerts.state import GatewayStatus, PatientState
 from alerts.summary import DailySummary
 from alerts.topics import TopicInfo, TopicKind, Topics
-from alerts.wire import DropReason, PayloadError, PayloadLimits, decode_object
+from alerts.wire import DropReason, PayloadError
 from common.ids import mask_id
 
 __all__ = [
-    "ALERTS_LIMITS",
     "DropCounter",
     "Inbound",
     "PatientCap",
@@ -37,9 +37,9 @@ __all__ = [
     "read_message",
 ]
 
-Payload = PatientState | AlertEvent | Ack | EscalationNotice | GatewayStatus | DailySummary | dict
-# The retained open-falls list (owned by the gateway): read as a bounded object only.
-ALERTS_LIMITS = PayloadLimits(max_bytes=64 * 1024, max_depth=4, max_items=4000)
+Payload = (
+    PatientState | AlertEvent | OpenFalls | Ack | EscalationMessage | GatewayStatus | DailySummary
+)
 # Kinds whose retained message may be cleared with an empty payload.
 _CLEARABLE = frozenset(
     {
@@ -129,7 +129,7 @@ def read_message(
         ack = Ack.from_json(payload)
         return inbound(ack, ack.time_s)
     if kind is TopicKind.ESCALATIONS:
-        escalation = EscalationNotice.from_json(payload, info.id)
+        escalation = EscalationMessage.from_json(payload, info.id)
         return inbound(escalation, escalation.time_s)
     if kind in (TopicKind.SUMMARY, TopicKind.SUMMARY_ARCHIVE):
         summary = DailySummary.from_json(payload, now_s=received_s)
@@ -138,8 +138,11 @@ def read_message(
         ):
             raise _mismatch("summary patient or day")
         return inbound(summary, summary.updated_s)
-    # ALERTS: the gateway's retained open falls; bounded, its fields are its owner's to read.
-    return inbound(decode_object(payload, "open alerts", ALERTS_LIMITS))
+    # ALERTS: the gateway's retained open falls; like events, never refused for a clock.
+    open_falls = OpenFalls.from_json(payload)
+    if open_falls.patient_id != info.id:
+        raise _mismatch("patient_id")
+    return inbound(open_falls, open_falls.time.timestamp())
 
 
 def _check_future(sent_s: float, received_s: float, policy: ClockPolicy) -> None:

@@ -13,6 +13,13 @@ at-least-once). Every message is read through the one contract
 line) and never shown as a patient, alert or gateway; a bug while applying
 one message is logged and skipped. The watcher keeps an MQTT session for a
 few minutes so a network blip does not lose the alerts sent meanwhile.
+
+It also reads each patient's retained open falls (``{root}/patients/{id}/alerts``,
+``alerts.open_falls.OpenFalls``, kept by the gateway until a person answers
+them), so falls that were open before it
+started are shown, marked RESTORED; and the dashboards' escalations
+(``.../escalations``). On a terminal it rings the bell (BEL) for every new
+fall, restored or live, and for every escalation of one.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TextIO
 
-from alerts.acks import Ack
+from alerts.acks import Ack, EscalationMessage
 from alerts.events import AlertEvent, EventType, Severity
 from alerts.intake import DropCounter, Inbound, PatientCap, read_message
 from alerts.mqtt import MqttClient
+from alerts.open_falls import OpenFalls
 from alerts.settings import Message, MqttSettings
 from alerts.state import GatewayStatus, PatientState
 from alerts.topics import DEFAULT_TOPIC_ROOT, TopicKind, Topics
@@ -69,6 +77,8 @@ class _FeedItem:
     event: AlertEvent
     ack: str = ""  # "acknowledged by X" / "resolved by X"
     cancelled: bool = False
+    restored: bool = False  # from the retained open falls, not seen live
+    escalation_level: int = 0
 
 
 _DETAIL_FORMATS = {
@@ -119,6 +129,7 @@ class WatchModel:
         self.duplicates = 0
         self.drops = DropCounter(logger)
         self.patients = PatientCap()
+        self.bells = 0  # bells owed: one per new fall and per escalation
         self._lines: list[str] = []
 
     @property
@@ -169,9 +180,14 @@ class WatchModel:
         if isinstance(obj, AlertEvent):
             self._admit(obj.patient_id, obj.gateway_id)
             return self._on_event(obj, inbound.at_s)
+        if isinstance(obj, OpenFalls):
+            self._admit(obj.patient_id, obj.gateway_id)
+            return self._on_open_falls(obj)
+        if isinstance(obj, EscalationMessage):
+            return self._on_escalation(obj)
         if isinstance(obj, Ack):
             return self._on_ack(obj)
-        return False
+        return False  # a cleared open-falls list, summaries: nothing to show
 
     def _admit(self, patient_id: str, gateway_id: str) -> None:
         if not self.patients.admit(patient_id, gateway_id):
@@ -217,12 +233,19 @@ class WatchModel:
         # The feed shows the event's own time unless its clock is not credible.
         if abs(at_s - event.time_s) > 1.0:
             event = replace(event, time=utc_from_timestamp(at_s))
-        patient_id = event.patient_id
         if event.event_id in self._seen:
             self.duplicates += 1
             return False
         item = _FeedItem(event)
+        self._add(item)
+        return True
+
+    def _add(self, item: _FeedItem) -> None:
+        event = item.event
+        patient_id = event.patient_id
         self._remember(event.event_id, item)
+        if event.type is EventType.FALL_DETECTED:
+            self.bells += 1
         if event.type is EventType.FALL_CANCELLED:
             for earlier in reversed(self.feed):
                 if (
@@ -234,9 +257,49 @@ class WatchModel:
                     break
         self.feed.append(item)
         self.feed.sort(key=lambda i: i.event.time)
-        del self.feed[: -self.max_events]
-        self._lines.append("EVENT " + self._event_line(item, color=False, iso_time=True))
+        self._trim_feed()
+        label = "RESTORED" if item.restored else "EVENT"
+        self._lines.append(f"{label} " + self._event_line(item, color=False, iso_time=True))
+
+    def _trim_feed(self) -> None:
+        # Open falls are never trimmed away: only what nobody must act on goes.
+        excess = len(self.feed) - self.max_events
+        for item in list(self.feed):
+            if excess <= 0:
+                break
+            if item.event.type is EventType.FALL_DETECTED and not (item.ack or item.cancelled):
+                continue
+            self.feed.remove(item)
+            excess -= 1
+
+    def _on_open_falls(self, open_falls: OpenFalls) -> bool:
+        changed = False
+        for event in open_falls.open:
+            if event.event_id in self._seen:
+                continue
+            self._add(_FeedItem(event, restored=True))
+            changed = True
+        return changed
+
+    def _on_escalation(self, escalation: EscalationMessage) -> bool:
+        item = self._seen.get(escalation.event_id)
+        level = escalation.level
+        if (
+            item is None
+            or item.event.patient_id != escalation.patient_id
+            or level <= item.escalation_level
+        ):
+            return False
+        item.escalation_level = level
+        if not (item.ack or item.cancelled):
+            self.bells += 1
+        self._lines.append(f"ESCALATED {item.event.event_id} level {level}")
         return True
+
+    def take_bells(self) -> int:
+        """Bells owed since the last call (one per new fall and per escalation)."""
+        bells, self.bells = self.bells, 0
+        return bells
 
     def _on_ack(self, ack: Ack) -> bool:
         item = self._seen.get(ack.event_id)
@@ -280,6 +343,10 @@ class WatchModel:
             for key, value in sorted(event.details.items())
             if key in _DETAIL_FORMATS
         ]
+        if item.restored:
+            parts.append("(RESTORED: open before this view started)")
+        if item.escalation_level:
+            parts.append(f"(ESCALATED level {item.escalation_level})")
         if item.cancelled:
             parts.append("(CANCELLED)")
         if item.ack:
@@ -355,12 +422,15 @@ class WatchModel:
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--broker URL``, ``--topic-root``, ``--ca-file``, ``--protocol``,
-    ``--connect-timeout``."""
+    """``--broker URL`` (repeatable), ``--topic-root``, ``--ca-file``,
+    ``--protocol``, ``--connect-timeout``."""
     parser.add_argument(
         "--broker",
-        default=os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883"),
-        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://... "
+        action="append",
+        default=None,
+        metavar="URL",
+        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://...; repeat it (or "
+        "comma-separate) for the nodes of a broker cluster, tried in turn "
         "(default: $POSTURE_MONITOR_BROKER or mqtt://127.0.0.1:1883)",
     )
     parser.add_argument(
@@ -396,13 +466,21 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     }
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
-    return MqttSettings.from_url(args.broker, **overrides)
+    urls = args.broker or os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883")
+    settings = MqttSettings.from_urls(urls, **overrides)
+    settings.check_transport(insecure=True)  # a viewer: warn, do not refuse
+    return settings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor watch``."""
     add_broker_arguments(parser)
     parser.add_argument("--max-events", type=int, default=20, help="alert feed length")
+    parser.add_argument(
+        "--no-bell",
+        action="store_true",
+        help="do not ring the terminal bell for a new or escalated fall",
+    )
     parser.add_argument("--refresh-hz", type=float, default=2.0, help="redraw rate (TTY)")
     parser.add_argument(
         "--duration",
@@ -422,6 +500,7 @@ async def watch_live(
     refresh_hz: float = 2.0,
     duration_s: float | None = None,
     max_events: int = 20,
+    bell: bool = True,
 ) -> WatchModel:
     """Run the view until ``duration_s`` passes (or forever); return the model.
 
@@ -443,12 +522,22 @@ async def watch_live(
             topics.all_states,
             topics.all_events,
             topics.all_acks,
+            topics.all_alerts,
+            topics.all_escalations,
         ):
             await client.subscribe(topic_filter, qos=1)
+        if not tty:
+            # Plain lines come only when something changes: say at once that
+            # the view is live (and a script can wait for this line).
+            out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
+            out.flush()
 
         async def consume() -> None:
             async for message in client.messages():
                 model.handle(message)
+                if model.take_bells() and tty and bell:
+                    out.write("\a")  # the terminal's bell: a fall, or one escalated
+                    out.flush()
                 lines = model.take_lines()  # taken in TTY mode too, or they pile up
                 if lines and not tty:
                     out.write("".join(line + "\n" for line in lines))
@@ -489,6 +578,7 @@ def run(args: argparse.Namespace) -> int:
                 refresh_hz=args.refresh_hz,
                 duration_s=args.duration,
                 max_events=args.max_events,
+                bell=not getattr(args, "no_bell", False),
             )
         )
     except PostureMonitorError as exc:

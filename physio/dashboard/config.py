@@ -11,6 +11,8 @@ from alerts.topics import validate_topic_root
 from common.errors import ConfigError
 from physio.dashboard.auth import Credentials, is_loopback_host
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
+from physio.dashboard.site import NotifySettings
 
 __all__ = ["DashboardConfig"]
 
@@ -34,6 +36,8 @@ class DashboardConfig:
             and per gateway; messages about more are dropped and counted
             (bounds the memory made-up ids can take).
         clock_policy: how far senders' clocks are trusted (``alerts.clock``).
+        notify: who gets escalation notices (webhooks, Apprise) and retries.
+        patients: display names and rooms/beds, shown only on the page.
     """
 
     broker: MqttSettings
@@ -50,6 +54,8 @@ class DashboardConfig:
     max_patients: int = 2000
     max_patients_per_gateway: int = 500
     clock_policy: ClockPolicy = field(default_factory=ClockPolicy)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    patients: PatientDirectory = field(default_factory=PatientDirectory.empty)
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:

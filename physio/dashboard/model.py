@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts.acks import Ack, AckAction, EscalationNotice
+from alerts.acks import Ack, AckAction, EscalationMessage
 from alerts.events import AlertEvent, EventType, Severity
 from alerts.state import GatewayStatus, PatientState
 from alerts.summary import DailySummary, FallRecord, format_time
@@ -66,6 +66,8 @@ class _Alert:
     escalation_level: int = 0
     note: str = ""  # e.g. "cancelled by wearable", "slouch ended"
     gateway_id: str | None = None  # overrides the event's (a restored fall has none)
+    # "level:channel" -> delivery status of an escalation notice (notify.py)
+    notifications: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         e = self.event
@@ -88,6 +90,7 @@ class _Alert:
             ],
             "escalation_level": self.escalation_level,
             "note": self.note,
+            "notifications": [self.notifications[k] for k in sorted(self.notifications)],
         }
 
 
@@ -117,10 +120,16 @@ class DashboardModel:
         history_s: seconds of flexion history kept per patient for the chart.
         max_alerts: feed length; handled and non-fall items go first.
         max_gateways: gateways remembered; a status from one more is refused.
+        directory: patient id -> ``{"name", "room", "bed", "location"}``
+            from the dashboard's patients file (sent to browsers only).
     """
 
     def __init__(
-        self, history_s: float = 300.0, max_alerts: int = 500, max_gateways: int = 500
+        self,
+        history_s: float = 300.0,
+        max_alerts: int = 500,
+        directory: dict[str, dict[str, str]] | None = None,
+        max_gateways: int = 500,
     ) -> None:
         if history_s <= 0 or max_alerts < 1 or max_gateways < 1:
             raise ValueError(
@@ -140,6 +149,7 @@ class DashboardModel:
         self._summaries: dict[str, dict[str, Any]] = {}
         self.broker_connected = False
         self.intake: dict[str, Any] = {"total": 0, "by_reason": {}, "top_sources": {}}
+        self.directory = dict(directory or {})
 
     # -- inputs ----------------------------------------------------------
 
@@ -217,7 +227,7 @@ class DashboardModel:
             return []
         return [("alert", alert.to_dict())]
 
-    def apply_escalation(self, escalation: EscalationNotice) -> list[Update]:
+    def apply_escalation(self, escalation: EscalationMessage) -> list[Update]:
         """Show the level a fall reached (published by us or another dashboard)."""
         alert = self._alerts.get(escalation.event_id)
         if alert is None or escalation.level <= alert.escalation_level:
@@ -279,6 +289,14 @@ class DashboardModel:
         self._trim()
         return [("alert", alert.to_dict())]
 
+    def apply_notification(self, event_id: str, status: dict[str, Any]) -> list[Update]:
+        """Show where an escalation notice stands (``notify.DeliveryStatus.to_dict()``)."""
+        alert = self._alerts.get(event_id)
+        if alert is None:
+            return []
+        alert.notifications[f"{status['level']}:{status['channel']}"] = dict(status)
+        return [("alert", alert.to_dict())]
+
     def set_broker_connected(self, connected: bool) -> list[Update]:
         """Whether our MQTT link is up (a dashboard without it shows stale data)."""
         if connected == self.broker_connected:
@@ -311,6 +329,7 @@ class DashboardModel:
             "alerts": [a.to_dict() for a in self._alerts.values()],
             "summaries": dict(sorted(self._summaries.items())),
             "intake": self.intake,
+            "directory": self.directory,
         }
 
     def set_intake(self, counters: dict[str, Any]) -> list[Update]:
@@ -346,6 +365,10 @@ class DashboardModel:
                 if alert.note == note:
                     return []
                 alert.note = note
+                if wanted is EventType.SLOUCH_STARTED and alert.status == "open":
+                    # A slouch that ended was handled by the patient: nobody
+                    # needs to click it away. Falls never close themselves.
+                    alert.status = "resolved"
                 return [alert]
         return []
 

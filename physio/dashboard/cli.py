@@ -21,10 +21,18 @@ from pathlib import Path
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
 from common.shutdown import run_until_terminated
-from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, valid_user_name
+from physio.dashboard.auth import (
+    TOKEN_ENV,
+    Credentials,
+    hash_secret,
+    normalize_user_name,
+    valid_user_name,
+)
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
 from physio.dashboard.report import fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
+from physio.dashboard.site import SiteConfig
 
 __all__ = [
     "build_config",
@@ -81,18 +89,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="site settings (TOML): escalation delays, webhook and Apprise recipients "
+        "(see docs/dashboard.md)",
+    )
+    parser.add_argument(
+        "--patients",
+        type=Path,
+        metavar="FILE",
+        help="display names and room/bed per patient id (TOML; shown only on the page)",
+    )
+    parser.add_argument(
         "--escalate-after",
         type=float,
-        default=120.0,
+        default=None,
         metavar="S",
-        help="escalate a fall nobody acknowledged after S seconds (120)",
+        help="escalate a fall nobody acknowledged after S seconds (overrides --config; 120)",
     )
     parser.add_argument(
         "--escalate-again-after",
         type=float,
-        default=240.0,
+        default=None,
         metavar="S",
-        help="escalate it again (level 2) S seconds after the fall (240)",
+        help="escalate it again (level 2) S seconds after the fall (overrides --config; 240)",
     )
     parser.add_argument(
         "--password-file",
@@ -128,9 +149,11 @@ def _add_user(password_file: Path | None, name: str) -> int:
     if password_file is None:
         print("error: --add-user needs --password-file", file=sys.stderr)
         return 2
+    name = normalize_user_name(name)
     if not valid_user_name(name) or ":" in name:
         print(
-            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @", file=sys.stderr
+            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @ '",
+            file=sys.stderr,
         )
         return 2
     password = getpass.getpass(f"password for {name}: ")
@@ -154,10 +177,19 @@ def _add_user(password_file: Path | None, name: str) -> int:
 def build_config(args: argparse.Namespace) -> DashboardConfig:
     """A validated configuration from parsed arguments. Raises ConfigError."""
     host, port = parse_listen(args.listen)
+    site = SiteConfig.load(args.config) if getattr(args, "config", None) else SiteConfig()
+    first_s = site.escalation.first_after_s if args.escalate_after is None else args.escalate_after
+    again_s = (
+        site.escalation.again_after_s
+        if args.escalate_again_after is None
+        else args.escalate_again_after
+    )
     try:
-        policy = EscalationPolicy(args.escalate_after, args.escalate_again_after)
+        policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    patients_file = getattr(args, "patients", None)
+    patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
         broker=MqttSettings.from_urls(args.broker),
@@ -169,6 +201,8 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         timezone=args.timezone or local_timezone(),
         summary_interval_s=args.summary_interval,
         client_id=args.client_id,
+        notify=site.notify,
+        patients=patients,
     )
 
 

@@ -89,6 +89,9 @@ class DashboardService:
         self.book = SummaryBook(ZoneInfo(config.timezone))
         self.dropped: dict[str, int] = {}
         self.escalations_published = 0
+        self.ticks = 0
+        """Rounds of the ticker done (escalations checked): lets a test or an
+        embedder wait for "the deadline has been looked at" without sleeping."""
         self._mqtt: MqttClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: web.AppRunner | None = None
@@ -315,20 +318,22 @@ class DashboardService:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
             # Escalations go out even with the broker down: webhooks and
             # Apprise do not need it, and the MQTT copy is retried.
-            self._escalate_due()
+            await self._publish_escalations()
             if self._mqtt.connected and time.monotonic() >= next_summary_s:
                 next_summary_s = time.monotonic() + self.config.summary_interval_s
                 try:
                     await self._publish_summaries()
                 except BrokerError as exc:
                     _log.warning("summaries not published (retrying): %s", exc)
+            self.ticks += 1
             await asyncio.sleep(_TICK_S)
 
-    def _escalate_due(self) -> None:
-        now_s = self._clock()
-        for due in self.escalator.due(now_s):
+    async def _publish_escalations(self) -> None:
+        for due in self.escalator.due(self._clock()):
+            now_s = self._clock()
             # Marked issued at once: from here the notifier owns the delivery
-            # (and its retries), so a dead recipient cannot hold the next level.
+            # (MQTT included, and the retries), so a dead recipient or a
+            # broker outage cannot hold back the page, the record or level 2.
             self.escalator.mark_issued(due.event_id, due.level)
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1

@@ -187,6 +187,9 @@ class AppriseChannel:
             warnings.simplefilter("ignore", DeprecationWarning)
             import apprise
 
+            # Apprise logs whole message bodies at DEBUG; ours name the patient
+            # and the bed, which must never reach a log, whatever -v says.
+            logging.getLogger("apprise").setLevel(logging.INFO)
             self._apprise = apprise.Apprise()
             for url in self.urls:
                 if not self._apprise.add(url):

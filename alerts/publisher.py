@@ -12,6 +12,7 @@ does not flap the gateway offline for the physiotherapist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -26,7 +27,7 @@ from alerts.metrics import DeviceMetricValue, LatencyStats, PublisherMetrics, fr
 from alerts.mqtt import MqttClient
 from alerts.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxEntry
 from alerts.settings import MqttSettings, Will
-from alerts.state import GatewayState, GatewayStatus, PatientState
+from alerts.state import Degradation, GatewayState, GatewayStatus, PatientState
 from alerts.topics import DEFAULT_TOPIC_ROOT, Topics, mask_id, validate_id
 from alerts.wire import utc_from_timestamp
 from common.backoff import Backoff
@@ -122,6 +123,8 @@ class AlertPublisher:
         self._devices: dict[str, dict[str, DeviceMetricValue]] = {}
         self._latency = LatencyStats()
         self._states_published = 0
+        self._degraded: dict[str, Degradation] = {}
+        self._status_due = asyncio.Event()
 
     # ----------------------------------------------------------- properties
 
@@ -309,6 +312,31 @@ class AlertPublisher:
             clean[key] = value
         self._devices[patient_id] = clean
 
+    @property
+    def degraded(self) -> dict[str, Degradation]:
+        """What the status currently reports as degraded, by source."""
+        return dict(self._degraded)
+
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
+        """Report (``reason``) or clear (None) a degraded part, e.g. ``"ble"``.
+
+        The retained status is republished at once, so a subscriber learns of
+        it within a round trip, not at the next periodic status.
+
+        Raises:
+            ValueError: ``source`` or ``reason`` is not a short code.
+        """
+        if not (isinstance(source, str) and source.isidentifier() and len(source) <= 64):
+            raise ValueError(f"degraded source: expected a short code, got {source!r:.40}")
+        entry = None if reason is None else Degradation(reason, detail)
+        if self._degraded.get(source) == entry:
+            return
+        if entry is None:
+            self._degraded.pop(source, None)
+        else:
+            self._degraded[source] = entry
+        self._status_due.set()
+
     # ------------------------------------------------------ background work
 
     async def _on_connected(self) -> None:
@@ -387,7 +415,10 @@ class AlertPublisher:
     async def _status_loop(self) -> None:
         client, outbox = self._require_open()
         while True:
-            await asyncio.sleep(self._status_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._status_interval_s):
+                    await self._status_due.wait()
+            self._status_due.clear()
             outbox.drop_expired()
             if client.connected:
                 try:
@@ -398,7 +429,11 @@ class AlertPublisher:
     def _status_payload(self, status: GatewayState, *, with_metrics: bool = True) -> bytes:
         metrics = self.metrics.as_dict() if with_metrics else {}
         return GatewayStatus(
-            self._gateway_id, status, utc_from_timestamp(self._clock()), metrics
+            self._gateway_id,
+            status,
+            utc_from_timestamp(self._clock()),
+            metrics,
+            self._degraded if with_metrics else {},
         ).to_json()
 
     async def _publish_status(self, status: GatewayState) -> None:

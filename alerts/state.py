@@ -8,13 +8,7 @@
 
 ``{root}/gateways/{gateway_id}/status`` (retained, QoS 1; Last Will = offline)::
 
-    {"gateway_id", "status": "online"/"offline", "time", "metrics": {...},
-     "degraded": {"ble": {"reason": "adapter_off", "detail": "..."}}}
-
-``degraded`` is empty while the gateway works fully. Each entry names a part
-that cannot do its job while the gateway stays online (``ble``: it cannot
-scan, so wearables that disconnect cannot come back and their falls go
-undetected): alarm-worthy. Readers that predate it ignore it.
+    {"gateway_id", "status": "online"/"offline", "time", "metrics": {...}}
 """
 
 from __future__ import annotations
@@ -43,7 +37,7 @@ from alerts.wire import (
     to_utc_ms,
 )
 
-__all__ = ["Degradation", "GatewayState", "GatewayStatus", "PatientState"]
+__all__ = ["GatewayState", "GatewayStatus", "PatientState"]
 
 # Activity travels as the lower-case name of posture.Activity ("upright",
 # "walking", ...); alerts may not import posture, so only the shape is checked.
@@ -155,14 +149,12 @@ class GatewayStatus:
     status: GatewayState
     time: datetime
     metrics: Mapping[str, Any] = field(default_factory=dict)
-    degraded: Mapping[str, Degradation] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_id(self.gateway_id, "gateway")
         object.__setattr__(self, "status", GatewayState(self.status))
         object.__setattr__(self, "time", to_utc_ms(self.time))
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
-        object.__setattr__(self, "degraded", MappingProxyType(dict(self.degraded)))
 
     @property
     def online(self) -> bool:
@@ -176,10 +168,6 @@ class GatewayStatus:
             "status": str(self.status),
             "time": format_utc_ms(self.time),
             "metrics": dict(self.metrics),
-            "degraded": {
-                source: {"reason": d.reason, "detail": d.detail}
-                for source, d in self.degraded.items()
-            },
         }
 
     def to_json(self) -> bytes:
@@ -213,43 +201,4 @@ class GatewayStatus:
             status=status,
             time=parse_utc(obj.get("time")),
             metrics=metrics,
-            degraded=_degraded(obj.get("degraded")),
         )
-
-
-@dataclass(frozen=True)
-class Degradation:
-    """Why a part of an online gateway cannot do its job.
-
-    Attributes:
-        reason: a short code, e.g. ``adapter_off``, ``no_adapter``,
-            ``bluez_not_running``, ``scan_failed``.
-        detail: one sentence for the person on call.
-    """
-
-    reason: str
-    detail: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.reason, str) or _REASON.fullmatch(self.reason) is None:
-            raise ValueError(f"degraded reason: expected a short code, got {self.reason!r:.40}")
-        if not isinstance(self.detail, str) or len(self.detail) > _MAX_DETAIL:
-            raise ValueError(f"degraded detail: expected text up to {_MAX_DETAIL} characters")
-
-
-_REASON = re.compile(r"[a-z0-9_]{1,64}")
-_MAX_DETAIL = 500
-
-
-def _degraded(value: object) -> dict[str, Degradation]:
-    """The ``degraded`` field of a status payload (absent in older gateways' payloads)."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > 16:
-        raise ValueError(f"field 'degraded': expected an object, got {value!r:.40}")
-    out = {}
-    for source, entry in value.items():
-        if _REASON.fullmatch(source) is None or not isinstance(entry, dict):
-            raise ValueError(f"field 'degraded': bad entry {source!r:.40}")
-        out[source] = Degradation(entry.get("reason"), entry.get("detail", ""))  # type: ignore[arg-type]
-    return out

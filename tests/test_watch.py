@@ -270,3 +270,73 @@ async def test_status_prints_retained_gateway_status_and_metrics(broker: AnyBrok
         status_cli.run, _args(broker.url, gateway="ward-9", wait=0.3), io.StringIO()
     )
     assert code == 1
+
+
+def open_falls_msg(patient: str, *falls: AlertEvent) -> Message:
+    """The gateway's retained ``.../alerts`` list of a patient's open falls."""
+    body = {
+        "patient_id": patient,
+        "gateway_id": "ward-3",
+        "time": "2026-11-24T08:20:00.000Z",
+        "open": [json.loads(f.to_json()) for f in falls],
+    }
+    return msg(f"{TOPICS.root}/patients/{patient}/alerts", json.dumps(body).encode(), retain=True)
+
+
+def test_falls_open_before_start_are_restored_and_ring_the_bell() -> None:
+    model = WatchModel(TOPICS)
+    old = AlertEvent(EventType.FALL_DETECTED, "p-7", "ward-3", T0, flexion_deg=70.0)
+    assert model.handle(open_falls_msg("p-7", old))
+    assert model.take_bells() == 1 and model.take_bells() == 0
+    assert not model.handle(open_falls_msg("p-7", old))  # the same list again: nothing new
+    assert not model.handle(event_msg(old)) and model.take_bells() == 0  # seen already
+    feed = model.render().split("ALERTS")[1].splitlines()[1:]
+    assert "FALL DETECTED" in feed[0] and "RESTORED" in feed[0]
+    assert any(line.startswith("RESTORED ") for line in model.take_lines())
+    # A dashboard escalates it: the bell again, and the feed says so.
+    escalation = {"event_id": old.event_id, "level": 1, "time": "2026-11-24T08:22:00.000Z"}
+    topic = f"{TOPICS.root}/patients/p-7/escalations"
+    assert model.handle(msg(topic, json.dumps(escalation).encode()))
+    assert model.take_bells() == 1
+    assert "ESCALATED level 1" in model.render()
+    assert not model.handle(msg(topic, json.dumps(escalation).encode()))  # no second bell
+    # Lists of another patient's falls, or not lists at all, are counted, not shown.
+    assert not model.handle(open_falls_msg("p-8", old))
+    assert not model.handle(msg(f"{TOPICS.root}/patients/p-8/alerts", b'{"open": 3}'))
+    assert model.malformed == 2 and model.take_bells() == 0
+
+
+def test_open_falls_are_never_trimmed_from_the_feed() -> None:
+    model = WatchModel(TOPICS, max_events=3)
+    fall = AlertEvent(EventType.FALL_DETECTED, "p-1", "gw", T0)
+    model.handle(event_msg(fall))
+    for n in range(10):
+        model.handle(
+            event_msg(
+                AlertEvent(EventType.SLOUCH_STARTED, "p-2", "gw", T0 + timedelta(seconds=n + 1))
+            )
+        )
+    assert len(model.feed) == 3 and model.feed[0].event.event_id == fall.event_id
+
+
+async def test_watch_rings_for_a_restored_and_a_live_fall(broker: AnyBroker) -> None:
+    out = io.StringIO()
+    old = AlertEvent(EventType.FALL_DETECTED, "p-009", "ward-3", datetime.now(UTC))
+    async with MqttClient(broker.settings()) as raw:
+        retained = open_falls_msg("p-009", old)
+        await raw.publish(retained.topic, retained.payload, qos=1, retain=True)
+        task = asyncio.create_task(
+            watch_live(broker.settings(), out=out, tty=True, refresh_hz=20, duration_s=10.0)
+        )
+        async with asyncio.timeout(5):
+            while "RESTORED" not in out.getvalue():
+                await asyncio.sleep(0.02)
+        assert out.getvalue().count("\a") == 1
+        live = AlertEvent(EventType.FALL_DETECTED, "p-010", "ward-3", datetime.now(UTC))
+        await raw.publish(TOPICS.events("p-010"), live.to_json(), qos=1)
+        async with asyncio.timeout(5):
+            while out.getvalue().count("\a") < 2:
+                await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -20,10 +20,18 @@ from pathlib import Path
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
-from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, valid_user_name
+from physio.dashboard.auth import (
+    TOKEN_ENV,
+    Credentials,
+    hash_secret,
+    normalize_user_name,
+    valid_user_name,
+)
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
 from physio.dashboard.report import fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
+from physio.dashboard.site import SiteConfig
 
 __all__ = [
     "build_config",
@@ -67,8 +75,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker",
         required=True,
+        action="append",
         metavar="URL",
-        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883",
+        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; repeat it (or give a "
+        "comma-separated list) for the nodes of a broker cluster, tried in turn",
     )
     parser.add_argument(
         "--listen",
@@ -78,18 +88,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="site settings (TOML): escalation delays, webhook and Apprise recipients "
+        "(see docs/dashboard.md)",
+    )
+    parser.add_argument(
+        "--patients",
+        type=Path,
+        metavar="FILE",
+        help="display names and room/bed per patient id (TOML; shown only on the page)",
+    )
+    parser.add_argument(
         "--escalate-after",
         type=float,
-        default=120.0,
+        default=None,
         metavar="S",
-        help="escalate a fall nobody acknowledged after S seconds (120)",
+        help="escalate a fall nobody acknowledged after S seconds (overrides --config; 120)",
     )
     parser.add_argument(
         "--escalate-again-after",
         type=float,
-        default=240.0,
+        default=None,
         metavar="S",
-        help="escalate it again (level 2) S seconds after the fall (240)",
+        help="escalate it again (level 2) S seconds after the fall (overrides --config; 240)",
     )
     parser.add_argument(
         "--password-file",
@@ -125,9 +148,11 @@ def _add_user(password_file: Path | None, name: str) -> int:
     if password_file is None:
         print("error: --add-user needs --password-file", file=sys.stderr)
         return 2
+    name = normalize_user_name(name)
     if not valid_user_name(name) or ":" in name:
         print(
-            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @", file=sys.stderr
+            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @ '",
+            file=sys.stderr,
         )
         return 2
     password = getpass.getpass(f"password for {name}: ")
@@ -151,13 +176,22 @@ def _add_user(password_file: Path | None, name: str) -> int:
 def build_config(args: argparse.Namespace) -> DashboardConfig:
     """A validated configuration from parsed arguments. Raises ConfigError."""
     host, port = parse_listen(args.listen)
+    site = SiteConfig.load(args.config) if getattr(args, "config", None) else SiteConfig()
+    first_s = site.escalation.first_after_s if args.escalate_after is None else args.escalate_after
+    again_s = (
+        site.escalation.again_after_s
+        if args.escalate_again_after is None
+        else args.escalate_again_after
+    )
     try:
-        policy = EscalationPolicy(args.escalate_after, args.escalate_again_after)
+        policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    patients_file = getattr(args, "patients", None)
+    patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
-        broker=MqttSettings.from_url(args.broker),
+        broker=MqttSettings.from_urls(args.broker),
         listen_host=host,
         listen_port=port,
         topic_root=args.topic_root,
@@ -166,6 +200,8 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         timezone=args.timezone or local_timezone(),
         summary_interval_s=args.summary_interval,
         client_id=args.client_id,
+        notify=site.notify,
+        patients=patients,
     )
 
 
@@ -203,7 +239,13 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         metavar="YYYY-MM-DD",
         help="local day (default: the newest the dashboard published)",
     )
-    parser.add_argument("--broker", required=True, metavar="URL", help="MQTT broker URL")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="MQTT broker URL (repeat, or comma-separate, for a cluster's nodes)",
+    )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
         "--out",
@@ -226,7 +268,7 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if args.out.suffix.lower() not in (".html", ".htm", ".png"):
             raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
-        settings = MqttSettings.from_url(args.broker, connect_timeout_s=args.timeout)
+        settings = MqttSettings.from_urls(args.broker, connect_timeout_s=args.timeout)
         summary = asyncio.run(
             fetch_summary(
                 settings, args.patient, args.day, topic_root=args.topic_root, timeout_s=args.timeout

@@ -9,6 +9,8 @@ from alerts.mqtt import MqttSettings
 from common.errors import ConfigError
 from physio.dashboard.auth import Credentials, is_loopback_host
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
+from physio.dashboard.site import NotifySettings
 from physio.dashboard.wire import TopicMap
 
 __all__ = ["DashboardConfig"]
@@ -29,6 +31,8 @@ class DashboardConfig:
         summary_interval_s: how often changed summaries are published, s.
         keep_archive_days: per-day retained summaries older than this are cleared.
         client_id: MQTT client id (default from host name and port).
+        notify: who gets escalation notices (webhooks, Apprise) and retries.
+        patients: display names and rooms/beds, shown only on the page.
     """
 
     broker: MqttSettings
@@ -42,6 +46,8 @@ class DashboardConfig:
     summary_interval_s: float = 60.0
     keep_archive_days: int = 31
     client_id: str | None = None
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    patients: PatientDirectory = field(default_factory=PatientDirectory.empty)
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:

@@ -4,8 +4,10 @@
 client (``alerts.mqtt.MqttClient``, the one adapter around paho), the HTTP
 server (aiohttp) and a task group with two tasks: the receive loop, which
 parses every broker message and updates the model, the escalator and the
-summary book; and a ticker, which publishes due escalations, the broker link
-status and, every ``summary_interval_s``, the changed daily summaries.
+summary book; and a ticker, which hands due escalations to the notifier
+(physio/dashboard/notify.py: MQTT, webhooks, Apprise, each retried on its
+own), publishes the broker link status and, every ``summary_interval_s``, the
+changed daily summaries.
 
 The dashboard subscribes with a persistent session (fixed client id, clean
 start off, one hour session expiry on MQTT 5), so falls published while it was
@@ -35,8 +37,9 @@ from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.config import DashboardConfig
-from physio.dashboard.escalation import Escalator
+from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
+from physio.dashboard.notify import DeliveryStatus, EscalationNotice, Notifier
 from physio.dashboard.server import create_app
 from physio.dashboard.summary import DailySummary
 from physio.dashboard.summary_book import SummaryBook
@@ -80,7 +83,7 @@ class DashboardService:
         self.config = config
         self._clock = clock
         self.topics = TopicMap(config.topic_root)
-        self.model = DashboardModel(history_s=config.history_s)
+        self.model = DashboardModel(history_s=config.history_s, directory=config.patients.to_dict())
         self.broadcaster = Broadcaster()
         self.escalator = Escalator(config.escalation)
         self.book = SummaryBook(ZoneInfo(config.timezone))
@@ -92,6 +95,12 @@ class DashboardService:
         self._running: list[asyncio.Task[None]] = []
         self._archive_cleared: set[tuple[str, date]] = set()
         self._port = config.listen_port
+        self.notifier = Notifier(
+            config.notify.channels(self._publish_escalation),
+            retry=config.notify.retry,
+            on_status=self._on_notify_status,
+            clock=clock,
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -107,6 +116,7 @@ class DashboardService:
         )
         await self._mqtt.__aenter__()
         try:
+            await self.notifier.__aenter__()
             for topic_filter in self.topics.subscriptions():
                 await self._mqtt.subscribe(topic_filter, qos=1)
             app = create_app(self, config.credentials, SessionStore())
@@ -144,6 +154,7 @@ class DashboardService:
             for task in self._running:
                 task.cancel()
             await tasks.__aexit__(None, None, None)
+        await self.notifier.__aexit__(None, None, None)
         if self._mqtt is not None and self._mqtt.connected:
             with contextlib.suppress(BrokerError):
                 await self._publish_summaries()
@@ -302,27 +313,23 @@ class DashboardService:
         next_summary_s = time.monotonic() + self.config.summary_interval_s
         while True:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
-            if self._mqtt.connected:
-                await self._publish_escalations()
-                if time.monotonic() >= next_summary_s:
-                    next_summary_s = time.monotonic() + self.config.summary_interval_s
-                    try:
-                        await self._publish_summaries()
-                    except BrokerError as exc:
-                        _log.warning("summaries not published (retrying): %s", exc)
+            # Escalations go out even with the broker down: webhooks and
+            # Apprise do not need it, and the MQTT copy is retried.
+            await self._publish_escalations()
+            if self._mqtt.connected and time.monotonic() >= next_summary_s:
+                next_summary_s = time.monotonic() + self.config.summary_interval_s
+                try:
+                    await self._publish_summaries()
+                except BrokerError as exc:
+                    _log.warning("summaries not published (retrying): %s", exc)
             await asyncio.sleep(_TICK_S)
 
     async def _publish_escalations(self) -> None:
-        assert self._mqtt is not None  # set in __aenter__
         for due in self.escalator.due(self._clock()):
-            message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
-            try:
-                await self._mqtt.publish(
-                    self.topics.patient(due.patient_id, "escalations"), message.to_json(), qos=1
-                )
-            except BrokerError as exc:
-                _log.error("escalation not published (retrying): %s", exc)
-                return
+            now_s = self._clock()
+            # Marked issued at once: from here the notifier owns the delivery
+            # (MQTT included, and the retries), so a dead recipient or a
+            # broker outage cannot hold back the page, the record or level 2.
             self.escalator.mark_issued(due.event_id, due.level)
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1
@@ -331,7 +338,39 @@ class DashboardService:
                 mask_id(due.patient_id),
                 due.level,
             )
+            message = EscalationMessage(due.event_id, due.patient_id, due.level, now_s)
             self.broadcaster.publish(self.model.apply_escalation(message))
+            self.notifier.submit(self._notice(due, now_s))
+
+    def _notice(self, due: Escalation, now_s: float) -> EscalationNotice:
+        alert = self.model.alert(due.event_id) or {}
+        return EscalationNotice(
+            event_id=due.event_id,
+            patient_id=due.patient_id,
+            gateway_id=str(alert.get("gateway_id") or ""),
+            level=due.level,
+            fall_time_s=float(alert.get("time_s", due.due_s)),
+            due_s=due.due_s,
+            issued_s=now_s,
+            patient=self.config.patients.get(due.patient_id),
+        )
+
+    async def _publish_escalation(self, notice: EscalationNotice) -> None:
+        """The notifier's MQTT channel: the per-patient message and the bridge copy."""
+        if self._mqtt is None:
+            raise BrokerError("the dashboard is stopping")
+        message = EscalationMessage(
+            notice.event_id, notice.patient_id, notice.level, notice.issued_s
+        )
+        await self._mqtt.publish(
+            self.topics.patient(notice.patient_id, "escalations"), message.to_json(), qos=1
+        )
+        await self._mqtt.publish(
+            f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
+        )
+
+    def _on_notify_status(self, status: DeliveryStatus) -> None:
+        self.broadcaster.publish(self.model.apply_notification(status.event_id, status.to_dict()))
 
     async def _publish_summaries(self) -> None:
         assert self._mqtt is not None  # set in __aenter__

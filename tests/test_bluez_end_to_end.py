@@ -25,6 +25,8 @@ SPEED = 10.0
 SCENARIO_S = 60.0
 PACKET_S = 10 / 50  # 10 samples at 50 Hz
 
+pytestmark = pytest.mark.bluez
+
 
 def ward_scenario() -> Scenario:
     """The demo ward; the control patient's battery crosses 20 % during the run."""

@@ -1,4 +1,5 @@
-"""Fixtures for the gateway over bleak's real BlueZ backend (marker ``bluez``).
+"""Fixtures for the gateway over bleak's real BlueZ backend (a pytest plugin
+that tests/conftest.py loads; tests using it are marked ``bluez``).
 
 ``system_bus``  a private ``dbus-daemon`` (system-bus configuration) for one
                 test; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it while the test
@@ -6,8 +7,6 @@
 ``bluez_ward``  factory: ``async with bluez_ward(scenario, ...) as ward``
                 runs a simulated world, the BlueZ stand-in on the bus and
                 the real gateway (no ``backend=``), publishing to a broker.
-
-Every test in this folder is marked ``bluez``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,13 +24,6 @@ from device_gateway import Gateway, GatewayConfig
 from simulator import Scenario, SimulatedWorld
 from simulator.bluez import BluezStandIn, PrivateSystemBus
 from simulator.bluez.bus import DBUS_DAEMON
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.bluez)
 
 
 @pytest.fixture

@@ -468,7 +468,9 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
     urls = args.broker or os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883")
-    return MqttSettings.from_urls(urls, **overrides)
+    settings = MqttSettings.from_urls(urls, **overrides)
+    settings.check_transport(insecure=True)  # a viewer: warn, do not refuse
+    return settings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -525,6 +527,11 @@ async def watch_live(
             f"{topics.root}/patients/+/{_ESCALATIONS}",
         ):
             await client.subscribe(topic_filter, qos=1)
+        if not tty:
+            # Plain lines come only when something changes: say at once that
+            # the view is live (and a script can wait for this line).
+            out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
+            out.flush()
 
         async def consume() -> None:
             async for message in client.messages():

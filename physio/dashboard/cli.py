@@ -142,6 +142,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-id", default=None, help="MQTT client id (default from host name and port)"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow the MQTT password over plain mqtt:// to another machine (logged)",
+    )
 
 
 def _add_user(password_file: Path | None, name: str) -> int:
@@ -187,11 +192,13 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    broker = MqttSettings.from_urls(args.broker)
+    broker.check_transport(insecure=getattr(args, "insecure", False))
     patients_file = getattr(args, "patients", None)
     patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
-        broker=MqttSettings.from_urls(args.broker),
+        broker=broker,
         listen_host=host,
         listen_port=port,
         topic_root=args.topic_root,
@@ -269,6 +276,7 @@ def run_report(args: argparse.Namespace) -> int:
         if args.out.suffix.lower() not in (".html", ".htm", ".png"):
             raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
         settings = MqttSettings.from_urls(args.broker, connect_timeout_s=args.timeout)
+        settings.check_transport(insecure=True)  # read-only: warn, do not refuse
         summary = asyncio.run(
             fetch_summary(
                 settings, args.patient, args.day, topic_root=args.topic_root, timeout_s=args.timeout

@@ -89,6 +89,9 @@ class DashboardService:
         self.book = SummaryBook(ZoneInfo(config.timezone))
         self.dropped: dict[str, int] = {}
         self.escalations_published = 0
+        self.ticks = 0
+        """Rounds of the ticker done (escalations checked): lets a test or an
+        embedder wait for "the deadline has been looked at" without sleeping."""
         self._mqtt: MqttClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: web.AppRunner | None = None
@@ -322,6 +325,7 @@ class DashboardService:
                     await self._publish_summaries()
                 except BrokerError as exc:
                     _log.warning("summaries not published (retrying): %s", exc)
+            self.ticks += 1
             await asyncio.sleep(_TICK_S)
 
     async def _publish_escalations(self) -> None:

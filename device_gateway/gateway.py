@@ -105,11 +105,19 @@ class Gateway:
                 self.config.gateway_id,
                 len(self.supervisors),
             )
-            async with asyncio.TaskGroup() as tasks:
-                for supervisor in self.supervisors:
-                    tasks.create_task(supervisor.run(), name=f"wearable {supervisor.label}")
-                tasks.create_task(self._report_metrics(), name="gateway metrics")
-                tasks.create_task(directory.supervise(), name="scanner")
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for supervisor in self.supervisors:
+                        tasks.create_task(supervisor.run(), name=f"wearable {supervisor.label}")
+                    tasks.create_task(self._report_metrics(), name="gateway metrics")
+                    tasks.create_task(directory.supervise(), name="scanner")
+            finally:
+                # Each supervisor disconnected its wearable as it unwound.
+                _log.info(
+                    "gateway %s stopped: %d wearable link(s) closed",
+                    self.config.gateway_id,
+                    len(self.supervisors),
+                )
 
     async def _watch_bluez(self, stack: AsyncExitStack) -> BluezWatch | None:
         """BlueZ's state, when bleak's default backend is BlueZ (else None).

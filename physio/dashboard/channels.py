@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from alerts.summary import format_time
 from common.errors import PostureMonitorError
 from physio.dashboard.patients import PatientInfo
-from physio.dashboard.wire import format_time
 
 __all__ = [
     "AppriseChannel",

@@ -403,7 +403,7 @@ class DashboardService:
             self.topics.escalations(notice.patient_id), message.to_json(), qos=1
         )
         await self._mqtt.publish(
-            f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
+            self.topics.escalation_bridge, notice.to_json(with_patient=False), qos=1
         )
 
     def _on_notify_status(self, status: DeliveryStatus) -> None:

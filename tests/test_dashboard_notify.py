@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
+    ack_headers,
     broker_url_fixture,
     event_json,
     free_port,
@@ -188,7 +189,9 @@ async def test_non_ascii_user_logs_in_and_acks_under_that_name(broker_url: str) 
             while service.model.alert(fall_id) is None:
                 await asyncio.sleep(0.02)
         async with http.post(
-            service.url + f"api/alerts/{fall_id}/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{fall_id}/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert response.status == 200
         acks = await peer.wait_for("/patients/p-001/acks")

@@ -21,6 +21,7 @@ import pytest
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
     JumpClock,
+    ack_headers,
     broker_url_fixture,
     event_json,
     free_port,
@@ -125,7 +126,7 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         await wait_until(lambda: service.model.alert(event_id) is not None)
         async with http.post(
             service.url + f"api/alerts/{event_id}/ack",
-            headers=CSRF,
+            headers=await ack_headers(http, service.url),
             json={"action": "acknowledged", "by": "Anna Berg"},
         ) as response:
             assert response.status == 200
@@ -138,7 +139,9 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         await asyncio.sleep(0.6)  # two ticks of the escalation loop
         assert peer.on("/escalations") == [] and service.escalations_published == 0
         async with http.post(
-            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{event_id}/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert (await response.json())["status"] == "resolved"
         async with http.post(
@@ -146,7 +149,13 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         ) as response:
             assert response.status == 403  # no anti-CSRF header
         async with http.post(
-            service.url + "api/alerts/nope/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+        ) as response:
+            assert response.status == 403  # no CSRF token
+        async with http.post(
+            service.url + "api/alerts/nope/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert response.status == 404
 
@@ -251,7 +260,7 @@ async def test_every_page_and_stream_needs_a_login_when_configured(broker_url: s
                 assert (await response.json())["user"] == "anna"
             async with http.post(
                 service.url + f"api/alerts/{event_id}/ack",
-                headers=CSRF,
+                headers=await ack_headers(http, service.url),
                 json={"action": "acknowledged", "by": "mallory"},
             ) as response:
                 assert response.status == 200
@@ -289,7 +298,7 @@ async def test_ack_while_the_broker_is_down_says_it_was_not_sent() -> None:
             assert (await response.json())["broker_connected"] is False
         async with http.post(
             service.url + f"api/alerts/{event_id}/ack",
-            headers=CSRF,
+            headers=await ack_headers(http, service.url),
             json={"action": "acknowledged"},
         ) as response:
             assert response.status == 503

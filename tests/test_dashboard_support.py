@@ -26,12 +26,20 @@ import pytest
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
 from physio.dashboard.escalation import EscalationPolicy
-from physio.dashboard.server import CSRF_HEADER
+from physio.dashboard.server import CSRF_HEADER, CSRF_TOKEN_HEADER
 from physio.dashboard.service import DashboardConfig, DashboardService
 from physio.dashboard.wire import format_time
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CSRF = {CSRF_HEADER: "posture-dashboard"}
+
+
+async def ack_headers(http: Any, url: str) -> dict[str, str]:
+    """The headers the page sends with an ack: the anti-CSRF header and the
+    page's CSRF token, read from the snapshot as the page reads it."""
+    async with http.get(url + "api/snapshot") as response:
+        token = (await response.json())["csrf_token"]
+    return {**CSRF, CSRF_TOKEN_HEADER: token}
 
 
 def free_port() -> int:

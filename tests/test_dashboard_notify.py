@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ import pytest
 from aiohttp import web
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
+    JumpClock,
     ack_headers,
     broker_url_fixture,
     event_json,
@@ -93,8 +95,9 @@ async def receiving(receiver: Receiver) -> AsyncIterator[str]:
 
 
 async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
-    broker_url: str,
+    broker_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     flaky = Receiver([500, 503])
     dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
     async with receiving(flaky) as flaky_url:
@@ -134,6 +137,51 @@ async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
             assert shown["dead pager"]["attempts"] >= 2
             # Names and beds never reach the broker.
             assert all(b"Gro" not in m.payload for m in peer.received)
+            # Answered on the dashboard: the dead pager is no longer retried.
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    service.url + f"api/alerts/{fall_id}/ack",
+                    headers=await ack_headers(http, service.url),
+                    json={"action": "acknowledged", "by": "Anna"},
+                ) as response,
+            ):
+                assert response.status == 200
+            await until(lambda: state_of(service, (fall_id, 1, "dead pager")) == "stopped")
+            attempts = statuses[(fall_id, 1, "dead pager")].attempts
+            assert service.notifier.pending == 0  # nothing left to retry
+            alert = service.model.alert(fall_id)
+            assert alert is not None
+            shown = {n["channel"]: n for n in alert["notifications"]}
+            assert shown["dead pager"]["state"] == "stopped"
+            assert statuses[(fall_id, 1, "dead pager")].attempts == attempts
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "via flaky pager failed (attempt 1" in logged and "HTTP 500" in logged
+    assert "Groß" not in logged and "p-001" not in logged  # no name, id masked
+
+
+async def test_escalation_goes_out_while_the_broker_is_down(broker: Any) -> None:
+    pager = Receiver()
+    clock = JumpClock()
+    async with receiving(pager) as pager_url:
+        notify = NotifySettings(webhooks=(WebhookTarget("pager", pager_url),), retry=FAST_RETRY)
+        async with running(
+            broker.url, clock, escalation=EscalationPolicy(120.0, 240.0), notify=notify
+        ) as (service, peer):
+            fall_id, payload = event_json("p-005", "fall_detected", time.time())
+            await peer.publish("patients/p-005/events", payload)
+            await until(lambda: service.model.alert(fall_id) is not None)
+            await broker.stop()
+            await until(lambda: not service.model.broker_connected)
+            clock.advance(121.0)  # level 1 falls due with the broker gone
+            await pager.wait(lambda: len(pager.received) == 1)
+            assert pager.received[0][1]["event_id"] == fall_id
+            assert state_of(service, (fall_id, 1, "mqtt")) in ("sending", "retrying")
+            alert = service.model.alert(fall_id)
+            assert alert is not None and alert["escalation_level"] == 1
+            await broker.start()
+            # The MQTT copies go out once the broker is back.
+            await until(lambda: state_of(service, (fall_id, 1, "mqtt")) == "delivered", 15.0)
 
 
 async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) -> None:
@@ -153,8 +201,11 @@ async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) ->
         assert {n["channel"]: n["state"] for n in alert["notifications"]}["gone"] == "failed"
 
 
-async def test_apprise_delivers_the_notice_text(broker_url: str) -> None:
+async def test_apprise_delivers_the_notice_text(
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("apprise", reason="the notify extra is not installed")
+    caplog.set_level(logging.DEBUG)  # even with -v -v, no name reaches a log
     receiver = Receiver()
     async with receiving(receiver) as url:
         apprise_url = url.replace("http://", "json://")
@@ -168,6 +219,8 @@ async def test_apprise_delivers_the_notice_text(broker_url: str) -> None:
             body = receiver.received[0][1]
             assert "Jürgen Groß" in body["title"] and "room 3.12 · bed A" in body["message"]
             await until(lambda: state_of(service, (fall_id, 1, "charge nurse")) == "delivered")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "charge nurse" in logged and "Groß" not in logged and "3.12" not in logged
 
 
 async def test_non_ascii_user_logs_in_and_acks_under_that_name(broker_url: str) -> None:

@@ -134,7 +134,13 @@ class DashboardService:
                 self.topics.all_summaries,
             ):
                 await self._mqtt.subscribe(topic_filter, qos=1)
-            app = create_app(self, config.credentials, SessionStore())
+            app = create_app(
+                self,
+                config.credentials,
+                SessionStore(lifetime_s=config.session_lifetime_s),
+                listen_host=config.listen_host,
+                allowed_hosts=config.allowed_hosts,
+            )
             self._runner = web.AppRunner(
                 app, handle_signals=False, shutdown_timeout=2.0, access_log=None
             )

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from alerts.outbox import Outbox, OutboxEntry
     from alerts.publisher import AlertPublisher
     from alerts.settings import Message, MqttSettings, Will
+    from alerts.sink import AlertSink, MemorySink
     from alerts.state import GatewayState, GatewayStatus, PatientState
     from alerts.topics import DEFAULT_TOPIC_ROOT, TopicInfo, TopicKind, Topics, mask_id, validate_id
     from alerts.wire import format_utc_ms, parse_utc, utc_from_timestamp
@@ -26,11 +27,13 @@ __all__ = [
     "DEFAULT_TOPIC_ROOT",
     "AlertEvent",
     "AlertPublisher",
+    "AlertSink",
     "ConnectCallback",
     "EmbeddedBroker",
     "EventType",
     "GatewayState",
     "GatewayStatus",
+    "MemorySink",
     "Message",
     "MqttClient",
     "MqttSettings",
@@ -68,6 +71,8 @@ __getattr__, __dir__ = lazy_exports(
         "Message": "settings",
         "MqttSettings": "settings",
         "Will": "settings",
+        "AlertSink": "sink",
+        "MemorySink": "sink",
         "GatewayState": "state",
         "GatewayStatus": "state",
         "PatientState": "state",

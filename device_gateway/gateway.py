@@ -11,40 +11,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
+from alerts.sink import AlertSink
 from device_gateway.config import GatewayConfig, WearableConfig
 from device_gateway.link import WearableSupervisor
-from device_gateway.patient import AlertSink, PatientMonitor
+from device_gateway.patient import PatientMonitor
 from device_gateway.scanner import DeviceDirectory
 
-__all__ = ["Gateway", "MetricsSink"]
+__all__ = ["Gateway"]
 
 _log = logging.getLogger(__name__)
 
 _METRICS_INTERVAL_S = 5.0
 
 
-class MetricsSink(AlertSink, Protocol):
-    """An alert sink that also carries per-wearable link metrics."""
-
-    def set_device_metrics(self, patient_id: str, metrics: dict[str, int]) -> None: ...
-
-
 class Gateway:
     """Runs every wearable's supervisor until cancelled.
 
-    ``scanner_backend`` and ``client_backend`` are bleak backends; None picks
-    the platform's (BlueZ on Linux). The simulator passes its own.
+    ``sink`` takes every event, patient state and wearable's link counters
+    (``alerts.AlertPublisher`` in production, ``alerts.MemorySink`` in tests
+    and embedders). ``scanner_backend`` and ``client_backend`` are bleak
+    backends; None picks the platform's (BlueZ on Linux). The simulator
+    passes its own.
     """
 
     def __init__(
         self,
         config: GatewayConfig,
-        sink: MetricsSink,
+        sink: AlertSink,
         *,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,

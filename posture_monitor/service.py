@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alerts import AlertPublisher, MqttSettings
 from common.errors import ConfigError
+from common.shutdown import run_until_terminated
 from device_gateway import Gateway, GatewayConfig
 from device_gateway.config import BrokerConfig
 
@@ -131,9 +132,15 @@ def run(args: argparse.Namespace) -> int:
     config = GatewayConfig.load(args.config)
     settings = mqtt_settings(config.broker, args.broker, insecure=args.insecure)
     try:
-        asyncio.run(
-            serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed)
+        # SIGTERM (systemd's stop) unwinds like Ctrl-C: wearables disconnected,
+        # the outbox flushed within its grace, "offline" published, exit 0.
+        _result, terminated = asyncio.run(
+            run_until_terminated(
+                serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed)
+            )
         )
+        if terminated:
+            _log.info("stopped by SIGTERM")
     except KeyboardInterrupt:
         _log.info("stopped by Ctrl-C")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
+from common.shutdown import run_until_terminated
 from physio.dashboard.auth import (
     TOKEN_ENV,
     Credentials,
@@ -224,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
         return _add_user(args.password_file, args.add_user)
     try:
         config = build_config(args)
-        asyncio.run(_serve(config))
+        # SIGTERM (systemd's stop) unwinds like Ctrl-C and exits 0.
+        asyncio.run(run_until_terminated(_serve(config)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

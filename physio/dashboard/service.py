@@ -63,6 +63,7 @@ _log = logging.getLogger(__name__)
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
+_BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
 
 
 class DashboardService:
@@ -295,6 +296,7 @@ class DashboardService:
 
     def _apply_ack(self, patient_id: str, ack: AckMessage, publish: bool = True) -> list[Update]:
         self.escalator.on_handled(ack.event_id, ack.action)
+        self.notifier.stop(ack.event_id, f"fall {ack.action} on a dashboard")
         self.book.on_ack(patient_id, ack)
         updates = self.model.apply_ack(ack)
         if publish:
@@ -363,6 +365,14 @@ class DashboardService:
         """The notifier's MQTT channel: the per-patient message and the bridge copy."""
         if self._mqtt is None:
             raise BrokerError("the dashboard is stopping")
+        if not self._mqtt.connected:
+            # Wait for the broker instead of sleeping a backoff: the copy goes
+            # out the moment the link is back.
+            try:
+                async with asyncio.timeout(_BROKER_WAIT_S):
+                    await self._mqtt.wait_connected()
+            except TimeoutError:
+                raise BrokerError("broker unreachable") from None
         message = EscalationMessage(
             notice.event_id, notice.patient_id, notice.level, notice.issued_s
         )

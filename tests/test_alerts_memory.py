@@ -9,7 +9,7 @@ import pytest
 from brokers import HANG_S
 from ward import gateway_running
 
-from alerts import AlertEvent, AlertSink, EventType, MemorySink, PatientState
+from alerts import Activity, AlertEvent, AlertSink, EventType, MemorySink, PatientState
 from device_gateway import GatewayConfig
 from simulator import SimulatedWorld, demo_scenario
 
@@ -25,7 +25,7 @@ def state(patient_id: str, flexion_deg: float) -> PatientState:
         datetime.now(UTC),
         flexion_deg,
         0.0,
-        "upright",
+        Activity.UPRIGHT,
         False,
         True,
         80,

@@ -135,6 +135,8 @@ class AlertPublisher:
         self._reported_degraded: str | None = None
         self._status_now = asyncio.Event()
         self._told_protocol_limits = False
+        # Parts of the gateway that cannot do their job ("ble": cannot scan).
+        self._degraded_parts: dict[str, str] = {}
 
     # ----------------------------------------------------------- properties
 
@@ -185,6 +187,7 @@ class AlertPublisher:
     def _degraded(self) -> str | None:
         reasons = [self._outbox.degraded if self._outbox is not None else None]
         reasons.append(self._publish_alarm)
+        reasons.extend(self._degraded_parts[source] for source in sorted(self._degraded_parts))
         return "; ".join(r for r in reasons if r) or None
 
     def _note_health(self) -> None:
@@ -317,6 +320,25 @@ class AlertPublisher:
             )
         self._states[state.patient_id] = state
         self._dirty.add(state.patient_id)
+
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
+        """Report (``reason``, a short code) or clear (None) a degraded part of
+        the gateway, e.g. ``("ble", "adapter_off", "adapter hci0 is powered
+        off ...")``: ``metrics.degraded`` of the status then reads
+        ``"ble adapter_off: adapter hci0 is powered off ..."`` and the status is
+        republished at once.
+
+        Raises:
+            ValueError: ``source`` or ``reason`` is not a short identifier.
+        """
+        for name, value in (("source", source), ("reason", reason or "ok")):
+            if not (isinstance(value, str) and value.isidentifier() and len(value) <= 64):
+                raise ValueError(f"degraded {name}: expected a short code, got {value!r:.40}")
+        if reason is None:
+            self._degraded_parts.pop(source, None)
+        else:
+            self._degraded_parts[source] = f"{source} {reason}: {detail}"[:400]
+        self._note_health()
 
     def set_device_metrics(self, patient_id: str, metrics: Mapping[str, DeviceMetricValue]) -> None:
         """Set one wearable's counters (e.g. ``{"packets_dropped": 3,

@@ -75,6 +75,9 @@ class MemorySink:
         states: the latest state of each patient, by patient id (like the
             retained MQTT topic: one per patient, never a history).
         device_metrics: the latest link counters of each patient's wearable.
+        degraded: what the gateway reported degraded, by source (e.g. "ble"):
+            ``"{source} {reason}: {detail}"``, as ``AlertPublisher`` words it
+            in the gateway status; a cleared source is removed.
 
     Args:
         forward: another sink that gets everything too (after it is recorded
@@ -92,6 +95,7 @@ class MemorySink:
         self.events: deque[AlertEvent] = deque(maxlen=max_events)
         self.states: dict[str, PatientState] = {}
         self.device_metrics: dict[str, dict[str, int]] = {}
+        self.degraded: dict[str, str] = {}
         self._forward = forward
         self._waiters: list[tuple[Callable[[AlertEvent], bool], asyncio.Future[AlertEvent]]] = []
 
@@ -118,6 +122,17 @@ class MemorySink:
         self.device_metrics[patient_id] = dict(metrics)
         if self._forward is not None:
             self._forward.set_device_metrics(patient_id, metrics)
+
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
+        """Keep (``reason``) or clear (None) a degraded part, then forward it
+        to a forward sink that takes it (the gateway's optional health sink)."""
+        if reason is None:
+            self.degraded.pop(source, None)
+        else:
+            self.degraded[source] = f"{source} {reason}: {detail}"
+        forward_degraded = getattr(self._forward, "set_degraded", None)
+        if callable(forward_degraded):
+            forward_degraded(source, reason, detail)
 
     # -- reading -------------------------------------------------------------
 
@@ -152,6 +167,7 @@ class MemorySink:
         self.events.clear()
         self.states.clear()
         self.device_metrics.clear()
+        self.degraded.clear()
 
     # -- lifecycle (so it swaps in where an AlertPublisher is used) ----------
 

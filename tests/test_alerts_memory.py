@@ -70,6 +70,10 @@ async def test_states_and_metrics_keep_the_latest_and_forward_passes_everything_
         assert kept.states["p-1"].flexion_deg == 31.0 and len(kept.states) == 1
         assert list(kept.events) == [the_fall]
     assert sink.device_metrics == {"p-1": {"packets": 5}}
+    sink.set_degraded("ble", "adapter_off", "adapter hci0 is powered off")
+    assert downstream.degraded == {"ble": "ble adapter_off: adapter hci0 is powered off"}
+    sink.set_degraded("ble", None)
+    assert not sink.degraded and not downstream.degraded
 
 
 async def test_a_bounded_sink_forgets_the_oldest_and_bad_bounds_are_refused() -> None:

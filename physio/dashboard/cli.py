@@ -175,6 +175,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--client-id", default=None, help="MQTT client id (default from host name and port)"
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name browsers use to reach the dashboard (repeatable); localhost names "
+        "and the --listen host are always allowed, any other Host header is refused",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="allow the MQTT password over plain mqtt:// to another machine (logged)",
@@ -239,6 +247,7 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         timezone=args.timezone or local_timezone(),
         summary_interval_s=args.summary_interval,
         client_id=args.client_id,
+        allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()),
         notify=site.notify,
         patients=patients,
     )

@@ -135,7 +135,13 @@ class DashboardService:
                 self.topics.all_summaries,
             ):
                 await self._mqtt.subscribe(topic_filter, qos=1)
-            app = create_app(self, config.credentials, SessionStore())
+            app = create_app(
+                self,
+                config.credentials,
+                SessionStore(lifetime_s=config.session_lifetime_s),
+                listen_host=config.listen_host,
+                allowed_hosts=config.allowed_hosts,
+            )
             self._runner = web.AppRunner(
                 app, handle_signals=False, shutdown_timeout=2.0, access_log=None
             )
@@ -407,7 +413,7 @@ class DashboardService:
             self.topics.escalations(notice.patient_id), message.to_json(), qos=1
         )
         await self._mqtt.publish(
-            f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
+            self.topics.escalation_bridge, notice.to_json(with_patient=False), qos=1
         )
 
     def _on_notify_status(self, status: DeliveryStatus) -> None:

@@ -50,7 +50,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (is_fall DESC, seq);
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (is_fall, severity_rank, seq);
+CREATE TABLE IF NOT EXISTS open_falls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
 """
+# open_falls (alerts.open_alerts) is additive: an older gateway ignores the table,
+# so the schema version stays 1.
 _COLUMNS = "seq, event_id, topic, payload, severity_rank, is_fall, created_s, expires_s"
 _SEVERITY_BY_RANK = {severity.rank: severity for severity in Severity}
 
@@ -398,6 +406,37 @@ class Outbox:
         if value is not None:
             times.append(float(value))
         return min(times) if times else None
+
+    # -- open falls (alerts.open_alerts.OpenFallsStore) ------------------------
+
+    def open_falls(self) -> list[tuple[str, str, bytes]]:
+        """Every kept open fall as (patient_id, event_id, payload), oldest first."""
+        try:
+            rows = self._db.execute(
+                "SELECT patient_id, event_id, payload FROM open_falls ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            self._db_failed("reading open falls", exc)
+            return []
+        return [(str(p), str(e), bytes(payload)) for p, e, payload in rows]
+
+    def keep_open_fall(self, patient_id: str, event_id: str, payload: bytes) -> None:
+        """Keep a fall as open across restarts (a database failure is logged and
+        counted: the fall stays open in memory for this run)."""
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO open_falls (event_id, patient_id, payload) VALUES (?, ?, ?)",
+                (event_id, patient_id, payload),
+            )
+        except sqlite3.Error as exc:
+            self._db_failed(f"keeping open fall {event_id}", exc)
+
+    def drop_open_fall(self, event_id: str) -> None:
+        """A person answered the fall: forget it."""
+        try:
+            self._db.execute("DELETE FROM open_falls WHERE event_id = ?", (event_id,))
+        except sqlite3.Error as exc:
+            self._db_failed(f"forgetting open fall {event_id}", exc)
 
     def pending_ids(self) -> list[str]:
         """Every pending event id in drain order (for tests and diagnostics)."""

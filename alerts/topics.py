@@ -6,6 +6,7 @@ The topic layout is the wire contract with ``physio/`` (docs/architecture.md):
 ``{root}/patients/{patient_id}/state``   retained, QoS 0
 ``{root}/patients/{patient_id}/events``  QoS 1
 ``{root}/patients/{patient_id}/acks``    QoS 1
+``{root}/patients/{patient_id}/alerts``  retained, QoS 1 (open falls, alerts.open_alerts)
 
 Ids become topic levels, so they are restricted to ``[A-Za-z0-9_-]{1,64}``:
 an MQTT wildcard (``+``/``#``), a ``/`` or a leading ``$`` in an id would
@@ -108,6 +109,10 @@ class Topics:
     def acks(self, patient_id: str) -> str:
         """Acknowledgements of one patient's alerts, sent by the dashboard."""
         return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/acks"
+
+    def patient_alerts(self, patient_id: str) -> str:
+        """Retained open falls of one patient (``alerts.open_alerts``)."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/alerts"
 
     @property
     def all_status(self) -> str:

@@ -29,6 +29,9 @@ class DashboardConfig:
         summary_interval_s: how often changed summaries are published, s.
         keep_archive_days: per-day retained summaries older than this are cleared.
         client_id: MQTT client id (default from host name and port).
+        database: the alert record: a SQLite file, ``:memory:`` (nothing
+            survives the process; for tests and embedders) or a
+            ``postgresql://`` URL shared by several dashboard instances.
     """
 
     broker: MqttSettings
@@ -42,6 +45,7 @@ class DashboardConfig:
     summary_interval_s: float = 60.0
     keep_archive_days: int = 31
     client_id: str | None = None
+    database: str = ":memory:"
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:

@@ -228,6 +228,25 @@ class DashboardModel:
         self._trim()
         return [("alert", alert.to_dict())]
 
+    def restore_alert(
+        self,
+        event: EventMessage,
+        received_s: float,
+        *,
+        acks: list[AckMessage],
+        escalation_level: int,
+        note: str,
+    ) -> list[Update]:
+        """Bring back an alert from the alert record (a restarted dashboard)."""
+        if event.event_id in self._alerts:
+            return []
+        alert = _Alert(event, received_s, escalation_level=escalation_level, note=note)
+        for ack in [*acks, *self._early_acks.pop(event.event_id, [])]:
+            self._apply_ack_to(alert, ack)
+        self._alerts[event.event_id] = alert
+        self._trim()
+        return [("alert", alert.to_dict())]
+
     def set_broker_connected(self, connected: bool) -> list[Update]:
         """Whether our MQTT link is up (a dashboard without it shows stale data)."""
         if connected == self.broker_connected:

@@ -9,19 +9,26 @@ status and, every ``summary_interval_s``, the changed daily summaries.
 
 The dashboard subscribes with a persistent session (fixed client id, clean
 start off, one hour session expiry on MQTT 5), so falls published while it was
-restarting are delivered when it comes back.
+restarting are delivered when it comes back. Beyond that hour, the alert record
+(:mod:`physio.dashboard.record`, SQLite or PostgreSQL) brings back every alert
+still open at start, and the gateways' retained open-alerts topics bring back
+every fall still open that the record never saw.
+
+Several instances may share one PostgreSQL record and one broker: each level
+of escalation is claimed in the record first, so exactly one instance sends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -30,17 +37,23 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from alerts.mqtt import Message, MqttClient
+from alerts.open_alerts import parse_open_alerts
 from common.errors import BrokerError
 from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.config import DashboardConfig
-from physio.dashboard.escalation import Escalator
+from physio.dashboard.escalation import Escalation, EscalationNotifier, Escalator
 from physio.dashboard.model import DashboardModel, Update
+from physio.dashboard.record import AlertRecord
+from physio.dashboard.record_ops import Claim
+from physio.dashboard.recorder import Recorder
 from physio.dashboard.server import create_app
+from physio.dashboard.store import StoreError
 from physio.dashboard.summary import DailySummary
 from physio.dashboard.summary_book import SummaryBook
 from physio.dashboard.wire import (
+    ID_PATTERN,
     AckMessage,
     EscalationMessage,
     TopicKind,
@@ -51,6 +64,7 @@ from physio.dashboard.wire import (
     parse_event,
     parse_gateway_status,
     parse_state,
+    parse_time,
 )
 
 __all__ = ["DashboardConfig", "DashboardService"]
@@ -60,6 +74,9 @@ _log = logging.getLogger(__name__)
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
+# An instance that claimed an escalation level and died holding it loses the
+# claim after this long; another instance then sends the level.
+_CLAIM_LEASE_S = 10.0
 
 
 class DashboardService:
@@ -68,15 +85,23 @@ class DashboardService:
     Args:
         config: validated settings.
         clock: wall clock in POSIX seconds (tests may pass their own).
+        notifiers: told of each escalation level once across instances
+            (see :class:`physio.dashboard.escalation.EscalationNotifier`).
 
     Raises:
         BrokerError: from ``__aenter__`` only on a permanent broker refusal
             (bad credentials, TLS); an unreachable broker is retried while the
             page says so.
         OSError: the listen address is in use.
+        ConfigError, StoreError: the alert record cannot be opened.
     """
 
-    def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: DashboardConfig,
+        clock: Callable[[], float] = time.time,
+        notifiers: Sequence[EscalationNotifier] = (),
+    ) -> None:
         self.config = config
         self._clock = clock
         self.topics = TopicMap(config.topic_root)
@@ -92,15 +117,29 @@ class DashboardService:
         self._running: list[asyncio.Task[None]] = []
         self._archive_cleared: set[tuple[str, date]] = set()
         self._port = config.listen_port
+        self.client_id = config.client_id or _default_client_id(config.listen_port)
+        self.instance = f"{self.client_id}#{uuid.uuid4().hex[:8]}"
+        self.notifiers: list[EscalationNotifier] = list(notifiers)
+        self.record = AlertRecord(config.database)
+        self.recorder = Recorder(self.record, self.instance, clock)
+        self._record_open = False
+        self._reanswered: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         config = self.config
-        client_id = config.client_id or _default_client_id(config.listen_port)
+        await self.record.__aenter__()
+        self._record_open = True
+        try:
+            # Before MQTT: what the record knows is on screen before anything new.
+            self.broadcaster.publish(await self.recorder.restore(self.model, self.escalator))
+        except BaseException:
+            await self._shutdown()
+            raise
         self._mqtt = MqttClient(
             config.broker,
-            client_id=client_id,
+            client_id=self.client_id,
             clean_start=False,
             session_expiry_s=_SESSION_EXPIRY_S,
             wait_for_connection=False,
@@ -109,6 +148,7 @@ class DashboardService:
         try:
             for topic_filter in self.topics.subscriptions():
                 await self._mqtt.subscribe(topic_filter, qos=1)
+            await self._mqtt.subscribe(self.topics.patient("+", "alerts"), qos=1)
             app = create_app(self, config.credentials, SessionStore())
             self._runner = web.AppRunner(
                 app, handle_signals=False, shutdown_timeout=2.0, access_log=None
@@ -153,6 +193,9 @@ class DashboardService:
         if self._mqtt is not None:
             mqtt, self._mqtt = self._mqtt, None
             await mqtt.__aexit__(None, None, None)
+        if self._record_open:
+            self._record_open = False
+            await self.record.__aexit__(None, None, None)
 
     @property
     def url(self) -> str:
@@ -175,8 +218,12 @@ class DashboardService:
         """A patient's summary of one day (default: the latest)."""
         return self.book.summary(patient_id, day)
 
-    async def acknowledge(self, event_id: str, action: str, by: str) -> dict[str, Any]:
-        """Publish an ack (QoS 1, waits for the broker) and apply it here.
+    async def acknowledge(
+        self, event_id: str, action: str, by: str, source: str = ""
+    ) -> dict[str, Any]:
+        """Publish an ack (QoS 1, waits for the broker), record it and apply it here.
+
+        ``source`` is where the person clicked (the browser's address).
 
         Raises:
             KeyError: no such alert.
@@ -195,6 +242,9 @@ class DashboardService:
         except TimeoutError:
             raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
         _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
+        self.recorder.on_ack(
+            patient_id, ack, f"dashboard {self.instance} from {source or 'an unknown address'}"
+        )
         self._apply_ack(patient_id, ack)
         alert = self.model.alert(event_id)
         if alert is None:
@@ -215,6 +265,9 @@ class DashboardService:
         """Apply one broker message. Raises WireFormatError for a bad payload."""
         route = self.topics.classify(message.topic)
         if route is None:
+            open_of = self._open_alerts_patient(message.topic)
+            if open_of is not None:
+                self.broadcaster.publish(self._apply_open_alerts(open_of, message, received_s))
             return
         kind, ident = route
         updates: list[Update] = []
@@ -233,6 +286,7 @@ class DashboardService:
             if event.patient_id != ident:
                 raise WireFormatError("patient_id does not match the topic")
             updates += self.model.apply_event(event, received_s)
+            self.recorder.on_event(event, received_s, f"gateway {event.gateway_id or '?'}")
             self.book.on_event(event)
             if event.type == "fall_detected":
                 self.escalator.on_fall(event.event_id, event.patient_id, event.time_s, received_s)
@@ -240,9 +294,12 @@ class DashboardService:
             elif event.type == "fall_cancelled":
                 self.escalator.on_cancelled(event.patient_id, event.time_s)
         elif kind is TopicKind.ACKS:
-            updates += self._apply_ack(ident, parse_ack(message.payload), publish=False)
+            ack = parse_ack(message.payload)
+            self.recorder.on_ack(ident, ack)
+            updates += self._apply_ack(ident, ack, publish=False)
         elif kind is TopicKind.ESCALATIONS:
             escalation = parse_escalation(message.payload, ident)
+            self.recorder.on_escalation(escalation)
             self.escalator.on_escalation_seen(escalation.event_id, escalation.level)
             self.book.on_escalation(ident, escalation.event_id, escalation.level)
             updates += self.model.apply_escalation(escalation)
@@ -261,6 +318,71 @@ class DashboardService:
             status = parse_gateway_status(message.payload, ident)
             updates += self.model.apply_gateway(status, received_s)
         self.broadcaster.publish(updates)
+
+    def _open_alerts_patient(self, topic: str) -> str | None:
+        prefix, suffix = f"{self.topics.root}/patients/", "/alerts"
+        if not (topic.startswith(prefix) and topic.endswith(suffix)):
+            return None
+        ident = topic[len(prefix) : -len(suffix)]
+        return ident if ID_PATTERN.fullmatch(ident) else None
+
+    def _apply_open_alerts(
+        self, patient_id: str, message: Message, received_s: float
+    ) -> list[Update]:
+        """A gateway's retained list of a patient's open falls (alerts.open_alerts).
+
+        A fall we never saw (its event lost in a broker crash, or older than our
+        session) is added like an event; a fall we know was answered is answered
+        again on MQTT, because the gateway missed that ack and keeps it open.
+        """
+        if not message.payload:
+            return []
+        try:
+            listed = parse_open_alerts(message.payload)
+            if listed.patient_id != patient_id:
+                raise WireFormatError("patient_id does not match the topic")
+            events = [parse_event(json.dumps(item).encode()) for item in listed.open]
+        except (ValueError, TypeError) as exc:
+            raise WireFormatError(f"open alerts: {exc}") from None
+        updates: list[Update] = []
+        for event in events:
+            if event.patient_id != patient_id or event.type != "fall_detected":
+                continue
+            known = self.model.alert(event.event_id)
+            if known is None:
+                # Seen now, so "received" now: a late fall escalates sooner, never later.
+                updates += self.model.apply_event(event, received_s)
+                self.recorder.on_event(
+                    event, received_s, f"retained open alerts of gateway {listed.gateway_id}"
+                )
+                self.escalator.on_fall(event.event_id, patient_id, event.time_s, received_s)
+                _log.warning("fall of %s learnt from its retained open alerts", mask_id(patient_id))
+            elif known["acks"] and event.event_id not in self._reanswered:
+                self._reanswered.add(event.event_id)
+                self._reanswer(patient_id, known)
+        return updates
+
+    def _reanswer(self, patient_id: str, alert: dict[str, Any]) -> None:
+        if self._tasks is None:
+            return
+        acks = [
+            AckMessage(alert["event_id"], a["action"], a["by"], parse_time(a["time"]))
+            for a in alert["acks"]
+        ]
+
+        async def reanswer() -> None:
+            assert self._mqtt is not None  # set in __aenter__
+            for ack in acks:
+                try:
+                    await self._mqtt.publish(
+                        self.topics.patient(patient_id, "acks"), ack.to_json(), qos=1
+                    )
+                except BrokerError as exc:
+                    self._reanswered.discard(ack.event_id)  # again with the next list
+                    _log.warning("could not repeat an ack to the gateway: %s", exc)
+                    return
+
+        self._tasks.create_task(reanswer(), name=f"reanswer-{alert['event_id']}")
 
     def _restore_falls(self, summary: DailySummary, received_s: float) -> list[Update]:
         updates: list[Update] = []
@@ -312,9 +434,35 @@ class DashboardService:
                         _log.warning("summaries not published (retrying): %s", exc)
             await asyncio.sleep(_TICK_S)
 
+    async def _claim(self, due: Escalation) -> bool:
+        """True if this instance is the one to send ``due`` now."""
+        try:
+            claim = await self.recorder.claim(due, _CLAIM_LEASE_S)
+        except StoreError as exc:
+            # A duplicate escalation beats a missing one: send it unclaimed.
+            _log.error("escalation claim failed (sending anyway): %s", exc)
+            return True
+        if claim is Claim.DONE or claim is Claim.CLOSED:
+            # Another instance sent it, or someone handled the fall there.
+            self.escalator.mark_issued(due.event_id, due.level)
+            if claim is Claim.DONE:
+                message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
+                self.broadcaster.publish(self.model.apply_escalation(message))
+        return claim is Claim.CLAIMED
+
+    async def _notify(self, due: Escalation) -> None:
+        alert = self.model.alert(due.event_id) or {"event_id": due.event_id}
+        for notifier in self.notifiers:
+            try:
+                await notifier.escalated(due, alert)
+            except Exception:
+                _log.exception("escalation notifier %r failed", notifier)
+
     async def _publish_escalations(self) -> None:
         assert self._mqtt is not None  # set in __aenter__
         for due in self.escalator.due(self._clock()):
+            if not await self._claim(due):
+                continue
             message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
             try:
                 await self._mqtt.publish(
@@ -324,6 +472,7 @@ class DashboardService:
                 _log.error("escalation not published (retrying): %s", exc)
                 return
             self.escalator.mark_issued(due.event_id, due.level)
+            self.recorder.on_escalation(message, f"dashboard {self.instance}")
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1
             _log.warning(
@@ -332,6 +481,7 @@ class DashboardService:
                 due.level,
             )
             self.broadcaster.publish(self.model.apply_escalation(message))
+            await self._notify(due)
 
     async def _publish_summaries(self) -> None:
         assert self._mqtt is not None  # set in __aenter__
@@ -340,6 +490,7 @@ class DashboardService:
             summary = self.book.summary(patient_id, day)
             if summary is None:
                 continue
+            self.recorder.on_summary(summary)
             payload = summary.to_json()
             try:
                 await self._mqtt.publish(

@@ -246,7 +246,7 @@ def add_ack(
     with store.transaction() as cur:
         new = _action(
             cur,
-            f"{action}:{event_id}:{by}:{time_s:.3f}",
+            f"{action}:{event_id}:{by}:{round(time_s * 1000)}",  # ms, the wire's precision
             event_id,
             patient_id,
             action,

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import socket
 import time
@@ -232,7 +233,8 @@ class DashboardService:
         patient_id = self.model.patient_of(event_id)
         if patient_id is None or self._mqtt is None:
             raise KeyError(event_id)
-        ack = AckMessage(event_id=event_id, action=action, by=by, time_s=self._clock())
+        # Whole milliseconds, as on the wire: the echo from the broker is then the same ack.
+        ack = AckMessage(event_id, action, by, math.floor(self._clock() * 1000) / 1000)
         try:
             # A person is waiting on the button: say "not sent" rather than hang.
             async with asyncio.timeout(_ACK_TIMEOUT_S):

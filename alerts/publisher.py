@@ -19,6 +19,7 @@ broker that lost its retained messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 # MQTT keeps their order on the wire, so a batch costs one round trip.
 _BATCH = 16
 _OFFLINE_PUBLISH_TIMEOUT_S = 2.0
+# Drain rounds failing in a row, still connected, before it is an alarm.
+_FAILED_ROUNDS_ALARM = 5
 
 
 class _Lifecycle(enum.Enum):
@@ -75,6 +78,8 @@ class AlertPublisher:
         slouch_expiry_s: expiry of slouch events (MQTT 5 message expiry and
             outbox drop), s; falls never expire.
         outbox_max_rows: outbox bound before eviction.
+        integrity_check_interval_s: how often the outbox file is checked
+            on disk (SQLite ``quick_check``), s.
         clock: wall clock, POSIX s (injectable for tests).
 
     Raises:
@@ -97,6 +102,7 @@ class AlertPublisher:
         status_interval_s: float = 10.0,
         slouch_expiry_s: float = DEFAULT_SLOUCH_EXPIRY_S,
         outbox_max_rows: int = DEFAULT_MAX_ROWS,
+        integrity_check_interval_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gateway_id = validate_id(gateway_id, "gateway")
@@ -105,6 +111,7 @@ class AlertPublisher:
             ("state_interval_s", state_interval_s),
             ("status_interval_s", status_interval_s),
             ("slouch_expiry_s", slouch_expiry_s),
+            ("integrity_check_interval_s", integrity_check_interval_s),
         ):
             if not 0 < value < 1e7:
                 raise ConfigError(f"publisher setting {name!r}: expected > 0 s, got {value!r}")
@@ -134,6 +141,12 @@ class AlertPublisher:
         self._open_wakeup = asyncio.Event()
         self._patients_seen: set[str] = set()
         self._acks_subscribed: set[str] = set()
+        self._integrity_check_interval_s = integrity_check_interval_s
+        # Health alarms: a changed reason publishes the status at once.
+        self._publish_alarm: str | None = None
+        self._reported_degraded: str | None = None
+        self._status_now = asyncio.Event()
+        self._told_protocol_limits = False
 
     # ----------------------------------------------------------- properties
 
@@ -151,6 +164,11 @@ class AlertPublisher:
     def connected(self) -> bool:
         """Whether the broker link is up."""
         return self._client is not None and self._client.connected
+
+    @property
+    def broker_address(self) -> str | None:
+        """``host:port`` of the broker node in use (or being tried); None before start."""
+        return self._client.address if self._client is not None else None
 
     @property
     def metrics(self) -> PublisherMetrics:
@@ -172,7 +190,19 @@ class AlertPublisher:
             states_published=self._states_published,
             outbox_errors=outbox.db_errors if outbox is not None else 0,
             devices=freeze_devices(self._devices),
+            degraded=self._degraded(),
+            outbox_recoveries=outbox.recoveries if outbox is not None else 0,
         )
+
+    def _degraded(self) -> str | None:
+        reasons = [self._outbox.degraded if self._outbox is not None else None]
+        reasons.append(self._publish_alarm)
+        return "; ".join(r for r in reasons if r) or None
+
+    def _note_health(self) -> None:
+        """Publish the status now if the degraded reason changed."""
+        if self._degraded() != self._reported_degraded:
+            self._status_now.set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -286,6 +316,7 @@ class AlertPublisher:
             mask_id(event.patient_id),
             "" if stored else " (duplicate or evicted)",
         )
+        self._note_health()
         self._wakeup.set()
         self._see_patient(event.patient_id)
         if self._open is not None and self._open.add(event):
@@ -351,6 +382,9 @@ class AlertPublisher:
             # The broker may have lost its retained messages (a crash): say them again.
             self._open.dirty.update(self._open.patients())
             self._open_wakeup.set()
+        if client.protocol != "5" and not self._told_protocol_limits:
+            self._told_protocol_limits = True
+            self._warn_protocol_limits(client)
         try:
             await self._publish_status(GatewayState.ONLINE)
             for patient_id, state in list(self._states.items()):
@@ -365,6 +399,7 @@ class AlertPublisher:
     async def _drain(self) -> None:
         client, outbox = self._require_open()
         backoff = Backoff(0.2, 5.0)
+        failed_rounds = 0
         while True:
             await client.wait_connected()
             self._wakeup.clear()
@@ -376,10 +411,23 @@ class AlertPublisher:
                 *(self._send(client, e) for e in batch), return_exceptions=True
             )
             outbox.remove(*(e.event_id for e, r in zip(batch, results, strict=True) if r is None))
+            self._note_health()
             errors = [r for r in results if isinstance(r, BaseException)]
             if not errors:
                 backoff.reset()
+                failed_rounds = 0
+                if self._publish_alarm is not None:
+                    logger.warning("events are acknowledged again")
+                    self._publish_alarm = None
+                    self._note_health()
                 continue
+            # The link is up yet the broker keeps refusing (an ACL, a quota):
+            # not an outage to wait out quietly but an alarm in the status.
+            failed_rounds = failed_rounds + 1 if client.connected else 0
+            if failed_rounds >= _FAILED_ROUNDS_ALARM and self._publish_alarm is None:
+                self._publish_alarm = f"publishing events fails repeatedly: {errors[0]}"
+                logger.error("%s", self._publish_alarm)
+                self._note_health()
             for error in errors:
                 if not isinstance(error, BrokerError):
                     logger.error("unexpected error publishing an event", exc_info=error)
@@ -472,17 +520,43 @@ class AlertPublisher:
 
     async def _status_loop(self) -> None:
         client, outbox = self._require_open()
+        next_check_s = asyncio.get_running_loop().time() + self._integrity_check_interval_s
         while True:
-            await asyncio.sleep(self._status_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._status_interval_s):
+                    await self._status_now.wait()
+            self._status_now.clear()
             outbox.drop_expired()
+            if asyncio.get_running_loop().time() >= next_check_s:
+                next_check_s += self._integrity_check_interval_s
+                outbox.check()
             if client.connected:
                 try:
                     await self._publish_status(GatewayState.ONLINE)
                 except BrokerError as exc:
                     logger.debug("periodic status not published: %s", exc)
 
+    def _warn_protocol_limits(self, client: MqttClient) -> None:
+        """Say once, at the first connection, what MQTT 3.1.1 cannot do for us
+        (NATS and RabbitMQ speak only 3.1.1; so does the demo's amqtt)."""
+        logger.warning(
+            "MQTT broker at %s speaks MQTT %s, not 5: (1) slouch events carry no message "
+            "expiry, so a subscriber away longer than %g s still receives them late (the "
+            "outbox here still drops them after %g s); (2) the 'offline' Last Will has no "
+            "%d s delay, so a network blip shows gateway %s offline until it reconnects. "
+            "Fall alerts, QoS 1, retained states and sessions are unaffected.",
+            client.address,
+            client.protocol,
+            self._slouch_expiry_s,
+            self._slouch_expiry_s,
+            self._will_delay_s,
+            self._gateway_id,
+        )
+
     def _status_payload(self, status: GatewayState, *, with_metrics: bool = True) -> bytes:
         metrics = self.metrics.as_dict() if with_metrics else {}
+        if with_metrics:
+            self._reported_degraded = metrics["degraded"]
         return GatewayStatus(
             self._gateway_id, status, utc_from_timestamp(self._clock()), metrics
         ).to_json()

@@ -10,6 +10,8 @@ Example (see README "Configuration")::
 
     [broker]
     url = "mqtt://127.0.0.1:1883"
+    # or, for the nodes of a broker cluster, tried in turn:
+    # urls = ["mqtt://mq1:1883", "mqtt://mq2:1883", "mqtt://mq3:1883"]
 
     [[wearables]]
     address = "C0:FF:EE:00:00:01"
@@ -76,7 +78,12 @@ class WearableConfig:
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    """How to reach the MQTT broker. The password is never printed."""
+    """How to reach the MQTT broker. The password is never printed.
+
+    ``urls`` lists every node of a broker cluster (failover order) and
+    ``url`` is its first; empty ``urls`` means ``url`` alone. The config file
+    may give either ``url`` or ``urls``.
+    """
 
     url: str = DEFAULT_BROKER_URL
     username: str | None = None
@@ -85,6 +92,12 @@ class BrokerConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    urls: tuple[str, ...] = ()
+
+    @property
+    def all_urls(self) -> tuple[str, ...]:
+        """Every broker node's URL, in failover order."""
+        return self.urls or (self.url,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,12 +274,28 @@ def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
     return WearableConfig(address.upper(), patient, _thresholds(reader, defaults))
 
 
-def _broker(reader: _Reader) -> BrokerConfig:
-    url = reader.get("url", str, DEFAULT_BROKER_URL)
+def _broker_urls(reader: _Reader) -> tuple[str, ...]:
+    """``url`` or ``urls`` (a non-empty list of strings), checked as a whole."""
+    if "url" in reader.data and "urls" in reader.data:
+        raise ConfigError(f"{reader.key('urls')}: give either url or urls, not both")
+    if "urls" in reader.data:
+        key = "urls"
+        value = reader.data["urls"]
+        if not isinstance(value, list) or not value or not all(isinstance(u, str) for u in value):
+            raise ConfigError(f"{reader.key('urls')} must be a non-empty list of broker URLs")
+        urls = tuple(value)
+    else:
+        key = "url"
+        urls = (reader.get("url", str, DEFAULT_BROKER_URL),)
     try:
-        MqttSettings.from_url(url)
+        MqttSettings.from_urls(urls)
     except ConfigError as exc:  # its message already hides any password
-        raise ConfigError(f"{reader.key('url')}: {exc}") from None
+        raise ConfigError(f"{reader.key(key)}: {exc}") from None
+    return urls
+
+
+def _broker(reader: _Reader) -> BrokerConfig:
+    urls = _broker_urls(reader)
     protocol = reader.get("protocol", str, "5")
     if protocol not in _PROTOCOLS:
         raise ConfigError(f"{reader.key('protocol')} must be one of {_PROTOCOLS}")
@@ -279,9 +308,10 @@ def _broker(reader: _Reader) -> BrokerConfig:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{reader.key(name)}: no such file {value!r}")
         paths[name] = Path(value) if value else None
-    reader.reject_unknown({"url", "username", "password", "protocol", *paths})
+    reader.reject_unknown({"url", "urls", "username", "password", "protocol", *paths})
     return BrokerConfig(
-        url=url,
+        url=urls[0],
+        urls=urls,
         username=reader.get("username", str, None),
         password=password,
         protocol=protocol,

@@ -113,6 +113,9 @@ def format_statuses(statuses: Mapping[str, GatewayStatus], *, now_s: float | Non
             f"{_fmt(m.get('events_published')):11}{_fmt(m.get('publish_latency_last_ms'), 'ms'):10}"
             f"{_fmt(m.get('publish_latency_avg_ms'), 'ms'):9}{_fmt(m.get('reconnects')):7}"
         )
+        degraded = m.get("degraded")
+        if degraded:
+            lines.append(f"  DEGRADED: {str(degraded)[:500]}")
         devices = m.get("devices")
         if isinstance(devices, Mapping):
             for patient_id in sorted(devices):

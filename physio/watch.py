@@ -328,12 +328,15 @@ class WatchModel:
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--broker URL``, ``--topic-root``, ``--ca-file``, ``--protocol``,
-    ``--connect-timeout``."""
+    """``--broker URL`` (repeatable), ``--topic-root``, ``--ca-file``,
+    ``--protocol``, ``--connect-timeout``."""
     parser.add_argument(
         "--broker",
-        default=os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883"),
-        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://... "
+        action="append",
+        default=None,
+        metavar="URL",
+        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://...; repeat it (or "
+        "comma-separate) for the nodes of a broker cluster, tried in turn "
         "(default: $POSTURE_MONITOR_BROKER or mqtt://127.0.0.1:1883)",
     )
     parser.add_argument(
@@ -369,7 +372,8 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     }
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
-    return MqttSettings.from_url(args.broker, **overrides)
+    urls = args.broker or os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883")
+    return MqttSettings.from_urls(urls, **overrides)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -22,8 +23,9 @@ __all__ = ["configure_parser", "mqtt_settings", "run", "serve"]
 _log = logging.getLogger(__name__)
 
 
-def mqtt_settings(broker: BrokerConfig, url: str | None = None) -> MqttSettings:
-    """MQTT settings from the config's [broker] table, ``url`` overriding its address."""
+def mqtt_settings(broker: BrokerConfig, url: str | Sequence[str] | None = None) -> MqttSettings:
+    """MQTT settings from the config's [broker] table; ``url`` (one URL, a
+    comma-separated list or a sequence of them) overrides its addresses."""
     overrides = {
         "username": broker.username,
         "password": broker.password,
@@ -32,8 +34,8 @@ def mqtt_settings(broker: BrokerConfig, url: str | None = None) -> MqttSettings:
         "key_file": broker.key_file,
     }
     # Only what the config sets overrides the URL (which may carry a user).
-    return MqttSettings.from_url(
-        url or broker.url,
+    return MqttSettings.from_urls(
+        url or broker.all_urls,
         protocol=broker.protocol,
         **{name: value for name, value in overrides.items() if value is not None},
     )
@@ -79,7 +81,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="SCENARIO.toml",
         help="run over simulated wearables from this scenario instead of real BLE",
     )
-    parser.add_argument("--broker", metavar="URL", help="override the config's broker URL")
+    parser.add_argument(
+        "--broker",
+        action="append",
+        metavar="URL",
+        help="override the config's broker URL(s); repeat (or comma-separate) for a cluster",
+    )
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (with --simulate)")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="simulation speed factor (with --simulate)"

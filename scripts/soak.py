@@ -36,7 +36,7 @@ from alerts import AlertEvent, AlertPublisher, MqttClient, MqttSettings, Patient
 from device_gateway import Gateway, GatewayConfig
 from simulator import SimulatedWorld, parse_scenario
 
-CYCLE = [  # (activity table, seconds)
+CYCLE: list[tuple[dict[str, object], int]] = [  # (activity table, seconds)
     ({"activity": "sit"}, 300),
     ({"activity": "slouch", "flexion_deg": 35, "duration_s": 150}, 200),
     ({"activity": "stand"}, 30),
@@ -77,7 +77,7 @@ def soak_scenario_toml(wearables: int, hours: float) -> str:
         while t_s < duration_s:
             # A fall (walk, fall, get up) only where the day continues with sitting.
             if falls and t_s >= next_fall_s and step % len(CYCLE) == 0:
-                entries = [
+                entries: list[tuple[dict[str, object], int]] = [
                     ({"activity": "walk"}, 10),
                     ({"activity": "fall"}, 60),
                     ({"activity": "get_up", "to": "stand"}, 30),

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -312,6 +312,16 @@ class EmbeddedTestBroker:
         return ""
 
 
+class BrokerAddress(Protocol):
+    """Where a ``Collector`` connects: a broker, or one node of a cluster."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class Received:
     """One message as a subscriber saw it."""
@@ -336,7 +346,7 @@ class Collector:
 
     def __init__(
         self,
-        broker: MosquittoBroker | EmbeddedTestBroker,
+        broker: BrokerAddress,
         topics: list[str],
         *,
         client_id: str | None = None,

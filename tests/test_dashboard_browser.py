@@ -166,7 +166,7 @@ async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(
         escalated = page.locator(f'.fall-banner[data-event-id="{unhandled}"] .esc')
         await escalated.wait_for(timeout=3000)
         assert "level 1" in await escalated.inner_text()
-        escalations = await peer.wait_for("/escalations", len(fall_ids) - 1)
+        escalations = await peer.wait_for(f"{peer.root}/escalations", len(fall_ids) - 1)
         assert {(e["event_id"], e["level"]) for e in escalations} == {
             (event_id, 1) for event_id in fall_ids if event_id != handled
         }

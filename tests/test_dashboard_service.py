@@ -161,7 +161,14 @@ async def test_unacknowledged_fall_escalates_twice_but_slouch_never(broker_url: 
         escalations = await peer.wait_for("/patients/p-003/escalations", 2, timeout_s=5.0)
         assert [(e["event_id"], e["level"]) for e in escalations] == [(fall_id, 1), (fall_id, 2)]
         await asyncio.sleep(0.5)
-        assert len(peer.on("/escalations")) == 2
+        assert len(peer.on("/p-003/escalations")) == 2
+        # The same two levels on the one topic a nurse-call bridge reads, without names.
+        bridge = await peer.wait_for(f"{peer.root}/escalations", 2)
+        assert [(e["event_id"], e["level"], e["patient_id"]) for e in bridge] == [
+            (fall_id, 1, "p-003"),
+            (fall_id, 2, "p-003"),
+        ]
+        assert all("patient" not in e for e in bridge)
         alert = service.model.alert(fall_id)
         assert alert is not None and alert["escalation_level"] == 2
 

@@ -77,7 +77,7 @@ def broker_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield str(shared.url)
 
 
-def state_json(patient_id: str, t_s: float, flexion_deg: float = 12.0, **over: Any) -> bytes:
+def state_json(patient_id: str, t_s: float, flexion_deg: float | None = 12.0, **over: Any) -> bytes:
     """A ``.../state`` payload as the gateway publishes it."""
     obj = {
         "patient_id": patient_id,

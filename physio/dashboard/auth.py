@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "SessionStore",
     "hash_secret",
     "is_loopback_host",
+    "normalize_user_name",
     "valid_user_name",
     "verify_secret",
 ]
@@ -40,7 +42,7 @@ TOKEN_ENV = "POSTURE_MONITOR_DASHBOARD_TOKEN"
 # scrypt with N=2**14, r=8: ~16 MiB and ~50 ms per check on this class of
 # machine (OWASP's minimum for interactive logins), so guessing is slow.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _KEY_LEN = 2**14, 8, 1, 32
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@ ")
+_NAME_PUNCTUATION = frozenset("._-@ '")
 
 
 def _b64(data: bytes) -> str:
@@ -85,8 +87,20 @@ def verify_secret(secret: str, encoded: str) -> bool:
 
 
 def valid_user_name(name: str) -> bool:
-    """1-64 letters, digits, spaces and ``._-@`` (names end up in acks and logs)."""
-    return 0 < len(name.strip()) <= 64 and set(name) <= _NAME_CHARS
+    """1-64 letters (any script: ``Dr Müller``), digits, spaces and ``._-@'``.
+
+    Names end up in acks and logs, so control characters, ``:`` (the password
+    file's separator) and markup are refused. Compare names after
+    ``unicodedata.normalize("NFC", ...)`` (see :func:`normalize_user_name`): a
+    browser may send ``ü`` as one code point or as ``u`` plus a combining mark.
+    """
+    name = normalize_user_name(name)
+    return 0 < len(name.strip()) <= 64 and all(c.isalnum() or c in _NAME_PUNCTUATION for c in name)
+
+
+def normalize_user_name(name: str) -> str:
+    """NFC form of a user name (one spelling for ``ü``)."""
+    return unicodedata.normalize("NFC", name)
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,7 @@ class Credentials:
                         f"{password_file}:{number}: expected 'name:scrypt$...' "
                         "(make lines with --add-user)"
                     )
-                users[name] = encoded
+                users[normalize_user_name(name)] = encoded
         token_hash = hash_secret(token) if token else None
         return cls(users=users, token_hash=token_hash)
 
@@ -135,6 +149,7 @@ class Credentials:
         With a user's password the name is that user; with the token it is
         the name typed at login.
         """
+        name = normalize_user_name(name)
         if not valid_user_name(name) or not secret:
             return None
         encoded = self.users.get(name)

@@ -27,11 +27,19 @@ from zoneinfo import ZoneInfo
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
-from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, valid_user_name
+from physio.dashboard.auth import (
+    TOKEN_ENV,
+    Credentials,
+    hash_secret,
+    normalize_user_name,
+    valid_user_name,
+)
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
 from physio.dashboard.record import default_database
 from physio.dashboard.report import SummaryNotFoundError, fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
+from physio.dashboard.site import SiteConfig
 
 __all__ = [
     "PASSWORD_ENV",
@@ -55,9 +63,11 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
     parser.add_argument(
         "--broker",
         required=required,
+        action="append",
         metavar="URL",
         help="MQTT broker, e.g. mqtts://dashboard@broker.example:8883 (no password here: "
-        f"set {PASSWORD_ENV} or use --broker-password-file)",
+        f"set {PASSWORD_ENV} or use --broker-password-file); repeat it (or give a "
+        "comma-separated list) for the nodes of a broker cluster, tried in turn",
     )
     parser.add_argument(
         "--broker-password-file",
@@ -80,11 +90,15 @@ def broker_settings(args: argparse.Namespace, **overrides: object) -> MqttSettin
     Raises:
         ConfigError: a bad URL, an unreadable password file, a missing CA file.
     """
-    url = str(args.broker)
+    urls = [args.broker] if isinstance(args.broker, str) else list(args.broker)
     try:
-        in_url = urllib.parse.urlsplit(url).password is not None
+        in_url = any(
+            urllib.parse.urlsplit(u.strip()).password is not None
+            for item in urls
+            for u in item.split(",")
+        )
     except ValueError:
-        in_url = False  # from_url below reports the bad URL
+        in_url = False  # from_urls below reports the bad URL
     if in_url:
         print(
             f"warning: a password in --broker is visible to every user of this machine; "
@@ -107,7 +121,7 @@ def broker_settings(args: argparse.Namespace, **overrides: object) -> MqttSettin
         if not ca_file.is_file():
             raise ConfigError(f"--ca-file {ca_file}: no such file")
         overrides["ca_file"] = str(ca_file)
-    return MqttSettings.from_url(url, **overrides)
+    return MqttSettings.from_urls(urls, **overrides)
 
 
 def local_timezone() -> str:
@@ -148,6 +162,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(password in $PGPASSWORD or ~/.pgpass); several dashboards may share one PostgreSQL",
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="site settings (TOML): escalation delays, webhook and Apprise recipients "
+        "(see docs/dashboard.md)",
+    )
+    parser.add_argument(
+        "--patients",
+        type=Path,
+        metavar="FILE",
+        help="display names and room/bed per patient id (TOML; shown only on the page)",
+    )
+    parser.add_argument(
         "--listen",
         default="127.0.0.1:8080",
         metavar="HOST:PORT",
@@ -157,16 +184,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--escalate-after",
         type=float,
-        default=120.0,
+        default=None,
         metavar="S",
-        help="escalate a fall nobody acknowledged after S seconds (120)",
+        help="escalate a fall nobody acknowledged after S seconds (overrides --config; 120)",
     )
     parser.add_argument(
         "--escalate-again-after",
         type=float,
-        default=240.0,
+        default=None,
         metavar="S",
-        help="escalate it again (level 2) S seconds after the fall (240)",
+        help="escalate it again (level 2) S seconds after the fall (overrides --config; 240)",
     )
     parser.add_argument(
         "--password-file",
@@ -202,9 +229,11 @@ def _add_user(password_file: Path | None, name: str) -> int:
     if password_file is None:
         print("error: --add-user needs --password-file", file=sys.stderr)
         return 2
+    name = normalize_user_name(name)
     if not valid_user_name(name) or ":" in name:
         print(
-            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @", file=sys.stderr
+            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @ '",
+            file=sys.stderr,
         )
         return 2
     password = getpass.getpass(f"password for {name}: ")
@@ -228,10 +257,19 @@ def _add_user(password_file: Path | None, name: str) -> int:
 def build_config(args: argparse.Namespace) -> DashboardConfig:
     """A validated configuration from parsed arguments. Raises ConfigError."""
     host, port = parse_listen(args.listen)
+    site = SiteConfig.load(args.config) if getattr(args, "config", None) else SiteConfig()
+    first_s = site.escalation.first_after_s if args.escalate_after is None else args.escalate_after
+    again_s = (
+        site.escalation.again_after_s
+        if args.escalate_again_after is None
+        else args.escalate_again_after
+    )
     try:
-        policy = EscalationPolicy(args.escalate_after, args.escalate_again_after)
+        policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    patients_file = getattr(args, "patients", None)
+    patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
         broker=broker_settings(args),
@@ -244,6 +282,8 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         timezone=args.timezone or local_timezone(),
         summary_interval_s=args.summary_interval,
         client_id=args.client_id,
+        notify=site.notify,
+        patients=patients,
     )
 
 

@@ -9,6 +9,8 @@ from alerts.mqtt import MqttSettings
 from common.errors import ConfigError
 from physio.dashboard.auth import Credentials, is_loopback_host
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
+from physio.dashboard.site import NotifySettings
 from physio.dashboard.wire import TopicMap
 
 __all__ = ["DashboardConfig"]
@@ -32,6 +34,8 @@ class DashboardConfig:
         database: the alert record: a SQLite file, ``:memory:`` (nothing
             survives the process; for tests and embedders) or a
             ``postgresql://`` URL shared by several dashboard instances.
+        notify: who gets escalation notices (webhooks, Apprise) and retries.
+        patients: display names and rooms/beds, shown only on the page.
     """
 
     broker: MqttSettings
@@ -46,6 +50,8 @@ class DashboardConfig:
     keep_archive_days: int = 31
     client_id: str | None = None
     database: str = ":memory:"
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    patients: PatientDirectory = field(default_factory=PatientDirectory.empty)
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:

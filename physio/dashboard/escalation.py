@@ -24,11 +24,9 @@ so a failed publish is retried on the next :meth:`Escalator.due`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-__all__ = ["Escalation", "EscalationNotifier", "EscalationPolicy", "Escalator"]
+__all__ = ["Escalation", "EscalationPolicy", "Escalator"]
 
 _log = logging.getLogger(__name__)
 
@@ -68,23 +66,6 @@ class Escalation:
     patient_id: str
     level: int
     due_s: float
-
-
-class EscalationNotifier(Protocol):
-    """Who else learns of an escalation (e-mail, chat, a nurse-call webhook...).
-
-    The dashboard service calls :meth:`escalated` exactly once per fall and
-    level across every dashboard instance sharing one alert record: after the
-    instance won the level's claim in the record
-    (``physio.dashboard.record_ops.claim_escalation``), published it on
-    ``{root}/patients/{id}/escalations`` and recorded it. It is awaited on the
-    service's tick, so it must return quickly (queue the sending and retry in
-    its own task); an exception is logged and does not stop the escalation.
-    """
-
-    async def escalated(self, escalation: Escalation, alert: Mapping[str, Any]) -> None:
-        """Level ``escalation.level`` of the fall ``alert`` (the feed item's JSON) is due."""
-        ...
 
 
 @dataclass

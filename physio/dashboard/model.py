@@ -44,6 +44,8 @@ class _Alert:
     acks: list[AckMessage] = field(default_factory=list)
     escalation_level: int = 0
     note: str = ""  # e.g. "cancelled by wearable", "slouch ended"
+    # "level:channel" -> delivery status of an escalation notice (notify.py)
+    notifications: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         e = self.event
@@ -65,6 +67,7 @@ class _Alert:
             ],
             "escalation_level": self.escalation_level,
             "note": self.note,
+            "notifications": [self.notifications[k] for k in sorted(self.notifications)],
         }
 
 
@@ -92,9 +95,16 @@ class DashboardModel:
     Args:
         history_s: seconds of flexion history kept per patient for the chart.
         max_alerts: feed length; handled and non-fall items go first.
+        directory: patient id -> ``{"name", "room", "bed", "location"}``
+            from the dashboard's patients file (sent to browsers only).
     """
 
-    def __init__(self, history_s: float = 300.0, max_alerts: int = 500) -> None:
+    def __init__(
+        self,
+        history_s: float = 300.0,
+        max_alerts: int = 500,
+        directory: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         if history_s <= 0 or max_alerts < 1:
             raise ValueError(
                 f"history_s must be > 0 and max_alerts >= 1, got {history_s}, {max_alerts}"
@@ -108,6 +118,7 @@ class DashboardModel:
         self._early_acks: dict[str, list[AckMessage]] = {}
         self._summaries: dict[str, dict[str, Any]] = {}
         self.broker_connected = False
+        self.directory = dict(directory or {})
 
     # -- inputs ----------------------------------------------------------
 
@@ -247,6 +258,14 @@ class DashboardModel:
         self._trim()
         return [("alert", alert.to_dict())]
 
+    def apply_notification(self, event_id: str, status: dict[str, Any]) -> list[Update]:
+        """Show where an escalation notice stands (``notify.DeliveryStatus.to_dict()``)."""
+        alert = self._alerts.get(event_id)
+        if alert is None:
+            return []
+        alert.notifications[f"{status['level']}:{status['channel']}"] = dict(status)
+        return [("alert", alert.to_dict())]
+
     def set_broker_connected(self, connected: bool) -> list[Update]:
         """Whether our MQTT link is up (a dashboard without it shows stale data)."""
         if connected == self.broker_connected:
@@ -278,6 +297,7 @@ class DashboardModel:
             "gateways": sorted(self._gateways.values(), key=lambda g: g["gateway_id"]),
             "alerts": [a.to_dict() for a in self._alerts.values()],
             "summaries": dict(sorted(self._summaries.items())),
+            "directory": self.directory,
         }
 
     # -- internals -------------------------------------------------------
@@ -308,6 +328,10 @@ class DashboardModel:
                 if alert.note == note:
                     return []
                 alert.note = note
+                if wanted == "slouch_started" and alert.status == "open":
+                    # A slouch that ended was handled by the patient: nobody
+                    # needs to click it away. Falls never close themselves.
+                    alert.status = "resolved"
                 return [alert]
         return []
 

@@ -32,7 +32,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from common.errors import BrokerError
-from physio.dashboard.auth import Credentials, SessionStore, valid_user_name
+from physio.dashboard.auth import (
+    Credentials,
+    SessionStore,
+    normalize_user_name,
+    valid_user_name,
+)
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.dayplot import render_day_svg
 from physio.dashboard.model import DashboardModel
@@ -252,7 +257,7 @@ async def _ack(request: web.Request) -> web.Response:
     user = _user(request)
     if user is None:
         # No login on loopback: the name typed in the page (unverified).
-        typed = str(body.get("by") or "").strip()
+        typed = normalize_user_name(str(body.get("by") or "").strip())
         user = typed if valid_user_name(typed) else "local user"
     try:
         alert = await backend.acknowledge(event_id, action, user, source=request.remote or "")

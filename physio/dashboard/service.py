@@ -4,8 +4,10 @@
 client (``alerts.mqtt.MqttClient``, the one adapter around paho), the HTTP
 server (aiohttp) and a task group with two tasks: the receive loop, which
 parses every broker message and updates the model, the escalator and the
-summary book; and a ticker, which publishes due escalations, the broker link
-status and, every ``summary_interval_s``, the changed daily summaries.
+summary book; and a ticker, which hands due escalations to the notifier
+(physio/dashboard/notify.py: MQTT, webhooks, Apprise, each retried on its
+own), publishes the broker link status and, every ``summary_interval_s``, the
+changed daily summaries.
 
 The dashboard subscribes with a persistent session (fixed client id, clean
 start off, one hour session expiry on MQTT 5), so falls published while it was
@@ -15,7 +17,8 @@ still open at start, and the gateways' retained open-alerts topics bring back
 every fall still open that the record never saw.
 
 Several instances may share one PostgreSQL record and one broker: each level
-of escalation is claimed in the record first, so exactly one instance sends it.
+of escalation is claimed in the record first, so exactly one instance hands
+it to its notifier.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import date, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -44,8 +47,9 @@ from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.config import DashboardConfig
-from physio.dashboard.escalation import Escalation, EscalationNotifier, Escalator
+from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
+from physio.dashboard.notify import DeliveryStatus, EscalationNotice, Notifier
 from physio.dashboard.record import AlertRecord
 from physio.dashboard.record_ops import Claim
 from physio.dashboard.recorder import Recorder
@@ -75,8 +79,8 @@ _log = logging.getLogger(__name__)
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
-# An instance that claimed an escalation level and died holding it loses the
-# claim after this long; another instance then sends the level.
+# An instance that claimed an escalation level and died before recording it
+# loses the claim after this long; another instance then sends the level.
 _CLAIM_LEASE_S = 10.0
 
 
@@ -86,8 +90,6 @@ class DashboardService:
     Args:
         config: validated settings.
         clock: wall clock in POSIX seconds (tests may pass their own).
-        notifiers: told of each escalation level once across instances
-            (see :class:`physio.dashboard.escalation.EscalationNotifier`).
 
     Raises:
         BrokerError: from ``__aenter__`` only on a permanent broker refusal
@@ -97,16 +99,11 @@ class DashboardService:
         ConfigError, StoreError: the alert record cannot be opened.
     """
 
-    def __init__(
-        self,
-        config: DashboardConfig,
-        clock: Callable[[], float] = time.time,
-        notifiers: Sequence[EscalationNotifier] = (),
-    ) -> None:
+    def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
         self.topics = TopicMap(config.topic_root)
-        self.model = DashboardModel(history_s=config.history_s)
+        self.model = DashboardModel(history_s=config.history_s, directory=config.patients.to_dict())
         self.broadcaster = Broadcaster()
         self.escalator = Escalator(config.escalation)
         self.book = SummaryBook(ZoneInfo(config.timezone))
@@ -118,9 +115,14 @@ class DashboardService:
         self._running: list[asyncio.Task[None]] = []
         self._archive_cleared: set[tuple[str, date]] = set()
         self._port = config.listen_port
+        self.notifier = Notifier(
+            config.notify.channels(self._publish_escalation),
+            retry=config.notify.retry,
+            on_status=self._on_notify_status,
+            clock=clock,
+        )
         self.client_id = config.client_id or _default_client_id(config.listen_port)
         self.instance = f"{self.client_id}#{uuid.uuid4().hex[:8]}"
-        self.notifiers: list[EscalationNotifier] = list(notifiers)
         self.record = AlertRecord(config.database)
         self.recorder = Recorder(self.record, self.instance, clock)
         self._record_open = False
@@ -147,6 +149,7 @@ class DashboardService:
         )
         await self._mqtt.__aenter__()
         try:
+            await self.notifier.__aenter__()
             for topic_filter in self.topics.subscriptions():
                 await self._mqtt.subscribe(topic_filter, qos=1)
             await self._mqtt.subscribe(self.topics.patient("+", "alerts"), qos=1)
@@ -185,6 +188,7 @@ class DashboardService:
             for task in self._running:
                 task.cancel()
             await tasks.__aexit__(None, None, None)
+        await self.notifier.__aexit__(None, None, None)
         if self._mqtt is not None and self._mqtt.connected:
             with contextlib.suppress(BrokerError):
                 await self._publish_summaries()
@@ -426,18 +430,19 @@ class DashboardService:
         next_summary_s = time.monotonic() + self.config.summary_interval_s
         while True:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
-            if self._mqtt.connected:
-                await self._publish_escalations()
-                if time.monotonic() >= next_summary_s:
-                    next_summary_s = time.monotonic() + self.config.summary_interval_s
-                    try:
-                        await self._publish_summaries()
-                    except BrokerError as exc:
-                        _log.warning("summaries not published (retrying): %s", exc)
+            # Escalations go out even with the broker down: webhooks and
+            # Apprise do not need it, and the MQTT copy is retried.
+            await self._escalate_due()
+            if self._mqtt.connected and time.monotonic() >= next_summary_s:
+                next_summary_s = time.monotonic() + self.config.summary_interval_s
+                try:
+                    await self._publish_summaries()
+                except BrokerError as exc:
+                    _log.warning("summaries not published (retrying): %s", exc)
             await asyncio.sleep(_TICK_S)
 
     async def _claim(self, due: Escalation) -> bool:
-        """True if this instance is the one to send ``due`` now."""
+        """True if this instance is the one to send ``due`` (claimed in the record)."""
         try:
             claim = await self.recorder.claim(due, _CLAIM_LEASE_S)
         except StoreError as exc:
@@ -452,29 +457,14 @@ class DashboardService:
                 self.broadcaster.publish(self.model.apply_escalation(message))
         return claim is Claim.CLAIMED
 
-    async def _notify(self, due: Escalation) -> None:
-        alert = self.model.alert(due.event_id) or {"event_id": due.event_id}
-        for notifier in self.notifiers:
-            try:
-                await notifier.escalated(due, alert)
-            except Exception:
-                _log.exception("escalation notifier %r failed", notifier)
-
-    async def _publish_escalations(self) -> None:
-        assert self._mqtt is not None  # set in __aenter__
+    async def _escalate_due(self) -> None:
         for due in self.escalator.due(self._clock()):
             if not await self._claim(due):
-                continue
-            message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
-            try:
-                await self._mqtt.publish(
-                    self.topics.patient(due.patient_id, "escalations"), message.to_json(), qos=1
-                )
-            except BrokerError as exc:
-                _log.error("escalation not published (retrying): %s", exc)
-                return
+                continue  # another instance's, or not recorded yet: asked again next tick
+            now_s = self._clock()
+            # Marked issued at once: from here the notifier owns the delivery
+            # (and its retries), so a dead recipient cannot hold the next level.
             self.escalator.mark_issued(due.event_id, due.level)
-            self.recorder.on_escalation(message, f"dashboard {self.instance}")
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1
             _log.warning(
@@ -482,8 +472,40 @@ class DashboardService:
                 mask_id(due.patient_id),
                 due.level,
             )
+            message = EscalationMessage(due.event_id, due.patient_id, due.level, now_s)
+            self.recorder.on_escalation(message, f"dashboard {self.instance}")
             self.broadcaster.publish(self.model.apply_escalation(message))
-            await self._notify(due)
+            self.notifier.submit(self._notice(due, now_s))
+
+    def _notice(self, due: Escalation, now_s: float) -> EscalationNotice:
+        alert = self.model.alert(due.event_id) or {}
+        return EscalationNotice(
+            event_id=due.event_id,
+            patient_id=due.patient_id,
+            gateway_id=str(alert.get("gateway_id") or ""),
+            level=due.level,
+            fall_time_s=float(alert.get("time_s", due.due_s)),
+            due_s=due.due_s,
+            issued_s=now_s,
+            patient=self.config.patients.get(due.patient_id),
+        )
+
+    async def _publish_escalation(self, notice: EscalationNotice) -> None:
+        """The notifier's MQTT channel: the per-patient message and the bridge copy."""
+        if self._mqtt is None:
+            raise BrokerError("the dashboard is stopping")
+        message = EscalationMessage(
+            notice.event_id, notice.patient_id, notice.level, notice.issued_s
+        )
+        await self._mqtt.publish(
+            self.topics.patient(notice.patient_id, "escalations"), message.to_json(), qos=1
+        )
+        await self._mqtt.publish(
+            f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
+        )
+
+    def _on_notify_status(self, status: DeliveryStatus) -> None:
+        self.broadcaster.publish(self.model.apply_notification(status.event_id, status.to_dict()))
 
     async def _publish_summaries(self) -> None:
         assert self._mqtt is not None  # set in __aenter__

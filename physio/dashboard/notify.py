@@ -1,0 +1,413 @@
+"""Escalation notices that leave the screen: JSON webhooks, Apprise, and the MQTT bridge topic.
+
+The service decides that a level of a fall is due (and, with the alert
+record, that this dashboard claimed it); :class:`Notifier` then sends one
+:class:`EscalationNotice` through every configured channel whose ``levels``
+include that level. Each (notice, channel) pair is its own task in the
+notifier's task group, so a slow or dead recipient never delays another one,
+the escalation itself, or the receive loop.
+
+A failed send is logged, reported through ``on_status`` (the page shows it on
+the fall) and retried with ``common.backoff`` (capped, jittered exponential)
+until it succeeds or ``give_up_after_s`` passed since the first try; then it
+is reported as ``failed`` and logged as an error. The fall stays open on every
+screen whatever happens to its notices: a notice is a copy, never the alert.
+
+Channels:
+
+* ``webhook``: ``POST`` of :meth:`EscalationNotice.to_json` (UTF-8 JSON) with
+  aiohttp's client; any 2xx answer is success.
+* ``apprise``: one message through Apprise URLs (e-mail, SMS gateways, chat,
+  ntfy ...); needs the ``notify`` extra (``pip install 'posture-monitor[notify]'``).
+* ``mqtt``: the dashboard's own per-patient ``.../escalations`` message and a
+  copy on ``{root}/escalations`` for a nurse-call bridge; both without the
+  patient's name or bed (see docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import aiohttp
+
+from common.backoff import Backoff
+from common.errors import PostureMonitorError
+from common.ids import mask_id
+from physio.dashboard.patients import PatientInfo
+from physio.dashboard.wire import format_time
+
+__all__ = [
+    "AppriseChannel",
+    "Channel",
+    "DeliveryStatus",
+    "EscalationNotice",
+    "MqttChannel",
+    "Notifier",
+    "NotifyError",
+    "RetryPolicy",
+    "WebhookChannel",
+]
+
+_log = logging.getLogger(__name__)
+
+
+class NotifyError(PostureMonitorError, ConnectionError):
+    """A recipient did not take the notice (the notifier retries)."""
+
+
+@dataclass(frozen=True)
+class EscalationNotice:
+    """One escalation level of one fall, as sent to recipients.
+
+    Attributes:
+        event_id: the fall's event id.
+        patient_id, gateway_id: as on MQTT ("" when unknown).
+        level: 1 or 2.
+        fall_time_s: the fall's own time, POSIX s.
+        due_s: when this level became due, POSIX s (the receipt delay is
+            measured from here).
+        issued_s: when the dashboard decided to send it, POSIX s.
+        patient: display data from the patients file, if configured.
+    """
+
+    event_id: str
+    patient_id: str
+    gateway_id: str
+    level: int
+    fall_time_s: float
+    due_s: float
+    issued_s: float
+    patient: PatientInfo | None = None
+
+    def to_dict(self, *, with_patient: bool = True) -> dict[str, Any]:
+        """The payload; ``with_patient=False`` for MQTT (names never go on the broker)."""
+        data: dict[str, Any] = {
+            "kind": "fall_escalation",
+            "event_id": self.event_id,
+            "patient_id": self.patient_id,
+            "gateway_id": self.gateway_id,
+            "level": self.level,
+            "fall_time": format_time(self.fall_time_s),
+            "due": format_time(self.due_s),
+            "time": format_time(self.issued_s),
+        }
+        if with_patient:
+            data["patient"] = (self.patient or PatientInfo()).to_dict()
+        return data
+
+    def to_json(self, *, with_patient: bool = True) -> bytes:
+        """:meth:`to_dict` as UTF-8 JSON."""
+        return json.dumps(self.to_dict(with_patient=with_patient), ensure_ascii=False).encode()
+
+    def text(self) -> tuple[str, str]:
+        """(title, body) for human channels (e-mail, chat)."""
+        who = (self.patient.name if self.patient and self.patient.name else "") or self.patient_id
+        where = self.patient.location if self.patient else ""
+        title = f"FALL not acknowledged (level {self.level}): {who}"
+        body = (
+            f"Fall of {who}{f' ({where})' if where else ''} at {format_time(self.fall_time_s)} "
+            f"has not been acknowledged. Escalation level {self.level}. "
+            f"Patient id {self.patient_id}, gateway {self.gateway_id or '?'}."
+        )
+        return title, body
+
+
+class Channel(Protocol):
+    """Somewhere a notice goes; ``send`` raises on failure (any exception is retried)."""
+
+    name: str
+    levels: frozenset[int]
+
+    async def send(self, notice: EscalationNotice) -> None:
+        """Deliver one notice or raise."""
+        ...
+
+
+@dataclass
+class WebhookChannel:
+    """``POST`` the notice as JSON to ``url``; 2xx is success.
+
+    Args:
+        name: shown on the page and in logs (never the URL: it may hold a token).
+        url: http(s) URL of the receiver.
+        levels: escalation levels this recipient gets.
+        timeout_s: total time for one attempt, s.
+        headers: extra request headers (e.g. ``Authorization``).
+    """
+
+    name: str
+    url: str
+    levels: frozenset[int] = frozenset({1, 2})
+    timeout_s: float = 5.0
+    headers: dict[str, str] = field(default_factory=dict)
+    session: aiohttp.ClientSession | None = None
+
+    async def send(self, notice: EscalationNotice) -> None:
+        """POST once. Raises NotifyError, aiohttp.ClientError or TimeoutError."""
+        if self.session is None:
+            raise NotifyError("the notifier is not running")
+        async with self.session.post(
+            self.url,
+            data=notice.to_json(),
+            headers={"Content-Type": "application/json; charset=utf-8", **self.headers},
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+        ) as response:
+            if not 200 <= response.status < 300:
+                raise NotifyError(f"HTTP {response.status} {response.reason or ''}".strip())
+
+
+@dataclass
+class AppriseChannel:
+    """One message to each Apprise URL (``mailto://``, ``ntfy://``, ``json://`` ...).
+
+    Raises:
+        NotifyError: from ``send`` when Apprise reports any URL failed.
+    """
+
+    name: str
+    urls: tuple[str, ...]
+    levels: frozenset[int] = frozenset({1, 2})
+
+    def __post_init__(self) -> None:
+        # The optional extra (site.py checked it is installed). Apprise 2.x
+        # imports the stdlib's deprecated imghdr; that is its business, not an
+        # error of ours (pytest turns warnings into errors).
+        # It loads its plugins on the first add(), hence both under the filter.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import apprise
+
+            self._apprise = apprise.Apprise()
+            for url in self.urls:
+                if not self._apprise.add(url):
+                    raise ValueError(f"Apprise does not understand the URL of {self.name!r}")
+
+    async def send(self, notice: EscalationNotice) -> None:
+        """Notify every URL (Apprise's blocking call runs in a worker thread)."""
+        title, body = notice.text()
+        ok = await asyncio.to_thread(self._apprise.notify, body=body, title=title)
+        if not ok:
+            raise NotifyError("Apprise could not deliver to every URL (see its log)")
+
+
+@dataclass
+class MqttChannel:
+    """The per-patient escalation message and the bridge copy, on the broker.
+
+    Args:
+        publish: ``publish(notice)``; raises BrokerError when not delivered.
+    """
+
+    publish: Callable[[EscalationNotice], Awaitable[None]]
+    name: str = "mqtt"
+    levels: frozenset[int] = frozenset({1, 2})
+
+    async def send(self, notice: EscalationNotice) -> None:
+        """Publish (QoS 1, waits for the broker)."""
+        await self.publish(notice)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failed notices are retried.
+
+    Raises:
+        ValueError: bounds that are not 0 < min <= max, or give-up not > 0.
+    """
+
+    min_s: float = 1.0
+    max_s: float = 60.0
+    give_up_after_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_s <= self.max_s or not self.give_up_after_s > 0:
+            raise ValueError(
+                "notify retry: expected 0 < retry_min_s <= retry_max_s and give_up_after_s > 0"
+            )
+
+
+@dataclass
+class DeliveryStatus:
+    """Where one notice stands with one channel (shown on the page).
+
+    ``state`` is ``sending``, ``retrying``, ``delivered`` or ``failed``; times
+    are POSIX s.
+    """
+
+    event_id: str
+    level: int
+    channel: str
+    state: str = "sending"
+    attempts: int = 0
+    error: str = ""
+    due_s: float = 0.0
+    delivered_s: float | None = None
+    next_try_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for the page."""
+        return {
+            "level": self.level,
+            "channel": self.channel,
+            "state": self.state,
+            "attempts": self.attempts,
+            "error": self.error,
+            "delivered_s": self.delivered_s,
+            "next_try_s": self.next_try_s,
+        }
+
+
+class Notifier:
+    """Sends notices through channels, each in its own retrying task.
+
+    Args:
+        channels: where notices go.
+        retry: backoff bounds and when to give up.
+        on_status: called on the event loop after every change of a
+            delivery's status (must not block).
+        clock: wall clock, POSIX s.
+    """
+
+    def __init__(
+        self,
+        channels: list[Channel],
+        *,
+        retry: RetryPolicy | None = None,
+        on_status: Callable[[DeliveryStatus], None] = lambda status: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.channels = channels
+        self.retry = retry or RetryPolicy()
+        self._on_status = on_status
+        self._clock = clock
+        self.statuses: dict[tuple[str, int, str], DeliveryStatus] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Self:
+        if any(isinstance(c, WebhookChannel) for c in self.channels):
+            self._session = aiohttp.ClientSession()
+            for channel in self.channels:
+                if isinstance(channel, WebhookChannel):
+                    channel.session = self._session
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        unsent = [t for t in self._pending if not t.done()]
+        if unsent:
+            _log.error("stopping with %d escalation notice(s) not yet delivered", len(unsent))
+        for task in unsent:
+            task.cancel()
+        if self._tasks is not None:
+            tasks, self._tasks = self._tasks, None
+            with contextlib.suppress(Exception):
+                await tasks.__aexit__(None, None, None)
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def submit(self, notice: EscalationNotice) -> int:
+        """Start sending ``notice`` to every channel of its level; never blocks.
+
+        Returns the number of channels it goes to.
+        """
+        if self._tasks is None:
+            raise RuntimeError("Notifier.submit outside 'async with'")
+        count = 0
+        for channel in self.channels:
+            if notice.level not in channel.levels:
+                continue
+            key = (notice.event_id, notice.level, channel.name)
+            if key in self.statuses:
+                continue  # submitted twice: one delivery is enough
+            status = DeliveryStatus(notice.event_id, notice.level, channel.name, due_s=notice.due_s)
+            self.statuses[key] = status
+            task = self._tasks.create_task(
+                self._deliver(channel, notice, status), name=f"notify-{channel.name}"
+            )
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            count += 1
+        return count
+
+    async def _deliver(
+        self, channel: Channel, notice: EscalationNotice, status: DeliveryStatus
+    ) -> None:
+        backoff = Backoff(self.retry.min_s, self.retry.max_s)
+        first_s = self._clock()
+        while True:
+            status.attempts += 1
+            try:
+                await channel.send(notice)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure is retried; the alert itself is never at risk
+                status.error = _describe(exc)
+                if self._clock() - first_s >= self.retry.give_up_after_s:
+                    status.state, status.next_try_s = "failed", None
+                    self._report(status)
+                    _log.error(
+                        "escalation level %d of a fall of %s NOT delivered via %s after %d "
+                        "attempts: %s",
+                        notice.level,
+                        mask_id(notice.patient_id),
+                        channel.name,
+                        status.attempts,
+                        status.error,
+                    )
+                    return
+                delay_s = backoff.next_delay()
+                status.state, status.next_try_s = "retrying", self._clock() + delay_s
+                self._report(status)
+                _log.warning(
+                    "escalation level %d of a fall of %s via %s failed (attempt %d, next in "
+                    "%.2f s): %s",
+                    notice.level,
+                    mask_id(notice.patient_id),
+                    channel.name,
+                    status.attempts,
+                    delay_s,
+                    status.error,
+                )
+                await asyncio.sleep(delay_s)
+                continue
+            status.state, status.error, status.next_try_s = "delivered", "", None
+            status.delivered_s = self._clock()
+            self._report(status)
+            _log.info(
+                "escalation level %d of a fall of %s delivered via %s",
+                notice.level,
+                mask_id(notice.patient_id),
+                channel.name,
+            )
+            return
+
+    def _report(self, status: DeliveryStatus) -> None:
+        try:
+            self._on_status(status)
+        except Exception:  # a display bug must not stop a delivery
+            _log.exception("notify status callback failed")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        text = "timed out"
+    return text[:200]

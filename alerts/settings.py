@@ -10,6 +10,8 @@ attacking.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -18,7 +20,9 @@ from typing import Any, Literal
 
 from common.errors import ConfigError
 
-__all__ = ["Message", "MqttSettings", "ProtocolName", "Will"]
+__all__ = ["Message", "MqttSettings", "ProtocolName", "Will", "is_loopback_host"]
+
+logger = logging.getLogger(__name__)
 
 ProtocolName = Literal["5", "3.1.1"]
 _PROTOCOLS: tuple[str, ...] = ("5", "3.1.1")
@@ -29,6 +33,17 @@ _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # A comma starts a new URL only when a scheme follows, so a comma inside a
 # password (legal in userinfo) does not split it.
 _URL_LIST_SPLIT = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1):
+    traffic that never leaves this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _redact_url(url: str) -> str:
@@ -166,6 +181,36 @@ class MqttSettings:
         """``host:port`` (what error messages name)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def password_in_clear(self) -> bool:
+        """True when a password would cross plain TCP to another machine
+        (no TLS, and some node is not a loopback address)."""
+        hosts = [self.host, *(host for host, _port in self.failover)]
+        return (
+            self.password is not None
+            and not self.tls
+            and not all(is_loopback_host(h) for h in hosts)
+        )
+
+    def check_transport(self, *, insecure: bool) -> None:
+        """Refuse (or, with ``insecure``, warn about) a password in clear text.
+
+        Raises:
+            ConfigError: ``password_in_clear`` and not ``insecure``.
+        """
+        if not self.password_in_clear:
+            return
+        where = ", ".join(self.addresses)
+        if not insecure:
+            raise ConfigError(
+                f"refusing to send the MQTT password in clear text over plain TCP to {where}: "
+                "use mqtts:// (TLS), or pass --insecure to accept that anyone on the network "
+                "path can read it"
+            )
+        logger.warning(
+            "the MQTT password goes in clear text over plain TCP to %s (--insecure)", where
+        )
 
     @property
     def addresses(self) -> tuple[str, ...]:

@@ -71,10 +71,18 @@ class Gateway:
                 self.config.gateway_id,
                 len(self.supervisors),
             )
-            async with asyncio.TaskGroup() as tasks:
-                for supervisor in self.supervisors:
-                    tasks.create_task(supervisor.run(), name=f"wearable {supervisor.label}")
-                tasks.create_task(self._report_metrics(), name="gateway metrics")
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for supervisor in self.supervisors:
+                        tasks.create_task(supervisor.run(), name=f"wearable {supervisor.label}")
+                    tasks.create_task(self._report_metrics(), name="gateway metrics")
+            finally:
+                # Each supervisor disconnected its wearable as it unwound.
+                _log.info(
+                    "gateway %s stopped: %d wearable link(s) closed",
+                    self.config.gateway_id,
+                    len(self.supervisors),
+                )
 
     def device_metrics(self) -> dict[str, dict[str, int]]:
         """Packet counters and reconnects per patient."""

@@ -10,6 +10,13 @@ of a patient's activity, slouching, device or gateway status.
 and renders strings; events are de-duplicated by ``event_id`` (QoS 1 is
 at-least-once). The watcher keeps an MQTT session for a few minutes so a
 network blip does not lose the alerts sent meanwhile.
+
+It also reads each patient's retained open falls (``{root}/patients/{id}/alerts``,
+``{"patient_id", "gateway_id", "time", "open": [<event JSON>...]}``, kept by
+the gateway until a person answers them), so falls that were open before it
+started are shown, marked RESTORED; and the dashboards' escalations
+(``.../escalations``). On a terminal it rings the bell (BEL) for every new
+fall, restored or live, and for every escalation of one.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ from alerts import (
     format_utc_ms,
     utc_from_timestamp,
 )
+from alerts.wire import decode_object
 from common.errors import PostureMonitorError
+from common.ids import ID_PATTERN
 
 __all__ = [
     "WatchModel",
@@ -73,6 +82,13 @@ class _FeedItem:
     event: AlertEvent
     ack: str = ""  # "acknowledged by X" / "resolved by X"
     cancelled: bool = False
+    restored: bool = False  # from the retained open falls, not seen live
+    escalation_level: int = 0
+
+
+# Topics beside the four of alerts.Topics that the watcher reads: the
+# gateway's retained open falls and the dashboards' escalations.
+_OPEN_FALLS, _ESCALATIONS = "alerts", "escalations"
 
 
 _DETAIL_FORMATS = {
@@ -120,6 +136,7 @@ class WatchModel:
         self.ignored = 0
         self.malformed = 0
         self.duplicates = 0
+        self.bells = 0  # bells owed: one per new fall and per escalation
         self._lines: list[str] = []
 
     # ---------------------------------------------------------------- input
@@ -127,10 +144,17 @@ class WatchModel:
     def handle(self, message: Message) -> bool:
         """Take one message; return True if the view changed."""
         info = self.topics.parse(message.topic)
-        if info is None:
+        extra = None if info is not None else self._extra_topic(message.topic)
+        if info is None and extra is None:
             self.ignored += 1
             return False
         try:
+            if extra is not None:
+                kind, patient_id = extra
+                if kind == _OPEN_FALLS:
+                    return self._on_open_falls(patient_id, message.payload)
+                return self._on_escalation(patient_id, message.payload)
+            assert info is not None
             if info.kind is TopicKind.STATE:
                 return self._on_state(info.id, message.payload)
             if info.kind is TopicKind.STATUS:
@@ -143,7 +167,7 @@ class WatchModel:
             if self.malformed & (self.malformed - 1) == 0:  # 1, 2, 4, 8...: not every one
                 logger.warning(
                     "ignored a malformed message on %s (%d so far): %s",
-                    info.kind,
+                    info.kind if info is not None else extra[0] if extra else "?",
                     self.malformed,
                     exc,
                 )
@@ -191,7 +215,15 @@ class WatchModel:
             self.duplicates += 1
             return False
         item = _FeedItem(event)
+        self._add(item)
+        return True
+
+    def _add(self, item: _FeedItem) -> None:
+        event = item.event
+        patient_id = event.patient_id
         self._remember(event.event_id, item)
+        if event.type is EventType.FALL_DETECTED:
+            self.bells += 1
         if event.type is EventType.FALL_CANCELLED:
             for earlier in reversed(self.feed):
                 if (
@@ -203,9 +235,68 @@ class WatchModel:
                     break
         self.feed.append(item)
         self.feed.sort(key=lambda i: i.event.time)
-        del self.feed[: -self.max_events]
-        self._lines.append("EVENT " + self._event_line(item, color=False, iso_time=True))
+        self._trim_feed()
+        label = "RESTORED" if item.restored else "EVENT"
+        self._lines.append(f"{label} " + self._event_line(item, color=False, iso_time=True))
+
+    def _trim_feed(self) -> None:
+        # Open falls are never trimmed away: only what nobody must act on goes.
+        excess = len(self.feed) - self.max_events
+        for item in list(self.feed):
+            if excess <= 0:
+                break
+            if item.event.type is EventType.FALL_DETECTED and not (item.ack or item.cancelled):
+                continue
+            self.feed.remove(item)
+            excess -= 1
+
+    def _extra_topic(self, topic: str) -> tuple[str, str] | None:
+        prefix = f"{self.topics.root}/patients/"
+        if not topic.startswith(prefix):
+            return None
+        parts = topic[len(prefix) :].split("/")
+        if len(parts) != 2 or parts[1] not in (_OPEN_FALLS, _ESCALATIONS):
+            return None
+        if ID_PATTERN.fullmatch(parts[0]) is None:
+            return None
+        return parts[1], parts[0]
+
+    def _on_open_falls(self, patient_id: str, payload: bytes) -> bool:
+        if not payload:
+            return False  # a cleared retained list
+        obj = decode_object(payload, "open falls")
+        items = obj.get("open")
+        if not isinstance(items, list) or obj.get("patient_id") != patient_id:
+            raise ValueError("open falls: expected {patient_id, open: [...]} of this patient")
+        changed = False
+        for raw in items:
+            event = AlertEvent.from_json(json.dumps(raw).encode())
+            if event.patient_id != patient_id or event.type is not EventType.FALL_DETECTED:
+                raise ValueError("open falls: an item is not a fall of this patient")
+            if event.event_id in self._seen:
+                continue
+            self._add(_FeedItem(event, restored=True))
+            changed = True
+        return changed
+
+    def _on_escalation(self, patient_id: str, payload: bytes) -> bool:
+        obj = decode_object(payload, "escalation")
+        level = obj.get("level")
+        if not isinstance(level, int) or isinstance(level, bool) or level not in (1, 2):
+            raise ValueError(f"escalation: expected level 1 or 2, got {level!r}")
+        item = self._seen.get(str(obj.get("event_id")))
+        if item is None or item.event.patient_id != patient_id or level <= item.escalation_level:
+            return False
+        item.escalation_level = level
+        if not (item.ack or item.cancelled):
+            self.bells += 1
+        self._lines.append(f"ESCALATED {item.event.event_id} level {level}")
         return True
+
+    def take_bells(self) -> int:
+        """Bells owed since the last call (one per new fall and per escalation)."""
+        bells, self.bells = self.bells, 0
+        return bells
 
     def _on_ack(self, payload: bytes) -> bool:
         try:
@@ -254,6 +345,10 @@ class WatchModel:
             for key, value in sorted(event.details.items())
             if key in _DETAIL_FORMATS
         ]
+        if item.restored:
+            parts.append("(RESTORED: open before this view started)")
+        if item.escalation_level:
+            parts.append(f"(ESCALATED level {item.escalation_level})")
         if item.cancelled:
             parts.append("(CANCELLED)")
         if item.ack:
@@ -373,13 +468,20 @@ def settings_from_args(args: argparse.Namespace) -> MqttSettings:
     if args.ca_file:
         overrides["ca_file"] = args.ca_file
     urls = args.broker or os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883")
-    return MqttSettings.from_urls(urls, **overrides)
+    settings = MqttSettings.from_urls(urls, **overrides)
+    settings.check_transport(insecure=True)  # a viewer: warn, do not refuse
+    return settings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor watch``."""
     add_broker_arguments(parser)
     parser.add_argument("--max-events", type=int, default=20, help="alert feed length")
+    parser.add_argument(
+        "--no-bell",
+        action="store_true",
+        help="do not ring the terminal bell for a new or escalated fall",
+    )
     parser.add_argument("--refresh-hz", type=float, default=2.0, help="redraw rate (TTY)")
     parser.add_argument(
         "--duration",
@@ -399,6 +501,7 @@ async def watch_live(
     refresh_hz: float = 2.0,
     duration_s: float | None = None,
     max_events: int = 20,
+    bell: bool = True,
 ) -> WatchModel:
     """Run the view until ``duration_s`` passes (or forever); return the model.
 
@@ -420,12 +523,22 @@ async def watch_live(
             topics.all_states,
             topics.all_events,
             topics.all_acks,
+            f"{topics.root}/patients/+/{_OPEN_FALLS}",
+            f"{topics.root}/patients/+/{_ESCALATIONS}",
         ):
             await client.subscribe(topic_filter, qos=1)
+        if not tty:
+            # Plain lines come only when something changes: say at once that
+            # the view is live (and a script can wait for this line).
+            out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
+            out.flush()
 
         async def consume() -> None:
             async for message in client.messages():
                 model.handle(message)
+                if model.take_bells() and tty and bell:
+                    out.write("\a")  # the terminal's bell: a fall, or one escalated
+                    out.flush()
                 lines = model.take_lines()  # taken in TTY mode too, or they pile up
                 if lines and not tty:
                     out.write("".join(line + "\n" for line in lines))
@@ -466,6 +579,7 @@ def run(args: argparse.Namespace) -> int:
                 refresh_hz=args.refresh_hz,
                 duration_s=args.duration,
                 max_events=args.max_events,
+                bell=not getattr(args, "no_bell", False),
             )
         )
     except PostureMonitorError as exc:

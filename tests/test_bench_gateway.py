@@ -11,9 +11,9 @@ import argparse
 import json
 
 import pytest
+from brokers import MOSQUITTO
 
 from lab import bench
-from tests.brokers import MOSQUITTO
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs the mosquitto binary")
 

@@ -5,8 +5,9 @@ ports, own JetStream stores, ready once a retained round trip crosses it).
 What the product relies on is checked where a nurse's subscriber would see
 it: QoS 1 events, retained states and status, a persistent session that
 survives moving to another node, the MQTT 5 -> 3.1.1 fallback with a clear
-warning of what is lost, and a gateway that moves to another node when its
-own is killed in the middle of a fall, losing nothing.
+warning of what is lost, the Last Will of a killed gateway process, and a
+gateway that moves to another node when its own is killed in the middle of a
+fall, losing nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,11 +26,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from brokers import Collector, Received
 from nats_cluster import NATS_SERVER, NatsCluster
+from test_sigterm import GATEWAY_TOML, program
 from ward import gateway_running
 
 from alerts import AlertEvent, AlertPublisher, EventType, PatientState
 from posture_monitor.demo import demo_config
-from simulator import SimulatedWorld, demo_scenario
+from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario
 
 pytestmark = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server not installed")
 
@@ -194,5 +197,36 @@ async def test_killing_the_gateways_node_mid_fall_loses_nothing(
         assert falls[0].device_time_s is not None
         assert 0.0 <= falls[0].device_time_s - impact_device_s <= 5.0
         print(f"events {len(sent)}, received {len(received)}, duplicates {duplicates}")
+    finally:
+        await station.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_killed_gateway_process_gets_its_last_will_on_nats(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    config = tmp_path / "gateway.toml"
+    urls = ", ".join(f'"{url}"' for url in cluster.urls)
+    config.write_text(
+        GATEWAY_TOML.format(gw=GW, outbox=tmp_path / "outbox.sqlite", url=cluster.urls[0]).replace(
+            f'url = "{cluster.urls[0]}"', f'urls = [{urls}]\nprotocol = "3.1.1"'
+        )
+    )
+    station = await nurse(cluster, 2).start()
+    status_topic = f"posture/v1/gateways/{GW}/status"
+
+    def statuses() -> list[dict[str, object]]:
+        return [json.loads(m.payload) for m in station.on_topic(status_topic) if m.payload]
+
+    try:
+        async with program(
+            "run", "--config", str(config), "--simulate", str(builtin_scenario_path("demo"))
+        ) as gateway:
+            await station.wait_for(lambda _ms: any(s["status"] == "online" for s in statuses()), 60)
+            gateway.send_signal(signal.SIGKILL)
+            await gateway.wait()
+        # The broker (a node that stayed up) published the Will: no metrics.
+        await station.wait_for(lambda _ms: statuses()[-1]["status"] == "offline", 30)
+        assert statuses()[-1]["metrics"] == {}
     finally:
         await station.stop()

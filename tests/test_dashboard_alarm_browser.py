@@ -110,6 +110,8 @@ async def test_alarm_repeats_until_acknowledged_and_escalation_reaches_the_webho
             await page.wait_for_function("() => document.title.includes('FALL')", timeout=3000)
             assert await page.evaluate("window.postureAlarm.sounded") >= 1  # audio really ran
             assert await page.evaluate("window.postureAlarm.lastLevel") == 0
+            # Notifications were allowed: one system notification for the new fall.
+            assert await page.evaluate("window.postureAlarm.notifications") == 1
 
             ARTIFACTS.mkdir(exist_ok=True)
             # Escalation level 1 reaches the pager within a second of its due time.
@@ -126,6 +128,7 @@ async def test_alarm_repeats_until_acknowledged_and_escalation_reaches_the_webho
             assert notice["patient"]["name"] == "Jürgen Groß"
             # ... and the page sounds the escalated alarm, and shows the notice went out.
             await page.wait_for_function("() => window.postureAlarm.lastLevel === 1", timeout=3000)
+            assert await page.evaluate("window.postureAlarm.notifications") == 2  # escalated
             await banner.locator(".esc", has_text="level 1").wait_for(timeout=3000)
             await banner.locator(
                 '[data-field="notices"]', has_text="ward pager (level 1) ✓"

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
+    JumpClock,
     broker_url_fixture,
     event_json,
     free_port,
@@ -133,6 +134,48 @@ async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
             assert shown["dead pager"]["attempts"] >= 2
             # Names and beds never reach the broker.
             assert all(b"Gro" not in m.payload for m in peer.received)
+            # Answered on the dashboard: the dead pager is no longer retried.
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    service.url + f"api/alerts/{fall_id}/ack",
+                    headers=CSRF,
+                    json={"action": "acknowledged", "by": "Anna"},
+                ) as response,
+            ):
+                assert response.status == 200
+            await until(lambda: state_of(service, (fall_id, 1, "dead pager")) == "stopped")
+            attempts = statuses[(fall_id, 1, "dead pager")].attempts
+            assert service.notifier.pending == 0  # nothing left to retry
+            alert = service.model.alert(fall_id)
+            assert alert is not None
+            shown = {n["channel"]: n for n in alert["notifications"]}
+            assert shown["dead pager"]["state"] == "stopped"
+            assert statuses[(fall_id, 1, "dead pager")].attempts == attempts
+
+
+async def test_escalation_goes_out_while_the_broker_is_down(broker: Any) -> None:
+    pager = Receiver()
+    clock = JumpClock()
+    async with receiving(pager) as pager_url:
+        notify = NotifySettings(webhooks=(WebhookTarget("pager", pager_url),), retry=FAST_RETRY)
+        async with running(
+            broker.url, clock, escalation=EscalationPolicy(120.0, 240.0), notify=notify
+        ) as (service, peer):
+            fall_id, payload = event_json("p-005", "fall_detected", time.time())
+            await peer.publish("patients/p-005/events", payload)
+            await until(lambda: service.model.alert(fall_id) is not None)
+            await broker.stop()
+            await until(lambda: not service.model.broker_connected)
+            clock.advance(121.0)  # level 1 falls due with the broker gone
+            await pager.wait(lambda: len(pager.received) == 1)
+            assert pager.received[0][1]["event_id"] == fall_id
+            assert state_of(service, (fall_id, 1, "mqtt")) in ("sending", "retrying")
+            alert = service.model.alert(fall_id)
+            assert alert is not None and alert["escalation_level"] == 1
+            await broker.start()
+            # The MQTT copies go out once the broker is back.
+            await until(lambda: state_of(service, (fall_id, 1, "mqtt")) == "delivered", 15.0)
 
 
 async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) -> None:

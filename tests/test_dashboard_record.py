@@ -79,7 +79,7 @@ async def test_a_restarted_dashboard_shows_every_open_alert_from_the_record(
         assert [a["by"] for a in alerts[slouch_id]["acks"]] == ["anna"]
         # The restored fall still escalates, from this dashboard.
         clock.advance(40)
-        (escalation,) = await peer.wait_for("/escalations", 1, timeout_s=10)
+        (escalation,) = await peer.wait_for("p-001/escalations", 1, timeout_s=10)
         assert escalation["event_id"] == fall_id and escalation["level"] == 1
         await again.record.flush()
     trail = read_record(database, lambda s: ops.actions_of(s, "p-002", 0, time.time() + 100))

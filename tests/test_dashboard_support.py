@@ -32,6 +32,8 @@ from physio.dashboard.wire import format_time
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CSRF = {CSRF_HEADER: "posture-dashboard"}
+# Only a guard against a hang, never a measurement (see tests/brokers.py).
+HANG_S = 30.0
 
 
 def free_port() -> int:
@@ -51,7 +53,7 @@ def _own_mosquitto(workdir: Path) -> Iterator[str]:
         [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + HANG_S
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -138,7 +140,7 @@ class Peer:
         ]
 
     async def wait_for(
-        self, leaf_suffix: str, count: int = 1, timeout_s: float = 5.0
+        self, leaf_suffix: str, count: int = 1, timeout_s: float = HANG_S
     ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout_s):
             while len(self.on(leaf_suffix)) < count:

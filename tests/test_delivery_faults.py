@@ -85,11 +85,13 @@ async def test_broker_restart_loses_no_event(persistent_broker: Any, collector: 
             await world.sleep_until(24.0)
             await persistent_broker.stop()
             outage_started_s = world.scenario_time()
-            await asyncio.sleep(10.0)  # the fall (30 s) happens during the outage
+            async with asyncio.timeout(60.0):  # the fall (30 s) happens during the outage
+                while not any(e.type.value == "fall_detected" for e in sink.events):
+                    await asyncio.sleep(0.05)
             packets_during_outage = gateway.device_metrics()[FALLER]["packets"]
             await persistent_broker.start()
             published = await physio.wait_for(
-                lambda messages: len(messages) >= len(sink.events) >= 2, timeout_s=20.0
+                lambda messages: len(messages) >= len(sink.events) >= 2
             )
             metrics = gateway.device_metrics()[FALLER]
 

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
+from common.shutdown import run_until_terminated
 from physio.dashboard.auth import (
     TOKEN_ENV,
     Credentials,
@@ -223,6 +224,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-id", default=None, help="MQTT client id (default from host name and port)"
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow the MQTT password over plain mqtt:// to another machine (logged)",
+    )
 
 
 def _add_user(password_file: Path | None, name: str) -> int:
@@ -268,11 +274,13 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    broker = broker_settings(args)
+    broker.check_transport(insecure=getattr(args, "insecure", False))
     patients_file = getattr(args, "patients", None)
     patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
-        broker=broker_settings(args),
+        broker=broker,
         database=args.database or str(default_database()),
         listen_host=host,
         listen_port=port,
@@ -300,7 +308,8 @@ def run(args: argparse.Namespace) -> int:
         return _add_user(args.password_file, args.add_user)
     try:
         config = build_config(args)
-        asyncio.run(_serve(config))
+        # SIGTERM (systemd's stop) unwinds like Ctrl-C and exits 0.
+        asyncio.run(run_until_terminated(_serve(config)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -432,6 +441,7 @@ def run_report(args: argparse.Namespace) -> int:
             _from_record(args)
         if args.out is not None and args.broker is not None:
             settings = broker_settings(args, connect_timeout_s=args.timeout)
+            settings.check_transport(insecure=True)  # read-only: warn, do not refuse
             summary = asyncio.run(
                 fetch_summary(
                     settings,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -239,7 +240,8 @@ class RetryPolicy:
 class DeliveryStatus:
     """Where one notice stands with one channel (shown on the page).
 
-    ``state`` is ``sending``, ``retrying``, ``delivered`` or ``failed``; times
+    ``state`` is ``sending``, ``retrying``, ``delivered``, ``failed`` or
+    ``stopped`` (the fall was answered before the notice got through); times
     are POSIX s.
     """
 
@@ -293,6 +295,7 @@ class Notifier:
         self._tasks: asyncio.TaskGroup | None = None
         self._session: aiohttp.ClientSession | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._tasks_by_key: dict[tuple[str, int, str], asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> Self:
         if any(isinstance(c, WebhookChannel) for c in self.channels):
@@ -343,9 +346,38 @@ class Notifier:
                 self._deliver(channel, notice, status), name=f"notify-{channel.name}"
             )
             self._pending.add(task)
+            self._tasks_by_key[key] = task
             task.add_done_callback(self._pending.discard)
+            task.add_done_callback(functools.partial(self._forget, key))
             count += 1
         return count
+
+    @property
+    def pending(self) -> int:
+        """Deliveries still sending or waiting to retry."""
+        return sum(1 for task in self._pending if not (task.done() or task.cancelling()))
+
+    def _forget(self, key: tuple[str, int, str], _task: asyncio.Task[None]) -> None:
+        self._tasks_by_key.pop(key, None)
+
+    def stop(self, event_id: str, why: str) -> int:
+        """The fall was answered: stop retrying its undelivered notices.
+
+        Paging someone about a fall a nurse already answered only misleads.
+        Returns the number of deliveries stopped.
+        """
+        stopped = 0
+        for key, task in list(self._tasks_by_key.items()):
+            if key[0] != event_id or task.done():
+                continue
+            task.cancel()
+            status = self.statuses[key]
+            status.state, status.error, status.next_try_s = "stopped", why, None
+            self._report(status)
+            stopped += 1
+        if stopped:
+            _log.info("stopped %d undelivered escalation notice(s): %s", stopped, why)
+        return stopped
 
     async def _deliver(
         self, channel: Channel, notice: EscalationNotice, status: DeliveryStatus

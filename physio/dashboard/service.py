@@ -82,6 +82,7 @@ _SESSION_EXPIRY_S = 3600
 # An instance that claimed an escalation level and died before recording it
 # loses the claim after this long; another instance then sends the level.
 _CLAIM_LEASE_S = 10.0
+_BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
 
 
 class DashboardService:
@@ -109,6 +110,9 @@ class DashboardService:
         self.book = SummaryBook(ZoneInfo(config.timezone))
         self.dropped: dict[str, int] = {}
         self.escalations_published = 0
+        self.ticks = 0
+        """Rounds of the ticker done (escalations checked): lets a test or an
+        embedder wait for "the deadline has been looked at" without sleeping."""
         self._mqtt: MqttClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: web.AppRunner | None = None
@@ -409,6 +413,7 @@ class DashboardService:
 
     def _apply_ack(self, patient_id: str, ack: AckMessage, publish: bool = True) -> list[Update]:
         self.escalator.on_handled(ack.event_id, ack.action)
+        self.notifier.stop(ack.event_id, f"fall {ack.action} on a dashboard")
         self.book.on_ack(patient_id, ack)
         updates = self.model.apply_ack(ack)
         if publish:
@@ -432,13 +437,14 @@ class DashboardService:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
             # Escalations go out even with the broker down: webhooks and
             # Apprise do not need it, and the MQTT copy is retried.
-            await self._escalate_due()
+            await self._publish_escalations()
             if self._mqtt.connected and time.monotonic() >= next_summary_s:
                 next_summary_s = time.monotonic() + self.config.summary_interval_s
                 try:
                     await self._publish_summaries()
                 except BrokerError as exc:
                     _log.warning("summaries not published (retrying): %s", exc)
+            self.ticks += 1
             await asyncio.sleep(_TICK_S)
 
     async def _claim(self, due: Escalation) -> bool:
@@ -457,13 +463,14 @@ class DashboardService:
                 self.broadcaster.publish(self.model.apply_escalation(message))
         return claim is Claim.CLAIMED
 
-    async def _escalate_due(self) -> None:
+    async def _publish_escalations(self) -> None:
         for due in self.escalator.due(self._clock()):
             if not await self._claim(due):
                 continue  # another instance's, or not recorded yet: asked again next tick
             now_s = self._clock()
             # Marked issued at once: from here the notifier owns the delivery
-            # (and its retries), so a dead recipient cannot hold the next level.
+            # (MQTT included, and the retries), so a dead recipient or a
+            # broker outage cannot hold back the page, the record or level 2.
             self.escalator.mark_issued(due.event_id, due.level)
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1
@@ -494,6 +501,14 @@ class DashboardService:
         """The notifier's MQTT channel: the per-patient message and the bridge copy."""
         if self._mqtt is None:
             raise BrokerError("the dashboard is stopping")
+        if not self._mqtt.connected:
+            # Wait for the broker instead of sleeping a backoff: the copy goes
+            # out the moment the link is back.
+            try:
+                async with asyncio.timeout(_BROKER_WAIT_S):
+                    await self._mqtt.wait_connected()
+            except TimeoutError:
+                raise BrokerError("broker unreachable") from None
         message = EscalationMessage(
             notice.event_id, notice.patient_id, notice.level, notice.issued_s
         )

@@ -1,118 +1,41 @@
-"""Open falls kept on a retained topic until a person answers them.
+"""The gateway keeps each patient's open falls retained until a person answers them.
 
 Events are not retained: a consumer that (re)subscribes after a broker crash
 that lost its session never receives a fall published before it came back.
 So the gateway also keeps, per patient, the list of its falls that nobody has
-acknowledged or resolved yet, retained on::
+acknowledged or resolved yet, retained on ``{root}/patients/{patient_id}/alerts``
+(QoS 1; payload :class:`alerts.open_falls.OpenFalls`, ``"open": []`` once none
+is left). A fall leaves the list when an ack or a resolution for its
+``event_id`` arrives on ``{root}/patients/{id}/acks``; a ``fall_cancelled`` does
+not remove it (a fall never closes itself: a person must answer it).
 
-    {root}/patients/{patient_id}/alerts   QoS 1, retained
-    {"patient_id": "p-001", "gateway_id": "ward-3", "time": "2026-11-24T08:15:03.000Z",
-     "open": [<event JSON of each open fall, as on .../events>]}
-
-``"open": []`` once none is left. A fall leaves the list when an ack or a
-resolution for its ``event_id`` arrives on ``{root}/patients/{id}/acks``; a
-``fall_cancelled`` does not remove it (a fall never closes itself: a person
-must answer it). Any consumer that subscribes at any moment learns of every
-open fall from the retained message.
-
-:class:`OpenFalls` is the gateway's side (pure, no I/O of its own: the
-publisher persists it in the outbox database and publishes it);
-:func:`build_open_alerts` / :func:`parse_open_alerts` are the payload.
+:class:`OpenFallKeeper` is that set (pure, no I/O of its own: the publisher
+persists it in the outbox database and publishes it).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+import logging
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
+from alerts.acks import Ack
 from alerts.events import AlertEvent, EventType
-from alerts.topics import validate_id
-from alerts.wire import decode_object, format_utc_ms, parse_utc, req_str
+from alerts.open_falls import MAX_OPEN_FALLS, OpenFalls
+from alerts.topics import mask_id
+from alerts.wire import PayloadError
 
-__all__ = [
-    "OpenAlerts",
-    "OpenFalls",
-    "OpenFallsStore",
-    "build_open_alerts",
-    "parse_ack_target",
-    "parse_open_alerts",
-]
+__all__ = ["OpenFallKeeper", "OpenFallsStore", "answered_event"]
 
-# One patient rarely has more than one open fall; this bounds a hostile list.
-MAX_OPEN_PER_PATIENT = 1000
+_log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OpenAlerts:
-    """A parsed ``.../alerts`` payload; ``open`` holds each fall's event JSON object."""
-
-    patient_id: str
-    gateway_id: str
-    time: datetime
-    open: tuple[dict[str, Any], ...]
-
-
-def build_open_alerts(
-    patient_id: str, gateway_id: str, time: datetime, open_payloads: Iterable[bytes]
-) -> bytes:
-    """The retained payload; ``open_payloads`` are event JSON payloads as published.
-
-    Raises:
-        ValueError: an invalid id, a naive time, or a payload that is not a JSON object.
-    """
-    events = []
-    for payload in open_payloads:
-        event = json.loads(payload)
-        if not isinstance(event, dict):
-            raise ValueError("an open alert must be an event JSON object")
-        events.append(event)
-    body = {
-        "patient_id": validate_id(patient_id, "patient"),
-        "gateway_id": validate_id(gateway_id, "gateway"),
-        "time": format_utc_ms(time),
-        "open": events,
-    }
-    return json.dumps(body, separators=(",", ":")).encode()
-
-
-def parse_open_alerts(payload: bytes) -> OpenAlerts:
-    """Parse a ``.../alerts`` payload (each event is checked by the event parser of the
-    consumer; here only that it is an object with an ``event_id``).
-
-    Raises:
-        ValueError: naming the field that does not fit.
-    """
-    obj = decode_object(payload, "open alerts")
-    items = obj.get("open")
-    if not isinstance(items, list) or len(items) > MAX_OPEN_PER_PATIENT:
-        raise ValueError(f"field 'open': expected a list of at most {MAX_OPEN_PER_PATIENT} events")
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("event_id"), str):
-            raise ValueError("field 'open': every item must be an event object with an event_id")
-    return OpenAlerts(
-        patient_id=validate_id(req_str(obj, "patient_id"), "patient"),
-        gateway_id=validate_id(req_str(obj, "gateway_id"), "gateway"),
-        time=parse_utc(obj.get("time"), "time"),
-        open=tuple(items),
-    )
-
-
-def parse_ack_target(payload: bytes) -> str | None:
-    """The ``event_id`` an ack or resolution closes, or None when ``payload`` is not one.
-
-    Only what the gateway needs from ``{"event_id", "action", "by", "time"}``.
-    """
+def answered_event(payload: bytes) -> str | None:
+    """The ``event_id`` an acks payload answers, or None when it is not a valid ack."""
     try:
-        obj = decode_object(payload, "ack")
-    except ValueError:
+        return Ack.from_json(payload).event_id
+    except (PayloadError, ValueError):
         return None
-    if obj.get("action") not in ("acknowledged", "resolved"):
-        return None
-    event_id = obj.get("event_id")
-    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 64 else None
 
 
 class OpenFallsStore(Protocol):
@@ -127,7 +50,7 @@ class OpenFallsStore(Protocol):
     def drop_open_fall(self, event_id: str) -> None: ...
 
 
-class OpenFalls:
+class OpenFallKeeper:
     """Each patient's open falls (gateway side), persisted through ``store``.
 
     ``dirty`` holds the patients whose retained list must be (re)published.
@@ -169,8 +92,24 @@ class OpenFalls:
         return sorted(self._by_patient)
 
     def payloads(self, patient_id: str) -> list[bytes]:
-        """The open falls of ``patient_id``, oldest first."""
+        """The open falls of ``patient_id`` (event JSON), oldest first."""
         return list(self._by_patient.get(patient_id, {}).values())
+
+    def retained(self, patient_id: str, gateway_id: str, time: datetime) -> bytes:
+        """The retained ``.../alerts`` payload of ``patient_id`` now."""
+        payloads = self.payloads(patient_id)
+        if len(payloads) > MAX_OPEN_FALLS:
+            # The contract lists at most 100 (more is a broken gateway): the newest go
+            # out; the older ones stay open here and in the outbox until answered.
+            _log.error(
+                "%d open falls of %s: only the newest %d are listed",
+                len(payloads),
+                mask_id(patient_id),
+                MAX_OPEN_FALLS,
+            )
+            payloads = payloads[-MAX_OPEN_FALLS:]
+        events = tuple(AlertEvent.from_json(p) for p in payloads)
+        return OpenFalls(patient_id, gateway_id, time, events).to_json()
 
     def __len__(self) -> int:
         return len(self._patient_of)

@@ -32,7 +32,7 @@ from typing import Self
 from alerts.events import DEFAULT_SLOUCH_EXPIRY_S, AlertEvent
 from alerts.metrics import DeviceMetricValue, LatencyStats, PublisherMetrics, freeze_devices
 from alerts.mqtt import Message, MqttClient
-from alerts.open_alerts import OpenFalls, build_open_alerts, parse_ack_target
+from alerts.open_alerts import OpenFallKeeper, answered_event
 from alerts.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxEntry
 from alerts.settings import MqttSettings, Will
 from alerts.state import GatewayState, GatewayStatus, PatientState
@@ -137,7 +137,7 @@ class AlertPublisher:
         self._devices: dict[str, dict[str, DeviceMetricValue]] = {}
         self._latency = LatencyStats()
         self._states_published = 0
-        self._open: OpenFalls | None = None
+        self._open: OpenFallKeeper | None = None
         self._open_wakeup = asyncio.Event()
         self._patients_seen: set[str] = set()
         self._acks_subscribed: set[str] = set()
@@ -147,6 +147,8 @@ class AlertPublisher:
         self._reported_degraded: str | None = None
         self._status_now = asyncio.Event()
         self._told_protocol_limits = False
+        # Parts of the gateway that cannot do their job ("ble": cannot scan).
+        self._degraded_parts: dict[str, str] = {}
 
     # ----------------------------------------------------------- properties
 
@@ -197,6 +199,7 @@ class AlertPublisher:
     def _degraded(self) -> str | None:
         reasons = [self._outbox.degraded if self._outbox is not None else None]
         reasons.append(self._publish_alarm)
+        reasons.extend(self._degraded_parts[source] for source in sorted(self._degraded_parts))
         return "; ".join(r for r in reasons if r) or None
 
     def _note_health(self) -> None:
@@ -210,7 +213,7 @@ class AlertPublisher:
         if self._lifecycle is not _Lifecycle.NEW:
             raise RuntimeError("an AlertPublisher can be entered only once")
         self._outbox = Outbox(self._outbox_path, max_rows=self._outbox_max_rows, clock=self._clock)
-        self._open = OpenFalls(self._outbox)
+        self._open = OpenFallKeeper(self._outbox)
         self._patients_seen.update(self._open.patients())
         offline = self._status_payload(GatewayState.OFFLINE, with_metrics=False)
         client = MqttClient(
@@ -351,6 +354,25 @@ class AlertPublisher:
         self._dirty.add(state.patient_id)
         self._see_patient(state.patient_id)
 
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
+        """Report (``reason``, a short code) or clear (None) a degraded part of
+        the gateway, e.g. ``("ble", "adapter_off", "adapter hci0 is powered
+        off ...")``: ``metrics.degraded`` of the status then reads
+        ``"ble adapter_off: adapter hci0 is powered off ..."`` and the status is
+        republished at once.
+
+        Raises:
+            ValueError: ``source`` or ``reason`` is not a short identifier.
+        """
+        for name, value in (("source", source), ("reason", reason or "ok")):
+            if not (isinstance(value, str) and value.isidentifier() and len(value) <= 64):
+                raise ValueError(f"degraded {name}: expected a short code, got {value!r:.40}")
+        if reason is None:
+            self._degraded_parts.pop(source, None)
+        else:
+            self._degraded_parts[source] = f"{source} {reason}: {detail}"[:400]
+        self._note_health()
+
     def set_device_metrics(self, patient_id: str, metrics: Mapping[str, DeviceMetricValue]) -> None:
         """Set one wearable's counters (e.g. ``{"packets_dropped": 3,
         "malformed": 0}``) reported under ``metrics.devices`` in the status.
@@ -482,15 +504,12 @@ class AlertPublisher:
                 await client.wait_connected()
                 for patient_id in sorted(self._open.dirty):
                     self._open.dirty.discard(patient_id)
-                    payload = build_open_alerts(
-                        patient_id,
-                        self._gateway_id,
-                        utc_from_timestamp(self._clock()),
-                        self._open.payloads(patient_id),
+                    payload = self._open.retained(
+                        patient_id, self._gateway_id, utc_from_timestamp(self._clock())
                     )
                     try:
                         await client.publish(
-                            self._topics.patient_alerts(patient_id), payload, qos=1, retain=True
+                            self._topics.alerts(patient_id), payload, qos=1, retain=True
                         )
                     except BrokerError:
                         self._open.dirty.add(patient_id)
@@ -510,7 +529,7 @@ class AlertPublisher:
         info = self._topics.parse(message.topic)
         if info is None or info.kind != "acks" or self._open is None:
             return
-        event_id = parse_ack_target(message.payload)
+        event_id = answered_event(message.payload)
         if event_id is None:
             logger.warning("ignored a malformed ack for %s", mask_id(info.id))
             return

@@ -45,6 +45,7 @@ __all__ = [
 _MAX_ENGINE_BATCH_S = 1.0
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
+_ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _PROTOCOLS = ("5", "3.1.1")
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 
@@ -118,6 +119,12 @@ class BleSettings:
     # whatever its length, so 0.5 s cuts the engine's CPU about 3x, and
     # delays alerts by up to as much.
     engine_batch_s: float = 0.0
+    # A connected wearable that sent no IMU packet for this long is
+    # reconnected: the link can stay up while notifications stopped (a
+    # firmware hang, a restarted bluetoothd). Packets come every 0.2 s.
+    notify_timeout_s: float = 5.0
+    # The BlueZ adapter to use (``hci1``); None: the first powered one.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +328,7 @@ def _broker(reader: _Reader) -> BrokerConfig:
 
 def _ble(reader: _Reader) -> BleSettings:
     base = BleSettings()
-    special = ("battery_low_pct", "queue_packets", "engine_batch_s")
+    special = ("battery_low_pct", "queue_packets", "engine_batch_s", "adapter")
     names = [n for n in BleSettings.__slots__ if n not in special]
     values: dict[str, Any] = {n: reader.positive(n, getattr(base, n)) for n in names}
     battery = reader.get("battery_low_pct", int, base.battery_low_pct)
@@ -338,7 +345,16 @@ def _ble(reader: _Reader) -> BleSettings:
         raise ConfigError(
             f"{reader.key('engine_batch_s')} must be 0..{_MAX_ENGINE_BATCH_S:g} s, got {batch_s}"
         )
+    adapter = reader.get("adapter", str, None)
+    if adapter is not None and not _ADAPTER.match(adapter):
+        raise ConfigError(
+            f"{reader.key('adapter')} must be an adapter name like hci0, got {adapter!r}"
+        )
     reader.reject_unknown(set(BleSettings.__slots__))
     return BleSettings(
-        **values, battery_low_pct=battery, queue_packets=queue, engine_batch_s=batch_s
+        **values,
+        battery_low_pct=battery,
+        queue_packets=queue,
+        engine_batch_s=batch_s,
+        adapter=adapter,
     )

@@ -17,12 +17,12 @@ from record_support import (  # noqa: F401  (fixtures, used by name)
     pg_url_fixture,
 )
 
+from alerts.summary import format_time
 from common.errors import ConfigError
 from physio.dashboard import record_ops as ops
 from physio.dashboard import record_report
 from physio.dashboard.record import AlertRecord
 from physio.dashboard.store import SqlStore, StoreError
-from physio.dashboard.wire import format_time
 
 T0 = datetime(2026, 11, 24, 8, 15, tzinfo=UTC).timestamp()
 UTC_ZONE = ZoneInfo("UTC")

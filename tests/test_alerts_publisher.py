@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from brokers import HANG_S, Collector, EmbeddedTestBroker, MosquittoBroker, Received
 
-from alerts import AlertEvent, AlertPublisher, EventType, Outbox, PatientState
+from alerts import Activity, AlertEvent, AlertPublisher, EventType, Outbox, PatientState
 from common.errors import ConfigError
 
 MakeCollector = Callable[..., Awaitable[Collector]]
@@ -52,7 +52,17 @@ def slouch(patient: str = "p-001") -> AlertEvent:
 
 def state(patient: str = "p-001", flexion_deg: float = 12.0) -> PatientState:
     return PatientState(
-        patient, GW, datetime.now(UTC), flexion_deg, -1.5, "upright", False, True, 87, True, 25.0
+        patient,
+        GW,
+        datetime.now(UTC),
+        flexion_deg,
+        -1.5,
+        Activity.UPRIGHT,
+        False,
+        True,
+        87,
+        True,
+        25.0,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -93,8 +94,9 @@ async def receiving(receiver: Receiver) -> AsyncIterator[str]:
 
 
 async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
-    broker_url: str,
+    broker_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     flaky = Receiver([500, 503])
     dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
     async with receiving(flaky) as flaky_url:
@@ -152,6 +154,9 @@ async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
             shown = {n["channel"]: n for n in alert["notifications"]}
             assert shown["dead pager"]["state"] == "stopped"
             assert statuses[(fall_id, 1, "dead pager")].attempts == attempts
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "via flaky pager failed (attempt 1" in logged and "HTTP 500" in logged
+    assert "Groß" not in logged and "p-001" not in logged  # no name, id masked
 
 
 async def test_escalation_goes_out_while_the_broker_is_down(broker: Any) -> None:
@@ -195,8 +200,11 @@ async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) ->
         assert {n["channel"]: n["state"] for n in alert["notifications"]}["gone"] == "failed"
 
 
-async def test_apprise_delivers_the_notice_text(broker_url: str) -> None:
+async def test_apprise_delivers_the_notice_text(
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("apprise", reason="the notify extra is not installed")
+    caplog.set_level(logging.DEBUG)  # even with -v -v, no name reaches a log
     receiver = Receiver()
     async with receiving(receiver) as url:
         apprise_url = url.replace("http://", "json://")
@@ -210,6 +218,8 @@ async def test_apprise_delivers_the_notice_text(broker_url: str) -> None:
             body = receiver.received[0][1]
             assert "Jürgen Groß" in body["title"] and "room 3.12 · bed A" in body["message"]
             await until(lambda: state_of(service, (fall_id, 1, "charge nurse")) == "delivered")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "charge nurse" in logged and "Groß" not in logged and "3.12" not in logged
 
 
 async def test_non_ascii_user_logs_in_and_acks_under_that_name(broker_url: str) -> None:

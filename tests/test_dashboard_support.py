@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
+from alerts.summary import format_time
 from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.server import CSRF_HEADER
 from physio.dashboard.service import DashboardConfig, DashboardService
-from physio.dashboard.wire import format_time
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CSRF = {CSRF_HEADER: "posture-dashboard"}

@@ -12,6 +12,7 @@ import pytest
 from brokers import HANG_S, EmbeddedTestBroker, MosquittoBroker, free_port
 
 from alerts import (
+    Activity,
     AlertEvent,
     AlertPublisher,
     EventType,
@@ -42,7 +43,7 @@ def state_msg(patient: str, **changes: object) -> Message:
         time=T0,
         flexion_deg=31.5,
         lateral_deg=-2.0,
-        activity="upright",
+        activity=Activity.UPRIGHT,
         slouching=True,
         device_connected=True,
         battery_pct=64,
@@ -128,7 +129,7 @@ def test_malformed_messages_are_counted_not_fatal(payload: bytes) -> None:
         assert not model.handle(msg(topic, payload))
     assert model.malformed >= 3
     assert not model.handle(msg("other/topic", b"x")) and model.ignored == 1
-    assert "malformed message(s) ignored" in model.render()
+    assert "bad message(s) dropped" in model.render()
 
 
 def test_plain_lines_report_changes_not_every_angle() -> None:
@@ -170,7 +171,7 @@ async def test_watch_shows_live_states_and_events_from_a_real_broker(broker: Any
                 datetime.now(UTC),
                 80.0,
                 3.0,
-                "lying",
+                Activity.LYING,
                 False,
                 True,
                 55,
@@ -202,7 +203,7 @@ async def test_watch_tty_mode_redraws_with_ansi(broker: AnyBroker) -> None:
                 datetime.now(UTC),
                 28.0,
                 1.0,
-                "upright",
+                Activity.UPRIGHT,
                 True,
                 True,
                 90,

@@ -412,7 +412,7 @@ def _from_record(args: argparse.Namespace) -> None:
             n = record_report.write_days_csv(store, args.patient, first, last, args.days_csv)
             print(f"{n} day(s) written to {args.days_csv}")
         if args.out is not None and args.broker is None:
-            from physio.dashboard.summary import DailySummary
+            from alerts.summary import DailySummary
 
             stored = record_ops.summaries_of(
                 store, args.patient, (args.day or date.min).isoformat(), last.isoformat()

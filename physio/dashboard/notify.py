@@ -40,11 +40,11 @@ from typing import Any, Protocol, Self
 
 import aiohttp
 
+from alerts.summary import format_time
 from common.backoff import Backoff
 from common.errors import PostureMonitorError
 from common.ids import mask_id
 from physio.dashboard.patients import PatientInfo
-from physio.dashboard.wire import format_time
 
 __all__ = [
     "AppriseChannel",
@@ -187,6 +187,9 @@ class AppriseChannel:
             warnings.simplefilter("ignore", DeprecationWarning)
             import apprise
 
+            # Apprise logs whole message bodies at DEBUG; ours name the patient
+            # and the bed, which must never reach a log, whatever -v says.
+            logging.getLogger("apprise").setLevel(logging.INFO)
             self._apprise = apprise.Apprise()
             for url in self.urls:
                 if not self._apprise.add(url):

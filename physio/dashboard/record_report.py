@@ -20,10 +20,9 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from alerts.summary import DailySummary, SummaryTotals, format_time
 from physio.dashboard import record_ops as ops
 from physio.dashboard.store import SqlStore
-from physio.dashboard.summary import DailySummary, SummaryTotals
-from physio.dashboard.wire import format_time
 
 __all__ = ["ALERT_COLUMNS", "audit_lines", "day_range_s", "write_alerts_csv", "write_days_csv"]
 

@@ -20,22 +20,17 @@ import math
 from collections.abc import Callable
 from datetime import timedelta
 
+from alerts.acks import Ack, EscalationMessage
+from alerts.events import AlertEvent, EventType
+from alerts.summary import DailySummary
+from alerts.wire import PayloadError
 from common.ids import mask_id
 from physio.dashboard import record_ops as ops
 from physio.dashboard.escalation import Escalation, Escalator
-from physio.dashboard.model import FEED_TYPES, DashboardModel, Update
+from physio.dashboard.model import DashboardModel, Update
 from physio.dashboard.record import AlertRecord
-from physio.dashboard.summary import DailySummary
-from physio.dashboard.wire import (
-    AckMessage,
-    EscalationMessage,
-    EventMessage,
-    WireFormatError,
-    format_time,
-    parse_event,
-)
 
-__all__ = ["Recorder", "event_dict"]
+__all__ = ["Recorder"]
 
 _log = logging.getLogger(__name__)
 
@@ -48,20 +43,10 @@ _NOTES = {
 }
 
 
-def event_dict(event: EventMessage) -> dict[str, object]:
-    """The event as the record keeps it: the contract's JSON fields, normalised."""
-    return {
-        "event_id": event.event_id,
-        "type": event.type,
-        "patient_id": event.patient_id,
-        "gateway_id": event.gateway_id,
-        "time": format_time(event.time_s),
-        "severity": event.severity,
-        "flexion_deg": event.flexion_deg,
-        "lateral_deg": event.lateral_deg,
-        "device_time_s": event.device_time_s,
-        "details": dict(event.details),
-    }
+# Info events that close or annotate an earlier alert instead of being one.
+_FOLLOW_UPS = frozenset(
+    {EventType.FALL_CANCELLED, EventType.SLOUCH_ENDED, EventType.DEVICE_CONNECTED}
+)
 
 
 class Recorder:
@@ -81,22 +66,19 @@ class Recorder:
 
     # -- writes (queued, in order, never dropped) --------------------------------
 
-    def on_event(self, event: EventMessage, received_s: float, source: str) -> None:
-        """An event received from the broker (or from a retained open-alerts list)."""
+    def on_event(self, event: AlertEvent, at_s: float, received_s: float, source: str) -> None:
+        """An event received from the broker (or from a retained open-falls list),
+        filed at ``at_s`` (its own time, or its receipt when its clock is off)."""
         now_s = self._clock()
-        if event.type in FEED_TYPES or event.type not in (
-            "slouch_ended",
-            "fall_cancelled",
-            "device_connected",
-        ):
-            data = event_dict(event)
+        if event.type not in _FOLLOW_UPS:
+            data = event.to_dict()
             self.record.write(
                 lambda s: ops.add_event(
                     s,
                     data,
-                    time_s=event.time_s,
+                    time_s=at_s,
                     received_s=received_s,
-                    severity=event.severity,
+                    severity=str(event.severity),
                     source=source,
                     recorded_s=now_s,
                 )
@@ -106,15 +88,15 @@ class Recorder:
             lambda s: ops.add_follow_up(
                 s,
                 event_id=event.event_id,
-                event_type=event.type,
+                event_type=str(event.type),
                 patient_id=event.patient_id,
-                time_s=event.time_s,
+                time_s=at_s,
                 source=source,
                 recorded_s=now_s,
             )
         )
 
-    def on_ack(self, patient_id: str, ack: AckMessage, source: str = ops.MQTT_SOURCE) -> None:
+    def on_ack(self, patient_id: str, ack: Ack, source: str = ops.MQTT_SOURCE) -> None:
         """An ack or resolution, clicked here (``source`` says from where) or seen on MQTT."""
         now_s = self._clock()
         self.record.write(
@@ -122,7 +104,7 @@ class Recorder:
                 s,
                 event_id=ack.event_id,
                 patient_id=patient_id,
-                action=ack.action,
+                action=str(ack.action),
                 by=ack.by,
                 time_s=ack.time_s,
                 source=source,
@@ -183,14 +165,15 @@ class Recorder:
         falls = 0
         for alert in stored:
             try:
-                event = parse_event(alert.payload.encode())
-            except WireFormatError as exc:  # written by us, so a bug or a hand edit
+                event = AlertEvent.from_json(alert.payload)
+            except (PayloadError, ValueError) as exc:  # written by us, so a bug or a hand edit
                 _log.error("alert record: alert %s unreadable, skipped: %s", alert.event_id, exc)
                 continue
             closed_s = alert.cancelled_s if alert.type == "fall_detected" else alert.ended_s
-            acks = [AckMessage(alert.event_id, a, by, t) for a, by, t in alert.acks]
+            acks = [Ack.at(alert.event_id, a, by, t) for a, by, t in alert.acks]
             updates += model.restore_alert(
                 event,
+                alert.time_s,
                 alert.received_s,
                 acks=acks,
                 escalation_level=alert.escalated_level,

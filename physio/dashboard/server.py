@@ -31,7 +31,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from alerts.acks import ACK_ACTIONS
+from alerts.summary import DailySummary
 from common.errors import BrokerError
+from common.ids import ID_PATTERN
 from physio.dashboard.auth import (
     Credentials,
     SessionStore,
@@ -41,8 +44,6 @@ from physio.dashboard.auth import (
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.dayplot import render_day_svg
 from physio.dashboard.model import DashboardModel
-from physio.dashboard.summary import DailySummary
-from physio.dashboard.wire import ACK_ACTIONS, ID_PATTERN
 
 __all__ = ["CSRF_HEADER", "SESSION_COOKIE", "Backend", "create_app"]
 
@@ -299,7 +300,14 @@ async def _summary_svg(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     backend = request.app[_BACKEND]
-    return web.json_response({"ok": True, "broker_connected": backend.model.broker_connected})
+    intake = backend.model.intake  # counts per reason only: no patient ids here
+    return web.json_response(
+        {
+            "ok": True,
+            "broker_connected": backend.model.broker_connected,
+            "dropped": {"total": intake["total"], "by_reason": intake["by_reason"]},
+        }
+    )
 
 
 def create_app(

@@ -11,14 +11,21 @@ changed daily summaries.
 
 The dashboard subscribes with a persistent session (fixed client id, clean
 start off, one hour session expiry on MQTT 5), so falls published while it was
-restarting are delivered when it comes back. Beyond that hour, the alert record
-(:mod:`physio.dashboard.record`, SQLite or PostgreSQL) brings back every alert
-still open at start, and the gateways' retained open-alerts topics bring back
-every fall still open that the record never saw.
+restarting are delivered when it comes back.
 
-Several instances may share one PostgreSQL record and one broker: each level
-of escalation is claimed in the record first, so exactly one instance hands
-it to its notifier.
+Every message is read through the one contract (``alerts.intake``): what
+breaks it is dropped and counted per reason and source (``drops``, shown in
+``/healthz``, the snapshot and the page footer), never shown as a patient,
+alert or gateway; an error while applying one message is logged and that
+message skipped. Patients are capped per gateway and in total
+(``alerts.intake.PatientCap``) so made-up ids cannot exhaust memory.
+
+Beyond the one-hour session, the alert record (:mod:`physio.dashboard.record`,
+SQLite or PostgreSQL) brings back every alert still open at start, and the
+gateways' retained open falls (``{root}/patients/+/alerts``) bring back every
+fall still open that the record never saw. Several instances may share one
+PostgreSQL record and one broker: each escalation level is claimed in the
+record first, so exactly one instance hands it to its notifier.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import re
 import socket
 import time
@@ -40,8 +46,15 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from alerts.acks import Ack, EscalationMessage
+from alerts.events import AlertEvent, EventType
+from alerts.intake import DropCounter, Inbound, PatientCap, read_message
 from alerts.mqtt import Message, MqttClient
-from alerts.open_alerts import parse_open_alerts
+from alerts.open_falls import OpenFalls
+from alerts.state import GatewayState, GatewayStatus, PatientState
+from alerts.summary import DailySummary
+from alerts.topics import TopicKind, Topics
+from alerts.wire import DropReason, PayloadError, utc_from_timestamp
 from common.errors import BrokerError
 from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
@@ -55,22 +68,7 @@ from physio.dashboard.record_ops import Claim
 from physio.dashboard.recorder import Recorder
 from physio.dashboard.server import create_app
 from physio.dashboard.store import StoreError
-from physio.dashboard.summary import DailySummary
 from physio.dashboard.summary_book import SummaryBook
-from physio.dashboard.wire import (
-    ID_PATTERN,
-    AckMessage,
-    EscalationMessage,
-    TopicKind,
-    TopicMap,
-    WireFormatError,
-    parse_ack,
-    parse_escalation,
-    parse_event,
-    parse_gateway_status,
-    parse_state,
-    parse_time,
-)
 
 __all__ = ["DashboardConfig", "DashboardService"]
 
@@ -79,10 +77,12 @@ _log = logging.getLogger(__name__)
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
+# Patients a restored summary may bring in (no gateway named there).
+_SUMMARY_SOURCE = "(summaries)"
+_BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
 # An instance that claimed an escalation level and died before recording it
 # loses the claim after this long; another instance then sends the level.
 _CLAIM_LEASE_S = 10.0
-_BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
 
 
 class DashboardService:
@@ -103,12 +103,13 @@ class DashboardService:
     def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
-        self.topics = TopicMap(config.topic_root)
+        self.topics = Topics(config.topic_root)
         self.model = DashboardModel(history_s=config.history_s, directory=config.patients.to_dict())
         self.broadcaster = Broadcaster()
         self.escalator = Escalator(config.escalation)
         self.book = SummaryBook(ZoneInfo(config.timezone))
-        self.dropped: dict[str, int] = {}
+        self.drops = DropCounter(_log)
+        self.patients = PatientCap(config.max_patients, config.max_patients_per_gateway)
         self.escalations_published = 0
         self.ticks = 0
         """Rounds of the ticker done (escalations checked): lets a test or an
@@ -154,9 +155,16 @@ class DashboardService:
         await self._mqtt.__aenter__()
         try:
             await self.notifier.__aenter__()
-            for topic_filter in self.topics.subscriptions():
+            for topic_filter in (
+                self.topics.all_status,
+                self.topics.all_states,
+                self.topics.all_events,
+                self.topics.all_acks,
+                self.topics.all_escalations,
+                self.topics.all_summaries,
+                self.topics.all_alerts,
+            ):
                 await self._mqtt.subscribe(topic_filter, qos=1)
-            await self._mqtt.subscribe(self.topics.patient("+", "alerts"), qos=1)
             app = create_app(self, config.credentials, SessionStore())
             self._runner = web.AppRunner(
                 app, handle_signals=False, shutdown_timeout=2.0, access_log=None
@@ -241,14 +249,11 @@ class DashboardService:
         patient_id = self.model.patient_of(event_id)
         if patient_id is None or self._mqtt is None:
             raise KeyError(event_id)
-        # Whole milliseconds, as on the wire: the echo from the broker is then the same ack.
-        ack = AckMessage(event_id, action, by, math.floor(self._clock() * 1000) / 1000)
+        ack = Ack.at(event_id, action, by, self._clock())
         try:
             # A person is waiting on the button: say "not sent" rather than hang.
             async with asyncio.timeout(_ACK_TIMEOUT_S):
-                await self._mqtt.publish(
-                    self.topics.patient(patient_id, "acks"), ack.to_json(), qos=1
-                )
+                await self._mqtt.publish(self.topics.acks(patient_id), ack.to_json(), qos=1)
         except TimeoutError:
             raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
         _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
@@ -266,127 +271,127 @@ class DashboardService:
     async def _receive(self) -> None:
         assert self._mqtt is not None  # set in __aenter__
         async for message in self._mqtt.messages():
-            try:
-                self.handle_message(message, self._clock())
-            except WireFormatError as exc:
-                self._drop(message.topic, str(exc))
+            self.handle_message(message, self._clock())
 
     def handle_message(self, message: Message, received_s: float) -> None:
-        """Apply one broker message. Raises WireFormatError for a bad payload."""
-        route = self.topics.classify(message.topic)
-        if route is None:
-            open_of = self._open_alerts_patient(message.topic)
-            if open_of is not None:
-                self.broadcaster.publish(self._apply_open_alerts(open_of, message, received_s))
-            return
-        kind, ident = route
+        """Apply one broker message; a bad one is dropped and counted, never raised.
+
+        A bug while applying a valid message is logged with its traceback and
+        counted as ``handler_error``: one message must not stop the dashboard.
+        """
+        info = self.topics.parse(message.topic)
+        try:
+            inbound = read_message(
+                self.topics,
+                message.topic,
+                message.payload,
+                retained=message.retain,
+                received_s=received_s,
+                policy=self.config.clock_policy,
+            )
+            if inbound is not None:
+                self._apply(inbound)
+        except PayloadError as exc:
+            self.drops.drop(exc.reason, info, str(exc))
+        except Exception:  # the receive loop must outlive any one message
+            _log.exception("bug while applying a message on %s; skipped", info and info.kind)
+            self.drops.drop(DropReason.HANDLER_ERROR, info, "see the traceback above")
+
+    def _admit(self, patient_id: str, source: str) -> None:
+        if not self.patients.admit(patient_id, source):
+            raise PayloadError(
+                f"patient cap reached ({self.patients.max_patients} in total, "
+                f"{self.patients.max_per_gateway} per gateway)",
+                DropReason.OVER_CAPACITY,
+            )
+
+    def _apply(self, inbound: Inbound) -> None:
+        kind, ident, obj = inbound.topic.kind, inbound.topic.id, inbound.payload
+        received_s, at_s = inbound.received_s, inbound.at_s
         updates: list[Update] = []
-        if kind is TopicKind.STATE:
-            if not message.payload:
-                return  # a cleared retained state
-            state = parse_state(message.payload)
-            if state.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            # A retained state may be hours old: its age is its own time.
-            seen_s = min(received_s, state.time_s) if message.retain else received_s
-            updates += self.model.apply_state(state, seen_s)
-            self.book.on_state(state)
-        elif kind is TopicKind.EVENTS:
-            event = parse_event(message.payload)
-            if event.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            updates += self.model.apply_event(event, received_s)
-            self.recorder.on_event(event, received_s, f"gateway {event.gateway_id or '?'}")
-            self.book.on_event(event)
-            if event.type == "fall_detected":
-                self.escalator.on_fall(event.event_id, event.patient_id, event.time_s, received_s)
-                _log.warning("fall of %s received", mask_id(event.patient_id))
-            elif event.type == "fall_cancelled":
-                self.escalator.on_cancelled(event.patient_id, event.time_s)
-        elif kind is TopicKind.ACKS:
-            ack = parse_ack(message.payload)
-            self.recorder.on_ack(ident, ack)
-            updates += self._apply_ack(ident, ack, publish=False)
-        elif kind is TopicKind.ESCALATIONS:
-            escalation = parse_escalation(message.payload, ident)
-            self.recorder.on_escalation(escalation)
-            self.escalator.on_escalation_seen(escalation.event_id, escalation.level)
-            self.book.on_escalation(ident, escalation.event_id, escalation.level)
-            updates += self.model.apply_escalation(escalation)
-        elif kind is TopicKind.SUMMARY:
-            if not message.payload:
-                return
-            summary = DailySummary.from_json(message.payload)
-            if summary.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            self.book.on_remote(summary)
-            mine = self.book.summary(ident, summary.day)
+        if isinstance(obj, PatientState):
+            self._admit(ident, obj.gateway_id)
+            updates += self.model.apply_state(obj, at_s, received_s)
+            self.book.on_state(obj, at_s)
+        elif isinstance(obj, AlertEvent):
+            self._admit(ident, obj.gateway_id)
+            updates += self.model.apply_event(obj, at_s, received_s)
+            self.recorder.on_event(obj, at_s, received_s, f"gateway {obj.gateway_id}")
+            self.book.on_event(obj, at_s)
+            if obj.type is EventType.FALL_DETECTED:
+                self.escalator.on_fall(obj.event_id, obj.patient_id, at_s, received_s)
+                _log.warning("fall of %s received", mask_id(obj.patient_id))
+            elif obj.type is EventType.FALL_CANCELLED:
+                self.escalator.on_cancelled(obj.patient_id, at_s)
+        elif isinstance(obj, Ack):
+            self.recorder.on_ack(ident, obj)
+            updates += self._apply_ack(ident, obj, publish=False)
+        elif isinstance(obj, EscalationMessage):
+            self.recorder.on_escalation(obj)
+            self.escalator.on_escalation_seen(obj.event_id, obj.level)
+            self.book.on_escalation(ident, obj.event_id, obj.level)
+            updates += self.model.apply_escalation(obj)
+        elif isinstance(obj, DailySummary) and kind is TopicKind.SUMMARY:
+            if not self.patients.knows(ident):
+                self._admit(ident, _SUMMARY_SOURCE)
+            self.book.on_remote(obj)
+            mine = self.book.summary(ident, obj.day)
             if mine is not None:
                 updates += self.model.apply_summary(mine)
                 updates += self._restore_falls(mine, received_s)
-        elif kind is TopicKind.GATEWAY_STATUS:
-            status = parse_gateway_status(message.payload, ident)
-            updates += self.model.apply_gateway(status, received_s)
+        elif isinstance(obj, OpenFalls):
+            self._admit(ident, obj.gateway_id)
+            updates += self._apply_open_falls(obj, at_s, received_s)
+        elif isinstance(obj, GatewayStatus) or (obj is None and kind is TopicKind.STATUS):
+            # A cleared retained status: the gateway is gone, shown offline.
+            status = obj or GatewayStatus(
+                ident, GatewayState.OFFLINE, utc_from_timestamp(received_s)
+            )
+            try:
+                updates += self.model.apply_gateway(status, received_s)
+            except OverflowError as exc:
+                raise PayloadError(str(exc), DropReason.OVER_CAPACITY) from None
         self.broadcaster.publish(updates)
 
-    def _open_alerts_patient(self, topic: str) -> str | None:
-        prefix, suffix = f"{self.topics.root}/patients/", "/alerts"
-        if not (topic.startswith(prefix) and topic.endswith(suffix)):
-            return None
-        ident = topic[len(prefix) : -len(suffix)]
-        return ident if ID_PATTERN.fullmatch(ident) else None
-
-    def _apply_open_alerts(
-        self, patient_id: str, message: Message, received_s: float
-    ) -> list[Update]:
-        """A gateway's retained list of a patient's open falls (alerts.open_alerts).
+    def _apply_open_falls(self, listed: OpenFalls, at_s: float, received_s: float) -> list[Update]:
+        """A gateway's retained list of a patient's open falls (``{root}/patients/+/alerts``).
 
         A fall we never saw (its event lost in a broker crash, or older than our
         session) is added like an event; a fall we know was answered is answered
         again on MQTT, because the gateway missed that ack and keeps it open.
         """
-        if not message.payload:
-            return []
-        try:
-            listed = parse_open_alerts(message.payload)
-            if listed.patient_id != patient_id:
-                raise WireFormatError("patient_id does not match the topic")
-            events = [parse_event(json.dumps(item).encode()) for item in listed.open]
-        except (ValueError, TypeError) as exc:
-            raise WireFormatError(f"open alerts: {exc}") from None
         updates: list[Update] = []
-        for event in events:
-            if event.patient_id != patient_id or event.type != "fall_detected":
-                continue
+        for event in listed.open:
             known = self.model.alert(event.event_id)
             if known is None:
-                # Seen now, so "received" now: a late fall escalates sooner, never later.
-                updates += self.model.apply_event(event, received_s)
+                # Filed as received now: a late fall escalates sooner, never later.
+                fall_s = min(event.time_s, received_s)
+                updates += self.model.apply_event(event, fall_s, received_s)
                 self.recorder.on_event(
-                    event, received_s, f"retained open alerts of gateway {listed.gateway_id}"
+                    event, fall_s, received_s, f"retained open falls of gateway {listed.gateway_id}"
                 )
-                self.escalator.on_fall(event.event_id, patient_id, event.time_s, received_s)
-                _log.warning("fall of %s learnt from its retained open alerts", mask_id(patient_id))
+                self.book.on_event(event, fall_s)
+                self.escalator.on_fall(event.event_id, event.patient_id, fall_s, received_s)
+                _log.warning(
+                    "fall of %s learnt from its retained open falls", mask_id(event.patient_id)
+                )
             elif known["acks"] and event.event_id not in self._reanswered:
                 self._reanswered.add(event.event_id)
-                self._reanswer(patient_id, known)
+                self._reanswer(event.patient_id, known)
         return updates
 
     def _reanswer(self, patient_id: str, alert: dict[str, Any]) -> None:
-        if self._tasks is None:
+        if self._tasks is None or self._mqtt is None:
             return
+        mqtt, topic = self._mqtt, self.topics.acks(patient_id)
         acks = [
-            AckMessage(alert["event_id"], a["action"], a["by"], parse_time(a["time"]))
-            for a in alert["acks"]
+            Ack.from_json(json.dumps({"event_id": alert["event_id"], **a})) for a in alert["acks"]
         ]
 
         async def reanswer() -> None:
-            assert self._mqtt is not None  # set in __aenter__
             for ack in acks:
                 try:
-                    await self._mqtt.publish(
-                        self.topics.patient(patient_id, "acks"), ack.to_json(), qos=1
-                    )
+                    await mqtt.publish(topic, ack.to_json(), qos=1)
                 except BrokerError as exc:
                     self._reanswered.discard(ack.event_id)  # again with the next list
                     _log.warning("could not repeat an ack to the gateway: %s", exc)
@@ -411,7 +416,7 @@ class DashboardService:
                 self.escalator.on_handled(fall.event_id, "acknowledged")
         return updates
 
-    def _apply_ack(self, patient_id: str, ack: AckMessage, publish: bool = True) -> list[Update]:
+    def _apply_ack(self, patient_id: str, ack: Ack, publish: bool = True) -> list[Update]:
         self.escalator.on_handled(ack.event_id, ack.action)
         self.notifier.stop(ack.event_id, f"fall {ack.action} on a dashboard")
         self.book.on_ack(patient_id, ack)
@@ -421,13 +426,6 @@ class DashboardService:
             return []
         return updates
 
-    def _drop(self, topic: str, why: str) -> None:
-        route = self.topics.classify(topic)
-        kind = route[0].value if route else "other"
-        count = self.dropped[kind] = self.dropped.get(kind, 0) + 1
-        if count & (count - 1) == 0:  # the first, then every power of two
-            _log.warning("dropped %d bad %s message(s); latest: %s", count, kind, why)
-
     # -- ticking -------------------------------------------------------------
 
     async def _tick(self) -> None:
@@ -435,6 +433,7 @@ class DashboardService:
         next_summary_s = time.monotonic() + self.config.summary_interval_s
         while True:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
+            self.broadcaster.publish(self.model.set_intake(self.drops.as_dict()))
             # Escalations go out even with the broker down: webhooks and
             # Apprise do not need it, and the MQTT copy is retried.
             await self._publish_escalations()
@@ -459,7 +458,9 @@ class DashboardService:
             # Another instance sent it, or someone handled the fall there.
             self.escalator.mark_issued(due.event_id, due.level)
             if claim is Claim.DONE:
-                message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
+                message = EscalationMessage.at(
+                    due.event_id, due.patient_id, due.level, self._clock()
+                )
                 self.broadcaster.publish(self.model.apply_escalation(message))
         return claim is Claim.CLAIMED
 
@@ -479,7 +480,7 @@ class DashboardService:
                 mask_id(due.patient_id),
                 due.level,
             )
-            message = EscalationMessage(due.event_id, due.patient_id, due.level, now_s)
+            message = EscalationMessage.at(due.event_id, due.patient_id, due.level, now_s)
             self.recorder.on_escalation(message, f"dashboard {self.instance}")
             self.broadcaster.publish(self.model.apply_escalation(message))
             self.notifier.submit(self._notice(due, now_s))
@@ -509,11 +510,11 @@ class DashboardService:
                     await self._mqtt.wait_connected()
             except TimeoutError:
                 raise BrokerError("broker unreachable") from None
-        message = EscalationMessage(
+        message = EscalationMessage.at(
             notice.event_id, notice.patient_id, notice.level, notice.issued_s
         )
         await self._mqtt.publish(
-            self.topics.patient(notice.patient_id, "escalations"), message.to_json(), qos=1
+            self.topics.escalations(notice.patient_id), message.to_json(), qos=1
         )
         await self._mqtt.publish(
             f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
@@ -540,7 +541,7 @@ class DashboardService:
                 )
                 if day == self.book.latest_day(patient_id):
                     await self._mqtt.publish(
-                        self.topics.patient(patient_id, "summary"), payload, qos=1, retain=True
+                        self.topics.summary(patient_id), payload, qos=1, retain=True
                     )
                     old = day - timedelta(days=self.config.keep_archive_days)
                     if (patient_id, old) not in self._archive_cleared:

@@ -81,6 +81,15 @@ function connect() {
   source.addEventListener("gateway", (e) => applyGateway(JSON.parse(e.data)));
   source.addEventListener("summary", (e) => applySummary(JSON.parse(e.data)));
   source.addEventListener("broker", (e) => setBroker(JSON.parse(e.data).connected));
+  source.addEventListener("intake", (e) => setIntake(JSON.parse(e.data)));
+}
+
+// For an administrator: broker messages dropped for breaking the contract.
+function setIntake(intake) {
+  const reasons = Object.entries((intake && intake.by_reason) || {})
+    .map(([reason, count]) => `${reason} ${count}`).join(", ");
+  $("intake").textContent = intake && intake.total
+    ? `${intake.total} bad broker message(s) dropped (${reasons})` : "";
 }
 
 function setConn(live) {
@@ -106,6 +115,7 @@ function applySnapshot(snap) {
   $("logout").hidden = !snap.login_required;
   $("name-box").hidden = snap.login_required;
   setBroker(snap.broker_connected);
+  setIntake(snap.intake);
   const previous = new Set(view.alerts.keys());
   view.patients.clear();
   view.gateways.clear();

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,9 @@ import pytest
 from brokers import Collector, MosquittoBroker, Received
 
 from alerts import AlertEvent, AlertPublisher, EventType, Outbox
-from alerts.open_alerts import OpenFalls, build_open_alerts, parse_open_alerts
+from alerts.acks import Ack
+from alerts.open_alerts import OpenFallKeeper, answered_event
+from alerts.open_falls import OpenFalls
 from physio.dashboard.record_ops import alerts_of
 from physio.dashboard.service import DashboardConfig, DashboardService
 from physio.dashboard.store import SqlStore
@@ -33,6 +36,10 @@ def fall(patient: str = "p-001") -> AlertEvent:
     )
 
 
+def slouch(patient: str = "p-001") -> AlertEvent:
+    return AlertEvent(EventType.SLOUCH_STARTED, patient, "ward-3", datetime.now(UTC))
+
+
 def open_ids(messages: list[Received]) -> list[str] | None:
     """Event ids of the latest retained open-alerts list seen (None: none seen)."""
     lists = [m for m in messages if m.topic == ALERTS]
@@ -41,32 +48,23 @@ def open_ids(messages: list[Received]) -> list[str] | None:
     return [e["event_id"] for e in json.loads(lists[-1].payload)["open"]]
 
 
-def test_the_payload_round_trips_and_bad_lists_are_refused(tmp_path: Path) -> None:
+def test_the_open_set_lives_in_the_outbox_file_and_closes_on_an_answer(tmp_path: Path) -> None:
     first, second = fall(), fall()
-    payload = build_open_alerts(
-        "p-001", "ward-3", datetime.now(UTC), [first.to_json(), second.to_json()]
-    )
-    parsed = parse_open_alerts(payload)
-    assert parsed.patient_id == "p-001" and parsed.gateway_id == "ward-3"
-    assert [e["event_id"] for e in parsed.open] == [first.event_id, second.event_id]
-    assert parsed.open[0] == first.to_dict()
-    for bad in (
-        b'{"patient_id": "p-001", "gateway_id": "ward-3", "time": "2026-11-24T08:00:00Z"}',
-        b'{"patient_id": "p/1", "gateway_id": "w", "time": "2026-11-24T08:00:00Z", "open": []}',
-        b'{"patient_id": "p-1", "gateway_id": "w", "time": "x", "open": []}',
-        b'{"patient_id": "p-1", "gateway_id": "w", "time": "2026-11-24T08:00:00Z", "open": [1]}',
-    ):
-        with pytest.raises(ValueError):
-            parse_open_alerts(bad)
-    # The open set is kept in the outbox file across a restart; an answer removes it.
     with Outbox(tmp_path / "outbox.db") as outbox:
-        kept = OpenFalls(outbox)
+        kept = OpenFallKeeper(outbox)
         assert kept.add(first) and not kept.add(first) and kept.add(second)
-        assert kept.close(first.event_id) == "p-001"
-    with Outbox(tmp_path / "outbox.db") as outbox:
-        again = OpenFalls(outbox)
-        assert [json.loads(p)["event_id"] for p in again.payloads("p-001")] == [second.event_id]
+        assert not kept.add(slouch())  # only falls are kept open
+        ack = Ack.at(first.event_id, "acknowledged", "Dr Müller", time.time())
+        closed = answered_event(ack.to_json())
+        assert closed == first.event_id and kept.close(closed) == "p-001"
+        assert answered_event(b'{"event_id": "x", "action": "deleted"}') is None
+    with Outbox(tmp_path / "outbox.db") as outbox:  # the gateway restarted
+        again = OpenFallKeeper(outbox)
         assert again.dirty == {"p-001"}  # republished at the next connection
+        payload = again.retained("p-001", "ward-3", datetime.now(UTC))
+    listed = OpenFalls.from_json(payload)  # the contract's own parser
+    assert [e.event_id for e in listed.open] == [second.event_id]
+    assert listed.open[0] == second and listed.gateway_id == "ward-3"
 
 
 @pytest.mark.timeout(90)

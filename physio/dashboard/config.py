@@ -41,6 +41,10 @@ class DashboardConfig:
         clock_policy: how far senders' clocks are trusted (``alerts.clock``).
         notify: who gets escalation notices (webhooks, Apprise) and retries.
         patients: display names and rooms/beds, shown only on the page.
+        allowed_hosts: host names browsers may use besides the localhost
+            names and ``listen_host`` (a foreign ``Host`` is refused: DNS
+            rebinding).
+        session_lifetime_s: how long a login lasts, s.
     """
 
     broker: MqttSettings
@@ -60,6 +64,8 @@ class DashboardConfig:
     clock_policy: ClockPolicy = field(default_factory=ClockPolicy)
     notify: NotifySettings = field(default_factory=NotifySettings)
     patients: PatientDirectory = field(default_factory=PatientDirectory.empty)
+    allowed_hosts: tuple[str, ...] = ()
+    session_lifetime_s: float = 12 * 3600.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:

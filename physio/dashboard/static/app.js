@@ -111,6 +111,7 @@ function applySnapshot(snap) {
   view.user = snap.user;
   view.directory = snap.directory || {};
   view.loginRequired = snap.login_required;
+  view.csrfToken = snap.csrf_token || "";  // acks must carry it (X-CSRF-Token)
   $("user").textContent = snap.user ? `Logged in as ${snap.user}` : "";
   $("logout").hidden = !snap.login_required;
   $("name-box").hidden = snap.login_required;
@@ -332,7 +333,11 @@ async function sendAck(eventId, action, button, errorNode) {
     const response = await fetch(`/api/alerts/${encodeURIComponent(eventId)}/ack`, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-Requested-With": "posture-dashboard" },
+      headers: {
+        "Content-Type": "application/json",
+        "X-Requested-With": "posture-dashboard",
+        "X-CSRF-Token": view.csrfToken || "",
+      },
       body: JSON.stringify({ action, by: $("by-name").value }),
     });
     if (response.status === 401) { location.href = "/login"; return; }

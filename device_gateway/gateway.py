@@ -23,26 +23,21 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
+from alerts.sink import AlertSink
 from common.errors import BluetoothUnavailableError
 from device_gateway.config import GatewayConfig, WearableConfig
 from device_gateway.link import WearableSupervisor
-from device_gateway.patient import AlertSink, PatientMonitor
+from device_gateway.patient import PatientMonitor
 from device_gateway.scanner import DeviceDirectory, RadioHealth
 
 if TYPE_CHECKING:
     from device_gateway.bluez import BluezWatch
 
-__all__ = ["Gateway", "HealthSink", "MetricsSink"]
+__all__ = ["Gateway", "HealthSink"]
 
 _log = logging.getLogger(__name__)
 
 _METRICS_INTERVAL_S = 5.0
-
-
-class MetricsSink(AlertSink, Protocol):
-    """An alert sink that also carries per-wearable link metrics."""
-
-    def set_device_metrics(self, patient_id: str, metrics: dict[str, int]) -> None: ...
 
 
 @runtime_checkable
@@ -55,14 +50,17 @@ class HealthSink(Protocol):
 class Gateway:
     """Runs every wearable's supervisor until cancelled.
 
-    ``scanner_backend`` and ``client_backend`` are bleak backends; None picks
-    the platform's (BlueZ on Linux). The simulator passes its own.
+    ``sink`` takes every event, patient state and wearable's link counters
+    (``alerts.AlertPublisher`` in production, ``alerts.MemorySink`` in tests
+    and embedders). ``scanner_backend`` and ``client_backend`` are bleak
+    backends; None picks the platform's (BlueZ on Linux). The simulator
+    passes its own.
     """
 
     def __init__(
         self,
         config: GatewayConfig,
-        sink: MetricsSink,
+        sink: AlertSink,
         *,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,

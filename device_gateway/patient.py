@@ -12,12 +12,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 
 from alerts import AlertEvent, EventType, PatientState, mask_id
 from alerts.clock import mono_wall_now
+from alerts.sink import AlertSink
 from alerts.state import Activity as WireActivity
 from device_gateway.config import WearableConfig
 from device_gateway.timeline import SampleBlock, Timeline
@@ -31,7 +31,7 @@ from posture import (
     SlouchSettings,
 )
 
-__all__ = ["AlertSink", "PatientMonitor"]
+__all__ = ["PatientMonitor"]
 
 _log = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ _EVENT_TYPES = {
     PostureEventKind.FALL_DETECTED: EventType.FALL_DETECTED,
     PostureEventKind.FALL_CANCELLED: EventType.FALL_CANCELLED,
 }
-
-
-class AlertSink(Protocol):
-    """Where events and state go (``alerts.AlertPublisher`` in production)."""
-
-    async def publish_event(self, event: AlertEvent) -> None: ...
-
-    def update_state(self, state: PatientState) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

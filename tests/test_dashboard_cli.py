@@ -110,7 +110,7 @@ def test_site_config_and_patients_file_reach_the_dashboard(
     monkeypatch.setattr("getpass.getpass", lambda prompt="": "s3cret-pass")
     site = tmp_path / "site.toml"
     site.write_text(
-        '[escalation]\nfirst_after_s = 60\nagain_after_s = 180\n\n'
+        "[escalation]\nfirst_after_s = 60\nagain_after_s = 180\n\n"
         '[[notify.webhook]]\nname = "pager"\nurl = "http://127.0.0.1:9/hook"\n',
         encoding="utf-8",
     )

@@ -2,9 +2,11 @@
 
 ``posture_monitor.cli`` adds the sub-commands with :func:`configure_parser` /
 :func:`run` and :func:`configure_report_parser` / :func:`run_report`. The
-``run*`` functions return an exit status: 0 done, 1 runtime failure
-(broker, missing summary), 2 bad arguments or configuration. They print
-errors to stderr and never configure logging (the main CLI does).
+``run*`` functions return an exit status: 0 done, 1 runtime failure (no
+summary to report), 2 what the user can fix: bad arguments or configuration,
+an unreachable broker (``report``), an HTTP address that cannot be listened
+on (``dashboard``; it retries the broker forever, as a service should). They
+print errors to stderr and never configure logging (the main CLI does).
 """
 
 from __future__ import annotations
@@ -59,27 +61,56 @@ def local_timezone() -> str:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` to (host, port).
+    """``HOST:PORT``, ``[V6]:PORT`` or ``http://HOST:PORT/`` to (host, port).
+
+    The URL form is what the dashboard prints at start, so a user who pastes
+    it back gets what they meant (before, ``http`` became part of the host,
+    which then counted as an exposed address and asked for a login).
 
     Raises:
-        ConfigError: not of that form.
+        ConfigError: not of that form, or ``https://`` (the dashboard serves
+            plain HTTP; TLS belongs to a reverse proxy in front of it).
     """
-    host, sep, port_text = text.rpartition(":")
+    address = text.strip()
+    scheme, has_scheme, rest = address.partition("://")
+    if has_scheme:
+        if scheme.lower() == "https":
+            raise ConfigError(
+                f"--listen {text!r}: the dashboard serves plain HTTP; for HTTPS put a reverse "
+                "proxy in front of it and give --listen 127.0.0.1:PORT"
+            )
+        if scheme.lower() != "http":
+            raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        address = rest.rstrip("/")
+    host, sep, port_text = address.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+    if (
+        not sep
+        or not host
+        or "/" in host
+        or not port_text.isdigit()
+        or not 0 <= int(port_text) < 65536
+    ):
         raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     return host, int(port_text)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor dashboard``."""
+    parser.epilog = (
+        "A service: it never gives up on the broker. One that is down at start or goes "
+        "away later is retried (with backoff) until you stop the dashboard with Ctrl-C or "
+        "SIGTERM; the page says meanwhile that the broker is disconnected. Exit status: 0 "
+        "when stopped, 2 on a bad argument or setting, or when the HTTP address cannot be "
+        "listened on (e.g. its port is in use)."
+    )
     parser.add_argument(
         "--broker",
-        required=True,
         action="append",
         metavar="URL",
         help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; repeat it (or give a "
-        "comma-separated list) for the nodes of a broker cluster, tried in turn",
+        "comma-separated list) for the nodes of a broker cluster, tried in turn "
+        "(required, except with --add-user)",
     )
     parser.add_argument(
         "--listen",
@@ -232,6 +263,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``posture-monitor dashboard`` until interrupted."""
     if args.add_user:
         return _add_user(args.password_file, args.add_user)
+    if not args.broker:
+        print("error: --broker URL is required (except with --add-user)", file=sys.stderr)
+        return 2
     try:
         config = build_config(args)
         # SIGTERM (systemd's stop) unwinds like Ctrl-C and exits 0.
@@ -297,7 +331,12 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (BrokerError, PostureMonitorError) as exc:
+    except BrokerError as exc:
+        # The README's promise for every command: an unreachable broker is an
+        # error the user can fix, exit 2 (it was 1, like a missing summary).
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PostureMonitorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"report written to {args.out}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 import socket
@@ -46,7 +47,7 @@ from alerts.state import GatewayState, GatewayStatus, PatientState
 from alerts.summary import DailySummary
 from alerts.topics import TopicKind, Topics
 from alerts.wire import DropReason, PayloadError, utc_from_timestamp
-from common.errors import BrokerError
+from common.errors import BrokerError, ConfigError
 from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
@@ -146,7 +147,10 @@ class DashboardService:
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, config.listen_host, config.listen_port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise _listen_error(config.listen_host, config.listen_port, exc) from None
             self._port = int(self._runner.addresses[0][1])
             self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
@@ -409,7 +413,7 @@ class DashboardService:
             self.topics.escalations(notice.patient_id), message.to_json(), qos=1
         )
         await self._mqtt.publish(
-            f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
+            self.topics.escalation_bridge, notice.to_json(with_patient=False), qos=1
         )
 
     def _on_notify_status(self, status: DeliveryStatus) -> None:
@@ -457,3 +461,18 @@ def _default_client_id(port: int) -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40]
     suffix = str(port) if port else uuid.uuid4().hex[:8]
     return f"pm-dashboard-{host}-{suffix}"
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """One clear line for an HTTP address that cannot be bound (aiohttp's
+    message is a raw ``[Errno 98] error while attempting to bind ...``)."""
+    reasons = {
+        errno.EADDRINUSE: "the port is in use (another dashboard running?)",
+        errno.EADDRNOTAVAIL: "that is not an address of this machine",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    }
+    reason = reasons.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+    shown = f"[{host}]" if ":" in host else host
+    return ConfigError(
+        f"cannot listen on {shown}:{port}: {reason}; choose another with --listen HOST:PORT"
+    )

@@ -486,7 +486,13 @@ function beep(level) {
   alarm.beeps += 1;
   alarm.lastLevel = level;
   const ctx = alarm.ctx;
-  if (!ctx || ctx.state !== "running") return;
+  if (!ctx || ctx.state !== "running") {
+    // No sound yet, or the browser suspended it (a tablet that slept): ask
+    // for a tap again rather than stay silent without saying so.
+    if (ctx) ctx.resume().catch(() => {});
+    $("sound-gate").hidden = false;
+    return;
+  }
   const pattern = PATTERNS[Math.min(level, PATTERNS.length - 1)];
   for (const [freq, at, length, sweepTo] of pattern.notes) {
     const osc = ctx.createOscillator();
@@ -531,7 +537,6 @@ function enableSound() {
   if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume();
   if ("Notification" in window && Notification.permission === "default") Notification.requestPermission();
   $("sound-gate").hidden = true;
-  sessionStorage.setItem("posture-dashboard-sound", "asked");
 }
 
 function initAlarm() {
@@ -539,8 +544,9 @@ function initAlarm() {
   // Every page load needs its own tap for sound, whatever was allowed before.
   gate.hidden = false;
   $("sound-on").addEventListener("click", enableSound);
-  document.addEventListener("pointerdown", enableSound, { once: true });
-  document.addEventListener("keydown", enableSound, { once: true });
+  const onGesture = () => { if (!gate.hidden || !alarm.ctx) enableSound(); };
+  document.addEventListener("pointerdown", onGesture);
+  document.addEventListener("keydown", onGesture);
 }
 
 // ---- day dialog -----------------------------------------------------------

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from alerts.outbox import Outbox, OutboxEntry
     from alerts.publisher import AlertPublisher
     from alerts.settings import Message, MqttSettings, Will
+    from alerts.sink import AlertSink, MemorySink
     from alerts.state import Activity, GatewayState, GatewayStatus, PatientState
     from alerts.summary import DailySummary, FallRecord, SlouchEpisode, SummaryTotals
     from alerts.topics import DEFAULT_TOPIC_ROOT, TopicInfo, TopicKind, Topics, mask_id, validate_id
@@ -43,6 +44,7 @@ __all__ = [
     "Activity",
     "AlertEvent",
     "AlertPublisher",
+    "AlertSink",
     "ClockPolicy",
     "ConnectCallback",
     "DailySummary",
@@ -55,6 +57,7 @@ __all__ = [
     "GatewayState",
     "GatewayStatus",
     "Inbound",
+    "MemorySink",
     "Message",
     "MqttClient",
     "MqttSettings",
@@ -106,6 +109,8 @@ __getattr__, __dir__ = lazy_exports(
         "Message": "settings",
         "MqttSettings": "settings",
         "Will": "settings",
+        "AlertSink": "sink",
+        "MemorySink": "sink",
         "Activity": "state",
         "GatewayState": "state",
         "GatewayStatus": "state",

@@ -7,6 +7,13 @@ Latest states are published retained about once a second, and every state
 plus an "online" status again after each (re)connection. The Last Will is a
 retained "offline" status with an MQTT 5 will delay, so a short network blip
 does not flap the gateway offline for the physiotherapist.
+
+Each patient's open falls are kept retained on ``{root}/patients/{id}/alerts``
+(``alerts.open_alerts``) until an ack or resolution for them arrives on
+``{root}/patients/{id}/acks``, which the publisher subscribes to for every
+patient it has seen. The open set lives in the outbox database, so it survives
+a restart, and it is republished after every (re)connection, so it survives a
+broker that lost its retained messages.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from typing import Self
 
 from alerts.events import DEFAULT_SLOUCH_EXPIRY_S, AlertEvent
 from alerts.metrics import DeviceMetricValue, LatencyStats, PublisherMetrics, freeze_devices
-from alerts.mqtt import MqttClient
+from alerts.mqtt import Message, MqttClient
+from alerts.open_alerts import OpenFallKeeper, answered_event
 from alerts.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxEntry
 from alerts.settings import MqttSettings, Will
 from alerts.state import GatewayState, GatewayStatus, PatientState
@@ -129,12 +137,18 @@ class AlertPublisher:
         self._devices: dict[str, dict[str, DeviceMetricValue]] = {}
         self._latency = LatencyStats()
         self._states_published = 0
+        self._open: OpenFallKeeper | None = None
+        self._open_wakeup = asyncio.Event()
+        self._patients_seen: set[str] = set()
+        self._acks_subscribed: set[str] = set()
         self._integrity_check_interval_s = integrity_check_interval_s
         # Health alarms: a changed reason publishes the status at once.
         self._publish_alarm: str | None = None
         self._reported_degraded: str | None = None
         self._status_now = asyncio.Event()
         self._told_protocol_limits = False
+        # Parts of the gateway that cannot do their job ("ble": cannot scan).
+        self._degraded_parts: dict[str, str] = {}
 
     # ----------------------------------------------------------- properties
 
@@ -185,6 +199,7 @@ class AlertPublisher:
     def _degraded(self) -> str | None:
         reasons = [self._outbox.degraded if self._outbox is not None else None]
         reasons.append(self._publish_alarm)
+        reasons.extend(self._degraded_parts[source] for source in sorted(self._degraded_parts))
         return "; ".join(r for r in reasons if r) or None
 
     def _note_health(self) -> None:
@@ -198,6 +213,8 @@ class AlertPublisher:
         if self._lifecycle is not _Lifecycle.NEW:
             raise RuntimeError("an AlertPublisher can be entered only once")
         self._outbox = Outbox(self._outbox_path, max_rows=self._outbox_max_rows, clock=self._clock)
+        self._open = OpenFallKeeper(self._outbox)
+        self._patients_seen.update(self._open.patients())
         offline = self._status_payload(GatewayState.OFFLINE, with_metrics=False)
         client = MqttClient(
             self._settings,
@@ -231,6 +248,8 @@ class AlertPublisher:
             self._tasks.create_task(self._drain(), name=f"{name}-drain"),
             self._tasks.create_task(self._state_loop(), name=f"{name}-states"),
             self._tasks.create_task(self._status_loop(), name=f"{name}-status"),
+            self._tasks.create_task(self._open_alerts_loop(), name=f"{name}-open-alerts"),
+            self._tasks.create_task(self._ack_loop(), name=f"{name}-acks"),
         ]
         return self
 
@@ -302,6 +321,22 @@ class AlertPublisher:
         )
         self._note_health()
         self._wakeup.set()
+        self._see_patient(event.patient_id)
+        if self._open is not None and self._open.add(event):
+            logger.info(
+                "fall %s of %s kept open until answered", event.event_id, mask_id(event.patient_id)
+            )
+            self._open_wakeup.set()
+
+    @property
+    def open_falls(self) -> int:
+        """Falls this gateway keeps open (published retained) until someone answers them."""
+        return len(self._open) if self._open is not None else 0
+
+    def _see_patient(self, patient_id: str) -> None:
+        if patient_id not in self._patients_seen:
+            self._patients_seen.add(patient_id)
+            self._open_wakeup.set()  # subscribe to its acks
 
     def update_state(self, state: PatientState) -> None:
         """Keep ``state`` as the patient's latest; published retained ~1 Hz.
@@ -317,6 +352,26 @@ class AlertPublisher:
             )
         self._states[state.patient_id] = state
         self._dirty.add(state.patient_id)
+        self._see_patient(state.patient_id)
+
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
+        """Report (``reason``, a short code) or clear (None) a degraded part of
+        the gateway, e.g. ``("ble", "adapter_off", "adapter hci0 is powered
+        off ...")``: ``metrics.degraded`` of the status then reads
+        ``"ble adapter_off: adapter hci0 is powered off ..."`` and the status is
+        republished at once.
+
+        Raises:
+            ValueError: ``source`` or ``reason`` is not a short identifier.
+        """
+        for name, value in (("source", source), ("reason", reason or "ok")):
+            if not (isinstance(value, str) and value.isidentifier() and len(value) <= 64):
+                raise ValueError(f"degraded {name}: expected a short code, got {value!r:.40}")
+        if reason is None:
+            self._degraded_parts.pop(source, None)
+        else:
+            self._degraded_parts[source] = f"{source} {reason}: {detail}"[:400]
+        self._note_health()
 
     def set_device_metrics(self, patient_id: str, metrics: Mapping[str, DeviceMetricValue]) -> None:
         """Set one wearable's counters (e.g. ``{"packets_dropped": 3,
@@ -345,6 +400,10 @@ class AlertPublisher:
     async def _on_connected(self) -> None:
         client, _outbox = self._require_open()
         self._wakeup.set()
+        if self._open is not None:
+            # The broker may have lost its retained messages (a crash): say them again.
+            self._open.dirty.update(self._open.patients())
+            self._open_wakeup.set()
         if client.protocol != "5" and not self._told_protocol_limits:
             self._told_protocol_limits = True
             self._warn_protocol_limits(client)
@@ -431,6 +490,52 @@ class AlertPublisher:
                     self._dirty.add(patient_id)  # after a reconnect all are re-sent anyway
                     break
                 self._states_published += 1
+
+    async def _open_alerts_loop(self) -> None:
+        client, _outbox = self._require_open()
+        assert self._open is not None  # set in __aenter__
+        while True:
+            await self._open_wakeup.wait()
+            self._open_wakeup.clear()
+            try:
+                for patient_id in sorted(self._patients_seen - self._acks_subscribed):
+                    await client.subscribe(self._topics.acks(patient_id), qos=1)
+                    self._acks_subscribed.add(patient_id)
+                await client.wait_connected()
+                for patient_id in sorted(self._open.dirty):
+                    self._open.dirty.discard(patient_id)
+                    payload = self._open.retained(
+                        patient_id, self._gateway_id, utc_from_timestamp(self._clock())
+                    )
+                    try:
+                        await client.publish(
+                            self._topics.alerts(patient_id), payload, qos=1, retain=True
+                        )
+                    except BrokerError:
+                        self._open.dirty.add(patient_id)
+                        raise
+            except BrokerError as exc:
+                logger.warning("open falls not published yet (retrying): %s", exc)
+                await asyncio.sleep(1.0)
+                self._open_wakeup.set()
+
+    async def _ack_loop(self) -> None:
+        client, _outbox = self._require_open()
+        assert self._open is not None  # set in __aenter__
+        async for message in client.messages():
+            self._on_message(message)
+
+    def _on_message(self, message: Message) -> None:
+        info = self._topics.parse(message.topic)
+        if info is None or info.kind != "acks" or self._open is None:
+            return
+        event_id = answered_event(message.payload)
+        if event_id is None:
+            logger.warning("ignored a malformed ack for %s", mask_id(info.id))
+            return
+        if self._open.close(event_id) is not None:
+            logger.info("fall %s of %s answered: no longer open", event_id, mask_id(info.id))
+            self._open_wakeup.set()
 
     async def _status_loop(self) -> None:
         client, outbox = self._require_open()

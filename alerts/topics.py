@@ -10,6 +10,8 @@ The topic layout is the wire contract with ``physio/`` (docs/architecture.md):
 ``{root}/patients/{patient_id}/escalations``       QoS 1 (dashboard)
 ``{root}/patients/{patient_id}/summary``           retained, QoS 1 (dashboard: newest day)
 ``{root}/patients/{patient_id}/summary/YYYY-MM-DD`` retained, QoS 1 (dashboard: one day)
+``{root}/escalations``                              QoS 1 (dashboard: every escalation, for a
+                                                   nurse-call bridge; docs/dashboard.md)
 
 Ids become topic levels, so they are restricted to ``[A-Za-z0-9_-]{1,64}``:
 an MQTT wildcard (``+``/``#``), a ``/`` or a leading ``$`` in an id would
@@ -179,6 +181,11 @@ class Topics:
     def all_alerts(self) -> str:
         """Filter matching every patient's retained open falls."""
         return f"{self.root}/patients/+/alerts"
+
+    @property
+    def escalation_bridge(self) -> str:
+        """Every escalation on one topic, for a nurse-call bridge (no names or beds)."""
+        return f"{self.root}/escalations"
 
     @property
     def all_escalations(self) -> str:

@@ -12,12 +12,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 
 from alerts import AlertEvent, EventType, PatientState, mask_id
 from alerts.clock import mono_wall_now
+from alerts.sink import AlertSink
 from alerts.state import Activity as WireActivity
 from device_gateway.config import WearableConfig
 from device_gateway.timeline import SampleBlock, Timeline
@@ -28,10 +28,9 @@ from posture import (
     PostureEngine,
     PostureEvent,
     PostureEventKind,
-    SlouchSettings,
 )
 
-__all__ = ["AlertSink", "PatientMonitor"]
+__all__ = ["PatientMonitor"]
 
 _log = logging.getLogger(__name__)
 
@@ -41,14 +40,6 @@ _EVENT_TYPES = {
     PostureEventKind.FALL_DETECTED: EventType.FALL_DETECTED,
     PostureEventKind.FALL_CANCELLED: EventType.FALL_CANCELLED,
 }
-
-
-class AlertSink(Protocol):
-    """Where events and state go (``alerts.AlertPublisher`` in production)."""
-
-    async def publish_event(self, event: AlertEvent) -> None: ...
-
-    def update_state(self, state: PatientState) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +148,11 @@ class PatientMonitor:
             previous = self._engine
             if previous is not None:
                 _log.info("patient %s: stream changed to %s; new engine", self._log_id, shape)
-            t = self.wearable.thresholds
             self._engine = PostureEngine(
                 EngineConfig(
                     sample_rate_hz=sample_rate_hz,
                     has_gyro=has_gyro,
-                    slouch=SlouchSettings(
-                        threshold_deg=t.slouch_threshold_deg,
-                        hysteresis_deg=t.slouch_hysteresis_deg,
-                        dwell_s=t.slouch_dwell_s,
-                        lateral_threshold_deg=t.lateral_threshold_deg,
-                    ),
+                    slouch=self.wearable.slouch,
                 )
             )
             self._shape = shape
@@ -231,7 +216,7 @@ class PatientMonitor:
                 device_connected=self._connected,
                 battery_pct=self._battery_pct,
                 calibrated=calibrated,
-                slouch_threshold_deg=self.wearable.thresholds.slouch_threshold_deg,
+                slouch_threshold_deg=self.wearable.slouch.threshold_deg,
                 mono_time=mono_wall_now(),
             )
         )

@@ -2,10 +2,11 @@
 
 Connects, reads the retained ``{root}/gateways/+/status`` messages (they
 arrive right after the subscription), prints them as a table or JSON, and
-exits: 0 when at least one status was found, 1 when none (or not the asked
-gateway), 2 when the broker cannot be reached. Statuses are read through the
-one contract (``alerts.intake``); bad ones are dropped and counted, and a
-line on stderr says how many.
+exits (for scripts and monitoring checks): 0 when every gateway found is
+online, 3 when one or more is offline (its patients are not monitored), 1
+when none was found (or not the asked gateway), 2 when the broker cannot be
+reached. Statuses are read through the one contract (``alerts.intake``); bad
+ones are dropped and counted, and a line on stderr says how many.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _MAX_GATEWAYS = 1000
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor status``."""
+    parser.epilog = (
+        "Exit status: 0 every gateway found is online; 3 one or more is offline (its "
+        "patients are not monitored); 1 no status found; 2 the broker cannot be reached."
+    )
     add_broker_arguments(parser)
     parser.add_argument("--gateway", default=None, metavar="ID", help="only this gateway")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -172,4 +177,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    offline = sorted(g for g, status in statuses.items() if not status.online)
+    if offline:
+        print(
+            f"posture-monitor status: offline: {', '.join(offline)} "
+            "(their patients are not monitored)",
+            file=sys.stderr,
+        )
+        return 3
     return 0

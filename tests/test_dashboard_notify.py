@@ -23,6 +23,7 @@ from aiohttp import web
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
     JumpClock,
+    ack_headers,
     broker_url_fixture,
     event_json,
     free_port,
@@ -141,7 +142,7 @@ async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
                 aiohttp.ClientSession() as http,
                 http.post(
                     service.url + f"api/alerts/{fall_id}/ack",
-                    headers=CSRF,
+                    headers=await ack_headers(http, service.url),
                     json={"action": "acknowledged", "by": "Anna"},
                 ) as response,
             ):
@@ -241,7 +242,9 @@ async def test_non_ascii_user_logs_in_and_acks_under_that_name(broker_url: str) 
             while service.model.alert(fall_id) is None:
                 await asyncio.sleep(0.02)
         async with http.post(
-            service.url + f"api/alerts/{fall_id}/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{fall_id}/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert response.status == 200
         acks = await peer.wait_for("/patients/p-001/acks")

@@ -22,6 +22,7 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
     CSRF,
     HANG_S,
     JumpClock,
+    ack_headers,
     broker_url_fixture,
     event_json,
     free_port,
@@ -131,7 +132,7 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         await wait_until(lambda: service.model.alert(event_id) is not None)
         async with http.post(
             service.url + f"api/alerts/{event_id}/ack",
-            headers=CSRF,
+            headers=await ack_headers(http, service.url),
             json={"action": "acknowledged", "by": "Anna Berg"},
         ) as response:
             assert response.status == 200
@@ -144,7 +145,9 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         await ticks_pass(service)
         assert peer.on("/escalations") == [] and service.escalations_published == 0
         async with http.post(
-            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{event_id}/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert (await response.json())["status"] == "resolved"
         async with http.post(
@@ -152,7 +155,13 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         ) as response:
             assert response.status == 403  # no anti-CSRF header
         async with http.post(
-            service.url + "api/alerts/nope/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+        ) as response:
+            assert response.status == 403  # no CSRF token
+        async with http.post(
+            service.url + "api/alerts/nope/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert response.status == 404
 
@@ -262,7 +271,7 @@ async def test_every_page_and_stream_needs_a_login_when_configured(broker_url: s
                 assert (await response.json())["user"] == "anna"
             async with http.post(
                 service.url + f"api/alerts/{event_id}/ack",
-                headers=CSRF,
+                headers=await ack_headers(http, service.url),
                 json={"action": "acknowledged", "by": "mallory"},
             ) as response:
                 assert response.status == 200
@@ -300,7 +309,7 @@ async def test_ack_while_the_broker_is_down_says_it_was_not_sent() -> None:
             assert (await response.json())["broker_connected"] is False
         async with http.post(
             service.url + f"api/alerts/{event_id}/ack",
-            headers=CSRF,
+            headers=await ack_headers(http, service.url),
             json={"action": "acknowledged"},
         ) as response:
             assert response.status == 503

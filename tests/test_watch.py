@@ -260,18 +260,21 @@ async def test_status_prints_retained_gateway_status_and_metrics(broker: AnyBrok
         )
         assert found["ward-3"].online
         assert found["ward-3"].metrics["connected"] is True
+        online = _args(broker.url, gateway="ward-3", wait=HANG_S)
+        assert await asyncio.to_thread(status_cli.run, online, io.StringIO()) == 0
     # After a clean exit: offline, with the final metrics, read by the CLI.
     out = io.StringIO()
     code = await asyncio.to_thread(status_cli.run, _args(broker.url, wait=3.0), out)
     table = out.getvalue()
-    assert code == 0 and "ward-3" in table and "OFFLINE" in table
+    # Every gateway offline: the table says so and the exit status is not 0.
+    assert code == 3 and "ward-3" in table and "OFFLINE" in table
     assert "p-001: malformed=0, packets_dropped=2" in table
     out = io.StringIO()
     code = await asyncio.to_thread(
         status_cli.run, _args(broker.url, json=True, gateway="ward-3"), out
     )
     report = json.loads(out.getvalue())
-    assert code == 0 and report[0]["status"] == "offline"
+    assert code == 3 and report[0]["status"] == "offline"
     assert report[0]["metrics"]["events_published"] == 1
     code = await asyncio.to_thread(
         status_cli.run, _args(broker.url, gateway="ward-9", wait=0.3), io.StringIO()

@@ -32,12 +32,19 @@ class DashboardConfig:
         summary_interval_s: how often changed summaries are published, s.
         keep_archive_days: per-day retained summaries older than this are cleared.
         client_id: MQTT client id (default from host name and port).
+        database: the alert record: a SQLite file, ``:memory:`` (nothing
+            survives the process; for tests and embedders) or a
+            ``postgresql://`` URL shared by several dashboard instances.
         max_patients, max_patients_per_gateway: patients remembered in total
             and per gateway; messages about more are dropped and counted
             (bounds the memory made-up ids can take).
         clock_policy: how far senders' clocks are trusted (``alerts.clock``).
         notify: who gets escalation notices (webhooks, Apprise) and retries.
         patients: display names and rooms/beds, shown only on the page.
+        allowed_hosts: host names browsers may use besides the localhost
+            names and ``listen_host`` (a foreign ``Host`` is refused: DNS
+            rebinding).
+        session_lifetime_s: how long a login lasts, s.
     """
 
     broker: MqttSettings
@@ -51,11 +58,14 @@ class DashboardConfig:
     summary_interval_s: float = 60.0
     keep_archive_days: int = 31
     client_id: str | None = None
+    database: str = ":memory:"
     max_patients: int = 2000
     max_patients_per_gateway: int = 500
     clock_policy: ClockPolicy = field(default_factory=ClockPolicy)
     notify: NotifySettings = field(default_factory=NotifySettings)
     patients: PatientDirectory = field(default_factory=PatientDirectory.empty)
+    allowed_hosts: tuple[str, ...] = ()
+    session_lifetime_s: float = 12 * 3600.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.listen_port < 65536:

@@ -111,6 +111,7 @@ function applySnapshot(snap) {
   view.user = snap.user;
   view.directory = snap.directory || {};
   view.loginRequired = snap.login_required;
+  view.csrfToken = snap.csrf_token || "";  // acks must carry it (X-CSRF-Token)
   $("user").textContent = snap.user ? `Logged in as ${snap.user}` : "";
   $("logout").hidden = !snap.login_required;
   $("name-box").hidden = snap.login_required;
@@ -332,7 +333,11 @@ async function sendAck(eventId, action, button, errorNode) {
     const response = await fetch(`/api/alerts/${encodeURIComponent(eventId)}/ack`, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-Requested-With": "posture-dashboard" },
+      headers: {
+        "Content-Type": "application/json",
+        "X-Requested-With": "posture-dashboard",
+        "X-CSRF-Token": view.csrfToken || "",
+      },
       body: JSON.stringify({ action, by: $("by-name").value }),
     });
     if (response.status === 401) { location.href = "/login"; return; }
@@ -481,7 +486,13 @@ function beep(level) {
   alarm.beeps += 1;
   alarm.lastLevel = level;
   const ctx = alarm.ctx;
-  if (!ctx || ctx.state !== "running") return;
+  if (!ctx || ctx.state !== "running") {
+    // No sound yet, or the browser suspended it (a tablet that slept): ask
+    // for a tap again rather than stay silent without saying so.
+    if (ctx) ctx.resume().catch(() => {});
+    $("sound-gate").hidden = false;
+    return;
+  }
   const pattern = PATTERNS[Math.min(level, PATTERNS.length - 1)];
   for (const [freq, at, length, sweepTo] of pattern.notes) {
     const osc = ctx.createOscillator();
@@ -526,7 +537,6 @@ function enableSound() {
   if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume();
   if ("Notification" in window && Notification.permission === "default") Notification.requestPermission();
   $("sound-gate").hidden = true;
-  sessionStorage.setItem("posture-dashboard-sound", "asked");
 }
 
 function initAlarm() {
@@ -534,8 +544,9 @@ function initAlarm() {
   // Every page load needs its own tap for sound, whatever was allowed before.
   gate.hidden = false;
   $("sound-on").addEventListener("click", enableSound);
-  document.addEventListener("pointerdown", enableSound, { once: true });
-  document.addEventListener("keydown", enableSound, { once: true });
+  const onGesture = () => { if (!gate.hidden || !alarm.ctx) enableSound(); };
+  document.addEventListener("pointerdown", onGesture);
+  document.addEventListener("keydown", onGesture);
 }
 
 // ---- day dialog -----------------------------------------------------------

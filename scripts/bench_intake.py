@@ -21,6 +21,7 @@ No broker is needed: messages are handed to the receive path directly.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import resource
@@ -101,8 +102,13 @@ def _service(max_patients: int, per_gateway: int) -> DashboardService:
     return DashboardService(config)
 
 
-def bench_receive_path(n: int) -> None:
+async def bench_receive_path(n: int) -> None:
     service = _service(2000, 500)
+    async with service.record:  # the in-memory SQLite record a dashboard writes to
+        _receive_path(service, n)
+
+
+def _receive_path(service: DashboardService, n: int) -> None:
     now_s = time.time()
     messages = []
     for i in range(n):
@@ -115,6 +121,7 @@ def bench_receive_path(n: int) -> None:
             service.handle_message(message, now_s)
 
     cpu_s = _cpu(receive)
+    assert not service.drops.total, service.drops.by_reason
     print(f"dashboard receive path: {cpu_s / n * 1e6:.1f} us CPU per slouch event ({n} events)")
 
 
@@ -142,15 +149,16 @@ def _flood(service: DashboardService, patients: int) -> None:
         service.handle_message(Message(TOPICS.events(pid), event.to_json(), 1, False), now_s)
 
 
-def bench_memory(patients: int) -> None:
+async def bench_memory(patients: int) -> None:
     print(f"memory after {patients} made-up patient ids from one gateway:")
     for label, caps in (("caps 500/gw, 2000 total", (2000, 500)), ("caps lifted", (10**9, 10**9))):
         gc.collect()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
         service = _service(*caps)
-        _flood(service, patients)
-        current, _peak = tracemalloc.get_traced_memory()
+        async with service.record:
+            _flood(service, patients)
+            current, _peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         kept = len(service.model.snapshot()["patients"])
@@ -168,8 +176,8 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=5_000)
     args = parser.parse_args()
     bench_parsers(args.messages)
-    bench_receive_path(args.messages)
-    bench_memory(args.patients)
+    asyncio.run(bench_receive_path(args.messages))
+    asyncio.run(bench_memory(args.patients))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ nothing a user sees; and each keeps applying the valid message that follows.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -133,17 +134,41 @@ def test_mutated_payloads_are_a_payload_error_or_valid(
 
 
 def _service() -> DashboardService:
+    """A dashboard that has not connected (its alert record is opened by the caller)."""
     config = DashboardConfig(
         broker=MqttSettings.from_url("mqtt://127.0.0.1:1"),
         listen_port=0,
         topic_root=TOPICS.root,
     )
-    service = DashboardService(config, clock=lambda: NOW_S)
-    for kind in ("status", "state", "events"):
-        topic, obj = VALID[kind]
-        service.handle_message(Message(topic, _encode(obj), 1, kind != "events"), NOW_S)
-    assert service.drops.total == 0
-    return service
+    return DashboardService(config, clock=lambda: NOW_S)
+
+
+async def _survives(topic: str, payload: bytes) -> None:
+    service = _service()
+    async with service.record:  # an in-memory SQLite record, as a dashboard has
+        for k in ("status", "state", "events"):
+            valid_topic, obj = VALID[k]
+            service.handle_message(Message(valid_topic, _encode(obj), 1, k != "events"), NOW_S)
+        assert service.drops.total == 0
+        watch = WatchModel(TOPICS, clock=lambda: NOW_S)
+        for k in ("status", "state", "events"):
+            valid_topic, obj = VALID[k]
+            watch.handle(Message(valid_topic, _encode(obj), 1, k != "events"))
+        before, watch_before = json.dumps(service.model.snapshot()), watch.render()
+        service.handle_message(Message(topic, payload, 1, True), NOW_S)  # never raises
+        watch.handle(Message(topic, payload, 1, True))
+        if service.drops.total:
+            assert json.dumps(service.model.snapshot()) == before
+        if watch.drops.total:  # the same screen, apart from the drop counter's footer line
+            assert watch.render().replace(f"\n{watch.drops.line()}\n", "") == watch_before
+        assert "handler_error" not in service.drops.by_reason
+        assert "handler_error" not in watch.drops.by_reason
+        # Both still apply the next valid message.
+        follow = AlertEvent(EventType.BATTERY_LOW, "p-1", "gw-1", NOW)
+        service.handle_message(Message(TOPICS.events("p-1"), follow.to_json(), 1, False), NOW_S)
+        assert service.model.alert(follow.event_id) is not None
+        assert "handler_error" not in service.drops.by_reason
+        assert watch.handle(Message(TOPICS.events("p-1"), follow.to_json(), 1, False))
 
 
 @FUZZ
@@ -156,24 +181,6 @@ def _service() -> DashboardService:
 def test_dashboard_and_watch_survive_and_a_dropped_message_changes_nothing(
     kind: str, field: str, value: Any, raw: bytes | None
 ) -> None:
-    service = _service()
-    watch = WatchModel(TOPICS, clock=lambda: NOW_S)
-    for k in ("status", "state", "events"):
-        topic, obj = VALID[k]
-        watch.handle(Message(topic, _encode(obj), 1, k != "events"))
     topic, obj = VALID[kind]
     payload = raw if raw is not None else _encode({**obj, **({field: value} if field else {})})
-    before, watch_before = json.dumps(service.model.snapshot()), watch.render()
-    service.handle_message(Message(topic, payload, 1, True), NOW_S)  # never raises
-    watch.handle(Message(topic, payload, 1, True))
-    if service.drops.total:
-        assert json.dumps(service.model.snapshot()) == before
-    if watch.drops.total:  # the same screen, apart from the drop counter's footer line
-        assert watch.render().replace(f"\n{watch.drops.line()}\n", "") == watch_before
-    assert "handler_error" not in service.drops.by_reason
-    assert "handler_error" not in watch.drops.by_reason
-    # Both still apply the next valid message.
-    follow = AlertEvent(EventType.BATTERY_LOW, "p-1", "gw-1", NOW)
-    service.handle_message(Message(TOPICS.events("p-1"), follow.to_json(), 1, False), NOW_S)
-    assert service.model.alert(follow.event_id) is not None
-    assert watch.handle(Message(TOPICS.events("p-1"), follow.to_json(), 1, False))
+    asyncio.run(_survives(topic, payload))

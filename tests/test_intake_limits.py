@@ -52,7 +52,7 @@ def _state(patient_id: str, gateway_id: str) -> Message:
     return Message(TOPICS.state(patient_id), state.to_json(), 0, False)
 
 
-def test_made_up_patients_of_one_gateway_fill_only_its_share() -> None:
+async def test_made_up_patients_of_one_gateway_fill_only_its_share() -> None:
     config = DashboardConfig(
         broker=MqttSettings.from_url("mqtt://127.0.0.1:1"),
         listen_port=0,
@@ -60,6 +60,11 @@ def test_made_up_patients_of_one_gateway_fill_only_its_share() -> None:
         max_patients_per_gateway=40,
     )
     service = DashboardService(config, clock=lambda: NOW_S)
+    async with service.record:  # not connected: messages are handed in directly
+        _flood(service)
+
+
+def _flood(service: DashboardService) -> None:
     service.handle_message(_state("real-1", "ward-3"), NOW_S)
     for i in range(1000):
         service.handle_message(_state(f"fake-{i}", "evil-gw"), NOW_S)
@@ -72,6 +77,7 @@ def test_made_up_patients_of_one_gateway_fill_only_its_share() -> None:
     fall = AlertEvent(EventType.FALL_DETECTED, "fake-3", "evil-gw", utc_from_timestamp(NOW_S))
     service.handle_message(Message(TOPICS.events("fake-3"), fall.to_json(), 1, False), NOW_S)
     assert service.model.alert(fall.event_id) is not None
+    assert service.drops.by_reason == {"over_capacity": 960}
 
 
 def test_watch_caps_patients_too() -> None:

@@ -142,7 +142,9 @@ class DashboardService:
         self._record_open = True
         try:
             # Before MQTT: what the record knows is on screen before anything new.
-            self.broadcaster.publish(await self.recorder.restore(self.model, self.escalator))
+            self.broadcaster.publish(
+                await self.recorder.restore(self.model, self.escalator, self.book)
+            )
         except BaseException:
             await self._shutdown()
             raise

@@ -223,6 +223,10 @@ async def test_the_record_survives_kill_9_and_report_reads_its_audit_trail(
         async with dashboard_process(broker_url, database, root) as (_process, url):
             shown = await until_shown(http, url, fall_id, "acknowledged")
             assert [a["by"] for a in shown["acks"]] == ["Dr Mueller"]
+            async with http.get(url + "healthz") as response:
+                record = (await response.json())["record"]
+            kind = "postgresql" if database.startswith("postgresql") else "sqlite"
+            assert (record["ok"], record["kind"], record["failures"]) == (True, kind, 0)
     report = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -243,6 +243,15 @@ class DashboardService:
         """Wall clock, POSIX seconds."""
         return self._clock()
 
+    def record_health(self) -> dict[str, Any]:
+        """The alert record's health for ``/healthz`` (no path, host or patient)."""
+        return {
+            "ok": self.record.healthy,
+            "kind": self.record.kind,
+            "pending_writes": self.record.pending,
+            "failures": self.record.failures,
+        }
+
     def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
         """A patient's summary of one day (default: the latest)."""
         return self.book.summary(patient_id, day)

@@ -9,23 +9,32 @@ is left). A fall leaves the list when an ack or a resolution for its
 ``event_id`` arrives on ``{root}/patients/{id}/acks``; a ``fall_cancelled`` does
 not remove it (a fall never closes itself: a person must answer it).
 
-:class:`OpenFallKeeper` is that set (pure, no I/O of its own: the publisher
-persists it in the outbox database and publishes it).
+:class:`OpenFallKeeper` is that set (pure, persisted through the outbox
+database); :class:`OpenFallsLink` is its MQTT side, run by
+``alerts.publisher.AlertPublisher``: it subscribes to the acks of every patient
+seen, and publishes a patient's list when it changes and after every
+(re)connection (the broker may have lost its retained messages in a crash).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
 from alerts.acks import Ack
 from alerts.events import AlertEvent, EventType
+from alerts.mqtt import MqttClient
 from alerts.open_falls import MAX_OPEN_FALLS, OpenFalls
-from alerts.topics import mask_id
-from alerts.wire import PayloadError
+from alerts.topics import Topics, mask_id
+from alerts.wire import PayloadError, utc_from_timestamp
+from common.errors import BrokerError
 
-__all__ = ["OpenFallKeeper", "OpenFallsStore", "answered_event"]
+__all__ = ["OpenFallKeeper", "OpenFallsLink", "OpenFallsStore", "answered_event"]
+
+_RETRY_S = 1.0
 
 _log = logging.getLogger(__name__)
 
@@ -113,3 +122,93 @@ class OpenFallKeeper:
 
     def __len__(self) -> int:
         return len(self._patient_of)
+
+
+class OpenFallsLink:
+    """The open falls of one gateway on MQTT (its two tasks run in the publisher's group).
+
+    Args:
+        store: the outbox (persistence of the open set).
+        topics, gateway_id: where and as whom to publish.
+        clock: wall clock, POSIX s (the list's ``time``).
+    """
+
+    def __init__(
+        self,
+        store: OpenFallsStore,
+        topics: Topics,
+        gateway_id: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.keeper = OpenFallKeeper(store)
+        self._topics = topics
+        self._gateway_id = gateway_id
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self._seen: set[str] = set(self.keeper.patients())
+        self._subscribed: set[str] = set()
+        if self._seen:
+            self._wakeup.set()
+
+    def __len__(self) -> int:
+        return len(self.keeper)
+
+    def saw_patient(self, patient_id: str) -> None:
+        """A patient of this gateway (subscribe to its acks from now on)."""
+        if patient_id not in self._seen:
+            self._seen.add(patient_id)
+            self._wakeup.set()
+
+    def on_event(self, event: AlertEvent) -> None:
+        """An event was queued: a fall becomes open (and is published)."""
+        self.saw_patient(event.patient_id)
+        if self.keeper.add(event):
+            _log.info(
+                "fall %s of %s open until answered", event.event_id, mask_id(event.patient_id)
+            )
+            self._wakeup.set()
+
+    def on_connected(self) -> None:
+        """A (re)connection: say every list again (the broker may have lost them)."""
+        self.keeper.dirty.update(self.keeper.patients())
+        self._wakeup.set()
+
+    async def publish_loop(self, client: MqttClient) -> None:
+        """Subscribe to acks and publish changed lists, until cancelled."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                for patient_id in sorted(self._seen - self._subscribed):
+                    await client.subscribe(self._topics.acks(patient_id), qos=1)
+                    self._subscribed.add(patient_id)
+                await client.wait_connected()
+                for patient_id in sorted(self.keeper.dirty):
+                    self.keeper.dirty.discard(patient_id)
+                    payload = self.keeper.retained(
+                        patient_id, self._gateway_id, utc_from_timestamp(self._clock())
+                    )
+                    try:
+                        await client.publish(
+                            self._topics.alerts(patient_id), payload, qos=1, retain=True
+                        )
+                    except BrokerError:
+                        self.keeper.dirty.add(patient_id)
+                        raise
+            except BrokerError as exc:
+                _log.warning("open falls not published yet (retrying): %s", exc)
+                await asyncio.sleep(_RETRY_S)
+                self._wakeup.set()
+
+    async def ack_loop(self, client: MqttClient) -> None:
+        """Close the falls that acks and resolutions answer, until cancelled."""
+        async for message in client.messages():
+            info = self._topics.parse(message.topic)
+            if info is None or info.kind != "acks":
+                continue
+            event_id = answered_event(message.payload)
+            if event_id is None:
+                _log.warning("ignored a malformed ack for %s", mask_id(info.id))
+            elif self.keeper.close(event_id) is not None:
+                _log.info("fall %s of %s answered: no longer open", event_id, mask_id(info.id))
+                self._wakeup.set()

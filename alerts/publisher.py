@@ -31,8 +31,8 @@ from typing import Self
 
 from alerts.events import DEFAULT_SLOUCH_EXPIRY_S, AlertEvent
 from alerts.metrics import DeviceMetricValue, LatencyStats, PublisherMetrics, freeze_devices
-from alerts.mqtt import Message, MqttClient
-from alerts.open_alerts import OpenFallKeeper, answered_event
+from alerts.mqtt import MqttClient
+from alerts.open_alerts import OpenFallsLink
 from alerts.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxEntry
 from alerts.settings import MqttSettings, Will
 from alerts.state import GatewayState, GatewayStatus, PatientState
@@ -137,10 +137,7 @@ class AlertPublisher:
         self._devices: dict[str, dict[str, DeviceMetricValue]] = {}
         self._latency = LatencyStats()
         self._states_published = 0
-        self._open: OpenFallKeeper | None = None
-        self._open_wakeup = asyncio.Event()
-        self._patients_seen: set[str] = set()
-        self._acks_subscribed: set[str] = set()
+        self._open: OpenFallsLink | None = None
         self._integrity_check_interval_s = integrity_check_interval_s
         # Health alarms: a changed reason publishes the status at once.
         self._publish_alarm: str | None = None
@@ -213,8 +210,7 @@ class AlertPublisher:
         if self._lifecycle is not _Lifecycle.NEW:
             raise RuntimeError("an AlertPublisher can be entered only once")
         self._outbox = Outbox(self._outbox_path, max_rows=self._outbox_max_rows, clock=self._clock)
-        self._open = OpenFallKeeper(self._outbox)
-        self._patients_seen.update(self._open.patients())
+        self._open = OpenFallsLink(self._outbox, self._topics, self._gateway_id, self._clock)
         offline = self._status_payload(GatewayState.OFFLINE, with_metrics=False)
         client = MqttClient(
             self._settings,
@@ -248,8 +244,8 @@ class AlertPublisher:
             self._tasks.create_task(self._drain(), name=f"{name}-drain"),
             self._tasks.create_task(self._state_loop(), name=f"{name}-states"),
             self._tasks.create_task(self._status_loop(), name=f"{name}-status"),
-            self._tasks.create_task(self._open_alerts_loop(), name=f"{name}-open-alerts"),
-            self._tasks.create_task(self._ack_loop(), name=f"{name}-acks"),
+            self._tasks.create_task(self._open.publish_loop(client), name=f"{name}-open-falls"),
+            self._tasks.create_task(self._open.ack_loop(client), name=f"{name}-acks"),
         ]
         return self
 
@@ -321,22 +317,13 @@ class AlertPublisher:
         )
         self._note_health()
         self._wakeup.set()
-        self._see_patient(event.patient_id)
-        if self._open is not None and self._open.add(event):
-            logger.info(
-                "fall %s of %s kept open until answered", event.event_id, mask_id(event.patient_id)
-            )
-            self._open_wakeup.set()
+        if self._open is not None:
+            self._open.on_event(event)
 
     @property
     def open_falls(self) -> int:
         """Falls this gateway keeps open (published retained) until someone answers them."""
         return len(self._open) if self._open is not None else 0
-
-    def _see_patient(self, patient_id: str) -> None:
-        if patient_id not in self._patients_seen:
-            self._patients_seen.add(patient_id)
-            self._open_wakeup.set()  # subscribe to its acks
 
     def update_state(self, state: PatientState) -> None:
         """Keep ``state`` as the patient's latest; published retained ~1 Hz.
@@ -352,7 +339,8 @@ class AlertPublisher:
             )
         self._states[state.patient_id] = state
         self._dirty.add(state.patient_id)
-        self._see_patient(state.patient_id)
+        if self._open is not None:
+            self._open.saw_patient(state.patient_id)
 
     def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
         """Report (``reason``, a short code) or clear (None) a degraded part of
@@ -401,9 +389,7 @@ class AlertPublisher:
         client, _outbox = self._require_open()
         self._wakeup.set()
         if self._open is not None:
-            # The broker may have lost its retained messages (a crash): say them again.
-            self._open.dirty.update(self._open.patients())
-            self._open_wakeup.set()
+            self._open.on_connected()
         if client.protocol != "5" and not self._told_protocol_limits:
             self._told_protocol_limits = True
             self._warn_protocol_limits(client)
@@ -490,52 +476,6 @@ class AlertPublisher:
                     self._dirty.add(patient_id)  # after a reconnect all are re-sent anyway
                     break
                 self._states_published += 1
-
-    async def _open_alerts_loop(self) -> None:
-        client, _outbox = self._require_open()
-        assert self._open is not None  # set in __aenter__
-        while True:
-            await self._open_wakeup.wait()
-            self._open_wakeup.clear()
-            try:
-                for patient_id in sorted(self._patients_seen - self._acks_subscribed):
-                    await client.subscribe(self._topics.acks(patient_id), qos=1)
-                    self._acks_subscribed.add(patient_id)
-                await client.wait_connected()
-                for patient_id in sorted(self._open.dirty):
-                    self._open.dirty.discard(patient_id)
-                    payload = self._open.retained(
-                        patient_id, self._gateway_id, utc_from_timestamp(self._clock())
-                    )
-                    try:
-                        await client.publish(
-                            self._topics.alerts(patient_id), payload, qos=1, retain=True
-                        )
-                    except BrokerError:
-                        self._open.dirty.add(patient_id)
-                        raise
-            except BrokerError as exc:
-                logger.warning("open falls not published yet (retrying): %s", exc)
-                await asyncio.sleep(1.0)
-                self._open_wakeup.set()
-
-    async def _ack_loop(self) -> None:
-        client, _outbox = self._require_open()
-        assert self._open is not None  # set in __aenter__
-        async for message in client.messages():
-            self._on_message(message)
-
-    def _on_message(self, message: Message) -> None:
-        info = self._topics.parse(message.topic)
-        if info is None or info.kind != "acks" or self._open is None:
-            return
-        event_id = answered_event(message.payload)
-        if event_id is None:
-            logger.warning("ignored a malformed ack for %s", mask_id(info.id))
-            return
-        if self._open.close(event_id) is not None:
-            logger.info("fall %s of %s answered: no longer open", event_id, mask_id(info.id))
-            self._open_wakeup.set()
 
     async def _status_loop(self) -> None:
         client, outbox = self._require_open()

@@ -261,3 +261,32 @@ def test_audit_lines_and_csv_files(database: str, tmp_path: Path) -> None:
         assert row["minutes_to_acknowledge"] == "1.50" and row["status"] == "acknowledged"
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_lost_postgres_connection_loses_no_write(pg_url: str) -> None:
+    """The server ends our connection (as on a PostgreSQL restart or failover): the
+    queued writes are retried on a new connection and every one is committed."""
+    import psycopg
+
+    async with AlertRecord(pg_url) as record:
+        pid = await record.call(_backend_pid)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for n in range(5):
+
+            def write(s: SqlStore, n: int = n) -> bool:
+                return add(s, "fall_detected", f"f{n}", T0 + n)
+
+            record.write(write)
+        await record.flush()
+        assert record.failures >= 1  # the first write met the dead connection
+        stored = await record.call(lambda s: ops.open_alerts(s, since_s=0))
+    assert [a.event_id for a in stored] == [f"f{n}" for n in range(5)]
+
+
+def _backend_pid(store: SqlStore) -> int:
+    with store.transaction() as cur:
+        row = cur.one("SELECT pg_backend_pid()")
+    assert row is not None
+    return int(row[0])

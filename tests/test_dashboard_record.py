@@ -6,7 +6,9 @@ physio.dashboard``) or services, a SQLite file and a PostgreSQL database.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import csv
 import json
 import os
 import signal
@@ -15,6 +17,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -34,6 +38,7 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
 from physio.dashboard import record_ops as ops
+from physio.dashboard.cli import configure_report_parser, run_report
 from physio.dashboard.store import SqlStore
 
 T = TypeVar("T")
@@ -57,7 +62,7 @@ def read_record(database: str, fn: Callable[[SqlStore], T]) -> T:
 
 @pytest.mark.timeout(90)
 async def test_a_restarted_dashboard_shows_every_open_alert_from_the_record(
-    broker_url: str, database: str
+    broker_url: str, database: str, tmp_path: Path
 ) -> None:
     """The second dashboard has a new client id and topic root: nothing comes back over
     MQTT, so what it shows after the restart comes from the record alone."""
@@ -85,6 +90,22 @@ async def test_a_restarted_dashboard_shows_every_open_alert_from_the_record(
     trail = read_record(database, lambda s: ops.actions_of(s, "p-002", 0, time.time() + 100))
     assert [(a.action, a.by, a.source) for a in trail][-1][:2] == ("acknowledged", "anna")
     assert trail[-1].source.endswith("from 10.1.2.3")
+    # `report` reads the same record: the day's posture totals and the clinic page.
+    days_csv, page = tmp_path / "days.csv", tmp_path / "day.html"
+    parser = argparse.ArgumentParser()
+    configure_report_parser(parser)
+    day = datetime.fromtimestamp(t_s, UTC).date().isoformat()
+    args = parser.parse_args(
+        [
+            *("--patient", "p-001", "--database", database, "--day", day),
+            *("--timezone", "UTC", "--days-csv", str(days_csv), "--out", str(page)),
+        ]
+    )
+    assert await asyncio.to_thread(run_report, args) == 0
+    with days_csv.open(encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["day"], row["falls"]) == (day, "1")
+    assert "escalated (level 1)" in page.read_text(encoding="utf-8")
 
 
 @asynccontextmanager
@@ -202,6 +223,10 @@ async def test_the_record_survives_kill_9_and_report_reads_its_audit_trail(
         async with dashboard_process(broker_url, database, root) as (_process, url):
             shown = await until_shown(http, url, fall_id, "acknowledged")
             assert [a["by"] for a in shown["acks"]] == ["Dr Mueller"]
+            async with http.get(url + "healthz") as response:
+                record = (await response.json())["record"]
+            kind = "postgresql" if database.startswith("postgresql") else "sqlite"
+            assert (record["ok"], record["kind"], record["failures"]) == (True, kind, 0)
     report = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

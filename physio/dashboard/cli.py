@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
+from common.ids import ID_PATTERN
 from common.shutdown import run_until_terminated
 from physio.dashboard.auth import (
     TOKEN_ENV,
@@ -40,7 +41,7 @@ from physio.dashboard.auth import (
 from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.patients import PatientDirectory
 from physio.dashboard.record import default_database
-from physio.dashboard.report import SummaryNotFoundError, fetch_summary, write_report
+from physio.dashboard.report import fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
 from physio.dashboard.site import SiteConfig
 from physio.dashboard.store import StoreError
@@ -424,14 +425,15 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
 
 def _from_record(args: argparse.Namespace) -> None:
     """--audit, --alerts-csv, --days-csv and a record-based --out."""
-    from physio.dashboard import record_ops, record_report
-    from physio.dashboard.store import SqlStore
+    from physio.dashboard.record_report import from_record
 
     database = args.database or str(default_database())
     if not args.database and not Path(database).exists():
         raise ConfigError(
             f"no alert record at {database}: give --database (the dashboard's --database)"
         )
+    if ID_PATTERN.fullmatch(args.patient) is None:
+        raise ConfigError(f"invalid patient id {args.patient!r}")
     zone_name = args.timezone or local_timezone()
     try:
         zone = ZoneInfo(zone_name)
@@ -440,37 +442,21 @@ def _from_record(args: argparse.Namespace) -> None:
     if args.days < 1:
         raise ConfigError(f"--days must be >= 1, got {args.days}")
     last = args.day or date.today()
-    first = last - timedelta(days=args.days - 1)
-    store = SqlStore(database)
     try:
-        if args.audit:
-            lines = record_report.audit_lines(store, args.patient, first, last, zone)
-            print(f"audit trail of {args.patient}, {first} to {last} ({zone_name}):")
-            print("\n".join(lines) if lines else "(nothing recorded)")
-        if args.alerts_csv is not None:
-            n = record_report.write_alerts_csv(
-                store, args.patient, first, last, zone, args.alerts_csv
-            )
-            print(f"{n} alert(s) written to {args.alerts_csv}")
-        if args.days_csv is not None:
-            n = record_report.write_days_csv(store, args.patient, first, last, args.days_csv)
-            print(f"{n} day(s) written to {args.days_csv}")
-        if args.out is not None and args.broker is None:
-            from alerts.summary import DailySummary
-
-            stored = record_ops.summaries_of(
-                store, args.patient, (args.day or date.min).isoformat(), last.isoformat()
-            )
-            if not stored:
-                raise SummaryNotFoundError(
-                    f"no summary of patient {args.patient} up to {last} in the alert record"
-                )
-            write_report(DailySummary.from_json(stored[-1][1].encode()), args.out)
-            print(f"report written to {args.out}")
+        for line in from_record(
+            database,
+            args.patient,
+            first=last - timedelta(days=args.days - 1),
+            last=last,
+            zone=zone,
+            audit=args.audit,
+            alerts_csv=args.alerts_csv,
+            days_csv=args.days_csv,
+            html_or_png=args.out if args.broker is None else None,
+        ):
+            print(line)
     except OSError as exc:
         raise ConfigError(f"cannot write: {exc}") from exc
-    finally:
-        store.close()
 
 
 def run_report(args: argparse.Namespace) -> int:

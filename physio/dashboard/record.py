@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from common.backoff import Backoff
-from physio.dashboard.store import SqlStore, StoreError
+from physio.dashboard.store import SqlStore, StoreError, is_postgres_url
 
 __all__ = ["AlertRecord", "default_database"]
 
@@ -83,6 +83,11 @@ class AlertRecord:
     def where(self) -> str:
         """The database, without a password."""
         return self._store.where if self._store is not None else self.database
+
+    @property
+    def kind(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return "postgresql" if is_postgres_url(self.database) else "sqlite"
 
     @property
     def pending(self) -> int:

@@ -22,9 +22,17 @@ from zoneinfo import ZoneInfo
 
 from alerts.summary import DailySummary, SummaryTotals, format_time
 from physio.dashboard import record_ops as ops
+from physio.dashboard.report import SummaryNotFoundError, write_report
 from physio.dashboard.store import SqlStore
 
-__all__ = ["ALERT_COLUMNS", "audit_lines", "day_range_s", "write_alerts_csv", "write_days_csv"]
+__all__ = [
+    "ALERT_COLUMNS",
+    "audit_lines",
+    "day_range_s",
+    "from_record",
+    "write_alerts_csv",
+    "write_days_csv",
+]
 
 ALERT_COLUMNS = (
     "event_id",
@@ -129,6 +137,53 @@ def write_days_csv(store: SqlStore, patient_id: str, first: date, last: date, pa
         )
     _write(path, ("day", "timezone", "slouch_threshold_deg", *names), rows)
     return len(rows)
+
+
+def from_record(
+    database: str,
+    patient_id: str,
+    *,
+    first: date,
+    last: date,
+    zone: ZoneInfo,
+    audit: bool = False,
+    alerts_csv: Path | None = None,
+    days_csv: Path | None = None,
+    html_or_png: Path | None = None,
+) -> list[str]:
+    """What ``report`` does with the record; returns the lines to print.
+
+    ``html_or_png`` writes the newest stored day up to ``last`` as the clinic report.
+
+    Raises:
+        StoreError: the database cannot be reached.
+        SummaryNotFoundError: no stored day for ``html_or_png``.
+        OSError: a file cannot be written.
+    """
+    out: list[str] = []
+    store = SqlStore(database)
+    try:
+        if audit:
+            lines = audit_lines(store, patient_id, first, last, zone)
+            out.append(f"audit trail of {patient_id}, {first} to {last} ({zone.key}):")
+            out += lines or ["(nothing recorded)"]
+        if alerts_csv is not None:
+            n = write_alerts_csv(store, patient_id, first, last, zone, alerts_csv)
+            out.append(f"{n} alert(s) written to {alerts_csv}")
+        if days_csv is not None:
+            n = write_days_csv(store, patient_id, first, last, days_csv)
+            out.append(f"{n} day(s) written to {days_csv}")
+        if html_or_png is not None:
+            stored = ops.summaries_of(store, patient_id, date.min.isoformat(), last.isoformat())
+            if not stored:
+                raise SummaryNotFoundError(
+                    f"no summary of patient {patient_id} up to {last} in the alert record"
+                )
+            write_report(DailySummary.from_json(stored[-1][1].encode()), html_or_png)
+            out.append(f"report written to {html_or_png}")
+    finally:
+        store.close()
+    return out
 
 
 def _cell(value: object) -> object:

@@ -29,6 +29,7 @@ from physio.dashboard import record_ops as ops
 from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
 from physio.dashboard.record import AlertRecord
+from physio.dashboard.summary_book import SummaryBook
 
 __all__ = ["Recorder"]
 
@@ -153,8 +154,11 @@ class Recorder:
 
     # -- restore at start ------------------------------------------------------------
 
-    async def restore(self, model: DashboardModel, escalator: Escalator) -> list[Update]:
-        """Bring every open alert of the record back into the feed and the escalator.
+    async def restore(
+        self, model: DashboardModel, escalator: Escalator, book: SummaryBook
+    ) -> list[Update]:
+        """Bring every open alert of the record back into the feed, the escalator
+        and the day's summary (so the summaries this dashboard publishes keep it).
 
         Raises:
             StoreError: the database failed.
@@ -181,6 +185,11 @@ class Recorder:
             )
             if alert.type != "fall_detected":
                 continue
+            book.on_event(event, alert.time_s)
+            for ack in acks:
+                book.on_ack(alert.patient_id, ack)
+            if alert.escalated_level:
+                book.on_escalation(alert.patient_id, alert.event_id, alert.escalated_level)
             falls += 1
             escalator.on_fall(alert.event_id, alert.patient_id, alert.time_s, alert.received_s)
             if alert.escalated_level:

@@ -286,6 +286,8 @@ async def _healthz(request: web.Request) -> web.Response:
             "ok": True,
             "broker_connected": backend.model.broker_connected,
             "dropped": {"total": intake["total"], "by_reason": intake["by_reason"]},
+            # The alert record: writing (ok), writes queued, failures so far.
+            **({"record": health()} if (health := getattr(backend, "record_health", None)) else {}),
         }
     )
 

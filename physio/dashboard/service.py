@@ -142,7 +142,9 @@ class DashboardService:
         self._record_open = True
         try:
             # Before MQTT: what the record knows is on screen before anything new.
-            self.broadcaster.publish(await self.recorder.restore(self.model, self.escalator))
+            self.broadcaster.publish(
+                await self.recorder.restore(self.model, self.escalator, self.book)
+            )
         except BaseException:
             await self._shutdown()
             raise
@@ -240,6 +242,15 @@ class DashboardService:
     def now_s(self) -> float:
         """Wall clock, POSIX seconds."""
         return self._clock()
+
+    def record_health(self) -> dict[str, Any]:
+        """The alert record's health for ``/healthz`` (no path, host or patient)."""
+        return {
+            "ok": self.record.healthy,
+            "kind": self.record.kind,
+            "pending_writes": self.record.pending,
+            "failures": self.record.failures,
+        }
 
     def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
         """A patient's summary of one day (default: the latest)."""

@@ -236,8 +236,11 @@ class SqlStore:
             with self._conn.transaction():
                 yield _Cursor(self._conn, self.dialect)
         except psycopg.Error as exc:
-            if self._conn is not None and self._conn.closed:
-                self._conn = None  # reconnect on the next call
+            conn = self._conn
+            if conn is not None and (conn.closed or conn.broken):
+                self._conn = None  # a lost server connection: reconnect on the next call
+                with contextlib.suppress(Exception):
+                    conn.close()
             raise StoreError(f"alert record {self.where}: {exc}") from exc
 
     def _migrate(self) -> None:

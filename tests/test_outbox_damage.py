@@ -10,6 +10,7 @@ status that says ``degraded``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,11 +23,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from brokers import MOSQUITTO, MOSQUITTO_PASSWD, Collector, MosquittoBroker, Received
 from test_broker_acl import ACL, USERS, AclBroker
+from test_dashboard_support import broker_url_fixture, running  # noqa: F401  (fixture by name)
 
-from alerts import AlertEvent, AlertPublisher, EventType, GatewayStatus, Outbox, Topics
+from alerts import (
+    AlertEvent,
+    AlertPublisher,
+    EventType,
+    GatewayStatus,
+    Outbox,
+    Topics,
+    format_utc_ms,
+)
 from alerts.outbox_salvage import inspect_wal
 from physio.status import format_statuses
 
@@ -255,3 +266,22 @@ async def test_a_broker_refusing_every_event_raises_the_alarm_and_backs_off(
         assert sum("fails repeatedly" in r.getMessage() for r in caplog.records) == 1
     finally:
         await broker.stop()
+
+
+async def test_the_dashboard_warns_about_a_degraded_gateway(broker_url: str) -> None:
+    async with running(broker_url) as (service, peer):
+        status = {
+            "gateway_id": "ward-9",
+            "status": "online",
+            "time": format_utc_ms(datetime.now(UTC)),
+            "metrics": {"degraded": "outbox /var/lib/x was damaged (...); moved to ..."},
+        }
+        await peer.publish("gateways/ward-9/status", json.dumps(status).encode(), retain=True)
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(5):
+                while not service.model.snapshot()["gateways"]:
+                    await asyncio.sleep(0.02)
+            async with http.get(service.url + "api/snapshot") as response:
+                gateway = (await response.json())["gateways"][0]
+        assert gateway["online"] is True
+        assert gateway["degraded"].startswith("outbox /var/lib/x was damaged")

@@ -412,7 +412,9 @@ function renderWarnings() {
     const patients = [...view.patients.values()].filter((p) => p.gateway_id === g.gateway_id).length;
     return el("div", { class: "warning", "data-gateway-id": g.gateway_id },
       `Gateway ${g.gateway_id} offline since ${fmtClock(g.since_s)}: ${patients} patient(s) not monitored, falls cannot be detected.`);
-  }));
+  }), ...[...view.gateways.values()].filter((g) => g.online && g.degraded).map((g) =>
+    el("div", { class: "warning", "data-gateway-id": g.gateway_id, "data-degraded": "" },
+      `Gateway ${g.gateway_id} is degraded: ${g.degraded}`)));
 }
 
 // ---- the alarm ------------------------------------------------------------

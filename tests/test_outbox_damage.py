@@ -285,3 +285,25 @@ async def test_the_dashboard_warns_about_a_degraded_gateway(broker_url: str) -> 
                 gateway = (await response.json())["gateways"][0]
         assert gateway["online"] is True
         assert gateway["degraded"].startswith("outbox /var/lib/x was damaged")
+
+
+@pytest.mark.parametrize("kind", ["page_overwritten", "truncated"])
+def test_the_gateways_open_falls_are_salvaged_too(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "outbox.sqlite"
+    falls = [new_fall(i) for i in range(3)]
+    with Outbox(path) as outbox:
+        for ev in [old_event(i) for i in range(40)]:
+            outbox.put(ev, TOPICS.events(ev.patient_id))
+        for fall in falls:
+            outbox.keep_open_fall(fall.patient_id, fall.event_id, fall.to_json())
+    if kind == "truncated":
+        os.truncate(path, path.stat().st_size - PAGE_BYTES // 2)
+    else:
+        with open(path, "r+b") as f:  # the outbox table's root page
+            f.seek(PAGE_BYTES)
+            f.write(bytes(range(256)) * (PAGE_BYTES // 256))
+    with Outbox(path) as again:
+        assert again.degraded is not None and "3 open fall(s) salvaged" in again.degraded
+        assert [e for _p, e, _payload in again.open_falls()] == [f.event_id for f in falls]
+    with Outbox(path) as third:  # and they are in the fresh file
+        assert len(third.open_falls()) == 3 and third.degraded is None

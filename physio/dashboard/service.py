@@ -312,6 +312,8 @@ class DashboardService:
             )
             if inbound is not None:
                 self._apply(inbound)
+                if not inbound.clock_trusted and inbound.payload is not None:
+                    self.drops.untrusted_clock(inbound.topic)
         except PayloadError as exc:
             self.drops.drop(exc.reason, info, str(exc))
         except Exception:  # the receive loop must outlive any one message

@@ -88,8 +88,12 @@ function connect() {
 function setIntake(intake) {
   const reasons = Object.entries((intake && intake.by_reason) || {})
     .map(([reason, count]) => `${reason} ${count}`).join(", ");
-  $("intake").textContent = intake && intake.total
-    ? `${intake.total} bad broker message(s) dropped (${reasons})` : "";
+  const parts = [];
+  if (intake && intake.total) parts.push(`${intake.total} bad broker message(s) dropped (${reasons})`);
+  if (intake && intake.clock_untrusted) {
+    parts.push(`${intake.clock_untrusted} filed at receipt time (a sender's clock is off)`);
+  }
+  $("intake").textContent = parts.join("; ");
 }
 
 function setConn(live) {

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -36,10 +37,12 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
     running,
 )
 
+from alerts.events import AlertEvent, EventType
 from alerts.mqtt import Message, MqttClient, MqttSettings
 from physio.dashboard import record_ops as ops
 from physio.dashboard.cli import configure_parser, configure_report_parser, run, run_report
 from physio.dashboard.store import SqlStore
+from physio.dashboard.summary_book import SummaryBook
 
 T = TypeVar("T")
 
@@ -347,3 +350,26 @@ def test_a_dashboard_whose_record_cannot_be_reached_says_so(
     err = capsys.readouterr().err
     assert "alert record postgresql://…@127.0.0.1:1/x: cannot connect" in err
     assert "secret" not in err
+
+
+@pytest.mark.timeout(90)
+async def test_a_fall_known_only_from_a_retained_summary_is_recorded_and_escalates(
+    broker_url: str, tmp_path: Path
+) -> None:
+    book = SummaryBook(ZoneInfo("UTC"))
+    fall = AlertEvent(EventType.FALL_DETECTED, "p-021", "ward-3", datetime.now(UTC))
+    book.on_event(fall, fall.time_s)
+    summary = book.summary("p-021", None)
+    assert summary is not None
+    database = str(tmp_path / "alerts.sqlite3")
+    clock = JumpClock()
+    async with running(broker_url, clock, database=database) as (service, peer):
+        await peer.publish("patients/p-021/summary", summary.to_json(), retain=True)
+        await eventually(lambda: service.model.alert(fall.event_id))
+        clock.advance(40)
+        (sent,) = await peer.wait_for("p-021/escalations", 1, timeout_s=30)
+        assert (sent["event_id"], sent["level"]) == (fall.event_id, 1)
+        await service.record.flush()
+    trail = read_record(database, lambda s: ops.actions_of(s, "p-021", 0, 4e9))
+    assert (trail[0].action, trail[0].source) == ("event", "retained daily summary")
+    assert [a.level for a in trail if a.action == "escalated"] == [1]

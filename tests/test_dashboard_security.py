@@ -246,7 +246,8 @@ async def test_bad_logins_slow_the_guesser_but_never_lock_the_ward_out(broker_ur
                     for n, http in enumerate(guessers)
                 ]
             checked = answers.count("/login?failed=1")
-            assert len(answers) == 300 and checked <= 25, checked
+            # 20 before the account is slowed, then one per 5 s while this runs.
+            assert len(answers) == 300 and checked <= 30, checked
             assert set(answers) == {"/login?failed=1", "429"}  # the rest never hashed
             # The known tablet is not slowed; a new browser is slowed, not locked.
             async with tablet.post(url + "logout", headers=CSRF, allow_redirects=False):

@@ -98,7 +98,12 @@ def collect_candidates(
             FallModel(FEATURE_NAMES, np.zeros(k), np.ones(k), np.zeros(k), -50.0, 1.0), null_path
         )
         never = FallSettings(
-            **{**settings.__dict__, "model_path": str(null_path), "unmoving_impulse_gs": 1e9}
+            **{
+                **settings.__dict__,
+                "model_path": str(null_path),
+                "unmoving_impulse_gs": 1e9,
+                "soft_min_peak_lp_g": 1e9,
+            }
         )
         for rec in recordings:
             for rate in rates_hz:

@@ -63,6 +63,8 @@ class PatientThresholds:
     slouch_hysteresis_deg: float = 5.0
     slouch_dwell_s: float = 30.0
     lateral_threshold_deg: float = 20.0
+    slouch_while_walking: bool = True
+    """Walking hunched counts as slouching (False: walking resets the dwell)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +231,7 @@ _THRESHOLD_KEYS = {
     "slouch_hysteresis_deg",
     "slouch_dwell_s",
     "lateral_threshold_deg",
+    "slouch_while_walking",
 }
 
 
@@ -246,6 +249,7 @@ def _thresholds(reader: _Reader, base: PatientThresholds) -> PatientThresholds:
         slouch_hysteresis_deg=hysteresis,
         slouch_dwell_s=reader.positive("slouch_dwell_s", base.slouch_dwell_s),
         lateral_threshold_deg=reader.positive("lateral_threshold_deg", base.lateral_threshold_deg),
+        slouch_while_walking=reader.get("slouch_while_walking", bool, base.slouch_while_walking),
     )
 
 

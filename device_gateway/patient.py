@@ -159,6 +159,7 @@ class PatientMonitor:
                         hysteresis_deg=t.slouch_hysteresis_deg,
                         dwell_s=t.slouch_dwell_s,
                         lateral_threshold_deg=t.lateral_threshold_deg,
+                        while_walking=t.slouch_while_walking,
                     ),
                 )
             )

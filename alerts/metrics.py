@@ -33,6 +33,10 @@ class PublisherMetrics:
             memory; anything above 0 needs a look at the disk).
         devices: per-patient counters the gateway set with
             ``set_device_metrics`` (e.g. packets dropped, malformed).
+        degraded: why delivery is not what it should be (a damaged outbox
+            moved aside, events held only in memory, publishing failing the
+            same way again and again), or None. Alarm on any value.
+        outbox_recoveries: times a damaged outbox file was replaced.
     """
 
     connected: bool
@@ -47,6 +51,8 @@ class PublisherMetrics:
     states_published: int
     outbox_errors: int
     devices: Mapping[str, Mapping[str, DeviceMetricValue]] = field(default_factory=dict)
+    degraded: str | None = None
+    outbox_recoveries: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able dict for the status payload (floats rounded to 0.1)."""

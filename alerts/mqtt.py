@@ -16,8 +16,13 @@ Delivery contract (what callers may rely on):
   the session.
 * ``clean_start=True`` starts a clean session on the first connection only;
   reconnections resume it, so the broker honours the Will delay over a blip.
-* With protocol "5", a broker that refuses protocol 5 (amqtt) is used with
-  3.1.1 instead (logged once), unless ``settings.protocol_fallback`` is off.
+* With protocol "5", a broker that refuses protocol 5 (amqtt, NATS) is used
+  with 3.1.1 instead (logged once), unless ``settings.protocol_fallback`` is
+  off.
+* Failover: with ``settings.failover`` (nodes of one broker cluster), each
+  connection attempt after a failure or a lost connection goes to the next
+  node in turn, one backoff delay after the last attempt. The cluster keeps
+  the session and retained messages, so a node's loss costs one reconnect.
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ class MqttClient:
         if session_expiry_s is not None and not 0 <= session_expiry_s <= 0xFFFFFFFF:
             raise ConfigError(f"session_expiry_s: expected 0..2**32-1 s, got {session_expiry_s!r}")
         self._settings = settings
+        self._endpoints = settings.endpoints()
+        self._endpoint_index = 0
         self._client_id = client_id
         self._will = will
         self._clean_start = clean_start
@@ -139,6 +146,11 @@ class MqttClient:
     def settings(self) -> MqttSettings:
         """The settings this client was made with."""
         return self._settings
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the node connected to (or being tried)."""
+        return self._endpoints[self._endpoint_index].address
 
     @property
     def client_id(self) -> str:
@@ -234,9 +246,7 @@ class MqttClient:
 
     def _require_open(self) -> None:
         if self._state is not _Lifecycle.OPEN:
-            raise BrokerError(
-                f"MQTT client for {self._settings.address} is {self._state.value}, not open"
-            )
+            raise BrokerError(f"MQTT client for {self.address} is {self._state.value}, not open")
 
     async def wait_connected(self) -> None:
         """Return once connected.
@@ -316,14 +326,14 @@ class MqttClient:
         refused = [code for code in codes if code.is_failure]
         if refused:
             raise BrokerError(
-                f"MQTT broker at {self._settings.address} refused the "
+                f"MQTT broker at {self.address} refused the "
                 f"subscription to {topic_filter!r}: {refused[0].getName()}"
             )
 
     def _live_connection(self) -> PahoConnection:
         conn = self._conn
         if conn is None or not conn.connected:
-            raise BrokerError(f"not connected to MQTT broker at {self._settings.address}")
+            raise BrokerError(f"not connected to MQTT broker at {self.address}")
         return conn
 
     async def _await_ack(self, conn: PahoConnection, ack: asyncio.Future[Any], what: str) -> Any:
@@ -332,7 +342,7 @@ class MqttClient:
                 return await ack
         except TimeoutError:
             raise BrokerError(
-                f"no {what} from MQTT broker at {self._settings.address} within "
+                f"no {what} from MQTT broker at {self.address} within "
                 f"{self._settings.ack_timeout_s:g} s"
             ) from None
         finally:
@@ -371,23 +381,33 @@ class MqttClient:
                 "dropped %d received MQTT message(s) so far (%s) from %s",
                 self._dropped_messages,
                 why,
-                self._settings.address,
+                self.address,
             )
 
     def _on_lost(self, code: ReasonCode) -> None:
         self._connected_event.clear()
         if self._state is _Lifecycle.OPEN:
-            logger.warning(
-                "connection to MQTT broker at %s lost: %s", self._settings.address, code.getName()
-            )
+            logger.warning("connection to MQTT broker at %s lost: %s", self.address, code.getName())
+            # The node may be dead: the next attempt tries the next node.
+            self._next_endpoint()
             self._lost_event.set()
+
+    def _next_endpoint(self) -> None:
+        self._endpoint_index = (self._endpoint_index + 1) % len(self._endpoints)
+
+    @property
+    def _all_addresses(self) -> str:
+        return ", ".join(self._settings.addresses)
 
     # ------------------------------------------------------------ connecting
 
     async def _first_connect(self) -> None:
         settings = self._settings
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.connect_timeout_s
+        # Each node gets the full connect timeout (one unreachable node may
+        # take all of it before the next is tried).
+        budget_s = settings.connect_timeout_s * len(self._endpoints)
+        deadline = loop.time() + budget_s
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
@@ -398,6 +418,7 @@ class MqttClient:
                         self._last_error = exc
                         if exc.permanent:
                             raise BrokerError(str(exc)) from None
+                        self._next_endpoint()
                         if not self._wait_for_connection:
                             logger.warning("%s; retrying in the background", exc)
                             self._lost_event.set()
@@ -414,13 +435,13 @@ class MqttClient:
             detail = f": {self._last_error}" if self._last_error else ""
             if self._wait_for_connection:
                 raise BrokerError(
-                    f"cannot connect to MQTT broker at {settings.address} within "
-                    f"{settings.connect_timeout_s:g} s{detail}"
+                    f"cannot connect to MQTT broker at {self._all_addresses} within "
+                    f"{budget_s:g} s{detail}"
                 ) from None
             logger.warning(
                 "no connection to MQTT broker at %s within %g s%s; retrying in the background",
-                settings.address,
-                settings.connect_timeout_s,
+                self._all_addresses,
+                budget_s,
                 detail,
             )
             self._lost_event.set()
@@ -440,7 +461,7 @@ class MqttClient:
             logger.warning(
                 "MQTT broker at %s refuses protocol 5 (%s); using 3.1.1 (no "
                 "message expiry, no will delay)",
-                self._settings.address,
+                self.address,
                 exc,
             )
             self._protocol = "3.1.1"
@@ -451,7 +472,7 @@ class MqttClient:
         if old is not None:
             await old.close(send_disconnect=False)
         conn = PahoConnection(
-            self._settings,
+            self._endpoints[self._endpoint_index],
             protocol=self._protocol,
             client_id=self._client_id,
             will=self._will,
@@ -475,7 +496,7 @@ class MqttClient:
         self._connected_event.set()
         logger.info(
             "connected to MQTT broker at %s (MQTT %s, session present: %s)",
-            self._settings.address,
+            self.address,
             self._protocol,
             session_present,
         )
@@ -491,13 +512,14 @@ class MqttClient:
                 delay = self._backoff.next_delay()
                 if isinstance(self._last_error, ConnectFailed) and self._last_error.permanent:
                     delay = max(delay, settings.reconnect_max_s)
-                logger.info("reconnecting to MQTT broker at %s in %.2f s", settings.address, delay)
+                logger.info("reconnecting to MQTT broker at %s in %.2f s", self.address, delay)
                 await asyncio.sleep(delay)
                 try:
                     await self._attempt()
                     break
                 except ConnectFailed as exc:
                     self._last_error = exc
+                    self._next_endpoint()
                     (logger.error if exc.permanent else logger.warning)("%s", exc)
             self._start_hooks()
 

@@ -15,20 +15,48 @@ Policy (docs/reliability.md):
   severity first, oldest first within it. Fall events are never evicted: if
   only falls remain, the outbox grows past the bound (logged as an error).
 * One process per outbox file: the file is locked exclusively while open.
+
+Integrity (a damaged file must never silence new alerts):
+
+* Every pending event is also held in memory, and the file is *read* only
+  at start. Sending works from memory, so a page that cannot be read can
+  neither hide a new event nor make an acknowledged one come back.
+* At start the write-ahead log is checked frame by frame and the file with
+  SQLite's ``integrity_check``. A damaged file is moved aside to
+  ``<path>.corrupt-<UTC time>``, the rows that can still be read are
+  salvaged (``alerts.outbox_salvage``) into a fresh file.
+* ``check()`` (the publisher calls it every minute) runs ``quick_check`` on
+  what is on disk; damage found then, or a write failing as corrupt, moves
+  the file aside and writes a fresh one from memory, losing nothing.
+* ``degraded`` says what happened until the process ends (logged once at
+  ERROR), ``recoveries`` counts the fresh starts; the publisher puts both in
+  its retained status.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from alerts.events import AlertEvent, Severity
+from alerts.outbox_file import (
+    INSERT,
+    SELECT_ALL,
+    OutboxEntry,
+    entries_from_rows,
+    integrity_problems,
+    is_corruption,
+    move_aside,
+    open_db,
+    wal_damage,
+)
+from alerts.outbox_salvage import salvage_rows
 from common.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_ROWS", "Outbox", "OutboxEntry"]
@@ -36,46 +64,8 @@ __all__ = ["DEFAULT_MAX_ROWS", "Outbox", "OutboxEntry"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS = 10_000
-_SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    severity_rank INTEGER NOT NULL,
-    is_fall INTEGER NOT NULL,
-    created_s REAL NOT NULL,
-    expires_s REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (is_fall DESC, seq);
-CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (is_fall, severity_rank, seq);
-"""
-_COLUMNS = "seq, event_id, topic, payload, severity_rank, is_fall, created_s, expires_s"
-_SEVERITY_BY_RANK = {severity.rank: severity for severity in Severity}
-
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    """One pending event.
-
-    Attributes:
-        seq: insertion order (monotonic within one outbox file).
-        created_s, expires_s: wall-clock POSIX seconds (expires None: never).
-    """
-
-    seq: int
-    event_id: str
-    topic: str
-    payload: bytes
-    severity: Severity
-    is_fall: bool
-    created_s: float
-    expires_s: float | None
-
-    def remaining_expiry_s(self, now_s: float) -> float | None:
-        """Seconds left before expiry at ``now_s`` (None: never expires)."""
-        return None if self.expires_s is None else self.expires_s - now_s
+# Failed writes in a row (disk full, I/O errors) before the file is checked.
+_FAILURES_BEFORE_CHECK = 3
 
 
 class Outbox:
@@ -89,10 +79,9 @@ class Outbox:
             monotonic) because expiry and age must survive a restart.
 
     Raises:
-        ConfigError: naming the file when it cannot be opened or another
-            process holds it. A corrupt file is moved aside to
-            ``<path>.corrupt-<time>`` (logged) and a new one started, so a
-            damaged disk cannot keep the gateway from sending falls.
+        ConfigError: naming the file when it cannot be opened, has a newer
+            schema, or another process holds it. A damaged file is not an
+            error: it is moved aside, salvaged and replaced (see ``degraded``).
     """
 
     def __init__(
@@ -110,62 +99,185 @@ class Outbox:
         self.evicted_count = 0
         self.expired_count = 0
         self.db_errors = 0
-        self._spilled: dict[str, OutboxEntry] = {}
-        self._spill_seq = 0
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if self._path is None or isinstance(exc, sqlite3.OperationalError):
-                raise ConfigError(f"outbox {self._where}: cannot open: {exc}") from exc
-            aside = self._path.with_name(f"{self._path.name}.corrupt-{int(self._clock())}")
-            logger.error(
-                "outbox %s is corrupt (%s); moved to %s, starting empty", self._path, exc, aside
-            )
-            self._path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{self._path}{suffix}").unlink(missing_ok=True)
-            self._db = self._open()
+        self.recoveries = 0
+        # Pending events by id, each dict in seq order (falls drain first).
+        self._falls: dict[str, OutboxEntry] = {}
+        self._others: dict[str, OutboxEntry] = {}
+        self._unsaved: set[str] = set()  # pending, not (yet) in the file
+        self._undeleted: set[str] = set()  # acknowledged, row not yet deleted
+        self._next_seq = 1
+        self._failures_in_row = 0
+        self._degraded: list[str] = []
+        self._inode: int | None = None
+        self._db: sqlite3.Connection | None = self._start()
         if len(self):
             logger.info(
                 "outbox %s holds %d pending event(s) from a previous run", self._where, len(self)
             )
+
+    # ------------------------------------------------------------ opening
 
     @property
     def _where(self) -> str:
         return str(self._path) if self._path is not None else ":memory:"
 
     def _open(self) -> sqlite3.Connection:
-        target = ":memory:" if self._path is None else str(self._path)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        db = sqlite3.connect(target, timeout=0.5, isolation_level=None)
-        try:
-            # Exclusive: a second gateway on the same file would send every
-            # event twice; fail it at start instead. (Set before WAL so no
-            # shared-memory file is needed.)
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("BEGIN EXCLUSIVE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
-                db.execute("ROLLBACK")
-                raise ConfigError(
-                    f"outbox {self._where}: schema version {version}, expected {_SCHEMA_VERSION}"
-                )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            db.close()
-            if "locked" in str(exc):
-                raise ConfigError(f"outbox {self._where} is in use by another process") from exc
-            raise
-        except BaseException:
-            db.close()
-            raise
+        db = open_db(self._path)
+        if self._path is not None:
+            self._inode = self._path.stat().st_ino
         return db
+
+    def _load(self, rows: list[tuple[object, ...]]) -> None:
+        for entry in entries_from_rows(rows):
+            (self._falls if entry.is_fall else self._others)[entry.event_id] = entry
+            self._next_seq = max(self._next_seq, entry.seq + 1)
+
+    def _start(self) -> sqlite3.Connection | None:
+        if self._path is None:
+            return self._open()
+        wal_note = wal_damage(self._path, self._clock())
+        if wal_note is not None:
+            self._degrade(wal_note)
+        db: sqlite3.Connection | None = None
+        try:
+            db = self._open()
+            problems = integrity_problems(db, "integrity_check")
+            if not problems:
+                self._load(db.execute(SELECT_ALL).fetchall())
+                return db
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if db is not None:
+            db.close()
+        aside = move_aside(self._path, self._clock())
+        rows = salvage_rows(aside) if aside is not None else []
+        self._falls.clear()
+        self._others.clear()
+        self._load([dataclasses.astuple(row) for row in rows])
+        self._db = self._open()
+        self._unsaved.update(self._falls, self._others)
+        self._flush()
+        self.recoveries += 1
+        self._degrade(
+            f"outbox {self._path} was damaged ({problems[0]}); moved to "
+            f"{aside.name if aside else '(could not move)'}; {len(rows)} pending event(s) "
+            "salvaged into a fresh outbox; events that could not be read are lost"
+        )
+        return self._db
+
+    def _degrade(self, reason: str) -> None:
+        if reason not in self._degraded:
+            self._degraded.append(reason)
+            logger.error("%s", reason)
+
+    @property
+    def degraded(self) -> str | None:
+        """Why this outbox is not what it should be (None: it is sound).
+
+        Set when a damaged file was replaced, events could not be read, or
+        events are held only in memory; kept until the process ends, so the
+        alarm is seen even after the outbox recovered."""
+        return "; ".join(self._degraded) if self._degraded else None
+
+    # ------------------------------------------------------------ writing
+
+    def _write(self, what: str, statements: Callable[[sqlite3.Connection], None]) -> bool:
+        """Run ``statements`` in one transaction; False (logged, counted) on failure."""
+        db = self._db
+        if db is None:
+            return False
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            statements(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):  # no transaction may be open
+                db.execute("ROLLBACK")
+            self.db_errors += 1
+            self._failures_in_row += 1
+            if self.db_errors & (self.db_errors - 1) == 0:  # the first, then powers of two
+                logger.error(
+                    "outbox %s: %s failed (%d so far): %s", self._where, what, self.db_errors, exc
+                )
+            if is_corruption(exc):
+                self._recover(str(exc))
+            elif self._failures_in_row >= _FAILURES_BEFORE_CHECK:
+                self._failures_in_row = 0
+                self.check()
+            return False
+        self._failures_in_row = 0
+        return True
+
+    def _flush(self) -> bool:
+        """Write events kept only in memory and delete acknowledged rows."""
+        if not self._unsaved and not self._undeleted:
+            return True
+        entries = [e for i in self._unsaved if (e := self._entry(i)) is not None]
+        gone = list(self._undeleted)
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.executemany(INSERT, [e.row() for e in entries])
+            db.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in gone])
+
+        if not self._write("writing events kept in memory", statements):
+            return False
+        self._unsaved.clear()
+        self._undeleted.difference_update(gone)
+        return True
+
+    def _recover(self, reason: str) -> None:
+        """The file is damaged: move it aside and rewrite every pending event."""
+        if self._path is None:
+            self._degrade(f"outbox in memory failed: {reason}")
+            return
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        aside = move_aside(self._path, self._clock())
+        self._unsaved = set(self._falls) | set(self._others)
+        self._undeleted.clear()
+        self.recoveries += 1
+        try:
+            self._db = self._open()
+        except (sqlite3.Error, ConfigError, OSError) as exc:
+            self._degrade(
+                f"outbox {self._path} is damaged ({reason}) and no fresh file can be "
+                f"opened ({exc}): events are held in memory only"
+            )
+            return
+        self._flush()
+        self._degrade(
+            f"outbox {self._path} was damaged ({reason}); moved to "
+            f"{aside.name if aside else '(could not move)'}; {len(self)} pending event(s) "
+            "rewritten to a fresh outbox from memory, none lost"
+        )
+
+    def check(self) -> bool:
+        """Check the file on disk (``quick_check``); replace it if damaged.
+
+        Also retries writing events kept only in memory. Returns True when
+        the file is sound and holds every pending event.
+        """
+        if self._path is None:
+            return True
+        if self._db is None:
+            self._recover("no outbox file was open")
+            return self._db is not None and not self._unsaved
+        try:
+            inode = self._path.stat().st_ino
+        except OSError:
+            inode = None
+        if inode != self._inode:
+            self._recover("the file was removed or replaced")
+            return False
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA shrink_memory")  # check the disk, not the page cache
+        problems = integrity_problems(self._db, "quick_check")
+        if problems:
+            self._recover(problems[0])
+            return False
+        return self._flush()
 
     def close(self) -> None:
         """Close the file; pending events stay in it for the next run.
@@ -173,31 +285,16 @@ class Outbox:
         Events kept in memory after a database failure get one more try to
         reach the file; any still failing are lost with the process (logged).
         """
-        for entry in list(self._spilled.values()):
-            try:
-                self._db.execute(
-                    f"INSERT OR IGNORE INTO outbox ({_COLUMNS.split(', ', 1)[1]})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        entry.event_id,
-                        entry.topic,
-                        entry.payload,
-                        entry.severity.rank,
-                        int(entry.is_fall),
-                        entry.created_s,
-                        entry.expires_s,
-                    ),
-                )
-                del self._spilled[entry.event_id]
-            except sqlite3.Error:
-                break
-        if self._spilled:
+        self._flush()
+        if self._unsaved:
             logger.error(
                 "outbox %s: %d event(s) never reached the disk and are lost at exit",
                 self._where,
-                len(self._spilled),
+                len(self._unsaved),
             )
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> Outbox:
         return self
@@ -206,25 +303,17 @@ class Outbox:
         self.close()
 
     def __len__(self) -> int:
-        try:
-            rows = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        except sqlite3.Error as exc:
-            self._db_failed("count", exc)
-            rows = 0
-        return rows + len(self._spilled)
+        return len(self._falls) + len(self._others)
 
     @property
     def max_rows(self) -> int:
         """The bound before eviction."""
         return self._max_rows
 
-    def _db_failed(self, what: str, exc: sqlite3.Error) -> None:
-        self.db_errors += 1
-        logger.error("outbox %s: %s failed: %s", self._where, what, exc)
+    def _entry(self, event_id: str) -> OutboxEntry | None:
+        return self._falls.get(event_id) or self._others.get(event_id)
 
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # no transaction may be open
-            self._db.execute("ROLLBACK")
+    # ------------------------------------------------------------ the API
 
     def put(self, event: AlertEvent, topic: str, *, expiry_s: float | None = None) -> bool:
         """Store ``event`` durably (committed and fsynced before returning).
@@ -243,162 +332,114 @@ class Outbox:
             True if the event is now pending, False if it was a duplicate or
             was itself evicted at once (the outbox full of more severe ones).
         """
-        now_s = self._clock()
-        expires_s = None if event.is_fall or expiry_s is None else now_s + float(expiry_s)
-        severity = event.severity or Severity.INFO
-        payload = event.to_json()
-        if event.event_id in self._spilled:
+        if self._entry(event.event_id) is not None:
             return False
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (event_id, topic, payload, severity_rank, is_fall,"
-                " created_s, expires_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.event_id,
-                    topic,
-                    payload,
-                    severity.rank,
-                    int(event.is_fall),
-                    now_s,
-                    expires_s,
-                ),
-            )
-            stored = cursor.rowcount == 1
+        now_s = self._clock()
+        entry = OutboxEntry(
+            self._next_seq,
+            event.event_id,
+            topic,
+            event.to_json(),
+            event.severity or Severity.INFO,
+            event.is_fall,
+            now_s,
+            None if event.is_fall or expiry_s is None else now_s + float(expiry_s),
+        )
+        self._next_seq += 1
+        (self._falls if entry.is_fall else self._others)[entry.event_id] = entry
+        victims = self._evict_over_bound()
+        stored = entry.event_id not in victims
+
+        def statements(db: sqlite3.Connection) -> None:
             if stored:
-                stored = event.event_id not in self._evict_over_bound()
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            self._db_failed(f"storing event {event.event_id} (kept in memory)", exc)
-            self._spill_seq -= 1
-            self._spilled[event.event_id] = OutboxEntry(
-                self._spill_seq,
-                event.event_id,
-                topic,
-                payload,
-                severity,
-                event.is_fall,
-                now_s,
-                expires_s,
-            )
-            return True
-        except BaseException:
-            self._rollback()
-            raise
+                db.execute(INSERT, entry.row())
+            db.executemany("DELETE FROM outbox WHERE event_id = ?", [(v,) for v in victims])
+
+        if not self._write(f"storing event {event.event_id} (kept in memory)", statements):
+            if stored and self._entry(entry.event_id) is not None:
+                self._unsaved.add(entry.event_id)
+            self._undeleted.update(victims)
+        elif self._unsaved or self._undeleted:
+            self._flush()  # the disk works again: catch up
         return stored
 
     def _evict_over_bound(self) -> set[str]:
-        """Delete rows beyond the bound by the eviction policy; return their ids."""
-        excess = len(self) - self._max_rows
-        if excess <= 0:
-            return set()
-        victims = self._db.execute(
-            "SELECT seq, event_id, severity_rank FROM outbox WHERE is_fall = 0"
-            " ORDER BY severity_rank, seq LIMIT ?",
-            (excess,),
-        ).fetchall()
-        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(row[0],) for row in victims])
-        self.evicted_count += len(victims)
-        for _seq, event_id, rank in victims:
+        """Forget events beyond the bound by the eviction policy; return their ids."""
+        victims: set[str] = set()
+        while len(self) > self._max_rows and self._others:
+            victim = min(self._others.values(), key=lambda e: (e.severity.rank, e.seq))
+            del self._others[victim.event_id]
+            self._unsaved.discard(victim.event_id)
+            victims.add(victim.event_id)
+            self.evicted_count += 1
             logger.warning(
                 "outbox full (%d rows): evicted %s event %s",
                 self._max_rows,
-                _SEVERITY_BY_RANK[rank],
-                event_id,
+                victim.severity,
+                victim.event_id,
             )
-        if len(victims) < excess:
+        if len(self) > self._max_rows:
             logger.error(
                 "outbox holds %d rows, over its bound of %d, and only fall events "
                 "remain: keeping them all",
                 len(self),
                 self._max_rows,
             )
-        return {row[1] for row in victims}
+        return victims
 
     def drop_expired(self) -> int:
         """Delete events whose expiry has passed; return how many."""
         now_s = self._clock()
         stale = [
             event_id
-            for event_id, entry in self._spilled.items()
-            if not entry.is_fall and entry.expires_s is not None and entry.expires_s <= now_s
+            for event_id, entry in self._others.items()
+            if entry.expires_s is not None and entry.expires_s <= now_s
         ]
-        for event_id in stale:
-            del self._spilled[event_id]
-        try:
-            cursor = self._db.execute(
-                "DELETE FROM outbox WHERE is_fall = 0 AND expires_s IS NOT NULL AND expires_s <= ?",
-                (now_s,),
-            )
-            dropped = max(cursor.rowcount, 0) + len(stale)
-        except sqlite3.Error as exc:
-            self._db_failed("dropping expired events", exc)
-            dropped = len(stale)
-        if dropped:
-            self.expired_count += dropped
-            logger.info("outbox dropped %d expired event(s)", dropped)
-        return dropped
+        if not stale:
+            return 0
+        self.remove(*stale)
+        self.expired_count += len(stale)
+        logger.info("outbox dropped %d expired event(s)", len(stale))
+        return len(stale)
 
     def next_batch(self, limit: int = 16) -> list[OutboxEntry]:
         """The next ``limit`` pending events in drain order (expired ones are
         dropped first). Nothing is removed: call ``remove`` after the ack."""
         self.drop_expired()
-        try:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox ORDER BY is_fall DESC, seq LIMIT ?", (limit,)
-            ).fetchall()
-        except sqlite3.Error as exc:
-            self._db_failed("reading pending events", exc)
-            rows = []
-        entries = [
-            OutboxEntry(
-                seq,
-                event_id,
-                topic,
-                bytes(payload),
-                _SEVERITY_BY_RANK[rank],
-                bool(is_fall),
-                created_s,
-                expires_s,
-            )
-            for seq, event_id, topic, payload, rank, is_fall, created_s, expires_s in rows
-        ]
-        if self._spilled:
-            entries += self._spilled.values()
-            entries.sort(key=lambda e: (not e.is_fall, e.created_s, e.seq))
-        return entries[:limit]
+        batch: list[OutboxEntry] = []
+        for pending in (self._falls, self._others):
+            for entry in pending.values():
+                if len(batch) >= limit:
+                    return batch
+                batch.append(entry)
+        return batch
 
     def remove(self, *event_ids: str) -> None:
         """Forget events the broker acknowledged, in one transaction (no
-        error for absent ids). Losing a removal in a crash only re-sends."""
+        error for absent ids). A removal lost on disk only re-sends after a
+        restart; in this run the event is gone at once."""
+        on_disk = []
         for event_id in event_ids:
-            self._spilled.pop(event_id, None)
-        if not event_ids:
+            entry = self._falls.pop(event_id, None) or self._others.pop(event_id, None)
+            if entry is not None and event_id not in self._unsaved:
+                on_disk.append(event_id)
+            self._unsaved.discard(event_id)
+        if not on_disk:
             return
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(
-                "DELETE FROM outbox WHERE event_id = ?", [(event_id,) for event_id in event_ids]
-            )
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            # Left in place they are sent again: a duplicate, never a loss.
-            self._db_failed("removing acknowledged events", exc)
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in on_disk])
+
+        if not self._write("removing acknowledged events", statements):
+            self._undeleted.update(on_disk)
 
     def oldest_created_s(self) -> float | None:
         """Wall-clock creation time of the oldest pending event, or None."""
-        times = [entry.created_s for entry in self._spilled.values()]
-        try:
-            value = self._db.execute("SELECT MIN(created_s) FROM outbox").fetchone()[0]
-        except sqlite3.Error as exc:
-            self._db_failed("reading the oldest event", exc)
-            value = None
-        if value is not None:
-            times.append(float(value))
-        return min(times) if times else None
+        return min(
+            (e.created_s for pending in (self._falls, self._others) for e in pending.values()),
+            default=None,
+        )
 
     def pending_ids(self) -> list[str]:
         """Every pending event id in drain order (for tests and diagnostics)."""
-        return [entry.event_id for entry in self.next_batch(limit=len(self) + 1)]
+        return [*self._falls, *self._others]

@@ -12,6 +12,7 @@ does not flap the gateway offline for the physiotherapist.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 # MQTT keeps their order on the wire, so a batch costs one round trip.
 _BATCH = 16
 _OFFLINE_PUBLISH_TIMEOUT_S = 2.0
+# Drain rounds failing in a row, still connected, before it is an alarm.
+_FAILED_ROUNDS_ALARM = 5
 
 
 class _Lifecycle(enum.Enum):
@@ -67,6 +70,8 @@ class AlertPublisher:
         slouch_expiry_s: expiry of slouch events (MQTT 5 message expiry and
             outbox drop), s; falls never expire.
         outbox_max_rows: outbox bound before eviction.
+        integrity_check_interval_s: how often the outbox file is checked
+            on disk (SQLite ``quick_check``), s.
         clock: wall clock, POSIX s (injectable for tests).
 
     Raises:
@@ -89,6 +94,7 @@ class AlertPublisher:
         status_interval_s: float = 10.0,
         slouch_expiry_s: float = DEFAULT_SLOUCH_EXPIRY_S,
         outbox_max_rows: int = DEFAULT_MAX_ROWS,
+        integrity_check_interval_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._gateway_id = validate_id(gateway_id, "gateway")
@@ -97,6 +103,7 @@ class AlertPublisher:
             ("state_interval_s", state_interval_s),
             ("status_interval_s", status_interval_s),
             ("slouch_expiry_s", slouch_expiry_s),
+            ("integrity_check_interval_s", integrity_check_interval_s),
         ):
             if not 0 < value < 1e7:
                 raise ConfigError(f"publisher setting {name!r}: expected > 0 s, got {value!r}")
@@ -122,6 +129,14 @@ class AlertPublisher:
         self._devices: dict[str, dict[str, DeviceMetricValue]] = {}
         self._latency = LatencyStats()
         self._states_published = 0
+        self._integrity_check_interval_s = integrity_check_interval_s
+        # Health alarms: a changed reason publishes the status at once.
+        self._publish_alarm: str | None = None
+        self._reported_degraded: str | None = None
+        self._status_now = asyncio.Event()
+        self._told_protocol_limits = False
+        # Parts of the gateway that cannot do their job ("ble": cannot scan).
+        self._degraded_parts: dict[str, str] = {}
 
     # ----------------------------------------------------------- properties
 
@@ -139,6 +154,11 @@ class AlertPublisher:
     def connected(self) -> bool:
         """Whether the broker link is up."""
         return self._client is not None and self._client.connected
+
+    @property
+    def broker_address(self) -> str | None:
+        """``host:port`` of the broker node in use (or being tried); None before start."""
+        return self._client.address if self._client is not None else None
 
     @property
     def metrics(self) -> PublisherMetrics:
@@ -160,7 +180,20 @@ class AlertPublisher:
             states_published=self._states_published,
             outbox_errors=outbox.db_errors if outbox is not None else 0,
             devices=freeze_devices(self._devices),
+            degraded=self._degraded(),
+            outbox_recoveries=outbox.recoveries if outbox is not None else 0,
         )
+
+    def _degraded(self) -> str | None:
+        reasons = [self._outbox.degraded if self._outbox is not None else None]
+        reasons.append(self._publish_alarm)
+        reasons.extend(self._degraded_parts[source] for source in sorted(self._degraded_parts))
+        return "; ".join(r for r in reasons if r) or None
+
+    def _note_health(self) -> None:
+        """Publish the status now if the degraded reason changed."""
+        if self._degraded() != self._reported_degraded:
+            self._status_now.set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -270,6 +303,7 @@ class AlertPublisher:
             mask_id(event.patient_id),
             "" if stored else " (duplicate or evicted)",
         )
+        self._note_health()
         self._wakeup.set()
 
     def update_state(self, state: PatientState) -> None:
@@ -286,6 +320,25 @@ class AlertPublisher:
             )
         self._states[state.patient_id] = state
         self._dirty.add(state.patient_id)
+
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
+        """Report (``reason``, a short code) or clear (None) a degraded part of
+        the gateway, e.g. ``("ble", "adapter_off", "adapter hci0 is powered
+        off ...")``: ``metrics.degraded`` of the status then reads
+        ``"ble adapter_off: adapter hci0 is powered off ..."`` and the status is
+        republished at once.
+
+        Raises:
+            ValueError: ``source`` or ``reason`` is not a short identifier.
+        """
+        for name, value in (("source", source), ("reason", reason or "ok")):
+            if not (isinstance(value, str) and value.isidentifier() and len(value) <= 64):
+                raise ValueError(f"degraded {name}: expected a short code, got {value!r:.40}")
+        if reason is None:
+            self._degraded_parts.pop(source, None)
+        else:
+            self._degraded_parts[source] = f"{source} {reason}: {detail}"[:400]
+        self._note_health()
 
     def set_device_metrics(self, patient_id: str, metrics: Mapping[str, DeviceMetricValue]) -> None:
         """Set one wearable's counters (e.g. ``{"packets_dropped": 3,
@@ -314,6 +367,9 @@ class AlertPublisher:
     async def _on_connected(self) -> None:
         client, _outbox = self._require_open()
         self._wakeup.set()
+        if client.protocol != "5" and not self._told_protocol_limits:
+            self._told_protocol_limits = True
+            self._warn_protocol_limits(client)
         try:
             await self._publish_status(GatewayState.ONLINE)
             for patient_id, state in list(self._states.items()):
@@ -328,6 +384,7 @@ class AlertPublisher:
     async def _drain(self) -> None:
         client, outbox = self._require_open()
         backoff = Backoff(0.2, 5.0)
+        failed_rounds = 0
         while True:
             await client.wait_connected()
             self._wakeup.clear()
@@ -339,10 +396,23 @@ class AlertPublisher:
                 *(self._send(client, e) for e in batch), return_exceptions=True
             )
             outbox.remove(*(e.event_id for e, r in zip(batch, results, strict=True) if r is None))
+            self._note_health()
             errors = [r for r in results if isinstance(r, BaseException)]
             if not errors:
                 backoff.reset()
+                failed_rounds = 0
+                if self._publish_alarm is not None:
+                    logger.warning("events are acknowledged again")
+                    self._publish_alarm = None
+                    self._note_health()
                 continue
+            # The link is up yet the broker keeps refusing (an ACL, a quota):
+            # not an outage to wait out quietly but an alarm in the status.
+            failed_rounds = failed_rounds + 1 if client.connected else 0
+            if failed_rounds >= _FAILED_ROUNDS_ALARM and self._publish_alarm is None:
+                self._publish_alarm = f"publishing events fails repeatedly: {errors[0]}"
+                logger.error("%s", self._publish_alarm)
+                self._note_health()
             for error in errors:
                 if not isinstance(error, BrokerError):
                     logger.error("unexpected error publishing an event", exc_info=error)
@@ -386,17 +456,43 @@ class AlertPublisher:
 
     async def _status_loop(self) -> None:
         client, outbox = self._require_open()
+        next_check_s = asyncio.get_running_loop().time() + self._integrity_check_interval_s
         while True:
-            await asyncio.sleep(self._status_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._status_interval_s):
+                    await self._status_now.wait()
+            self._status_now.clear()
             outbox.drop_expired()
+            if asyncio.get_running_loop().time() >= next_check_s:
+                next_check_s += self._integrity_check_interval_s
+                outbox.check()
             if client.connected:
                 try:
                     await self._publish_status(GatewayState.ONLINE)
                 except BrokerError as exc:
                     logger.debug("periodic status not published: %s", exc)
 
+    def _warn_protocol_limits(self, client: MqttClient) -> None:
+        """Say once, at the first connection, what MQTT 3.1.1 cannot do for us
+        (NATS and RabbitMQ speak only 3.1.1; so does the demo's amqtt)."""
+        logger.warning(
+            "MQTT broker at %s speaks MQTT %s, not 5: (1) slouch events carry no message "
+            "expiry, so a subscriber away longer than %g s still receives them late (the "
+            "outbox here still drops them after %g s); (2) the 'offline' Last Will has no "
+            "%d s delay, so a network blip shows gateway %s offline until it reconnects. "
+            "Fall alerts, QoS 1, retained states and sessions are unaffected.",
+            client.address,
+            client.protocol,
+            self._slouch_expiry_s,
+            self._slouch_expiry_s,
+            self._will_delay_s,
+            self._gateway_id,
+        )
+
     def _status_payload(self, status: GatewayState, *, with_metrics: bool = True) -> bytes:
         metrics = self.metrics.as_dict() if with_metrics else {}
+        if with_metrics:
+            self._reported_degraded = metrics["degraded"]
         return GatewayStatus(
             self._gateway_id, status, utc_from_timestamp(self._clock()), metrics
         ).to_json()

@@ -1,21 +1,28 @@
 """Connection settings for the MQTT adapter, parsed once at the edge.
 
 ``MqttSettings.from_url("mqtts://user:pass@broker.example:8883")`` is the
-usual way in. The password never appears in ``repr``, ``display_url`` or any
-error message: brokers of health data are worth attacking.
+usual way in; ``MqttSettings.from_urls([...])`` lists the nodes of a broker
+cluster for failover. The password never appears in ``repr``,
+``display_url`` or any error message: brokers of health data are worth
+attacking.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import re
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from common.errors import ConfigError
 
-__all__ = ["Message", "MqttSettings", "ProtocolName", "Will"]
+__all__ = ["Message", "MqttSettings", "ProtocolName", "Will", "is_loopback_host"]
+
+logger = logging.getLogger(__name__)
 
 ProtocolName = Literal["5", "3.1.1"]
 _PROTOCOLS: tuple[str, ...] = ("5", "3.1.1")
@@ -23,6 +30,20 @@ _SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), 
 # A client id stays well inside the 23 characters every 3.1.1 broker must accept
 # once a short suffix is added; ours are longer but mosquitto/amqtt take 65535.
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# A comma starts a new URL only when a scheme follows, so a comma inside a
+# password (legal in userinfo) does not split it.
+_URL_LIST_SPLIT = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1):
+    traffic that never leaves this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _redact_url(url: str) -> str:
@@ -62,6 +83,10 @@ class MqttSettings:
             broker's acknowledgement, s.
         incoming_queue_size: received messages buffered for ``messages()``;
             beyond it new messages are dropped and counted.
+        failover: further ``(host, port)`` nodes of the same broker cluster
+            (sharing sessions and retained messages), tried in turn after
+            ``host``/``port``, each attempt one backoff delay after the
+            last; same TLS, credentials and timeouts. See ``from_urls``.
 
     Raises:
         ConfigError: naming the field when a value is out of range.
@@ -84,6 +109,7 @@ class MqttSettings:
     ack_timeout_s: float = 30.0
     incoming_queue_size: int = 10_000
     protocol_fallback: bool = True
+    failover: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host or any(c.isspace() for c in self.host):
@@ -118,6 +144,30 @@ class MqttSettings:
             raise ConfigError("MQTT setting 'reconnect_max_s': must be >= 'reconnect_min_s'")
         if self.incoming_queue_size < 1:
             raise ConfigError("MQTT setting 'incoming_queue_size': must be >= 1")
+        self._check_failover()
+
+    def _check_failover(self) -> None:
+        if not isinstance(self.failover, tuple):
+            raise ConfigError("MQTT setting 'failover': expected a tuple of (host, port)")
+        seen = {(self.host, self.port)}
+        for item in self.failover:
+            ok = (
+                isinstance(item, tuple)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and bool(item[0])
+                and not any(c.isspace() for c in item[0])
+                and isinstance(item[1], int)
+                and not isinstance(item[1], bool)
+                and 0 < item[1] < 65536
+            )
+            if not ok:
+                raise ConfigError(
+                    f"MQTT setting 'failover': expected (host, port 1-65535), got {item!r:.60}"
+                )
+            if item in seen:
+                raise ConfigError(f"MQTT setting 'failover': broker {item[0]}:{item[1]} repeated")
+            seen.add(item)
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -133,14 +183,58 @@ class MqttSettings:
         return f"{host}:{self.port}"
 
     @property
+    def password_in_clear(self) -> bool:
+        """True when a password would cross plain TCP to another machine
+        (no TLS, and some node is not a loopback address)."""
+        hosts = [self.host, *(host for host, _port in self.failover)]
+        return (
+            self.password is not None
+            and not self.tls
+            and not all(is_loopback_host(h) for h in hosts)
+        )
+
+    def check_transport(self, *, insecure: bool) -> None:
+        """Refuse (or, with ``insecure``, warn about) a password in clear text.
+
+        Raises:
+            ConfigError: ``password_in_clear`` and not ``insecure``.
+        """
+        if not self.password_in_clear:
+            return
+        where = ", ".join(self.addresses)
+        if not insecure:
+            raise ConfigError(
+                f"refusing to send the MQTT password in clear text over plain TCP to {where}: "
+                "use mqtts:// (TLS), or pass --insecure to accept that anyone on the network "
+                "path can read it"
+            )
+        logger.warning(
+            "the MQTT password goes in clear text over plain TCP to %s (--insecure)", where
+        )
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """``host:port`` of every node, this one first, then ``failover``."""
+        return tuple(endpoint.address for endpoint in self.endpoints())
+
+    def endpoints(self) -> tuple[MqttSettings, ...]:
+        """One single-node settings object per broker node, in failover order."""
+        first = dataclasses.replace(self, failover=())
+        return (
+            first,
+            *(dataclasses.replace(first, host=host, port=port) for host, port in self.failover),
+        )
+
+    @property
     def display_url(self) -> str:
-        """The broker URL for logs and screens, password replaced by ``***``."""
+        """The broker URL for logs and screens, password replaced by ``***``;
+        failover nodes follow the first, comma-separated."""
         scheme = "mqtts" if self.tls else "mqtt"
         user = ""
         if self.username is not None:
             user = urllib.parse.quote(self.username, safe="")
             user += ":***@" if self.password is not None else "@"
-        return f"{scheme}://{user}{self.address}"
+        return f"{scheme}://{user}" + ",".join(self.addresses)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MqttSettings:
@@ -187,6 +281,51 @@ class MqttSettings:
                 )
             values[key] = value
         return cls(**values)
+
+    @classmethod
+    def from_urls(cls, urls: str | Sequence[str], **overrides: Any) -> MqttSettings:
+        """Settings for the nodes of one broker cluster, first URL first.
+
+        ``urls`` is one string or a sequence of strings, each a URL or
+        comma-separated URLs (``"mqtt://a:1883,mqtt://b:1883"``). The first URL gives TLS and
+        credentials; the others must use the same scheme and carry the same
+        credentials or none. One URL is exactly ``from_url``.
+
+        Raises:
+            ConfigError: on an empty list, a bad URL (password redacted),
+                mixed schemes or credentials, or a repeated node.
+        """
+        if isinstance(urls, str):
+            urls = [urls]
+        urls = [
+            part
+            for item in urls
+            for part in (_URL_LIST_SPLIT.split(item.strip()) if isinstance(item, str) else [item])
+            if not isinstance(part, str) or part.strip()
+        ]
+        if not urls:
+            raise ConfigError("no broker URL given")
+        first = cls.from_url(urls[0], **overrides)
+        plain_first = cls.from_url(urls[0])
+        failover: list[tuple[str, int]] = []
+        for url in urls[1:]:
+            other = cls.from_url(url)
+            shown = _redact_url(url)
+            if other.tls != plain_first.tls:
+                raise ConfigError(
+                    f"broker URL {shown!r}: every broker URL must use the same scheme "
+                    "(all mqtt:// or all mqtts://)"
+                )
+            if other.username is not None and (other.username, other.password) != (
+                plain_first.username,
+                plain_first.password,
+            ):
+                raise ConfigError(
+                    f"broker URL {shown!r}: carries other credentials than the first URL "
+                    "(every node of a cluster takes the same; give them once, in the first)"
+                )
+            failover.append((other.host, other.port))
+        return dataclasses.replace(first, failover=(*first.failover, *failover))
 
 
 @dataclass(frozen=True)

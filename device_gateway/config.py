@@ -10,6 +10,8 @@ Example (see README "Configuration")::
 
     [broker]
     url = "mqtt://127.0.0.1:1883"
+    # or, for the nodes of a broker cluster, tried in turn:
+    # urls = ["mqtt://mq1:1883", "mqtt://mq2:1883", "mqtt://mq3:1883"]
 
     [[wearables]]
     address = "C0:FF:EE:00:00:01"
@@ -43,6 +45,7 @@ __all__ = [
 _MAX_ENGINE_BATCH_S = 1.0
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
+_ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _PROTOCOLS = ("5", "3.1.1")
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 
@@ -78,7 +81,12 @@ class WearableConfig:
 
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
-    """How to reach the MQTT broker. The password is never printed."""
+    """How to reach the MQTT broker. The password is never printed.
+
+    ``urls`` lists every node of a broker cluster (failover order) and
+    ``url`` is its first; empty ``urls`` means ``url`` alone. The config file
+    may give either ``url`` or ``urls``.
+    """
 
     url: str = DEFAULT_BROKER_URL
     username: str | None = None
@@ -87,6 +95,12 @@ class BrokerConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    urls: tuple[str, ...] = ()
+
+    @property
+    def all_urls(self) -> tuple[str, ...]:
+        """Every broker node's URL, in failover order."""
+        return self.urls or (self.url,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +121,12 @@ class BleSettings:
     # whatever its length, so 0.5 s cuts the engine's CPU about 3x, and
     # delays alerts by up to as much.
     engine_batch_s: float = 0.0
+    # A connected wearable that sent no IMU packet for this long is
+    # reconnected: the link can stay up while notifications stopped (a
+    # firmware hang, a restarted bluetoothd). Packets come every 0.2 s.
+    notify_timeout_s: float = 5.0
+    # The BlueZ adapter to use (``hci1``); None: the first powered one.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,12 +285,28 @@ def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
     return WearableConfig(address.upper(), patient, _thresholds(reader, defaults))
 
 
-def _broker(reader: _Reader) -> BrokerConfig:
-    url = reader.get("url", str, DEFAULT_BROKER_URL)
+def _broker_urls(reader: _Reader) -> tuple[str, ...]:
+    """``url`` or ``urls`` (a non-empty list of strings), checked as a whole."""
+    if "url" in reader.data and "urls" in reader.data:
+        raise ConfigError(f"{reader.key('urls')}: give either url or urls, not both")
+    if "urls" in reader.data:
+        key = "urls"
+        value = reader.data["urls"]
+        if not isinstance(value, list) or not value or not all(isinstance(u, str) for u in value):
+            raise ConfigError(f"{reader.key('urls')} must be a non-empty list of broker URLs")
+        urls = tuple(value)
+    else:
+        key = "url"
+        urls = (reader.get("url", str, DEFAULT_BROKER_URL),)
     try:
-        MqttSettings.from_url(url)
+        MqttSettings.from_urls(urls)
     except ConfigError as exc:  # its message already hides any password
-        raise ConfigError(f"{reader.key('url')}: {exc}") from None
+        raise ConfigError(f"{reader.key(key)}: {exc}") from None
+    return urls
+
+
+def _broker(reader: _Reader) -> BrokerConfig:
+    urls = _broker_urls(reader)
     protocol = reader.get("protocol", str, "5")
     if protocol not in _PROTOCOLS:
         raise ConfigError(f"{reader.key('protocol')} must be one of {_PROTOCOLS}")
@@ -283,9 +319,10 @@ def _broker(reader: _Reader) -> BrokerConfig:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"{reader.key(name)}: no such file {value!r}")
         paths[name] = Path(value) if value else None
-    reader.reject_unknown({"url", "username", "password", "protocol", *paths})
+    reader.reject_unknown({"url", "urls", "username", "password", "protocol", *paths})
     return BrokerConfig(
-        url=url,
+        url=urls[0],
+        urls=urls,
         username=reader.get("username", str, None),
         password=password,
         protocol=protocol,
@@ -295,7 +332,7 @@ def _broker(reader: _Reader) -> BrokerConfig:
 
 def _ble(reader: _Reader) -> BleSettings:
     base = BleSettings()
-    special = ("battery_low_pct", "queue_packets", "engine_batch_s")
+    special = ("battery_low_pct", "queue_packets", "engine_batch_s", "adapter")
     names = [n for n in BleSettings.__slots__ if n not in special]
     values: dict[str, Any] = {n: reader.positive(n, getattr(base, n)) for n in names}
     battery = reader.get("battery_low_pct", int, base.battery_low_pct)
@@ -312,7 +349,16 @@ def _ble(reader: _Reader) -> BleSettings:
         raise ConfigError(
             f"{reader.key('engine_batch_s')} must be 0..{_MAX_ENGINE_BATCH_S:g} s, got {batch_s}"
         )
+    adapter = reader.get("adapter", str, None)
+    if adapter is not None and not _ADAPTER.match(adapter):
+        raise ConfigError(
+            f"{reader.key('adapter')} must be an adapter name like hci0, got {adapter!r}"
+        )
     reader.reject_unknown(set(BleSettings.__slots__))
     return BleSettings(
-        **values, battery_low_pct=battery, queue_packets=queue, engine_batch_s=batch_s
+        **values,
+        battery_low_pct=battery,
+        queue_packets=queue,
+        engine_batch_s=batch_s,
+        adapter=adapter,
     )

@@ -14,7 +14,8 @@ wears its puck at a different spin) through
 and reports samples per second, microseconds per sample, and the memory each
 wearable costs (traced allocations of the engines after a warm-up). The
 engines first run ``--warm`` seconds of the recording (calibrations settle),
-then ``--seconds`` are timed. Times are wall-clock on an otherwise idle core:
+then ``--seconds`` are timed. Times are CPU time of this process, ours and
+VQF interleaved (A/B/A/B) so that a shared, noisy machine loads both alike;
 run with ``OPENBLAS_NUM_THREADS=1`` for per-core figures.
 """
 
@@ -26,6 +27,7 @@ import json
 import math
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -91,14 +93,16 @@ class BenchResult:
     devices: int
     block: int
     rate_hz: float
+    has_gyro: bool
     batch_samples_per_s: float
     """Whole batched engine (fall detectors included), per CPU second."""
     batch_without_falls_samples_per_s: float
     """The batched numerics alone: the same engine with its per-device fall detectors left out."""
     falls_us_per_device_block: float
     vqf_batch_samples_per_s: float
+    """VQF ``updateBatch`` (6-axis), same data, interleaved, per CPU second; NaN without vqf."""
     single_us_per_sample: float
-    """PostureEngine, one wearable, 10-sample packets, whole engine."""
+    """PostureEngine, one wearable, ``block``-sample packets, whole engine."""
     single_core_share_per_wearable: float
     batch_memory_per_device_bytes: float
     single_memory_bytes: float
@@ -112,33 +116,80 @@ class BenchResult:
         return self.batch_without_falls_samples_per_s / self.vqf_batch_samples_per_s
 
 
-def _vqf_rate(acc: FloatArray, gyr: FloatArray, rate_hz: float) -> float:
-    try:
-        from vqf import VQF
-    except ImportError:  # the bench extra is optional
-        return math.nan
-    acc_ms2 = np.ascontiguousarray(acc * 9.81)
-    gyr_rps = np.ascontiguousarray(np.radians(gyr))
-    wall0 = time.perf_counter()
-    for d in range(acc.shape[0]):
-        VQF(1.0 / rate_hz).updateBatch(gyr_rps[d], acc_ms2[d])
-    return acc.shape[0] * acc.shape[1] / max(time.perf_counter() - wall0, 1e-9)
+class _Vqf:
+    """VQF's ``updateBatch`` over whole device recordings, timed in CPU seconds.
+
+    The reference is interleaved with our engine (one device chunk of VQF after
+    each time slice of ours), so both see the same machine load: on a shared
+    machine a ratio from two runs minutes apart is mostly noise.
+    """
+
+    def __init__(self, acc: FloatArray, gyr: FloatArray, rate_hz: float, chunks: int) -> None:
+        try:
+            from vqf import VQF
+        except ImportError:  # the bench extra is optional
+            self._vqf = None
+            return
+        self._vqf = VQF
+        self._rate_hz = rate_hz
+        self._acc_ms2 = np.ascontiguousarray(acc * 9.81)
+        self._gyr_rps = np.ascontiguousarray(np.radians(gyr))
+        self._bounds = np.linspace(0, acc.shape[0], max(chunks, 1) + 1).round().astype(int)
+        self._next = 0
+        self.cpu_s = 0.0
+        self.samples = 0
+
+    def step(self) -> None:
+        """Run the next chunk of devices (nothing once all have run)."""
+        if self._vqf is None or self._next >= self._bounds.size - 1:
+            return
+        lo, hi = self._bounds[self._next], self._bounds[self._next + 1]
+        self._next += 1
+        cpu0 = time.process_time()
+        for d in range(lo, hi):
+            self._vqf(1.0 / self._rate_hz).updateBatch(self._gyr_rps[d], self._acc_ms2[d])
+        self.cpu_s += time.process_time() - cpu0
+        self.samples += int(hi - lo) * self._acc_ms2.shape[1]
+
+    def finish(self) -> None:
+        while self._vqf is not None and self._next < self._bounds.size - 1:
+            self.step()
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.cpu_s if self.samples and self.cpu_s > 0 else math.nan
 
 
 def _time_batch(
-    engine: BatchEngine, t: FloatArray, acc: FloatArray, gyr: FloatArray, warm: int, block: int
+    engine: BatchEngine,
+    t: FloatArray,
+    acc: FloatArray,
+    gyr: FloatArray | None,
+    warm: int,
+    block: int,
+    between: Callable[[], None] = lambda: None,
 ) -> tuple[float, int]:
-    """Warm up on ``warm`` samples, then time the rest: ``(seconds, blocks)``."""
+    """Warm up on ``warm`` samples, then time the rest in CPU seconds: ``(seconds, blocks)``.
+
+    ``between`` runs (untimed) after every timed block: the interleaved reference.
+    """
+
+    def gyr_of(a: int) -> FloatArray | None:
+        return None if gyr is None else gyr[:, a : a + block]
+
     n = t.shape[1]
     for a in range(0, warm, block):
-        engine.process(t[:, a : a + block], acc[:, a : a + block], gyr[:, a : a + block])
+        engine.process(t[:, a : a + block], acc[:, a : a + block], gyr_of(a))
     gc.collect()
-    wall0 = time.perf_counter()
+    cpu = 0.0
     blocks = 0
     for a in range(warm, n - block + 1, block):
-        engine.process(t[:, a : a + block], acc[:, a : a + block], gyr[:, a : a + block])
+        cpu0 = time.process_time()
+        engine.process(t[:, a : a + block], acc[:, a : a + block], gyr_of(a))
+        cpu += time.process_time() - cpu0
         blocks += 1
-    return time.perf_counter() - wall0, blocks
+        between()
+    return cpu, blocks
 
 
 def run_bench(
@@ -147,52 +198,71 @@ def run_bench(
     block: int = 10,
     rate_hz: float = 50.0,
     warm_s: float = 30.0,
+    has_gyro: bool = True,
 ) -> BenchResult:
-    """Measure (see the module docstring)."""
-    t, acc, gyr = synthetic_devices(devices, warm_s + seconds, rate_hz)
-    config = EngineConfig(sample_rate_hz=rate_hz, has_gyro=True)
+    """Measure (see the module docstring). All times are CPU time of this process."""
+    t, acc, gyr_full = synthetic_devices(devices, warm_s + seconds, rate_hz)
+    gyr = gyr_full if has_gyro else None
+    config = EngineConfig(sample_rate_hz=rate_hz, has_gyro=has_gyro)
     n = t.shape[1]
     warm = round(warm_s * rate_hz) // block * block
+    timed_blocks = max((n - warm) // block, 1)
 
-    wall, blocks = _time_batch(BatchEngine(config, devices), t, acc, gyr, warm, block)
+    # Ours, A/B-interleaved with VQF on the same data (the reference always
+    # uses the gyroscope: VQF has no accelerometer-only mode).
+    vqf = _Vqf(acc, gyr_full, rate_hz, chunks=timed_blocks)
+    cpu, blocks = _time_batch(BatchEngine(config, devices), t, acc, gyr, warm, block, vqf.step)
+    vqf.finish()
     samples = blocks * block * devices
     # The same with the per-device fall detectors left out: what the
     # batched layout itself achieves.
     numerics = BatchEngine(config, devices)
     setattr(numerics._core, "_falls", lambda *args: None)  # noqa: B010 - measurement only
-    wall_numerics, _ = _time_batch(numerics, t, acc, gyr, warm, block)
+    cpu_numerics, _ = _time_batch(numerics, t, acc, gyr, warm, block)
 
-    # One wearable in 10-sample packets, the same way (a few devices' streams).
-    single_wall = 0.0
+    # One wearable in ``block``-sample packets, the same way (a few devices' streams).
+    single_cpu = 0.0
     single_samples = 0
     for d in range(min(devices, 8)):
         single = PostureEngine(config)
-        for a in range(0, warm, PACKET):
-            single.process(t[d, a : a + PACKET], acc[d, a : a + PACKET], gyr[d, a : a + PACKET])
-        wall1 = time.perf_counter()
-        for a in range(warm, n - PACKET + 1, PACKET):
-            single.process(t[d, a : a + PACKET], acc[d, a : a + PACKET], gyr[d, a : a + PACKET])
-            single_samples += PACKET
-        single_wall += time.perf_counter() - wall1
-    single_us = single_wall / max(single_samples, 1) * 1e6
+        g = None if gyr is None else gyr[d]
+        for a in range(0, n - block + 1, block):
+            cpu0 = time.process_time()
+            single.process(
+                t[d, a : a + block],
+                acc[d, a : a + block],
+                g[a : a + block] if g is not None else None,
+            )
+            if a >= warm:
+                single_cpu += time.process_time() - cpu0
+                single_samples += block
+    single_us = single_cpu / max(single_samples, 1) * 1e6
 
     return BenchResult(
         devices=devices,
         block=block,
         rate_hz=rate_hz,
-        batch_samples_per_s=samples / wall,
-        batch_without_falls_samples_per_s=samples / wall_numerics,
-        falls_us_per_device_block=max(wall - wall_numerics, 0.0) / max(blocks * devices, 1) * 1e6,
-        vqf_batch_samples_per_s=_vqf_rate(acc, gyr, rate_hz),
+        has_gyro=has_gyro,
+        batch_samples_per_s=samples / max(cpu, 1e-9),
+        batch_without_falls_samples_per_s=samples / max(cpu_numerics, 1e-9),
+        falls_us_per_device_block=max(cpu - cpu_numerics, 0.0) / max(blocks * devices, 1) * 1e6,
+        vqf_batch_samples_per_s=vqf.samples_per_s,
         single_us_per_sample=single_us,
         single_core_share_per_wearable=single_us * 1e-6 * rate_hz,
         batch_memory_per_device_bytes=_memory(config, devices, t, acc, gyr, block) / devices,
-        single_memory_bytes=_memory(config, 1, t[:1], acc[:1], gyr[:1], PACKET),
+        single_memory_bytes=_memory(
+            config, 1, t[:1], acc[:1], None if gyr is None else gyr[:1], block
+        ),
     )
 
 
 def _memory(
-    config: EngineConfig, devices: int, t: FloatArray, acc: FloatArray, gyr: FloatArray, block: int
+    config: EngineConfig,
+    devices: int,
+    t: FloatArray,
+    acc: FloatArray,
+    gyr: FloatArray | None,
+    block: int,
 ) -> float:
     """Bytes traced for an engine of ``devices`` after 4 s of warm-up."""
     gc.collect()
@@ -201,12 +271,20 @@ def _memory(
     if devices == 1:
         single = PostureEngine(config)
         for a in range(0, round(4 * config.sample_rate_hz), block):
-            single.process(t[0, a : a + block], acc[0, a : a + block], gyr[0, a : a + block])
+            single.process(
+                t[0, a : a + block],
+                acc[0, a : a + block],
+                None if gyr is None else gyr[0, a : a + block],
+            )
         keep: object = single
     else:
         batch = BatchEngine(config, devices)
         for a in range(0, round(4 * config.sample_rate_hz), block):
-            batch.process(t[:, a : a + block], acc[:, a : a + block], gyr[:, a : a + block])
+            batch.process(
+                t[:, a : a + block],
+                acc[:, a : a + block],
+                None if gyr is None else gyr[:, a : a + block],
+            )
         keep = batch
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
@@ -223,12 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=float, default=30.0, help="untimed span first")
     parser.add_argument("--block", type=int, default=PACKET)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--acc-only", action="store_true", help="wearables without a gyroscope")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if not args.bench:
         parser.print_help()
         return 0
-    r = run_bench(args.devices, args.seconds, args.block, args.rate, args.warm)
+    r = run_bench(
+        args.devices, args.seconds, args.block, args.rate, args.warm, has_gyro=not args.acc_only
+    )
     if args.json:
         print(json.dumps({**asdict(r), "ratio_vs_vqf": r.ratio_vs_vqf}, indent=2))
         return 0
@@ -242,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     without = r.ratio_without_falls_vs_vqf
     print(f"  ratio              {r.ratio_vs_vqf:7.2f} x (without falls {without:.2f} x)")
     print(
-        f"PostureEngine, one wearable, {PACKET}-sample packets, whole engine: "
+        f"PostureEngine, one wearable, {r.block}-sample packets, whole engine: "
         f"{r.single_us_per_sample:.2f} µs/sample = "
         f"{100 * r.single_core_share_per_wearable:.3f} % of a core at {r.rate_hz:g} Hz"
     )

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 from alerts import AlertPublisher, MqttSettings
+from common.errors import ConfigError
+from common.shutdown import run_until_terminated
 from device_gateway import Gateway, GatewayConfig
 from device_gateway.config import BrokerConfig
 
@@ -22,8 +26,33 @@ __all__ = ["configure_parser", "mqtt_settings", "run", "serve"]
 _log = logging.getLogger(__name__)
 
 
-def mqtt_settings(broker: BrokerConfig, url: str | None = None) -> MqttSettings:
-    """MQTT settings from the config's [broker] table, ``url`` overriding its address."""
+def mqtt_settings(
+    broker: BrokerConfig, url: str | Sequence[str] | None = None, *, insecure: bool = False
+) -> MqttSettings:
+    """MQTT settings from the config's [broker] table; ``url`` (one URL, a
+    comma-separated list or a sequence of them) overrides its addresses.
+
+    An override never silently removes the TLS the config set, and a
+    password never crosses plain TCP to another machine, unless
+    ``insecure`` (then it is logged as a warning).
+
+    Raises:
+        ConfigError: either of those without ``insecure``, or a bad URL.
+    """
+    config_tls = (
+        MqttSettings.from_urls(broker.all_urls).tls
+        or broker.ca_file is not None
+        or broker.cert_file is not None
+    )
+    if url and config_tls and not MqttSettings.from_urls(url).tls:
+        if not insecure:
+            raise ConfigError(
+                "the config's [broker] uses TLS but --broker gives a plain mqtt:// URL, which "
+                "would send without it: give mqtts://HOST:PORT (the config's CA and client "
+                "certificate still apply), or add --insecure to drop TLS on purpose"
+            )
+        _log.warning("--broker drops the TLS the config sets (--insecure)")
+        broker = dataclasses.replace(broker, ca_file=None, cert_file=None, key_file=None)
     overrides = {
         "username": broker.username,
         "password": broker.password,
@@ -32,11 +61,13 @@ def mqtt_settings(broker: BrokerConfig, url: str | None = None) -> MqttSettings:
         "key_file": broker.key_file,
     }
     # Only what the config sets overrides the URL (which may carry a user).
-    return MqttSettings.from_url(
-        url or broker.url,
+    settings = MqttSettings.from_urls(
+        url or broker.all_urls,
         protocol=broker.protocol,
         **{name: value for name, value in overrides.items() if value is not None},
     )
+    settings.check_transport(insecure=insecure)
+    return settings
 
 
 async def serve(
@@ -72,6 +103,13 @@ async def serve(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "A service: it never gives up. A broker that is down (at start or later) and a "
+        "wearable that is away are retried with backoff until you stop it with Ctrl-C or "
+        "SIGTERM; meanwhile events wait in the on-disk outbox. It logs its start, links "
+        "and events at info level (-v for debug). Exit status: 0 when stopped, 2 on a bad "
+        "config or no Bluetooth adapter."
+    )
     parser.add_argument("--config", required=True, type=Path, help="gateway config (TOML)")
     parser.add_argument(
         "--simulate",
@@ -79,7 +117,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="SCENARIO.toml",
         help="run over simulated wearables from this scenario instead of real BLE",
     )
-    parser.add_argument("--broker", metavar="URL", help="override the config's broker URL")
+    parser.add_argument(
+        "--broker",
+        action="append",
+        metavar="URL",
+        help="override the config's broker URL(s); repeat (or comma-separate) for a cluster",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a password over plain mqtt:// to another machine, and --broker "
+        "mqtt:// to drop the TLS the config sets (logged as a warning)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="simulation seed (with --simulate)")
     parser.add_argument(
         "--speed", type=float, default=1.0, help="simulation speed factor (with --simulate)"
@@ -88,11 +137,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = GatewayConfig.load(args.config)
-    settings = mqtt_settings(config.broker, args.broker)
+    settings = mqtt_settings(config.broker, args.broker, insecure=args.insecure)
     try:
-        asyncio.run(
-            serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed)
+        # SIGTERM (systemd's stop) unwinds like Ctrl-C: wearables disconnected,
+        # the outbox flushed within its grace, "offline" published, exit 0.
+        _result, terminated = asyncio.run(
+            run_until_terminated(
+                serve(config, settings, scenario=args.simulate, seed=args.seed, speed=args.speed)
+            )
         )
+        if terminated:
+            _log.info("stopped by SIGTERM")
     except KeyboardInterrupt:
         _log.info("stopped by Ctrl-C")
     return 0

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from brokers import Collector, EmbeddedTestBroker, MosquittoBroker, free_port
+from brokers import HANG_S, Collector, EmbeddedTestBroker, MosquittoBroker, free_port
 
 from alerts import Message, MqttClient, MqttSettings, Will
 from common.errors import BrokerError, ConfigError
@@ -17,7 +17,7 @@ MakeCollector = Callable[..., Awaitable[Collector]]
 AnyBroker = MosquittoBroker | EmbeddedTestBroker
 
 
-async def next_message(client: MqttClient, timeout_s: float = 3.0) -> Message:
+async def next_message(client: MqttClient, timeout_s: float = HANG_S) -> Message:
     async with asyncio.timeout(timeout_s):
         async for message in client.messages():
             return message
@@ -44,11 +44,11 @@ async def test_unreachable_broker_is_a_clear_broker_error_within_the_timeout() -
     settings = MqttSettings.from_url(
         f"mqtt://user:hunter2@127.0.0.1:{port}", connect_timeout_s=0.6, reconnect_min_s=0.05
     )
-    started = time.monotonic()
-    with pytest.raises(BrokerError, match=f"127.0.0.1:{port}") as info:
+    # Unreachable is temporary: retried until the connect timeout, and the
+    # error says so.
+    with pytest.raises(BrokerError, match=rf"127\.0\.0\.1:{port} within 0\.6 s") as info:
         async with MqttClient(settings):
             pass
-    assert 0.5 <= time.monotonic() - started < 2.0
     assert "hunter2" not in str(info.value)
     # Not waiting: the client opens at once, says it is not connected, and
     # publishing is an error rather than a silent drop.
@@ -66,12 +66,13 @@ async def test_reconnects_after_a_broker_restart_and_renews_subscriptions(
         sub.add_connect_callback(lambda: connects.append(time.monotonic()))
         await sub.subscribe("r/#")
         await broker.stop()
-        await asyncio.sleep(0.2)
-        assert not sub.connected and not pub.connected
+        async with asyncio.timeout(30):  # both notice the loss
+            while sub.connected or pub.connected:
+                await asyncio.sleep(0.01)
         with pytest.raises(BrokerError):
             await pub.publish("r/1", b"lost?", qos=1)
         await broker.start()
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(HANG_S):
             await sub.wait_connected()
             await pub.wait_connected()
             while not connects:  # callbacks run after the subscriptions are renewed
@@ -135,7 +136,7 @@ async def test_incoming_overflow_is_counted_not_fatal(broker: AnyBroker) -> None
         await sub.subscribe("o/#", qos=1)
         for i in range(20):
             await pub.publish(f"o/{i}", b"x", qos=1)
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(HANG_S):
             while sub.dropped_messages < 15:
                 await asyncio.sleep(0.01)
         assert sub.dropped_messages == 15
@@ -175,11 +176,11 @@ async def test_tls_with_password_works_and_the_password_never_shows(
             ca_file=str(tls_broker.tls.ca_cert),
             connect_timeout_s=3.0,
         )
-        started = time.monotonic()
         with pytest.raises(BrokerError, match="refused") as info:
             async with MqttClient(wrong):
                 pass
-        assert time.monotonic() - started < 2.0  # permanent: no retrying until the timeout
+        # Permanent: refused at the first attempt, not retried until the timeout.
+        assert "within" not in str(info.value)
         assert password[::-1] not in str(info.value)
     assert password not in caplog.text and password[::-1] not in caplog.text
     assert caplog.records  # the check above looked at real log output

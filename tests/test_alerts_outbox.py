@@ -144,8 +144,10 @@ def test_a_full_disk_keeps_events_in_memory_instead_of_losing_them(
     with Outbox(tmp_path / "outbox.sqlite") as outbox:
         # Fault injection: SQLite reports "database or disk is full" once the
         # file would grow past its current pages, as on a full disk.
-        pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
-        outbox._db.execute(f"PRAGMA max_page_count = {pages}")
+        db = outbox._db
+        assert db is not None
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count = {pages}")
         events = [event(EventType.SLOUCH_STARTED, f"p-{i}") for i in range(40)]
         events.append(event(EventType.FALL_DETECTED))
         with caplog.at_level(logging.ERROR, logger="alerts.outbox"):

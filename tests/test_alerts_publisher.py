@@ -21,9 +21,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from brokers import Collector, EmbeddedTestBroker, MosquittoBroker, Received
+from brokers import HANG_S, Collector, EmbeddedTestBroker, MosquittoBroker, Received
 
-from alerts import AlertEvent, AlertPublisher, EventType, Outbox, PatientState
+from alerts import Activity, AlertEvent, AlertPublisher, EventType, Outbox, PatientState
 from common.errors import ConfigError
 
 MakeCollector = Callable[..., Awaitable[Collector]]
@@ -52,7 +52,17 @@ def slouch(patient: str = "p-001") -> AlertEvent:
 
 def state(patient: str = "p-001", flexion_deg: float = 12.0) -> PatientState:
     return PatientState(
-        patient, GW, datetime.now(UTC), flexion_deg, -1.5, "upright", False, True, 87, True, 25.0
+        patient,
+        GW,
+        datetime.now(UTC),
+        flexion_deg,
+        -1.5,
+        Activity.UPRIGHT,
+        False,
+        True,
+        87,
+        True,
+        25.0,
     )
 
 
@@ -60,7 +70,7 @@ def event_ids(messages: list[Received]) -> list[str]:
     return [json.loads(m.payload)["event_id"] for m in messages if m.topic.endswith("/events")]
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
+async def until(condition: Callable[[], bool], timeout_s: float = HANG_S) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.01)
@@ -162,15 +172,20 @@ async def test_last_will_marks_the_gateway_offline_only_after_the_will_delay(
     def statuses(ms: list[Received]) -> list[str]:
         return [json.loads(m.payload)["status"] for m in ms]
 
-    with python(_PUBLISH_THEN_HANG, broker.url, "1") as child:
+    # Killed, and back within the will delay (60 s: a restart on a loaded
+    # machine is far quicker): the gateway never flaps to offline. Had the will
+    # gone out at once, "offline" would come before the second "online".
+    with python(_PUBLISH_THEN_HANG, broker.url, "60") as child:
         assert child.stdout is not None and child.stdout.readline().strip() == "connected"
         await live.wait_for(lambda ms: statuses(ms) == ["online"])
         child.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        await asyncio.sleep(0.5)
-        assert statuses(live.snapshot()) == ["online"]  # no flap within the delay
-        await live.wait_for(lambda ms: statuses(ms) == ["online", "offline"], timeout_s=4.0)
-        assert time.monotonic() - killed >= 0.9
+    with python(_PUBLISH_THEN_HANG, broker.url, "1") as child:
+        assert child.stdout is not None and child.stdout.readline().strip() == "connected"
+        await live.wait_for(lambda ms: len(statuses(ms)) >= 2)
+        assert statuses(live.snapshot()) == ["online", "online"]
+        child.send_signal(signal.SIGKILL)  # not back this time: offline after the delay
+        await live.wait_for(lambda ms: len(statuses(ms)) >= 3, timeout_s=30.0)
+        assert statuses(live.snapshot()) == ["online", "online", "offline"]
     late = await collector(broker, [status_topic])
     retained = await late.wait_for(lambda ms: len(ms) == 1)
     assert retained[0].retain and statuses(retained) == ["offline"]
@@ -265,19 +280,24 @@ async def test_expired_slouch_is_dropped_falls_are_not_and_publish_never_blocks(
     now = [time.time()]
     await broker.stop()
     async with publisher(broker, clock=lambda: now[0], slouch_expiry_s=60) as pub:
-        started = time.monotonic()
         old_slouch, old_fall = slouch(), fall()
+        # The broker is down (and stays down until after these return): publishing
+        # does not wait for it, the events wait in the outbox.
         await pub.publish_event(old_slouch)
         await pub.publish_event(old_fall)
-        assert time.monotonic() - started < 0.5  # the broker is down: no waiting
+        assert pub.metrics.events_pending == 2
         now[0] += 61.0  # the slouch reminder is stale now
         await broker.start()
         physio = await collector(broker, ["posture/v1/patients/+/events"])
         await physio.wait_for(lambda ms: len(event_ids(ms)) >= 1)
         await until(lambda: pub.metrics.events_pending == 0)
-        await asyncio.sleep(0.2)
-        assert event_ids(physio.snapshot()) == [old_fall.event_id]
-        assert pub.metrics.events_expired == 1 and pub.metrics.events_pending == 0
+        # A marker sent after them arrives after anything they sent (one
+        # publisher, one subscriber, QoS 1: in order); falls never expire.
+        marker = fall("p-marker")
+        await pub.publish_event(marker)
+        await physio.wait_for(lambda ms: marker.event_id in event_ids(ms))
+        assert event_ids(physio.snapshot()) == [old_fall.event_id, marker.event_id]
+        assert pub.metrics.events_expired == 1
 
 
 async def test_exit_while_disconnected_keeps_pending_events_for_next_run(
@@ -286,10 +306,13 @@ async def test_exit_while_disconnected_keeps_pending_events_for_next_run(
     outbox_path = tmp_path / "outbox.sqlite"
     await broker.stop()
     the_fall = fall()
-    started = time.monotonic()
-    async with publisher(broker, outbox_path=outbox_path, shutdown_grace_s=0.3) as pub:
+    # Grace, then gone; never stuck waiting for the broker, which stays down
+    # (the guard only catches a hang: a loaded machine may take long).
+    async with (
+        asyncio.timeout(30.0),
+        publisher(broker, outbox_path=outbox_path, shutdown_grace_s=0.3) as pub,
+    ):
         await pub.publish_event(the_fall)
-    assert time.monotonic() - started < 2.0  # grace, then gone; never stuck
     with Outbox(outbox_path) as outbox:
         assert outbox.pending_ids() == [the_fall.event_id]
     with pytest.raises(RuntimeError, match="closed"):

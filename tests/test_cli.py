@@ -16,6 +16,8 @@ from brokers import free_port
 from simulator import builtin_scenario_path, load_scenario
 
 CLI = [sys.executable, "-m", "posture_monitor"]
+# Only a guard against a hang, never a measurement (see tests/brokers.py).
+HANG_S = 60.0
 
 
 async def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -29,6 +31,18 @@ async def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedPr
     out, err = await asyncio.wait_for(process.communicate(), timeout_s)
     assert process.returncode is not None
     return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+async def read_until(stream: asyncio.StreamReader, phrase: str) -> str:
+    """The lines of ``stream`` up to and including the first with ``phrase``."""
+    seen: list[str] = []
+    async with asyncio.timeout(HANG_S):
+        while not seen or phrase not in seen[-1]:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"output ended before {phrase!r}: {''.join(seen)[-2000:]}")
+            seen.append(line.decode())
+    return "".join(seen)
 
 
 def assert_clear_error(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
@@ -92,11 +106,13 @@ async def test_password_never_shown(tmp_path: Path, broker: Any) -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    await asyncio.sleep(4.0)
+    # Running and logging: the broker connection (the line that would carry
+    # the URL) is logged; then stop it like a user does.
+    assert process.stdout is not None
+    head = await read_until(process.stdout, "connected to MQTT broker")
     process.send_signal(signal.SIGINT)
-    output, _ = await asyncio.wait_for(process.communicate(), 20.0)
-    text = output.decode()
-    assert "connected" in text  # it did run and log
+    output, _ = await asyncio.wait_for(process.communicate(), HANG_S)
+    text = head + output.decode()
     assert secret not in text
 
 
@@ -108,18 +124,19 @@ async def test_demo_publishes_to_a_broker_and_watch_shows_it(broker: Any) -> Non
         "--broker",
         broker.url,
         "--duration",
-        "60",
+        "600",  # stopped with Ctrl-C below
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1"},
     )
-    await asyncio.sleep(1.5)  # subscribed before the demo starts
+    assert watch.stdout is not None
+    await read_until(watch.stdout, "watching ")  # subscribed before the demo starts
     demo = await run_cli(
         "demo", "--broker", broker.url, "--duration", "60", "--speed", "6", timeout_s=90
     )
     assert demo.returncode == 0, demo.stderr[-2000:]
     watch.send_signal(signal.SIGINT)
-    out, _err = await asyncio.wait_for(watch.communicate(), 20.0)
+    out, _err = await asyncio.wait_for(watch.communicate(), HANG_S)
     seen = out.decode()
     lines = seen.splitlines()
     assert any("FALL" in line and "p-002" in line for line in lines), seen[-3000:]

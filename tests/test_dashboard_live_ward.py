@@ -56,7 +56,7 @@ async def test_dashboard_shows_the_live_ward(broker_url: str, browser: Any) -> N
         assert [f["event_id"] for f in falls] == [event_id]
 
         await banner.locator('button[data-action="acknowledged"]').click()
-        acks = await peer.wait_for("/patients/p-002/acks", timeout_s=5)
+        acks = await peer.wait_for("/patients/p-002/acks")
         assert acks[0] == {
             **acks[0],
             "event_id": event_id,

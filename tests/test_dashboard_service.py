@@ -20,7 +20,9 @@ import aiohttp
 import pytest
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
+    HANG_S,
     JumpClock,
+    ack_headers,
     broker_url_fixture,
     event_json,
     free_port,
@@ -28,7 +30,9 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
     state_json,
 )
 
+from alerts.clock import ClockPolicy
 from alerts.mqtt import Message, MqttClient, MqttSettings
+from alerts.summary import format_time
 from common.errors import ConfigError
 from physio.dashboard.auth import Credentials, hash_secret
 from physio.dashboard.cli import configure_report_parser, run_report
@@ -40,13 +44,18 @@ from physio.dashboard.report import (
     write_report,
 )
 from physio.dashboard.service import DashboardConfig, DashboardService
-from physio.dashboard.wire import format_time
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def wait_until(condition: Callable[[], bool], timeout_s: float = HANG_S) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+async def ticks_pass(service: DashboardService, count: int = 2) -> None:
+    """Until the service's ticker has run ``count`` more rounds (deadlines checked)."""
+    target = service.ticks + count
+    await wait_until(lambda: service.ticks >= target)
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
@@ -65,7 +74,7 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
 
 
 async def next_event(
-    stream: AsyncIterator[tuple[str, Any]], wanted: str, timeout_s: float = 3.0
+    stream: AsyncIterator[tuple[str, Any]], wanted: str, timeout_s: float = HANG_S
 ) -> Any:
     async with asyncio.timeout(timeout_s):
         async for name, data in stream:
@@ -74,7 +83,7 @@ async def next_event(
     raise AssertionError(f"stream ended before a {wanted!r} event")
 
 
-async def test_live_updates_reach_the_stream_within_a_second(broker_url: str) -> None:
+async def test_live_updates_reach_the_stream(broker_url: str) -> None:
     async with running(broker_url) as (service, peer), aiohttp.ClientSession() as http:
         await peer.publish(
             "gateways/ward-3/status",
@@ -90,17 +99,15 @@ async def test_live_updates_reach_the_stream_within_a_second(broker_url: str) ->
             await peer.publish(
                 "patients/p-001/state", state_json("p-001", now, 31.5, slouching=True), qos=0
             )
-            tile = await next_event(stream, "state", 1.0)
+            tile = await next_event(stream, "state")
             assert (tile["patient_id"], tile["flexion_deg"], tile["slouching"]) == (
                 "p-001",
                 31.5,
                 True,
             )
-            sent_s = time.monotonic()
             event_id, payload = event_json("p-001", "fall_detected", now)
             await peer.publish("patients/p-001/events", payload)
-            alert = await next_event(stream, "alert", 1.0)
-            assert time.monotonic() - sent_s < 1.0
+            alert = await next_event(stream, "alert")  # pushed, no reload needed
             assert (alert["event_id"], alert["severity"], alert["status"]) == (
                 event_id,
                 "high",
@@ -125,7 +132,7 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         await wait_until(lambda: service.model.alert(event_id) is not None)
         async with http.post(
             service.url + f"api/alerts/{event_id}/ack",
-            headers=CSRF,
+            headers=await ack_headers(http, service.url),
             json={"action": "acknowledged", "by": "Anna Berg"},
         ) as response:
             assert response.status == 200
@@ -135,10 +142,12 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         assert acks[0]["event_id"] == event_id and acks[0]["action"] == "acknowledged"
         assert acks[0]["by"] == "Anna Berg" and acks[0]["time"].endswith("Z")
         clock.advance(300.0)  # past both escalation deadlines
-        await asyncio.sleep(0.6)  # two ticks of the escalation loop
+        await ticks_pass(service)
         assert peer.on("/escalations") == [] and service.escalations_published == 0
         async with http.post(
-            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{event_id}/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert (await response.json())["status"] == "resolved"
         async with http.post(
@@ -146,7 +155,13 @@ async def test_ack_is_published_with_the_name_and_stops_escalation(broker_url: s
         ) as response:
             assert response.status == 403  # no anti-CSRF header
         async with http.post(
-            service.url + "api/alerts/nope/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{event_id}/ack", headers=CSRF, json={"action": "resolved"}
+        ) as response:
+            assert response.status == 403  # no CSRF token
+        async with http.post(
+            service.url + "api/alerts/nope/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert response.status == 404
 
@@ -158,10 +173,17 @@ async def test_unacknowledged_fall_escalates_twice_but_slouch_never(broker_url: 
         await peer.publish("patients/p-003/events", payload)
         _slouch_id, slouch = event_json("p-003", "slouch_started", now, severity="low")
         await peer.publish("patients/p-003/events", slouch)
-        escalations = await peer.wait_for("/patients/p-003/escalations", 2, timeout_s=5.0)
+        escalations = await peer.wait_for("/patients/p-003/escalations", 2)
         assert [(e["event_id"], e["level"]) for e in escalations] == [(fall_id, 1), (fall_id, 2)]
-        await asyncio.sleep(0.5)
-        assert len(peer.on("/escalations")) == 2
+        await ticks_pass(service)  # and no third level, nor one for the slouch
+        assert len(peer.on("/p-003/escalations")) == 2
+        # The same two levels on the one topic a nurse-call bridge reads, without names.
+        bridge = await peer.wait_for(f"{peer.root}/escalations", 2)
+        assert [(e["event_id"], e["level"], e["patient_id"]) for e in bridge] == [
+            (fall_id, 1, "p-003"),
+            (fall_id, 2, "p-003"),
+        ]
+        assert all("patient" not in e for e in bridge)
         alert = service.model.alert(fall_id)
         assert alert is not None and alert["escalation_level"] == 2
 
@@ -187,9 +209,8 @@ async def test_ack_from_another_dashboard_clears_the_fall(broker_url: str) -> No
                 and service.model.alert(event_id) is not None
             )
         )
-        await asyncio.sleep(0.1)
         clock.advance(300.0)
-        await asyncio.sleep(0.6)
+        await ticks_pass(service)
         alert = service.model.alert(event_id)
         assert alert is not None and alert["status"] == "acknowledged"
         assert [a["by"] for a in alert["acks"]] == ["Ben"]
@@ -203,10 +224,16 @@ async def test_bad_messages_are_dropped_counted_and_harmless(broker_url: str) ->
         await peer.publish("patients/p-005/state", state_json("p-999", time.time()), qos=0)
         await peer.publish("patients/p-005/acks", b'{"event_id": "x", "action": "deleted"}')
         await peer.publish("patients/p-005/state", state_json("p-005", time.time()), qos=0)
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(HANG_S):
             while not service.model.snapshot()["patients"]:
                 await asyncio.sleep(0.02)
-        assert service.dropped == {"state": 2, "events": 1, "acks": 1}
+        assert service.drops.by_reason == {
+            "not_json": 1,
+            "topic_mismatch": 1,
+            "bad_id": 1,
+            "bad_field": 1,
+        }
+        assert service.drops.by_source == {"patient:p-005": 4}
         assert [p["patient_id"] for p in service.model.snapshot()["patients"]] == ["p-005"]
 
 
@@ -244,7 +271,7 @@ async def test_every_page_and_stream_needs_a_login_when_configured(broker_url: s
                 assert (await response.json())["user"] == "anna"
             async with http.post(
                 service.url + f"api/alerts/{event_id}/ack",
-                headers=CSRF,
+                headers=await ack_headers(http, service.url),
                 json={"action": "acknowledged", "by": "mallory"},
             ) as response:
                 assert response.status == 200
@@ -277,12 +304,12 @@ async def test_ack_while_the_broker_is_down_says_it_was_not_sent() -> None:
         service.handle_message(
             Message("posture/v1/patients/p-007/events", payload, 1, False), time.time()
         )
-        await asyncio.sleep(0.3)
+        await ticks_pass(service, 1)  # the ticker has looked at the link
         async with http.get(service.url + "api/snapshot") as response:
             assert (await response.json())["broker_connected"] is False
         async with http.post(
             service.url + f"api/alerts/{event_id}/ack",
-            headers=CSRF,
+            headers=await ack_headers(http, service.url),
             json={"action": "acknowledged"},
         ) as response:
             assert response.status == 503
@@ -294,7 +321,8 @@ async def test_ack_while_the_broker_is_down_says_it_was_not_sent() -> None:
 async def test_summary_is_published_retained_and_the_report_shows_it(
     broker_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with running(broker_url) as (service, peer):
+    # The states are a replay from 200 s ago: trust such a late clock here.
+    async with running(broker_url, clock_policy=ClockPolicy(max_lag_s=3600.0)) as (service, peer):
         t0 = time.time() - 200
         for i in range(121):  # 2 min upright, 1 min slouched at 1 Hz
             await peer.publish(
@@ -305,7 +333,7 @@ async def test_summary_is_published_retained_and_the_report_shows_it(
         _eid, fall = event_json("p-008", "fall_detected", t0 + 100)
         await peer.publish("patients/p-008/events", fall)
         published = await peer.wait_for("/patients/p-008/summary")
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(HANG_S):
             while True:
                 published = peer.on("/patients/p-008/summary")
                 totals = published[-1]["totals"]
@@ -384,7 +412,7 @@ async def test_wearable_cancellation_stops_escalation_and_gateway_loss_is_shown(
         )
         await wait_until(lambda: bool(service.model.snapshot()["gateways"]))
         clock.advance(300.0)
-        await asyncio.sleep(0.6)
+        await ticks_pass(service)
         assert peer.on("/escalations") == []
         alert = service.model.alert(fall_id)
         assert alert is not None and alert["note"].startswith("cancelled by the wearable")
@@ -401,10 +429,15 @@ async def test_a_restarted_dashboard_still_shows_open_falls(broker_url: str) -> 
         await peer.publish("patients/p-011/events", payload)
         done_id, payload = event_json("p-011", "fall_detected", time.time())
         await peer.publish("patients/p-011/events", payload)
-        await asyncio.sleep(0.3)
+        await wait_until(
+            lambda: (
+                service.model.alert(open_id) is not None
+                and service.model.alert(done_id) is not None
+            )
+        )
         await service.acknowledge(done_id, "resolved", "Ann")
         await service.acknowledge(open_id, "acknowledged", "Ann")
-        async with asyncio.timeout(5):  # the summary with both falls' handling
+        async with asyncio.timeout(HANG_S):  # the summary with both falls' handling
             while not any(
                 f.get("resolved_by") == "Ann" and f2.get("acknowledged_by") == "Ann"
                 for s in peer.on("/patients/p-011/summary")
@@ -426,7 +459,7 @@ async def test_a_restarted_dashboard_still_shows_open_falls(broker_url: str) -> 
         escalation=EscalationPolicy(30.0, 60.0),
     )
     async with DashboardService(config) as again:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(HANG_S):
             while again.model.alert(missed_id) is None or again.model.alert(open_id) is None:
                 await asyncio.sleep(0.05)
         restored = again.model.alert(open_id)

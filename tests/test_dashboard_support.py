@@ -25,13 +25,23 @@ from typing import Any
 import pytest
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
+from alerts.summary import format_time
 from physio.dashboard.escalation import EscalationPolicy
-from physio.dashboard.server import CSRF_HEADER
+from physio.dashboard.server import CSRF_HEADER, CSRF_TOKEN_HEADER
 from physio.dashboard.service import DashboardConfig, DashboardService
-from physio.dashboard.wire import format_time
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CSRF = {CSRF_HEADER: "posture-dashboard"}
+# Only a guard against a hang, never a measurement (see tests/brokers.py).
+HANG_S = 30.0
+
+
+async def ack_headers(http: Any, url: str) -> dict[str, str]:
+    """The headers the page sends with an ack: the anti-CSRF header and the
+    page's CSRF token, read from the snapshot as the page reads it."""
+    async with http.get(url + "api/snapshot") as response:
+        token = (await response.json())["csrf_token"]
+    return {**CSRF, CSRF_TOKEN_HEADER: token}
 
 
 def free_port() -> int:
@@ -51,7 +61,7 @@ def _own_mosquitto(workdir: Path) -> Iterator[str]:
         [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + HANG_S
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -77,7 +87,7 @@ def broker_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield str(shared.url)
 
 
-def state_json(patient_id: str, t_s: float, flexion_deg: float = 12.0, **over: Any) -> bytes:
+def state_json(patient_id: str, t_s: float, flexion_deg: float | None = 12.0, **over: Any) -> bytes:
     """A ``.../state`` payload as the gateway publishes it."""
     obj = {
         "patient_id": patient_id,
@@ -138,7 +148,7 @@ class Peer:
         ]
 
     async def wait_for(
-        self, leaf_suffix: str, count: int = 1, timeout_s: float = 5.0
+        self, leaf_suffix: str, count: int = 1, timeout_s: float = HANG_S
     ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout_s):
             while len(self.on(leaf_suffix)) < count:

@@ -7,6 +7,7 @@ import gzip
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,7 +125,7 @@ def test_listing_finds_nested_recordings_and_skips_others(tmp_path: Path) -> Non
         list_sisfall(tmp_path / "empty")
 
 
-def write_broad(path: Path, n: int = 50, **override: object) -> Path:
+def write_broad(path: Path, n: int = 50, **override: Any) -> Path:
     rng = np.random.default_rng(1)
     data: dict[str, object] = {
         "imu_acc": np.tile([0.0, 0.0, 9.81], (n, 1)) + rng.normal(0, 0.01, (n, 3)),
@@ -162,7 +163,7 @@ def test_broad_trial_units_and_mask(tmp_path: Path) -> None:
         ({"imu_gyr": np.full((50, 3), np.nan)}, "NaN"),
     ],
 )
-def test_bad_broad_trials(tmp_path: Path, override: dict[str, object], message: str) -> None:
+def test_bad_broad_trials(tmp_path: Path, override: dict[str, Any], message: str) -> None:
     with pytest.raises(DatasetError, match=message):
         read_broad(write_broad(tmp_path / "bad.mat", **override))
 

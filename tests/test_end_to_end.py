@@ -7,14 +7,13 @@ the control patient neither; the sloucher's wearable is buzzed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
-from ward import gateway_running
+from ward import all_events_arrived, gateway_running
 
 from alerts import AlertPublisher
 from posture_monitor.demo import DEMO_SLOUCH_DWELL_S, demo_config
@@ -35,7 +34,7 @@ async def run_ward(broker: Any, collector: Any, *, seed: int = 7) -> tuple[Any, 
         gateway_running(config, publisher, world),
     ):
         await world.sleep_until(SCENARIO_S)
-    await asyncio.sleep(0.5)
+    await all_events_arrived(events, publisher)
     return events, world
 
 
@@ -112,7 +111,7 @@ async def test_every_fall_type_on_rotated_pucks(broker: Any, collector: Any) -> 
         gateway_running(config, publisher, world),
     ):
         await world.sleep_until(90.0)
-    await asyncio.sleep(0.5)
+    await all_events_arrived(received, publisher)
     for patient in scenario.patients:
         kinds = types_of(events_of(received, patient.id))
         expected = 0 if patient.id == "confounders" else 1

@@ -14,6 +14,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_forward_fall_detected_soon_after_impact(rate_hz: float) -> None:
     ids=lambda f: f.__name__,
 )
 @pytest.mark.parametrize("rate_hz", [25.0, 50.0, 100.0])
-def test_daily_activities_raise_no_fall(scenario, rate_hz: float) -> None:  # type: ignore[no-untyped-def]
+def test_daily_activities_raise_no_fall(scenario, rate_hz: float) -> None:
     sc = synth(scenario(), rate_hz)
     found, det = run(sc, rate_hz)
     assert found == []
@@ -400,7 +401,7 @@ def test_bad_input_is_a_clear_error_and_leaves_state_alone() -> None:
         {"trigger_acc_g": True},
     ],
 )
-def test_bad_settings_raise_config_error(kwargs: dict[str, float]) -> None:
+def test_bad_settings_raise_config_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="FallSettings"):
         FallSettings(**kwargs)
 
@@ -410,7 +411,7 @@ def test_sample_rate_is_checked() -> None:
         FallDetector(FallSettings(), 5.0)
 
 
-def test_model_file_roundtrip_and_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_model_file_roundtrip_and_errors(tmp_path) -> None:
     shipped = load_fall_model()
     assert 0.0 < shipped.threshold < 1.0
     path = tmp_path / "m.npz"

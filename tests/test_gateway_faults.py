@@ -10,12 +10,11 @@ posture alert for these calm patients.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
-from ward import gateway_running
+from ward import all_events_arrived, gateway_running
 
 from alerts import AlertPublisher
 from device_gateway import GatewayConfig
@@ -59,7 +58,7 @@ async def test_faulty_wearables_are_reported_and_counted(broker: Any, collector:
     ):
         await world.sleep_until(SCENARIO_S)
         metrics = gateway.device_metrics()
-    await asyncio.sleep(0.5)
+    await all_events_arrived(received, publisher)
 
     def types(patient_id: str) -> list[str]:
         topic = f"posture/v1/patients/{patient_id}/events"
@@ -174,7 +173,7 @@ async def test_disconnect_storm_and_a_wearable_gone_for_minutes(
     ):
         await world.sleep_until(240.0)
         metrics = gateway.device_metrics()
-    await asyncio.sleep(0.5)
+    await all_events_arrived(received, publisher)
 
     def types(patient_id: str) -> list[str]:
         topic = f"posture/v1/patients/{patient_id}/events"

@@ -8,6 +8,8 @@ confirmed retroactively. Sequences are synthetic (tests/test_posture_synth.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 from test_posture_engine import FS, kinds, run
@@ -29,7 +31,7 @@ NOMINAL_CONE = (0.0, 30.0, 330.0)  # spins whose upright is within 35° of nomin
 
 
 def walking_motion(
-    keys: list[tuple[float, float]],
+    keys: Sequence[tuple[float, float]],
     walk: tuple[float, float],
     duration_s: float,
     spin_deg: float,
@@ -59,7 +61,7 @@ def walking_motion(
     )
 
 
-def calibrations(out_events: tuple) -> list:  # type: ignore[type-arg]
+def calibrations(out_events: tuple) -> list:
     return [e for e in out_events if e.kind == PostureEventKind.CALIBRATED]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_posture_calibration import walking_motion
 
-from posture.falls import FallDetector, FallSettings
+from posture.falls import FallDetector, FallFinding, FallSettings
 from posture.falls.feed import FallFeed
 from posture.orientation import estimate_up
 
@@ -46,7 +46,9 @@ def test_held_samples_give_the_same_findings_in_the_same_blocks(seed: int) -> No
         feed.detectors[0].set_reference_up(UP[100], calibrated=True)
     bounds = np.cumsum(rng.integers(1, 40, size=T.size))
     bounds = np.concatenate(([0], bounds[bounds < T.size], [T.size]))
-    got, want, quiet_calls, quiet_blocks = [], [], 0, 0
+    got: list[list[FallFinding]] = []
+    want: list[list[FallFinding]] = []
+    quiet_calls, quiet_blocks = 0, 0
     for a, b in itertools.pairwise(bounds):
         rows = (T[a:b], ACC[a:b], GYR[a:b], UP[a:b])
         mag2 = np.einsum("ni,ni->n", ACC[a:b], ACC[a:b])[:, None]

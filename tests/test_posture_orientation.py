@@ -121,7 +121,7 @@ def test_block_form_filter_equals_sosfilt_for_any_block_lengths(sos: np.ndarray)
 # -- fusion ------------------------------------------------------------------
 
 
-def trunk_motion(seed: int = 0):  # type: ignore[no-untyped-def]
+def trunk_motion(seed: int = 0):
     """Bending and leaning for 60 s while the trunk is shaken (0.3 g at 1-3 Hz)."""
     flex = keyframes([(0, 0), (5, 0), (8, 60), (12, 60), (15, -10), (25, 40), (30, 0), (60, 0)])
     lat = keyframes([(0, 0), (20, 0), (23, 30), (35, -20), (40, 0), (60, 0)])
@@ -139,7 +139,7 @@ def trunk_motion(seed: int = 0):  # type: ignore[no-untyped-def]
     )
 
 
-def true_up(m) -> np.ndarray:  # type: ignore[no-untyped-def]
+def true_up(m) -> np.ndarray:
     """Up in sensor axes from a noise-free, unaccelerated copy of the motion."""
     return synthesize(
         60.0,
@@ -167,7 +167,7 @@ def test_gyroscope_fusion_keeps_inclination_through_accelerations() -> None:
 
 def test_gyroscope_bias_is_learned_at_rest() -> None:
     bias_dps = np.array([2.5, -2.0, 1.5])  # 3.5 °/s: a poorly calibrated MEMS part
-    m = synthesize(10.0, 50.0, constant(0.0), gyr_bias_dps=bias_dps, gyr_noise_dps=0.1)
+    m = synthesize(10.0, 50.0, constant(0.0), gyr_bias_dps=tuple(bias_dps), gyr_noise_dps=0.1)
     f = GravityFilter(GravityFilterParams(sample_rate_hz=50.0, has_gyro=True))
     # The filter's layout: (time, component, device).
     f.process(m.acc_g[:, :, None], m.gyr_dps[:, :, None], np.full((m.t_s.size, 1), 0.02))
@@ -216,7 +216,7 @@ def broad_at_50hz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 def test_broad_inclination_rmse_at_50hz_beats_vqf() -> None:
     ours, theirs = [], []
     try:
-        import vqf  # type: ignore[import-not-found]
+        import vqf
     except ImportError:  # the bench extra is optional
         vqf = None
     for path in sorted(BROAD.glob("*.mat")):

@@ -9,10 +9,12 @@ quantisation) and are fed to the engine packet by packet, as the gateway does.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from posture import EngineConfig, PostureEngine, PostureEventKind, SlouchSettings
+from posture import EngineConfig, PostureEngine, PostureEvent, PostureEventKind, SlouchSettings
 from simulator import SimulatedWearable, parse_scenario
 
 THRESHOLD_DEG = 25.0
@@ -42,7 +44,7 @@ def patient_scenario(timeline: list[dict[str, object]], model: str, spin_deg: fl
 
 def run_engine(
     scenario: object, duration_s: float, dwell_s: float = DWELL_S
-) -> tuple[list[object], object]:
+) -> tuple[list[PostureEvent], Any]:
     wearable = SimulatedWearable(scenario.patients[0], index=0, seed=5)  # type: ignore[attr-defined]
     samples = wearable.render(0.0, duration_s)
     engine = PostureEngine(
@@ -52,7 +54,7 @@ def run_engine(
             slouch=SlouchSettings(threshold_deg=THRESHOLD_DEG, dwell_s=dwell_s),
         )
     )
-    events = []
+    events: list[PostureEvent] = []
     for start in range(0, len(samples.t_s), PACKET):
         block = slice(start, start + PACKET)
         gyr = None if samples.gyr_dps is None else samples.gyr_dps[block]

@@ -19,11 +19,12 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
+from physio.dashboard.sessions import SessionStore  # re-exported: its old home
 
 __all__ = [
     "TOKEN_ENV",
@@ -31,6 +32,7 @@ __all__ = [
     "SessionStore",
     "hash_secret",
     "is_loopback_host",
+    "normalize_user_name",
     "valid_user_name",
     "verify_secret",
 ]
@@ -40,7 +42,7 @@ TOKEN_ENV = "POSTURE_MONITOR_DASHBOARD_TOKEN"
 # scrypt with N=2**14, r=8: ~16 MiB and ~50 ms per check on this class of
 # machine (OWASP's minimum for interactive logins), so guessing is slow.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _KEY_LEN = 2**14, 8, 1, 32
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@ ")
+_NAME_PUNCTUATION = frozenset("._-@ '")
 
 
 def _b64(data: bytes) -> str:
@@ -85,8 +87,20 @@ def verify_secret(secret: str, encoded: str) -> bool:
 
 
 def valid_user_name(name: str) -> bool:
-    """1-64 letters, digits, spaces and ``._-@`` (names end up in acks and logs)."""
-    return 0 < len(name.strip()) <= 64 and set(name) <= _NAME_CHARS
+    """1-64 letters (any script: ``Dr Müller``), digits, spaces and ``._-@'``.
+
+    Names end up in acks and logs, so control characters, ``:`` (the password
+    file's separator) and markup are refused. Compare names after
+    ``unicodedata.normalize("NFC", ...)`` (see :func:`normalize_user_name`): a
+    browser may send ``ü`` as one code point or as ``u`` plus a combining mark.
+    """
+    name = normalize_user_name(name)
+    return 0 < len(name.strip()) <= 64 and all(c.isalnum() or c in _NAME_PUNCTUATION for c in name)
+
+
+def normalize_user_name(name: str) -> str:
+    """NFC form of a user name (one spelling for ``ü``)."""
+    return unicodedata.normalize("NFC", name)
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,8 @@ class Credentials:
 
     users: dict[str, str] = field(default_factory=dict)  # name -> hash
     token_hash: str | None = None
+    # Where ``users`` came from; the running dashboard reloads it on change.
+    password_file: Path | None = None
 
     @property
     def configured(self) -> bool:
@@ -125,9 +141,18 @@ class Credentials:
                         f"{password_file}:{number}: expected 'name:scrypt$...' "
                         "(make lines with --add-user)"
                     )
-                users[name] = encoded
+                users[normalize_user_name(name)] = encoded
         token_hash = hash_secret(token) if token else None
-        return cls(users=users, token_hash=token_hash)
+        return cls(users=users, token_hash=token_hash, password_file=password_file)
+
+    def reloaded(self) -> Credentials:
+        """The password file read again (the token stays as it was).
+
+        Raises:
+            ConfigError: as :meth:`load`.
+        """
+        fresh = Credentials.load(self.password_file, None)
+        return Credentials(fresh.users, self.token_hash, self.password_file)
 
     def check(self, name: str, secret: str) -> str | None:
         """The name to record for a correct login, or None.
@@ -135,6 +160,7 @@ class Credentials:
         With a user's password the name is that user; with the token it is
         the name typed at login.
         """
+        name = normalize_user_name(name)
         if not valid_user_name(name) or not secret:
             return None
         encoded = self.users.get(name)
@@ -145,44 +171,6 @@ class Credentials:
             # the shared token never passes for one of a named user.
             return f"{name.strip()} (token)"
         return None
-
-
-class SessionStore:
-    """Random session ids held in memory, each valid for ``lifetime_s``."""
-
-    def __init__(self, lifetime_s: float = 12 * 3600.0, max_sessions: int = 1000) -> None:
-        self.lifetime_s = lifetime_s
-        self.max_sessions = max_sessions
-        self._sessions: dict[str, tuple[str, float]] = {}
-
-    def create(self, user: str, now_s: float | None = None) -> str:
-        """A new session id for ``user``."""
-        now_s = time.monotonic() if now_s is None else now_s
-        self._expire(now_s)
-        if len(self._sessions) >= self.max_sessions:
-            self._sessions.pop(next(iter(self._sessions)))
-        session_id = secrets.token_urlsafe(32)
-        self._sessions[session_id] = (user, now_s + self.lifetime_s)
-        return session_id
-
-    def user(self, session_id: str | None, now_s: float | None = None) -> str | None:
-        """The user of a live session, or None."""
-        if not session_id:
-            return None
-        now_s = time.monotonic() if now_s is None else now_s
-        entry = self._sessions.get(session_id)
-        if entry is None or entry[1] < now_s:
-            return None
-        return entry[0]
-
-    def end(self, session_id: str | None) -> None:
-        """Log out."""
-        if session_id:
-            self._sessions.pop(session_id, None)
-
-    def _expire(self, now_s: float) -> None:
-        for key in [k for k, (_u, until) in self._sessions.items() if until < now_s]:
-            del self._sessions[key]
 
 
 def is_loopback_host(host: str) -> bool:

@@ -2,9 +2,11 @@
 
 ``posture_monitor.cli`` adds the sub-commands with :func:`configure_parser` /
 :func:`run` and :func:`configure_report_parser` / :func:`run_report`. The
-``run*`` functions return an exit status: 0 done, 1 runtime failure
-(broker, missing summary), 2 bad arguments or configuration. They print
-errors to stderr and never configure logging (the main CLI does).
+``run*`` functions return an exit status: 0 done, 1 runtime failure (no
+summary to report), 2 what the user can fix: bad arguments or configuration,
+an unreachable broker (``report``), an HTTP address that cannot be listened
+on (``dashboard``; it retries the broker forever, as a service should). They
+print errors to stderr and never configure logging (the main CLI does).
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from pathlib import Path
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
-from physio.dashboard.auth import TOKEN_ENV, Credentials, hash_secret, valid_user_name
+from common.shutdown import run_until_terminated
+from physio.dashboard.auth import (
+    TOKEN_ENV,
+    Credentials,
+    hash_secret,
+    normalize_user_name,
+    valid_user_name,
+)
 from physio.dashboard.escalation import EscalationPolicy
+from physio.dashboard.patients import PatientDirectory
 from physio.dashboard.report import fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
+from physio.dashboard.site import SiteConfig
 
 __all__ = [
     "build_config",
@@ -50,25 +61,56 @@ def local_timezone() -> str:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` to (host, port).
+    """``HOST:PORT``, ``[V6]:PORT`` or ``http://HOST:PORT/`` to (host, port).
+
+    The URL form is what the dashboard prints at start, so a user who pastes
+    it back gets what they meant (before, ``http`` became part of the host,
+    which then counted as an exposed address and asked for a login).
 
     Raises:
-        ConfigError: not of that form.
+        ConfigError: not of that form, or ``https://`` (the dashboard serves
+            plain HTTP; TLS belongs to a reverse proxy in front of it).
     """
-    host, sep, port_text = text.rpartition(":")
+    address = text.strip()
+    scheme, has_scheme, rest = address.partition("://")
+    if has_scheme:
+        if scheme.lower() == "https":
+            raise ConfigError(
+                f"--listen {text!r}: the dashboard serves plain HTTP; for HTTPS put a reverse "
+                "proxy in front of it and give --listen 127.0.0.1:PORT"
+            )
+        if scheme.lower() != "http":
+            raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        address = rest.rstrip("/")
+    host, sep, port_text = address.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+    if (
+        not sep
+        or not host
+        or "/" in host
+        or not port_text.isdigit()
+        or not 0 <= int(port_text) < 65536
+    ):
         raise ConfigError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     return host, int(port_text)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor dashboard``."""
+    parser.epilog = (
+        "A service: it never gives up on the broker. One that is down at start or goes "
+        "away later is retried (with backoff) until you stop the dashboard with Ctrl-C or "
+        "SIGTERM; the page says meanwhile that the broker is disconnected. Exit status: 0 "
+        "when stopped, 2 on a bad argument or setting, or when the HTTP address cannot be "
+        "listened on (e.g. its port is in use)."
+    )
     parser.add_argument(
         "--broker",
-        required=True,
+        action="append",
         metavar="URL",
-        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883",
+        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; repeat it (or give a "
+        "comma-separated list) for the nodes of a broker cluster, tried in turn "
+        "(required, except with --add-user)",
     )
     parser.add_argument(
         "--listen",
@@ -78,18 +120,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="site settings (TOML): escalation delays, webhook and Apprise recipients "
+        "(see docs/dashboard.md)",
+    )
+    parser.add_argument(
+        "--patients",
+        type=Path,
+        metavar="FILE",
+        help="display names and room/bed per patient id (TOML; shown only on the page)",
+    )
+    parser.add_argument(
         "--escalate-after",
         type=float,
-        default=120.0,
+        default=None,
         metavar="S",
-        help="escalate a fall nobody acknowledged after S seconds (120)",
+        help="escalate a fall nobody acknowledged after S seconds (overrides --config; 120)",
     )
     parser.add_argument(
         "--escalate-again-after",
         type=float,
-        default=240.0,
+        default=None,
         metavar="S",
-        help="escalate it again (level 2) S seconds after the fall (240)",
+        help="escalate it again (level 2) S seconds after the fall (overrides --config; 240)",
     )
     parser.add_argument(
         "--password-file",
@@ -119,15 +174,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--client-id", default=None, help="MQTT client id (default from host name and port)"
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name browsers use to reach the dashboard (repeatable); localhost names "
+        "and the --listen host are always allowed, any other Host header is refused",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow the MQTT password over plain mqtt:// to another machine (logged)",
+    )
 
 
 def _add_user(password_file: Path | None, name: str) -> int:
     if password_file is None:
         print("error: --add-user needs --password-file", file=sys.stderr)
         return 2
+    name = normalize_user_name(name)
     if not valid_user_name(name) or ":" in name:
         print(
-            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @", file=sys.stderr
+            f"error: user name {name!r}: 1-64 letters, digits, spaces and . _ - @ '",
+            file=sys.stderr,
         )
         return 2
     password = getpass.getpass(f"password for {name}: ")
@@ -151,13 +221,24 @@ def _add_user(password_file: Path | None, name: str) -> int:
 def build_config(args: argparse.Namespace) -> DashboardConfig:
     """A validated configuration from parsed arguments. Raises ConfigError."""
     host, port = parse_listen(args.listen)
+    site = SiteConfig.load(args.config) if getattr(args, "config", None) else SiteConfig()
+    first_s = site.escalation.first_after_s if args.escalate_after is None else args.escalate_after
+    again_s = (
+        site.escalation.again_after_s
+        if args.escalate_again_after is None
+        else args.escalate_again_after
+    )
     try:
-        policy = EscalationPolicy(args.escalate_after, args.escalate_again_after)
+        policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    broker = MqttSettings.from_urls(args.broker)
+    broker.check_transport(insecure=getattr(args, "insecure", False))
+    patients_file = getattr(args, "patients", None)
+    patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
-        broker=MqttSettings.from_url(args.broker),
+        broker=broker,
         listen_host=host,
         listen_port=port,
         topic_root=args.topic_root,
@@ -166,6 +247,9 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         timezone=args.timezone or local_timezone(),
         summary_interval_s=args.summary_interval,
         client_id=args.client_id,
+        allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()),
+        notify=site.notify,
+        patients=patients,
     )
 
 
@@ -179,9 +263,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``posture-monitor dashboard`` until interrupted."""
     if args.add_user:
         return _add_user(args.password_file, args.add_user)
+    if not args.broker:
+        print("error: --broker URL is required (except with --add-user)", file=sys.stderr)
+        return 2
     try:
         config = build_config(args)
-        asyncio.run(_serve(config))
+        # SIGTERM (systemd's stop) unwinds like Ctrl-C and exits 0.
+        asyncio.run(run_until_terminated(_serve(config)))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -203,7 +291,13 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         metavar="YYYY-MM-DD",
         help="local day (default: the newest the dashboard published)",
     )
-    parser.add_argument("--broker", required=True, metavar="URL", help="MQTT broker URL")
+    parser.add_argument(
+        "--broker",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="MQTT broker URL (repeat, or comma-separate, for a cluster's nodes)",
+    )
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
         "--out",
@@ -226,7 +320,8 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if args.out.suffix.lower() not in (".html", ".htm", ".png"):
             raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
-        settings = MqttSettings.from_url(args.broker, connect_timeout_s=args.timeout)
+        settings = MqttSettings.from_urls(args.broker, connect_timeout_s=args.timeout)
+        settings.check_transport(insecure=True)  # read-only: warn, do not refuse
         summary = asyncio.run(
             fetch_summary(
                 settings, args.patient, args.day, topic_root=args.topic_root, timeout_s=args.timeout
@@ -236,7 +331,12 @@ def run_report(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (BrokerError, PostureMonitorError) as exc:
+    except BrokerError as exc:
+        # The README's promise for every command: an unreachable broker is an
+        # error the user can fix, exit 2 (it was 1, like a missing summary).
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PostureMonitorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"report written to {args.out}")

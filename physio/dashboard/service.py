@@ -4,18 +4,28 @@
 client (``alerts.mqtt.MqttClient``, the one adapter around paho), the HTTP
 server (aiohttp) and a task group with two tasks: the receive loop, which
 parses every broker message and updates the model, the escalator and the
-summary book; and a ticker, which publishes due escalations, the broker link
-status and, every ``summary_interval_s``, the changed daily summaries.
+summary book; and a ticker, which hands due escalations to the notifier
+(physio/dashboard/notify.py: MQTT, webhooks, Apprise, each retried on its
+own), publishes the broker link status and, every ``summary_interval_s``, the
+changed daily summaries.
 
 The dashboard subscribes with a persistent session (fixed client id, clean
 start off, one hour session expiry on MQTT 5), so falls published while it was
 restarting are delivered when it comes back.
+
+Every message is read through the one contract (``alerts.intake``): what
+breaks it is dropped and counted per reason and source (``drops``, shown in
+``/healthz``, the snapshot and the page footer), never shown as a patient,
+alert or gateway; an error while applying one message is logged and that
+message skipped. Patients are capped per gateway and in total
+(``alerts.intake.PatientCap``) so made-up ids cannot exhaust memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 import socket
@@ -29,29 +39,24 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from alerts.acks import Ack, EscalationMessage
+from alerts.events import AlertEvent, EventType
+from alerts.intake import DropCounter, Inbound, PatientCap, read_message
 from alerts.mqtt import Message, MqttClient
-from common.errors import BrokerError
+from alerts.state import GatewayState, GatewayStatus, PatientState
+from alerts.summary import DailySummary
+from alerts.topics import TopicKind, Topics
+from alerts.wire import DropReason, PayloadError, utc_from_timestamp
+from common.errors import BrokerError, ConfigError
 from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.config import DashboardConfig
-from physio.dashboard.escalation import Escalator
+from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
+from physio.dashboard.notify import DeliveryStatus, EscalationNotice, Notifier
 from physio.dashboard.server import create_app
-from physio.dashboard.summary import DailySummary
 from physio.dashboard.summary_book import SummaryBook
-from physio.dashboard.wire import (
-    AckMessage,
-    EscalationMessage,
-    TopicKind,
-    TopicMap,
-    WireFormatError,
-    parse_ack,
-    parse_escalation,
-    parse_event,
-    parse_gateway_status,
-    parse_state,
-)
 
 __all__ = ["DashboardConfig", "DashboardService"]
 
@@ -60,6 +65,9 @@ _log = logging.getLogger(__name__)
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
+# Patients a restored summary may bring in (no gateway named there).
+_SUMMARY_SOURCE = "(summaries)"
+_BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
 
 
 class DashboardService:
@@ -79,19 +87,29 @@ class DashboardService:
     def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
-        self.topics = TopicMap(config.topic_root)
-        self.model = DashboardModel(history_s=config.history_s)
+        self.topics = Topics(config.topic_root)
+        self.model = DashboardModel(history_s=config.history_s, directory=config.patients.to_dict())
         self.broadcaster = Broadcaster()
         self.escalator = Escalator(config.escalation)
         self.book = SummaryBook(ZoneInfo(config.timezone))
-        self.dropped: dict[str, int] = {}
+        self.drops = DropCounter(_log)
+        self.patients = PatientCap(config.max_patients, config.max_patients_per_gateway)
         self.escalations_published = 0
+        self.ticks = 0
+        """Rounds of the ticker done (escalations checked): lets a test or an
+        embedder wait for "the deadline has been looked at" without sleeping."""
         self._mqtt: MqttClient | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._runner: web.AppRunner | None = None
         self._running: list[asyncio.Task[None]] = []
         self._archive_cleared: set[tuple[str, date]] = set()
         self._port = config.listen_port
+        self.notifier = Notifier(
+            config.notify.channels(self._publish_escalation),
+            retry=config.notify.retry,
+            on_status=self._on_notify_status,
+            clock=clock,
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -107,15 +125,32 @@ class DashboardService:
         )
         await self._mqtt.__aenter__()
         try:
-            for topic_filter in self.topics.subscriptions():
+            await self.notifier.__aenter__()
+            for topic_filter in (
+                self.topics.all_status,
+                self.topics.all_states,
+                self.topics.all_events,
+                self.topics.all_acks,
+                self.topics.all_escalations,
+                self.topics.all_summaries,
+            ):
                 await self._mqtt.subscribe(topic_filter, qos=1)
-            app = create_app(self, config.credentials, SessionStore())
+            app = create_app(
+                self,
+                config.credentials,
+                SessionStore(lifetime_s=config.session_lifetime_s),
+                listen_host=config.listen_host,
+                allowed_hosts=config.allowed_hosts,
+            )
             self._runner = web.AppRunner(
                 app, handle_signals=False, shutdown_timeout=2.0, access_log=None
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, config.listen_host, config.listen_port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise _listen_error(config.listen_host, config.listen_port, exc) from None
             self._port = int(self._runner.addresses[0][1])
             self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
@@ -144,6 +179,7 @@ class DashboardService:
             for task in self._running:
                 task.cancel()
             await tasks.__aexit__(None, None, None)
+        await self.notifier.__aexit__(None, None, None)
         if self._mqtt is not None and self._mqtt.connected:
             with contextlib.suppress(BrokerError):
                 await self._publish_summaries()
@@ -185,13 +221,11 @@ class DashboardService:
         patient_id = self.model.patient_of(event_id)
         if patient_id is None or self._mqtt is None:
             raise KeyError(event_id)
-        ack = AckMessage(event_id=event_id, action=action, by=by, time_s=self._clock())
+        ack = Ack.at(event_id, action, by, self._clock())
         try:
             # A person is waiting on the button: say "not sent" rather than hang.
             async with asyncio.timeout(_ACK_TIMEOUT_S):
-                await self._mqtt.publish(
-                    self.topics.patient(patient_id, "acks"), ack.to_json(), qos=1
-                )
+                await self._mqtt.publish(self.topics.acks(patient_id), ack.to_json(), qos=1)
         except TimeoutError:
             raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
         _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
@@ -206,60 +240,80 @@ class DashboardService:
     async def _receive(self) -> None:
         assert self._mqtt is not None  # set in __aenter__
         async for message in self._mqtt.messages():
-            try:
-                self.handle_message(message, self._clock())
-            except WireFormatError as exc:
-                self._drop(message.topic, str(exc))
+            self.handle_message(message, self._clock())
 
     def handle_message(self, message: Message, received_s: float) -> None:
-        """Apply one broker message. Raises WireFormatError for a bad payload."""
-        route = self.topics.classify(message.topic)
-        if route is None:
-            return
-        kind, ident = route
+        """Apply one broker message; a bad one is dropped and counted, never raised.
+
+        A bug while applying a valid message is logged with its traceback and
+        counted as ``handler_error``: one message must not stop the dashboard.
+        """
+        info = self.topics.parse(message.topic)
+        try:
+            inbound = read_message(
+                self.topics,
+                message.topic,
+                message.payload,
+                retained=message.retain,
+                received_s=received_s,
+                policy=self.config.clock_policy,
+            )
+            if inbound is not None:
+                self._apply(inbound)
+        except PayloadError as exc:
+            self.drops.drop(exc.reason, info, str(exc))
+        except Exception:  # the receive loop must outlive any one message
+            _log.exception("bug while applying a message on %s; skipped", info and info.kind)
+            self.drops.drop(DropReason.HANDLER_ERROR, info, "see the traceback above")
+
+    def _admit(self, patient_id: str, source: str) -> None:
+        if not self.patients.admit(patient_id, source):
+            raise PayloadError(
+                f"patient cap reached ({self.patients.max_patients} in total, "
+                f"{self.patients.max_per_gateway} per gateway)",
+                DropReason.OVER_CAPACITY,
+            )
+
+    def _apply(self, inbound: Inbound) -> None:
+        kind, ident, obj = inbound.topic.kind, inbound.topic.id, inbound.payload
+        received_s, at_s = inbound.received_s, inbound.at_s
         updates: list[Update] = []
-        if kind is TopicKind.STATE:
-            if not message.payload:
-                return  # a cleared retained state
-            state = parse_state(message.payload)
-            if state.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            # A retained state may be hours old: its age is its own time.
-            seen_s = min(received_s, state.time_s) if message.retain else received_s
-            updates += self.model.apply_state(state, seen_s)
-            self.book.on_state(state)
-        elif kind is TopicKind.EVENTS:
-            event = parse_event(message.payload)
-            if event.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            updates += self.model.apply_event(event, received_s)
-            self.book.on_event(event)
-            if event.type == "fall_detected":
-                self.escalator.on_fall(event.event_id, event.patient_id, event.time_s, received_s)
-                _log.warning("fall of %s received", mask_id(event.patient_id))
-            elif event.type == "fall_cancelled":
-                self.escalator.on_cancelled(event.patient_id, event.time_s)
-        elif kind is TopicKind.ACKS:
-            updates += self._apply_ack(ident, parse_ack(message.payload), publish=False)
-        elif kind is TopicKind.ESCALATIONS:
-            escalation = parse_escalation(message.payload, ident)
-            self.escalator.on_escalation_seen(escalation.event_id, escalation.level)
-            self.book.on_escalation(ident, escalation.event_id, escalation.level)
-            updates += self.model.apply_escalation(escalation)
-        elif kind is TopicKind.SUMMARY:
-            if not message.payload:
-                return
-            summary = DailySummary.from_json(message.payload)
-            if summary.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            self.book.on_remote(summary)
-            mine = self.book.summary(ident, summary.day)
+        if isinstance(obj, PatientState):
+            self._admit(ident, obj.gateway_id)
+            updates += self.model.apply_state(obj, at_s, received_s)
+            self.book.on_state(obj, at_s)
+        elif isinstance(obj, AlertEvent):
+            self._admit(ident, obj.gateway_id)
+            updates += self.model.apply_event(obj, at_s, received_s)
+            self.book.on_event(obj, at_s)
+            if obj.type is EventType.FALL_DETECTED:
+                self.escalator.on_fall(obj.event_id, obj.patient_id, at_s, received_s)
+                _log.warning("fall of %s received", mask_id(obj.patient_id))
+            elif obj.type is EventType.FALL_CANCELLED:
+                self.escalator.on_cancelled(obj.patient_id, at_s)
+        elif isinstance(obj, Ack):
+            updates += self._apply_ack(ident, obj, publish=False)
+        elif isinstance(obj, EscalationMessage):
+            self.escalator.on_escalation_seen(obj.event_id, obj.level)
+            self.book.on_escalation(ident, obj.event_id, obj.level)
+            updates += self.model.apply_escalation(obj)
+        elif isinstance(obj, DailySummary) and kind is TopicKind.SUMMARY:
+            if not self.patients.knows(ident):
+                self._admit(ident, _SUMMARY_SOURCE)
+            self.book.on_remote(obj)
+            mine = self.book.summary(ident, obj.day)
             if mine is not None:
                 updates += self.model.apply_summary(mine)
                 updates += self._restore_falls(mine, received_s)
-        elif kind is TopicKind.GATEWAY_STATUS:
-            status = parse_gateway_status(message.payload, ident)
-            updates += self.model.apply_gateway(status, received_s)
+        elif isinstance(obj, GatewayStatus) or (obj is None and kind is TopicKind.STATUS):
+            # A cleared retained status: the gateway is gone, shown offline.
+            status = obj or GatewayStatus(
+                ident, GatewayState.OFFLINE, utc_from_timestamp(received_s)
+            )
+            try:
+                updates += self.model.apply_gateway(status, received_s)
+            except OverflowError as exc:
+                raise PayloadError(str(exc), DropReason.OVER_CAPACITY) from None
         self.broadcaster.publish(updates)
 
     def _restore_falls(self, summary: DailySummary, received_s: float) -> list[Update]:
@@ -279,21 +333,15 @@ class DashboardService:
                 self.escalator.on_handled(fall.event_id, "acknowledged")
         return updates
 
-    def _apply_ack(self, patient_id: str, ack: AckMessage, publish: bool = True) -> list[Update]:
+    def _apply_ack(self, patient_id: str, ack: Ack, publish: bool = True) -> list[Update]:
         self.escalator.on_handled(ack.event_id, ack.action)
+        self.notifier.stop(ack.event_id, f"fall {ack.action} on a dashboard")
         self.book.on_ack(patient_id, ack)
         updates = self.model.apply_ack(ack)
         if publish:
             self.broadcaster.publish(updates)
             return []
         return updates
-
-    def _drop(self, topic: str, why: str) -> None:
-        route = self.topics.classify(topic)
-        kind = route[0].value if route else "other"
-        count = self.dropped[kind] = self.dropped.get(kind, 0) + 1
-        if count & (count - 1) == 0:  # the first, then every power of two
-            _log.warning("dropped %d bad %s message(s); latest: %s", count, kind, why)
 
     # -- ticking -------------------------------------------------------------
 
@@ -302,27 +350,25 @@ class DashboardService:
         next_summary_s = time.monotonic() + self.config.summary_interval_s
         while True:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
-            if self._mqtt.connected:
-                await self._publish_escalations()
-                if time.monotonic() >= next_summary_s:
-                    next_summary_s = time.monotonic() + self.config.summary_interval_s
-                    try:
-                        await self._publish_summaries()
-                    except BrokerError as exc:
-                        _log.warning("summaries not published (retrying): %s", exc)
+            self.broadcaster.publish(self.model.set_intake(self.drops.as_dict()))
+            # Escalations go out even with the broker down: webhooks and
+            # Apprise do not need it, and the MQTT copy is retried.
+            await self._publish_escalations()
+            if self._mqtt.connected and time.monotonic() >= next_summary_s:
+                next_summary_s = time.monotonic() + self.config.summary_interval_s
+                try:
+                    await self._publish_summaries()
+                except BrokerError as exc:
+                    _log.warning("summaries not published (retrying): %s", exc)
+            self.ticks += 1
             await asyncio.sleep(_TICK_S)
 
     async def _publish_escalations(self) -> None:
-        assert self._mqtt is not None  # set in __aenter__
         for due in self.escalator.due(self._clock()):
-            message = EscalationMessage(due.event_id, due.patient_id, due.level, self._clock())
-            try:
-                await self._mqtt.publish(
-                    self.topics.patient(due.patient_id, "escalations"), message.to_json(), qos=1
-                )
-            except BrokerError as exc:
-                _log.error("escalation not published (retrying): %s", exc)
-                return
+            now_s = self._clock()
+            # Marked issued at once: from here the notifier owns the delivery
+            # (MQTT included, and the retries), so a dead recipient or a
+            # broker outage cannot hold back the page, the record or level 2.
             self.escalator.mark_issued(due.event_id, due.level)
             self.book.on_escalation(due.patient_id, due.event_id, due.level)
             self.escalations_published += 1
@@ -331,7 +377,47 @@ class DashboardService:
                 mask_id(due.patient_id),
                 due.level,
             )
+            message = EscalationMessage.at(due.event_id, due.patient_id, due.level, now_s)
             self.broadcaster.publish(self.model.apply_escalation(message))
+            self.notifier.submit(self._notice(due, now_s))
+
+    def _notice(self, due: Escalation, now_s: float) -> EscalationNotice:
+        alert = self.model.alert(due.event_id) or {}
+        return EscalationNotice(
+            event_id=due.event_id,
+            patient_id=due.patient_id,
+            gateway_id=str(alert.get("gateway_id") or ""),
+            level=due.level,
+            fall_time_s=float(alert.get("time_s", due.due_s)),
+            due_s=due.due_s,
+            issued_s=now_s,
+            patient=self.config.patients.get(due.patient_id),
+        )
+
+    async def _publish_escalation(self, notice: EscalationNotice) -> None:
+        """The notifier's MQTT channel: the per-patient message and the bridge copy."""
+        if self._mqtt is None:
+            raise BrokerError("the dashboard is stopping")
+        if not self._mqtt.connected:
+            # Wait for the broker instead of sleeping a backoff: the copy goes
+            # out the moment the link is back.
+            try:
+                async with asyncio.timeout(_BROKER_WAIT_S):
+                    await self._mqtt.wait_connected()
+            except TimeoutError:
+                raise BrokerError("broker unreachable") from None
+        message = EscalationMessage.at(
+            notice.event_id, notice.patient_id, notice.level, notice.issued_s
+        )
+        await self._mqtt.publish(
+            self.topics.escalations(notice.patient_id), message.to_json(), qos=1
+        )
+        await self._mqtt.publish(
+            self.topics.escalation_bridge, notice.to_json(with_patient=False), qos=1
+        )
+
+    def _on_notify_status(self, status: DeliveryStatus) -> None:
+        self.broadcaster.publish(self.model.apply_notification(status.event_id, status.to_dict()))
 
     async def _publish_summaries(self) -> None:
         assert self._mqtt is not None  # set in __aenter__
@@ -350,7 +436,7 @@ class DashboardService:
                 )
                 if day == self.book.latest_day(patient_id):
                     await self._mqtt.publish(
-                        self.topics.patient(patient_id, "summary"), payload, qos=1, retain=True
+                        self.topics.summary(patient_id), payload, qos=1, retain=True
                     )
                     old = day - timedelta(days=self.config.keep_archive_days)
                     if (patient_id, old) not in self._archive_cleared:
@@ -375,3 +461,18 @@ def _default_client_id(port: int) -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40]
     suffix = str(port) if port else uuid.uuid4().hex[:8]
     return f"pm-dashboard-{host}-{suffix}"
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """One clear line for an HTTP address that cannot be bound (aiohttp's
+    message is a raw ``[Errno 98] error while attempting to bind ...``)."""
+    reasons = {
+        errno.EADDRINUSE: "the port is in use (another dashboard running?)",
+        errno.EADDRNOTAVAIL: "that is not an address of this machine",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    }
+    reason = reasons.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+    shown = f"[{host}]" if ":" in host else host
+    return ConfigError(
+        f"cannot listen on {shown}:{port}: {reason}; choose another with --listen HOST:PORT"
+    )

@@ -19,6 +19,7 @@ const view = {
   gateways: new Map(),   // gateway_id -> {online, since_s}
   alerts: new Map(),     // event_id -> alert
   summaries: new Map(),  // patient_id -> {day, totals}
+  directory: {},         // patient_id -> {name, room, bed, location} (dashboard-side only)
   tiles: new Map(),      // patient_id -> tile element
   historyS: 300,
   clockOffsetS: 0,       // server clock minus this device's clock
@@ -29,6 +30,10 @@ const view = {
 };
 
 const $ = (id) => document.getElementById(id);
+// The name a person reads (from the dashboard's patients file), else the id.
+const nameOf = (pid) => (view.directory[pid] && view.directory[pid].name) || pid;
+const whereOf = (pid) => (view.directory[pid] && view.directory[pid].location) || "";
+const isCancelled = (a) => a.note.startsWith("cancelled");
 const serverNow = () => Date.now() / 1000 + view.clockOffsetS;
 
 function el(tag, attrs = {}, text) {
@@ -76,6 +81,15 @@ function connect() {
   source.addEventListener("gateway", (e) => applyGateway(JSON.parse(e.data)));
   source.addEventListener("summary", (e) => applySummary(JSON.parse(e.data)));
   source.addEventListener("broker", (e) => setBroker(JSON.parse(e.data).connected));
+  source.addEventListener("intake", (e) => setIntake(JSON.parse(e.data)));
+}
+
+// For an administrator: broker messages dropped for breaking the contract.
+function setIntake(intake) {
+  const reasons = Object.entries((intake && intake.by_reason) || {})
+    .map(([reason, count]) => `${reason} ${count}`).join(", ");
+  $("intake").textContent = intake && intake.total
+    ? `${intake.total} bad broker message(s) dropped (${reasons})` : "";
 }
 
 function setConn(live) {
@@ -95,11 +109,14 @@ function applySnapshot(snap) {
   view.clockOffsetS = snap.now_s - Date.now() / 1000;
   view.historyS = snap.history_s;
   view.user = snap.user;
+  view.directory = snap.directory || {};
   view.loginRequired = snap.login_required;
+  view.csrfToken = snap.csrf_token || "";  // acks must carry it (X-CSRF-Token)
   $("user").textContent = snap.user ? `Logged in as ${snap.user}` : "";
   $("logout").hidden = !snap.login_required;
   $("name-box").hidden = snap.login_required;
   setBroker(snap.broker_connected);
+  setIntake(snap.intake);
   const previous = new Set(view.alerts.keys());
   view.patients.clear();
   view.gateways.clear();
@@ -116,10 +133,9 @@ function applySnapshot(snap) {
   renderFeed();
   renderFalls();
   renderWarnings();
-  if (!view.firstSnapshot) {
-    for (const a of view.alerts.values()) if (!previous.has(a.event_id)) maybeAlarm(a);
-  }
+  for (const a of view.alerts.values()) if (!previous.has(a.event_id) || view.firstSnapshot) notifyFall(a);
   view.firstSnapshot = false;
+  updateAlarm();
 }
 
 function applyState(state) {
@@ -138,7 +154,8 @@ function applyAlert(alert) {
   renderFeed();
   renderFalls();
   renderTile(alert.patient_id);
-  if (isNew) maybeAlarm(alert);
+  notifyFall(alert);
+  updateAlarm(isNew && alert.type === "fall_detected");
 }
 
 function applyGateway(gateway) {
@@ -154,11 +171,16 @@ function applySummary(summary) {
 
 // ---- tiles --------------------------------------------------------------
 
+// A fall stays until a person resolves it, even one the wearable cancelled:
+// the tile shows it and never "posture ok" meanwhile.
 function openFallOf(pid) {
+  let found = null;
   for (const a of view.alerts.values()) {
-    if (a.patient_id === pid && a.type === "fall_detected" && a.status !== "resolved" && !a.note.startsWith("cancelled")) return a;
+    if (a.patient_id === pid && a.type === "fall_detected" && a.status !== "resolved") {
+      if (!found || a.time_s > found.time_s) found = a;
+    }
   }
-  return null;
+  return found;
 }
 
 function renderTile(pid) {
@@ -178,21 +200,37 @@ function renderTile(pid) {
   const gateway = view.gateways.get(state.gateway_id);
   const gatewayOnline = gateway ? gateway.online : null;
   const stale = serverNow() - state.received_s > STALE_AFTER_S;
-  field("patient").textContent = pid;
+  const offline = gatewayOnline === false;
+  const fall = openFallOf(pid);
+  field("patient").textContent = nameOf(pid);
+  field("where").textContent = [nameOf(pid) !== pid ? pid : "", whereOf(pid)].filter(Boolean).join(" · ");
   const gw = field("gateway");
   gw.textContent = `${state.gateway_id || "?"} ${gatewayOnline === false ? "offline" : gatewayOnline ? "online" : ""}`;
   gw.classList.toggle("offline", gatewayOnline === false);
   field("flexion").textContent = fmtDeg(state.flexion_deg);
   field("lateral").textContent = fmtDeg(state.lateral_deg);
   const posture = field("posture");
-  if (!state.device_connected || state.flexion_deg === null) { posture.textContent = "no posture data"; posture.className = "pill"; }
+  // Order matters: the tile must never contradict the alarm. An open fall
+  // wins over everything; a tile without current data never says "ok".
+  if (fall) { posture.textContent = `FALL at ${fmtClock(fall.time_s)}${isCancelled(fall) ? " (got up)" : ""}`; posture.className = "pill pill-bad"; }
+  else if (offline) { posture.textContent = "not monitored"; posture.className = "pill pill-bad"; }
+  else if (stale) { posture.textContent = "no current data"; posture.className = "pill pill-warn"; }
+  else if (!state.device_connected || state.flexion_deg === null) { posture.textContent = "no posture data"; posture.className = "pill"; }
   else if (!state.calibrated) { posture.textContent = "not calibrated"; posture.className = "pill pill-warn"; }
   else if (state.slouching) { posture.textContent = "slouching"; posture.className = "pill pill-warn"; }
   else { posture.textContent = "posture ok"; posture.className = "pill pill-ok"; }
   field("activity").textContent = state.activity;
   const connected = field("connected");
-  connected.textContent = state.device_connected ? "wearable connected" : "wearable disconnected";
-  connected.className = "pill " + (state.device_connected ? "pill-ok" : "pill-bad");
+  if (offline) {
+    connected.textContent = `not monitored since ${fmtClock(gateway.since_s)}`;
+    connected.className = "pill pill-bad";
+  } else if (stale) {
+    connected.textContent = `no data since ${fmtClock(state.received_s)}`;
+    connected.className = "pill pill-bad";
+  } else {
+    connected.textContent = state.device_connected ? "wearable connected" : "wearable disconnected";
+    connected.className = "pill " + (state.device_connected ? "pill-ok" : "pill-bad");
+  }
   const battery = field("battery");
   battery.textContent = state.battery_pct === null ? "" : `battery ${Math.round(state.battery_pct)}%`;
   battery.className = "pill " + (state.battery_pct !== null && state.battery_pct < 20 ? "pill-bad" : "");
@@ -205,8 +243,8 @@ function renderTile(pid) {
     ...(t.falls ? [`${t.falls} fall${t.falls === 1 ? "" : "s"}`] : []),
   ].join(" · ");
   tile.classList.toggle("slouching", !!state.slouching);
-  tile.classList.toggle("fall", !!openFallOf(pid));
-  tile.classList.toggle("stale", stale || gatewayOnline === false);
+  tile.classList.toggle("fall", !!fall);
+  tile.classList.toggle("stale", stale || offline);
   tile.title = stale ? `no data since ${fmtClock(state.received_s)}` : "";
   tile.hidden = !matchesFilter(pid);
   drawChart(tile, state);
@@ -238,7 +276,7 @@ function drawChart(tile, state) {
 
 function matchesFilter(pid) {
   const text = $("filter").value.trim().toLowerCase();
-  return !text || pid.toLowerCase().includes(text);
+  return !text || [pid, nameOf(pid), whereOf(pid)].some((s) => s.toLowerCase().includes(text));
 }
 
 // ---- alerts ---------------------------------------------------------------
@@ -250,6 +288,27 @@ function alertDescription(a) {
   if (a.type === "battery_low" && a.details && a.details.battery_pct !== undefined) parts.push(`${Math.round(a.details.battery_pct)}%`);
   if (a.note) parts.push(a.note);
   return parts.join(" · ");
+}
+
+const NOTICE_MARK = { delivered: "✓", sending: "…", retrying: "✗ retrying", failed: "✗ FAILED" };
+
+// Where the escalation notices of a fall stand (webhooks, Apprise, MQTT).
+function noticeLine(a) {
+  if (!a.notifications || !a.notifications.length) return "";
+  return "notified: " + a.notifications.map((n) => {
+    let text = `${n.channel} (level ${n.level}) ${NOTICE_MARK[n.state] || n.state}`;
+    if (n.state !== "delivered" && n.error) text += ` after ${n.attempts} attempt${n.attempts === 1 ? "" : "s"}: ${n.error}`;
+    return text;
+  }).join(" · ");
+}
+
+function noticeFailing(a) {
+  return (a.notifications || []).some((n) => n.state === "retrying" || n.state === "failed");
+}
+
+function patientLabel(pid) {
+  const where = whereOf(pid);
+  return `${nameOf(pid)}${where ? ` (${where})` : ""}`;
 }
 
 function ackLine(a) {
@@ -274,7 +333,11 @@ async function sendAck(eventId, action, button, errorNode) {
     const response = await fetch(`/api/alerts/${encodeURIComponent(eventId)}/ack`, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-Requested-With": "posture-dashboard" },
+      headers: {
+        "Content-Type": "application/json",
+        "X-Requested-With": "posture-dashboard",
+        "X-CSRF-Token": view.csrfToken || "",
+      },
       body: JSON.stringify({ action, by: $("by-name").value }),
     });
     if (response.status === 401) { location.href = "/login"; return; }
@@ -298,14 +361,17 @@ function renderFeed() {
   feed.replaceChildren(...items.map((a) => {
     const li = el("li", { class: `alert sev-${a.severity} status-${a.status}`, "data-event-id": a.event_id, "data-type": a.type });
     const line1 = el("div", { class: "line1" });
-    line1.append(el("span", { class: "kind" }, `${TYPE_LABEL[a.type] || a.type} · ${a.patient_id}`),
+    line1.append(el("span", { class: "kind" }, `${TYPE_LABEL[a.type] || a.type} · ${patientLabel(a.patient_id)}`),
       el("time", { datetime: a.time, title: a.time }, fmtClock(a.time_s)));
     li.append(line1);
     const description = alertDescription(a);
     if (description) li.append(el("div", {}, description));
-    const status = [a.status === "open" ? "open" : a.status];
+    const closedByItself = a.status === "resolved" && !a.acks.length && a.type === "slouch_started";
+    const status = [closedByItself ? "closed by itself" : a.status];
     if (a.escalation_level) status.push(`escalated (level ${a.escalation_level})`);
     li.append(el("div", { class: "who", "data-field": "status" }, status.join(" · ") + (a.acks.length ? ` — ${ackLine(a)}` : "")));
+    const notices = noticeLine(a);
+    if (notices) li.append(el("div", { class: "notices" + (noticeFailing(a) ? " failing" : ""), "data-field": "notices" }, notices));
     const actions = el("div", { class: "actions" });
     const err = el("div", { class: "err", role: "alert" });
     actionButtons(a, actions, err);
@@ -316,14 +382,18 @@ function renderFeed() {
 
 function renderFalls() {
   const open = [...view.alerts.values()]
-    .filter((a) => a.type === "fall_detected" && a.status !== "resolved" && !a.note.startsWith("cancelled"))
+    .filter((a) => a.type === "fall_detected" && a.status !== "resolved")
     .sort((a, b) => b.time_s - a.time_s);
   $("falls").replaceChildren(...open.map((a) => {
-    const box = el("div", { class: `fall-banner status-${a.status}`, role: "alert", "data-event-id": a.event_id });
-    box.append(el("strong", {}, `FALL · ${a.patient_id}`),
+    const cancelled = isCancelled(a) ? " cancelled" : "";
+    const box = el("div", { class: `fall-banner status-${a.status}${cancelled}`, role: "alert", "data-event-id": a.event_id });
+    box.append(el("strong", {}, `FALL · ${patientLabel(a.patient_id)}`),
       el("span", { "data-field": "when", "data-time-s": a.time_s }, `${fmtClock(a.time_s)} (${fmtAgo(a.time_s)})`));
+    if (cancelled) box.append(el("span", {}, "the wearable says the patient got up: check and resolve"));
     if (a.escalation_level) box.append(el("span", { class: "esc" }, `ESCALATED · level ${a.escalation_level}`));
     if (a.acks.length) box.append(el("span", {}, ackLine(a)));
+    const notices = noticeLine(a);
+    if (notices) box.append(el("span", { class: "notices" + (noticeFailing(a) ? " failing" : ""), "data-field": "notices" }, notices));
     const err = el("span", { class: "err", role: "alert" });
     const actions = el("span", { class: "actions" });
     actionButtons(a, actions, err);
@@ -341,21 +411,136 @@ function renderWarnings() {
   }));
 }
 
-// A short tone for a new fall; browsers allow audio only after a first tap.
-let audio = null;
-document.addEventListener("pointerdown", () => {
-  if (!audio && window.AudioContext) audio = new AudioContext();
-}, { once: true });
+// ---- the alarm ------------------------------------------------------------
+// An open fall that nobody acknowledged sounds again every few seconds until
+// a person acknowledges it (faster, louder and a different sound once it has
+// escalated), flashes the tab title, and shows a system notification when the
+// user allowed them. Browsers play sound only after a tap on the page, so the
+// first screen asks for that tap once.
+// window.postureAlarm is read by tests: `beeps` counts sound triggers.
 
-function maybeAlarm(a) {
-  if (a.type !== "fall_detected" || a.status !== "open" || !audio) return;
-  const osc = audio.createOscillator();
-  const gain = audio.createGain();
-  osc.frequency.value = 880;
-  gain.gain.value = 0.2;
-  osc.connect(gain).connect(audio.destination);
-  osc.start();
-  osc.stop(audio.currentTime + 0.6);
+const ALARM_EVERY_MS = Number(new URLSearchParams(location.search).get("alarm_every_s") || 4) * 1000;
+const BASE_TITLE = document.title;
+const alarm = {
+  ctx: null,            // AudioContext, created on the first tap
+  beeps: 0,             // sound triggers so far (whether or not audio could play)
+  sounded: 0,           // of which actually played
+  lastLevel: null,      // escalation level of the last trigger
+  ringing: false,       // an unacknowledged fall is sounding
+  notifications: 0,     // system notifications shown
+  timer: null,
+  titleTimer: null,
+  titleFlip: false,
+  notified: new Set(),  // "event_id:level" already notified
+};
+window.postureAlarm = alarm;
+
+// Falls that must sound: not acknowledged, not resolved, not withdrawn by the wearable.
+function ringingFalls() {
+  return [...view.alerts.values()].filter((a) => a.type === "fall_detected" && a.status === "open" && !isCancelled(a));
+}
+
+function updateAlarm(fresh = false) {
+  const falls = ringingFalls();
+  const level = falls.reduce((m, a) => Math.max(m, a.escalation_level || 0), 0);
+  if (!falls.length) { stopAlarm(); return; }
+  const every = level >= 1 ? ALARM_EVERY_MS * 0.6 : ALARM_EVERY_MS;
+  if (!alarm.ringing || fresh || level !== alarm.lastLevel) {
+    clearInterval(alarm.timer);
+    alarm.ringing = true;
+    beep(level);
+    alarm.timer = setInterval(() => beep(ringingFalls().reduce((m, a) => Math.max(m, a.escalation_level || 0), 0)), every);
+  }
+  if (!alarm.titleTimer) alarm.titleTimer = setInterval(flashTitle, 1000);
+  flashTitle();
+  $("sound-gate").classList.toggle("urgent", true);
+}
+
+function stopAlarm() {
+  clearInterval(alarm.timer);
+  clearInterval(alarm.titleTimer);
+  alarm.timer = alarm.titleTimer = null;
+  alarm.ringing = false;
+  const open = [...view.alerts.values()].filter((a) => a.type === "fall_detected" && a.status !== "resolved").length;
+  document.title = open ? `(${open}) ${BASE_TITLE}` : BASE_TITLE;
+  $("sound-gate").classList.remove("urgent");
+}
+
+function flashTitle() {
+  const falls = ringingFalls();
+  if (!falls.length) return;
+  alarm.titleFlip = !alarm.titleFlip;
+  const who = nameOf(falls[0].patient_id);
+  document.title = alarm.titleFlip ? `⚠ FALL · ${who}` : `⚠⚠ ${falls.length} open fall${falls.length === 1 ? "" : "s"} · ${BASE_TITLE}`;
+}
+
+// Tones per level: a two-note chime; escalated: three higher, louder notes;
+// level 2: a loud rising siren.
+const PATTERNS = [
+  { gain: 0.25, notes: [[880, 0, 0.25], [660, 0.3, 0.25]] },
+  { gain: 0.5, notes: [[988, 0, 0.18], [1319, 0.22, 0.18], [988, 0.44, 0.18]] },
+  { gain: 0.9, notes: [[600, 0, 0.5, 1400], [600, 0.55, 0.5, 1400]] },
+];
+
+function beep(level) {
+  alarm.beeps += 1;
+  alarm.lastLevel = level;
+  const ctx = alarm.ctx;
+  if (!ctx || ctx.state !== "running") return;
+  const pattern = PATTERNS[Math.min(level, PATTERNS.length - 1)];
+  for (const [freq, at, length, sweepTo] of pattern.notes) {
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    const t0 = ctx.currentTime + at;
+    osc.type = level >= 2 ? "sawtooth" : "sine";
+    osc.frequency.setValueAtTime(freq, t0);
+    if (sweepTo) osc.frequency.linearRampToValueAtTime(sweepTo, t0 + length);
+    gain.gain.setValueAtTime(pattern.gain, t0);
+    gain.gain.exponentialRampToValueAtTime(0.001, t0 + length);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(t0);
+    osc.stop(t0 + length);
+  }
+  alarm.sounded += 1;
+}
+
+// A system notification for a new fall and for each escalation of it.
+function notifyFall(a) {
+  if (a.type !== "fall_detected" || a.status !== "open" || isCancelled(a)) return;
+  const key = `${a.event_id}:${a.escalation_level || 0}`;
+  if (alarm.notified.has(key)) return;
+  alarm.notified.add(key);
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  try {
+    const escalated = a.escalation_level ? ` · ESCALATED level ${a.escalation_level}` : "";
+    const n = new Notification(`FALL · ${patientLabel(a.patient_id)}${escalated}`, {
+      body: `${fmtClock(a.time_s)}: not acknowledged yet. Open the dashboard to acknowledge.`,
+      tag: a.event_id, renotify: true, requireInteraction: true,
+    });
+    n.onclick = () => { window.focus(); n.close(); };
+    alarm.notifications += 1;
+  } catch (err) {
+    // Some browsers allow notifications only from a service worker; the sound and title still work.
+  }
+}
+
+function enableSound() {
+  if (!alarm.ctx && (window.AudioContext || window.webkitAudioContext)) {
+    alarm.ctx = new (window.AudioContext || window.webkitAudioContext)();
+  }
+  if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume();
+  if ("Notification" in window && Notification.permission === "default") Notification.requestPermission();
+  $("sound-gate").hidden = true;
+  sessionStorage.setItem("posture-dashboard-sound", "asked");
+}
+
+function initAlarm() {
+  const gate = $("sound-gate");
+  // Every page load needs its own tap for sound, whatever was allowed before.
+  gate.hidden = false;
+  $("sound-on").addEventListener("click", enableSound);
+  document.addEventListener("pointerdown", enableSound, { once: true });
+  document.addEventListener("keydown", enableSound, { once: true });
 }
 
 // ---- day dialog -----------------------------------------------------------
@@ -390,6 +575,7 @@ async function openDay(pid) {
 // ---- wiring ---------------------------------------------------------------
 
 function init() {
+  initAlarm();
   const nameInput = $("by-name");
   nameInput.value = localStorage.getItem("posture-dashboard-name") || "";
   nameInput.addEventListener("change", () => localStorage.setItem("posture-dashboard-name", nameInput.value));

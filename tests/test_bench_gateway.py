@@ -1,0 +1,44 @@
+"""``posture-monitor bench gateway``: the real gateway path over replayed wearables.
+
+Only what the command reports is checked (figures exist and add up, the fall
+arrives through a real broker); how fast is for the benchmark to say, never a
+test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from brokers import MOSQUITTO
+
+from lab import bench
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs the mosquitto binary")
+
+
+def test_bench_gateway_replays_wearables_through_the_gateway_to_a_broker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser(prog="posture-monitor bench")
+    bench.configure_parser(parser)
+    argv = ["gateway", "--wearables", "6", "--seconds", "15", "--json"]
+    assert bench.run(parser.parse_args(argv)) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["wearables"] == 6
+    # 6 wearables at 50 Hz in 10-sample packets for about 15 s.
+    assert result["packets_delivered"] >= 6 * 5 * 12
+    assert result["packets_dropped"] == 0
+    assert 0 < result["cpu_share_per_wearable"] < 1
+    # Wearable 0 replays the fall (impact 8 s in): its alert crossed the broker.
+    assert result["falls_expected"] == 1 and result["falls_received"] == 1
+    assert 0 < result["fall_latency_p50_s"] < 10
+
+
+def test_bench_gateway_rejects_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="posture-monitor bench")
+    bench.configure_parser(parser)
+    assert bench.run(parser.parse_args(["gateway", "--wearables", "0"])) == 2
+    assert bench.run(parser.parse_args(["gateway", "--seconds", "1"])) == 2
+    assert "--wearables" in capsys.readouterr().out

@@ -1,0 +1,187 @@
+"""Failover between broker nodes: settings, config, CLI options and the client.
+
+The client tests use two private mosquittos standing in for two nodes (the
+real cluster is in test_cluster_nats.py): a dead first node is skipped, and
+a kill -9 of the node in use moves the client to the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from brokers import MOSQUITTO, MosquittoBroker, free_port
+
+from alerts import MqttClient, MqttSettings
+from common.errors import ConfigError
+from device_gateway.config import GatewayConfig
+from physio.dashboard.cli import configure_parser as dashboard_parser
+from physio.watch import add_broker_arguments, settings_from_args
+from posture_monitor.service import mqtt_settings
+
+needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_several_urls_make_one_settings_with_failover_nodes() -> None:
+    settings = MqttSettings.from_urls(
+        ["mqtt://gw:s3cret@mq1:1883", "mqtt://mq2:1884", "mqtt://gw:s3cret@mq3"],
+        protocol="3.1.1",
+    )
+    assert settings.addresses == ("mq1:1883", "mq2:1884", "mq3:1883")
+    assert [(e.host, e.port, e.username, e.protocol) for e in settings.endpoints()] == [
+        ("mq1", 1883, "gw", "3.1.1"),
+        ("mq2", 1884, "gw", "3.1.1"),
+        ("mq3", 1883, "gw", "3.1.1"),
+    ]
+    assert settings.display_url == "mqtt://gw:***@mq1:1883,mq2:1884,mq3:1883"
+    assert "s3cret" not in repr(settings)
+    # A comma-separated string, and one URL (exactly from_url).
+    assert MqttSettings.from_urls("mqtt://a:1, mqtt://b:2").addresses == ("a:1", "b:2")
+    assert MqttSettings.from_urls(["mqtt://a:1"]) == MqttSettings.from_url("mqtt://a:1")
+    # A comma inside a password does not split the list.
+    assert MqttSettings.from_urls("mqtt://u:p,w@a:1").password == "p,w"
+
+
+@pytest.mark.parametrize(
+    ("urls", "message"),
+    [
+        ([], "no broker URL"),
+        (["mqtt://a", "mqtts://b"], "same scheme"),
+        (["mqtt://u:pw1@a", "mqtt://u:pw2@b"], "other credentials"),
+        (["mqtt://a:1883", "mqtt://a"], "repeated"),
+        (["mqtt://a", "http://b"], "scheme must be"),
+    ],
+)
+def test_bad_url_lists_are_clear_errors(urls: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        MqttSettings.from_urls(urls)
+    assert "pw1" not in str(info.value) and "pw2" not in str(info.value)
+
+
+# ---------------------------------------------------------- gateway config
+
+CONFIG = """
+gateway_id = "ward-3"
+
+[broker]
+{broker}
+protocol = "3.1.1"
+
+[[wearables]]
+address = "C0:FF:EE:00:00:01"
+patient_id = "p-001"
+"""
+
+
+def load(tmp_path: Path, broker: str) -> GatewayConfig:
+    path = tmp_path / "gateway.toml"
+    path.write_text(CONFIG.format(broker=broker))
+    return GatewayConfig.load(path)
+
+
+def test_gateway_config_takes_urls_and_keeps_url(tmp_path: Path) -> None:
+    config = load(tmp_path, 'urls = ["mqtt://mq1:1883", "mqtt://mq2:1883", "mqtt://mq3:1883"]')
+    assert config.broker.url == "mqtt://mq1:1883"
+    settings = mqtt_settings(config.broker)
+    assert settings.addresses == ("mq1:1883", "mq2:1883", "mq3:1883")
+    assert settings.protocol == "3.1.1"
+    # The single url of existing configs works as before.
+    single = mqtt_settings(load(tmp_path, 'url = "mqtt://mq9:1883"').broker)
+    assert single.addresses == ("mq9:1883",)
+    # --broker (repeated or comma-separated) overrides the file.
+    override = mqtt_settings(config.broker, ["mqtt://x:1", "mqtt://y:2,mqtt://z:3"])
+    assert override.addresses == ("x:1", "y:2", "z:3")
+
+
+@pytest.mark.parametrize(
+    ("broker", "message"),
+    [
+        ('url = "mqtt://a"\nurls = ["mqtt://b"]', r"broker\.urls: give either url or urls"),
+        ("urls = []", r"broker\.urls must be a non-empty list"),
+        ('urls = "mqtt://a"', r"broker\.urls must be a non-empty list"),
+        ('urls = ["mqtt://a", "ftp://b"]', r"broker\.urls: .*scheme"),
+    ],
+)
+def test_bad_gateway_urls_name_the_key(tmp_path: Path, broker: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, broker)
+
+
+# ---------------------------------------------------------------- the CLIs
+
+
+def test_watch_status_dashboard_and_report_take_several_brokers() -> None:
+    parser = argparse.ArgumentParser()
+    add_broker_arguments(parser)
+    args = parser.parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2,mqtt://c:3"])
+    assert settings_from_args(args).addresses == ("a:1", "b:2", "c:3")
+    assert settings_from_args(parser.parse_args([])).addresses  # the default still works
+
+    from physio.dashboard.cli import build_config, configure_report_parser
+
+    dashboard = argparse.ArgumentParser()
+    dashboard_parser(dashboard)
+    config = build_config(
+        dashboard.parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2"])
+    )
+    assert config.broker.addresses == ("a:1", "b:2")
+    report = argparse.ArgumentParser()
+    configure_report_parser(report)
+    args = report.parse_args(
+        ["--patient", "p-001", "--out", "r.html", "--broker", "mqtt://a,mqtt://b"]
+    )
+    assert MqttSettings.from_urls(args.broker).addresses == ("a:1883", "b:1883")
+
+
+# ------------------------------------------------------------------ the client
+
+
+@needs_mosquitto
+@pytest.mark.timeout(30)
+async def test_a_dead_first_node_is_skipped(tmp_path: Path) -> None:
+    live = MosquittoBroker(tmp_path / "live")
+    await live.start()
+    try:
+        dead_url = f"mqtt://127.0.0.1:{free_port()}"
+        settings = MqttSettings.from_urls(
+            [dead_url, live.url], reconnect_min_s=0.05, reconnect_max_s=0.2, connect_timeout_s=3
+        )
+        async with MqttClient(settings) as client:
+            assert client.connected
+            assert client.address == f"127.0.0.1:{live.port}"
+            await client.publish("t", b"x", qos=1)
+    finally:
+        await live.stop()
+
+
+@needs_mosquitto
+@pytest.mark.timeout(30)
+async def test_a_killed_node_moves_the_client_to_the_next(tmp_path: Path) -> None:
+    first, second = MosquittoBroker(tmp_path / "a"), MosquittoBroker(tmp_path / "b")
+    await first.start()
+    await second.start()
+    try:
+        settings = MqttSettings.from_urls(
+            [first.url, second.url], reconnect_min_s=0.05, reconnect_max_s=0.2, connect_timeout_s=3
+        )
+        async with MqttClient(settings) as client:
+            assert client.address == f"127.0.0.1:{first.port}"
+            await first.kill()
+            await until(lambda: client.connected and client.address.endswith(f":{second.port}"))
+            assert client.connect_count == 2
+            await client.publish("t", b"after failover", qos=1)
+    finally:
+        await first.stop()
+        await second.stop()

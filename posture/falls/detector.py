@@ -366,7 +366,12 @@ class FallDetector:
                 rules.add("out_of_bed")
         else:
             if strong:
-                rules.update(("lying", "reclined", "down_up", "two_stage"))
+                rules.update(("lying", "reclined"))
+            if probability >= max(self._p_min, s.clear_fall_probability):
+                # A clear fall impact: also if the patient is back up at once,
+                # or lies back only later (a deep quick bend also goes "down",
+                # and may be followed by lying down in bed, with a weaker one).
+                rules.update(("down_up", "two_stage"))
             if unmoving:
                 rules.add("unmoving")
             if soft:

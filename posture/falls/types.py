@@ -65,9 +65,13 @@ class FallSettings:
     ≈ 0.8 m/s lost beyond gravity) followed by lying motionless (``|a|``
     deviation at most ``soft_still_sd_g``) for ``soft_still_s``, confirmed by
     ``soft_confirm_max_s`` after the impact (a slow collapse)."""
-    two_stage_max_s: float = 20.0
-    """Two-stage rule: after a fall-grade impact that does not end lying, the
+    two_stage_max_s: float = 15.0
+    """Two-stage rule: after a clear fall impact that does not end lying, the
     patient may sit on the floor and lie back up to this long after it."""
+    clear_fall_probability: float = 0.9
+    """A clear fall impact (model probability at least this): the two-stage
+    and down-then-up rules confirm on weaker evidence after it (lying later,
+    or already back up), so they need more before it."""
     bed_max_min_acc_g: float = 0.6
     bed_change_deg: float = 30.0
     """Out-of-bed rule: from lying, a fall-grade impact after a free fall
@@ -93,6 +97,8 @@ class FallSettings:
                 raise ConfigError(f"FallSettings.{f.name} must be a number, got {value!r}")
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"FallSettings.{f.name} must be finite and >= 0, got {value!r}")
+        if self.clear_fall_probability > 1.0:
+            raise ConfigError("FallSettings.clear_fall_probability must be in [0, 1]")
         if self.min_fall_probability is not None and self.min_fall_probability > 1.0:
             raise ConfigError("FallSettings.min_fall_probability must be in [0, 1] or None")
         if not 0.0 < self.still_window_s <= self.confirm_min_s <= self.confirm_max_s:

@@ -26,6 +26,7 @@ from lab.datasets import SISFALL_NOMINAL_UP_SENSOR, SisFallRecording, list_sisfa
 from lab.resample import resample_imu
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
+from posture.falls import FallSettings
 from posture.types import PostureEventKind
 
 __all__ = [
@@ -207,6 +208,7 @@ def run_recording(
     block: int = 10,
     has_gyro: bool = True,
     gyro_range_dps: float | None = None,
+    fall: FallSettings | None = None,
 ) -> RecordingResult:
     """Stream one recording through a fresh engine at ``rate_hz``.
 
@@ -220,7 +222,10 @@ def run_recording(
     t = np.arange(acc.shape[0]) / rate_hz
     engine = PostureEngine(
         EngineConfig(
-            sample_rate_hz=rate_hz, has_gyro=has_gyro, nominal_up_sensor=SISFALL_NOMINAL_UP_SENSOR
+            sample_rate_hz=rate_hz,
+            has_gyro=has_gyro,
+            nominal_up_sensor=SISFALL_NOMINAL_UP_SENSOR,
+            fall=FallSettings() if fall is None else fall,
         )
     )
     detected: list[tuple[float, float]] = []
@@ -258,6 +263,7 @@ def evaluate_falls(
     has_gyro: bool = True,
     subjects: Iterable[str] | None = None,
     gyro_range_dps: float | None = None,
+    fall: FallSettings | None = None,
 ) -> FallReport:
     """Evaluate every recording under ``sisfall_dir`` (optionally only some subjects).
 
@@ -279,7 +285,12 @@ def evaluate_falls(
         rec = read_sisfall(path)
         results.append(
             run_recording(
-                rec, rate_hz, block=block, has_gyro=has_gyro, gyro_range_dps=gyro_range_dps
+                rec,
+                rate_hz,
+                block=block,
+                has_gyro=has_gyro,
+                gyro_range_dps=gyro_range_dps,
+                fall=fall,
             )
         )
     return FallReport(

@@ -278,6 +278,29 @@ def test_a_calibrated_reference_is_trusted() -> None:
     assert run_nominal(synth(turn_over_in_bed(), 50.0), calibrated=True) == []
 
 
+def test_a_saturated_gyroscope_lets_the_accelerometer_decide() -> None:
+    # The engine's gyroscope-aided up estimate, misled by a clipped gyroscope,
+    # still says upright after the fall; the accelerometer says lying.
+    sc = synth(forward_fall(), 50.0)
+    impact = round(sc.impacts_s[0] * 50.0)
+    misled_up = sc.up_sensor.copy()
+    misled_up[impact - 40 :] = UP
+    gyr = np.zeros_like(sc.acc_g)
+    det = FallDetector(FallSettings(), 50.0)
+    det.set_reference_up(UP)
+    assert det.process(sc.t_s, sc.acc_g, gyr, misled_up) == []  # the engine is trusted
+    gyr[impact - 30 : impact - 5, 0] = 250.0  # an axis stuck at full scale
+    det = FallDetector(FallSettings(), 50.0)
+    det.set_reference_up(UP)
+    (found,) = det.process(sc.t_s, sc.acc_g, gyr, misled_up)
+    assert found.details["gyro_clipped"] == 1.0 and found.details["rule_lying"] == 1.0
+    # Fast but not stuck (changing values) is no saturation.
+    gyr[impact - 30 : impact - 5, 0] = np.linspace(200.0, 300.0, 25)
+    det = FallDetector(FallSettings(), 50.0)
+    det.set_reference_up(UP)
+    assert det.process(sc.t_s, sc.acc_g, gyr, misled_up) == []
+
+
 # -- after a detection -----------------------------------------------------------
 
 

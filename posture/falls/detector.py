@@ -465,7 +465,9 @@ class FallDetector:
             if self._fallen is not None and not c.pre_upright:
                 continue
             e0 = max(pos, c.index + self._n_confirm[0])
-            e1 = min(last, c.end_index, last if c.killed_at is None else c.killed_at - 1)
+            e1 = min(last, c.end_index)
+            if c.killed_at is not None:  # only the short rules are left
+                e1 = min(e1, max(c.killed_at - 1, c.index + self._n_confirm[1]))
             if best is not None:
                 e1 = min(e1, best[0] - 1)
             if e1 < e0:
@@ -565,8 +567,9 @@ class FallDetector:
     def _expire(self, last: int) -> None:
         keep = []
         for c in self._pending:
-            done = c.end_index <= last or (c.killed_at is not None and c.killed_at <= last)
             short = c.index + self._n_confirm[1] <= last
+            long_over = c.killed_at is not None and c.killed_at <= last
+            done = c.end_index <= last or (short and long_over)
             if done or (short and not c.rules & {"two_stage", "soft"}):
                 self._resolve(c, "expired")
             else:

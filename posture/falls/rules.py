@@ -59,7 +59,7 @@ def first_hit(
 
     The candidate's eligible rules are ``c.rules``; ``c.features`` holds
     ``down_tilt_deg`` once known (``down_up``). Samples at or after
-    ``c.killed_at`` confirm nothing.
+    ``c.killed_at`` confirm no long rule (two-stage, soft).
     """
     rules = c.rules
     k = x.index.shape[0]
@@ -93,7 +93,8 @@ def first_hit(
     if "down_up" in rules and c.features.get("down_tilt_deg", 0.0) >= s.lying_tilt_deg:
         # Down right after the impact, already back up: a fall the patient
         # recovered from at once (the cancellation rule reports the recovery).
-        up_again = np.nan_to_num(x.engine_tilt_deg, nan=180.0) < s.cancel_upright_deg
+        engine_up = np.nan_to_num(x.engine_tilt_deg, nan=180.0) < s.cancel_upright_deg
+        up_again = (x.tilt_deg < s.lying_tilt_deg) & (trusted | engine_up)
         hits["down_up"] = first_window & up_again & (c.probability >= p_min)
     if "two_stage" in rules:
         hits["two_stage"] = (
@@ -111,10 +112,11 @@ def first_hit(
         )
     if "out_of_bed" in rules:
         hits["out_of_bed"] = first_window & lying & quiet & (x.change_deg >= s.bed_change_deg)
-    if c.killed_at is not None:
+    if c.killed_at is not None:  # up and walking: the long rules are over
         alive = x.index < c.killed_at
-        for name in hits:
-            hits[name] &= alive
+        for name in ("two_stage", "soft"):
+            if name in hits:
+                hits[name] &= alive
     best: tuple[int, str] | None = None
     for name in RULES:
         if name in hits:

@@ -28,7 +28,6 @@ from posture import (
     PostureEngine,
     PostureEvent,
     PostureEventKind,
-    SlouchSettings,
 )
 
 __all__ = ["PatientMonitor"]
@@ -149,18 +148,11 @@ class PatientMonitor:
             previous = self._engine
             if previous is not None:
                 _log.info("patient %s: stream changed to %s; new engine", self._log_id, shape)
-            t = self.wearable.thresholds
             self._engine = PostureEngine(
                 EngineConfig(
                     sample_rate_hz=sample_rate_hz,
                     has_gyro=has_gyro,
-                    slouch=SlouchSettings(
-                        threshold_deg=t.slouch_threshold_deg,
-                        hysteresis_deg=t.slouch_hysteresis_deg,
-                        dwell_s=t.slouch_dwell_s,
-                        lateral_threshold_deg=t.lateral_threshold_deg,
-                        while_walking=t.slouch_while_walking,
-                    ),
+                    slouch=self.wearable.slouch,
                 )
             )
             self._shape = shape
@@ -224,7 +216,7 @@ class PatientMonitor:
                 device_connected=self._connected,
                 battery_pct=self._battery_pct,
                 calibrated=calibrated,
-                slouch_threshold_deg=self.wearable.thresholds.slouch_threshold_deg,
+                slouch_threshold_deg=self.wearable.slouch.threshold_deg,
                 mono_time=mono_wall_now(),
             )
         )

@@ -102,7 +102,7 @@ class DeviceDirectory:
         self._scan_started_s = 0.0
         self.health: RadioHealth | None = None
         self.ignored_devices = 0
-        self.scan_restarts = 0
+        self.scans_started = 0
 
     async def __aenter__(self) -> DeviceDirectory:
         if self._watch is None:
@@ -130,6 +130,7 @@ class DeviceDirectory:
             backend=self._backend,
         )
         await scanner.start()
+        self.scans_started += 1
         self._scanner = scanner
         self._scan_started_s = asyncio.get_running_loop().time()
         if self._watch is not None:
@@ -179,7 +180,6 @@ class DeviceDirectory:
 
     async def _restart_scan(self, health: RadioHealth, backoff: Backoff) -> float | None:
         """Stop what is left of the scan and start a new one; None, or when to retry (s)."""
-        restarting = self._scanner is not None
         await self._stop_scan()
         self._forget_all()
         try:
@@ -188,8 +188,7 @@ class DeviceDirectory:
             delay_s = backoff.next_delay()
             self._report(RadioHealth.down("scan_failed", f"cannot scan on {health.adapter}: {exc}"))
             return delay_s
-        if restarting:
-            self.scan_restarts += 1
+        if self.scans_started > 1:
             _log.warning("scanning restarted on %s", health.adapter)
         self._report(RadioHealth.up(health.adapter, discovering=health.discovering))
         return _DISCOVERY_GRACE_S

@@ -153,7 +153,11 @@ class WatchModel:
                 retained=message.retain,
                 received_s=self._clock(),
             )
-            return inbound is not None and self._apply(inbound)
+            if inbound is None:
+                return False
+            if not inbound.clock_trusted and inbound.payload is not None:
+                self.drops.untrusted_clock(inbound.topic)
+            return self._apply(inbound)
         except PayloadError as exc:
             self.drops.drop(exc.reason, info, str(exc))
         except Exception:  # the view must outlive any one message
@@ -409,7 +413,7 @@ class WatchModel:
         feed = sorted(self.feed, key=order)
         lines += [self._event_line(item, color=color) for item in feed] or ["(no alerts)"]
         footer = []
-        if self.drops.total:
+        if self.drops.line():
             footer.append(self.drops.line())
         if self.duplicates:
             footer.append(f"{self.duplicates} duplicate event(s) suppressed")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -84,7 +83,6 @@ class _Device:
     battery: Battery1 | None = None
     gatt_paths: list[str] = field(default_factory=list)
     chars: dict[str, GattCharacteristic1] = field(default_factory=dict)
-    failures: deque[ConnectFailure] = field(default_factory=deque)
     muted: bool = False
     notifications: int = 0
 
@@ -226,6 +224,7 @@ class StandInAdapter:
             self._drop(device, hang_up=True)
         del self.devices[device.iface.address]
         self.standin.unexport(path)
+        self.standin.removed_devices.append(device.iface.address)
         logger.info("%s: device %s removed", self.name, mask_id(device.iface.address))
 
     # -- connections -------------------------------------------------------------
@@ -235,27 +234,31 @@ class StandInAdapter:
         device = self._device(iface.address)
         if device.client is not None:
             return  # already connected: BlueZ answers success for LE
+        self.standin.connect_calls += 1
         if device.connecting is not None:
+            self.standin.record_failure(iface.address, ERROR_IN_PROGRESS)
             raise DBusError(ERROR_IN_PROGRESS, "In Progress")
-        if device.failures:
-            await self._scripted_failure(device, device.failures.popleft())
+        scripted = self.standin.scripted_failures.get(iface.address)
+        if scripted:
+            await self._fail(device, scripted.popleft())
         device.connecting = asyncio.create_task(self._open_link(device))
         try:
             client = await device.connecting
-        except asyncio.CancelledError:
-            raise DBusError(ERROR_FAILED, self.standin.abort_message) from None
-        except TimeoutError:
-            raise DBusError(ERROR_FAILED, self.standin.abort_message) from None
+        except (asyncio.CancelledError, TimeoutError):
+            # Unreachable until timeout, or cancelled by Disconnect.
+            failure = ConnectFailure(ERROR_FAILED, self.standin.abort_message)
         except BleakError:
-            # A connection that failed at the link layer: BlueZ reports it the
-            # way bleak retries, with the link flapping first.
-            await self._scripted_failure(device, ConnectFailure(ERROR_FAILED, ABORTED_NEW, True))
+            # Failed at the link layer: BlueZ says so after the link flapped.
+            failure = ConnectFailure(ERROR_FAILED, ABORTED_NEW, link_flaps=True)
+        else:
+            await self._link_up(device, client)
             return
         finally:
             device.connecting = None
-        await self._link_up(device, client)
+        await self._fail(device, failure)
 
-    async def _scripted_failure(self, device: _Device, failure: ConnectFailure) -> None:
+    async def _fail(self, device: _Device, failure: ConnectFailure) -> None:
+        self.standin.record_failure(device.iface.address, f"{failure.error}: {failure.message}")
         await asyncio.sleep(0.01)
         if failure.link_flaps:
             device.iface.update(Connected=True)
@@ -383,6 +386,7 @@ class StandInAdapter:
     def _drop(self, device: _Device, *, hang_up: bool) -> None:
         """The link is gone: GATT objects and Battery1 go, then the properties flip."""
         client, device.client = device.client, None
+        device.muted = False  # muting lasts one connection
         if hang_up and client is not None:
             self.standin.spawn(client.disconnect(), "hang up")
         if not self.silent:

@@ -88,8 +88,12 @@ function connect() {
 function setIntake(intake) {
   const reasons = Object.entries((intake && intake.by_reason) || {})
     .map(([reason, count]) => `${reason} ${count}`).join(", ");
-  $("intake").textContent = intake && intake.total
-    ? `${intake.total} bad broker message(s) dropped (${reasons})` : "";
+  const parts = [];
+  if (intake && intake.total) parts.push(`${intake.total} bad broker message(s) dropped (${reasons})`);
+  if (intake && intake.clock_untrusted) {
+    parts.push(`${intake.clock_untrusted} filed at receipt time (a sender's clock is off)`);
+  }
+  $("intake").textContent = parts.join("; ");
 }
 
 function setConn(live) {
@@ -408,7 +412,9 @@ function renderWarnings() {
     const patients = [...view.patients.values()].filter((p) => p.gateway_id === g.gateway_id).length;
     return el("div", { class: "warning", "data-gateway-id": g.gateway_id },
       `Gateway ${g.gateway_id} offline since ${fmtClock(g.since_s)}: ${patients} patient(s) not monitored, falls cannot be detected.`);
-  }));
+  }), ...[...view.gateways.values()].filter((g) => g.online && g.degraded).map((g) =>
+    el("div", { class: "warning", "data-gateway-id": g.gateway_id, "data-degraded": "" },
+      `Gateway ${g.gateway_id} is degraded: ${g.degraded}`)));
 }
 
 // ---- the alarm ------------------------------------------------------------
@@ -486,7 +492,13 @@ function beep(level) {
   alarm.beeps += 1;
   alarm.lastLevel = level;
   const ctx = alarm.ctx;
-  if (!ctx || ctx.state !== "running") return;
+  if (!ctx || ctx.state !== "running") {
+    // No sound yet, or the browser suspended it (a tablet that slept): ask
+    // for a tap again rather than stay silent without saying so.
+    if (ctx) ctx.resume().catch(() => {});
+    $("sound-gate").hidden = false;
+    return;
+  }
   const pattern = PATTERNS[Math.min(level, PATTERNS.length - 1)];
   for (const [freq, at, length, sweepTo] of pattern.notes) {
     const osc = ctx.createOscillator();
@@ -531,7 +543,6 @@ function enableSound() {
   if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume();
   if ("Notification" in window && Notification.permission === "default") Notification.requestPermission();
   $("sound-gate").hidden = true;
-  sessionStorage.setItem("posture-dashboard-sound", "asked");
 }
 
 function initAlarm() {
@@ -539,8 +550,9 @@ function initAlarm() {
   // Every page load needs its own tap for sound, whatever was allowed before.
   gate.hidden = false;
   $("sound-on").addEventListener("click", enableSound);
-  document.addEventListener("pointerdown", enableSound, { once: true });
-  document.addEventListener("keydown", enableSound, { once: true });
+  const onGesture = () => { if (!gate.hidden || !alarm.ctx) enableSound(); };
+  document.addEventListener("pointerdown", onGesture);
+  document.addEventListener("keydown", onGesture);
 }
 
 // ---- day dialog -----------------------------------------------------------

@@ -63,8 +63,8 @@ def test_slouch_while_walking_is_a_per_patient_setting(tmp_path: Path) -> None:
         'patient_id = "p-002"', 'patient_id = "p-002"\nslouch_while_walking = false'
     )
     first, second = GatewayConfig.load(write(tmp_path, text)).wearables
-    assert first.thresholds.slouch_while_walking is True
-    assert second.thresholds.slouch_while_walking is False
+    assert first.slouch.while_walking is True
+    assert second.slouch.while_walking is False
     bad = VALID.replace('patient_id = "p-002"', 'patient_id = "p-002"\nslouch_while_walking = 1')
     with pytest.raises(ConfigError, match=r"slouch_while_walking must be bool"):
         GatewayConfig.load(write(tmp_path, bad))

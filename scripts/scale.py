@@ -57,6 +57,7 @@ from simulator import SimulatedWorld, parse_scenario  # noqa: E402
 
 _RESTART_AFTER_S = 15.0
 _IMPACT_TICK_S = 0.02
+_NEAR_KILL_S = 20.0
 
 
 # ----------------------------------------------------------------- scenario
@@ -157,6 +158,7 @@ async def impact_clock(world: SimulatedWorld, impacts: list[dict[str, Any]]) -> 
 
 
 async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
+    started = time.monotonic()
     sinks: list[CountingSink] = []
     impacts: list[dict[str, Any]] = []
     slipped_s: list[float] = []
@@ -224,6 +226,9 @@ async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
         with Outbox(Path(spec.folder) / f"outbox-{gateway:02d}.sqlite") as outbox:
             left_in_outboxes += len(outbox)
     return {
+        "states_published": sum(sink.publisher.metrics.states_published for sink in sinks),
+        "cpu_s": time.process_time(),
+        "wall_s": time.monotonic() - started,
         "sent": [item for sink in sinks for item in sink.sent],
         "impacts": impacts,
         "slipped_s": slipped_s,
@@ -305,11 +310,14 @@ async def wait_for(condition: Any, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def node_kills(cluster: NatsCluster, duration_s: float, log: list[str]) -> None:
+async def node_kills(
+    cluster: NatsCluster, duration_s: float, log: list[str], kill_walls_s: list[float]
+) -> None:
     """Kill node 1 at a third of the run and node 2 at two thirds; restart each."""
     started = time.monotonic()
     for index, at_s in ((0, duration_s / 3), (1, 2 * duration_s / 3)):
         await asyncio.sleep(max(0.0, started + at_s - time.monotonic()))
+        kill_walls_s.append(time.time())
         await cluster.kill(index)
         log.append(f"{time.monotonic() - started:5.1f} s  SIGKILL node {index + 1}")
         await asyncio.sleep(_RESTART_AFTER_S)
@@ -347,7 +355,9 @@ async def scale(args: argparse.Namespace) -> int:
             process.start()
             workers.append((process, result))
         kills: list[str] = []
+        kill_walls_s: list[float] = []
         failed = False
+        broker = (float("nan"), float("nan"))
 
         def workers_failed() -> bool:
             return any(p.exitcode not in (None, 0) for p, _ in workers)
@@ -364,13 +374,15 @@ async def scale(args: argparse.Namespace) -> int:
                 f"{args.gateways} gateways x {args.wearables} wearables online in "
                 f"{len(workers)} processes; scenario {args.duration:g} s with node kills"
             )
-            killer = asyncio.create_task(node_kills(cluster, args.duration, kills))
+            killer = asyncio.create_task(node_kills(cluster, args.duration, kills, kill_walls_s))
+            broker_cpu_start_s, broker_wall_start = cluster.cpu_s(), time.monotonic()
             await wait_for(
                 lambda: all(not p.is_alive() for p, _ in workers),
                 args.duration + 180.0,
                 "the workers to finish",
             )
             await killer
+            broker = (cluster.cpu_s() - broker_cpu_start_s, time.monotonic() - broker_wall_start)
             if workers_failed():
                 raise RuntimeError("a worker process failed (its traceback is above)")
             results = [json.loads(Path(path).read_text()) for _, path in workers]
@@ -391,7 +403,9 @@ async def scale(args: argparse.Namespace) -> int:
                     process.kill()
             await asyncio.to_thread(station.stop)
             await cluster.stop()
-    code = report(args, results, sent, station, kills, time.monotonic() - wall_start)
+    code = report(
+        args, results, sent, station, kills, kill_walls_s, broker, time.monotonic() - wall_start
+    )
     return 2 if failed else code
 
 
@@ -401,6 +415,8 @@ def report(
     sent: list[dict[str, Any]],
     station: Station,
     kills: list[str],
+    kill_walls_s: list[float],
+    broker: tuple[float, float],
     wall_s: float,
 ) -> int:
     received, _online = station.snapshot()
@@ -410,6 +426,7 @@ def report(
     duplicated = deliveries - len(sent_ids & set(received))
     impacts = [i for r in results for i in r["impacts"] if "impact_wall_s" in i]
     latencies_s: list[float] = []
+    near_kill_s: list[float] = []  # impact within _NEAR_KILL_S after a node kill
     unmatched = 0
     for item in sent:
         if item["type"] != "fall_detected" or item["event_id"] not in received:
@@ -423,7 +440,11 @@ def report(
         if not before:
             unmatched += 1
             continue
-        latencies_s.append(min(received[item["event_id"]]) - max(before))
+        impact_s = max(before)
+        latency_s = min(received[item["event_id"]]) - impact_s
+        latencies_s.append(latency_s)
+        if any(0.0 <= impact_s - k <= _NEAR_KILL_S for k in kill_walls_s):
+            near_kill_s.append(latency_s)
     falls_true = len(impacts)
     slipped = [s for r in results for s in r["slipped_s"]]
     left = sum(r["left_in_outboxes"] for r in results)
@@ -448,6 +469,31 @@ def report(
         f"p99 {percentile(latencies_s, 99):.2f} s, "
         f"max {max(latencies_s, default=float('nan')):.2f} s"
         + (f" ({unmatched} unmatched)" if unmatched else "")
+    )
+    calm_s = [s for s in latencies_s if s not in near_kill_s]
+    print(
+        f"  impact within {_NEAR_KILL_S:g} s after a node kill: {len(near_kill_s)} falls, "
+        f"p50 {percentile(near_kill_s, 50):.2f} s, max {max(near_kill_s, default=float('nan')):.2f}"
+        f" s; the other {len(calm_s)}: p50 {percentile(calm_s, 50):.2f} s, "
+        f"p99 {percentile(calm_s, 99):.2f} s"
+    )
+    states = sum(r["states_published"] for r in results)
+    broker_cpu_s, broker_wall_s = broker
+    messages = states + len(sent_ids)
+    print(
+        f"broker load: {states} retained states + {len(sent_ids)} QoS 1 events in "
+        f"{broker_wall_s:.0f} s ({messages / broker_wall_s:.0f} messages/s in); the three "
+        f"nats-server processes used {broker_cpu_s:.1f} CPU-s = "
+        f"{100 * broker_cpu_s / broker_wall_s:.1f} % of one core, "
+        f"{1e6 * broker_cpu_s / max(1, messages):.0f} µs per message in"
+    )
+    worker_cpu_s = sum(r["cpu_s"] for r in results)
+    worker_wall_s = max((r["wall_s"] for r in results), default=float("nan"))
+    wearables = args.gateways * args.wearables
+    print(
+        f"gateway processes (simulator included): {worker_cpu_s:.0f} CPU-s in "
+        f"{worker_wall_s:.0f} s = {100 * worker_cpu_s / worker_wall_s / wearables:.2f} % of "
+        "one core per wearable"
     )
     if any(s > 0 for s in slipped):
         print(

@@ -239,10 +239,43 @@ class MqttClient:
             await self._tasks.__aexit__(None, None, None)
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close(send_disconnect=conn.connected, with_will=with_will)
+            was_connected = conn.connected
+            await conn.close(send_disconnect=was_connected, with_will=with_will)
+            if was_connected and not with_will:
+                await self._end_311_session()
         self._incoming.put_nowait(None)
         self._state = _Lifecycle.CLOSED
         self._connected_event.set()  # wakes wait_connected(), which then raises
+
+    async def _end_311_session(self) -> None:
+        """On 3.1.1, end the session our reconnections kept (a clean close).
+
+        Reconnections resume the session (clean_session=0) so nothing is lost
+        over a blip; but a 3.1.1 session never expires, and the broker would
+        queue QoS 1 messages for this client id forever (NATS keeps them in
+        JetStream). A caller that asked for a clean start does not want it
+        after exit: one connection with clean_session=1 removes it.
+        """
+        if self._protocol != "3.1.1" or not self._clean_start or self._connect_count < 2:
+            return
+        conn = PahoConnection(
+            self._endpoints[self._endpoint_index],
+            protocol="3.1.1",
+            client_id=self._client_id,
+            will=None,
+            clean_start=True,
+            session_expiry_s=None,
+            ssl_context=self._ssl_context,
+            on_message=lambda _message: None,
+            on_lost=lambda _code: None,
+            on_undecodable=lambda: None,
+        )
+        try:
+            await conn.open(min(2.0, self._settings.connect_timeout_s))
+        except BrokerError as exc:
+            logger.info("could not remove the MQTT 3.1.1 session at exit: %s", exc)
+        finally:
+            await conn.close(send_disconnect=conn.connected)
 
     def _require_open(self) -> None:
         if self._state is not _Lifecycle.OPEN:

@@ -60,6 +60,7 @@ _RESTART_AFTER_S = 15.0
 _IMPACT_TICK_S = 0.02
 _NEAR_KILL_S = 20.0
 _WALL_FACTOR = 2.0
+_IDLE_WINDOW_S = 5.0
 
 
 # ----------------------------------------------------------------- scenario
@@ -349,6 +350,12 @@ async def scale(args: argparse.Namespace) -> int:
         print(f"cluster ready in {time.monotonic() - wall_start:.1f} s: {', '.join(cluster.urls)}")
         station = Station(cluster.nodes[2].host, cluster.nodes[2].port)
         await asyncio.to_thread(station.start)
+        # The cluster's own cost with no traffic (heartbeats, JetStream), for
+        # the broker figure below: a measurement window, not a readiness wait.
+        idle_cpu_s = cluster.cpu_s()
+        await asyncio.sleep(_IDLE_WINDOW_S)
+        idle_share = (cluster.cpu_s() - idle_cpu_s) / _IDLE_WINDOW_S
+        print(f"idle cluster: {100 * idle_share:.1f} % of one core (3 nodes)")
         context = multiprocessing.get_context("spawn")
         shares = [list(range(p, args.gateways, args.processes)) for p in range(args.processes)]
         workers = []
@@ -385,9 +392,14 @@ async def scale(args: argparse.Namespace) -> int:
                 raise RuntimeError("a worker process failed (its traceback is above)")
             print(
                 f"{args.gateways} gateways x {args.wearables} wearables online in "
-                f"{len(workers)} processes; scenario {args.duration:g} s with node kills"
+                f"{len(workers)} processes; scenario {args.duration:g} s"
+                f"{' with node kills' if args.kills else ''}"
             )
-            killer = asyncio.create_task(node_kills(cluster, args.duration, kills, kill_walls_s))
+            killer = asyncio.create_task(
+                node_kills(cluster, args.duration, kills, kill_walls_s)
+                if args.kills
+                else asyncio.sleep(0)
+            )
             broker_cpu_start_s, broker_wall_start = cluster.cpu_s(), time.monotonic()
             await wait_for(
                 lambda: all(not p.is_alive() for p, _ in workers),
@@ -473,7 +485,8 @@ def report(
     print(
         f"\n{args.gateways} gateways x {args.wearables} wearables "
         f"({args.gateways * args.wearables} in all), {args.processes} processes, "
-        f"{args.duration:g} s scenario, 3-node NATS cluster, wall {wall_s:.0f} s"
+        f"{args.duration:g} s scenario, 3-node NATS cluster"
+        f"{' with node kills' if args.kills else ''}, wall {wall_s:.0f} s"
     )
     print(
         f"events: published {len(sent_ids)}, received on node 3 {len(sent_ids & set(received))}, "
@@ -535,6 +548,12 @@ def main() -> int:
         default=0.0,
         metavar="S",
         help="ble.engine_batch_s of every gateway (default 0: each packet)",
+    )
+    parser.add_argument(
+        "--no-kills",
+        dest="kills",
+        action="store_false",
+        help="no node kills (a baseline for the latency and broker figures)",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="the workers' warnings (reconnections)"

@@ -502,12 +502,13 @@ def report(
         + (f" ({unmatched} unmatched)" if unmatched else "")
     )
     calm_s = [s for s in latencies_s if s not in near_kill_s]
-    print(
-        f"  impact within {_NEAR_KILL_S:g} s after a node kill: {len(near_kill_s)} falls, "
-        f"p50 {percentile(near_kill_s, 50):.2f} s, max {max(near_kill_s, default=float('nan')):.2f}"
-        f" s; the other {len(calm_s)}: p50 {percentile(calm_s, 50):.2f} s, "
-        f"p99 {percentile(calm_s, 99):.2f} s"
-    )
+    if kill_walls_s:
+        print(
+            f"  impact within {_NEAR_KILL_S:g} s after a node kill: {len(near_kill_s)} falls, "
+            f"p50 {percentile(near_kill_s, 50):.2f} s, "
+            f"max {max(near_kill_s, default=float('nan')):.2f} s; the other {len(calm_s)}: p50 {percentile(calm_s, 50):.2f} s, "
+            f"p99 {percentile(calm_s, 99):.2f} s"
+        )
     states = sum(r["states_published"] for r in results)
     broker_cpu_s, broker_wall_s = broker
     messages = states + len(sent_ids)

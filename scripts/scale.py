@@ -506,7 +506,8 @@ def report(
         print(
             f"  impact within {_NEAR_KILL_S:g} s after a node kill: {len(near_kill_s)} falls, "
             f"p50 {percentile(near_kill_s, 50):.2f} s, "
-            f"max {max(near_kill_s, default=float('nan')):.2f} s; the other {len(calm_s)}: p50 {percentile(calm_s, 50):.2f} s, "
+            f"max {max(near_kill_s, default=float('nan')):.2f} s; "
+            f"the other {len(calm_s)}: p50 {percentile(calm_s, 50):.2f} s, "
             f"p99 {percentile(calm_s, 99):.2f} s"
         )
     states = sum(r["states_published"] for r in results)

@@ -566,12 +566,9 @@ class MqttClient:
         )
 
     async def _run_hooks(self) -> None:
+        failed: list[tuple[str, int]] = []
         if not self._session_present:
-            for topic_filter, qos in list(self._subscriptions.items()):
-                try:
-                    await self._subscribe_now(topic_filter, qos)
-                except BrokerError as exc:
-                    logger.error("could not renew subscription %r: %s", topic_filter, exc)
+            failed = await self._renew(list(self._subscriptions.items()), first=True)
         for callback in list(self._callbacks):
             try:
                 result = callback()
@@ -579,3 +576,29 @@ class MqttClient:
                     await result
             except Exception:
                 logger.exception("MQTT connect callback %r failed", callback)
+        # A refused renewal is retried while this connection lives: NATS
+        # refuses new QoS 1 subscriptions for the seconds JetStream takes to
+        # re-elect after a node loss, and a subscriber without its
+        # subscription would miss every alert until the next reconnection.
+        backoff = Backoff(self._settings.reconnect_min_s, self._settings.reconnect_max_s)
+        while failed and self.connected:
+            await asyncio.sleep(backoff.next_delay())
+            failed = await self._renew(failed, first=False)
+
+    async def _renew(self, wanted: list[tuple[str, int]], *, first: bool) -> list[tuple[str, int]]:
+        """Subscribe to each ``(filter, qos)``; return those the broker refused."""
+        failed = []
+        for topic_filter, qos in wanted:
+            if topic_filter not in self._subscriptions:
+                continue
+            try:
+                await self._subscribe_now(topic_filter, qos)
+            except BrokerError as exc:
+                failed.append((topic_filter, qos))
+                (logger.error if first else logger.debug)(
+                    "could not renew subscription %r (retrying): %s", topic_filter, exc
+                )
+            else:
+                if not first:
+                    logger.warning("renewed subscription %r after a refusal", topic_filter)
+        return failed

@@ -25,18 +25,23 @@ from typing import Any
 
 from alerts.topics import validate_id
 from alerts.wire import (
+    DropReason,
+    PayloadError,
+    PayloadLimits,
     decode_object,
     encode_object,
     finite_or_none,
     format_utc_ms,
     opt_float,
     parse_utc,
+    req_id,
     req_str,
     to_utc_ms,
 )
 
 __all__ = [
     "DEFAULT_SLOUCH_EXPIRY_S",
+    "EVENT_LIMITS",
     "FALL_TYPES",
     "SLOUCH_TYPES",
     "AlertEvent",
@@ -48,6 +53,11 @@ __all__ = [
 # A slouch reminder older than this is noise, not help: MQTT 5 message expiry
 # and the outbox both drop it. Falls never expire.
 DEFAULT_SLOUCH_EXPIRY_S = 300
+# An event is a dozen fields and a few details: 16 KiB is ample, and keeps a
+# hostile one from costing anything.
+EVENT_LIMITS = PayloadLimits(max_bytes=16 * 1024, max_depth=2, max_items=64)
+_MAX_DETAILS = 32
+_ANGLE_RANGE_DEG = (-180.0, 180.0)
 
 
 class EventType(enum.StrEnum):
@@ -119,6 +129,9 @@ class AlertEvent:
         details: extra numbers, e.g. ``{"peak_acc_g": 5.1}``.
         event_id: unique id (uuid4 hex by default), kept across retries.
         severity: derived from ``type`` when not given.
+        mono_time: when the gateway made the event on its monotonic clock
+            anchored to its wall clock at start (see ``alerts.clock``), or
+            None (older gateways); unaffected by wall-clock steps.
 
     Raises:
         ValueError: (``ConfigError`` for ids) on an invalid id, a naive
@@ -135,6 +148,7 @@ class AlertEvent:
     details: Mapping[str, float] = field(default_factory=dict)
     event_id: str = field(default_factory=_new_event_id)
     severity: Severity | None = None
+    mono_time: datetime | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", EventType(self.type))
@@ -142,6 +156,8 @@ class AlertEvent:
         validate_id(self.gateway_id, "gateway")
         validate_id(self.event_id, "event")
         object.__setattr__(self, "time", to_utc_ms(self.time))
+        if self.mono_time is not None:
+            object.__setattr__(self, "mono_time", to_utc_ms(self.mono_time))
         if self.severity is None:
             object.__setattr__(self, "severity", severity_of(self.type))
         else:
@@ -158,6 +174,16 @@ class AlertEvent:
             if math.isfinite(value):
                 clean[key] = float(value)
         object.__setattr__(self, "details", MappingProxyType(clean))
+
+    @property
+    def time_s(self) -> float:
+        """``time`` as POSIX seconds."""
+        return self.time.timestamp()
+
+    @property
+    def mono_time_s(self) -> float | None:
+        """``mono_time`` as POSIX seconds, or None."""
+        return None if self.mono_time is None else self.mono_time.timestamp()
 
     @property
     def is_fall(self) -> bool:
@@ -183,6 +209,7 @@ class AlertEvent:
             "lateral_deg": self.lateral_deg,
             "device_time_s": self.device_time_s,
             "details": dict(self.details),
+            **({} if self.mono_time is None else {"mono_time": format_utc_ms(self.mono_time)}),
         }
 
     def to_json(self) -> bytes:
@@ -191,35 +218,50 @@ class AlertEvent:
 
     @classmethod
     def from_json(cls, data: bytes | bytearray | str) -> AlertEvent:
-        """Parse an events payload.
+        """Parse an events payload (under :data:`EVENT_LIMITS`).
+
+        The severity is the contract's for the type, whatever the payload
+        says: a malformed severity must never hide a fall.
 
         Raises:
-            ValueError: naming the field when the payload does not follow the
-                contract (unknown type or severity, bad id, missing time...).
+            PayloadError: naming the field when the payload does not follow
+                the contract; ``reason`` UNKNOWN_TYPE for a type outside
+                :class:`EventType` (never shown as an alert).
         """
-        obj = decode_object(data, "alert event")
-        type_text = req_str(obj, "type")
+        obj = decode_object(data, "alert event", EVENT_LIMITS)
+        type_text = req_str(obj, "type", 64)
         try:
             event_type = EventType(type_text)
-        except ValueError as exc:
-            raise ValueError(f"field 'type': unknown event type {type_text!r:.40}") from exc
-        severity_text = obj.get("severity")
-        try:
-            severity = None if severity_text is None else Severity(severity_text)
-        except ValueError as exc:
-            raise ValueError(f"field 'severity': unknown {severity_text!r:.40}") from exc
+        except ValueError:
+            raise PayloadError(
+                f"field 'type': unknown event type {type_text!r:.40}", DropReason.UNKNOWN_TYPE
+            ) from None
         details = obj.get("details") or {}
-        if not isinstance(details, dict):
-            raise ValueError(f"field 'details': expected an object, got {details!r:.40}")
-        return cls(
-            type=event_type,
-            patient_id=req_str(obj, "patient_id"),
-            gateway_id=req_str(obj, "gateway_id"),
-            time=parse_utc(obj.get("time")),
-            flexion_deg=opt_float(obj, "flexion_deg"),
-            lateral_deg=opt_float(obj, "lateral_deg"),
-            device_time_s=opt_float(obj, "device_time_s"),
-            details=details,
-            event_id=req_str(obj, "event_id"),
-            severity=severity,
-        )
+        if not isinstance(details, dict) or len(details) > _MAX_DETAILS:
+            raise PayloadError(
+                f"field 'details': expected an object of <= {_MAX_DETAILS} numbers, "
+                f"got {details!r:.40}"
+            )
+        if any(
+            isinstance(v, bool) or not isinstance(v, int | float) or len(k) > 64
+            for k, v in details.items()
+        ):
+            raise PayloadError("field 'details': expected short names -> numbers")
+        mono_text = obj.get("mono_time")
+        try:
+            return cls(
+                type=event_type,
+                patient_id=req_id(obj, "patient_id"),
+                gateway_id=req_id(obj, "gateway_id"),
+                time=parse_utc(obj.get("time")),
+                flexion_deg=opt_float(obj, "flexion_deg", *_ANGLE_RANGE_DEG),
+                lateral_deg=opt_float(obj, "lateral_deg", *_ANGLE_RANGE_DEG),
+                device_time_s=opt_float(obj, "device_time_s", -1e12, 1e12),
+                details={k: float(v) for k, v in details.items()},
+                event_id=req_id(obj, "event_id"),
+                mono_time=None if mono_text is None else parse_utc(mono_text, "mono_time"),
+            )
+        except OverflowError:  # a detail too large for a float
+            raise PayloadError(
+                "field 'details': number out of range", DropReason.BAD_NUMBER
+            ) from None

@@ -31,12 +31,16 @@ Integrity (a damaged file must never silence new alerts):
 * ``degraded`` says what happened until the process ends (logged once at
   ERROR), ``recoveries`` counts the fresh starts; the publisher puts both in
   its retained status.
+
+The file also keeps the gateway's open falls (``alerts.open_alerts``; table
+``open_falls``), held in memory the same way and rewritten with the rest when
+the file is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import heapq
 import logging
 import os
 import sqlite3
@@ -45,18 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alerts.events import AlertEvent, Severity
-from alerts.outbox_file import (
-    INSERT,
-    SELECT_ALL,
-    OutboxEntry,
-    entries_from_rows,
-    integrity_problems,
-    is_corruption,
-    move_aside,
-    open_db,
-    wal_damage,
-)
-from alerts.outbox_salvage import salvage_rows
+from alerts.outbox_file import INSERT, OutboxEntry, entries_from_rows
+from alerts.outbox_keeper import DurableFile
 from common.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_ROWS", "Outbox", "OutboxEntry"]
@@ -64,11 +58,9 @@ __all__ = ["DEFAULT_MAX_ROWS", "Outbox", "OutboxEntry"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS = 10_000
-# Failed writes in a row (disk full, I/O errors) before the file is checked.
-_FAILURES_BEFORE_CHECK = 3
 
 
-class Outbox:
+class Outbox(DurableFile):
     """A bounded, durable queue of events waiting for the broker's ack.
 
     Args:
@@ -103,13 +95,28 @@ class Outbox:
         # Pending events by id, each dict in seq order (falls drain first).
         self._falls: dict[str, OutboxEntry] = {}
         self._others: dict[str, OutboxEntry] = {}
+        # Indexes of ``_others``: ids per severity rank in seq order (eviction
+        # takes the first of the lowest rank) and a heap of expiry times, so
+        # neither eviction nor expiry scans the whole backlog.
+        self._by_rank: dict[int, dict[str, None]] = {}
+        self._expiries: list[tuple[float, int, str]] = []
         self._unsaved: set[str] = set()  # pending, not (yet) in the file
         self._undeleted: set[str] = set()  # acknowledged, row not yet deleted
         self._next_seq = 1
         self._failures_in_row = 0
         self._degraded: list[str] = []
         self._inode: int | None = None
+        # The gateway's open falls (alerts.open_alerts) by event id: (patient_id,
+        # payload) in the order they came, held in memory like the events.
+        self._open_falls: dict[str, tuple[str, bytes]] = {}
+        self._open_falls_unsaved = False
         self._db: sqlite3.Connection | None = self._start()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):  # a fresh file after damage has none
+                for event_id, patient_id, payload in self._db.execute(
+                    "SELECT event_id, patient_id, payload FROM open_falls ORDER BY seq"
+                ):
+                    self._open_falls[str(event_id)] = (str(patient_id), bytes(payload))
         if len(self):
             logger.info(
                 "outbox %s holds %d pending event(s) from a previous run", self._where, len(self)
@@ -117,184 +124,10 @@ class Outbox:
 
     # ------------------------------------------------------------ opening
 
-    @property
-    def _where(self) -> str:
-        return str(self._path) if self._path is not None else ":memory:"
-
-    def _open(self) -> sqlite3.Connection:
-        db = open_db(self._path)
-        if self._path is not None:
-            self._inode = self._path.stat().st_ino
-        return db
-
     def _load(self, rows: list[tuple[object, ...]]) -> None:
         for entry in entries_from_rows(rows):
-            (self._falls if entry.is_fall else self._others)[entry.event_id] = entry
+            self._add(entry)
             self._next_seq = max(self._next_seq, entry.seq + 1)
-
-    def _start(self) -> sqlite3.Connection | None:
-        if self._path is None:
-            return self._open()
-        wal_note = wal_damage(self._path, self._clock())
-        if wal_note is not None:
-            self._degrade(wal_note)
-        db: sqlite3.Connection | None = None
-        try:
-            db = self._open()
-            problems = integrity_problems(db, "integrity_check")
-            if not problems:
-                self._load(db.execute(SELECT_ALL).fetchall())
-                return db
-        except sqlite3.DatabaseError as exc:
-            problems = [str(exc)]
-        if db is not None:
-            db.close()
-        aside = move_aside(self._path, self._clock())
-        rows = salvage_rows(aside) if aside is not None else []
-        self._falls.clear()
-        self._others.clear()
-        self._load([dataclasses.astuple(row) for row in rows])
-        self._db = self._open()
-        self._unsaved.update(self._falls, self._others)
-        self._flush()
-        self.recoveries += 1
-        self._degrade(
-            f"outbox {self._path} was damaged ({problems[0]}); moved to "
-            f"{aside.name if aside else '(could not move)'}; {len(rows)} pending event(s) "
-            "salvaged into a fresh outbox; events that could not be read are lost"
-        )
-        return self._db
-
-    def _degrade(self, reason: str) -> None:
-        if reason not in self._degraded:
-            self._degraded.append(reason)
-            logger.error("%s", reason)
-
-    @property
-    def degraded(self) -> str | None:
-        """Why this outbox is not what it should be (None: it is sound).
-
-        Set when a damaged file was replaced, events could not be read, or
-        events are held only in memory; kept until the process ends, so the
-        alarm is seen even after the outbox recovered."""
-        return "; ".join(self._degraded) if self._degraded else None
-
-    # ------------------------------------------------------------ writing
-
-    def _write(self, what: str, statements: Callable[[sqlite3.Connection], None]) -> bool:
-        """Run ``statements`` in one transaction; False (logged, counted) on failure."""
-        db = self._db
-        if db is None:
-            return False
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            statements(db)
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):  # no transaction may be open
-                db.execute("ROLLBACK")
-            self.db_errors += 1
-            self._failures_in_row += 1
-            if self.db_errors & (self.db_errors - 1) == 0:  # the first, then powers of two
-                logger.error(
-                    "outbox %s: %s failed (%d so far): %s", self._where, what, self.db_errors, exc
-                )
-            if is_corruption(exc):
-                self._recover(str(exc))
-            elif self._failures_in_row >= _FAILURES_BEFORE_CHECK:
-                self._failures_in_row = 0
-                self.check()
-            return False
-        self._failures_in_row = 0
-        return True
-
-    def _flush(self) -> bool:
-        """Write events kept only in memory and delete acknowledged rows."""
-        if not self._unsaved and not self._undeleted:
-            return True
-        entries = [e for i in self._unsaved if (e := self._entry(i)) is not None]
-        gone = list(self._undeleted)
-
-        def statements(db: sqlite3.Connection) -> None:
-            db.executemany(INSERT, [e.row() for e in entries])
-            db.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in gone])
-
-        if not self._write("writing events kept in memory", statements):
-            return False
-        self._unsaved.clear()
-        self._undeleted.difference_update(gone)
-        return True
-
-    def _recover(self, reason: str) -> None:
-        """The file is damaged: move it aside and rewrite every pending event."""
-        if self._path is None:
-            self._degrade(f"outbox in memory failed: {reason}")
-            return
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-            self._db = None
-        aside = move_aside(self._path, self._clock())
-        self._unsaved = set(self._falls) | set(self._others)
-        self._undeleted.clear()
-        self.recoveries += 1
-        try:
-            self._db = self._open()
-        except (sqlite3.Error, ConfigError, OSError) as exc:
-            self._degrade(
-                f"outbox {self._path} is damaged ({reason}) and no fresh file can be "
-                f"opened ({exc}): events are held in memory only"
-            )
-            return
-        self._flush()
-        self._degrade(
-            f"outbox {self._path} was damaged ({reason}); moved to "
-            f"{aside.name if aside else '(could not move)'}; {len(self)} pending event(s) "
-            "rewritten to a fresh outbox from memory, none lost"
-        )
-
-    def check(self) -> bool:
-        """Check the file on disk (``quick_check``); replace it if damaged.
-
-        Also retries writing events kept only in memory. Returns True when
-        the file is sound and holds every pending event.
-        """
-        if self._path is None:
-            return True
-        if self._db is None:
-            self._recover("no outbox file was open")
-            return self._db is not None and not self._unsaved
-        try:
-            inode = self._path.stat().st_ino
-        except OSError:
-            inode = None
-        if inode != self._inode:
-            self._recover("the file was removed or replaced")
-            return False
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA shrink_memory")  # check the disk, not the page cache
-        problems = integrity_problems(self._db, "quick_check")
-        if problems:
-            self._recover(problems[0])
-            return False
-        return self._flush()
-
-    def close(self) -> None:
-        """Close the file; pending events stay in it for the next run.
-
-        Events kept in memory after a database failure get one more try to
-        reach the file; any still failing are lost with the process (logged).
-        """
-        self._flush()
-        if self._unsaved:
-            logger.error(
-                "outbox %s: %d event(s) never reached the disk and are lost at exit",
-                self._where,
-                len(self._unsaved),
-            )
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
     def __enter__(self) -> Outbox:
         return self
@@ -312,6 +145,23 @@ class Outbox:
 
     def _entry(self, event_id: str) -> OutboxEntry | None:
         return self._falls.get(event_id) or self._others.get(event_id)
+
+    def _add(self, entry: OutboxEntry) -> None:
+        if entry.is_fall:
+            self._falls[entry.event_id] = entry
+            return
+        self._others[entry.event_id] = entry
+        self._by_rank.setdefault(entry.severity.rank, {})[entry.event_id] = None
+        if entry.expires_s is not None:
+            heapq.heappush(self._expiries, (entry.expires_s, entry.seq, entry.event_id))
+
+    def _pop(self, event_id: str) -> OutboxEntry | None:
+        entry = self._falls.pop(event_id, None)
+        if entry is None:
+            entry = self._others.pop(event_id, None)
+            if entry is not None:
+                self._by_rank[entry.severity.rank].pop(event_id, None)
+        return entry
 
     # ------------------------------------------------------------ the API
 
@@ -346,7 +196,7 @@ class Outbox:
             None if event.is_fall or expiry_s is None else now_s + float(expiry_s),
         )
         self._next_seq += 1
-        (self._falls if entry.is_fall else self._others)[entry.event_id] = entry
+        self._add(entry)
         victims = self._evict_over_bound()
         stored = entry.event_id not in victims
 
@@ -367,8 +217,9 @@ class Outbox:
         """Forget events beyond the bound by the eviction policy; return their ids."""
         victims: set[str] = set()
         while len(self) > self._max_rows and self._others:
-            victim = min(self._others.values(), key=lambda e: (e.severity.rank, e.seq))
-            del self._others[victim.event_id]
+            lowest = min(rank for rank, ids in self._by_rank.items() if ids)
+            victim = self._others[next(iter(self._by_rank[lowest]))]
+            self._pop(victim.event_id)
             self._unsaved.discard(victim.event_id)
             victims.add(victim.event_id)
             self.evicted_count += 1
@@ -390,11 +241,12 @@ class Outbox:
     def drop_expired(self) -> int:
         """Delete events whose expiry has passed; return how many."""
         now_s = self._clock()
-        stale = [
-            event_id
-            for event_id, entry in self._others.items()
-            if entry.expires_s is not None and entry.expires_s <= now_s
-        ]
+        stale = []
+        while self._expiries and self._expiries[0][0] <= now_s:
+            _expires_s, seq, event_id = heapq.heappop(self._expiries)
+            entry = self._others.get(event_id)
+            if entry is not None and entry.seq == seq:  # else acknowledged or evicted
+                stale.append(event_id)
         if not stale:
             return 0
         self.remove(*stale)
@@ -420,7 +272,7 @@ class Outbox:
         restart; in this run the event is gone at once."""
         on_disk = []
         for event_id in event_ids:
-            entry = self._falls.pop(event_id, None) or self._others.pop(event_id, None)
+            entry = self._pop(event_id)
             if entry is not None and event_id not in self._unsaved:
                 on_disk.append(event_id)
             self._unsaved.discard(event_id)
@@ -439,6 +291,62 @@ class Outbox:
             (e.created_s for pending in (self._falls, self._others) for e in pending.values()),
             default=None,
         )
+
+    # -- open falls (alerts.open_alerts.OpenFallsStore) ------------------------
+
+    def open_falls(self) -> list[tuple[str, str, bytes]]:
+        """Every kept open fall as (patient_id, event_id, payload), oldest first."""
+        return [(p, e, payload) for e, (p, payload) in self._open_falls.items()]
+
+    def keep_open_fall(self, patient_id: str, event_id: str, payload: bytes) -> None:
+        """Keep a fall as open across restarts (on a database failure it stays
+        in memory, counted, and is written with the next successful flush)."""
+        if event_id in self._open_falls:
+            return
+        self._open_falls[event_id] = (patient_id, payload)
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO open_falls (event_id, patient_id, payload) VALUES (?, ?, ?)",
+                (event_id, patient_id, payload),
+            )
+
+        if not self._write(f"keeping open fall {event_id}", statements):
+            self._open_falls_unsaved = True
+
+    def drop_open_fall(self, event_id: str) -> None:
+        """A person answered the fall: forget it."""
+        if self._open_falls.pop(event_id, None) is None:
+            return
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM open_falls WHERE event_id = ?", (event_id,))
+
+        if not self._write(f"forgetting open fall {event_id}", statements):
+            self._open_falls_unsaved = True
+
+    def _recover(self, reason: str) -> None:
+        self._open_falls_unsaved = True  # the fresh file gets them from memory too
+        super()._recover(reason)
+
+    def _flush(self) -> bool:
+        if not super()._flush():
+            return False
+        if not self._open_falls_unsaved:
+            return True
+        kept = list(self._open_falls.items())
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM open_falls")
+            db.executemany(
+                "INSERT INTO open_falls (event_id, patient_id, payload) VALUES (?, ?, ?)",
+                [(e, p, payload) for e, (p, payload) in kept],
+            )
+
+        if not self._write("writing open falls kept in memory", statements):
+            return False
+        self._open_falls_unsaved = False
+        return True
 
     def pending_ids(self) -> list[str]:
         """Every pending event id in drain order (for tests and diagnostics)."""

@@ -2,10 +2,16 @@
 
 The topic layout is the wire contract with ``physio/`` (docs/architecture.md):
 
-``{root}/gateways/{gateway_id}/status``  retained, QoS 1
-``{root}/patients/{patient_id}/state``   retained, QoS 0
-``{root}/patients/{patient_id}/events``  QoS 1
-``{root}/patients/{patient_id}/acks``    QoS 1
+``{root}/gateways/{gateway_id}/status``            retained, QoS 1 (gateway)
+``{root}/patients/{patient_id}/state``             retained, QoS 0 (gateway)
+``{root}/patients/{patient_id}/events``            QoS 1 (gateway)
+``{root}/patients/{patient_id}/alerts``            retained, QoS 1 (gateway: open falls)
+``{root}/patients/{patient_id}/acks``              QoS 1 (dashboard)
+``{root}/patients/{patient_id}/escalations``       QoS 1 (dashboard)
+``{root}/patients/{patient_id}/summary``           retained, QoS 1 (dashboard: newest day)
+``{root}/patients/{patient_id}/summary/YYYY-MM-DD`` retained, QoS 1 (dashboard: one day)
+``{root}/escalations``                              QoS 1 (dashboard: every escalation, for a
+                                                   nurse-call bridge; docs/dashboard.md)
 
 Ids become topic levels, so they are restricted to ``[A-Za-z0-9_-]{1,64}``:
 an MQTT wildcard (``+``/``#``), a ``/`` or a leading ``$`` in an id would
@@ -63,20 +69,40 @@ def validate_topic_root(root: object) -> str:
 
 
 class TopicKind(enum.StrEnum):
-    """The four kinds of topic under the root."""
+    """The kinds of topic under the root (the value is the topic's last level)."""
 
     STATUS = "status"
     STATE = "state"
     EVENTS = "events"
+    ALERTS = "alerts"
     ACKS = "acks"
+    ESCALATIONS = "escalations"
+    SUMMARY = "summary"
+    SUMMARY_ARCHIVE = "summary_archive"
+
+
+# Patient topics with three levels, keyed by their last level.
+_PATIENT_LEAVES = frozenset(
+    {
+        TopicKind.STATE,
+        TopicKind.EVENTS,
+        TopicKind.ALERTS,
+        TopicKind.ACKS,
+        TopicKind.ESCALATIONS,
+        TopicKind.SUMMARY,
+    }
+)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
 class TopicInfo:
-    """What a received topic is about: its kind and the gateway or patient id."""
+    """What a received topic is about: its kind, the gateway or patient id,
+    and for a summary archive the day (``YYYY-MM-DD``)."""
 
     kind: TopicKind
     id: str
+    day: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +135,28 @@ class Topics:
         """Acknowledgements of one patient's alerts, sent by the dashboard."""
         return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/acks"
 
+    def alerts(self, patient_id: str) -> str:
+        """Retained open falls of one patient (payload: docs/architecture.md)."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/alerts"
+
+    def escalations(self, patient_id: str) -> str:
+        """Escalations of one patient's unacknowledged falls, sent by the dashboard."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/escalations"
+
+    def summary(self, patient_id: str) -> str:
+        """Retained daily summary of the newest day, sent by the dashboard."""
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/summary"
+
+    def summary_archive(self, patient_id: str, day_iso: str) -> str:
+        """Retained daily summary of one day (``YYYY-MM-DD``).
+
+        Raises:
+            ConfigError: an invalid id or day.
+        """
+        if _DAY.fullmatch(day_iso) is None:
+            raise ConfigError(f"invalid day {shown(day_iso)}: expected YYYY-MM-DD")
+        return f"{self.root}/patients/{validate_id(patient_id, 'patient')}/summary/{day_iso}"
+
     @property
     def all_status(self) -> str:
         """Filter matching every gateway's status."""
@@ -129,6 +177,26 @@ class Topics:
         """Filter matching every patient's acks."""
         return f"{self.root}/patients/+/acks"
 
+    @property
+    def all_alerts(self) -> str:
+        """Filter matching every patient's retained open falls."""
+        return f"{self.root}/patients/+/alerts"
+
+    @property
+    def escalation_bridge(self) -> str:
+        """Every escalation on one topic, for a nurse-call bridge (no names or beds)."""
+        return f"{self.root}/escalations"
+
+    @property
+    def all_escalations(self) -> str:
+        """Filter matching every patient's escalations."""
+        return f"{self.root}/patients/+/escalations"
+
+    @property
+    def all_summaries(self) -> str:
+        """Filter matching every patient's newest daily summary (not the archive)."""
+        return f"{self.root}/patients/+/summary"
+
     def parse(self, topic: str) -> TopicInfo | None:
         """Tell what ``topic`` is about, or None if it is not one of ours.
 
@@ -138,15 +206,17 @@ class Topics:
         prefix = self.root + "/"
         if not topic.startswith(prefix):
             return None
-        levels = topic[len(prefix) :].split("/")
-        if len(levels) != 3:
+        levels = topic[len(prefix) :].split("/", 4)
+        if len(levels) not in (3, 4) or ID_PATTERN.fullmatch(levels[1]) is None:
             return None
-        group, ident, leaf = levels
-        if ID_PATTERN.fullmatch(ident) is None:
+        group, ident, leaf = levels[:3]
+        if len(levels) == 4:
+            if group == "patients" and leaf == "summary" and _DAY.fullmatch(levels[3]):
+                return TopicInfo(TopicKind.SUMMARY_ARCHIVE, ident, levels[3])
             return None
         if group == "gateways" and leaf == TopicKind.STATUS:
             return TopicInfo(TopicKind.STATUS, ident)
-        if group == "patients" and leaf in (TopicKind.STATE, TopicKind.EVENTS, TopicKind.ACKS):
+        if group == "patients" and leaf in _PATIENT_LEAVES:
             return TopicInfo(TopicKind(leaf), ident)
         return None
 

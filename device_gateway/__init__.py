@@ -14,7 +14,6 @@ if TYPE_CHECKING:
         BleSettings,
         BrokerConfig,
         GatewayConfig,
-        PatientThresholds,
         WearableConfig,
     )
     from device_gateway.gateway import Gateway
@@ -24,7 +23,6 @@ __all__ = [
     "BrokerConfig",
     "Gateway",
     "GatewayConfig",
-    "PatientThresholds",
     "WearableConfig",
 ]
 
@@ -36,7 +34,6 @@ __getattr__, __dir__ = lazy_exports(
         "BrokerConfig": "config",
         "Gateway": "gateway",
         "GatewayConfig": "config",
-        "PatientThresholds": "config",
         "WearableConfig": "config",
     },
 )

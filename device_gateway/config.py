@@ -21,6 +21,7 @@ Example (see README "Configuration")::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -33,18 +34,19 @@ from typing import Any
 from alerts.settings import MqttSettings
 from alerts.topics import validate_id, validate_topic_root
 from common.errors import ConfigError
+from posture.types import SlouchSettings
 
 __all__ = [
     "BleSettings",
     "BrokerConfig",
     "GatewayConfig",
-    "PatientThresholds",
     "WearableConfig",
 ]
 
 _MAX_ENGINE_BATCH_S = 1.0
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
+_ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
 _PROTOCOLS = ("5", "3.1.1")
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 
@@ -58,22 +60,16 @@ def _checked_id(value: object, kind: str, key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class PatientThresholds:
-    """Per-patient slouch settings (the physiotherapist's prescription)."""
-
-    slouch_threshold_deg: float = 25.0
-    slouch_hysteresis_deg: float = 5.0
-    slouch_dwell_s: float = 30.0
-    lateral_threshold_deg: float = 20.0
-
-
-@dataclass(frozen=True, slots=True)
 class WearableConfig:
-    """One allowed wearable and the patient wearing it."""
+    """One allowed wearable and the patient wearing it.
+
+    ``slouch`` is the physiotherapist's prescription, in the engine's own
+    type (no gateway copy of it to keep in step).
+    """
 
     address: str
     patient_id: str
-    thresholds: PatientThresholds = PatientThresholds()
+    slouch: SlouchSettings = field(default_factory=SlouchSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +114,12 @@ class BleSettings:
     # whatever its length, so 0.5 s cuts the engine's CPU about 3x, and
     # delays alerts by up to as much.
     engine_batch_s: float = 0.0
+    # A connected wearable that sent no IMU packet for this long is
+    # reconnected: the link can stay up while notifications stopped (a
+    # firmware hang, a restarted bluetoothd). Packets come every 0.2 s.
+    notify_timeout_s: float = 5.0
+    # The BlueZ adapter to use (``hci1``); None: the first powered one.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,9 @@ class GatewayConfig:
         except ConfigError as exc:
             raise ConfigError(f"{reader.key('topic_root')}: {exc}") from None
         outbox = reader.get("outbox_path", str, None)
-        defaults = _thresholds(reader.table("defaults"), PatientThresholds())
+        defaults_reader = reader.table("defaults")
+        defaults_reader.reject_unknown(set(_SLOUCH_KEYS))
+        defaults = _slouch(defaults_reader, SlouchSettings())
         wearables_raw = data.get("wearables", [])
         if not isinstance(wearables_raw, list) or not wearables_raw:
             raise ConfigError(f"{source}: [[wearables]] must list at least one wearable")
@@ -237,32 +241,43 @@ class _Reader:
             raise ConfigError(f"{self.source}: unknown key {self.prefix}{unknown[0]}")
 
 
-_THRESHOLD_KEYS = {
-    "slouch_threshold_deg",
-    "slouch_hysteresis_deg",
-    "slouch_dwell_s",
-    "lateral_threshold_deg",
-}
+def _slouch_key(field_name: str) -> str:
+    return field_name if field_name.startswith("lateral_") else f"slouch_{field_name}"
 
 
-def _thresholds(reader: _Reader, base: PatientThresholds) -> PatientThresholds:
-    threshold = reader.positive("slouch_threshold_deg", base.slouch_threshold_deg)
-    hysteresis = float(reader.get("slouch_hysteresis_deg", float, base.slouch_hysteresis_deg))
-    if not 0 <= hysteresis < threshold:
+# The one mapping from the config's slouch keys (in [defaults] and in each
+# [[wearables]]) to the engine's SlouchSettings: each field is a key named
+# after it, prefixed "slouch_" unless the name already says which angle
+# (threshold_deg -> slouch_threshold_deg, lateral_threshold_deg as is). A new
+# SlouchSettings field is a new key with no code here; its type comes from its
+# default, its rules from SlouchSettings itself.
+_SLOUCH_KEYS = {_slouch_key(f.name): f.name for f in dataclasses.fields(SlouchSettings)}
+_MAX_SLOUCH_THRESHOLD_DEG = 80.0  # a prescription beyond this is a typo, not a posture
+
+
+def _slouch(reader: _Reader, base: SlouchSettings) -> SlouchSettings:
+    """``base`` with the slouch keys ``reader``'s table sets."""
+    values = {
+        name: reader.get(key, type(getattr(base, name)), getattr(base, name))
+        for key, name in _SLOUCH_KEYS.items()
+    }
+    try:
+        settings = SlouchSettings(**values)
+    except ValueError as exc:
+        # The engine names its fields; the user wrote keys.
+        text = str(exc)
+        for key, name in _SLOUCH_KEYS.items():
+            text = text.replace(f"SlouchSettings.{name}", key)
+        raise ConfigError(f"{reader.source}: {reader.prefix}{text}") from None
+    if settings.threshold_deg > _MAX_SLOUCH_THRESHOLD_DEG:
         raise ConfigError(
-            f"{reader.key('slouch_hysteresis_deg')} must be in [0, slouch_threshold_deg)"
+            f"{reader.key('slouch_threshold_deg')} must be <= {_MAX_SLOUCH_THRESHOLD_DEG:g}, "
+            f"got {settings.threshold_deg:g}"
         )
-    if threshold > 80:
-        raise ConfigError(f"{reader.key('slouch_threshold_deg')} must be <= 80, got {threshold}")
-    return PatientThresholds(
-        slouch_threshold_deg=threshold,
-        slouch_hysteresis_deg=hysteresis,
-        slouch_dwell_s=reader.positive("slouch_dwell_s", base.slouch_dwell_s),
-        lateral_threshold_deg=reader.positive("lateral_threshold_deg", base.lateral_threshold_deg),
-    )
+    return settings
 
 
-def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
+def _wearable(reader: _Reader, defaults: SlouchSettings) -> WearableConfig:
     address = reader.get("address", str, None)
     if address is None or not _ADDRESS.match(address):
         raise ConfigError(
@@ -270,8 +285,8 @@ def _wearable(reader: _Reader, defaults: PatientThresholds) -> WearableConfig:
             f"got {address!r}"
         )
     patient = _checked_id(reader.get("patient_id", str, None), "patient", reader.key("patient_id"))
-    reader.reject_unknown({"address", "patient_id"} | _THRESHOLD_KEYS)
-    return WearableConfig(address.upper(), patient, _thresholds(reader, defaults))
+    reader.reject_unknown({"address", "patient_id", *_SLOUCH_KEYS})
+    return WearableConfig(address.upper(), patient, _slouch(reader, defaults))
 
 
 def _broker_urls(reader: _Reader) -> tuple[str, ...]:
@@ -321,7 +336,7 @@ def _broker(reader: _Reader) -> BrokerConfig:
 
 def _ble(reader: _Reader) -> BleSettings:
     base = BleSettings()
-    special = ("battery_low_pct", "queue_packets", "engine_batch_s")
+    special = ("battery_low_pct", "queue_packets", "engine_batch_s", "adapter")
     names = [n for n in BleSettings.__slots__ if n not in special]
     values: dict[str, Any] = {n: reader.positive(n, getattr(base, n)) for n in names}
     battery = reader.get("battery_low_pct", int, base.battery_low_pct)
@@ -338,7 +353,16 @@ def _ble(reader: _Reader) -> BleSettings:
         raise ConfigError(
             f"{reader.key('engine_batch_s')} must be 0..{_MAX_ENGINE_BATCH_S:g} s, got {batch_s}"
         )
+    adapter = reader.get("adapter", str, None)
+    if adapter is not None and not _ADAPTER.match(adapter):
+        raise ConfigError(
+            f"{reader.key('adapter')} must be an adapter name like hci0, got {adapter!r}"
+        )
     reader.reject_unknown(set(BleSettings.__slots__))
     return BleSettings(
-        **values, battery_low_pct=battery, queue_packets=queue, engine_batch_s=batch_s
+        **values,
+        battery_low_pct=battery,
+        queue_packets=queue,
+        engine_batch_s=batch_s,
+        adapter=adapter,
     )

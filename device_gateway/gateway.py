@@ -3,48 +3,64 @@
 Each supervisor runs in the gateway's TaskGroup, so one wearable's trouble
 (a flood, a reboot, a radio that keeps failing) never stops another's; only
 a bug ends the TaskGroup, and its traceback names the module.
+
+On bleak's default backend on Linux (BlueZ) the gateway also follows
+bluetoothd and the adapter (``device_gateway.bluez``): when it cannot scan
+it keeps running, restarts the scan when Bluetooth comes back, and says so
+through a sink that takes ``set_degraded`` (the retained gateway status).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.scanner import BaseBleakScanner
 
+from alerts.sink import AlertSink
+from common.errors import BluetoothUnavailableError
 from device_gateway.config import GatewayConfig, WearableConfig
 from device_gateway.link import WearableSupervisor
-from device_gateway.patient import AlertSink, PatientMonitor
-from device_gateway.scanner import DeviceDirectory
+from device_gateway.patient import PatientMonitor
+from device_gateway.scanner import DeviceDirectory, RadioHealth
 
-__all__ = ["Gateway", "MetricsSink"]
+if TYPE_CHECKING:
+    from device_gateway.bluez import BluezWatch
+
+__all__ = ["Gateway", "HealthSink"]
 
 _log = logging.getLogger(__name__)
 
 _METRICS_INTERVAL_S = 5.0
 
 
-class MetricsSink(AlertSink, Protocol):
-    """An alert sink that also carries per-wearable link metrics."""
+@runtime_checkable
+class HealthSink(Protocol):
+    """A sink that can say the gateway is degraded (``alerts.AlertPublisher`` can)."""
 
-    def set_device_metrics(self, patient_id: str, metrics: dict[str, int]) -> None: ...
+    def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None: ...
 
 
 class Gateway:
     """Runs every wearable's supervisor until cancelled.
 
-    ``scanner_backend`` and ``client_backend`` are bleak backends; None picks
-    the platform's (BlueZ on Linux). The simulator passes its own.
+    ``sink`` takes every event, patient state and wearable's link counters
+    (``alerts.AlertPublisher`` in production, ``alerts.MemorySink`` in tests
+    and embedders). ``scanner_backend`` and ``client_backend`` are bleak
+    backends; None picks the platform's (BlueZ on Linux). The simulator
+    passes its own.
     """
 
     def __init__(
         self,
         config: GatewayConfig,
-        sink: MetricsSink,
+        sink: AlertSink,
         *,
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
@@ -56,16 +72,32 @@ class Gateway:
         self._client_backend = client_backend
         self._wall_clock = wall_clock
         self.supervisors: list[WearableSupervisor] = []
+        self.directory: DeviceDirectory | None = None
+        self.radio_health: RadioHealth | None = None
 
     async def run(self) -> None:
         """Scan, connect and monitor until cancelled.
 
         Raises:
-            BluetoothUnavailableError: no usable Bluetooth adapter.
+            BluetoothUnavailableError: no usable Bluetooth (on a custom backend:
+                the scan did not start; on BlueZ: no system bus at all).
         """
         addresses = [w.address for w in self.config.wearables]
-        async with DeviceDirectory(addresses, backend=self._scanner_backend) as directory:
-            self.supervisors = [self._supervisor(w, directory) for w in self.config.wearables]
+        async with AsyncExitStack() as stack:
+            watch = await self._watch_bluez(stack)
+            directory = await stack.enter_async_context(
+                DeviceDirectory(
+                    addresses,
+                    backend=self._scanner_backend,
+                    adapter=self.config.ble.adapter,
+                    watch=watch,
+                    on_health=self._on_radio_health,
+                )
+            )
+            self.directory = directory
+            self.supervisors = [
+                self._supervisor(w, directory, watch) for w in self.config.wearables
+            ]
             _log.info(
                 "gateway %s supervising %d wearables",
                 self.config.gateway_id,
@@ -76,12 +108,44 @@ class Gateway:
                     for supervisor in self.supervisors:
                         tasks.create_task(supervisor.run(), name=f"wearable {supervisor.label}")
                     tasks.create_task(self._report_metrics(), name="gateway metrics")
+                    tasks.create_task(directory.supervise(), name="scanner")
             finally:
                 # Each supervisor disconnected its wearable as it unwound.
                 _log.info(
                     "gateway %s stopped: %d wearable link(s) closed",
                     self.config.gateway_id,
                     len(self.supervisors),
+                )
+
+    async def _watch_bluez(self, stack: AsyncExitStack) -> BluezWatch | None:
+        """BlueZ's state, when bleak's default backend is BlueZ (else None).
+
+        Raises:
+            BluetoothUnavailableError: no D-Bus system bus at all (not a
+                BlueZ machine); a missing bluetoothd or adapter is waited for.
+        """
+        if self._scanner_backend is not None or not sys.platform.startswith("linux"):
+            return None
+        from device_gateway.bluez import BluezWatch
+
+        try:
+            return await stack.enter_async_context(BluezWatch(self.config.ble.adapter))
+        except ConnectionError as exc:
+            raise BluetoothUnavailableError(
+                f"no usable Bluetooth adapter (is BlueZ installed and D-Bus running?): {exc}"
+            ) from exc
+
+    def _on_radio_health(self, health: RadioHealth) -> None:
+        self.radio_health = health
+        if isinstance(self._sink, HealthSink):
+            if health.ok:
+                self._sink.set_degraded("ble", None)
+            else:
+                self._sink.set_degraded(
+                    "ble",
+                    health.reason,
+                    f"{health.detail}: wearables that disconnect cannot reconnect, "
+                    "their falls go undetected",
                 )
 
     def device_metrics(self) -> dict[str, dict[str, int]]:
@@ -92,7 +156,7 @@ class Gateway:
         }
 
     def _supervisor(
-        self, wearable: WearableConfig, directory: DeviceDirectory
+        self, wearable: WearableConfig, directory: DeviceDirectory, watch: BluezWatch | None
     ) -> WearableSupervisor:
         def monitor(request_buzz: Callable[[], None]) -> PatientMonitor:
             return PatientMonitor(
@@ -111,6 +175,7 @@ class Gateway:
             directory,
             client_backend=self._client_backend,
             wall_clock=self._wall_clock,
+            bluez=watch,
         )
 
     async def _report_metrics(self) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -39,6 +40,9 @@ from device_gateway.protocol import (
 )
 from device_gateway.scanner import DeviceDirectory
 from device_gateway.timeline import SampleBlock
+
+if TYPE_CHECKING:
+    from device_gateway.bluez import BluezWatch
 
 __all__ = ["WearableSupervisor"]
 
@@ -66,6 +70,7 @@ class WearableSupervisor:
         *,
         client_backend: type[BaseBleakClient] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        bluez: BluezWatch | None = None,
     ) -> None:
         self.address = address
         self.label = mask_id(address)
@@ -81,6 +86,10 @@ class WearableSupervisor:
         self._buzz_pending = asyncio.Event()
         self._reported_connected: bool | None = None
         self._last_link_loss: float | None = None
+        self._bluez = bluez
+        self._last_packet_s = 0.0
+        self.stalls = 0
+        """Links dropped because notifications stopped while connected."""
 
     async def run(self) -> None:
         """Supervise forever (until cancelled)."""
@@ -110,22 +119,32 @@ class WearableSupervisor:
     async def _session(self, device: BLEDevice, grace: asyncio.Task[None] | None) -> None:
         """One connection, from connect to link loss."""
         lost = asyncio.Event()
+        adapter = self._settings.adapter
         client = BleakClient(
             device,
             disconnected_callback=lambda _client: lost.set(),
             timeout=self._settings.connect_timeout_s,
+            bluez={} if adapter is None else {"adapter": adapter},
             backend=self._client_backend,
         )
+        stop_battery: Callable[[], None] | None = None
         try:
             async with asyncio.timeout(self._settings.connect_timeout_s):
                 await client.connect()
+            # bleak retries a BlueZ "le-connection-abort-by-local" inside
+            # connect(), after a Connected true/false flap that already called
+            # the disconnected callback: only a loss after connecting counts.
+            lost.clear()
+            if not client.is_connected:
+                lost.set()
             if grace is not None:
                 grace.cancel()
-            await self._on_connected(client)
+            stop_battery = await self._on_connected(client, device)
             async with asyncio.TaskGroup() as tasks:
                 consumer = tasks.create_task(self._consume(), name=f"samples {self.label}")
                 buzzer = tasks.create_task(self._buzz_loop(client), name=f"buzz {self.label}")
                 battery = tasks.create_task(self._battery_loop(), name=f"battery {self.label}")
+                stream = tasks.create_task(self._watch_stream(lost), name=f"stream {self.label}")
                 await lost.wait()
                 _log.info("wearable %s: disconnected", self.label)
                 # Packets already queued may hold the fall: process them all.
@@ -133,11 +152,35 @@ class WearableSupervisor:
                 consumer.cancel()
                 buzzer.cancel()
                 battery.cancel()
+                stream.cancel()
         finally:
+            if stop_battery is not None:
+                stop_battery()
             with contextlib.suppress(*_LINK_ERRORS):
                 await client.disconnect()
 
-    async def _on_connected(self, client: BleakClient) -> None:
+    async def _watch_stream(self, lost: asyncio.Event) -> None:
+        """End the session when IMU notifications stop although the link is up."""
+        loop = asyncio.get_running_loop()
+        timeout_s = self._settings.notify_timeout_s
+        self._last_packet_s = loop.time()
+        while True:
+            idle_s = loop.time() - self._last_packet_s
+            if idle_s >= timeout_s:
+                self.stalls += 1
+                _log.warning(
+                    "wearable %s: no notification for %.1f s while connected; reconnecting",
+                    self.label,
+                    idle_s,
+                )
+                lost.set()
+                return
+            await asyncio.sleep(timeout_s - idle_s)
+
+    async def _on_connected(
+        self, client: BleakClient, device: BLEDevice
+    ) -> Callable[[], None] | None:
+        """Subscribe; returns what stops the BlueZ battery watch, if one was started."""
         services = client.services
         if services.get_characteristic(IMU_CHAR_UUID) is None:
             raise BleakError("wearable has no IMU characteristic")
@@ -154,9 +197,20 @@ class WearableSupervisor:
         if services.get_characteristic(BATTERY_LEVEL_CHAR_UUID) is not None:
             await self._on_battery(await client.read_gatt_char(BATTERY_LEVEL_CHAR_UUID))
             await client.start_notify(BATTERY_LEVEL_CHAR_UUID, self._on_battery_notify)
+            return None
+        # Stock BlueZ hides the Battery Service from GATT clients (its battery
+        # plugin claims it) and shows the level as org.bluez.Battery1.
+        path = _bluez_path(device)
+        if self._bluez is not None and path is not None:
+            return self._bluez.watch_battery(path, self._on_battery_percent)
+        return None
+
+    def _on_battery_percent(self, percent: int) -> None:
+        self._on_battery_notify(None, bytearray([percent]) if 0 <= percent <= 255 else b"")
 
     def _on_imu_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         # Runs in bleak's callback: enqueue only.
+        self._last_packet_s = asyncio.get_running_loop().time()
         try:
             self._queue.put_nowait(bytes(data))
         except asyncio.QueueFull:
@@ -171,7 +225,9 @@ class WearableSupervisor:
                     self.counters.queue_dropped,
                 )
 
-    def _on_battery_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
+    def _on_battery_notify(
+        self, _char: BleakGATTCharacteristic | None, data: bytearray | bytes
+    ) -> None:
         try:
             percent = decode_battery_level(data)
         except PacketError as exc:
@@ -274,3 +330,10 @@ class WearableSupervisor:
         if not self.monitor.connected and self._reported_connected:
             self._reported_connected = False
             await self.monitor.report_connection(False)
+
+
+def _bluez_path(device: BLEDevice) -> str | None:
+    """The D-Bus object path of a device found by bleak's BlueZ backend, else None."""
+    details: Any = device.details
+    path = details.get("path") if isinstance(details, dict) else None
+    return path if isinstance(path, str) else None

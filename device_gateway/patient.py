@@ -12,11 +12,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 
 from alerts import AlertEvent, EventType, PatientState, mask_id
+from alerts.clock import mono_wall_now
+from alerts.sink import AlertSink
+from alerts.state import Activity as WireActivity
 from device_gateway.config import WearableConfig
 from device_gateway.timeline import SampleBlock, Timeline
 from posture import (
@@ -26,10 +28,9 @@ from posture import (
     PostureEngine,
     PostureEvent,
     PostureEventKind,
-    SlouchSettings,
 )
 
-__all__ = ["AlertSink", "PatientMonitor"]
+__all__ = ["PatientMonitor"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ _EVENT_TYPES = {
     PostureEventKind.FALL_DETECTED: EventType.FALL_DETECTED,
     PostureEventKind.FALL_CANCELLED: EventType.FALL_CANCELLED,
 }
-
-
-class AlertSink(Protocol):
-    """Where events and state go (``alerts.AlertPublisher`` in production)."""
-
-    async def publish_event(self, event: AlertEvent) -> None: ...
-
-    def update_state(self, state: PatientState) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +80,12 @@ class PatientMonitor:
         self._connected = False
         self._battery_pct: int | None = None
         self._battery_low_sent = False
-        self._last: tuple[float, float, str, bool] = (math.nan, math.nan, "unknown", False)
+        self._last: tuple[float, float, WireActivity, bool] = (
+            math.nan,
+            math.nan,
+            WireActivity.UNKNOWN,
+            False,
+        )
         self._last_t_s: float | None = None
 
     @property
@@ -138,7 +136,8 @@ class PatientMonitor:
         self._last = (
             float(out.flexion_deg[-1]),
             float(out.lateral_deg[-1]),
-            Activity(int(out.activity[-1])).name.lower(),
+            # The engine's IntEnum becomes the contract's enum here, once, by name.
+            WireActivity(Activity(int(out.activity[-1])).name.lower()),
             bool(out.slouching[-1]),
         )
         self._push_state()
@@ -149,17 +148,11 @@ class PatientMonitor:
             previous = self._engine
             if previous is not None:
                 _log.info("patient %s: stream changed to %s; new engine", self._log_id, shape)
-            t = self.wearable.thresholds
             self._engine = PostureEngine(
                 EngineConfig(
                     sample_rate_hz=sample_rate_hz,
                     has_gyro=has_gyro,
-                    slouch=SlouchSettings(
-                        threshold_deg=t.slouch_threshold_deg,
-                        hysteresis_deg=t.slouch_hysteresis_deg,
-                        dwell_s=t.slouch_dwell_s,
-                        lateral_threshold_deg=t.lateral_threshold_deg,
-                    ),
+                    slouch=self.wearable.slouch,
                 )
             )
             self._shape = shape
@@ -202,6 +195,7 @@ class PatientMonitor:
             lateral_deg=_finite_or_none(lateral),
             device_time_s=None if device_time_s is None else round(device_time_s, 3),
             details=details,
+            mono_time=mono_wall_now(),
         )
         await self._sink.publish_event(event)
         # Logged once the sink has it (on disk, with a durable outbox).
@@ -217,12 +211,13 @@ class PatientMonitor:
                 time=self._state_time(),
                 flexion_deg=_finite_or_none(flexion),
                 lateral_deg=_finite_or_none(lateral),
-                activity=activity if self._connected else "unknown",
+                activity=activity if self._connected else WireActivity.UNKNOWN,
                 slouching=slouching and self._connected,
                 device_connected=self._connected,
                 battery_pct=self._battery_pct,
                 calibrated=calibrated,
-                slouch_threshold_deg=self.wearable.thresholds.slouch_threshold_deg,
+                slouch_threshold_deg=self.wearable.slouch.threshold_deg,
+                mono_time=mono_wall_now(),
             )
         )
 

@@ -2,8 +2,11 @@
 
 Connects, reads the retained ``{root}/gateways/+/status`` messages (they
 arrive right after the subscription), prints them as a table or JSON, and
-exits: 0 when at least one status was found, 1 when none (or not the asked
-gateway), 2 when the broker cannot be reached.
+exits (for scripts and monitoring checks): 0 when every gateway found is
+online, 3 when one or more is offline (its patients are not monitored), 1
+when none was found (or not the asked gateway), 2 when the broker cannot be
+reached. Statuses are read through the one contract (``alerts.intake``); bad
+ones are dropped and counted, and a line on stderr says how many.
 """
 
 from __future__ import annotations
@@ -11,29 +14,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from alerts import (
-    DEFAULT_TOPIC_ROOT,
-    GatewayStatus,
-    MqttClient,
-    MqttSettings,
-    TopicKind,
-    Topics,
-    format_utc_ms,
-    validate_id,
-)
+from alerts.intake import DropCounter, read_message
+from alerts.mqtt import MqttClient
+from alerts.settings import MqttSettings
+from alerts.state import GatewayStatus
+from alerts.topics import DEFAULT_TOPIC_ROOT, TopicKind, Topics, validate_id
+from alerts.wire import PayloadError, format_utc_ms
 from common.errors import PostureMonitorError
 from physio.watch import add_broker_arguments, settings_from_args
 
 __all__ = ["collect_statuses", "configure_parser", "format_statuses", "run"]
 
+_log = logging.getLogger(__name__)
+_MAX_GATEWAYS = 1000
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor status``."""
+    parser.epilog = (
+        "Exit status: 0 every gateway found is online; 3 one or more is offline (its "
+        "patients are not monitored); 1 no status found; 2 the broker cannot be reached."
+    )
     add_broker_arguments(parser)
     parser.add_argument("--gateway", default=None, metavar="ID", help="only this gateway")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -52,9 +59,10 @@ async def collect_statuses(
     topic_root: str = DEFAULT_TOPIC_ROOT,
     gateway_id: str | None = None,
     wait_s: float = 1.0,
+    drops: DropCounter | None = None,
 ) -> dict[str, GatewayStatus]:
     """Read retained gateway statuses for ``wait_s`` seconds (less if the one
-    asked for arrived).
+    asked for arrived); bad ones are counted in ``drops``.
 
     Raises:
         BrokerError: when the broker cannot be reached.
@@ -66,6 +74,7 @@ async def collect_statuses(
         if gateway_id is None
         else topics.status(validate_id(gateway_id, "gateway"))
     )
+    drops = drops if drops is not None else DropCounter(_log)
     found: dict[str, GatewayStatus] = {}
     async with MqttClient(settings) as client:
         await client.subscribe(topic_filter, qos=1)
@@ -76,9 +85,21 @@ async def collect_statuses(
                     if info is None or info.kind is not TopicKind.STATUS or not message.payload:
                         continue
                     try:
-                        found[info.id] = GatewayStatus.from_json(message.payload)
-                    except ValueError:
-                        continue  # not ours to judge here; `watch` counts these
+                        inbound = read_message(
+                            topics,
+                            message.topic,
+                            message.payload,
+                            retained=message.retain,
+                            received_s=time.time(),
+                        )
+                    except PayloadError as exc:
+                        drops.drop(exc.reason, info, str(exc))
+                        continue
+                    status = None if inbound is None else inbound.payload
+                    if isinstance(status, GatewayStatus) and (
+                        info.id in found or len(found) < _MAX_GATEWAYS
+                    ):
+                        found[info.id] = status
                     if gateway_id is not None and info.id == gateway_id:
                         break
         except TimeoutError:
@@ -129,6 +150,7 @@ def format_statuses(statuses: Mapping[str, GatewayStatus], *, now_s: float | Non
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Entry point of ``posture-monitor status`` (exit codes in the module doc)."""
     out = sys.stdout if out is None else out
+    drops = DropCounter(_log)
     try:
         statuses = asyncio.run(
             collect_statuses(
@@ -136,11 +158,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 topic_root=args.topic_root,
                 gateway_id=args.gateway,
                 wait_s=args.wait,
+                drops=drops,
             )
         )
     except PostureMonitorError as exc:
         print(f"posture-monitor status: error: {exc}", file=sys.stderr)
         return 2
+    if drops.total:
+        print(f"posture-monitor status: {drops.line()}", file=sys.stderr)
     if args.json:
         out.write(json.dumps([statuses[g].to_dict() for g in sorted(statuses)], indent=2) + "\n")
     elif statuses:
@@ -152,4 +177,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    offline = sorted(g for g, status in statuses.items() if not status.online)
+    if offline:
+        print(
+            f"posture-monitor status: offline: {', '.join(offline)} "
+            "(their patients are not monitored)",
+            file=sys.stderr,
+        )
+        return 3
     return 0

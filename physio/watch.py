@@ -8,12 +8,15 @@ of a patient's activity, slouching, device or gateway status.
 
 ``WatchModel`` is the testable core: it consumes ``alerts.Message`` objects
 and renders strings; events are de-duplicated by ``event_id`` (QoS 1 is
-at-least-once). The watcher keeps an MQTT session for a few minutes so a
-network blip does not lose the alerts sent meanwhile.
+at-least-once). Every message is read through the one contract
+(``alerts.intake``): what breaks it is dropped, counted per reason (a footer
+line) and never shown as a patient, alert or gateway; a bug while applying
+one message is logged and skipped. The watcher keeps an MQTT session for a
+few minutes so a network blip does not lose the alerts sent meanwhile.
 
 It also reads each patient's retained open falls (``{root}/patients/{id}/alerts``,
-``{"patient_id", "gateway_id", "time", "open": [<event JSON>...]}``, kept by
-the gateway until a person answers them), so falls that were open before it
+``alerts.open_falls.OpenFalls``, kept by the gateway until a person answers
+them), so falls that were open before it
 started are shown, marked RESTORED; and the dashboards' escalations
 (``.../escalations``). On a terminal it rings the bell (BEL) for every new
 fall, restored or live, and for every escalation of one.
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import socket
@@ -31,27 +33,19 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
-from alerts import (
-    DEFAULT_TOPIC_ROOT,
-    AlertEvent,
-    EventType,
-    GatewayStatus,
-    Message,
-    MqttClient,
-    MqttSettings,
-    PatientState,
-    Severity,
-    TopicKind,
-    Topics,
-    format_utc_ms,
-    utc_from_timestamp,
-)
-from alerts.wire import decode_object
+from alerts.acks import Ack, EscalationMessage
+from alerts.events import AlertEvent, EventType, Severity
+from alerts.intake import DropCounter, Inbound, PatientCap, read_message
+from alerts.mqtt import MqttClient
+from alerts.open_falls import OpenFalls
+from alerts.settings import Message, MqttSettings
+from alerts.state import GatewayStatus, PatientState
+from alerts.topics import DEFAULT_TOPIC_ROOT, TopicKind, Topics
+from alerts.wire import DropReason, PayloadError, format_utc_ms, utc_from_timestamp
 from common.errors import PostureMonitorError
-from common.ids import ID_PATTERN
 
 __all__ = [
     "WatchModel",
@@ -75,6 +69,7 @@ _SEEN_IDS = 10_000  # event ids remembered for de-duplication
 # Keep the broker session this long over a disconnect, so alerts sent while
 # the watcher's network blips are delivered when it comes back.
 _SESSION_EXPIRY_S = 300
+_MAX_GATEWAYS = 500
 
 
 @dataclass
@@ -84,11 +79,6 @@ class _FeedItem:
     cancelled: bool = False
     restored: bool = False  # from the retained open falls, not seen live
     escalation_level: int = 0
-
-
-# Topics beside the four of alerts.Topics that the watcher reads: the
-# gateway's retained open falls and the dashboards' escalations.
-_OPEN_FALLS, _ESCALATIONS = "alerts", "escalations"
 
 
 _DETAIL_FORMATS = {
@@ -115,8 +105,9 @@ class WatchModel:
         max_events: alert feed length kept and shown.
         clock: wall clock, POSIX s (for "updated ... ago").
 
-    Counters ``ignored`` (not our topics) and ``malformed`` (payloads that
-    break the contract) are shown in the footer; nothing bad crashes it.
+    Counters ``ignored`` (not our topics) and ``drops`` (payloads that
+    break the contract, per reason) are shown in the footer; nothing bad
+    crashes it. Patients are capped per gateway and in total.
     """
 
     def __init__(
@@ -130,57 +121,90 @@ class WatchModel:
         self.max_events = max_events
         self._clock = clock
         self.states: dict[str, PatientState] = {}
+        self._state_at_s: dict[str, float] = {}  # when each state is filed (alerts.clock)
         self.gateways: dict[str, GatewayStatus] = {}
         self.feed: list[_FeedItem] = []
         self._seen: OrderedDict[str, _FeedItem | None] = OrderedDict()
         self.ignored = 0
-        self.malformed = 0
         self.duplicates = 0
+        self.drops = DropCounter(logger)
+        self.patients = PatientCap()
         self.bells = 0  # bells owed: one per new fall and per escalation
         self._lines: list[str] = []
+
+    @property
+    def malformed(self) -> int:
+        """Messages dropped for breaking the contract (all reasons)."""
+        return self.drops.total
 
     # ---------------------------------------------------------------- input
 
     def handle(self, message: Message) -> bool:
-        """Take one message; return True if the view changed."""
+        """Take one message; return True if the view changed. Never raises for data."""
         info = self.topics.parse(message.topic)
-        extra = None if info is not None else self._extra_topic(message.topic)
-        if info is None and extra is None:
+        if info is None:
             self.ignored += 1
             return False
         try:
-            if extra is not None:
-                kind, patient_id = extra
-                if kind == _OPEN_FALLS:
-                    return self._on_open_falls(patient_id, message.payload)
-                return self._on_escalation(patient_id, message.payload)
-            assert info is not None
-            if info.kind is TopicKind.STATE:
-                return self._on_state(info.id, message.payload)
-            if info.kind is TopicKind.STATUS:
-                return self._on_status(info.id, message.payload)
-            if info.kind is TopicKind.EVENTS:
-                return self._on_event(info.id, AlertEvent.from_json(message.payload))
-            return self._on_ack(message.payload)
-        except ValueError as exc:
-            self.malformed += 1
-            if self.malformed & (self.malformed - 1) == 0:  # 1, 2, 4, 8...: not every one
-                logger.warning(
-                    "ignored a malformed message on %s (%d so far): %s",
-                    info.kind if info is not None else extra[0] if extra else "?",
-                    self.malformed,
-                    exc,
-                )
-            return False
+            inbound = read_message(
+                self.topics,
+                message.topic,
+                message.payload,
+                retained=message.retain,
+                received_s=self._clock(),
+            )
+            if inbound is None:
+                return False
+            if not inbound.clock_trusted and inbound.payload is not None:
+                self.drops.untrusted_clock(inbound.topic)
+            return self._apply(inbound)
+        except PayloadError as exc:
+            self.drops.drop(exc.reason, info, str(exc))
+        except Exception:  # the view must outlive any one message
+            logger.exception("bug while applying a message on %s; skipped", info.kind)
+            self.drops.drop(DropReason.HANDLER_ERROR, info, "see the traceback above")
+        total = self.drops.total
+        if total & (total - 1) == 0:  # a line at 1, 2, 4, 8... drops, not one per message
+            self._lines.append(f"DROPPED {self.drops.line()}")
+        return False
 
-    def _on_state(self, patient_id: str, payload: bytes) -> bool:
-        if not payload:  # a cleared retained state: the patient left
-            return self.states.pop(patient_id, None) is not None
-        state = PatientState.from_json(payload)
-        if state.patient_id != patient_id:
-            raise ValueError(f"state of {state.patient_id!r} on the topic of {patient_id!r}")
+    def _apply(self, inbound: Inbound) -> bool:
+        info, obj = inbound.topic, inbound.payload
+        if info.kind is TopicKind.STATE:
+            if obj is None:  # a cleared retained state: the patient left
+                self._state_at_s.pop(info.id, None)
+                return self.states.pop(info.id, None) is not None
+            assert isinstance(obj, PatientState)  # read_message's contract
+            return self._on_state(obj, inbound.at_s)
+        if info.kind is TopicKind.STATUS:
+            if obj is None:
+                return self.gateways.pop(info.id, None) is not None
+            assert isinstance(obj, GatewayStatus)
+            return self._on_status(obj)
+        if isinstance(obj, AlertEvent):
+            self._admit(obj.patient_id, obj.gateway_id)
+            return self._on_event(obj, inbound.at_s)
+        if isinstance(obj, OpenFalls):
+            self._admit(obj.patient_id, obj.gateway_id)
+            return self._on_open_falls(obj)
+        if isinstance(obj, EscalationMessage):
+            return self._on_escalation(obj)
+        if isinstance(obj, Ack):
+            return self._on_ack(obj)
+        return False  # a cleared open-falls list, summaries: nothing to show
+
+    def _admit(self, patient_id: str, gateway_id: str) -> None:
+        if not self.patients.admit(patient_id, gateway_id):
+            raise PayloadError("patient cap reached", DropReason.OVER_CAPACITY)
+
+    def _on_state(self, state: PatientState, at_s: float) -> bool:
+        patient_id = state.patient_id
+        if at_s < self._state_at_s.get(patient_id, -float("inf")):
+            return False  # older than what is shown: never overwrites it
+        self._admit(patient_id, state.gateway_id)
         old = self.states.get(patient_id)
         self.states[patient_id] = state
+        self._state_at_s[patient_id] = at_s
         key = (state.activity, state.slouching, state.device_connected, state.calibrated)
         if old is None or key != (
             old.activity,
@@ -189,18 +213,19 @@ class WatchModel:
             old.calibrated,
         ):
             self._lines.append(
-                f"{format_utc_ms(state.time)} STATE {patient_id} activity={state.activity} "
+                f"{format_utc_ms(utc_from_timestamp(at_s))} STATE {patient_id} "
+                f"activity={state.activity} "
                 f"slouching={'yes' if state.slouching else 'no'} "
                 f"device={'connected' if state.device_connected else 'DISCONNECTED'} "
                 f"flexion={_angle(state.flexion_deg)} lateral={_angle(state.lateral_deg)}"
             )
         return True
 
-    def _on_status(self, gateway_id: str, payload: bytes) -> bool:
-        if not payload:
-            return self.gateways.pop(gateway_id, None) is not None
-        status = GatewayStatus.from_json(payload)
+    def _on_status(self, status: GatewayStatus) -> bool:
+        gateway_id = status.gateway_id
         old = self.gateways.get(gateway_id)
+        if old is None and len(self.gateways) >= _MAX_GATEWAYS:
+            raise PayloadError("gateway cap reached", DropReason.OVER_CAPACITY)
         self.gateways[gateway_id] = status
         if old is None or old.status != status.status:
             self._lines.append(
@@ -208,9 +233,10 @@ class WatchModel:
             )
         return True
 
-    def _on_event(self, patient_id: str, event: AlertEvent) -> bool:
-        if event.patient_id != patient_id:
-            raise ValueError(f"event of {event.patient_id!r} on the topic of {patient_id!r}")
+    def _on_event(self, event: AlertEvent, at_s: float) -> bool:
+        # The feed shows the event's own time unless its clock is not credible.
+        if abs(at_s - event.time_s) > 1.0:
+            event = replace(event, time=utc_from_timestamp(at_s))
         if event.event_id in self._seen:
             self.duplicates += 1
             return False
@@ -250,42 +276,23 @@ class WatchModel:
             self.feed.remove(item)
             excess -= 1
 
-    def _extra_topic(self, topic: str) -> tuple[str, str] | None:
-        prefix = f"{self.topics.root}/patients/"
-        if not topic.startswith(prefix):
-            return None
-        parts = topic[len(prefix) :].split("/")
-        if len(parts) != 2 or parts[1] not in (_OPEN_FALLS, _ESCALATIONS):
-            return None
-        if ID_PATTERN.fullmatch(parts[0]) is None:
-            return None
-        return parts[1], parts[0]
-
-    def _on_open_falls(self, patient_id: str, payload: bytes) -> bool:
-        if not payload:
-            return False  # a cleared retained list
-        obj = decode_object(payload, "open falls")
-        items = obj.get("open")
-        if not isinstance(items, list) or obj.get("patient_id") != patient_id:
-            raise ValueError("open falls: expected {patient_id, open: [...]} of this patient")
+    def _on_open_falls(self, open_falls: OpenFalls) -> bool:
         changed = False
-        for raw in items:
-            event = AlertEvent.from_json(json.dumps(raw).encode())
-            if event.patient_id != patient_id or event.type is not EventType.FALL_DETECTED:
-                raise ValueError("open falls: an item is not a fall of this patient")
+        for event in open_falls.open:
             if event.event_id in self._seen:
                 continue
             self._add(_FeedItem(event, restored=True))
             changed = True
         return changed
 
-    def _on_escalation(self, patient_id: str, payload: bytes) -> bool:
-        obj = decode_object(payload, "escalation")
-        level = obj.get("level")
-        if not isinstance(level, int) or isinstance(level, bool) or level not in (1, 2):
-            raise ValueError(f"escalation: expected level 1 or 2, got {level!r}")
-        item = self._seen.get(str(obj.get("event_id")))
-        if item is None or item.event.patient_id != patient_id or level <= item.escalation_level:
+    def _on_escalation(self, escalation: EscalationMessage) -> bool:
+        item = self._seen.get(escalation.event_id)
+        level = escalation.level
+        if (
+            item is None
+            or item.event.patient_id != escalation.patient_id
+            or level <= item.escalation_level
+        ):
             return False
         item.escalation_level = level
         if not (item.ack or item.cancelled):
@@ -298,17 +305,12 @@ class WatchModel:
         bells, self.bells = self.bells, 0
         return bells
 
-    def _on_ack(self, payload: bytes) -> bool:
-        try:
-            ack = json.loads(payload)
-            event_id, action, by = ack["event_id"], ack["action"], ack.get("by", "?")
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"ack: expected event_id and action: {exc}") from exc
-        item = self._seen.get(str(event_id))
-        if item is None or action not in ("acknowledged", "resolved"):
+    def _on_ack(self, ack: Ack) -> bool:
+        item = self._seen.get(ack.event_id)
+        if item is None:
             return False
-        item.ack = f"{action} by {str(by)[:24]}"
-        self._lines.append(f"ACK {event_id} {item.ack}")
+        item.ack = f"{ack.action} by {ack.by[:24]}"
+        self._lines.append(f"ACK {ack.event_id} {item.ack}")
         return True
 
     def _remember(self, event_id: str, item: _FeedItem) -> None:
@@ -391,7 +393,8 @@ class WatchModel:
                 f"{'yes' if s.device_connected else 'NO':8}"
                 f"{'-' if s.battery_pct is None else f'{s.battery_pct}%':6}"
                 f"{_angle(s.flexion_deg):9}{_angle(s.lateral_deg):9}{s.activity[:9]:10}"
-                f"{'YES' if s.slouching else 'no':8}{_age(now_s, s.time.timestamp())} ago"
+                f"{'YES' if s.slouching else 'no':8}"
+                f"{_age(now_s, self._state_at_s.get(patient_id, s.time_s))} ago"
             )
             if color and (s.slouching or not s.device_connected or gw_text != "online"):
                 row = f"\x1b[33m{row}{_RESET}"
@@ -410,8 +413,8 @@ class WatchModel:
         feed = sorted(self.feed, key=order)
         lines += [self._event_line(item, color=color) for item in feed] or ["(no alerts)"]
         footer = []
-        if self.malformed:
-            footer.append(f"{self.malformed} malformed message(s) ignored")
+        if self.drops.line():
+            footer.append(self.drops.line())
         if self.duplicates:
             footer.append(f"{self.duplicates} duplicate event(s) suppressed")
         if footer:
@@ -523,8 +526,8 @@ async def watch_live(
             topics.all_states,
             topics.all_events,
             topics.all_acks,
-            f"{topics.root}/patients/+/{_OPEN_FALLS}",
-            f"{topics.root}/patients/+/{_ESCALATIONS}",
+            topics.all_alerts,
+            topics.all_escalations,
         ):
             await client.subscribe(topic_filter, qos=1)
         if not tty:

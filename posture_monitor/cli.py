@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("demo", "posture_monitor.demo", "simulated patients end to end, with a live view"),
     ("run", "posture_monitor.service", "the production gateway (real BLE or a simulated scenario)"),
+    ("scan", "device_gateway.scan", "list Bluetooth adapters and the wearables in range"),
     ("watch", "physio.watch", "live terminal view of every patient and the alert feed"),
     ("status", "physio.status", "gateway status and delivery metrics from the broker"),
     ("dashboard", "physio.dashboard.cli", "the physiotherapist's web dashboard"),
@@ -35,6 +36,10 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("evaluate", "lab.evaluate", "measure the engine on public datasets"),
     ("bench", "lab.bench", "measure the engine's throughput and memory"),
 )
+# Long-running services log at INFO without -v: a gateway that prints nothing
+# looks dead (its start, its broker and wearable links and every event it
+# queues are worth a line each). The one-shot commands stay quiet.
+_SERVICES = frozenset({"run", "dashboard"})
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -49,7 +54,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Wearable posture monitoring: BLE gateway, posture engine, MQTT alerts.",
     )
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output (-vv for debug; run and dashboard log at info without it, "
+        "debug with -v)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -83,7 +93,8 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_chosen_command(words)).parse_args(words)
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    verbosity = args.verbose + (1 if args.command in _SERVICES else 0)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

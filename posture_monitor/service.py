@@ -103,6 +103,13 @@ async def serve(
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "A service: it never gives up. A broker that is down (at start or later) and a "
+        "wearable that is away are retried with backoff until you stop it with Ctrl-C or "
+        "SIGTERM; meanwhile events wait in the on-disk outbox. It logs its start, links "
+        "and events at info level (-v for debug). Exit status: 0 when stopped, 2 on a bad "
+        "config or no Bluetooth adapter."
+    )
     parser.add_argument("--config", required=True, type=Path, help="gateway config (TOML)")
     parser.add_argument(
         "--simulate",

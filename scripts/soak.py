@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from alerts import AlertEvent, AlertPublisher, MqttClient, MqttSettings, PatientState
+from alerts import AlertPublisher, MemorySink, MqttClient, MqttSettings
 from device_gateway import Gateway, GatewayConfig
 from simulator import SimulatedWorld, parse_scenario
 
@@ -138,24 +138,6 @@ def private_mosquitto() -> Iterator[str]:
             process.wait()
 
 
-class CountingSink:
-    """The real publisher; remembers each event id the gateway handed it."""
-
-    def __init__(self, publisher: AlertPublisher) -> None:
-        self.publisher = publisher
-        self.sent: dict[str, str] = {}
-
-    async def publish_event(self, event: AlertEvent) -> None:
-        self.sent[event.event_id] = event.type.value
-        await self.publisher.publish_event(event)
-
-    def update_state(self, state: PatientState) -> None:
-        self.publisher.update_state(state)
-
-    def set_device_metrics(self, patient_id: str, metrics: dict[str, int]) -> None:
-        self.publisher.set_device_metrics(patient_id, metrics)
-
-
 async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> int:
     scenario = parse_scenario(tomllib.loads(soak_scenario_toml(wearables, hours)), source="<soak>")
     config = GatewayConfig.from_mapping(
@@ -180,7 +162,7 @@ async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> i
             async for message in physio.messages():
                 received.add(json.loads(message.payload)["event_id"])
 
-        sink = CountingSink(publisher)
+        sink = MemorySink(forward=publisher)  # remembers what the gateway handed over
         gateway = Gateway(
             config, sink, scanner_backend=world.scanner_backend, client_backend=world.client_backend
         )
@@ -197,18 +179,19 @@ async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> i
                 await world.sleep_until(t_s)
                 print(
                     f"scenario {t_s / 60:5.0f} min  wall {time.monotonic() - started:6.0f} s  "
-                    f"rss {rss_mib():6.1f} MiB  events {len(sink.sent)}",
+                    f"rss {rss_mib():6.1f} MiB  events {len(sink.events)}",
                     flush=True,
                 )
             service.cancel()
+            sent = {event.event_id: event.type.value for event in sink.events}
             deadline = time.monotonic() + 30.0
-            while set(sink.sent) - received and time.monotonic() < deadline:
+            while set(sent) - received and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             counter.cancel()
         rss_end = rss_mib()
         metrics = gateway.device_metrics()
 
-    lost = set(sink.sent) - received
+    lost = set(sent) - received
     totals = Counter(sum((Counter(m) for m in metrics.values()), Counter()))
     wall_s = time.monotonic() - started
     print(f"\nwearables {wearables}, scenario {hours:g} h at speed {speed:g} in {wall_s:.0f} s")
@@ -222,8 +205,7 @@ async def soak(wearables: int, hours: float, speed: float, broker_url: str) -> i
         f"({rss_end - rss_start:+.1f} MiB)"
     )
     print(
-        f"events: {len(sink.sent)} published, {len(lost)} lost; "
-        f"by type {dict(Counter(sink.sent.values()))}"
+        f"events: {len(sent)} published, {len(lost)} lost; by type {dict(Counter(sent.values()))}"
     )
     print(
         f"packets: {totals['packets']} received, {totals['queue_dropped']} dropped by the "

@@ -33,6 +33,9 @@ from brokers import (
 
 AnyBroker = MosquittoBroker | EmbeddedTestBroker
 
+# The private system bus and BlueZ stand-in fixtures (tests marked bluez).
+pytest_plugins = ["bluez_harness"]
+
 
 @pytest.fixture
 async def broker(tmp_path: Path) -> AsyncIterator[AnyBroker]:

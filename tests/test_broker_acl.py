@@ -20,7 +20,12 @@ from alerts import MqttClient
 from common.errors import BrokerError
 
 ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl.example"
-USERS = {"ward-1": "pw-ward-1-x", "ward-2": "pw-ward-2-y", "dashboard": "pw-dash-z"}
+USERS = {
+    "ward-1": "pw-ward-1-x",
+    "ward-2": "pw-ward-2-y",
+    "dashboard": "pw-dash-z",
+    "nursecall": "pw-nurse-q",
+}
 
 pytestmark = pytest.mark.skipif(
     MOSQUITTO is None or MOSQUITTO_PASSWD is None, reason="mosquitto not installed"
@@ -84,5 +89,47 @@ async def test_gateways_cannot_leave_their_subtree(tmp_path: Path) -> None:
                     await asyncio.sleep(0.05)
             recorder.cancel()
         assert set(received) == set(allowed)
+    finally:
+        await broker.stop()
+
+
+async def test_nurse_call_bridge_reads_only_the_dashboards_escalations(tmp_path: Path) -> None:
+    broker = AclBroker(tmp_path / "mosquitto", ACL)
+    await broker.start()
+    try:
+        bridge_settings = broker.settings(username="nursecall", password=USERS["nursecall"])
+        dashboard = broker.settings(username="dashboard", password=USERS["dashboard"])
+        ward1 = broker.settings(username="ward-1", password=USERS["ward-1"])
+        received: list[tuple[str, bytes]] = []
+        async with (
+            MqttClient(bridge_settings) as bridge,
+            MqttClient(dashboard) as physio,
+            MqttClient(ward1) as gateway,
+        ):
+            await bridge.subscribe("posture/v1/#", qos=1)
+
+            async def record() -> None:
+                async for message in bridge.messages():
+                    received.append((message.topic, message.payload))
+
+            recorder = asyncio.create_task(record())
+            with contextlib.suppress(BrokerError):  # a gateway may not fake an escalation
+                await gateway.publish("posture/v1/escalations", b'{"forged": true}', qos=1)
+            await gateway.publish("posture/v1/patients/p-001/events", b"{}", qos=1)
+            await physio.publish("posture/v1/patients/p-001/acks", b"{}", qos=1)
+            await physio.publish("posture/v1/escalations", b'{"level": 1}', qos=1)
+            async with asyncio.timeout(HANG_S):
+                while not received:
+                    await asyncio.sleep(0.05)
+            # The dashboard's message came last: anything (wrongly) let through is here.
+            await physio.publish("posture/v1/escalations", b'{"level": 2}', qos=1)
+            async with asyncio.timeout(HANG_S):
+                while len(received) < 2:
+                    await asyncio.sleep(0.05)
+            recorder.cancel()
+        assert received == [
+            ("posture/v1/escalations", b'{"level": 1}'),
+            ("posture/v1/escalations", b'{"level": 2}'),
+        ]
     finally:
         await broker.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from brokers import MOSQUITTO, Collector, MosquittoBroker, Received
 
-from alerts import AlertEvent, AlertPublisher, EventType, PatientState, Topics
+from alerts import Activity, AlertEvent, AlertPublisher, EventType, PatientState, Topics
 
 MakeCollector = Callable[..., Awaitable[Collector]]
 CONF_D = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "conf.d"
@@ -69,7 +69,7 @@ async def test_kill_9_with_a_subscriber_offline_loses_no_event_and_no_retained_s
             for patient in PATIENTS:
                 pub.update_state(
                     PatientState(
-                        patient, GW, now, 12.0, -1.0, "upright", False, True, 80, True, 25.0
+                        patient, GW, now, 12.0, -1.0, Activity.UPRIGHT, False, True, 80, True, 25.0
                     )
                 )
         # The clean exit waited for every PUBACK: the broker holds it all now.

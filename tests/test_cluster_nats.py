@@ -30,7 +30,7 @@ from nats_cluster import NATS_SERVER, NatsCluster
 from test_sigterm import GATEWAY_TOML, program
 from ward import gateway_running
 
-from alerts import AlertEvent, AlertPublisher, EventType, MqttClient, PatientState
+from alerts import Activity, AlertEvent, AlertPublisher, EventType, MqttClient, PatientState
 from common.errors import BrokerError
 from posture_monitor.demo import demo_config
 from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario
@@ -102,7 +102,17 @@ async def test_events_retained_state_sessions_and_the_fallback_hold_on_nats(
             await publisher.publish_event(first)
             publisher.update_state(
                 PatientState(
-                    "p-001", GW, datetime.now(UTC), 31.0, 2.0, "upright", True, True, 80, True, 25.0
+                    "p-001",
+                    GW,
+                    datetime.now(UTC),
+                    31.0,
+                    2.0,
+                    Activity.UPRIGHT,
+                    True,
+                    True,
+                    80,
+                    True,
+                    25.0,
                 )
             )
             await station.wait_for(lambda ms: first.event_id in event_ids(ms), 20.0)

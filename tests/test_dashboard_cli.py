@@ -71,7 +71,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         build_config(parse("--timezone", "Mars/Olympus"))
 
 
-async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str) -> None:
+async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str, tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -85,12 +85,14 @@ async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str) -> None:
         "UTC",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, TOKEN_ENV: ""},
+        # No --database: the record goes to the state folder, here a private one.
+        env={**os.environ, TOKEN_ENV: "", "XDG_STATE_HOME": str(tmp_path)},
     )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
         assert line.startswith("dashboard: http://127.0.0.1:")
+        assert (tmp_path / "posture-monitor" / "alerts.sqlite3").is_file()
         url = line.split()[1]
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url + "healthz").read())
         assert json.loads(body)["ok"] is True
@@ -102,3 +104,33 @@ async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_site_config_and_patients_file_reach_the_dashboard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "s3cret-pass")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        "[escalation]\nfirst_after_s = 60\nagain_after_s = 180\n\n"
+        '[[notify.webhook]]\nname = "pager"\nurl = "http://127.0.0.1:9/hook"\n',
+        encoding="utf-8",
+    )
+    patients = tmp_path / "patients.toml"
+    patients.write_text('[patients.p-001]\nname = "Jürgen Groß"\nbed = "A"\n', encoding="utf-8")
+    config = build_config(parse("--config", str(site), "--patients", str(patients)))
+    assert (config.escalation.first_after_s, config.escalation.again_after_s) == (60.0, 180.0)
+    assert config.notify.webhooks[0].name == "pager"
+    assert config.patients.to_dict()["p-001"]["name"] == "Jürgen Groß"
+    # The command-line delays override the site file.
+    config = build_config(parse("--config", str(site), "--escalate-after", "30"))
+    assert (config.escalation.first_after_s, config.escalation.again_after_s) == (30.0, 180.0)
+    site.write_text("[escalation]\nfirst_after_s = -1\n", encoding="utf-8")
+    assert run(parse("--config", str(site))) == 2
+    err = capsys.readouterr().err
+    assert str(site) in err and "first_after_s" in err
+    # A user name in any script (the password file holds it as written, NFC).
+    users = tmp_path / "users"
+    assert run(parse("--password-file", str(users), "--add-user", "Dr Müller")) == 0
+    credentials = Credentials.load(users, None)
+    assert credentials.check("Dr Mu\u0308ller", "s3cret-pass") == "Dr Müller"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,9 +21,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from record_support import (  # noqa: F401  (fixtures, used by name)
+    pg_database_fixture,
+    pg_url_fixture,
+)
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
     JumpClock,
+    ack_headers,
     broker_url_fixture,
     event_json,
     free_port,
@@ -93,8 +100,9 @@ async def receiving(receiver: Receiver) -> AsyncIterator[str]:
 
 
 async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
-    broker_url: str,
+    broker_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     flaky = Receiver([500, 503])
     dead_url = f"http://127.0.0.1:{free_port()}/nobody-listens"
     async with receiving(flaky) as flaky_url:
@@ -139,7 +147,7 @@ async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
                 aiohttp.ClientSession() as http,
                 http.post(
                     service.url + f"api/alerts/{fall_id}/ack",
-                    headers=CSRF,
+                    headers=await ack_headers(http, service.url),
                     json={"action": "acknowledged", "by": "Anna"},
                 ) as response,
             ):
@@ -152,6 +160,9 @@ async def test_failed_webhook_is_retried_shown_and_never_blocks_the_others(
             shown = {n["channel"]: n for n in alert["notifications"]}
             assert shown["dead pager"]["state"] == "stopped"
             assert statuses[(fall_id, 1, "dead pager")].attempts == attempts
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "via flaky pager failed (attempt 1" in logged and "HTTP 500" in logged
+    assert "Groß" not in logged and "p-001" not in logged  # no name, id masked
 
 
 async def test_escalation_goes_out_while_the_broker_is_down(broker: Any) -> None:
@@ -178,6 +189,49 @@ async def test_escalation_goes_out_while_the_broker_is_down(broker: Any) -> None
             await until(lambda: state_of(service, (fall_id, 1, "mqtt")) == "delivered", 15.0)
 
 
+async def test_two_instances_on_one_record_send_each_notice_once(
+    broker_url: str, pg_url: str
+) -> None:
+    pager = Receiver()
+    root = f"t{uuid.uuid4().hex[:8]}/posture/v1"
+    async with receiving(pager) as pager_url:
+        options: dict[str, Any] = {
+            "topic_root": root,
+            "database": pg_url,
+            "escalation": EscalationPolicy(1.0, 2.0),
+            "notify": NotifySettings(webhooks=(WebhookTarget("pager", pager_url),)),
+        }
+        async with (
+            running(broker_url, **options) as (first, peer),
+            running(broker_url, **options) as (second, _),
+        ):
+            old_s = time.time() - 600  # both levels due at once: the instances race
+            falls = [event_json(f"p-{n:03d}", "fall_detected", old_s) for n in range(6)]
+            for n, (_fall_id, payload) in enumerate(falls):
+                # Under the shared root (the peer's own root is another one).
+                await peer.client.publish(f"{root}/patients/p-{n:03d}/events", payload, qos=1)
+            ids = [fall_id for fall_id, _ in falls]
+            # Done when both know every level as issued (claimed by one, seen
+            # by the other) and neither has a notice left to send.
+            await until(
+                lambda: all(
+                    service.escalator.level(i) == 2 and service.notifier.pending == 0
+                    for service in (first, second)
+                    for i in ids
+                ),
+                timeout_s=30.0,
+            )
+            await pager.wait(lambda: len(pager.received) >= 12)
+    sent = sorted((notice["event_id"], notice["level"]) for _t, notice in pager.received)
+    assert sent == sorted((i, level) for i in ids for level in (1, 2))  # each exactly once
+    senders = {
+        name
+        for name, service in (("first", first), ("second", second))
+        if any(key[2] == "pager" for key in service.notifier.statuses)
+    }
+    print(f"\nwebhook notices sent by: {sorted(senders)}")
+
+
 async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) -> None:
     notify = NotifySettings(
         webhooks=(WebhookTarget("gone", f"http://127.0.0.1:{free_port()}/x", timeout_s=0.5),),
@@ -195,8 +249,11 @@ async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) ->
         assert {n["channel"]: n["state"] for n in alert["notifications"]}["gone"] == "failed"
 
 
-async def test_apprise_delivers_the_notice_text(broker_url: str) -> None:
+async def test_apprise_delivers_the_notice_text(
+    broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     pytest.importorskip("apprise", reason="the notify extra is not installed")
+    caplog.set_level(logging.DEBUG)  # even with -v -v, no name reaches a log
     receiver = Receiver()
     async with receiving(receiver) as url:
         apprise_url = url.replace("http://", "json://")
@@ -210,6 +267,8 @@ async def test_apprise_delivers_the_notice_text(broker_url: str) -> None:
             body = receiver.received[0][1]
             assert "Jürgen Groß" in body["title"] and "room 3.12 · bed A" in body["message"]
             await until(lambda: state_of(service, (fall_id, 1, "charge nurse")) == "delivered")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "charge nurse" in logged and "Groß" not in logged and "3.12" not in logged
 
 
 async def test_non_ascii_user_logs_in_and_acks_under_that_name(broker_url: str) -> None:
@@ -231,7 +290,9 @@ async def test_non_ascii_user_logs_in_and_acks_under_that_name(broker_url: str) 
             while service.model.alert(fall_id) is None:
                 await asyncio.sleep(0.02)
         async with http.post(
-            service.url + f"api/alerts/{fall_id}/ack", headers=CSRF, json={"action": "resolved"}
+            service.url + f"api/alerts/{fall_id}/ack",
+            headers=await ack_headers(http, service.url),
+            json={"action": "resolved"},
         ) as response:
             assert response.status == 200
         acks = await peer.wait_for("/patients/p-001/acks")

@@ -25,15 +25,23 @@ from typing import Any
 import pytest
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
+from alerts.summary import format_time
 from physio.dashboard.escalation import EscalationPolicy
-from physio.dashboard.server import CSRF_HEADER
+from physio.dashboard.server import CSRF_HEADER, CSRF_TOKEN_HEADER
 from physio.dashboard.service import DashboardConfig, DashboardService
-from physio.dashboard.wire import format_time
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 CSRF = {CSRF_HEADER: "posture-dashboard"}
 # Only a guard against a hang, never a measurement (see tests/brokers.py).
 HANG_S = 30.0
+
+
+async def ack_headers(http: Any, url: str) -> dict[str, str]:
+    """The headers the page sends with an ack: the anti-CSRF header and the
+    page's CSRF token, read from the snapshot as the page reads it."""
+    async with http.get(url + "api/snapshot") as response:
+        token = (await response.json())["csrf_token"]
+    return {**CSRF, CSRF_TOKEN_HEADER: token}
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from ward import gateway_running
 
-from alerts import AlertEvent, AlertPublisher, PatientState
+from alerts import AlertPublisher, EventType, MemorySink
 from device_gateway import GatewayConfig
 from simulator import SimulatedWorld, builtin_scenario_path, load_scenario
 
@@ -46,24 +46,6 @@ def config_for(scenario: Any, **extra: Any) -> GatewayConfig:
     )
 
 
-class RecordingSink:
-    """The real publisher, recording what the gateway handed it."""
-
-    def __init__(self, publisher: AlertPublisher) -> None:
-        self.publisher = publisher
-        self.events: list[AlertEvent] = []
-
-    async def publish_event(self, event: AlertEvent) -> None:
-        self.events.append(event)
-        await self.publisher.publish_event(event)
-
-    def update_state(self, state: PatientState) -> None:
-        self.publisher.update_state(state)
-
-    def set_device_metrics(self, patient_id: str, metrics: dict[str, int]) -> None:
-        self.publisher.set_device_metrics(patient_id, metrics)
-
-
 @pytest.mark.timeout(90)
 async def test_broker_restart_loses_no_event(persistent_broker: Any, collector: Any) -> None:
     speed = 4.0
@@ -80,14 +62,13 @@ async def test_broker_restart_loses_no_event(persistent_broker: Any, collector: 
         SimulatedWorld(scenario, seed=11, speed=speed) as world,
         AlertPublisher(persistent_broker.settings(), gateway_id=config.gateway_id) as publisher,
     ):
-        sink = RecordingSink(publisher)
+        sink = MemorySink(forward=publisher)  # the real publisher; records what it was handed
         async with gateway_running(config, sink, world) as gateway:
             await world.sleep_until(24.0)
             await persistent_broker.stop()
             outage_started_s = world.scenario_time()
             async with asyncio.timeout(60.0):  # the fall (30 s) happens during the outage
-                while not any(e.type.value == "fall_detected" for e in sink.events):
-                    await asyncio.sleep(0.05)
+                await sink.wait_for_event(EventType.FALL_DETECTED)
             packets_during_outage = gateway.device_metrics()[FALLER]["packets"]
             await persistent_broker.start()
             published = await physio.wait_for(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from common.errors import ConfigError
 from device_gateway.config import GatewayConfig
+from posture import SlouchSettings
 
 VALID = """
 gateway_id = "ward-3"
@@ -47,9 +48,10 @@ def test_valid_config_loads_with_defaults_and_overrides(tmp_path: Path) -> None:
     assert config.gateway_id == "ward-3"
     first, second = config.wearables
     assert first.address == "C0:FF:EE:00:00:01"
-    assert first.thresholds.slouch_threshold_deg == 18
-    assert first.thresholds.slouch_dwell_s == 20  # from [defaults]
-    assert second.thresholds.slouch_threshold_deg == 25  # built-in default
+    assert first.slouch.threshold_deg == 18
+    assert first.slouch.dwell_s == 20  # from [defaults]
+    assert second.slouch.threshold_deg == 25  # built-in default
+    assert second.slouch == SlouchSettings(dwell_s=20)  # the engine's own settings
     assert config.ble.disconnect_grace_s == 15
     assert config.wearable("c0:ff:ee:00:00:02") is second
     assert config.wearable("AA:BB:CC:DD:EE:FF") is None
@@ -77,6 +79,9 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         (("slouch_threshold_deg = 18", "slouch_threshold_deg = -3"), "slouch_threshold_deg"),
         (("slouch_threshold_deg = 18", 'slouch_threshold_deg = "high"'), "slouch_threshold_deg"),
         (("slouch_threshold_deg = 18", "slouch_treshold_deg = 18"), "slouch_treshold_deg"),
+        (("slouch_threshold_deg = 18", "slouch_threshold_deg = 85"), "slouch_threshold_deg"),
+        (("slouch_threshold_deg = 18", "slouch_hysteresis_deg = 30"), "slouch_hysteresis_deg"),
+        (("slouch_dwell_s = 20", "slouch_dwel_s = 20"), r"defaults\.slouch_dwel_s"),
         (('url = "mqtt://127.0.0.1:1883"', 'url = "http://x"'), r"broker\.url"),
         (("disconnect_grace_s = 15", "disconnect_grace_s = 0"), r"ble\.disconnect_grace_s"),
         (('patient_id = "p-002"', 'patient_id = "p-001"'), "patient_id repeated"),

@@ -6,29 +6,13 @@ from __future__ import annotations
 import pytest
 from ward import gateway_running
 
-from alerts import AlertEvent, PatientState
+from alerts import MemorySink
 from common.errors import ConfigError
 from device_gateway import GatewayConfig
 from simulator import SimulatedWorld, demo_scenario
 
 SPEED = 8.0
 SCENARIO_S = 45.0  # the demo's slouch (from 12 s, 10 s dwell) and fall (35 s)
-
-
-class RecordingSink:
-    """Stands in for the MQTT publisher: the gateway's output, in memory."""
-
-    def __init__(self) -> None:
-        self.events: list[AlertEvent] = []
-
-    async def publish_event(self, event: AlertEvent) -> None:
-        self.events.append(event)
-
-    def update_state(self, state: PatientState) -> None:
-        pass
-
-    def set_device_metrics(self, patient_id: str, metrics: dict[str, int]) -> None:
-        pass
 
 
 async def run_demo_ward(engine_batch_s: float) -> tuple[list[tuple[str, str, float]], int, int]:
@@ -44,7 +28,7 @@ async def run_demo_ward(engine_batch_s: float) -> tuple[list[tuple[str, str, flo
             ],
         }
     )
-    sink = RecordingSink()
+    sink = MemorySink()  # the gateway's output, in memory
     async with (
         SimulatedWorld(scenario, seed=5, speed=SPEED) as world,
         gateway_running(config, sink, world) as gateway,

@@ -8,6 +8,7 @@ the import, so the fix is obvious.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,7 @@ def test_no_module_imports_a_higher_layer() -> None:
         ("import posture_monitor.cli", ("scipy", "aiohttp", "paho", "numpy")),
         ("import device_gateway.protocol", ("paho", "amqtt", "sqlite3", "aiohttp", "scipy")),
         ("import alerts.topics", ("paho", "amqtt", "sqlite3", "aiohttp")),
+        ("import alerts.intake", ("paho", "amqtt", "sqlite3", "aiohttp")),
         ("import posture", ("paho", "aiohttp", "bleak", "lab")),
     ],
 )
@@ -106,3 +108,15 @@ def test_light_imports_stay_light(statement: str, must_not_load: tuple[str, ...]
     )
     heavy = sorted(name for name in loaded if name.split(".")[0] in must_not_load)
     assert not heavy, f"{statement!r} loaded {heavy}"
+
+
+def test_the_architecture_doc_draws_these_layers() -> None:
+    # The table under "The import layers" in docs/architecture.md is ALLOWED,
+    # row for row: a new dependency direction updates both or this fails.
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = doc.split("## The import layers", 1)[1].split("\n## ", 1)[0]
+    drawn: dict[str, frozenset[str]] = {}
+    for row in re.findall(r"^\| `([\w.]+)` \| (.+) \|$", section, flags=re.MULTILINE):
+        package, imports = row
+        drawn[package] = frozenset(re.findall(r"`([\w.]+)`", imports))
+    assert drawn == ALLOWED

@@ -1,4 +1,4 @@
-"""Daily summary computation: known streams give known totals (physio/dashboard/summary*.py)."""
+"""Daily summary computation: known streams give known totals (alerts/summary.py, summary_book)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from physio.dashboard.summary import DailySummary, day_bounds
+from alerts.acks import Ack
+from alerts.events import AlertEvent, EventType
+from alerts.state import Activity, PatientState
+from alerts.summary import DailySummary, day_bounds
+from alerts.wire import PayloadError, utc_from_timestamp
 from physio.dashboard.summary_book import SummaryBook
-from physio.dashboard.wire import EventMessage, StateMessage, WireFormatError
 
 UTC_ZONE = ZoneInfo("UTC")
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC).timestamp()
@@ -26,17 +29,17 @@ def state(
     connected: bool = True,
     flexion_deg: float | None = 10.0,
     patient_id: str = "p-001",
-) -> StateMessage:
-    return StateMessage(
+) -> PatientState:
+    return PatientState(
         patient_id=patient_id,
         gateway_id="ward-3",
-        time_s=t_s,
+        time=utc_from_timestamp(t_s),
         flexion_deg=flexion_deg if connected else None,
         lateral_deg=0.0 if connected else None,
-        activity=activity,
+        activity=Activity(activity),
         slouching=slouching,
         device_connected=connected,
-        battery_pct=80.0,
+        battery_pct=80,
         calibrated=True,
         slouch_threshold_deg=25.0,
     )
@@ -44,25 +47,31 @@ def state(
 
 def event(
     kind: str, t_s: float, event_id: str, patient_id: str = "p-001", **details: float
-) -> EventMessage:
-    return EventMessage(
-        event_id=event_id,
-        type=kind,
-        patient_id=patient_id,
-        gateway_id="ward-3",
-        time_s=t_s,
-        severity="low",
-        flexion_deg=None,
-        lateral_deg=None,
-        device_time_s=None,
+) -> AlertEvent:
+    return AlertEvent(
+        EventType(kind),
+        patient_id,
+        "ward-3",
+        utc_from_timestamp(t_s),
         details=details,
+        event_id=event_id,
     )
+
+
+def put(book: SummaryBook, s: PatientState) -> None:
+    """A state filed at its own time (a sender whose clock is credible)."""
+    book.on_state(s, s.time_s)
+
+
+def take(book: SummaryBook, e: AlertEvent) -> None:
+    """An event filed at its own time."""
+    book.on_event(e, e.time_s)
 
 
 def feed(book: SummaryBook, start_s: float, seconds: int, **kwargs: object) -> float:
     """One state per second for ``seconds`` s; returns the next start time."""
     for i in range(seconds):
-        book.on_state(state(start_s + i, **kwargs))  # type: ignore[arg-type]
+        put(book, state(start_s + i, **kwargs))  # type: ignore[arg-type]
     return start_s + seconds
 
 
@@ -73,7 +82,7 @@ def typical_day(book: SummaryBook) -> None:
     t = feed(book, t, 120, activity="walking")
     t = feed(book, t, 60, activity="lying")
     t = feed(book, t, 120, connected=False)
-    book.on_state(state(t))  # closes the last second
+    put(book, state(t))  # closes the last second
 
 
 def test_known_stream_gives_known_minutes_and_percentages() -> None:
@@ -99,16 +108,16 @@ def test_known_stream_gives_known_minutes_and_percentages() -> None:
 
 def test_episodes_and_falls_are_counted_once_with_their_lengths() -> None:
     book = SummaryBook(UTC_ZONE)
-    book.on_state(state(T0))
-    book.on_event(event("slouch_started", T0 + 600, "e1"))
-    book.on_event(event("slouch_started", T0 + 600, "e1"))  # QoS 1 re-delivery
-    book.on_event(event("slouch_ended", T0 + 900, "e2", duration_s=330.0))
-    book.on_event(event("slouch_started", T0 + 1000, "e3"))
-    book.on_event(event("slouch_ended", T0 + 1090, "e4"))  # no duration: from times
-    book.on_event(event("fall_detected", T0 + 2000, "f1"))
-    book.on_event(event("fall_detected", T0 + 3000, "f2"))
-    book.on_event(event("fall_detected", T0 + 3000, "f2"))
-    book.on_event(event("fall_cancelled", T0 + 3020, "f3"))
+    put(book, state(T0))
+    take(book, event("slouch_started", T0 + 600, "e1"))
+    take(book, event("slouch_started", T0 + 600, "e1"))  # QoS 1 re-delivery
+    take(book, event("slouch_ended", T0 + 900, "e2", duration_s=330.0))
+    take(book, event("slouch_started", T0 + 1000, "e3"))
+    take(book, event("slouch_ended", T0 + 1090, "e4"))  # no duration: from times
+    take(book, event("fall_detected", T0 + 2000, "f1"))
+    take(book, event("fall_detected", T0 + 3000, "f2"))
+    take(book, event("fall_detected", T0 + 3000, "f2"))
+    take(book, event("fall_cancelled", T0 + 3020, "f3"))
     summary = book.summary("p-001")
     assert summary is not None
     totals = summary.totals()
@@ -123,19 +132,19 @@ def test_episodes_and_falls_are_counted_once_with_their_lengths() -> None:
 def test_lost_slouch_end_is_closed_by_the_state_stream_and_corrected_by_a_late_event() -> None:
     book = SummaryBook(UTC_ZONE)
     t = feed(book, T0, 10)
-    book.on_event(event("slouch_started", t, "e1"))
+    take(book, event("slouch_started", t, "e1"))
     t = feed(book, t, 120, slouching=True)
     feed(book, t, 30)
     episode = book.summary("p-001").episodes[0]  # type: ignore[union-attr]
     assert not episode.open and episode.duration_s == pytest.approx(120.0)
-    book.on_event(event("slouch_ended", t + 2, "e2", duration_s=150.0))
+    take(book, event("slouch_ended", t + 2, "e2", duration_s=150.0))
     episode = book.summary("p-001").episodes[0]  # type: ignore[union-attr]
     assert episode.duration_s == 150.0 and book.summary("p-001").totals().slouch_episodes == 1  # type: ignore[union-attr]
 
 
 def test_an_ongoing_episode_reports_its_length_so_far() -> None:
     book = SummaryBook(UTC_ZONE)
-    book.on_event(event("slouch_started", T0, "e1"))
+    take(book, event("slouch_started", T0, "e1"))
     feed(book, T0, 61, slouching=True)
     episode = book.summary("p-001").episodes[0]  # type: ignore[union-attr]
     assert episode.open and episode.duration_s == pytest.approx(60.0)
@@ -143,9 +152,9 @@ def test_an_ongoing_episode_reports_its_length_so_far() -> None:
 
 def test_silence_longer_than_the_gap_limit_is_missing_data_not_posture() -> None:
     book = SummaryBook(UTC_ZONE, max_gap_s=10.0)
-    book.on_state(state(T0))
-    book.on_state(state(T0 + 100))
-    book.on_state(state(T0 + 101))
+    put(book, state(T0))
+    put(book, state(T0 + 100))
+    put(book, state(T0 + 101))
     assert book.summary("p-001").totals().monitored_min == round(11 / 60, 1)  # type: ignore[union-attr]
     assert sum(book.summary("p-001").bins["covered_s"]) == pytest.approx(11.0)  # type: ignore[union-attr]
 
@@ -153,9 +162,9 @@ def test_silence_longer_than_the_gap_limit_is_missing_data_not_posture() -> None
 def test_redelivered_and_out_of_order_states_are_ignored() -> None:
     book = SummaryBook(UTC_ZONE)
     feed(book, T0, 60)
-    book.on_state(state(T0 + 30))  # a retained state delivered again
-    book.on_state(state(T0 + 59))
-    book.on_state(state(T0 + 60))
+    put(book, state(T0 + 30))  # a retained state delivered again
+    put(book, state(T0 + 59))
+    put(book, state(T0 + 60))
     assert sum(book.summary("p-001").bins["covered_s"]) == pytest.approx(60.0)  # type: ignore[union-attr]
 
 
@@ -181,7 +190,7 @@ def test_daylight_saving_days_have_their_real_length(day: date, hours: int) -> N
     start_s, end_s = day_bounds(day, zone)
     assert end_s - start_s == hours * 3600
     book = SummaryBook(zone)
-    book.on_state(state(start_s + 3600))
+    put(book, state(start_s + 3600))
     assert book.summary("p-001").n_bins == hours * 60  # type: ignore[union-attr]
 
 
@@ -191,16 +200,16 @@ def test_old_days_are_forgotten_and_late_data_for_them_dropped() -> None:
         feed(book, T0 + day * 86400, 5)
     assert book.summary("p-001", date(2026, 11, 24)) is None
     assert book.summary("p-001", date(2026, 11, 27)) is not None
-    book.on_state(state(T0 + 10))
+    put(book, state(T0 + 10))
     assert book.summary("p-001", date(2026, 11, 24)) is None
 
 
 def test_json_round_trip_keeps_everything_shown() -> None:
     book = SummaryBook(UTC_ZONE)
     typical_day(book)
-    book.on_event(event("slouch_started", T0 + 600, "e1"))
-    book.on_event(event("slouch_ended", T0 + 900, "e2"))
-    book.on_event(event("fall_detected", T0 + 1000, "f1"))
+    take(book, event("slouch_started", T0 + 600, "e1"))
+    take(book, event("slouch_ended", T0 + 900, "e2"))
+    take(book, event("fall_detected", T0 + 1000, "f1"))
     summary = book.summary("p-001")
     assert summary is not None
     payload = summary.to_json()
@@ -227,9 +236,9 @@ def test_malformed_summaries_are_refused(mutate: object) -> None:
     feed(book, T0, 5)
     obj = book.summary("p-001").to_dict()  # type: ignore[union-attr]
     mutate(obj)  # type: ignore[operator]
-    with pytest.raises(WireFormatError):
+    with pytest.raises(PayloadError):
         DailySummary.from_json(json.dumps(obj).encode())
-    with pytest.raises(WireFormatError):
+    with pytest.raises(PayloadError):
         DailySummary.from_json(b"[1, 2]")
 
 
@@ -239,14 +248,14 @@ def test_a_restarted_dashboard_continues_the_day_from_the_published_summary() ->
     before, after = SummaryBook(UTC_ZONE), SummaryBook(UTC_ZONE)
     t = feed(before, T0, 600)
     t = feed(before, t, 300, slouching=True, flexion_deg=35.0)
-    before.on_state(state(t, activity="walking"))
+    put(before, state(t, activity="walking"))
     published = before.summary("p-001")
     assert published is not None
     after.on_remote(DailySummary.from_json(published.to_json()))
     t = feed(after, t, 120, activity="walking")
     t = feed(after, t, 60, activity="lying")
     t = feed(after, t, 120, connected=False)
-    after.on_state(state(t))
+    put(after, state(t))
     assert after.summary("p-001").totals() == whole.summary("p-001").totals()  # type: ignore[union-attr]
     # Our own summary coming back from the broker changes nothing.
     mine = after.summary("p-001")
@@ -260,7 +269,7 @@ def test_merge_keeps_the_better_covered_bin_and_unions_events() -> None:
     a, b = SummaryBook(UTC_ZONE), SummaryBook(UTC_ZONE)
     feed(a, T0, 61)
     feed(b, T0, 31)
-    b.on_event(event("fall_detected", T0 + 5, "f1"))
+    take(b, event("fall_detected", T0 + 5, "f1"))
     merged = b.summary("p-001").merge(a.summary("p-001"))  # type: ignore[union-attr, arg-type]
     assert sum(merged.bins["covered_s"]) == pytest.approx(60.0)
     assert merged.totals().falls == 1
@@ -280,14 +289,16 @@ def test_every_second_is_accounted_once(gaps: list[float], kinds: list[str]) -> 
     book = SummaryBook(UTC_ZONE, max_gap_s=10.0)
     t = T0 + 59.5  # crosses minute bins
     expected = {"covered": 0.0, "worn": 0.0, "upright": 0.0, "slouched": 0.0}
-    for gap, kind in zip([*gaps, 0.0], kinds, strict=False):
-        book.on_state(
+    for raw_gap, kind in zip([*gaps, 0.0], kinds, strict=False):
+        gap = round(raw_gap, 3)  # the wire carries milliseconds
+        put(
+            book,
             state(
                 t,
                 activity="upright" if kind in ("slouch", "off") else kind,
                 slouching=kind == "slouch",
                 connected=kind != "off",
-            )
+            ),
         )
         if gap == 0.0:
             break
@@ -305,14 +316,13 @@ def test_every_second_is_accounted_once(gaps: list[float], kinds: list[str]) -> 
 
 
 def test_fall_handling_is_recorded_survives_json_and_merges() -> None:
-    from physio.dashboard.wire import AckMessage
 
     book = SummaryBook(UTC_ZONE)
-    book.on_event(event("fall_detected", T0, "f1"))
+    take(book, event("fall_detected", T0, "f1"))
     book.on_escalation("p-001", "f1", 1)
-    book.on_ack("p-001", AckMessage("f1", "acknowledged", "Anna", T0 + 150))
-    book.on_ack("p-001", AckMessage("f1", "acknowledged", "Ben", T0 + 160))  # later: ignored
-    book.on_ack("p-002", AckMessage("f1", "resolved", "Eve", T0 + 170))  # other patient
+    book.on_ack("p-001", Ack.at("f1", "acknowledged", "Anna", T0 + 150))
+    book.on_ack("p-001", Ack.at("f1", "acknowledged", "Ben", T0 + 160))  # later: ignored
+    book.on_ack("p-002", Ack.at("f1", "resolved", "Eve", T0 + 170))  # other patient
     fall = book.summary("p-001").falls[0]  # type: ignore[union-attr]
     assert (fall.escalation_level, fall.acknowledged_by, fall.acknowledged_s) == (
         1,
@@ -323,9 +333,9 @@ def test_fall_handling_is_recorded_survives_json_and_merges() -> None:
     again = DailySummary.from_json(book.summary("p-001").to_json())  # type: ignore[union-attr]
     assert again.falls == (fall,)
     other = SummaryBook(UTC_ZONE)
-    other.on_event(event("fall_detected", T0, "f1"))
+    take(other, event("fall_detected", T0, "f1"))
     other.on_escalation("p-001", "f1", 2)
-    other.on_ack("p-001", AckMessage("f1", "resolved", "Ben", T0 + 400))
+    other.on_ack("p-001", Ack.at("f1", "resolved", "Ben", T0 + 400))
     merged = again.merge(other.summary("p-001"))  # type: ignore[arg-type]
     assert merged.falls[0].escalation_level == 2
     assert (merged.falls[0].acknowledged_by, merged.falls[0].resolved_by) == ("Anna", "Ben")

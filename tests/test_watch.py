@@ -12,6 +12,7 @@ import pytest
 from brokers import HANG_S, EmbeddedTestBroker, MosquittoBroker, free_port
 
 from alerts import (
+    Activity,
     AlertEvent,
     AlertPublisher,
     EventType,
@@ -42,7 +43,7 @@ def state_msg(patient: str, **changes: object) -> Message:
         time=T0,
         flexion_deg=31.5,
         lateral_deg=-2.0,
-        activity="upright",
+        activity=Activity.UPRIGHT,
         slouching=True,
         device_connected=True,
         battery_pct=64,
@@ -128,7 +129,7 @@ def test_malformed_messages_are_counted_not_fatal(payload: bytes) -> None:
         assert not model.handle(msg(topic, payload))
     assert model.malformed >= 3
     assert not model.handle(msg("other/topic", b"x")) and model.ignored == 1
-    assert "malformed message(s) ignored" in model.render()
+    assert "bad message(s) dropped" in model.render()
 
 
 def test_plain_lines_report_changes_not_every_angle() -> None:
@@ -170,7 +171,7 @@ async def test_watch_shows_live_states_and_events_from_a_real_broker(broker: Any
                 datetime.now(UTC),
                 80.0,
                 3.0,
-                "lying",
+                Activity.LYING,
                 False,
                 True,
                 55,
@@ -202,7 +203,7 @@ async def test_watch_tty_mode_redraws_with_ansi(broker: AnyBroker) -> None:
                 datetime.now(UTC),
                 28.0,
                 1.0,
-                "upright",
+                Activity.UPRIGHT,
                 True,
                 True,
                 90,
@@ -259,18 +260,21 @@ async def test_status_prints_retained_gateway_status_and_metrics(broker: AnyBrok
         )
         assert found["ward-3"].online
         assert found["ward-3"].metrics["connected"] is True
+        online = _args(broker.url, gateway="ward-3", wait=HANG_S)
+        assert await asyncio.to_thread(status_cli.run, online, io.StringIO()) == 0
     # After a clean exit: offline, with the final metrics, read by the CLI.
     out = io.StringIO()
     code = await asyncio.to_thread(status_cli.run, _args(broker.url, wait=3.0), out)
     table = out.getvalue()
-    assert code == 0 and "ward-3" in table and "OFFLINE" in table
+    # Every gateway offline: the table says so and the exit status is not 0.
+    assert code == 3 and "ward-3" in table and "OFFLINE" in table
     assert "p-001: malformed=0, packets_dropped=2" in table
     out = io.StringIO()
     code = await asyncio.to_thread(
         status_cli.run, _args(broker.url, json=True, gateway="ward-3"), out
     )
     report = json.loads(out.getvalue())
-    assert code == 0 and report[0]["status"] == "offline"
+    assert code == 3 and report[0]["status"] == "offline"
     assert report[0]["metrics"]["events_published"] == 1
     code = await asyncio.to_thread(
         status_cli.run, _args(broker.url, gateway="ward-9", wait=0.3), io.StringIO()

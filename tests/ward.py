@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from alerts import AlertPublisher
+from alerts import AlertPublisher, AlertSink
 from device_gateway import Gateway, GatewayConfig
-from device_gateway.gateway import MetricsSink
 from simulator import SimulatedWorld
 
 if TYPE_CHECKING:
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def gateway_running(
-    config: GatewayConfig, sink: MetricsSink, world: SimulatedWorld
+    config: GatewayConfig, sink: AlertSink, world: SimulatedWorld
 ) -> AsyncIterator[Gateway]:
     """The gateway supervising ``world``'s wearables until the block ends."""
     gateway = Gateway(

@@ -23,28 +23,20 @@ if TYPE_CHECKING:
         write_report,
     )
     from physio.dashboard.service import DashboardConfig, DashboardService
-    from physio.dashboard.summary import DailySummary, FallRecord, SlouchEpisode, SummaryTotals
     from physio.dashboard.summary_book import SummaryBook
-    from physio.dashboard.wire import TopicMap, WireFormatError
 
 __all__ = [
     "TOKEN_ENV",
     "Credentials",
-    "DailySummary",
     "DashboardConfig",
     "DashboardModel",
     "DashboardService",
     "Escalation",
     "EscalationPolicy",
     "Escalator",
-    "FallRecord",
     "MissingExtraError",
-    "SlouchEpisode",
     "SummaryBook",
     "SummaryNotFoundError",
-    "SummaryTotals",
-    "TopicMap",
-    "WireFormatError",
     "configure_parser",
     "configure_report_parser",
     "fetch_summary",
@@ -81,12 +73,6 @@ __getattr__, __dir__ = lazy_exports(
         "write_report": "report",
         "DashboardConfig": "service",
         "DashboardService": "service",
-        "DailySummary": "summary",
-        "FallRecord": "summary",
-        "SlouchEpisode": "summary",
-        "SummaryTotals": "summary",
         "SummaryBook": "summary_book",
-        "TopicMap": "wire",
-        "WireFormatError": "wire",
     },
 )

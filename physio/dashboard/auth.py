@@ -19,12 +19,12 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import ConfigError
+from physio.dashboard.sessions import SessionStore  # re-exported: its old home
 
 __all__ = [
     "TOKEN_ENV",
@@ -109,6 +109,8 @@ class Credentials:
 
     users: dict[str, str] = field(default_factory=dict)  # name -> hash
     token_hash: str | None = None
+    # Where ``users`` came from; the running dashboard reloads it on change.
+    password_file: Path | None = None
 
     @property
     def configured(self) -> bool:
@@ -141,7 +143,16 @@ class Credentials:
                     )
                 users[normalize_user_name(name)] = encoded
         token_hash = hash_secret(token) if token else None
-        return cls(users=users, token_hash=token_hash)
+        return cls(users=users, token_hash=token_hash, password_file=password_file)
+
+    def reloaded(self) -> Credentials:
+        """The password file read again (the token stays as it was).
+
+        Raises:
+            ConfigError: as :meth:`load`.
+        """
+        fresh = Credentials.load(self.password_file, None)
+        return Credentials(fresh.users, self.token_hash, self.password_file)
 
     def check(self, name: str, secret: str) -> str | None:
         """The name to record for a correct login, or None.
@@ -160,44 +171,6 @@ class Credentials:
             # the shared token never passes for one of a named user.
             return f"{name.strip()} (token)"
         return None
-
-
-class SessionStore:
-    """Random session ids held in memory, each valid for ``lifetime_s``."""
-
-    def __init__(self, lifetime_s: float = 12 * 3600.0, max_sessions: int = 1000) -> None:
-        self.lifetime_s = lifetime_s
-        self.max_sessions = max_sessions
-        self._sessions: dict[str, tuple[str, float]] = {}
-
-    def create(self, user: str, now_s: float | None = None) -> str:
-        """A new session id for ``user``."""
-        now_s = time.monotonic() if now_s is None else now_s
-        self._expire(now_s)
-        if len(self._sessions) >= self.max_sessions:
-            self._sessions.pop(next(iter(self._sessions)))
-        session_id = secrets.token_urlsafe(32)
-        self._sessions[session_id] = (user, now_s + self.lifetime_s)
-        return session_id
-
-    def user(self, session_id: str | None, now_s: float | None = None) -> str | None:
-        """The user of a live session, or None."""
-        if not session_id:
-            return None
-        now_s = time.monotonic() if now_s is None else now_s
-        entry = self._sessions.get(session_id)
-        if entry is None or entry[1] < now_s:
-            return None
-        return entry[0]
-
-    def end(self, session_id: str | None) -> None:
-        """Log out."""
-        if session_id:
-            self._sessions.pop(session_id, None)
-
-    def _expire(self, now_s: float) -> None:
-        for key in [k for k, (_u, until) in self._sessions.items() if until < now_s]:
-            del self._sessions[key]
 
 
 def is_loopback_host(host: str) -> bool:

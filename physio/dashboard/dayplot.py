@@ -15,7 +15,7 @@ from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
-from physio.dashboard.summary import DailySummary
+from alerts.summary import DailySummary
 
 __all__ = ["CATEGORY_COLORS", "dominant_categories", "render_day_svg"]
 

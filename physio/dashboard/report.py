@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import date, datetime
 from html import escape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from alerts.intake import DropCounter, read_message
 from alerts.mqtt import MqttClient, MqttSettings
+from alerts.summary import DailySummary, FallRecord
+from alerts.topics import Topics
+from alerts.wire import PayloadError
 from common.errors import ConfigError, PostureMonitorError
+from common.ids import ID_PATTERN
 from physio.dashboard.dayplot import CATEGORY_COLORS, dominant_categories, render_day_svg
-from physio.dashboard.summary import DailySummary, FallRecord
-from physio.dashboard.wire import ID_PATTERN, TopicMap
 
 __all__ = [
+    "BadSummaryError",
     "MissingExtraError",
     "SummaryNotFoundError",
     "fetch_summary",
@@ -43,6 +48,10 @@ class MissingExtraError(PostureMonitorError, ImportError):
     """An optional dependency is not installed (the message says which extra)."""
 
 
+class BadSummaryError(PostureMonitorError, ValueError):
+    """The retained message is not a daily summary of the contract (it was dropped)."""
+
+
 async def fetch_summary(
     settings: MqttSettings,
     patient_id: str,
@@ -60,25 +69,42 @@ async def fetch_summary(
         ConfigError: an invalid patient id.
         BrokerError: the broker cannot be reached.
         SummaryNotFoundError: nothing retained for that patient and day.
-        physio.dashboard.wire.WireFormatError: the retained message is not a summary.
+        BadSummaryError: the retained message breaks the contract (too large,
+            not a summary, another patient's...); it is logged and counted.
     """
     if ID_PATTERN.fullmatch(patient_id) is None:
         raise ConfigError(
             f"invalid patient id {patient_id!r}: expected 1-64 characters from A-Z a-z 0-9 '_' '-'"
         )
-    topics = TopicMap(topic_root)
+    topics = Topics(topic_root)
     topic = (
         topics.summary_archive(patient_id, day.isoformat())
         if day is not None
-        else topics.patient(patient_id, "summary")
+        else topics.summary(patient_id)
     )
+    drops = DropCounter(_log)
     async with MqttClient(settings, clean_start=True) as client:
         await client.subscribe(topic, qos=1)
         try:
             async with asyncio.timeout(timeout_s):
                 async for message in client.messages():
-                    if message.topic == topic and message.payload:
-                        return DailySummary.from_json(message.payload)
+                    if message.topic != topic or not message.payload:
+                        continue
+                    try:
+                        inbound = read_message(
+                            topics,
+                            message.topic,
+                            message.payload,
+                            retained=message.retain,
+                            received_s=time.time(),
+                        )
+                    except PayloadError as exc:
+                        drops.drop(exc.reason, topics.parse(message.topic), str(exc))
+                        raise BadSummaryError(
+                            f"the summary on {topic} is unusable ({exc.reason}): {exc}"
+                        ) from None
+                    if inbound is not None and isinstance(inbound.payload, DailySummary):
+                        return inbound.payload
         except TimeoutError:
             pass
     when = day.isoformat() if day is not None else "any day"

@@ -12,18 +12,21 @@ session when credentials are configured):
 * ``GET /api/patients/{patient_id}/summary.json|.svg[?day=YYYY-MM-DD]``
 * ``GET /healthz`` liveness, no patient data
 
-Every POST must carry ``X-Requested-With: posture-dashboard`` (a page on
-another origin cannot add that header without a CORS preflight we never
-grant) and, if the browser sends ``Origin``, it must match the host.
+Only allowed host names are served, every state-changing request's
+``Origin`` is checked, every POST but the login form carries
+``X-Requested-With: posture-dashboard`` (a page on another origin cannot add
+that header without a CORS preflight we never grant), and an ack carries the
+page's ``X-CSRF-Token`` (from the snapshot): see guard.py and docs/security.md.
+A live stream ends when its session does (logout, expiry, password change).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import time
-from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from datetime import date
 from importlib import resources
 from typing import Any, Protocol
@@ -31,7 +34,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from alerts.acks import ACK_ACTIONS
+from alerts.summary import DailySummary
 from common.errors import BrokerError
+from common.ids import ID_PATTERN
 from physio.dashboard.auth import (
     Credentials,
     SessionStore,
@@ -40,15 +46,14 @@ from physio.dashboard.auth import (
 )
 from physio.dashboard.broadcast import Broadcaster
 from physio.dashboard.dayplot import render_day_svg
+from physio.dashboard.guard import CSRF_TOKEN_HEADER, GATE, SESSION_COOKIE, Gate
+from physio.dashboard.login import login, logout
 from physio.dashboard.model import DashboardModel
-from physio.dashboard.summary import DailySummary
-from physio.dashboard.wire import ACK_ACTIONS, ID_PATTERN
 
-__all__ = ["CSRF_HEADER", "SESSION_COOKIE", "Backend", "create_app"]
+__all__ = ["CSRF_HEADER", "CSRF_TOKEN_HEADER", "SESSION_COOKIE", "Backend", "create_app"]
 
 _log = logging.getLogger(__name__)
 
-SESSION_COOKIE = "pm_dashboard_session"
 CSRF_HEADER = "X-Requested-With"
 _CSRF_VALUE = "posture-dashboard"
 _KEEPALIVE_S = 15.0
@@ -58,7 +63,6 @@ _STATIC = {
     "login.js": "application/javascript",
 }
 _PUBLIC_PREFIXES = ("/static/", "/healthz")
-_LOGIN_FAILURES_PER_MIN = 10
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -76,8 +80,11 @@ class Backend(Protocol):
     model: DashboardModel
     broadcaster: Broadcaster
 
-    async def acknowledge(self, event_id: str, action: str, by: str) -> dict[str, Any]:
-        """Publish an ack; the updated alert. Raises KeyError, BrokerError."""
+    async def acknowledge(
+        self, event_id: str, action: str, by: str, source: str = ""
+    ) -> dict[str, Any]:
+        """Publish and record an ack (``source``: the browser's address); the
+        updated alert. Raises KeyError, BrokerError."""
         ...
 
     def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
@@ -90,9 +97,6 @@ class Backend(Protocol):
 
 
 _BACKEND = web.AppKey("backend", Backend)
-_CREDENTIALS = web.AppKey("credentials", Credentials)
-_SESSIONS = web.AppKey("sessions", SessionStore)
-_FAILURES = web.AppKey("failures", dict)
 _USER = web.RequestKey("user", str)
 
 
@@ -106,15 +110,16 @@ def _user(request: web.Request) -> str | None:
 
 @web.middleware
 async def _security(request: web.Request, handler: Handler) -> web.StreamResponse:
-    credentials = request.app[_CREDENTIALS]
-    if request.method == "POST":
-        origin = request.headers.get("Origin")
-        if origin is not None and origin.split("://", 1)[-1] != request.host:
-            raise web.HTTPForbidden(text="cross-origin request refused")
-        if request.path != "/login" and request.headers.get(CSRF_HEADER) != _CSRF_VALUE:
-            raise web.HTTPForbidden(text=f"missing {CSRF_HEADER} header")
-    if credentials.configured:
-        user = request.app[_SESSIONS].user(request.cookies.get(SESSION_COOKIE))
+    gate = request.app[GATE]
+    gate.check_request(request)  # Host and Origin
+    if (
+        request.method == "POST"
+        and request.path != "/login"
+        and request.headers.get(CSRF_HEADER) != _CSRF_VALUE
+    ):
+        raise web.HTTPForbidden(text=f"missing {CSRF_HEADER} header")
+    if gate.credentials.configured:
+        user = gate.sessions.user(request.cookies.get(SESSION_COOKIE))
         public = request.path == "/login" or request.path.startswith(_PUBLIC_PREFIXES)
         if user is None and not public:
             if request.path.startswith("/api/"):
@@ -143,50 +148,9 @@ async def _static(request: web.Request) -> web.Response:
 
 
 async def _login_page(request: web.Request) -> web.Response:
-    if not request.app[_CREDENTIALS].configured:
+    if not request.app[GATE].credentials.configured:
         raise web.HTTPFound("/")
     return web.Response(body=_asset("login.html"), content_type="text/html", charset="utf-8")
-
-
-async def _login(request: web.Request) -> web.Response:
-    credentials = request.app[_CREDENTIALS]
-    if not credentials.configured:
-        raise web.HTTPFound("/")
-    remote = request.remote or "?"
-    failures: deque[float] = request.app[_FAILURES].setdefault(remote, deque())
-    now = time.monotonic()
-    while failures and failures[0] < now - 60.0:
-        failures.popleft()
-    if len(failures) >= _LOGIN_FAILURES_PER_MIN:
-        raise web.HTTPTooManyRequests(text="too many failed logins; wait a minute")
-    form = await request.post()
-    name, secret = str(form.get("name", "")), str(form.get("secret", ""))
-    # scrypt takes ~50 ms on purpose: keep it off the event loop.
-    user = await asyncio.to_thread(credentials.check, name, secret)
-    if user is None:
-        failures.append(now)
-        _log.warning("failed dashboard login from %s", remote)
-        await asyncio.sleep(0.5)
-        raise web.HTTPFound("/login?failed=1")
-    session_id = request.app[_SESSIONS].create(user)
-    response = web.HTTPFound("/")
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_id,
-        httponly=True,
-        samesite="Strict",
-        path="/",
-        max_age=int(request.app[_SESSIONS].lifetime_s),
-    )
-    _log.info("dashboard login by %s", user)
-    raise response
-
-
-async def _logout(request: web.Request) -> web.Response:
-    request.app[_SESSIONS].end(request.cookies.get(SESSION_COOKIE))
-    response = web.HTTPFound("/login" if request.app[_CREDENTIALS].configured else "/")
-    response.del_cookie(SESSION_COOKIE, path="/")
-    raise response
 
 
 def _snapshot(request: web.Request) -> dict[str, Any]:
@@ -195,7 +159,8 @@ def _snapshot(request: web.Request) -> dict[str, Any]:
         **backend.model.snapshot(),
         "now_s": backend.now_s(),
         "user": _user(request),
-        "login_required": request.app[_CREDENTIALS].configured,
+        "login_required": request.app[GATE].credentials.configured,
+        "csrf_token": request.app[GATE].csrf_token(request, SESSION_COOKIE),
     }
 
 
@@ -208,8 +173,16 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 
 async def _stream(request: web.Request) -> web.StreamResponse:
-    backend = request.app[_BACKEND]
+    backend, gate = request.app[_BACKEND], request.app[GATE]
     subscription = backend.broadcaster.subscribe()
+    # The stream lives no longer than its session: logout, expiry and a
+    # changed password close it at once (the closer wakes the loop below).
+    session_id = request.cookies.get(SESSION_COOKIE) if gate.credentials.configured else None
+
+    def close() -> None:
+        backend.broadcaster.unsubscribe(subscription)
+        subscription.close()
+
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -218,16 +191,24 @@ async def _stream(request: web.Request) -> web.StreamResponse:
             **{k: v for k, v in _SECURITY_HEADERS.items() if k != "Cache-Control"},
         }
     )
+    if session_id:
+        gate.sessions.attach(session_id, close)
     try:
         await response.prepare(request)
         # Subscribed before the snapshot is taken, so nothing falls in between;
         # an update queued before the snapshot is applied twice, which is harmless.
         await response.write(b"retry: 2000\n\n" + _sse("snapshot", _snapshot(request)))
         while True:
+            timeout_s = _KEEPALIVE_S
+            if session_id:
+                timeout_s = min(timeout_s, gate.sessions.remaining_s(session_id))
+                if timeout_s <= 0:
+                    break  # the session expired
             try:
-                update = await asyncio.wait_for(subscription.queue.get(), _KEEPALIVE_S)
+                update = await asyncio.wait_for(subscription.queue.get(), timeout_s)
             except TimeoutError:
-                if subscription.overflowed:
+                expired = session_id is not None and gate.sessions.remaining_s(session_id) <= 0
+                if subscription.overflowed or expired:
                     break
                 await response.write(b": keepalive\n\n")
                 continue
@@ -237,12 +218,15 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the browser went away
     finally:
+        if session_id:
+            gate.sessions.detach(session_id, close)
         backend.broadcaster.unsubscribe(subscription)
     return response
 
 
 async def _ack(request: web.Request) -> web.Response:
     backend = request.app[_BACKEND]
+    request.app[GATE].check_csrf(request, SESSION_COOKIE)
     event_id = request.match_info["event_id"]
     try:
         body = await request.json()
@@ -257,7 +241,7 @@ async def _ack(request: web.Request) -> web.Response:
         typed = normalize_user_name(str(body.get("by") or "").strip())
         user = typed if valid_user_name(typed) else "local user"
     try:
-        alert = await backend.acknowledge(event_id, action, user)
+        alert = await backend.acknowledge(event_id, action, user, source=request.remote or "")
     except KeyError as exc:
         raise web.HTTPNotFound(text="no such alert") from exc
     except BrokerError as exc:
@@ -296,23 +280,57 @@ async def _summary_svg(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     backend = request.app[_BACKEND]
-    return web.json_response({"ok": True, "broker_connected": backend.model.broker_connected})
+    intake = backend.model.intake  # counts per reason only: no patient ids here
+    return web.json_response(
+        {
+            "ok": True,
+            "broker_connected": backend.model.broker_connected,
+            "dropped": {"total": intake["total"], "by_reason": intake["by_reason"]},
+            # The alert record: writing (ok), writes queued, failures so far.
+            **({"record": health()} if (health := getattr(backend, "record_health", None)) else {}),
+        }
+    )
+
+
+async def _password_file_watch(app: web.Application) -> AsyncIterator[None]:
+    gate = app[GATE]
+    task = None
+    if gate.credentials.password_file is not None:
+        task = asyncio.create_task(gate.watch_password_file(), name="dashboard-password-file")
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    gate.close()
 
 
 def create_app(
-    backend: Backend, credentials: Credentials, sessions: SessionStore | None = None
+    backend: Backend,
+    credentials: Credentials,
+    sessions: SessionStore | None = None,
+    *,
+    listen_host: str = "127.0.0.1",
+    allowed_hosts: Iterable[str] = (),
 ) -> web.Application:
-    """The aiohttp application; the caller runs it (see service.py)."""
+    """The aiohttp application; the caller runs it (see service.py).
+
+    ``listen_host`` and ``allowed_hosts`` are the host names browsers may
+    use besides the localhost names (guard.py)."""
     app = web.Application(middlewares=[_security], client_max_size=64 * 1024)
     app[_BACKEND] = backend
-    app[_CREDENTIALS] = credentials
-    app[_SESSIONS] = sessions or SessionStore()
-    app[_FAILURES] = {}
+    app[GATE] = Gate(
+        credentials,
+        sessions or SessionStore(),
+        listen_host=listen_host,
+        allowed_hosts=allowed_hosts,
+    )
+    app.cleanup_ctx.append(_password_file_watch)
     app.router.add_get("/", _index)
     app.router.add_get("/static/{name}", _static)
     app.router.add_get("/login", _login_page)
-    app.router.add_post("/login", _login)
-    app.router.add_post("/logout", _logout)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
     app.router.add_get("/api/snapshot", _snapshot_json)
     app.router.add_get("/api/stream", _stream)
     app.router.add_post("/api/alerts/{event_id}/ack", _ack)

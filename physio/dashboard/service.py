@@ -12,12 +12,28 @@ changed daily summaries.
 The dashboard subscribes with a persistent session (fixed client id, clean
 start off, one hour session expiry on MQTT 5), so falls published while it was
 restarting are delivered when it comes back.
+
+Every message is read through the one contract (``alerts.intake``): what
+breaks it is dropped and counted per reason and source (``drops``, shown in
+``/healthz``, the snapshot and the page footer), never shown as a patient,
+alert or gateway; an error while applying one message is logged and that
+message skipped. Patients are capped per gateway and in total
+(``alerts.intake.PatientCap``) so made-up ids cannot exhaust memory.
+
+Beyond the one-hour session, the alert record (:mod:`physio.dashboard.record`,
+SQLite or PostgreSQL) brings back every alert still open at start, and the
+gateways' retained open falls (``{root}/patients/+/alerts``) bring back every
+fall still open that the record never saw. Several instances may share one
+PostgreSQL record and one broker: each escalation level is claimed in the
+record first, so exactly one instance hands it to its notifier.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import logging
 import re
 import socket
@@ -31,8 +47,16 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from alerts.acks import Ack, EscalationMessage
+from alerts.events import AlertEvent, EventType
+from alerts.intake import DropCounter, Inbound, PatientCap, read_message
 from alerts.mqtt import Message, MqttClient
-from common.errors import BrokerError
+from alerts.open_falls import OpenFalls
+from alerts.state import GatewayState, GatewayStatus, PatientState
+from alerts.summary import DailySummary
+from alerts.topics import TopicKind, Topics
+from alerts.wire import DropReason, PayloadError, utc_from_timestamp
+from common.errors import BrokerError, ConfigError
 from common.ids import mask_id
 from physio.dashboard.auth import SessionStore
 from physio.dashboard.broadcast import Broadcaster
@@ -40,21 +64,12 @@ from physio.dashboard.config import DashboardConfig
 from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
 from physio.dashboard.notify import DeliveryStatus, EscalationNotice, Notifier
+from physio.dashboard.record import AlertRecord
+from physio.dashboard.record_ops import Claim
+from physio.dashboard.recorder import Recorder
 from physio.dashboard.server import create_app
-from physio.dashboard.summary import DailySummary
+from physio.dashboard.store import StoreError
 from physio.dashboard.summary_book import SummaryBook
-from physio.dashboard.wire import (
-    AckMessage,
-    EscalationMessage,
-    TopicKind,
-    TopicMap,
-    WireFormatError,
-    parse_ack,
-    parse_escalation,
-    parse_event,
-    parse_gateway_status,
-    parse_state,
-)
 
 __all__ = ["DashboardConfig", "DashboardService"]
 
@@ -63,7 +78,12 @@ _log = logging.getLogger(__name__)
 _TICK_S = 0.25
 _ACK_TIMEOUT_S = 10.0
 _SESSION_EXPIRY_S = 3600
+# Patients a restored summary may bring in (no gateway named there).
+_SUMMARY_SOURCE = "(summaries)"
 _BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
+# An instance that claimed an escalation level and died before recording it
+# loses the claim after this long; another instance then sends the level.
+_CLAIM_LEASE_S = 10.0
 
 
 class DashboardService:
@@ -78,17 +98,19 @@ class DashboardService:
             (bad credentials, TLS); an unreachable broker is retried while the
             page says so.
         OSError: the listen address is in use.
+        ConfigError, StoreError: the alert record cannot be opened.
     """
 
     def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
-        self.topics = TopicMap(config.topic_root)
+        self.topics = Topics(config.topic_root)
         self.model = DashboardModel(history_s=config.history_s, directory=config.patients.to_dict())
         self.broadcaster = Broadcaster()
         self.escalator = Escalator(config.escalation)
         self.book = SummaryBook(ZoneInfo(config.timezone))
-        self.dropped: dict[str, int] = {}
+        self.drops = DropCounter(_log)
+        self.patients = PatientCap(config.max_patients, config.max_patients_per_gateway)
         self.escalations_published = 0
         self.ticks = 0
         """Rounds of the ticker done (escalations checked): lets a test or an
@@ -105,15 +127,30 @@ class DashboardService:
             on_status=self._on_notify_status,
             clock=clock,
         )
+        self.client_id = config.client_id or _default_client_id(config.listen_port)
+        self.instance = f"{self.client_id}#{uuid.uuid4().hex[:8]}"
+        self.record = AlertRecord(config.database)
+        self.recorder = Recorder(self.record, self.instance, clock)
+        self._record_open = False
+        self._reanswered: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         config = self.config
-        client_id = config.client_id or _default_client_id(config.listen_port)
+        await self.record.__aenter__()
+        self._record_open = True
+        try:
+            # Before MQTT: what the record knows is on screen before anything new.
+            self.broadcaster.publish(
+                await self.recorder.restore(self.model, self.escalator, self.book)
+            )
+        except BaseException:
+            await self._shutdown()
+            raise
         self._mqtt = MqttClient(
             config.broker,
-            client_id=client_id,
+            client_id=self.client_id,
             clean_start=False,
             session_expiry_s=_SESSION_EXPIRY_S,
             wait_for_connection=False,
@@ -121,15 +158,32 @@ class DashboardService:
         await self._mqtt.__aenter__()
         try:
             await self.notifier.__aenter__()
-            for topic_filter in self.topics.subscriptions():
+            for topic_filter in (
+                self.topics.all_status,
+                self.topics.all_states,
+                self.topics.all_events,
+                self.topics.all_acks,
+                self.topics.all_escalations,
+                self.topics.all_summaries,
+                self.topics.all_alerts,
+            ):
                 await self._mqtt.subscribe(topic_filter, qos=1)
-            app = create_app(self, config.credentials, SessionStore())
+            app = create_app(
+                self,
+                config.credentials,
+                SessionStore(lifetime_s=config.session_lifetime_s),
+                listen_host=config.listen_host,
+                allowed_hosts=config.allowed_hosts,
+            )
             self._runner = web.AppRunner(
                 app, handle_signals=False, shutdown_timeout=2.0, access_log=None
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, config.listen_host, config.listen_port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise _listen_error(config.listen_host, config.listen_port, exc) from None
             self._port = int(self._runner.addresses[0][1])
             self._tasks = asyncio.TaskGroup()
             await self._tasks.__aenter__()
@@ -168,6 +222,9 @@ class DashboardService:
         if self._mqtt is not None:
             mqtt, self._mqtt = self._mqtt, None
             await mqtt.__aexit__(None, None, None)
+        if self._record_open:
+            self._record_open = False
+            await self.record.__aexit__(None, None, None)
 
     @property
     def url(self) -> str:
@@ -186,12 +243,25 @@ class DashboardService:
         """Wall clock, POSIX seconds."""
         return self._clock()
 
+    def record_health(self) -> dict[str, Any]:
+        """The alert record's health for ``/healthz`` (no path, host or patient)."""
+        return {
+            "ok": self.record.healthy,
+            "kind": self.record.kind,
+            "pending_writes": self.record.pending,
+            "failures": self.record.failures,
+        }
+
     def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
         """A patient's summary of one day (default: the latest)."""
         return self.book.summary(patient_id, day)
 
-    async def acknowledge(self, event_id: str, action: str, by: str) -> dict[str, Any]:
-        """Publish an ack (QoS 1, waits for the broker) and apply it here.
+    async def acknowledge(
+        self, event_id: str, action: str, by: str, source: str = ""
+    ) -> dict[str, Any]:
+        """Publish an ack (QoS 1, waits for the broker), record it and apply it here.
+
+        ``source`` is where the person clicked (the browser's address).
 
         Raises:
             KeyError: no such alert.
@@ -200,16 +270,17 @@ class DashboardService:
         patient_id = self.model.patient_of(event_id)
         if patient_id is None or self._mqtt is None:
             raise KeyError(event_id)
-        ack = AckMessage(event_id=event_id, action=action, by=by, time_s=self._clock())
+        ack = Ack.at(event_id, action, by, self._clock())
         try:
             # A person is waiting on the button: say "not sent" rather than hang.
             async with asyncio.timeout(_ACK_TIMEOUT_S):
-                await self._mqtt.publish(
-                    self.topics.patient(patient_id, "acks"), ack.to_json(), qos=1
-                )
+                await self._mqtt.publish(self.topics.acks(patient_id), ack.to_json(), qos=1)
         except TimeoutError:
             raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
         _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
+        self.recorder.on_ack(
+            patient_id, ack, f"dashboard {self.instance} from {source or 'an unknown address'}"
+        )
         self._apply_ack(patient_id, ack)
         alert = self.model.alert(event_id)
         if alert is None:
@@ -221,61 +292,135 @@ class DashboardService:
     async def _receive(self) -> None:
         assert self._mqtt is not None  # set in __aenter__
         async for message in self._mqtt.messages():
-            try:
-                self.handle_message(message, self._clock())
-            except WireFormatError as exc:
-                self._drop(message.topic, str(exc))
+            self.handle_message(message, self._clock())
 
     def handle_message(self, message: Message, received_s: float) -> None:
-        """Apply one broker message. Raises WireFormatError for a bad payload."""
-        route = self.topics.classify(message.topic)
-        if route is None:
-            return
-        kind, ident = route
+        """Apply one broker message; a bad one is dropped and counted, never raised.
+
+        A bug while applying a valid message is logged with its traceback and
+        counted as ``handler_error``: one message must not stop the dashboard.
+        """
+        info = self.topics.parse(message.topic)
+        try:
+            inbound = read_message(
+                self.topics,
+                message.topic,
+                message.payload,
+                retained=message.retain,
+                received_s=received_s,
+                policy=self.config.clock_policy,
+            )
+            if inbound is not None:
+                self._apply(inbound)
+                if not inbound.clock_trusted and inbound.payload is not None:
+                    self.drops.untrusted_clock(inbound.topic)
+        except PayloadError as exc:
+            self.drops.drop(exc.reason, info, str(exc))
+        except Exception:  # the receive loop must outlive any one message
+            _log.exception("bug while applying a message on %s; skipped", info and info.kind)
+            self.drops.drop(DropReason.HANDLER_ERROR, info, "see the traceback above")
+
+    def _admit(self, patient_id: str, source: str) -> None:
+        if not self.patients.admit(patient_id, source):
+            raise PayloadError(
+                f"patient cap reached ({self.patients.max_patients} in total, "
+                f"{self.patients.max_per_gateway} per gateway)",
+                DropReason.OVER_CAPACITY,
+            )
+
+    def _apply(self, inbound: Inbound) -> None:
+        kind, ident, obj = inbound.topic.kind, inbound.topic.id, inbound.payload
+        received_s, at_s = inbound.received_s, inbound.at_s
         updates: list[Update] = []
-        if kind is TopicKind.STATE:
-            if not message.payload:
-                return  # a cleared retained state
-            state = parse_state(message.payload)
-            if state.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            # A retained state may be hours old: its age is its own time.
-            seen_s = min(received_s, state.time_s) if message.retain else received_s
-            updates += self.model.apply_state(state, seen_s)
-            self.book.on_state(state)
-        elif kind is TopicKind.EVENTS:
-            event = parse_event(message.payload)
-            if event.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            updates += self.model.apply_event(event, received_s)
-            self.book.on_event(event)
-            if event.type == "fall_detected":
-                self.escalator.on_fall(event.event_id, event.patient_id, event.time_s, received_s)
-                _log.warning("fall of %s received", mask_id(event.patient_id))
-            elif event.type == "fall_cancelled":
-                self.escalator.on_cancelled(event.patient_id, event.time_s)
-        elif kind is TopicKind.ACKS:
-            updates += self._apply_ack(ident, parse_ack(message.payload), publish=False)
-        elif kind is TopicKind.ESCALATIONS:
-            escalation = parse_escalation(message.payload, ident)
-            self.escalator.on_escalation_seen(escalation.event_id, escalation.level)
-            self.book.on_escalation(ident, escalation.event_id, escalation.level)
-            updates += self.model.apply_escalation(escalation)
-        elif kind is TopicKind.SUMMARY:
-            if not message.payload:
-                return
-            summary = DailySummary.from_json(message.payload)
-            if summary.patient_id != ident:
-                raise WireFormatError("patient_id does not match the topic")
-            self.book.on_remote(summary)
-            mine = self.book.summary(ident, summary.day)
+        if isinstance(obj, PatientState):
+            self._admit(ident, obj.gateway_id)
+            updates += self.model.apply_state(obj, at_s, received_s)
+            self.book.on_state(obj, at_s)
+        elif isinstance(obj, AlertEvent):
+            self._admit(ident, obj.gateway_id)
+            updates += self.model.apply_event(obj, at_s, received_s)
+            self.recorder.on_event(obj, at_s, received_s, f"gateway {obj.gateway_id}")
+            self.book.on_event(obj, at_s)
+            if obj.type is EventType.FALL_DETECTED:
+                self.escalator.on_fall(obj.event_id, obj.patient_id, at_s, received_s)
+                _log.warning("fall of %s received", mask_id(obj.patient_id))
+            elif obj.type is EventType.FALL_CANCELLED:
+                self.escalator.on_cancelled(obj.patient_id, at_s)
+        elif isinstance(obj, Ack):
+            self.recorder.on_ack(ident, obj)
+            updates += self._apply_ack(ident, obj, publish=False)
+        elif isinstance(obj, EscalationMessage):
+            self.recorder.on_escalation(obj)
+            self.escalator.on_escalation_seen(obj.event_id, obj.level)
+            self.book.on_escalation(ident, obj.event_id, obj.level)
+            updates += self.model.apply_escalation(obj)
+        elif isinstance(obj, DailySummary) and kind is TopicKind.SUMMARY:
+            if not self.patients.knows(ident):
+                self._admit(ident, _SUMMARY_SOURCE)
+            self.book.on_remote(obj)
+            mine = self.book.summary(ident, obj.day)
             if mine is not None:
                 updates += self.model.apply_summary(mine)
                 updates += self._restore_falls(mine, received_s)
-        elif kind is TopicKind.GATEWAY_STATUS:
-            status = parse_gateway_status(message.payload, ident)
-            updates += self.model.apply_gateway(status, received_s)
+        elif isinstance(obj, OpenFalls):
+            self._admit(ident, obj.gateway_id)
+            updates += self._apply_open_falls(obj, at_s, received_s)
+        elif isinstance(obj, GatewayStatus) or (obj is None and kind is TopicKind.STATUS):
+            # A cleared retained status: the gateway is gone, shown offline.
+            status = obj or GatewayStatus(
+                ident, GatewayState.OFFLINE, utc_from_timestamp(received_s)
+            )
+            try:
+                updates += self.model.apply_gateway(status, received_s)
+            except OverflowError as exc:
+                raise PayloadError(str(exc), DropReason.OVER_CAPACITY) from None
         self.broadcaster.publish(updates)
+
+    def _apply_open_falls(self, listed: OpenFalls, at_s: float, received_s: float) -> list[Update]:
+        """A gateway's retained list of a patient's open falls (``{root}/patients/+/alerts``).
+
+        A fall we never saw (its event lost in a broker crash, or older than our
+        session) is added like an event; a fall we know was answered is answered
+        again on MQTT, because the gateway missed that ack and keeps it open.
+        """
+        updates: list[Update] = []
+        for event in listed.open:
+            known = self.model.alert(event.event_id)
+            if known is None:
+                # Filed as received now: a late fall escalates sooner, never later.
+                fall_s = min(event.time_s, received_s)
+                updates += self.model.apply_event(event, fall_s, received_s)
+                self.recorder.on_event(
+                    event, fall_s, received_s, f"retained open falls of gateway {listed.gateway_id}"
+                )
+                self.book.on_event(event, fall_s)
+                self.escalator.on_fall(event.event_id, event.patient_id, fall_s, received_s)
+                _log.warning(
+                    "fall of %s learnt from its retained open falls", mask_id(event.patient_id)
+                )
+            elif known["acks"] and event.event_id not in self._reanswered:
+                self._reanswered.add(event.event_id)
+                self._reanswer(event.patient_id, known)
+        return updates
+
+    def _reanswer(self, patient_id: str, alert: dict[str, Any]) -> None:
+        if self._tasks is None or self._mqtt is None:
+            return
+        mqtt, topic = self._mqtt, self.topics.acks(patient_id)
+        acks = [
+            Ack.from_json(json.dumps({"event_id": alert["event_id"], **a})) for a in alert["acks"]
+        ]
+
+        async def reanswer() -> None:
+            for ack in acks:
+                try:
+                    await mqtt.publish(topic, ack.to_json(), qos=1)
+                except BrokerError as exc:
+                    self._reanswered.discard(ack.event_id)  # again with the next list
+                    _log.warning("could not repeat an ack to the gateway: %s", exc)
+                    return
+
+        self._tasks.create_task(reanswer(), name=f"reanswer-{alert['event_id']}")
 
     def _restore_falls(self, summary: DailySummary, received_s: float) -> list[Update]:
         updates: list[Update] = []
@@ -292,9 +437,10 @@ class DashboardService:
             self.escalator.on_escalation_seen(fall.event_id, fall.escalation_level)
             if fall.acknowledged_s is not None:
                 self.escalator.on_handled(fall.event_id, "acknowledged")
+            self.recorder.on_restored_fall(summary.patient_id, fall, received_s)
         return updates
 
-    def _apply_ack(self, patient_id: str, ack: AckMessage, publish: bool = True) -> list[Update]:
+    def _apply_ack(self, patient_id: str, ack: Ack, publish: bool = True) -> list[Update]:
         self.escalator.on_handled(ack.event_id, ack.action)
         self.notifier.stop(ack.event_id, f"fall {ack.action} on a dashboard")
         self.book.on_ack(patient_id, ack)
@@ -304,13 +450,6 @@ class DashboardService:
             return []
         return updates
 
-    def _drop(self, topic: str, why: str) -> None:
-        route = self.topics.classify(topic)
-        kind = route[0].value if route else "other"
-        count = self.dropped[kind] = self.dropped.get(kind, 0) + 1
-        if count & (count - 1) == 0:  # the first, then every power of two
-            _log.warning("dropped %d bad %s message(s); latest: %s", count, kind, why)
-
     # -- ticking -------------------------------------------------------------
 
     async def _tick(self) -> None:
@@ -318,6 +457,7 @@ class DashboardService:
         next_summary_s = time.monotonic() + self.config.summary_interval_s
         while True:
             self.broadcaster.publish(self.model.set_broker_connected(self._mqtt.connected))
+            self.broadcaster.publish(self.model.set_intake(self.drops.as_dict()))
             # Escalations go out even with the broker down: webhooks and
             # Apprise do not need it, and the MQTT copy is retried.
             await self._publish_escalations()
@@ -330,8 +470,33 @@ class DashboardService:
             self.ticks += 1
             await asyncio.sleep(_TICK_S)
 
+    async def _claim(self, due: Escalation) -> bool:
+        """True if this instance is the one to send ``due`` (claimed in the record)."""
+        try:
+            claim = await self.recorder.claim(due, _CLAIM_LEASE_S)
+        except StoreError as exc:
+            # A duplicate escalation beats a missing one: send it unclaimed.
+            _log.error("escalation claim failed (sending anyway): %s", exc)
+            return True
+        if claim is Claim.MISSING and not self.record.pending:
+            # Nobody recorded this fall and nothing is on its way to the record
+            # (a bug or a hand-edited database): send it unclaimed, never never.
+            _log.error("escalation of a fall missing from the record: sending it unclaimed")
+            return True
+        if claim is Claim.DONE or claim is Claim.CLOSED:
+            # Another instance sent it, or someone handled the fall there.
+            self.escalator.mark_issued(due.event_id, due.level)
+            if claim is Claim.DONE:
+                message = EscalationMessage.at(
+                    due.event_id, due.patient_id, due.level, self._clock()
+                )
+                self.broadcaster.publish(self.model.apply_escalation(message))
+        return claim is Claim.CLAIMED
+
     async def _publish_escalations(self) -> None:
         for due in self.escalator.due(self._clock()):
+            if not await self._claim(due):
+                continue  # another instance's, or not recorded yet: asked again next tick
             now_s = self._clock()
             # Marked issued at once: from here the notifier owns the delivery
             # (MQTT included, and the retries), so a dead recipient or a
@@ -344,7 +509,8 @@ class DashboardService:
                 mask_id(due.patient_id),
                 due.level,
             )
-            message = EscalationMessage(due.event_id, due.patient_id, due.level, now_s)
+            message = EscalationMessage.at(due.event_id, due.patient_id, due.level, now_s)
+            self.recorder.on_escalation(message, f"dashboard {self.instance}")
             self.broadcaster.publish(self.model.apply_escalation(message))
             self.notifier.submit(self._notice(due, now_s))
 
@@ -373,14 +539,14 @@ class DashboardService:
                     await self._mqtt.wait_connected()
             except TimeoutError:
                 raise BrokerError("broker unreachable") from None
-        message = EscalationMessage(
+        message = EscalationMessage.at(
             notice.event_id, notice.patient_id, notice.level, notice.issued_s
         )
         await self._mqtt.publish(
-            self.topics.patient(notice.patient_id, "escalations"), message.to_json(), qos=1
+            self.topics.escalations(notice.patient_id), message.to_json(), qos=1
         )
         await self._mqtt.publish(
-            f"{self.topics.root}/escalations", notice.to_json(with_patient=False), qos=1
+            self.topics.escalation_bridge, notice.to_json(with_patient=False), qos=1
         )
 
     def _on_notify_status(self, status: DeliveryStatus) -> None:
@@ -393,6 +559,7 @@ class DashboardService:
             summary = self.book.summary(patient_id, day)
             if summary is None:
                 continue
+            self.recorder.on_summary(summary)
             payload = summary.to_json()
             try:
                 await self._mqtt.publish(
@@ -403,7 +570,7 @@ class DashboardService:
                 )
                 if day == self.book.latest_day(patient_id):
                     await self._mqtt.publish(
-                        self.topics.patient(patient_id, "summary"), payload, qos=1, retain=True
+                        self.topics.summary(patient_id), payload, qos=1, retain=True
                     )
                     old = day - timedelta(days=self.config.keep_archive_days)
                     if (patient_id, old) not in self._archive_cleared:
@@ -428,3 +595,18 @@ def _default_client_id(port: int) -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40]
     suffix = str(port) if port else uuid.uuid4().hex[:8]
     return f"pm-dashboard-{host}-{suffix}"
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """One clear line for an HTTP address that cannot be bound (aiohttp's
+    message is a raw ``[Errno 98] error while attempting to bind ...``)."""
+    reasons = {
+        errno.EADDRINUSE: "the port is in use (another dashboard running?)",
+        errno.EADDRNOTAVAIL: "that is not an address of this machine",
+        errno.EACCES: "permission denied (ports below 1024 need privileges)",
+    }
+    reason = reasons.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+    shown = f"[{host}]" if ":" in host else host
+    return ConfigError(
+        f"cannot listen on {shown}:{port}: {reason}; choose another with --listen HOST:PORT"
+    )

@@ -2,10 +2,12 @@
 
 Each state message stands for the time until the next one of that patient,
 capped at ``max_gap_s``: a gateway publishes state about once a second, so a
-longer silence is missing data, not more of the same posture. Times come from
-the messages (sample time), never from the wall clock, so a recorded stream
-replays to the same totals. A state older than the previous one of the same
-patient (a re-delivered retained message) is ignored.
+longer silence is missing data, not more of the same posture. Times are the
+ones the caller files each message under (``Inbound.at_s``: the sender's
+sample time when its clock is credible, else the receipt time; see
+``alerts.clock``), never read here, so a recorded stream replays to the same
+totals. A state older than the previous one of the same patient (a
+re-delivered retained message) is ignored.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from physio.dashboard.summary import (
+from alerts.acks import Ack, AckAction
+from alerts.events import AlertEvent, EventType
+from alerts.state import Activity, PatientState
+from alerts.summary import (
     BIN_FIELDS,
     DailySummary,
     FallRecord,
     SlouchEpisode,
     day_bounds,
 )
-from physio.dashboard.wire import AckMessage, EventMessage, StateMessage
 
 __all__ = ["SummaryBook"]
 
@@ -50,9 +54,15 @@ class _Day:
     updated_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Seen:
+    state: PatientState
+    t_s: float  # when it is filed, POSIX s
+
+
 @dataclass
 class _Patient:
-    last_state: StateMessage | None = None
+    last_state: _Seen | None = None
     episode: tuple[date, str] | None = None  # the current or last episode
     episode_closed_by_event: bool = True
     last_fall: tuple[date, str] | None = None
@@ -87,64 +97,62 @@ class SummaryBook:
 
     # -- input -----------------------------------------------------------
 
-    def on_state(self, state: StateMessage) -> None:
-        """Account the time since the patient's previous state to that state."""
+    def on_state(self, state: PatientState, at_s: float) -> None:
+        """Account the time since the patient's previous state to that state
+        (filed at ``at_s``, POSIX s)."""
         patient = self._patients.setdefault(state.patient_id, _Patient())
         last = patient.last_state
-        if last is not None and state.time_s <= last.time_s:
+        if last is not None and at_s <= last.t_s:
             return
         if last is not None:
-            end_s = last.time_s + min(state.time_s - last.time_s, self.max_gap_s)
-            self._attribute(last, last.time_s, end_s)
-        patient.last_state = state
-        day = self._get(state.patient_id, state.time_s)
+            end_s = last.t_s + min(at_s - last.t_s, self.max_gap_s)
+            self._attribute(last.state, last.t_s, end_s)
+        patient.last_state = _Seen(state, at_s)
+        day = self._get(state.patient_id, at_s)
         if day is not None:
-            if state.slouch_threshold_deg is not None:
-                day.threshold_deg = state.slouch_threshold_deg
-            day.updated_s = max(day.updated_s, state.time_s)
+            day.threshold_deg = state.slouch_threshold_deg
+            day.updated_s = max(day.updated_s, at_s)
             self._dirty.add((state.patient_id, day.day))
-        self._follow_episode(patient, state)
+        self._follow_episode(patient, state, at_s)
 
-    def on_event(self, event: EventMessage) -> None:
-        """Slouch episodes and falls; other event types are ignored."""
+    def on_event(self, event: AlertEvent, at_s: float) -> None:
+        """Slouch episodes and falls, filed at ``at_s`` (POSIX s); other types are ignored."""
         patient = self._patients.setdefault(event.patient_id, _Patient())
-        day = self._get(event.patient_id, event.time_s)
+        day = self._get(event.patient_id, at_s)
         if day is None:
             return
-        if event.type == "slouch_started":
+        if event.type is EventType.SLOUCH_STARTED:
             if event.event_id not in day.episodes:
-                day.episodes[event.event_id] = SlouchEpisode(
-                    event.event_id, event.time_s, 0.0, True
-                )
+                day.episodes[event.event_id] = SlouchEpisode(event.event_id, at_s, 0.0, True)
                 patient.episode = (day.day, event.event_id)
                 patient.episode_closed_by_event = False
-        elif event.type == "slouch_ended":
-            self._end_episode(patient, day, event)
-        elif event.type == "fall_detected":
+        elif event.type is EventType.SLOUCH_ENDED:
+            self._end_episode(patient, day, event, at_s)
+        elif event.type is EventType.FALL_DETECTED:
             if event.event_id not in day.falls:
-                day.falls[event.event_id] = FallRecord(event.event_id, event.time_s)
+                day.falls[event.event_id] = FallRecord(event.event_id, at_s)
                 patient.last_fall = (day.day, event.event_id)
-        elif event.type == "fall_cancelled":
+        elif event.type is EventType.FALL_CANCELLED:
             if patient.last_fall is not None:
                 fall_day = self._days.get((event.patient_id, patient.last_fall[0]))
                 fall = fall_day.falls.get(patient.last_fall[1]) if fall_day else None
-                if fall_day is not None and fall is not None and fall.time_s <= event.time_s:
+                if fall_day is not None and fall is not None and fall.time_s <= at_s:
                     fall_day.falls[fall.event_id] = replace(fall, cancelled=True)
                     self._dirty.add((event.patient_id, fall_day.day))
         else:
             return
-        day.updated_s = max(day.updated_s, event.time_s)
+        day.updated_s = max(day.updated_s, at_s)
         self._dirty.add((event.patient_id, day.day))
 
-    def on_ack(self, patient_id: str, ack: AckMessage) -> None:
+    def on_ack(self, patient_id: str, ack: Ack) -> None:
         """Record who acknowledged or resolved a fall, and when (first one counts)."""
         found = self._find_fall(patient_id, ack.event_id)
         if found is None:
             return
         acc, fall = found
-        if ack.action == "acknowledged" and fall.acknowledged_s is None:
+        if ack.action is AckAction.ACKNOWLEDGED and fall.acknowledged_s is None:
             fall = replace(fall, acknowledged_by=ack.by, acknowledged_s=ack.time_s)
-        elif ack.action == "resolved" and fall.resolved_s is None:
+        elif ack.action is AckAction.RESOLVED and fall.resolved_s is None:
             fall = replace(fall, resolved_by=ack.by, resolved_s=ack.time_s)
         else:
             return
@@ -183,8 +191,8 @@ class SummaryBook:
         mine = self._to_summary(current)
         last = self._patients.get(summary.patient_id, _Patient()).last_state
         open_bin = None
-        if last is not None and self._day_of(last.time_s) == summary.day:
-            open_bin = int((last.time_s - current.start_s) // self.bin_s)
+        if last is not None and self._day_of(last.t_s) == summary.day:
+            open_bin = int((last.t_s - current.start_s) // self.bin_s)
         merged = mine.merge(summary, keep_bins_from=open_bin)
         if merged != mine:
             self._days[key] = self._from_summary(merged, like=current)
@@ -260,7 +268,7 @@ class SummaryBook:
             flexion_s=_zeros(n_bins),
         )
 
-    def _attribute(self, state: StateMessage, start_s: float, end_s: float) -> None:
+    def _attribute(self, state: PatientState, start_s: float, end_s: float) -> None:
         t_s = start_s
         while t_s < end_s:
             acc = self._get(state.patient_id, t_s)
@@ -274,7 +282,7 @@ class SummaryBook:
             self._add(acc, index, state, dt_s)
             t_s = bin_end_s
 
-    def _add(self, acc: _Day, index: int, state: StateMessage, dt_s: float) -> None:
+    def _add(self, acc: _Day, index: int, state: PatientState, dt_s: float) -> None:
         bins = acc.bins
         bins["covered_s"][index] += dt_s
         if not state.device_connected:
@@ -282,24 +290,24 @@ class SummaryBook:
         bins["worn_s"][index] += dt_s
         if state.slouching:
             bins["slouched_s"][index] += dt_s
-        elif state.calibrated and state.activity == "upright":
+        elif state.calibrated and state.activity is Activity.UPRIGHT:
             bins["upright_s"][index] += dt_s
-        elif state.activity in ("moving", "walking"):
+        elif state.activity in (Activity.MOVING, Activity.WALKING):
             bins["active_s"][index] += dt_s
-        elif state.activity == "lying":
+        elif state.activity is Activity.LYING:
             bins["lying_s"][index] += dt_s
         if state.flexion_deg is not None and state.calibrated:
             acc.flexion_sum[index] += state.flexion_deg * dt_s
             acc.flexion_s[index] += dt_s
 
-    def _follow_episode(self, patient: _Patient, state: StateMessage) -> None:
+    def _follow_episode(self, patient: _Patient, state: PatientState, at_s: float) -> None:
         if patient.episode is None or patient.episode_closed_by_event:
             return
         acc = self._days.get((state.patient_id, patient.episode[0]))
         episode = acc.episodes.get(patient.episode[1]) if acc else None
         if acc is None or episode is None:
             return
-        duration_s = max(0.0, state.time_s - episode.start_s)
+        duration_s = max(0.0, at_s - episode.start_s)
         still = state.slouching and state.device_connected
         if not episode.open and still:
             return  # closed by a state earlier; a new episode needs a new event
@@ -315,13 +323,13 @@ class SummaryBook:
             )
         self._dirty.add((state.patient_id, acc.day))
 
-    def _end_episode(self, patient: _Patient, day: _Day, event: EventMessage) -> None:
+    def _end_episode(self, patient: _Patient, day: _Day, event: AlertEvent, at_s: float) -> None:
         given_s = event.details.get("duration_s")
         if patient.episode is not None and not patient.episode_closed_by_event:
             acc = self._days.get((event.patient_id, patient.episode[0]))
             episode = acc.episodes.get(patient.episode[1]) if acc else None
             if acc is not None and episode is not None:
-                duration_s = given_s if given_s is not None else event.time_s - episode.start_s
+                duration_s = given_s if given_s is not None else at_s - episode.start_s
                 acc.episodes[episode.event_id] = SlouchEpisode(
                     episode.event_id, episode.start_s, max(0.0, duration_s), False
                 )
@@ -331,7 +339,7 @@ class SummaryBook:
         if given_s is not None and event.event_id not in day.episodes:
             # We missed the start (it came before we did); the end says how long.
             day.episodes[event.event_id] = SlouchEpisode(
-                event.event_id, event.time_s - given_s, given_s, False
+                event.event_id, at_s - given_s, given_s, False
             )
 
     def _to_summary(self, acc: _Day) -> DailySummary:

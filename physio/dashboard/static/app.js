@@ -81,6 +81,19 @@ function connect() {
   source.addEventListener("gateway", (e) => applyGateway(JSON.parse(e.data)));
   source.addEventListener("summary", (e) => applySummary(JSON.parse(e.data)));
   source.addEventListener("broker", (e) => setBroker(JSON.parse(e.data).connected));
+  source.addEventListener("intake", (e) => setIntake(JSON.parse(e.data)));
+}
+
+// For an administrator: broker messages dropped for breaking the contract.
+function setIntake(intake) {
+  const reasons = Object.entries((intake && intake.by_reason) || {})
+    .map(([reason, count]) => `${reason} ${count}`).join(", ");
+  const parts = [];
+  if (intake && intake.total) parts.push(`${intake.total} bad broker message(s) dropped (${reasons})`);
+  if (intake && intake.clock_untrusted) {
+    parts.push(`${intake.clock_untrusted} filed at receipt time (a sender's clock is off)`);
+  }
+  $("intake").textContent = parts.join("; ");
 }
 
 function setConn(live) {
@@ -102,10 +115,12 @@ function applySnapshot(snap) {
   view.user = snap.user;
   view.directory = snap.directory || {};
   view.loginRequired = snap.login_required;
+  view.csrfToken = snap.csrf_token || "";  // acks must carry it (X-CSRF-Token)
   $("user").textContent = snap.user ? `Logged in as ${snap.user}` : "";
   $("logout").hidden = !snap.login_required;
   $("name-box").hidden = snap.login_required;
   setBroker(snap.broker_connected);
+  setIntake(snap.intake);
   const previous = new Set(view.alerts.keys());
   view.patients.clear();
   view.gateways.clear();
@@ -322,7 +337,11 @@ async function sendAck(eventId, action, button, errorNode) {
     const response = await fetch(`/api/alerts/${encodeURIComponent(eventId)}/ack`, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-Requested-With": "posture-dashboard" },
+      headers: {
+        "Content-Type": "application/json",
+        "X-Requested-With": "posture-dashboard",
+        "X-CSRF-Token": view.csrfToken || "",
+      },
       body: JSON.stringify({ action, by: $("by-name").value }),
     });
     if (response.status === 401) { location.href = "/login"; return; }
@@ -393,7 +412,9 @@ function renderWarnings() {
     const patients = [...view.patients.values()].filter((p) => p.gateway_id === g.gateway_id).length;
     return el("div", { class: "warning", "data-gateway-id": g.gateway_id },
       `Gateway ${g.gateway_id} offline since ${fmtClock(g.since_s)}: ${patients} patient(s) not monitored, falls cannot be detected.`);
-  }));
+  }), ...[...view.gateways.values()].filter((g) => g.online && g.degraded).map((g) =>
+    el("div", { class: "warning", "data-gateway-id": g.gateway_id, "data-degraded": "" },
+      `Gateway ${g.gateway_id} is degraded: ${g.degraded}`)));
 }
 
 // ---- the alarm ------------------------------------------------------------
@@ -471,7 +492,13 @@ function beep(level) {
   alarm.beeps += 1;
   alarm.lastLevel = level;
   const ctx = alarm.ctx;
-  if (!ctx || ctx.state !== "running") return;
+  if (!ctx || ctx.state !== "running") {
+    // No sound yet, or the browser suspended it (a tablet that slept): ask
+    // for a tap again rather than stay silent without saying so.
+    if (ctx) ctx.resume().catch(() => {});
+    $("sound-gate").hidden = false;
+    return;
+  }
   const pattern = PATTERNS[Math.min(level, PATTERNS.length - 1)];
   for (const [freq, at, length, sweepTo] of pattern.notes) {
     const osc = ctx.createOscillator();
@@ -516,7 +543,6 @@ function enableSound() {
   if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume();
   if ("Notification" in window && Notification.permission === "default") Notification.requestPermission();
   $("sound-gate").hidden = true;
-  sessionStorage.setItem("posture-dashboard-sound", "asked");
 }
 
 function initAlarm() {
@@ -524,8 +550,9 @@ function initAlarm() {
   // Every page load needs its own tap for sound, whatever was allowed before.
   gate.hidden = false;
   $("sound-on").addEventListener("click", enableSound);
-  document.addEventListener("pointerdown", enableSound, { once: true });
-  document.addEventListener("keydown", enableSound, { once: true });
+  const onGesture = () => { if (!gate.hidden || !alarm.ctx) enableSound(); };
+  document.addEventListener("pointerdown", onGesture);
+  document.addEventListener("keydown", onGesture);
 }
 
 // ---- day dialog -----------------------------------------------------------

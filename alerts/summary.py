@@ -1,5 +1,9 @@
 """A patient's daily summary: the value object, its totals, JSON and merge.
 
+Published retained by the dashboard on ``{root}/patients/{id}/summary`` (the
+newest day) and ``.../summary/YYYY-MM-DD``; read back by dashboards (a
+restarted one restores its open falls from it) and by ``report``.
+
 A day is a local calendar day in the clinic's time zone, cut into bins of
 ``bin_s`` seconds from local midnight (a day with a daylight-saving change
 has 23 or 25 hours of bins). Each bin holds seconds of: data received
@@ -25,17 +29,27 @@ version that covers more seconds, episodes and falls are unions by event id.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from physio.dashboard.wire import WireFormatError, format_time, parse_time
+from alerts.wire import (
+    DropReason,
+    PayloadError,
+    PayloadLimits,
+    decode_object,
+    encode_object,
+    format_utc_ms,
+    parse_utc,
+    utc_from_timestamp,
+)
+from common.ids import ID_PATTERN
 
 __all__ = [
     "BIN_FIELDS",
+    "SUMMARY_LIMITS",
     "DailySummary",
     "FallRecord",
     "SlouchEpisode",
@@ -44,6 +58,21 @@ __all__ = [
 ]
 
 BIN_FIELDS = ("covered_s", "worn_s", "upright_s", "slouched_s", "active_s", "lying_s")
+# A day at one bin a minute is 7 x 1,500 numbers, about 60 KB as published.
+SUMMARY_LIMITS = PayloadLimits(max_bytes=512 * 1024, max_depth=4, max_items=40_000)
+_BIN_RANGE_S = (10, 3600)
+# A summary of a day later than the receiver's tomorrow is a wrong clock.
+_MAX_DAYS_AHEAD = 1
+
+
+def format_time(t_s: float) -> str:
+    """POSIX seconds as the wire's ISO 8601 UTC with milliseconds and ``Z``."""
+    return format_utc_ms(utc_from_timestamp(t_s))
+
+
+def parse_time(text: object, field: str = "time") -> float:
+    """The wire's ISO 8601 time as POSIX seconds. Raises PayloadError."""
+    return parse_utc(text, field).timestamp()
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[float, float]:
@@ -124,7 +153,7 @@ class FallRecord:
         """Parse the JSON form (older summaries without handling fields are fine)."""
         level = int(obj.get("escalation_level") or 0)
         return cls(
-            str(obj["event_id"]),
+            _event_id(obj["event_id"]),
             parse_time(obj["time"]),
             bool(obj.get("cancelled")),
             level if level in (0, 1, 2) else 0,
@@ -231,42 +260,70 @@ class DailySummary:
 
     def to_json(self) -> bytes:
         """UTF-8 JSON of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return encode_object(self.to_dict())
 
     @classmethod
-    def from_json(cls, payload: bytes) -> DailySummary:
-        """Parse a published summary. Raises WireFormatError."""
+    def from_json(cls, payload: bytes, now_s: float | None = None) -> DailySummary:
+        """Parse a published summary (under :data:`SUMMARY_LIMITS`).
+
+        Args:
+            now_s: the receiver's clock, POSIX s; when given, a summary of a
+                day after tomorrow or updated in the future is refused.
+
+        Raises:
+            PayloadError: the payload is not a daily summary of the contract.
+        """
+        obj = decode_object(payload, "daily summary", SUMMARY_LIMITS)
         try:
-            obj = json.loads(payload)
-            return cls._from_obj(obj)
-        except WireFormatError:
+            summary = cls._from_obj(obj)
+        except PayloadError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise WireFormatError(f"not a daily summary: {exc!r}") from exc
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+            raise PayloadError(f"not a daily summary: {str(exc)[:120]}") from None
+        if now_s is not None and (
+            summary.day_start_s > now_s + _MAX_DAYS_AHEAD * 86400.0
+            or summary.updated_s > now_s + 120.0
+        ):
+            raise PayloadError(
+                f"daily summary of {summary.day.isoformat()} is ahead of this clock",
+                DropReason.FUTURE_TIME,
+            )
+        return summary
 
     @classmethod
     def _from_obj(cls, obj: dict[str, Any]) -> DailySummary:
         bins = obj["bins"]
-        bin_s = int(bins["bin_s"])
-        zone = ZoneInfo(str(obj["timezone"]))
-        day = date.fromisoformat(obj["day"])
+        bin_s = bins["bin_s"]
+        if not isinstance(bin_s, int) or not _BIN_RANGE_S[0] <= bin_s <= _BIN_RANGE_S[1]:
+            raise PayloadError(
+                f"summary bin_s must be an integer {_BIN_RANGE_S}, got {bin_s!r:.20}"
+            )
+        patient_id = obj["patient_id"]
+        if not isinstance(patient_id, str) or ID_PATTERN.fullmatch(patient_id) is None:
+            raise PayloadError("summary patient_id is not an id", DropReason.BAD_ID)
+        zone = ZoneInfo(str(obj["timezone"])[:64])
+        day = date.fromisoformat(str(obj["day"])[:10])
         start_s, end_s = day_bounds(day, zone)
-        if bin_s <= 0 or abs(parse_time(bins["start"]) - start_s) > 1e-3:
-            raise WireFormatError("summary bins do not start at the day's local midnight")
+        if abs(parse_time(bins["start"]) - start_s) > 1e-3:
+            raise PayloadError("summary bins do not start at the day's local midnight")
         n_bins = math.ceil((end_s - start_s) / bin_s)
         values = {name: tuple(float(v) for v in bins[name]) for name in BIN_FIELDS}
         flexion = tuple(None if v is None else float(v) for v in bins["flexion_mean_deg"])
         if any(len(v) != n_bins for v in (*values.values(), flexion)):
-            raise WireFormatError(f"summary bins must have {n_bins} values each")
+            raise PayloadError(f"summary bins must have {n_bins} values each")
         if any(
             not math.isfinite(v) or v < 0 or v > bin_s + 1e-6
             for series in values.values()
             for v in series
         ):
-            raise WireFormatError(f"summary bin seconds must be within 0..{bin_s}")
+            raise PayloadError(f"summary bin seconds must be within 0..{bin_s}")
+        if any(v is not None and not -180.0 <= v <= 180.0 for v in flexion):
+            raise PayloadError("summary flexion must be within ±180°")
         threshold = obj.get("threshold_deg")
+        if threshold is not None and not 0.0 <= float(threshold) <= 90.0:
+            raise PayloadError("summary threshold_deg must be within 0-90°")
         return cls(
-            patient_id=str(obj["patient_id"]),
+            patient_id=patient_id,
             day=day,
             timezone=str(obj["timezone"]),
             day_start_s=start_s,
@@ -275,7 +332,7 @@ class DailySummary:
             flexion_mean_deg=flexion,
             episodes=tuple(
                 SlouchEpisode(
-                    str(e["event_id"]),
+                    _event_id(e["event_id"]),
                     parse_time(e["start"]),
                     float(e["duration_s"]),
                     bool(e.get("open", False)),
@@ -355,6 +412,12 @@ def _num(value: float) -> float | int:
 
 def _opt_time(t_s: float | None) -> str | None:
     return None if t_s is None else format_time(t_s)
+
+
+def _event_id(value: object) -> str:
+    if not isinstance(value, str) or ID_PATTERN.fullmatch(value) is None:
+        raise PayloadError("summary names an event by an invalid id", DropReason.BAD_ID)
+    return value
 
 
 def _opt_str(value: object) -> str | None:

@@ -1,0 +1,442 @@
+"""The org.bluez D-Bus interfaces of the stand-in, as bluetoothd exports them.
+
+Each class holds its properties in a dict and announces changes with
+``PropertiesChanged``, as bluetoothd does; methods delegate to an owner
+(:mod:`simulator.bluez.standin`) that knows the simulated radio. Names,
+signatures, error names and messages follow BlueZ's documentation
+(``doc/org.bluez.*.rst``) and what bleak's BlueZ backend expects of them.
+
+No ``from __future__ import annotations`` here: dbus-fast reads the D-Bus
+signatures from the annotations at class creation.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Protocol
+
+from dbus_fast import DBusError, PropertyAccess, Variant
+from dbus_fast.annotations import (
+    DBusBool,
+    DBusBytes,
+    DBusInt16,
+    DBusObjectPath,
+    DBusSignature,
+    DBusStr,
+    DBusUInt16,
+)
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+__all__ = [
+    "ERROR_DOES_NOT_EXIST",
+    "ERROR_FAILED",
+    "ERROR_IN_PROGRESS",
+    "ERROR_NOT_CONNECTED",
+    "ERROR_NOT_PERMITTED",
+    "ERROR_NOT_READY",
+    "Adapter1",
+    "Battery1",
+    "Device1",
+    "GattCharacteristic1",
+    "GattDescriptor1",
+    "GattService1",
+]
+
+ERROR_IN_PROGRESS = "org.bluez.Error.InProgress"
+ERROR_NOT_READY = "org.bluez.Error.NotReady"
+ERROR_FAILED = "org.bluez.Error.Failed"
+ERROR_NOT_CONNECTED = "org.bluez.Error.NotConnected"
+ERROR_NOT_PERMITTED = "org.bluez.Error.NotPermitted"
+ERROR_DOES_NOT_EXIST = "org.bluez.Error.DoesNotExist"
+
+DBusStrings = Annotated[list[str], DBusSignature("as")]
+DBusVardict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+DBusManufacturerData = Annotated[dict[int, Variant], DBusSignature("a{qv}")]
+DBusByte = Annotated[int, DBusSignature("y")]
+DBusPaths = Annotated[list[str], DBusSignature("ao")]
+
+
+class _Props(ServiceInterface):
+    """Properties kept in a dict; ``update`` emits ``PropertiesChanged``."""
+
+    def __init__(self, name: str, values: dict[str, Any]) -> None:
+        super().__init__(name)
+        self.values = values
+
+    def update(self, **changed: Any) -> None:
+        """Set properties and announce the ones whose value changed."""
+        really = {k: v for k, v in changed.items() if self.values.get(k) != v}
+        self.values.update(really)
+        if really:
+            self.emit_properties_changed(really)
+
+    def notify(self, name: str, value: Any) -> None:
+        """Set and announce even an equal value (a notification repeats bytes)."""
+        self.values[name] = value
+        self.emit_properties_changed({name: value})
+
+
+class AdapterOwner(Protocol):
+    """What the adapter's methods need from the stand-in."""
+
+    def current_sender(self) -> str: ...
+    def start_discovery(self, sender: str) -> None: ...
+    def stop_discovery(self, sender: str) -> None: ...
+    def set_discovery_filter(self, sender: str, uuids: list[str]) -> None: ...
+    def remove_device(self, path: str) -> None: ...
+    def set_powered(self, on: bool) -> None: ...
+
+
+class Adapter1(_Props):
+    """``org.bluez.Adapter1`` at ``/org/bluez/hciN``."""
+
+    def __init__(self, owner: AdapterOwner, address: str, name: str) -> None:
+        super().__init__(
+            "org.bluez.Adapter1",
+            {
+                "Address": address,
+                "AddressType": "public",
+                "Name": name,
+                "Alias": name,
+                "Powered": True,
+                "Discovering": False,
+                "Roles": ["central", "peripheral"],
+            },
+        )
+        self._owner = owner
+
+    @dbus_method()
+    def StartDiscovery(self) -> None:
+        self._owner.start_discovery(self._owner.current_sender())
+
+    @dbus_method()
+    def StopDiscovery(self) -> None:
+        self._owner.stop_discovery(self._owner.current_sender())
+
+    @dbus_method()
+    def SetDiscoveryFilter(self, properties: DBusVardict) -> None:
+        uuids = properties.get("UUIDs")
+        self._owner.set_discovery_filter(
+            self._owner.current_sender(), [] if uuids is None else list(uuids.value)
+        )
+
+    @dbus_method()
+    def RemoveDevice(self, device: DBusObjectPath) -> None:
+        self._owner.remove_device(device)
+
+    @dbus_method()
+    def GetDiscoveryFilters(self) -> DBusStrings:
+        return ["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable"]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Address(self) -> DBusStr:
+        return str(self.values["Address"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def AddressType(self) -> DBusStr:
+        return str(self.values["AddressType"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Name(self) -> DBusStr:
+        return str(self.values["Name"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Alias(self) -> DBusStr:
+        return str(self.values["Alias"])
+
+    @dbus_property()
+    def Powered(self) -> DBusBool:
+        return bool(self.values["Powered"])
+
+    @Powered.setter  # type: ignore[no-redef]
+    def Powered(self, value: DBusBool) -> None:
+        self._owner.set_powered(bool(value))
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Discovering(self) -> DBusBool:
+        return bool(self.values["Discovering"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Roles(self) -> DBusStrings:
+        return list(self.values["Roles"])
+
+
+class DeviceOwner(Protocol):
+    """What a device's methods need from the stand-in."""
+
+    def connect(self, device: "Device1") -> Awaitable[None]: ...
+    def disconnect(self, device: "Device1") -> Awaitable[None]: ...
+
+
+class Device1(_Props):
+    """``org.bluez.Device1`` at ``/org/bluez/hciN/dev_XX_XX_XX_XX_XX_XX``."""
+
+    def __init__(self, owner: DeviceOwner, path: str, values: dict[str, Any]) -> None:
+        super().__init__("org.bluez.Device1", values)
+        self._owner = owner
+        self.path = path
+
+    @property
+    def address(self) -> str:
+        return str(self.values["Address"])
+
+    @dbus_method()
+    async def Connect(self) -> None:
+        await self._owner.connect(self)
+
+    @dbus_method()
+    async def Disconnect(self) -> None:
+        await self._owner.disconnect(self)
+
+    @dbus_method()
+    def Pair(self) -> None:
+        # The wearable needs no bonding (docs/protocol.md); BlueZ would pair anyway.
+        self.update(Paired=True, Bonded=True)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Address(self) -> DBusStr:
+        return str(self.values["Address"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def AddressType(self) -> DBusStr:
+        return str(self.values["AddressType"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Name(self) -> DBusStr:
+        return str(self.values["Name"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Alias(self) -> DBusStr:
+        return str(self.values["Alias"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Adapter(self) -> DBusObjectPath:
+        return str(self.values["Adapter"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Paired(self) -> DBusBool:
+        return bool(self.values["Paired"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Bonded(self) -> DBusBool:
+        return bool(self.values["Bonded"])
+
+    @dbus_property()
+    def Trusted(self) -> DBusBool:
+        return bool(self.values["Trusted"])
+
+    @Trusted.setter  # type: ignore[no-redef]
+    def Trusted(self, value: DBusBool) -> None:
+        self.update(Trusted=bool(value))
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Blocked(self) -> DBusBool:
+        return bool(self.values["Blocked"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LegacyPairing(self) -> DBusBool:
+        return False
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Connected(self) -> DBusBool:
+        return bool(self.values["Connected"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ServicesResolved(self) -> DBusBool:
+        return bool(self.values["ServicesResolved"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def RSSI(self) -> DBusInt16:
+        return int(self.values["RSSI"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def TxPower(self) -> DBusInt16:
+        return int(self.values["TxPower"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUIDs(self) -> DBusStrings:
+        return list(self.values["UUIDs"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ManufacturerData(self) -> DBusManufacturerData:
+        return dict(self.values["ManufacturerData"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ServiceData(self) -> DBusVardict:
+        return dict(self.values["ServiceData"])
+
+
+class Battery1(_Props):
+    """``org.bluez.Battery1`` on a connected device (BlueZ's battery plugin)."""
+
+    def __init__(self, percentage: int) -> None:
+        super().__init__("org.bluez.Battery1", {"Percentage": percentage, "Source": "GATT"})
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Percentage(self) -> DBusByte:
+        return int(self.values["Percentage"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Source(self) -> DBusStr:
+        return str(self.values["Source"])
+
+
+class GattService1(_Props):
+    """``org.bluez.GattService1`` at ``.../serviceHHHH``."""
+
+    def __init__(self, uuid: str, device_path: str, handle: int) -> None:
+        super().__init__(
+            "org.bluez.GattService1",
+            {"UUID": uuid, "Device": device_path, "Primary": True, "Handle": handle},
+        )
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return str(self.values["UUID"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Device(self) -> DBusObjectPath:
+        return str(self.values["Device"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Primary(self) -> DBusBool:
+        return True
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Includes(self) -> DBusPaths:
+        return []
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Handle(self) -> DBusUInt16:
+        return int(self.values["Handle"])
+
+
+# The GATT operations a characteristic delegates to the simulated link.
+GattRead = Callable[[], Awaitable[bytes]]
+GattWrite = Callable[[bytes, bool], Awaitable[None]]
+GattNotify = Callable[[bool], Awaitable[None]]
+
+
+class GattCharacteristic1(_Props):
+    """``org.bluez.GattCharacteristic1`` at ``.../serviceHHHH/charHHHH``."""
+
+    def __init__(
+        self,
+        uuid: str,
+        service_path: str,
+        handle: int,
+        flags: list[str],
+        mtu: int,
+        *,
+        read: GattRead,
+        write: GattWrite,
+        notify: GattNotify,
+    ) -> None:
+        super().__init__(
+            "org.bluez.GattCharacteristic1",
+            {
+                "UUID": uuid,
+                "Service": service_path,
+                "Value": b"",
+                "Notifying": False,
+                "Flags": flags,
+                "MTU": mtu,
+                "Handle": handle,
+            },
+        )
+        self._read = read
+        self._write = write
+        self._notify = notify
+
+    @dbus_method()
+    async def ReadValue(self, options: DBusVardict) -> DBusBytes:
+        value = await self._read()
+        self.update(Value=value)
+        return value
+
+    @dbus_method()
+    async def WriteValue(self, value: DBusBytes, options: DBusVardict) -> None:
+        kind = options.get("type")
+        with_response = kind is None or kind.value != "command"
+        await self._write(bytes(value), with_response)
+
+    @dbus_method()
+    async def StartNotify(self) -> None:
+        if "notify" not in self.values["Flags"] and "indicate" not in self.values["Flags"]:
+            raise DBusError("org.bluez.Error.NotSupported", "Operation is not supported")
+        if self.values["Notifying"]:
+            return
+        await self._notify(True)
+        self.update(Notifying=True)
+
+    @dbus_method()
+    async def StopNotify(self) -> None:
+        if not self.values["Notifying"]:
+            raise DBusError(ERROR_FAILED, "No notify session started")
+        await self._notify(False)
+        self.update(Notifying=False)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return str(self.values["UUID"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Service(self) -> DBusObjectPath:
+        return str(self.values["Service"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Value(self) -> DBusBytes:
+        return bytes(self.values["Value"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Notifying(self) -> DBusBool:
+        return bool(self.values["Notifying"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Flags(self) -> DBusStrings:
+        return list(self.values["Flags"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def MTU(self) -> DBusUInt16:
+        return int(self.values["MTU"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Handle(self) -> DBusUInt16:
+        return int(self.values["Handle"])
+
+
+class GattDescriptor1(_Props):
+    """``org.bluez.GattDescriptor1`` (the CCCD) at ``.../charHHHH/descHHHH``."""
+
+    def __init__(self, uuid: str, characteristic_path: str, handle: int) -> None:
+        super().__init__(
+            "org.bluez.GattDescriptor1",
+            {"UUID": uuid, "Characteristic": characteristic_path, "Value": b"", "Handle": handle},
+        )
+
+    @dbus_method()
+    def ReadValue(self, options: DBusVardict) -> DBusBytes:
+        return bytes(self.values["Value"])
+
+    @dbus_method()
+    def WriteValue(self, value: DBusBytes, options: DBusVardict) -> None:
+        # BlueZ refuses CCCD writes from clients: StartNotify is the way.
+        raise DBusError(ERROR_NOT_PERMITTED, "Write not permitted")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def UUID(self) -> DBusStr:
+        return str(self.values["UUID"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Characteristic(self) -> DBusObjectPath:
+        return str(self.values["Characteristic"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Value(self) -> DBusBytes:
+        return bytes(self.values["Value"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Flags(self) -> DBusStrings:
+        return ["read"]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Handle(self) -> DBusUInt16:
+        return int(self.values["Handle"])

@@ -280,7 +280,7 @@ class MqttClient:
             clean_start=True,
             session_expiry_s=None,
             ssl_context=self._ssl_context,
-            on_message=lambda _message: None,
+            on_message=lambda _message, _mid: None,
             on_lost=lambda _code: None,
             on_undecodable=lambda: None,
         )

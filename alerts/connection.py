@@ -119,7 +119,12 @@ class PahoConnection:
     """One paho client, one network connection.
 
     Args:
-        on_message: called on the loop for each received message.
+        on_message: called on the loop for each received message with its
+            packet id; a QoS 1/2 message is acknowledged to the broker only
+            when :meth:`ack` is called with that id (paho's manual ack), so
+            the broker's in-flight window holds back the rest: a consumer
+            that falls behind slows the broker down instead of losing
+            acknowledged messages.
         on_lost: called on the loop once, if an established connection drops.
     """
 
@@ -133,7 +138,7 @@ class PahoConnection:
         clean_start: bool,
         session_expiry_s: int | None,
         ssl_context: ssl.SSLContext | None,
-        on_message: Callable[[Message], None],
+        on_message: Callable[[Message, int], None],
         on_lost: Callable[[ReasonCode], None],
         on_undecodable: Callable[[], None],
     ) -> None:
@@ -169,6 +174,7 @@ class PahoConnection:
             clean_session=None if v5 else self._clean_start,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             reconnect_on_failure=False,  # reconnection is alerts.mqtt's: backoff, fallback
+            manual_ack=True,  # PUBACK once the consumer has taken the message (see ack())
         )
         client.connect_timeout = settings.connect_timeout_s
         client.max_inflight_messages_set(_MAX_INFLIGHT)
@@ -210,9 +216,10 @@ class PahoConnection:
         try:
             message = Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
         except (UnicodeDecodeError, ValueError):
+            self._client.ack(msg.mid, msg.qos)  # nobody will take it: free its slot
             self._threadsafe(self._on_undecodable)
             return
-        self._threadsafe(self._on_message, message)
+        self._threadsafe(self._on_message, message, msg.mid)
 
     # ------------------------------------------------------- loop-side events
 
@@ -339,6 +346,12 @@ class PahoConnection:
             )
         self._connected = True
         return session_present
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a received QoS 1/2 message to the broker (no-op for QoS 0
+        or once this connection is gone: the broker redelivers it then)."""
+        if qos > 0 and self._connected and not self._closed:
+            self._client.ack(mid, qos)
 
     def publish(
         self, topic: str, payload: bytes, qos: int, retain: bool, expiry_s: float | None

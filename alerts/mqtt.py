@@ -14,6 +14,12 @@ Delivery contract (what callers may rely on):
   callbacks registered with ``add_connect_callback`` run after every
   connection, and subscriptions are renewed when the broker did not keep
   the session.
+* Received QoS 1/2 messages are acknowledged (PUBACK) only when the
+  consumer of ``messages()`` comes back for the next one, i.e. after it
+  handled this one; until then the broker's in-flight window (Mosquitto's
+  ``max_inflight_messages``, 20 by default) holds the rest of a backlog on
+  the broker. No QoS 1 message is ever dropped here; only QoS 0 ones beyond
+  ``incoming_queue_size`` are (counted), as the broker itself would.
 * ``clean_start=True`` starts a clean session on the first connection only;
   reconnections resume it, so the broker honours the Will delay over a blip.
 * With protocol "5", a broker that refuses protocol 5 (amqtt, NATS) is used
@@ -35,6 +41,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -59,6 +66,13 @@ _V5_PROBE_S = 2.0
 # A connection that lived this long resets the backoff; a broker that kicks
 # us at once (two clients with one id) must not cause a tight reconnect loop.
 _STABLE_CONNECTION_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    message: Message
+    conn: PahoConnection  # acknowledged on the connection it came on
+    mid: int
 
 
 class _Lifecycle(enum.Enum):
@@ -133,7 +147,7 @@ class MqttClient:
         self._last_error: BrokerError | None = None
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._subscriptions: dict[str, int] = {}
-        self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._incoming: asyncio.Queue[_Received | None] = asyncio.Queue()
         self._dropped_messages = 0
         self._callbacks: list[ConnectCallback] = []
         self._tasks: asyncio.TaskGroup | None = None
@@ -239,10 +253,43 @@ class MqttClient:
             await self._tasks.__aexit__(None, None, None)
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close(send_disconnect=conn.connected, with_will=with_will)
+            was_connected = conn.connected
+            await conn.close(send_disconnect=was_connected, with_will=with_will)
+            if was_connected and not with_will:
+                await self._end_311_session()
         self._incoming.put_nowait(None)
         self._state = _Lifecycle.CLOSED
         self._connected_event.set()  # wakes wait_connected(), which then raises
+
+    async def _end_311_session(self) -> None:
+        """On 3.1.1, end the session our reconnections kept (a clean close).
+
+        Reconnections resume the session (clean_session=0) so nothing is lost
+        over a blip; but a 3.1.1 session never expires, and the broker would
+        queue QoS 1 messages for this client id forever (NATS keeps them in
+        JetStream). A caller that asked for a clean start does not want it
+        after exit: one connection with clean_session=1 removes it.
+        """
+        if self._protocol != "3.1.1" or not self._clean_start or self._connect_count < 2:
+            return
+        conn = PahoConnection(
+            self._endpoints[self._endpoint_index],
+            protocol="3.1.1",
+            client_id=self._client_id,
+            will=None,
+            clean_start=True,
+            session_expiry_s=None,
+            ssl_context=self._ssl_context,
+            on_message=lambda _message, _mid: None,
+            on_lost=lambda _code: None,
+            on_undecodable=lambda: None,
+        )
+        try:
+            await conn.open(min(2.0, self._settings.connect_timeout_s))
+        except BrokerError as exc:
+            logger.info("could not remove the MQTT 3.1.1 session at exit: %s", exc)
+        finally:
+            await conn.close(send_disconnect=conn.connected)
 
     def _require_open(self) -> None:
         if self._state is not _Lifecycle.OPEN:
@@ -351,27 +398,38 @@ class MqttClient:
     def messages(self) -> AsyncIterator[Message]:
         """Received messages, in arrival order, until the client closes.
 
-        One queue feeds every iterator; it holds ``incoming_queue_size``
-        messages, beyond which new ones are dropped and counted in
-        ``dropped_messages`` (a consumer must keep up).
+        One queue feeds every iterator. A QoS 1/2 message is acknowledged to
+        the broker when the iterator is asked for the next one (the consumer
+        is done with it), so a slow consumer holds a backlog back on the
+        broker, never drops it. QoS 0 messages beyond ``incoming_queue_size``
+        waiting are dropped and counted in ``dropped_messages``.
         """
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            item = await self._incoming.get()
-            if item is None:
-                self._incoming.put_nowait(None)  # let any other iterator end too
-                return
-            yield item
+        taken: _Received | None = None
+        try:
+            while True:
+                if taken is not None:
+                    taken.conn.ack(taken.mid, taken.message.qos)
+                    taken = None
+                item = await self._incoming.get()
+                if item is None:
+                    self._incoming.put_nowait(None)  # let any other iterator end too
+                    return
+                taken = item
+                yield item.message
+        finally:
+            if taken is not None:  # the consumer stopped after taking it: it is handled
+                taken.conn.ack(taken.mid, taken.message.qos)
 
-    def _deliver(self, message: Message) -> None:
+    def _deliver(self, message: Message, conn: PahoConnection, mid: int) -> None:
         if self._state is not _Lifecycle.OPEN:
             return
-        if self._incoming.qsize() >= self._settings.incoming_queue_size:
+        if message.qos == 0 and self._incoming.qsize() >= self._settings.incoming_queue_size:
             self._count_drop("queue full")
             return
-        self._incoming.put_nowait(message)
+        self._incoming.put_nowait(_Received(message, conn, mid))
 
     def _count_drop(self, why: str = "undecodable topic") -> None:
         self._dropped_messages += 1
@@ -471,6 +529,7 @@ class MqttClient:
         old, self._conn = self._conn, None
         if old is not None:
             await old.close(send_disconnect=False)
+        bound: list[PahoConnection] = []  # the connection a message came on, for its ack
         conn = PahoConnection(
             self._endpoints[self._endpoint_index],
             protocol=self._protocol,
@@ -479,10 +538,11 @@ class MqttClient:
             clean_start=self._clean_start and not self._has_connected,
             session_expiry_s=self._session_expiry_s,
             ssl_context=self._ssl_context,
-            on_message=self._deliver,
+            on_message=lambda message, mid: self._deliver(message, bound[0], mid),
             on_lost=self._on_lost,
             on_undecodable=self._count_drop,
         )
+        bound.append(conn)
         self._conn = conn
         probe_s = min(_V5_PROBE_S, self._settings.connect_timeout_s / 2)
         session_present = await conn.open(probe_s if self._may_fall_back else None)
@@ -533,12 +593,9 @@ class MqttClient:
         )
 
     async def _run_hooks(self) -> None:
+        failed: list[tuple[str, int]] = []
         if not self._session_present:
-            for topic_filter, qos in list(self._subscriptions.items()):
-                try:
-                    await self._subscribe_now(topic_filter, qos)
-                except BrokerError as exc:
-                    logger.error("could not renew subscription %r: %s", topic_filter, exc)
+            failed = await self._renew(list(self._subscriptions.items()), first=True)
         for callback in list(self._callbacks):
             try:
                 result = callback()
@@ -546,3 +603,29 @@ class MqttClient:
                     await result
             except Exception:
                 logger.exception("MQTT connect callback %r failed", callback)
+        # A refused renewal is retried while this connection lives: NATS
+        # refuses new QoS 1 subscriptions for the seconds JetStream takes to
+        # re-elect after a node loss, and a subscriber without its
+        # subscription would miss every alert until the next reconnection.
+        backoff = Backoff(self._settings.reconnect_min_s, self._settings.reconnect_max_s)
+        while failed and self.connected:
+            await asyncio.sleep(backoff.next_delay())
+            failed = await self._renew(failed, first=False)
+
+    async def _renew(self, wanted: list[tuple[str, int]], *, first: bool) -> list[tuple[str, int]]:
+        """Subscribe to each ``(filter, qos)``; return those the broker refused."""
+        failed = []
+        for topic_filter, qos in wanted:
+            if topic_filter not in self._subscriptions:
+                continue
+            try:
+                await self._subscribe_now(topic_filter, qos)
+            except BrokerError as exc:
+                failed.append((topic_filter, qos))
+                (logger.error if first else logger.debug)(
+                    "could not renew subscription %r (retrying): %s", topic_filter, exc
+                )
+            else:
+                if not first:
+                    logger.warning("renewed subscription %r after a refusal", topic_filter)
+        return failed

@@ -31,10 +31,15 @@ Integrity (a damaged file must never silence new alerts):
 * ``degraded`` says what happened until the process ends (logged once at
   ERROR), ``recoveries`` counts the fresh starts; the publisher puts both in
   its retained status.
+
+The file also keeps the gateway's open falls (``alerts.open_alerts``; table
+``open_falls``), held in memory the same way and rewritten with the rest when
+the file is replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -101,7 +106,17 @@ class Outbox(DurableFile):
         self._failures_in_row = 0
         self._degraded: list[str] = []
         self._inode: int | None = None
+        # The gateway's open falls (alerts.open_alerts) by event id: (patient_id,
+        # payload) in the order they came, held in memory like the events.
+        self._open_falls: dict[str, tuple[str, bytes]] = {}
+        self._open_falls_unsaved = False
         self._db: sqlite3.Connection | None = self._start()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):  # a fresh file after damage has none
+                for event_id, patient_id, payload in self._db.execute(
+                    "SELECT event_id, patient_id, payload FROM open_falls ORDER BY seq"
+                ):
+                    self._open_falls[str(event_id)] = (str(patient_id), bytes(payload))
         if len(self):
             logger.info(
                 "outbox %s holds %d pending event(s) from a previous run", self._where, len(self)
@@ -276,6 +291,62 @@ class Outbox(DurableFile):
             (e.created_s for pending in (self._falls, self._others) for e in pending.values()),
             default=None,
         )
+
+    # -- open falls (alerts.open_alerts.OpenFallsStore) ------------------------
+
+    def open_falls(self) -> list[tuple[str, str, bytes]]:
+        """Every kept open fall as (patient_id, event_id, payload), oldest first."""
+        return [(p, e, payload) for e, (p, payload) in self._open_falls.items()]
+
+    def keep_open_fall(self, patient_id: str, event_id: str, payload: bytes) -> None:
+        """Keep a fall as open across restarts (on a database failure it stays
+        in memory, counted, and is written with the next successful flush)."""
+        if event_id in self._open_falls:
+            return
+        self._open_falls[event_id] = (patient_id, payload)
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO open_falls (event_id, patient_id, payload) VALUES (?, ?, ?)",
+                (event_id, patient_id, payload),
+            )
+
+        if not self._write(f"keeping open fall {event_id}", statements):
+            self._open_falls_unsaved = True
+
+    def drop_open_fall(self, event_id: str) -> None:
+        """A person answered the fall: forget it."""
+        if self._open_falls.pop(event_id, None) is None:
+            return
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM open_falls WHERE event_id = ?", (event_id,))
+
+        if not self._write(f"forgetting open fall {event_id}", statements):
+            self._open_falls_unsaved = True
+
+    def _recover(self, reason: str) -> None:
+        self._open_falls_unsaved = True  # the fresh file gets them from memory too
+        super()._recover(reason)
+
+    def _flush(self) -> bool:
+        if not super()._flush():
+            return False
+        if not self._open_falls_unsaved:
+            return True
+        kept = list(self._open_falls.items())
+
+        def statements(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM open_falls")
+            db.executemany(
+                "INSERT INTO open_falls (event_id, patient_id, payload) VALUES (?, ?, ?)",
+                [(e, p, payload) for e, (p, payload) in kept],
+            )
+
+        if not self._write("writing open falls kept in memory", statements):
+            return False
+        self._open_falls_unsaved = False
+        return True
 
     def pending_ids(self) -> list[str]:
         """Every pending event id in drain order (for tests and diagnostics)."""

@@ -47,7 +47,15 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_drain ON outbox (is_fall DESC, seq);
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (is_fall, severity_rank, seq);
+CREATE TABLE IF NOT EXISTS open_falls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
 """
+# open_falls (alerts.open_alerts, kept by alerts.outbox) is additive: an older
+# gateway ignores the table, so the schema version stays 1.
 _COLUMNS = "seq, event_id, topic, payload, severity_rank, is_fall, created_s, expires_s"
 INSERT = f"INSERT OR IGNORE INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 SELECT_ALL = f"SELECT {_COLUMNS} FROM outbox ORDER BY seq"

@@ -7,6 +7,13 @@ Latest states are published retained about once a second, and every state
 plus an "online" status again after each (re)connection. The Last Will is a
 retained "offline" status with an MQTT 5 will delay, so a short network blip
 does not flap the gateway offline for the physiotherapist.
+
+Each patient's open falls are kept retained on ``{root}/patients/{id}/alerts``
+(``alerts.open_alerts``) until an ack or resolution for them arrives on
+``{root}/patients/{id}/acks``, which the publisher subscribes to for every
+patient it has seen. The open set lives in the outbox database, so it survives
+a restart, and it is republished after every (re)connection, so it survives a
+broker that lost its retained messages.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Self
 from alerts.events import DEFAULT_SLOUCH_EXPIRY_S, AlertEvent
 from alerts.metrics import DeviceMetricValue, LatencyStats, PublisherMetrics, freeze_devices
 from alerts.mqtt import MqttClient
+from alerts.open_alerts import OpenFallsLink
 from alerts.outbox import DEFAULT_MAX_ROWS, Outbox, OutboxEntry
 from alerts.settings import MqttSettings, Will
 from alerts.state import GatewayState, GatewayStatus, PatientState
@@ -129,6 +137,7 @@ class AlertPublisher:
         self._devices: dict[str, dict[str, DeviceMetricValue]] = {}
         self._latency = LatencyStats()
         self._states_published = 0
+        self._open: OpenFallsLink | None = None
         self._integrity_check_interval_s = integrity_check_interval_s
         # Health alarms: a changed reason publishes the status at once.
         self._publish_alarm: str | None = None
@@ -201,6 +210,7 @@ class AlertPublisher:
         if self._lifecycle is not _Lifecycle.NEW:
             raise RuntimeError("an AlertPublisher can be entered only once")
         self._outbox = Outbox(self._outbox_path, max_rows=self._outbox_max_rows, clock=self._clock)
+        self._open = OpenFallsLink(self._outbox, self._topics, self._gateway_id, self._clock)
         offline = self._status_payload(GatewayState.OFFLINE, with_metrics=False)
         client = MqttClient(
             self._settings,
@@ -234,6 +244,8 @@ class AlertPublisher:
             self._tasks.create_task(self._drain(), name=f"{name}-drain"),
             self._tasks.create_task(self._state_loop(), name=f"{name}-states"),
             self._tasks.create_task(self._status_loop(), name=f"{name}-status"),
+            self._tasks.create_task(self._open.publish_loop(client), name=f"{name}-open-falls"),
+            self._tasks.create_task(self._open.ack_loop(client), name=f"{name}-acks"),
         ]
         return self
 
@@ -305,6 +317,13 @@ class AlertPublisher:
         )
         self._note_health()
         self._wakeup.set()
+        if self._open is not None:
+            self._open.on_event(event)
+
+    @property
+    def open_falls(self) -> int:
+        """Falls this gateway keeps open (published retained) until someone answers them."""
+        return len(self._open) if self._open is not None else 0
 
     def update_state(self, state: PatientState) -> None:
         """Keep ``state`` as the patient's latest; published retained ~1 Hz.
@@ -320,6 +339,8 @@ class AlertPublisher:
             )
         self._states[state.patient_id] = state
         self._dirty.add(state.patient_id)
+        if self._open is not None:
+            self._open.saw_patient(state.patient_id)
 
     def set_degraded(self, source: str, reason: str | None, detail: str = "") -> None:
         """Report (``reason``, a short code) or clear (None) a degraded part of
@@ -367,6 +388,8 @@ class AlertPublisher:
     async def _on_connected(self) -> None:
         client, _outbox = self._require_open()
         self._wakeup.set()
+        if self._open is not None:
+            self._open.on_connected()
         if client.protocol != "5" and not self._told_protocol_limits:
             self._told_protocol_limits = True
             self._warn_protocol_limits(client)

@@ -99,10 +99,11 @@ class DeviceDirectory:
         self._arrived: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self._allowed}
         self._scanner: BleakScanner | None = None
         self._scan_generation = -1
+        self._scan_adapter: str | None = None
         self._scan_started_s = 0.0
         self.health: RadioHealth | None = None
         self.ignored_devices = 0
-        self.scan_restarts = 0
+        self.scans_started = 0
 
     async def __aenter__(self) -> DeviceDirectory:
         if self._watch is None:
@@ -130,6 +131,7 @@ class DeviceDirectory:
             backend=self._backend,
         )
         await scanner.start()
+        self.scans_started += 1
         self._scanner = scanner
         self._scan_started_s = asyncio.get_running_loop().time()
         if self._watch is not None:
@@ -175,21 +177,22 @@ class DeviceDirectory:
         assert self._watch is not None
         if self._scanner is None or self._scan_generation != self._watch.generation:
             return True
+        if health.adapter != self._scan_adapter:
+            return True  # the default adapter changed (another one was unplugged)
         return not health.discovering and now_s - self._scan_started_s > _DISCOVERY_GRACE_S
 
     async def _restart_scan(self, health: RadioHealth, backoff: Backoff) -> float | None:
         """Stop what is left of the scan and start a new one; None, or when to retry (s)."""
-        restarting = self._scanner is not None
         await self._stop_scan()
         self._forget_all()
         try:
             await self._start_scan()
+            self._scan_adapter = health.adapter
         except _SCAN_ERRORS as exc:
             delay_s = backoff.next_delay()
             self._report(RadioHealth.down("scan_failed", f"cannot scan on {health.adapter}: {exc}"))
             return delay_s
-        if restarting:
-            self.scan_restarts += 1
+        if self.scans_started > 1:
             _log.warning("scanning restarted on %s", health.adapter)
         self._report(RadioHealth.up(health.adapter, discovering=health.discovering))
         return _DISCOVERY_GRACE_S

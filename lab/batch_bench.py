@@ -125,6 +125,8 @@ class _Vqf:
     """
 
     def __init__(self, acc: FloatArray, gyr: FloatArray, rate_hz: float, chunks: int) -> None:
+        self.cpu_s = 0.0
+        self.samples = 0
         try:
             from vqf import VQF
         except ImportError:  # the bench extra is optional
@@ -136,8 +138,6 @@ class _Vqf:
         self._gyr_rps = np.ascontiguousarray(np.radians(gyr))
         self._bounds = np.linspace(0, acc.shape[0], max(chunks, 1) + 1).round().astype(int)
         self._next = 0
-        self.cpu_s = 0.0
-        self.samples = 0
 
     def step(self) -> None:
         """Run the next chunk of devices (nothing once all have run)."""

@@ -144,6 +144,8 @@ class _PacketReference:
     """VQF fed packet by packet, as our engine is, timed in CPU seconds between our rounds."""
 
     def __init__(self, acc: FloatArray, gyr: FloatArray, rate_hz: float, packet: int) -> None:
+        self.cpu_s = 0.0
+        self.samples = 0
         try:
             from vqf import VQF
         except ImportError:  # the bench extra is optional
@@ -154,8 +156,6 @@ class _PacketReference:
         self._gyr_rps = np.ascontiguousarray(np.radians(gyr))
         self._packet = packet
         self._at = 0
-        self.cpu_s = 0.0
-        self.samples = 0
 
     def step(self, packets: int) -> None:
         if self._filter is None:

@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("demo", "posture_monitor.demo", "simulated patients end to end, with a live view"),
     ("run", "posture_monitor.service", "the production gateway (real BLE or a simulated scenario)"),
+    ("scan", "device_gateway.scan", "list Bluetooth adapters and the wearables in range"),
     ("watch", "physio.watch", "live terminal view of every patient and the alert feed"),
     ("status", "physio.status", "gateway status and delivery metrics from the broker"),
     ("dashboard", "physio.dashboard.cli", "the physiotherapist's web dashboard"),

@@ -21,6 +21,7 @@ import pytest
 
 from alerts import AlertPublisher
 from device_gateway import Gateway, GatewayConfig
+from device_gateway.link import WearableSupervisor
 from simulator import Scenario, SimulatedWorld
 from simulator.bluez import BluezStandIn, PrivateSystemBus
 from simulator.bluez.bus import DBUS_DAEMON
@@ -36,6 +37,16 @@ async def system_bus(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PrivateSy
         yield bus
 
 
+async def until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds (polled); fail naming ``what`` after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not check():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s} s: {what}") from None
+
+
 @dataclass
 class BluezWard:
     """What a test drives and observes: the world, the stand-in, the gateway."""
@@ -45,6 +56,20 @@ class BluezWard:
     gateway: Gateway
     publisher: AlertPublisher
     service: asyncio.Task[None]
+
+    def supervisor(self, address: str) -> WearableSupervisor:
+        return next(s for s in self.gateway.supervisors if s.address == address.upper())
+
+    async def streaming(self, address: str, packets: int = 20, timeout_s: float = 30.0) -> None:
+        """Wait until the gateway decoded ``packets`` more packets of ``address``."""
+        await until(lambda: bool(self.gateway.supervisors), "the gateway starts")
+        counters = self.supervisor(address).counters
+        target = counters.packets + packets
+        await until(
+            lambda: counters.packets >= target,
+            f"{packets} more packets from {address} reach the gateway",
+            timeout_s,
+        )
 
 
 WardFactory = Callable[..., AbstractAsyncContextManager[BluezWard]]

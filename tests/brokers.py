@@ -157,6 +157,7 @@ class MosquittoBroker:
         tls: serve TLS (and a second, client-certificate listener at
             ``mtls_port``) instead of plain TCP.
         password_file: require these credentials (no anonymous access).
+        extra_config: more ``mosquitto.conf`` lines, e.g. ``max_queued_messages 0``.
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class MosquittoBroker:
         persistence: bool = False,
         tls: TlsFiles | None = None,
         password_file: Path | None = None,
+        extra_config: tuple[str, ...] = (),
     ) -> None:
         if MOSQUITTO is None:
             raise RuntimeError("mosquitto binary not found")
@@ -175,6 +177,7 @@ class MosquittoBroker:
         self.persistence = persistence
         self.tls = tls
         self.password_file = password_file
+        self.extra_config = extra_config
         self.host = "127.0.0.1"
         self.port = free_port()
         self.mtls_port = free_port() if tls is not None else None
@@ -228,6 +231,7 @@ class MosquittoBroker:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         else:
             lines += ["allow_anonymous true"]
+        lines += self.extra_config
         return "\n".join(lines) + "\n"
 
     async def start(self) -> None:

@@ -132,11 +132,18 @@ async def test_events_state_and_status_follow_the_contract(
         assert 295 <= events[1].properties["MessageExpiryInterval"] <= 300
         assert pub.metrics.events_published == 2 and pub.metrics.events_pending == 0
         assert pub.metrics.publish_latency_last_ms is not None
-    # A subscriber arriving later gets the retained latest state and status.
+    # A subscriber arriving later gets the retained latest state and status, and
+    # the fall nobody answered (alerts.open_alerts).
     late = await collector(broker, ["posture/v1/#"])
-    retained = await late.wait_for(lambda ms: len(ms) >= 2)
+    retained = await late.wait_for(lambda ms: len(ms) >= 3)
     by_topic = {m.topic: m for m in retained}
-    assert set(by_topic) == {"posture/v1/patients/p-001/state", "posture/v1/gateways/ward-3/status"}
+    assert set(by_topic) == {
+        "posture/v1/patients/p-001/state",
+        "posture/v1/gateways/ward-3/status",
+        "posture/v1/patients/p-001/alerts",
+    }
+    still_open = json.loads(by_topic["posture/v1/patients/p-001/alerts"].payload)
+    assert still_open["open"] == [the_fall.to_dict()]
     assert all(m.retain for m in retained)
     assert json.loads(by_topic["posture/v1/patients/p-001/state"].payload)["flexion_deg"] == 14.0
     status = json.loads(by_topic["posture/v1/gateways/ward-3/status"].payload)

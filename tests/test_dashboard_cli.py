@@ -71,7 +71,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         build_config(parse("--timezone", "Mars/Olympus"))
 
 
-async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str) -> None:
+async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str, tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -85,12 +85,14 @@ async def test_the_program_serves_and_stops_on_ctrl_c(broker_url: str) -> None:
         "UTC",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, TOKEN_ENV: ""},
+        # No --database: the record goes to the state folder, here a private one.
+        env={**os.environ, TOKEN_ENV: "", "XDG_STATE_HOME": str(tmp_path)},
     )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
         assert line.startswith("dashboard: http://127.0.0.1:")
+        assert (tmp_path / "posture-monitor" / "alerts.sqlite3").is_file()
         url = line.split()[1]
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url + "healthz").read())
         assert json.loads(body)["ok"] is True

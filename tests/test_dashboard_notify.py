@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from record_support import (  # noqa: F401  (fixtures, used by name)
+    pg_database_fixture,
+    pg_url_fixture,
+)
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     CSRF,
     JumpClock,
@@ -182,6 +187,49 @@ async def test_escalation_goes_out_while_the_broker_is_down(broker: Any) -> None
             await broker.start()
             # The MQTT copies go out once the broker is back.
             await until(lambda: state_of(service, (fall_id, 1, "mqtt")) == "delivered", 15.0)
+
+
+async def test_two_instances_on_one_record_send_each_notice_once(
+    broker_url: str, pg_url: str
+) -> None:
+    pager = Receiver()
+    root = f"t{uuid.uuid4().hex[:8]}/posture/v1"
+    async with receiving(pager) as pager_url:
+        options: dict[str, Any] = {
+            "topic_root": root,
+            "database": pg_url,
+            "escalation": EscalationPolicy(1.0, 2.0),
+            "notify": NotifySettings(webhooks=(WebhookTarget("pager", pager_url),)),
+        }
+        async with (
+            running(broker_url, **options) as (first, peer),
+            running(broker_url, **options) as (second, _),
+        ):
+            old_s = time.time() - 600  # both levels due at once: the instances race
+            falls = [event_json(f"p-{n:03d}", "fall_detected", old_s) for n in range(6)]
+            for n, (_fall_id, payload) in enumerate(falls):
+                # Under the shared root (the peer's own root is another one).
+                await peer.client.publish(f"{root}/patients/p-{n:03d}/events", payload, qos=1)
+            ids = [fall_id for fall_id, _ in falls]
+            # Done when both know every level as issued (claimed by one, seen
+            # by the other) and neither has a notice left to send.
+            await until(
+                lambda: all(
+                    service.escalator.level(i) == 2 and service.notifier.pending == 0
+                    for service in (first, second)
+                    for i in ids
+                ),
+                timeout_s=30.0,
+            )
+            await pager.wait(lambda: len(pager.received) >= 12)
+    sent = sorted((notice["event_id"], notice["level"]) for _t, notice in pager.received)
+    assert sent == sorted((i, level) for i in ids for level in (1, 2))  # each exactly once
+    senders = {
+        name
+        for name, service in (("first", first), ("second", second))
+        if any(key[2] == "pager" for key in service.notifier.statuses)
+    }
+    print(f"\nwebhook notices sent by: {sorted(senders)}")
 
 
 async def test_notifier_gives_up_after_its_limit_and_says_so(broker_url: str) -> None:

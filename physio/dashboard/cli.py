@@ -7,6 +7,11 @@ summary to report), 2 what the user can fix: bad arguments or configuration,
 an unreachable broker (``report``), an HTTP address that cannot be listened
 on (``dashboard``; it retries the broker forever, as a service should). They
 print errors to stderr and never configure logging (the main CLI does).
+
+Secrets never go on the command line (``ps`` shows it to every user): the
+broker password comes from ``$POSTURE_MQTT_PASSWORD`` or
+``--broker-password-file``, as for ``run``; a PostgreSQL password from libpq's
+``$PGPASSWORD`` or ``~/.pgpass``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ import contextlib
 import getpass
 import os
 import sys
-from datetime import date
+import urllib.parse
+from datetime import date, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
+from common.ids import ID_PATTERN
 from common.shutdown import run_until_terminated
 from physio.dashboard.auth import (
     TOKEN_ENV,
@@ -32,11 +40,16 @@ from physio.dashboard.auth import (
 )
 from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.patients import PatientDirectory
+from physio.dashboard.record import default_database
 from physio.dashboard.report import fetch_summary, write_report
 from physio.dashboard.service import DashboardConfig, DashboardService
 from physio.dashboard.site import SiteConfig
+from physio.dashboard.store import StoreError
 
 __all__ = [
+    "PASSWORD_ENV",
+    "add_broker_arguments",
+    "broker_settings",
     "build_config",
     "configure_parser",
     "configure_report_parser",
@@ -45,6 +58,75 @@ __all__ = [
     "run",
     "run_report",
 ]
+
+
+PASSWORD_ENV = "POSTURE_MQTT_PASSWORD"
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--broker URL``, ``--broker-password-file FILE`` and ``--ca-file FILE``."""
+    parser.add_argument(
+        "--broker",
+        required=required,
+        action="append",
+        metavar="URL",
+        help="MQTT broker, e.g. mqtts://dashboard@broker.example:8883 (no password here: "
+        f"set {PASSWORD_ENV} or use --broker-password-file); repeat it (or give a "
+        "comma-separated list) for the nodes of a broker cluster, tried in turn",
+    )
+    parser.add_argument(
+        "--broker-password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file whose first line is the broker password (else ${PASSWORD_ENV})",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="FILE",
+        help="CA certificate (PEM) that signed the broker's certificate (with mqtts://)",
+    )
+
+
+def broker_settings(args: argparse.Namespace, **overrides: object) -> MqttSettings:
+    """Broker settings from ``add_broker_arguments``; the password from the file or
+    the environment (it overrides one in the URL, which is warned about).
+
+    Raises:
+        ConfigError: a bad URL, an unreadable password file, a missing CA file.
+    """
+    urls = [args.broker] if isinstance(args.broker, str) else list(args.broker)
+    try:
+        in_url = any(
+            urllib.parse.urlsplit(u.strip()).password is not None
+            for item in urls
+            for u in item.split(",")
+        )
+    except ValueError:
+        in_url = False  # from_urls below reports the bad URL
+    if in_url:
+        print(
+            f"warning: a password in --broker is visible to every user of this machine; "
+            f"set {PASSWORD_ENV} or use --broker-password-file",
+            file=sys.stderr,
+        )
+    password_file: Path | None = getattr(args, "broker_password_file", None)
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--broker-password-file {password_file}: {exc}") from None
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"--broker-password-file {password_file}: the first line is empty")
+        overrides["password"] = lines[0].strip()
+    elif os.environ.get(PASSWORD_ENV):
+        overrides["password"] = os.environ[PASSWORD_ENV]
+    ca_file: Path | None = getattr(args, "ca_file", None)
+    if ca_file is not None:
+        if not ca_file.is_file():
+            raise ConfigError(f"--ca-file {ca_file}: no such file")
+        overrides["ca_file"] = str(ca_file)
+    return MqttSettings.from_urls(urls, **overrides)
 
 
 def local_timezone() -> str:
@@ -104,21 +186,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "when stopped, 2 on a bad argument or setting, or when the HTTP address cannot be "
         "listened on (e.g. its port is in use)."
     )
+    add_broker_arguments(parser, required=False)  # not needed with --add-user
     parser.add_argument(
-        "--broker",
-        action="append",
-        metavar="URL",
-        help="MQTT broker, e.g. mqtt://user:pass@127.0.0.1:1883; repeat it (or give a "
-        "comma-separated list) for the nodes of a broker cluster, tried in turn "
-        "(required, except with --add-user)",
+        "--database",
+        default=None,
+        metavar="PATH|URL",
+        help="the alert record: a SQLite file (default "
+        "$XDG_STATE_HOME/posture-monitor/alerts.sqlite3) or postgresql://user@host/db "
+        "(password in $PGPASSWORD or ~/.pgpass); several dashboards may share one PostgreSQL",
     )
-    parser.add_argument(
-        "--listen",
-        default="127.0.0.1:8080",
-        metavar="HOST:PORT",
-        help="HTTP address (default 127.0.0.1:8080; any other than loopback needs a login)",
-    )
-    parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
         "--config",
         type=Path,
@@ -132,6 +208,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="display names and room/bed per patient id (TOML; shown only on the page)",
     )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="HTTP address (default 127.0.0.1:8080; any other than loopback needs a login)",
+    )
+    parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
         "--escalate-after",
         type=float,
@@ -232,13 +315,14 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    broker = MqttSettings.from_urls(args.broker)
+    broker = broker_settings(args)
     broker.check_transport(insecure=getattr(args, "insecure", False))
     patients_file = getattr(args, "patients", None)
     patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
     return DashboardConfig(
         broker=broker,
+        database=args.database or str(default_database()),
         listen_host=host,
         listen_port=port,
         topic_root=args.topic_root,
@@ -256,6 +340,7 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
 async def _serve(config: DashboardConfig) -> None:
     async with DashboardService(config) as service:
         print(f"dashboard: {service.url}", flush=True)
+        print(f"alert record: {service.record.where}", flush=True)
         await service.run_forever()
 
 
@@ -289,22 +374,45 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         type=date.fromisoformat,
         default=None,
         metavar="YYYY-MM-DD",
-        help="local day (default: the newest the dashboard published)",
+        help="local day (default: the newest the dashboard published; today for the record)",
     )
     parser.add_argument(
-        "--broker",
-        required=True,
-        action="append",
-        metavar="URL",
-        help="MQTT broker URL (repeat, or comma-separate, for a cluster's nodes)",
+        "--days",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --audit and the CSV files: N days ending with --day (1)",
     )
+    add_broker_arguments(parser, required=False)
     parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
+        "--database",
+        default=None,
+        metavar="PATH|URL",
+        help="the dashboard's alert record (default: its default SQLite file); "
+        "--out reads the day from here when no --broker is given",
+    )
+    parser.add_argument(
         "--out",
-        required=True,
         type=Path,
         metavar="FILE",
         help="report.html (no dependency) or report.png (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="print the audit trail: every event, ack, escalation, cancellation and "
+        "resolution, with who, when and from where",
+    )
+    parser.add_argument("--alerts-csv", type=Path, metavar="FILE", help="write the alerts as CSV")
+    parser.add_argument(
+        "--days-csv", type=Path, metavar="FILE", help="write the daily posture totals as CSV"
+    )
+    parser.add_argument(
+        "--timezone",
+        default=None,
+        metavar="ZONE",
+        help="clinic time zone of the days (default: this machine's)",
     )
     parser.add_argument(
         "--timeout",
@@ -315,29 +423,76 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_report(args: argparse.Namespace) -> int:
-    """Run ``posture-monitor report``: fetch the summary and write the file."""
-    try:
-        if args.out.suffix.lower() not in (".html", ".htm", ".png"):
-            raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
-        settings = MqttSettings.from_urls(args.broker, connect_timeout_s=args.timeout)
-        settings.check_transport(insecure=True)  # read-only: warn, do not refuse
-        summary = asyncio.run(
-            fetch_summary(
-                settings, args.patient, args.day, topic_root=args.topic_root, timeout_s=args.timeout
-            )
+def _from_record(args: argparse.Namespace) -> None:
+    """--audit, --alerts-csv, --days-csv and a record-based --out."""
+    from physio.dashboard.record_report import from_record
+
+    database = args.database or str(default_database())
+    if not args.database and not Path(database).exists():
+        raise ConfigError(
+            f"no alert record at {database}: give --database (the dashboard's --database)"
         )
-        write_report(summary, args.out)
+    if ID_PATTERN.fullmatch(args.patient) is None:
+        raise ConfigError(f"invalid patient id {args.patient!r}")
+    zone_name = args.timezone or local_timezone()
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"unknown time zone {zone_name!r}") from exc
+    if args.days < 1:
+        raise ConfigError(f"--days must be >= 1, got {args.days}")
+    last = args.day or date.today()
+    try:
+        for line in from_record(
+            database,
+            args.patient,
+            first=last - timedelta(days=args.days - 1),
+            last=last,
+            zone=zone,
+            audit=args.audit,
+            alerts_csv=args.alerts_csv,
+            days_csv=args.days_csv,
+            html_or_png=args.out if args.broker is None else None,
+        ):
+            print(line)
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc}") from exc
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run ``posture-monitor report``: from the broker's summary and/or the alert record."""
+    try:
+        wanted = (args.out, args.alerts_csv, args.days_csv)
+        if not args.audit and all(w is None for w in wanted):
+            raise ConfigError("say what to write: --out, --audit, --alerts-csv or --days-csv")
+        if args.out is not None and args.out.suffix.lower() not in (".html", ".htm", ".png"):
+            raise ConfigError(f"--out {args.out}: the report must end in .html or .png")
+        if args.audit or args.alerts_csv or args.days_csv or (args.out and not args.broker):
+            _from_record(args)
+        if args.out is not None and args.broker is not None:
+            settings = broker_settings(args, connect_timeout_s=args.timeout)
+            settings.check_transport(insecure=True)  # read-only: warn, do not refuse
+            summary = asyncio.run(
+                fetch_summary(
+                    settings,
+                    args.patient,
+                    args.day,
+                    topic_root=args.topic_root,
+                    timeout_s=args.timeout,
+                )
+            )
+            write_report(summary, args.out)
+            print(f"report written to {args.out}")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BrokerError as exc:
+    except (BrokerError, StoreError) as exc:
         # The README's promise for every command: an unreachable broker is an
-        # error the user can fix, exit 2 (it was 1, like a missing summary).
+        # error the user can fix, exit 2 (it was 1, like a missing summary);
+        # so is an unreachable alert record.
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PostureMonitorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"report written to {args.out}")
     return 0

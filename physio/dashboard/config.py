@@ -32,6 +32,9 @@ class DashboardConfig:
         summary_interval_s: how often changed summaries are published, s.
         keep_archive_days: per-day retained summaries older than this are cleared.
         client_id: MQTT client id (default from host name and port).
+        database: the alert record: a SQLite file, ``:memory:`` (nothing
+            survives the process; for tests and embedders) or a
+            ``postgresql://`` URL shared by several dashboard instances.
         max_patients, max_patients_per_gateway: patients remembered in total
             and per gateway; messages about more are dropped and counted
             (bounds the memory made-up ids can take).
@@ -55,6 +58,7 @@ class DashboardConfig:
     summary_interval_s: float = 60.0
     keep_archive_days: int = 31
     client_id: str | None = None
+    database: str = ":memory:"
     max_patients: int = 2000
     max_patients_per_gateway: int = 500
     clock_policy: ClockPolicy = field(default_factory=ClockPolicy)

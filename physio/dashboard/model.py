@@ -197,6 +197,10 @@ class DashboardModel:
         if previous is not None and previous["online"] == status.online:
             since_s = previous["since_s"]
         data = {"gateway_id": status.gateway_id, "online": status.online, "since_s": since_s}
+        # Why the gateway's delivery is impaired (a damaged outbox moved aside,
+        # publishing refused again and again): the page shows it as a warning.
+        degraded = status.metrics.get("degraded")
+        data["degraded"] = str(degraded)[:300] if degraded else None
         self._gateways[status.gateway_id] = data
         return [("gateway", data)]
 
@@ -289,6 +293,26 @@ class DashboardModel:
         self._trim()
         return [("alert", alert.to_dict())]
 
+    def restore_alert(
+        self,
+        event: AlertEvent,
+        at_s: float,
+        received_s: float,
+        *,
+        acks: list[Ack],
+        escalation_level: int,
+        note: str,
+    ) -> list[Update]:
+        """Bring back an alert from the alert record (a restarted dashboard)."""
+        if event.event_id in self._alerts:
+            return []
+        alert = _Alert(event, at_s, received_s, escalation_level=escalation_level, note=note)
+        for ack in [*acks, *self._early_acks.pop(event.event_id, [])]:
+            self._apply_ack_to(alert, ack)
+        self._alerts[event.event_id] = alert
+        self._trim()
+        return [("alert", alert.to_dict())]
+
     def apply_notification(self, event_id: str, status: dict[str, Any]) -> list[Update]:
         """Show where an escalation notice stands (``notify.DeliveryStatus.to_dict()``)."""
         alert = self._alerts.get(event_id)
@@ -373,9 +397,12 @@ class DashboardModel:
         return []
 
     def _trim(self) -> None:
-        excess = len(self._alerts) - self.max_alerts
-        if excess <= 0:
+        # Trimmed in batches (down to max_alerts once it is 10 % over): sorting
+        # the whole feed for every new item made a 100,000-event backlog cost
+        # minutes of CPU.
+        if len(self._alerts) <= self.max_alerts + max(1, self.max_alerts // 10):
             return
+        excess = len(self._alerts) - self.max_alerts
         # Drop the oldest items that nobody needs to act on; an unresolved fall stays.
         order = sorted(
             self._alerts.values(),

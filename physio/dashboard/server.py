@@ -80,8 +80,11 @@ class Backend(Protocol):
     model: DashboardModel
     broadcaster: Broadcaster
 
-    async def acknowledge(self, event_id: str, action: str, by: str) -> dict[str, Any]:
-        """Publish an ack; the updated alert. Raises KeyError, BrokerError."""
+    async def acknowledge(
+        self, event_id: str, action: str, by: str, source: str = ""
+    ) -> dict[str, Any]:
+        """Publish and record an ack (``source``: the browser's address); the
+        updated alert. Raises KeyError, BrokerError."""
         ...
 
     def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
@@ -238,7 +241,7 @@ async def _ack(request: web.Request) -> web.Response:
         typed = normalize_user_name(str(body.get("by") or "").strip())
         user = typed if valid_user_name(typed) else "local user"
     try:
-        alert = await backend.acknowledge(event_id, action, user)
+        alert = await backend.acknowledge(event_id, action, user, source=request.remote or "")
     except KeyError as exc:
         raise web.HTTPNotFound(text="no such alert") from exc
     except BrokerError as exc:
@@ -283,6 +286,8 @@ async def _healthz(request: web.Request) -> web.Response:
             "ok": True,
             "broker_connected": backend.model.broker_connected,
             "dropped": {"total": intake["total"], "by_reason": intake["by_reason"]},
+            # The alert record: writing (ok), writes queued, failures so far.
+            **({"record": health()} if (health := getattr(backend, "record_health", None)) else {}),
         }
     )
 

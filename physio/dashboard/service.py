@@ -19,6 +19,13 @@ breaks it is dropped and counted per reason and source (``drops``, shown in
 alert or gateway; an error while applying one message is logged and that
 message skipped. Patients are capped per gateway and in total
 (``alerts.intake.PatientCap``) so made-up ids cannot exhaust memory.
+
+Beyond the one-hour session, the alert record (:mod:`physio.dashboard.record`,
+SQLite or PostgreSQL) brings back every alert still open at start, and the
+gateways' retained open falls (``{root}/patients/+/alerts``) bring back every
+fall still open that the record never saw. Several instances may share one
+PostgreSQL record and one broker: each escalation level is claimed in the
+record first, so exactly one instance hands it to its notifier.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import re
 import socket
@@ -43,6 +51,7 @@ from alerts.acks import Ack, EscalationMessage
 from alerts.events import AlertEvent, EventType
 from alerts.intake import DropCounter, Inbound, PatientCap, read_message
 from alerts.mqtt import Message, MqttClient
+from alerts.open_falls import OpenFalls
 from alerts.state import GatewayState, GatewayStatus, PatientState
 from alerts.summary import DailySummary
 from alerts.topics import TopicKind, Topics
@@ -55,7 +64,11 @@ from physio.dashboard.config import DashboardConfig
 from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
 from physio.dashboard.notify import DeliveryStatus, EscalationNotice, Notifier
+from physio.dashboard.record import AlertRecord
+from physio.dashboard.record_ops import Claim
+from physio.dashboard.recorder import Recorder
 from physio.dashboard.server import create_app
+from physio.dashboard.store import StoreError
 from physio.dashboard.summary_book import SummaryBook
 
 __all__ = ["DashboardConfig", "DashboardService"]
@@ -68,6 +81,9 @@ _SESSION_EXPIRY_S = 3600
 # Patients a restored summary may bring in (no gateway named there).
 _SUMMARY_SOURCE = "(summaries)"
 _BROKER_WAIT_S = 30.0  # an escalation's MQTT copy waits this long for the broker per try
+# An instance that claimed an escalation level and died before recording it
+# loses the claim after this long; another instance then sends the level.
+_CLAIM_LEASE_S = 10.0
 
 
 class DashboardService:
@@ -82,6 +98,7 @@ class DashboardService:
             (bad credentials, TLS); an unreachable broker is retried while the
             page says so.
         OSError: the listen address is in use.
+        ConfigError, StoreError: the alert record cannot be opened.
     """
 
     def __init__(self, config: DashboardConfig, clock: Callable[[], float] = time.time) -> None:
@@ -110,15 +127,30 @@ class DashboardService:
             on_status=self._on_notify_status,
             clock=clock,
         )
+        self.client_id = config.client_id or _default_client_id(config.listen_port)
+        self.instance = f"{self.client_id}#{uuid.uuid4().hex[:8]}"
+        self.record = AlertRecord(config.database)
+        self.recorder = Recorder(self.record, self.instance, clock)
+        self._record_open = False
+        self._reanswered: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         config = self.config
-        client_id = config.client_id or _default_client_id(config.listen_port)
+        await self.record.__aenter__()
+        self._record_open = True
+        try:
+            # Before MQTT: what the record knows is on screen before anything new.
+            self.broadcaster.publish(
+                await self.recorder.restore(self.model, self.escalator, self.book)
+            )
+        except BaseException:
+            await self._shutdown()
+            raise
         self._mqtt = MqttClient(
             config.broker,
-            client_id=client_id,
+            client_id=self.client_id,
             clean_start=False,
             session_expiry_s=_SESSION_EXPIRY_S,
             wait_for_connection=False,
@@ -133,6 +165,7 @@ class DashboardService:
                 self.topics.all_acks,
                 self.topics.all_escalations,
                 self.topics.all_summaries,
+                self.topics.all_alerts,
             ):
                 await self._mqtt.subscribe(topic_filter, qos=1)
             app = create_app(
@@ -189,6 +222,9 @@ class DashboardService:
         if self._mqtt is not None:
             mqtt, self._mqtt = self._mqtt, None
             await mqtt.__aexit__(None, None, None)
+        if self._record_open:
+            self._record_open = False
+            await self.record.__aexit__(None, None, None)
 
     @property
     def url(self) -> str:
@@ -207,12 +243,25 @@ class DashboardService:
         """Wall clock, POSIX seconds."""
         return self._clock()
 
+    def record_health(self) -> dict[str, Any]:
+        """The alert record's health for ``/healthz`` (no path, host or patient)."""
+        return {
+            "ok": self.record.healthy,
+            "kind": self.record.kind,
+            "pending_writes": self.record.pending,
+            "failures": self.record.failures,
+        }
+
     def summary(self, patient_id: str, day: date | None) -> DailySummary | None:
         """A patient's summary of one day (default: the latest)."""
         return self.book.summary(patient_id, day)
 
-    async def acknowledge(self, event_id: str, action: str, by: str) -> dict[str, Any]:
-        """Publish an ack (QoS 1, waits for the broker) and apply it here.
+    async def acknowledge(
+        self, event_id: str, action: str, by: str, source: str = ""
+    ) -> dict[str, Any]:
+        """Publish an ack (QoS 1, waits for the broker), record it and apply it here.
+
+        ``source`` is where the person clicked (the browser's address).
 
         Raises:
             KeyError: no such alert.
@@ -229,6 +278,9 @@ class DashboardService:
         except TimeoutError:
             raise BrokerError(f"no PUBACK within {_ACK_TIMEOUT_S:g} s") from None
         _log.info("%s %s an alert of %s", by, action, mask_id(patient_id))
+        self.recorder.on_ack(
+            patient_id, ack, f"dashboard {self.instance} from {source or 'an unknown address'}"
+        )
         self._apply_ack(patient_id, ack)
         alert = self.model.alert(event_id)
         if alert is None:
@@ -260,6 +312,8 @@ class DashboardService:
             )
             if inbound is not None:
                 self._apply(inbound)
+                if not inbound.clock_trusted and inbound.payload is not None:
+                    self.drops.untrusted_clock(inbound.topic)
         except PayloadError as exc:
             self.drops.drop(exc.reason, info, str(exc))
         except Exception:  # the receive loop must outlive any one message
@@ -285,6 +339,7 @@ class DashboardService:
         elif isinstance(obj, AlertEvent):
             self._admit(ident, obj.gateway_id)
             updates += self.model.apply_event(obj, at_s, received_s)
+            self.recorder.on_event(obj, at_s, received_s, f"gateway {obj.gateway_id}")
             self.book.on_event(obj, at_s)
             if obj.type is EventType.FALL_DETECTED:
                 self.escalator.on_fall(obj.event_id, obj.patient_id, at_s, received_s)
@@ -292,8 +347,10 @@ class DashboardService:
             elif obj.type is EventType.FALL_CANCELLED:
                 self.escalator.on_cancelled(obj.patient_id, at_s)
         elif isinstance(obj, Ack):
+            self.recorder.on_ack(ident, obj)
             updates += self._apply_ack(ident, obj, publish=False)
         elif isinstance(obj, EscalationMessage):
+            self.recorder.on_escalation(obj)
             self.escalator.on_escalation_seen(obj.event_id, obj.level)
             self.book.on_escalation(ident, obj.event_id, obj.level)
             updates += self.model.apply_escalation(obj)
@@ -305,6 +362,9 @@ class DashboardService:
             if mine is not None:
                 updates += self.model.apply_summary(mine)
                 updates += self._restore_falls(mine, received_s)
+        elif isinstance(obj, OpenFalls):
+            self._admit(ident, obj.gateway_id)
+            updates += self._apply_open_falls(obj, at_s, received_s)
         elif isinstance(obj, GatewayStatus) or (obj is None and kind is TopicKind.STATUS):
             # A cleared retained status: the gateway is gone, shown offline.
             status = obj or GatewayStatus(
@@ -315,6 +375,52 @@ class DashboardService:
             except OverflowError as exc:
                 raise PayloadError(str(exc), DropReason.OVER_CAPACITY) from None
         self.broadcaster.publish(updates)
+
+    def _apply_open_falls(self, listed: OpenFalls, at_s: float, received_s: float) -> list[Update]:
+        """A gateway's retained list of a patient's open falls (``{root}/patients/+/alerts``).
+
+        A fall we never saw (its event lost in a broker crash, or older than our
+        session) is added like an event; a fall we know was answered is answered
+        again on MQTT, because the gateway missed that ack and keeps it open.
+        """
+        updates: list[Update] = []
+        for event in listed.open:
+            known = self.model.alert(event.event_id)
+            if known is None:
+                # Filed as received now: a late fall escalates sooner, never later.
+                fall_s = min(event.time_s, received_s)
+                updates += self.model.apply_event(event, fall_s, received_s)
+                self.recorder.on_event(
+                    event, fall_s, received_s, f"retained open falls of gateway {listed.gateway_id}"
+                )
+                self.book.on_event(event, fall_s)
+                self.escalator.on_fall(event.event_id, event.patient_id, fall_s, received_s)
+                _log.warning(
+                    "fall of %s learnt from its retained open falls", mask_id(event.patient_id)
+                )
+            elif known["acks"] and event.event_id not in self._reanswered:
+                self._reanswered.add(event.event_id)
+                self._reanswer(event.patient_id, known)
+        return updates
+
+    def _reanswer(self, patient_id: str, alert: dict[str, Any]) -> None:
+        if self._tasks is None or self._mqtt is None:
+            return
+        mqtt, topic = self._mqtt, self.topics.acks(patient_id)
+        acks = [
+            Ack.from_json(json.dumps({"event_id": alert["event_id"], **a})) for a in alert["acks"]
+        ]
+
+        async def reanswer() -> None:
+            for ack in acks:
+                try:
+                    await mqtt.publish(topic, ack.to_json(), qos=1)
+                except BrokerError as exc:
+                    self._reanswered.discard(ack.event_id)  # again with the next list
+                    _log.warning("could not repeat an ack to the gateway: %s", exc)
+                    return
+
+        self._tasks.create_task(reanswer(), name=f"reanswer-{alert['event_id']}")
 
     def _restore_falls(self, summary: DailySummary, received_s: float) -> list[Update]:
         updates: list[Update] = []
@@ -331,6 +437,7 @@ class DashboardService:
             self.escalator.on_escalation_seen(fall.event_id, fall.escalation_level)
             if fall.acknowledged_s is not None:
                 self.escalator.on_handled(fall.event_id, "acknowledged")
+            self.recorder.on_restored_fall(summary.patient_id, fall, received_s)
         return updates
 
     def _apply_ack(self, patient_id: str, ack: Ack, publish: bool = True) -> list[Update]:
@@ -363,8 +470,33 @@ class DashboardService:
             self.ticks += 1
             await asyncio.sleep(_TICK_S)
 
+    async def _claim(self, due: Escalation) -> bool:
+        """True if this instance is the one to send ``due`` (claimed in the record)."""
+        try:
+            claim = await self.recorder.claim(due, _CLAIM_LEASE_S)
+        except StoreError as exc:
+            # A duplicate escalation beats a missing one: send it unclaimed.
+            _log.error("escalation claim failed (sending anyway): %s", exc)
+            return True
+        if claim is Claim.MISSING and not self.record.pending:
+            # Nobody recorded this fall and nothing is on its way to the record
+            # (a bug or a hand-edited database): send it unclaimed, never never.
+            _log.error("escalation of a fall missing from the record: sending it unclaimed")
+            return True
+        if claim is Claim.DONE or claim is Claim.CLOSED:
+            # Another instance sent it, or someone handled the fall there.
+            self.escalator.mark_issued(due.event_id, due.level)
+            if claim is Claim.DONE:
+                message = EscalationMessage.at(
+                    due.event_id, due.patient_id, due.level, self._clock()
+                )
+                self.broadcaster.publish(self.model.apply_escalation(message))
+        return claim is Claim.CLAIMED
+
     async def _publish_escalations(self) -> None:
         for due in self.escalator.due(self._clock()):
+            if not await self._claim(due):
+                continue  # another instance's, or not recorded yet: asked again next tick
             now_s = self._clock()
             # Marked issued at once: from here the notifier owns the delivery
             # (MQTT included, and the retries), so a dead recipient or a
@@ -378,6 +510,7 @@ class DashboardService:
                 due.level,
             )
             message = EscalationMessage.at(due.event_id, due.patient_id, due.level, now_s)
+            self.recorder.on_escalation(message, f"dashboard {self.instance}")
             self.broadcaster.publish(self.model.apply_escalation(message))
             self.notifier.submit(self._notice(due, now_s))
 
@@ -426,6 +559,7 @@ class DashboardService:
             summary = self.book.summary(patient_id, day)
             if summary is None:
                 continue
+            self.recorder.on_summary(summary)
             payload = summary.to_json()
             try:
                 await self._mqtt.publish(

@@ -16,9 +16,7 @@ they were last seen, and BlueZ's error names for failed connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,22 +25,24 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakError
 from dbus_fast import DBusError, Variant
 
 from common.ids import mask_id
 from device_gateway.protocol import BATTERY_LEVEL_CHAR_UUID, BATTERY_SERVICE_UUID
+from simulator.bluez.gatt_objects import (
+    GattCharacteristic1,
+    GattDescriptor1,
+    GattService1,
+    relayed_characteristic,
+)
 from simulator.bluez.interfaces import (
     ERROR_FAILED,
     ERROR_IN_PROGRESS,
-    ERROR_NOT_PERMITTED,
     ERROR_NOT_READY,
     Adapter1,
     Battery1,
     Device1,
-    GattCharacteristic1,
-    GattDescriptor1,
-    GattService1,
 )
 from simulator.gatt import MTU
 
@@ -84,7 +84,6 @@ class _Device:
     battery: Battery1 | None = None
     gatt_paths: list[str] = field(default_factory=list)
     chars: dict[str, GattCharacteristic1] = field(default_factory=dict)
-    failures: deque[ConnectFailure] = field(default_factory=deque)
     muted: bool = False
     notifications: int = 0
 
@@ -226,6 +225,7 @@ class StandInAdapter:
             self._drop(device, hang_up=True)
         del self.devices[device.iface.address]
         self.standin.unexport(path)
+        self.standin.removed_devices.append(device.iface.address)
         logger.info("%s: device %s removed", self.name, mask_id(device.iface.address))
 
     # -- connections -------------------------------------------------------------
@@ -235,27 +235,31 @@ class StandInAdapter:
         device = self._device(iface.address)
         if device.client is not None:
             return  # already connected: BlueZ answers success for LE
+        self.standin.connect_calls += 1
         if device.connecting is not None:
+            self.standin.record_failure(iface.address, ERROR_IN_PROGRESS)
             raise DBusError(ERROR_IN_PROGRESS, "In Progress")
-        if device.failures:
-            await self._scripted_failure(device, device.failures.popleft())
+        scripted = self.standin.scripted_failures.get(iface.address)
+        if scripted:
+            await self._fail(device, scripted.popleft())
         device.connecting = asyncio.create_task(self._open_link(device))
         try:
             client = await device.connecting
-        except asyncio.CancelledError:
-            raise DBusError(ERROR_FAILED, self.standin.abort_message) from None
-        except TimeoutError:
-            raise DBusError(ERROR_FAILED, self.standin.abort_message) from None
+        except (asyncio.CancelledError, TimeoutError):
+            # Unreachable until timeout, or cancelled by Disconnect.
+            failure = ConnectFailure(ERROR_FAILED, self.standin.abort_message)
         except BleakError:
-            # A connection that failed at the link layer: BlueZ reports it the
-            # way bleak retries, with the link flapping first.
-            await self._scripted_failure(device, ConnectFailure(ERROR_FAILED, ABORTED_NEW, True))
+            # Failed at the link layer: BlueZ says so after the link flapped.
+            failure = ConnectFailure(ERROR_FAILED, ABORTED_NEW, link_flaps=True)
+        else:
+            await self._link_up(device, client)
             return
         finally:
             device.connecting = None
-        await self._link_up(device, client)
+        await self._fail(device, failure)
 
-    async def _scripted_failure(self, device: _Device, failure: ConnectFailure) -> None:
+    async def _fail(self, device: _Device, failure: ConnectFailure) -> None:
+        self.standin.record_failure(device.iface.address, f"{failure.error}: {failure.message}")
         await asyncio.sleep(0.01)
         if failure.link_flaps:
             device.iface.update(Connected=True)
@@ -317,44 +321,15 @@ class StandInAdapter:
     def _characteristic(
         self, device: _Device, char: BleakGATTCharacteristic, service_path: str
     ) -> GattCharacteristic1:
-        def client() -> BleakClient:
-            if device.client is None:
-                raise DBusError(ERROR_FAILED, "Not connected")
-            return device.client
-
-        async def read() -> bytes:
-            with _gatt_errors():
-                return bytes(await client().read_gatt_char(char.uuid))
-
-        async def write(value: bytes, with_response: bool) -> None:
-            with _gatt_errors():
-                await client().write_gatt_char(char.uuid, value, response=with_response)
-
-        async def notify(on: bool) -> None:
-            with _gatt_errors():
-                if on:
-                    await client().start_notify(char.uuid, relay)
-                else:
-                    await client().stop_notify(char.uuid)
-
-        def relay(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+        def relay(data: bytes) -> None:
             iface = device.chars.get(char.uuid)
             if device.muted or iface is None:
                 return  # muted, or the link is being torn down
             device.notifications += 1
             self.standin.notifications += 1
-            iface.notify("Value", bytes(data))
+            iface.notify("Value", data)
 
-        return GattCharacteristic1(
-            char.uuid,
-            service_path,
-            char.handle,
-            list(char.properties),
-            MTU,
-            read=read,
-            write=write,
-            notify=notify,
-        )
+        return relayed_characteristic(char, service_path, MTU, lambda: device.client, relay)
 
     def _battery_relay(
         self, device: _Device
@@ -383,6 +358,7 @@ class StandInAdapter:
     def _drop(self, device: _Device, *, hang_up: bool) -> None:
         """The link is gone: GATT objects and Battery1 go, then the properties flip."""
         client, device.client = device.client, None
+        device.muted = False  # muting lasts one connection
         if hang_up and client is not None:
             self.standin.spawn(client.disconnect(), "hang up")
         if not self.silent:
@@ -426,18 +402,3 @@ class StandInAdapter:
         for device in self.devices.values():
             yield from device.gatt_paths
             yield device.iface.path
-
-
-@contextlib.contextmanager
-def _gatt_errors() -> Iterator[None]:
-    """bleak errors of the simulated link as the D-Bus errors BlueZ sends."""
-    try:
-        yield
-    except BleakGATTProtocolError as exc:
-        if exc.code == 0x02:
-            raise DBusError(ERROR_NOT_PERMITTED, "Read not permitted") from exc
-        if exc.code == 0x03:
-            raise DBusError(ERROR_NOT_PERMITTED, "Write not permitted") from exc
-        raise DBusError(ERROR_FAILED, f"Operation failed with ATT error: 0x{exc.code:02x}") from exc
-    except BleakError as exc:
-        raise DBusError(ERROR_FAILED, "Not connected") from exc

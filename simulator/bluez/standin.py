@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections import deque
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 BLUEZ_NAME = "org.bluez"
 _SWEEP_S = 0.25
+_SEND_BUFFER_BYTES = 4 << 20
 
 
 class BluezStandIn:
@@ -55,6 +58,7 @@ class BluezStandIn:
         world: a running simulated world (the radio).
         bus_address: the bus to serve on, e.g. ``unix:path=/tmp/x/socket``.
         adapters: adapter names, e.g. ``("hci0",)``; each powered at start.
+        absent: adapters of ``adapters`` not plugged in at start (see ``plug``).
         battery_plugin: hide the Battery Service and expose ``Battery1``, as
             stock BlueZ (5.48+) does; False is ``bluetoothd -P battery``.
         bluez_version: "5.66" words an aborted LE connection
@@ -72,6 +76,7 @@ class BluezStandIn:
         *,
         bus_address: str,
         adapters: tuple[str, ...] = ("hci0",),
+        absent: tuple[str, ...] = (),
         battery_plugin: bool = True,
         bluez_version: str = "5.66",
         le_connect_timeout_s: float = 5.0,
@@ -87,10 +92,16 @@ class BluezStandIn:
         self.le_connect_timeout_s = le_connect_timeout_s
         self.temporary_timeout_s = temporary_timeout_s
         self.adapters: dict[str, StandInAdapter] = {}
-        self.unplugged: set[str] = set()
+        self.unplugged: set[str] = set(absent)
         self.current_sender = ""
         self.notifications = 0
         """IMU and other notifications relayed as ``PropertiesChanged`` since start."""
+        self.connect_calls = 0
+        self.failed_connects: list[tuple[str, str]] = []
+        """(address, "error name: message") of every failed ``Connect``."""
+        self.removed_devices: list[str] = []
+        """Addresses whose device object left the tree, in order."""
+        self.scripted_failures: dict[str, deque[ConnectFailure]] = {}
         self._bus: MessageBus | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -127,6 +138,13 @@ class BluezStandIn:
             raise RuntimeError("the BlueZ stand-in is already running")
         bus = MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM)
         await bus.connect()
+        # dbus-fast (5.2) drops the whole connection when a write would block
+        # (EAGAIN; python-dbus-next issue 153): seen with 40 wearables while
+        # dbus-daemon was starved of CPU. Room for seconds of notifications
+        # (the kernel caps it at net.core.wmem_max).
+        sock = getattr(bus, "_sock", None)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER_BYTES)
         bus.add_message_handler(self._on_message)
         await bus.call(
             Message(
@@ -188,13 +206,12 @@ class BluezStandIn:
         self.unplugged.discard(adapter)
         self._add_adapter(adapter, self.adapter_names.index(adapter))
 
-    def fail_connect(self, address: str, *failures: ConnectFailure, adapter: str = "hci0") -> None:
-        """The next ``Connect`` calls to ``address`` fail with these errors, in order.
+    def fail_connect(self, address: str, *failures: ConnectFailure) -> None:
+        """The next ``Connect`` calls to ``address`` fail with these errors, in order."""
+        self.scripted_failures.setdefault(address.upper(), deque()).extend(failures)
 
-        Raises:
-            KeyError: the device is not in the object tree (it never advertised).
-        """
-        self.adapters[adapter]._device(address).failures.extend(failures)
+    def record_failure(self, address: str, error: str) -> None:
+        self.failed_connects.append((address.upper(), error))
 
     def mute(self, address: str, muted: bool = True, *, adapter: str = "hci0") -> None:
         """Notifications from ``address`` stop (or resume) while the link stays up."""

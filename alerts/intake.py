@@ -186,6 +186,9 @@ class DropCounter:
         self._clock = clock
         self.by_reason: dict[str, int] = {}
         self.by_source: dict[str, int] = {}
+        # Kept, but filed at their receipt time: the sender's clock was off
+        # (a stepped-back gateway's states, an event from the future).
+        self.clock_untrusted = 0
         self._unlogged: dict[str, int] = {}
         self._logged_at: dict[str, float] = {}
 
@@ -217,25 +220,44 @@ class DropCounter:
                 detail[:200],
             )
 
+    def untrusted_clock(self, info: TopicInfo) -> None:
+        """Count a message kept but filed at its receipt time (its sender's clock is off)."""
+        self.clock_untrusted += 1
+        now = self._clock()
+        last = self._logged_at.get("clock_untrusted")
+        if last is None or now - last >= self._log_interval_s:
+            self._logged_at["clock_untrusted"] = now
+            self._logger.warning(
+                "%d message(s) so far filed at their receipt time: the sender's clock is "
+                "off (latest: %s of %s)",
+                self.clock_untrusted,
+                info.kind,
+                mask_id(info.id),
+            )
+
     def as_dict(self) -> dict[str, object]:
-        """For an administrator's JSON: total, per reason, the 20 top sources."""
+        """For an administrator's JSON: total, per reason, the 20 top sources, and
+        how many kept messages had an untrusted clock."""
         top = sorted(self.by_source.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
         return {
             "total": self.total,
             "by_reason": dict(sorted(self.by_reason.items())),
             "top_sources": dict(top),
+            "clock_untrusted": self.clock_untrusted,
         }
 
     def line(self) -> str:
         """One line for a footer, e.g. ``3 bad messages dropped (too_large 2, future_time 1)``;
         empty when nothing was dropped."""
-        if not self.by_reason:
-            return ""
         parts = ", ".join(
             f"{reason} {count}"
             for reason, count in sorted(self.by_reason.items(), key=lambda kv: -kv[1])
         )
-        return f"{self.total} bad message(s) dropped ({parts})"
+        text = f"{self.total} bad message(s) dropped ({parts})" if self.by_reason else ""
+        if self.clock_untrusted:
+            clock = f"{self.clock_untrusted} filed at receipt (sender clock off)"
+            text = f"{text}; {clock}" if text else clock
+        return text
 
 
 class PatientCap:

@@ -25,7 +25,7 @@ from alerts.outbox_file import (
     open_db,
     wal_damage,
 )
-from alerts.outbox_salvage import salvage_rows
+from alerts.outbox_salvage import salvage_open_falls, salvage_rows
 from common.errors import ConfigError
 
 __all__ = ["DurableFile"]
@@ -103,11 +103,23 @@ class DurableFile:
         self._db = self._open()
         self._unsaved.update(self._falls, self._others)
         self._flush()
+        open_falls = salvage_open_falls(aside) if aside is not None else []
+        if open_falls:  # the gateway's retained list of unanswered falls
+
+            def keep(db: sqlite3.Connection) -> None:
+                db.executemany(
+                    "INSERT OR IGNORE INTO open_falls (event_id, patient_id, payload)"
+                    " VALUES (?, ?, ?)",
+                    open_falls,
+                )
+
+            self._write("restoring salvaged open falls", keep)
         self.recoveries += 1
         self._degrade(
             f"outbox {self._path} was damaged ({problems[0]}); moved to "
             f"{aside.name if aside else '(could not move)'}; {len(rows)} pending event(s) "
-            "salvaged into a fresh outbox; events that could not be read are lost"
+            f"and {len(open_falls)} open fall(s) salvaged into a fresh outbox; events that "
+            "could not be read are lost"
         )
         return self._db
 

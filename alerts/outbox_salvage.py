@@ -32,7 +32,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SalvagedRow", "WalReport", "inspect_wal", "salvage_rows"]
+__all__ = ["SalvagedRow", "WalReport", "inspect_wal", "salvage_open_falls", "salvage_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,12 +212,12 @@ def _leaf_cells(data: bytes, page_no: int, page_size: int, usable: int) -> list[
     return out
 
 
-def _rows_from_bytes(path: Path) -> dict[str, SalvagedRow]:
-    found: dict[str, SalvagedRow] = {}
+def _records_from_bytes(path: Path) -> list[tuple[int, list[object]]]:
+    """(rowid, values) of every record on every table-leaf page of ``path``."""
     try:
         data = path.read_bytes()
     except OSError:
-        return found
+        return []
     if data[:16] == _HEADER:
         page_size = int.from_bytes(data[16:18], "big")
         page_size = 65536 if page_size == 1 else page_size
@@ -227,24 +227,68 @@ def _rows_from_bytes(path: Path) -> dict[str, SalvagedRow]:
     if page_size < 512 or page_size & (page_size - 1):
         page_size, reserved = 4096, 0
     usable = page_size - reserved
+    records = []
     for page_no in range(1, len(data) // page_size + 1):
         for rowid, payload in _leaf_cells(data, page_no, page_size, usable):
             values = _record(payload)
-            if values is None:
-                continue
-            row = _valid_row(values, rowid)
-            if row is not None:
-                found.setdefault(row.event_id, row)
-    return found
+            if values is not None:
+                records.append((rowid, values))
+    return records
 
 
 def salvage_rows(path: Path) -> list[SalvagedRow]:
     """Every outbox row that can still be read from the damaged file ``path``
     (and its ``-wal``, read through SQLite), in ``seq`` order."""
-    rows = _rows_from_bytes(path)
+    rows: dict[str, SalvagedRow] = {}
+    for rowid, values in _records_from_bytes(path):
+        row = _valid_row(values, rowid)
+        if row is not None:
+            rows.setdefault(row.event_id, row)
     # SQLite's view wins where it can read: it applies the WAL's newer pages.
     rows.update(_rows_through_sqlite(path))
     return sorted(rows.values(), key=lambda row: row.seq)
+
+
+def _valid_open_fall(values: list[object]) -> tuple[str, str, bytes] | None:
+    """(event_id, patient_id, payload) if ``values`` are an ``open_falls`` row."""
+    if len(values) != 4:
+        return None
+    _seq, event_id, patient_id, payload = values
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if not (isinstance(event_id, str) and isinstance(patient_id, str)):
+        return None
+    if not isinstance(payload, bytes):
+        return None
+    try:
+        decoded = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(decoded, dict) or decoded.get("event_id") != event_id:
+        return None
+    return event_id, patient_id, payload
+
+
+def salvage_open_falls(path: Path) -> list[tuple[str, str, bytes]]:
+    """The gateway's open falls (table ``open_falls``) still readable in
+    ``path``, as (event_id, patient_id, payload), oldest first."""
+    found: dict[str, tuple[int, tuple[str, str, bytes]]] = {}
+    for rowid, values in _records_from_bytes(path):
+        fall = _valid_open_fall(values)
+        if fall is not None:
+            found.setdefault(fall[0], (rowid, fall))
+    with contextlib.suppress(sqlite3.Error):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        try:
+            for seq, *values in db.execute(
+                "SELECT seq, event_id, patient_id, payload FROM open_falls ORDER BY seq"
+            ):
+                fall = _valid_open_fall([None, *values])
+                if fall is not None:
+                    found[fall[0]] = (int(seq), fall)
+        finally:
+            db.close()
+    return [fall for _seq, fall in sorted(found.values(), key=lambda item: item[0])]
 
 
 # ------------------------------------------------------------------- the WAL

@@ -290,3 +290,22 @@ def _backend_pid(store: SqlStore) -> int:
         row = cur.one("SELECT pg_backend_pid()")
     assert row is not None
     return int(row[0])
+
+
+@pytest.mark.timeout(60)
+async def test_a_write_with_a_bug_is_skipped_and_the_others_are_kept(tmp_path: Path) -> None:
+    def broken(store: SqlStore) -> None:
+        raise RuntimeError("a bug in one write")
+
+    async with AlertRecord(str(tmp_path / "alerts.sqlite3")) as record:
+        for n in range(6):
+
+            def write(s: SqlStore, n: int = n) -> bool:
+                return add(s, "fall_detected", f"f{n}", T0 + n)
+
+            record.write(write)
+            if n == 2:
+                record.write(broken)
+        await record.flush()
+        stored = await record.call(lambda s: ops.open_alerts(s, since_s=0))
+    assert [a.event_id for a in stored] == [f"f{n}" for n in range(6)]

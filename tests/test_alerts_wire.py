@@ -106,6 +106,19 @@ def test_angles_that_do_not_apply_are_null_and_nan_never_reaches_json() -> None:
     assert obj["details"] == {"rssi_dbm": -70.0}
 
 
+def test_mono_time_is_an_optional_field_old_payloads_still_parse() -> None:
+    stepped = T0 - timedelta(hours=1)  # the wall clock stepped back; the monotonic one did not
+    event = AlertEvent(EventType.FALL_DETECTED, "p-1", "gw", stepped, mono_time=T0)
+    obj = json.loads(event.to_json())
+    assert obj["mono_time"] == "2026-11-24T08:15:02.120Z"
+    assert AlertEvent.from_json(event.to_json()) == event
+    del obj["mono_time"]  # what a gateway of the previous version sends
+    assert AlertEvent.from_json(json.dumps(obj)).mono_time is None
+    assert "mono_time" not in json.loads(
+        AlertEvent(EventType.FALL_DETECTED, "p", "g", T0).to_json()
+    )
+
+
 def test_expiry_only_for_slouch_events() -> None:
     assert AlertEvent(EventType.SLOUCH_STARTED, "p", "g", T0).default_expiry_s() == 300
     assert AlertEvent(EventType.SLOUCH_ENDED, "p", "g", T0).default_expiry_s(60) == 60

@@ -101,6 +101,9 @@ async def test_a_gateway_clock_stepped_back_an_hour_keeps_the_tile_live(
             # Its time is now, not an hour ago, nor frozen at the step.
             assert abs(tile["time_s"] - time.time()) < 30.0
             await _until(lambda: "slouching=yes" in out.getvalue())  # watch too
+            # Counted for an administrator when only the receipt time could be trusted.
+            assert (service.drops.clock_untrusted > 0) is (not with_mono)
+            assert service.drops.total == 0
             # The day counts the slouch, at receipt time, in today's summary.
             await _until(lambda: _slouched_s(service, "p-001") >= 0.5)
             assert not watcher.done()

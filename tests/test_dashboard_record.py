@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -36,10 +37,12 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
     running,
 )
 
+from alerts.events import AlertEvent, EventType
 from alerts.mqtt import Message, MqttClient, MqttSettings
 from physio.dashboard import record_ops as ops
-from physio.dashboard.cli import configure_report_parser, run_report
+from physio.dashboard.cli import configure_parser, configure_report_parser, run, run_report
 from physio.dashboard.store import SqlStore
+from physio.dashboard.summary_book import SummaryBook
 
 T = TypeVar("T")
 
@@ -302,3 +305,71 @@ async def test_two_instances_share_the_record_and_escalate_exactly_once(
     stored = read_record(pg_url, lambda s: ops.open_alerts(s, since_s=0))
     assert {a.event_id for a in stored} == {e for e, _ in falls[1:]} | {late_id}
     assert all(a.escalated_level == 2 for a in stored)
+
+
+@pytest.mark.timeout(90)
+async def test_a_claim_left_by_a_dead_instance_expires_and_the_level_still_goes_out(
+    broker_url: str, database: str
+) -> None:
+    """Another instance claimed level 1 and died before recording it: this one
+    waits for the lease to run out, then sends the level itself."""
+    clock = JumpClock()
+    async with running(broker_url, clock, database=database) as (service, peer):
+        fall_id, fall = event_json("p-001", "fall_detected", time.time())
+        await peer.publish("patients/p-001/events", fall)
+        await eventually(lambda: service.model.alert(fall_id))
+        await service.record.flush()
+        dead_at_s = clock() + 30  # the moment level 1 became due for the dead instance
+        claim = await service.record.call(
+            lambda s: ops.claim_escalation(s, fall_id, 1, "dead-instance", dead_at_s, 10.0)
+        )
+        assert claim is ops.Claim.CLAIMED
+        clock.advance(31)  # due now, but the dead instance's lease still runs
+        ticks = service.ticks
+        await eventually(lambda: service.ticks >= ticks + 2)
+        assert peer.on("p-001/escalations") == []
+        clock.advance(10)  # the lease ran out
+        (sent,) = await peer.wait_for("p-001/escalations", 1, timeout_s=30)
+        assert (sent["event_id"], sent["level"]) == (fall_id, 1)
+        await service.record.flush()
+    trail = read_record(database, lambda s: ops.actions_of(s, "p-001", 0, 4e9))
+    (escalated,) = [a for a in trail if a.action == "escalated"]
+    assert escalated.level == 1 and escalated.source.startswith("dashboard ")
+
+
+def test_a_dashboard_whose_record_cannot_be_reached_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("psycopg")
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(
+        ["--broker", "mqtt://127.0.0.1:1", "--database", "postgresql://pm:secret@127.0.0.1:1/x"]
+    )
+    assert run(args) == 1
+    err = capsys.readouterr().err
+    assert "alert record postgresql://…@127.0.0.1:1/x: cannot connect" in err
+    assert "secret" not in err
+
+
+@pytest.mark.timeout(90)
+async def test_a_fall_known_only_from_a_retained_summary_is_recorded_and_escalates(
+    broker_url: str, tmp_path: Path
+) -> None:
+    book = SummaryBook(ZoneInfo("UTC"))
+    fall = AlertEvent(EventType.FALL_DETECTED, "p-021", "ward-3", datetime.now(UTC))
+    book.on_event(fall, fall.time_s)
+    summary = book.summary("p-021", None)
+    assert summary is not None
+    database = str(tmp_path / "alerts.sqlite3")
+    clock = JumpClock()
+    async with running(broker_url, clock, database=database) as (service, peer):
+        await peer.publish("patients/p-021/summary", summary.to_json(), retain=True)
+        await eventually(lambda: service.model.alert(fall.event_id))
+        clock.advance(40)
+        (sent,) = await peer.wait_for("p-021/escalations", 1, timeout_s=30)
+        assert (sent["event_id"], sent["level"]) == (fall.event_id, 1)
+        await service.record.flush()
+    trail = read_record(database, lambda s: ops.actions_of(s, "p-021", 0, 4e9))
+    assert (trail[0].action, trail[0].source) == ("event", "retained daily summary")
+    assert [a.level for a in trail if a.action == "escalated"] == [1]

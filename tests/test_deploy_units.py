@@ -66,6 +66,17 @@ def test_units_run_the_cli_as_a_dedicated_user_and_restart(name: str) -> None:
         )
 
 
+def test_dashboard_unit_keeps_the_alert_record_in_its_state_directory() -> None:
+    # physio.dashboard.record.default_database() uses $STATE_DIRECTORY: without
+    # it the record would go to a home folder that ProtectHome hides.
+    unit = read_unit("posture-dashboard.service")
+    assert unit["Service.StateDirectory"] == ["posture-monitor"]
+    assert (
+        "/var/lib/posture-monitor/alerts.sqlite3"
+        in (UNITS / "posture-dashboard.service").read_text()
+    )
+
+
 def test_gateway_unit_keeps_the_outbox_and_waits_for_the_flush() -> None:
     unit = read_unit("posture-gateway.service")
     assert unit["Service.StateDirectory"] == ["posture-monitor"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from ward import all_events_arrived, gateway_running
 
-from alerts import AlertPublisher
+from alerts import AlertPublisher, parse_utc
 from posture_monitor.demo import DEMO_SLOUCH_DWELL_S, demo_config
 from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario, load_scenario
 
@@ -59,6 +59,8 @@ async def test_ward_alerts_reach_the_broker(broker: Any, collector: Any) -> None
     falls = [e for e in faller_events if e["type"] == "fall_detected"]
     assert len(falls) == 1, types_of(faller_events)
     assert falls[0]["severity"] == "high"
+    # Wall and monotonic-derived times both travel (mono_time: alerts/clock.py).
+    assert abs(parse_utc(falls[0]["mono_time"]) - parse_utc(falls[0]["time"])).total_seconds() < 30
     truth = world.truth(faller)
     (impact_s,) = truth.fall_impact_s
     impact_device_s = float(np.interp(impact_s, truth.t_s, truth.device_t_s))
@@ -88,6 +90,7 @@ async def test_ward_alerts_reach_the_broker(broker: Any, collector: Any) -> None
         states = received.on_topic(f"posture/v1/patients/{patient_id}/state")
         assert states, f"no state for {patient_id}"
         assert json.loads(states[-1].payload)["device_connected"] is True
+        assert "mono_time" in json.loads(states[-1].payload)
     status = received.on_topic("posture/v1/gateways/demo-gateway/status")
     assert json.loads(status[0].payload)["status"] == "online"
 

@@ -7,6 +7,7 @@ a state from 2100, a battery of -5 %, a slouch threshold of 1e300°, an id the
 gateway would refuse, an unknown event type, another patient's state on a
 topic. The dashboard and ``watch`` keep running, show none of it (no patient,
 alert or gateway), count it per reason, and still show a real fall after it.
+``status`` and ``report`` count and refuse them too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -23,9 +25,11 @@ import pytest
 from brokers import MOSQUITTO, EmbeddedTestBroker, MosquittoBroker
 from test_dashboard_support import event_json, state_json
 
-from alerts import MqttClient
+from alerts import DropCounter, MqttClient, Topics
 from alerts.summary import format_time
+from physio.dashboard.report import BadSummaryError, fetch_summary
 from physio.dashboard.service import DashboardConfig, DashboardService
+from physio.status import collect_statuses
 from physio.watch import watch_live
 
 AnyBroker = MosquittoBroker | EmbeddedTestBroker
@@ -180,3 +184,38 @@ async def test_hostile_retained_messages_leave_dashboard_and_watch_running_and_u
         # Clear what this test left retained on the shared broker.
         for topic, _payload, _reason in bad:
             await gateway.publish(topic, b"", qos=1, retain=True)
+
+
+async def test_status_and_report_count_and_survive_hostile_retained_messages(
+    broker: AnyBroker,
+) -> None:
+    settings = broker.settings()
+    root = f"t{uuid.uuid4().hex[:8]}/posture/v1"
+    topics = Topics(root)
+    async with MqttClient(settings) as gateway:
+        ok = {"gateway_id": "ward-3", "status": "online", "time": format_time(time.time())}
+        await gateway.publish(topics.status("ward-3"), json.dumps(ok).encode(), retain=True)
+        for gateway_id, payload in (
+            ("evil", {**ok, "gateway_id": "evil", "time": "0001-01-01T00:00:00+01:00"}),
+            ("deep", {**ok, "gateway_id": "deep", "metrics": json.loads("[" * 900 + "]" * 900)}),
+            ("other", {**ok, "gateway_id": "ward-3"}),  # another gateway's id on this topic
+        ):
+            await gateway.publish(
+                topics.status(gateway_id), json.dumps(payload).encode(), retain=True
+            )
+        drops = DropCounter(logging.getLogger("test.status"))
+        found = await collect_statuses(settings, topic_root=root, wait_s=1.0, drops=drops)
+        assert set(found) == {"ward-3"}
+        assert drops.by_reason == {"bad_time": 1, "too_deep": 1, "topic_mismatch": 1}
+
+        # report: a 600 KB retained "summary" is refused with a clear error, not a traceback.
+        await gateway.publish(
+            topics.summary("p-001"), b'{"x": "' + b"y" * 600_000 + b'"}', retain=True
+        )
+        with pytest.raises(BadSummaryError, match="too_large"):
+            await fetch_summary(settings, "p-001", topic_root=root, timeout_s=5.0)
+        for topic in (
+            topics.summary("p-001"),
+            *(topics.status(g) for g in ("ward-3", "evil", "deep", "other")),
+        ):
+            await gateway.publish(topic, b"", retain=True)

@@ -94,6 +94,7 @@ def test_no_module_imports_a_higher_layer() -> None:
         ("import posture_monitor.cli", ("scipy", "aiohttp", "paho", "numpy")),
         ("import device_gateway.protocol", ("paho", "amqtt", "sqlite3", "aiohttp", "scipy")),
         ("import alerts.topics", ("paho", "amqtt", "sqlite3", "aiohttp")),
+        ("import alerts.intake", ("paho", "amqtt", "sqlite3", "aiohttp")),
         ("import posture", ("paho", "aiohttp", "bleak", "lab")),
     ],
 )

@@ -10,6 +10,7 @@ status that says ``degraded``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,11 +23,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from brokers import MOSQUITTO, MOSQUITTO_PASSWD, Collector, MosquittoBroker, Received
 from test_broker_acl import ACL, USERS, AclBroker
+from test_dashboard_support import broker_url_fixture, running  # noqa: F401  (fixture by name)
 
-from alerts import AlertEvent, AlertPublisher, EventType, GatewayStatus, Outbox, Topics
+from alerts import (
+    AlertEvent,
+    AlertPublisher,
+    EventType,
+    GatewayStatus,
+    Outbox,
+    Topics,
+    format_utc_ms,
+)
 from alerts.outbox_salvage import inspect_wal
 from physio.status import format_statuses
 
@@ -255,3 +266,44 @@ async def test_a_broker_refusing_every_event_raises_the_alarm_and_backs_off(
         assert sum("fails repeatedly" in r.getMessage() for r in caplog.records) == 1
     finally:
         await broker.stop()
+
+
+async def test_the_dashboard_warns_about_a_degraded_gateway(broker_url: str) -> None:
+    async with running(broker_url) as (service, peer):
+        status = {
+            "gateway_id": "ward-9",
+            "status": "online",
+            "time": format_utc_ms(datetime.now(UTC)),
+            "metrics": {"degraded": "outbox /var/lib/x was damaged (...); moved to ..."},
+        }
+        await peer.publish("gateways/ward-9/status", json.dumps(status).encode(), retain=True)
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(5):
+                while not service.model.snapshot()["gateways"]:
+                    await asyncio.sleep(0.02)
+            async with http.get(service.url + "api/snapshot") as response:
+                gateway = (await response.json())["gateways"][0]
+        assert gateway["online"] is True
+        assert gateway["degraded"].startswith("outbox /var/lib/x was damaged")
+
+
+@pytest.mark.parametrize("kind", ["page_overwritten", "truncated"])
+def test_the_gateways_open_falls_are_salvaged_too(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "outbox.sqlite"
+    falls = [new_fall(i) for i in range(3)]
+    with Outbox(path) as outbox:
+        for ev in [old_event(i) for i in range(40)]:
+            outbox.put(ev, TOPICS.events(ev.patient_id))
+        for fall in falls:
+            outbox.keep_open_fall(fall.patient_id, fall.event_id, fall.to_json())
+    if kind == "truncated":
+        os.truncate(path, path.stat().st_size - PAGE_BYTES // 2)
+    else:
+        with open(path, "r+b") as f:  # the outbox table's root page
+            f.seek(PAGE_BYTES)
+            f.write(bytes(range(256)) * (PAGE_BYTES // 256))
+    with Outbox(path) as again:
+        assert again.degraded is not None and "3 open fall(s) salvaged" in again.degraded
+        assert [e for _p, e, _payload in again.open_falls()] == [f.event_id for f in falls]
+    with Outbox(path) as third:  # and they are in the fresh file
+        assert len(third.open_falls()) == 3 and third.degraded is None

@@ -197,6 +197,10 @@ class DashboardModel:
         if previous is not None and previous["online"] == status.online:
             since_s = previous["since_s"]
         data = {"gateway_id": status.gateway_id, "online": status.online, "since_s": since_s}
+        # Why the gateway's delivery is impaired (a damaged outbox moved aside,
+        # publishing refused again and again): the page shows it as a warning.
+        degraded = status.metrics.get("degraded")
+        data["degraded"] = str(degraded)[:300] if degraded else None
         self._gateways[status.gateway_id] = data
         return [("gateway", data)]
 

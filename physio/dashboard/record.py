@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -40,6 +42,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 Operation = Callable[[SqlStore], T]
 _FLUSH_AT_EXIT_S = 5.0
+_BATCH = 500  # writes per transaction
 
 
 def default_database() -> Path:
@@ -174,9 +177,11 @@ class AlertRecord:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            operation = self._queue[0]
+            # Everything queued so far in one transaction: one commit (one fsync)
+            # for a burst, so a reconnect's backlog is written at disk speed.
+            batch = list(itertools.islice(self._queue, _BATCH))
             try:
-                await self.call(operation)
+                await self.call(functools.partial(SqlStore.batch, operations=batch))
             except StoreError as exc:
                 self.failures += 1
                 if self.healthy or self.failures & (self.failures - 1) == 0:
@@ -190,9 +195,18 @@ class AlertRecord:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception:
-                # A bug in one write must not stop the others: log and skip it.
-                _log.exception("alert record: a write failed with a bug; skipped")
-            self._queue.popleft()
+                # A bug in one write must not stop the others: write them one by
+                # one, log and skip the one that fails.
+                _log.exception("alert record: a write failed with a bug; retrying one by one")
+                batch = batch[:1]
+                try:
+                    await self.call(batch[0])
+                except StoreError:
+                    continue
+                except Exception:
+                    _log.exception("alert record: this write is skipped")
+            for _ in batch:
+                self._queue.popleft()
             if not self.healthy:
                 _log.warning("alert record %s: writing again", self.where)
                 self.healthy = True

@@ -22,8 +22,8 @@ from datetime import timedelta
 
 from alerts.acks import Ack, EscalationMessage
 from alerts.events import AlertEvent, EventType
-from alerts.summary import DailySummary
-from alerts.wire import PayloadError
+from alerts.summary import DailySummary, FallRecord
+from alerts.wire import PayloadError, utc_from_timestamp
 from common.ids import mask_id
 from physio.dashboard import record_ops as ops
 from physio.dashboard.escalation import Escalation, Escalator
@@ -96,6 +96,24 @@ class Recorder:
                 recorded_s=now_s,
             )
         )
+
+    def on_restored_fall(self, patient_id: str, fall: FallRecord, received_s: float) -> None:
+        """A fall brought back from a retained daily summary (never seen as an event here)."""
+        event = AlertEvent(
+            type=EventType.FALL_DETECTED,
+            patient_id=patient_id,
+            gateway_id="unknown",  # the summary does not name it
+            time=utc_from_timestamp(fall.time_s),
+            event_id=fall.event_id,
+        )
+        self.on_event(event, fall.time_s, received_s, "retained daily summary")
+        if fall.acknowledged_by is not None and fall.acknowledged_s is not None:
+            ack = Ack.at(fall.event_id, "acknowledged", fall.acknowledged_by, fall.acknowledged_s)
+            self.on_ack(patient_id, ack)
+        if fall.escalation_level:
+            self.on_escalation(
+                EscalationMessage.at(fall.event_id, patient_id, fall.escalation_level, received_s)
+            )
 
     def on_ack(self, patient_id: str, ack: Ack, source: str = ops.MQTT_SOURCE) -> None:
         """An ack or resolution, clicked here (``source`` says from where) or seen on MQTT."""

@@ -312,6 +312,8 @@ class DashboardService:
             )
             if inbound is not None:
                 self._apply(inbound)
+                if not inbound.clock_trusted and inbound.payload is not None:
+                    self.drops.untrusted_clock(inbound.topic)
         except PayloadError as exc:
             self.drops.drop(exc.reason, info, str(exc))
         except Exception:  # the receive loop must outlive any one message
@@ -435,6 +437,7 @@ class DashboardService:
             self.escalator.on_escalation_seen(fall.event_id, fall.escalation_level)
             if fall.acknowledged_s is not None:
                 self.escalator.on_handled(fall.event_id, "acknowledged")
+            self.recorder.on_restored_fall(summary.patient_id, fall, received_s)
         return updates
 
     def _apply_ack(self, patient_id: str, ack: Ack, publish: bool = True) -> list[Update]:
@@ -474,6 +477,11 @@ class DashboardService:
         except StoreError as exc:
             # A duplicate escalation beats a missing one: send it unclaimed.
             _log.error("escalation claim failed (sending anyway): %s", exc)
+            return True
+        if claim is Claim.MISSING and not self.record.pending:
+            # Nobody recorded this fall and nothing is on its way to the record
+            # (a bug or a hand-edited database): send it unclaimed, never never.
+            _log.error("escalation of a fall missing from the record: sending it unclaimed")
             return True
         if claim is Claim.DONE or claim is Claim.CLOSED:
             # Another instance sent it, or someone handled the fall there.

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +139,8 @@ class SqlStore:
         self.database = database
         self.dialect = _POSTGRES if is_postgres_url(database) else _SQLITE
         self._conn: Any = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._open_cursor: _Cursor | None = None  # set inside a transaction
         if self.dialect is _SQLITE and database != ":memory:":
             try:
                 Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -200,16 +201,36 @@ class SqlStore:
     def transaction(self) -> Iterator[_Cursor]:
         """One transaction; commits on success, rolls back on error.
 
+        Inside another transaction of this store (see :meth:`batch`) it joins
+        that one: the outer transaction commits or rolls back everything.
+
         Raises:
             StoreError: the database failed (the transaction is rolled back).
         """
         with self._lock:
+            if self._open_cursor is not None:
+                yield self._open_cursor
+                return
             if self._conn is None:
                 self._connect()
-            if self.dialect is _SQLITE:
-                yield from self._sqlite_tx()
-            else:
-                yield from self._pg_tx()
+            try:
+                if self.dialect is _SQLITE:
+                    yield from self._sqlite_tx()
+                else:
+                    yield from self._pg_tx()
+            finally:
+                self._open_cursor = None
+
+    def batch(self, operations: Sequence[Callable[[SqlStore], object]]) -> None:
+        """Run ``operations`` (each ``op(store)``) in one transaction: one commit (one
+        fsync) for many writes. If any fails, none is committed.
+
+        Raises:
+            StoreError: the database failed; anything an operation raised.
+        """
+        with self.transaction():
+            for operation in operations:
+                operation(self)
 
     def _sqlite_tx(self) -> Iterator[_Cursor]:
         conn = self._conn
@@ -218,7 +239,8 @@ class SqlStore:
         except sqlite3.Error as exc:
             raise StoreError(f"alert record {self.where}: {exc}") from exc
         try:
-            yield _Cursor(conn, self.dialect)
+            self._open_cursor = _Cursor(conn, self.dialect)
+            yield self._open_cursor
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -234,7 +256,8 @@ class SqlStore:
 
         try:
             with self._conn.transaction():
-                yield _Cursor(self._conn, self.dialect)
+                self._open_cursor = _Cursor(self._conn, self.dialect)
+                yield self._open_cursor
         except psycopg.Error as exc:
             conn = self._conn
             if conn is not None and (conn.closed or conn.broken):

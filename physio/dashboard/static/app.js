@@ -88,8 +88,12 @@ function connect() {
 function setIntake(intake) {
   const reasons = Object.entries((intake && intake.by_reason) || {})
     .map(([reason, count]) => `${reason} ${count}`).join(", ");
-  $("intake").textContent = intake && intake.total
-    ? `${intake.total} bad broker message(s) dropped (${reasons})` : "";
+  const parts = [];
+  if (intake && intake.total) parts.push(`${intake.total} bad broker message(s) dropped (${reasons})`);
+  if (intake && intake.clock_untrusted) {
+    parts.push(`${intake.clock_untrusted} filed at receipt time (a sender's clock is off)`);
+  }
+  $("intake").textContent = parts.join("; ");
 }
 
 function setConn(live) {
@@ -408,7 +412,9 @@ function renderWarnings() {
     const patients = [...view.patients.values()].filter((p) => p.gateway_id === g.gateway_id).length;
     return el("div", { class: "warning", "data-gateway-id": g.gateway_id },
       `Gateway ${g.gateway_id} offline since ${fmtClock(g.since_s)}: ${patients} patient(s) not monitored, falls cannot be detected.`);
-  }));
+  }), ...[...view.gateways.values()].filter((g) => g.online && g.degraded).map((g) =>
+    el("div", { class: "warning", "data-gateway-id": g.gateway_id, "data-degraded": "" },
+      `Gateway ${g.gateway_id} is degraded: ${g.degraded}`)));
 }
 
 // ---- the alarm ------------------------------------------------------------

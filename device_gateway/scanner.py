@@ -99,6 +99,7 @@ class DeviceDirectory:
         self._arrived: dict[str, asyncio.Event] = {a: asyncio.Event() for a in self._allowed}
         self._scanner: BleakScanner | None = None
         self._scan_generation = -1
+        self._scan_adapter: str | None = None
         self._scan_started_s = 0.0
         self.health: RadioHealth | None = None
         self.ignored_devices = 0
@@ -176,6 +177,8 @@ class DeviceDirectory:
         assert self._watch is not None
         if self._scanner is None or self._scan_generation != self._watch.generation:
             return True
+        if health.adapter != self._scan_adapter:
+            return True  # the default adapter changed (another one was unplugged)
         return not health.discovering and now_s - self._scan_started_s > _DISCOVERY_GRACE_S
 
     async def _restart_scan(self, health: RadioHealth, backoff: Backoff) -> float | None:
@@ -184,6 +187,7 @@ class DeviceDirectory:
         self._forget_all()
         try:
             await self._start_scan()
+            self._scan_adapter = health.adapter
         except _SCAN_ERRORS as exc:
             delay_s = backoff.next_delay()
             self._report(RadioHealth.down("scan_failed", f"cannot scan on {health.adapter}: {exc}"))

@@ -3,7 +3,8 @@
 Connects, reads the retained ``{root}/gateways/+/status`` messages (they
 arrive right after the subscription), prints them as a table or JSON, and
 exits (for scripts and monitoring checks): 0 when every gateway found is
-online, 3 when one or more is offline (its patients are not monitored), 1
+online, 3 when one or more is offline (its patients are not monitored) or
+online but degraded (e.g. it cannot scan for wearables), 1
 when none was found (or not the asked gateway), 2 when the broker cannot be
 reached. Statuses are read through the one contract (``alerts.intake``); bad
 ones are dropped and counted, and a line on stderr says how many.
@@ -39,7 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor status``."""
     parser.epilog = (
         "Exit status: 0 every gateway found is online; 3 one or more is offline (its "
-        "patients are not monitored); 1 no status found; 2 the broker cannot be reached."
+        "patients are not monitored) or degraded (e.g. cannot scan); 1 no status found; "
+        "2 the broker cannot be reached."
     )
     add_broker_arguments(parser)
     parser.add_argument("--gateway", default=None, metavar="ID", help="only this gateway")
@@ -184,5 +186,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             "(their patients are not monitored)",
             file=sys.stderr,
         )
+        return 3
+    degraded = sorted(g for g, status in statuses.items() if status.metrics.get("degraded"))
+    if degraded:
+        # Online but, e.g., unable to scan: wearables that drop cannot come back.
+        print(f"posture-monitor status: degraded: {', '.join(degraded)}", file=sys.stderr)
         return 3
     return 0

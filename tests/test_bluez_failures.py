@@ -10,6 +10,9 @@ scan, a subscriber must read it in the retained gateway status.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import io
 import json
 from typing import Any
 
@@ -17,6 +20,7 @@ import pytest
 from bluez_harness import until
 
 from device_gateway import GatewayConfig
+from physio import status as status_cli
 from simulator import Scenario, parse_scenario
 from simulator.bluez import ConnectFailure
 
@@ -79,6 +83,16 @@ async def status_says(collector: Any, text: str | None) -> None:
     await collector.wait_for(
         lambda _messages: any(matches(v) for v in degraded(collector)[-1:]), timeout_s=20.0
     )
+
+
+async def status_command(broker: Any) -> tuple[int, str]:
+    """``posture-monitor status --broker URL``: (exit code, what it printed)."""
+    parser = argparse.ArgumentParser()
+    status_cli.configure_parser(parser)
+    args = parser.parse_args(["--broker", broker.url, "--gateway", "ward-bz", "--wait", "5"])
+    out = io.StringIO()
+    code = await asyncio.to_thread(status_cli.run, args, out)
+    return code, out.getvalue()
 
 
 async def test_connect_errors_are_retried_until_streaming(bluez_ward: Any) -> None:
@@ -149,6 +163,9 @@ async def test_adapter_powered_off_and_on(bluez_ward: Any, broker: Any, collecto
         ward.standin.power("hci0", False)
         await status_says(status, "ble adapter_off: adapter hci0 is powered off")
         assert not ward.standin.connected(ADDRESS)
+        # What the person on call runs: it says so, and exits non-zero.
+        code, table = await status_command(broker)
+        assert code == 3 and "DEGRADED: ble adapter_off" in table, table
         ward.standin.power("hci0", True)
         # BlueZ ended our discovery session at power-off: the gateway must
         # start a new one itself, or the wearable never comes back.

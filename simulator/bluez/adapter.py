@@ -16,7 +16,6 @@ they were last seen, and BlueZ's error names for failed connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,22 +25,24 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError, BleakGATTProtocolError
+from bleak.exc import BleakError
 from dbus_fast import DBusError, Variant
 
 from common.ids import mask_id
 from device_gateway.protocol import BATTERY_LEVEL_CHAR_UUID, BATTERY_SERVICE_UUID
+from simulator.bluez.gatt_objects import (
+    GattCharacteristic1,
+    GattDescriptor1,
+    GattService1,
+    relayed_characteristic,
+)
 from simulator.bluez.interfaces import (
     ERROR_FAILED,
     ERROR_IN_PROGRESS,
-    ERROR_NOT_PERMITTED,
     ERROR_NOT_READY,
     Adapter1,
     Battery1,
     Device1,
-    GattCharacteristic1,
-    GattDescriptor1,
-    GattService1,
 )
 from simulator.gatt import MTU
 
@@ -320,44 +321,15 @@ class StandInAdapter:
     def _characteristic(
         self, device: _Device, char: BleakGATTCharacteristic, service_path: str
     ) -> GattCharacteristic1:
-        def client() -> BleakClient:
-            if device.client is None:
-                raise DBusError(ERROR_FAILED, "Not connected")
-            return device.client
-
-        async def read() -> bytes:
-            with _gatt_errors():
-                return bytes(await client().read_gatt_char(char.uuid))
-
-        async def write(value: bytes, with_response: bool) -> None:
-            with _gatt_errors():
-                await client().write_gatt_char(char.uuid, value, response=with_response)
-
-        async def notify(on: bool) -> None:
-            with _gatt_errors():
-                if on:
-                    await client().start_notify(char.uuid, relay)
-                else:
-                    await client().stop_notify(char.uuid)
-
-        def relay(_char: BleakGATTCharacteristic, data: bytearray) -> None:
+        def relay(data: bytes) -> None:
             iface = device.chars.get(char.uuid)
             if device.muted or iface is None:
                 return  # muted, or the link is being torn down
             device.notifications += 1
             self.standin.notifications += 1
-            iface.notify("Value", bytes(data))
+            iface.notify("Value", data)
 
-        return GattCharacteristic1(
-            char.uuid,
-            service_path,
-            char.handle,
-            list(char.properties),
-            MTU,
-            read=read,
-            write=write,
-            notify=notify,
-        )
+        return relayed_characteristic(char, service_path, MTU, lambda: device.client, relay)
 
     def _battery_relay(
         self, device: _Device
@@ -430,18 +402,3 @@ class StandInAdapter:
         for device in self.devices.values():
             yield from device.gatt_paths
             yield device.iface.path
-
-
-@contextlib.contextmanager
-def _gatt_errors() -> Iterator[None]:
-    """bleak errors of the simulated link as the D-Bus errors BlueZ sends."""
-    try:
-        yield
-    except BleakGATTProtocolError as exc:
-        if exc.code == 0x02:
-            raise DBusError(ERROR_NOT_PERMITTED, "Read not permitted") from exc
-        if exc.code == 0x03:
-            raise DBusError(ERROR_NOT_PERMITTED, "Write not permitted") from exc
-        raise DBusError(ERROR_FAILED, f"Operation failed with ATT error: 0x{exc.code:02x}") from exc
-    except BleakError as exc:
-        raise DBusError(ERROR_FAILED, "Not connected") from exc

@@ -119,6 +119,11 @@ class PrivateSystemBus:
         self.address = f"unix:path={socket_path}"
         logger.info("private system bus at %s", self.address)
 
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running daemon (for CPU accounting), else None."""
+        return None if self._process is None else self._process.pid
+
     async def stop(self) -> None:
         """Stop the daemon (SIGTERM, then SIGKILL) and remove its folder. Idempotent."""
         process, self._process = self._process, None

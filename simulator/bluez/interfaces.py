@@ -1,27 +1,26 @@
-"""The org.bluez D-Bus interfaces of the stand-in, as bluetoothd exports them.
+"""The org.bluez adapter and device interfaces of the stand-in, as bluetoothd exports them.
 
 Each class holds its properties in a dict and announces changes with
 ``PropertiesChanged``, as bluetoothd does; methods delegate to an owner
 (:mod:`simulator.bluez.standin`) that knows the simulated radio. Names,
 signatures, error names and messages follow BlueZ's documentation
-(``doc/org.bluez.*.rst``) and what bleak's BlueZ backend expects of them.
+(``doc/org.bluez.*.rst``); the GATT ones are in
+:mod:`simulator.bluez.gatt_objects` and what bleak's BlueZ backend expects of them.
 
 No ``from __future__ import annotations`` here: dbus-fast reads the D-Bus
 signatures from the annotations at class creation.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Annotated, Any, Protocol
 
-from dbus_fast import DBusError, PropertyAccess, Variant
+from dbus_fast import PropertyAccess, Variant
 from dbus_fast.annotations import (
     DBusBool,
-    DBusBytes,
     DBusInt16,
     DBusObjectPath,
     DBusSignature,
     DBusStr,
-    DBusUInt16,
 )
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
@@ -35,9 +34,7 @@ __all__ = [
     "Adapter1",
     "Battery1",
     "Device1",
-    "GattCharacteristic1",
-    "GattDescriptor1",
-    "GattService1",
+    "Props",
 ]
 
 ERROR_IN_PROGRESS = "org.bluez.Error.InProgress"
@@ -54,7 +51,7 @@ DBusByte = Annotated[int, DBusSignature("y")]
 DBusPaths = Annotated[list[str], DBusSignature("ao")]
 
 
-class _Props(ServiceInterface):
+class Props(ServiceInterface):
     """Properties kept in a dict; ``update`` emits ``PropertiesChanged``."""
 
     def __init__(self, name: str, values: dict[str, Any]) -> None:
@@ -85,7 +82,7 @@ class AdapterOwner(Protocol):
     def set_powered(self, on: bool) -> None: ...
 
 
-class Adapter1(_Props):
+class Adapter1(Props):
     """``org.bluez.Adapter1`` at ``/org/bluez/hciN``."""
 
     def __init__(self, owner: AdapterOwner, address: str, name: str) -> None:
@@ -166,7 +163,7 @@ class DeviceOwner(Protocol):
     def disconnect(self, device: "Device1") -> Awaitable[None]: ...
 
 
-class Device1(_Props):
+class Device1(Props):
     """``org.bluez.Device1`` at ``/org/bluez/hciN/dev_XX_XX_XX_XX_XX_XX``."""
 
     def __init__(self, owner: DeviceOwner, path: str, values: dict[str, Any]) -> None:
@@ -264,7 +261,7 @@ class Device1(_Props):
         return dict(self.values["ServiceData"])
 
 
-class Battery1(_Props):
+class Battery1(Props):
     """``org.bluez.Battery1`` on a connected device (BlueZ's battery plugin)."""
 
     def __init__(self, percentage: int) -> None:
@@ -277,166 +274,3 @@ class Battery1(_Props):
     @dbus_property(access=PropertyAccess.READ)
     def Source(self) -> DBusStr:
         return str(self.values["Source"])
-
-
-class GattService1(_Props):
-    """``org.bluez.GattService1`` at ``.../serviceHHHH``."""
-
-    def __init__(self, uuid: str, device_path: str, handle: int) -> None:
-        super().__init__(
-            "org.bluez.GattService1",
-            {"UUID": uuid, "Device": device_path, "Primary": True, "Handle": handle},
-        )
-
-    @dbus_property(access=PropertyAccess.READ)
-    def UUID(self) -> DBusStr:
-        return str(self.values["UUID"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Device(self) -> DBusObjectPath:
-        return str(self.values["Device"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Primary(self) -> DBusBool:
-        return True
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Includes(self) -> DBusPaths:
-        return []
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Handle(self) -> DBusUInt16:
-        return int(self.values["Handle"])
-
-
-# The GATT operations a characteristic delegates to the simulated link.
-GattRead = Callable[[], Awaitable[bytes]]
-GattWrite = Callable[[bytes, bool], Awaitable[None]]
-GattNotify = Callable[[bool], Awaitable[None]]
-
-
-class GattCharacteristic1(_Props):
-    """``org.bluez.GattCharacteristic1`` at ``.../serviceHHHH/charHHHH``."""
-
-    def __init__(
-        self,
-        uuid: str,
-        service_path: str,
-        handle: int,
-        flags: list[str],
-        mtu: int,
-        *,
-        read: GattRead,
-        write: GattWrite,
-        notify: GattNotify,
-    ) -> None:
-        super().__init__(
-            "org.bluez.GattCharacteristic1",
-            {
-                "UUID": uuid,
-                "Service": service_path,
-                "Value": b"",
-                "Notifying": False,
-                "Flags": flags,
-                "MTU": mtu,
-                "Handle": handle,
-            },
-        )
-        self._read = read
-        self._write = write
-        self._notify = notify
-
-    @dbus_method()
-    async def ReadValue(self, options: DBusVardict) -> DBusBytes:
-        value = await self._read()
-        self.update(Value=value)
-        return value
-
-    @dbus_method()
-    async def WriteValue(self, value: DBusBytes, options: DBusVardict) -> None:
-        kind = options.get("type")
-        with_response = kind is None or kind.value != "command"
-        await self._write(bytes(value), with_response)
-
-    @dbus_method()
-    async def StartNotify(self) -> None:
-        if "notify" not in self.values["Flags"] and "indicate" not in self.values["Flags"]:
-            raise DBusError("org.bluez.Error.NotSupported", "Operation is not supported")
-        if self.values["Notifying"]:
-            return
-        await self._notify(True)
-        self.update(Notifying=True)
-
-    @dbus_method()
-    async def StopNotify(self) -> None:
-        if not self.values["Notifying"]:
-            raise DBusError(ERROR_FAILED, "No notify session started")
-        await self._notify(False)
-        self.update(Notifying=False)
-
-    @dbus_property(access=PropertyAccess.READ)
-    def UUID(self) -> DBusStr:
-        return str(self.values["UUID"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Service(self) -> DBusObjectPath:
-        return str(self.values["Service"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Value(self) -> DBusBytes:
-        return bytes(self.values["Value"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Notifying(self) -> DBusBool:
-        return bool(self.values["Notifying"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Flags(self) -> DBusStrings:
-        return list(self.values["Flags"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def MTU(self) -> DBusUInt16:
-        return int(self.values["MTU"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Handle(self) -> DBusUInt16:
-        return int(self.values["Handle"])
-
-
-class GattDescriptor1(_Props):
-    """``org.bluez.GattDescriptor1`` (the CCCD) at ``.../charHHHH/descHHHH``."""
-
-    def __init__(self, uuid: str, characteristic_path: str, handle: int) -> None:
-        super().__init__(
-            "org.bluez.GattDescriptor1",
-            {"UUID": uuid, "Characteristic": characteristic_path, "Value": b"", "Handle": handle},
-        )
-
-    @dbus_method()
-    def ReadValue(self, options: DBusVardict) -> DBusBytes:
-        return bytes(self.values["Value"])
-
-    @dbus_method()
-    def WriteValue(self, value: DBusBytes, options: DBusVardict) -> None:
-        # BlueZ refuses CCCD writes from clients: StartNotify is the way.
-        raise DBusError(ERROR_NOT_PERMITTED, "Write not permitted")
-
-    @dbus_property(access=PropertyAccess.READ)
-    def UUID(self) -> DBusStr:
-        return str(self.values["UUID"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Characteristic(self) -> DBusObjectPath:
-        return str(self.values["Characteristic"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Value(self) -> DBusBytes:
-        return bytes(self.values["Value"])
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Flags(self) -> DBusStrings:
-        return ["read"]
-
-    @dbus_property(access=PropertyAccess.READ)
-    def Handle(self) -> DBusUInt16:
-        return int(self.values["Handle"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import Coroutine
 from types import TracebackType
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 BLUEZ_NAME = "org.bluez"
 _SWEEP_S = 0.25
+_SEND_BUFFER_BYTES = 4 << 20
 
 
 class BluezStandIn:
@@ -136,6 +138,13 @@ class BluezStandIn:
             raise RuntimeError("the BlueZ stand-in is already running")
         bus = MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM)
         await bus.connect()
+        # dbus-fast (5.2) drops the whole connection when a write would block
+        # (EAGAIN; python-dbus-next issue 153): seen with 40 wearables while
+        # dbus-daemon was starved of CPU. Room for seconds of notifications
+        # (the kernel caps it at net.core.wmem_max).
+        sock = getattr(bus, "_sock", None)
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER_BYTES)
         bus.add_message_handler(self._on_message)
         await bus.call(
             Message(

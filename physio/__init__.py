@@ -8,7 +8,8 @@ from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from physio.status import collect_statuses, format_statuses
-    from physio.watch import WatchModel, watch_live
+    from physio.watch import watch_live
+    from physio.watch_view import WatchModel
 
 __all__ = ["WatchModel", "collect_statuses", "format_statuses", "watch_live"]
 
@@ -18,7 +19,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "collect_statuses": "status",
         "format_statuses": "status",
-        "WatchModel": "watch",
+        "WatchModel": "watch_view",
         "watch_live": "watch",
     },
 )

@@ -255,10 +255,43 @@ class MqttClient:
             await self._tasks.__aexit__(None, None, None)
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close(send_disconnect=conn.connected, with_will=with_will)
+            was_connected = conn.connected
+            await conn.close(send_disconnect=was_connected, with_will=with_will)
+            if was_connected and not with_will:
+                await self._end_311_session()
         self._incoming.put_nowait(None)
         self._state = _Lifecycle.CLOSED
         self._connected_event.set()  # wakes wait_connected(), which then raises
+
+    async def _end_311_session(self) -> None:
+        """On 3.1.1, end the session our reconnections kept (a clean close).
+
+        Reconnections resume the session (clean_session=0) so nothing is lost
+        over a blip; but a 3.1.1 session never expires, and the broker would
+        queue QoS 1 messages for this client id forever (NATS keeps them in
+        JetStream). A caller that asked for a clean start does not want it
+        after exit: one connection with clean_session=1 removes it.
+        """
+        if self._protocol != "3.1.1" or not self._clean_start or self._connect_count < 2:
+            return
+        conn = PahoConnection(
+            self._endpoints[self._endpoint_index],
+            protocol="3.1.1",
+            client_id=self._client_id,
+            will=None,
+            clean_start=True,
+            session_expiry_s=None,
+            ssl_context=self._ssl_context,
+            on_message=lambda _message, _mid: None,
+            on_lost=lambda _code: None,
+            on_undecodable=lambda: None,
+        )
+        try:
+            await conn.open(min(2.0, self._settings.connect_timeout_s))
+        except BrokerError as exc:
+            logger.info("could not remove the MQTT 3.1.1 session at exit: %s", exc)
+        finally:
+            await conn.close(send_disconnect=conn.connected)
 
     def _require_open(self) -> None:
         if self._state is not _Lifecycle.OPEN:
@@ -573,12 +606,9 @@ class MqttClient:
         )
 
     async def _run_hooks(self) -> None:
+        failed: list[tuple[str, int]] = []
         if not self._session_present:
-            for topic_filter, qos in list(self._subscriptions.items()):
-                try:
-                    await self._subscribe_now(topic_filter, qos)
-                except BrokerError as exc:
-                    logger.error("could not renew subscription %r: %s", topic_filter, exc)
+            failed = await self._renew(list(self._subscriptions.items()), first=True)
         for callback in list(self._callbacks):
             try:
                 result = callback()
@@ -586,3 +616,29 @@ class MqttClient:
                     await result
             except Exception:
                 logger.exception("MQTT connect callback %r failed", callback)
+        # A refused renewal is retried while this connection lives: NATS
+        # refuses new QoS 1 subscriptions for the seconds JetStream takes to
+        # re-elect after a node loss, and a subscriber without its
+        # subscription would miss every alert until the next reconnection.
+        backoff = Backoff(self._settings.reconnect_min_s, self._settings.reconnect_max_s)
+        while failed and self.connected:
+            await asyncio.sleep(backoff.next_delay())
+            failed = await self._renew(failed, first=False)
+
+    async def _renew(self, wanted: list[tuple[str, int]], *, first: bool) -> list[tuple[str, int]]:
+        """Subscribe to each ``(filter, qos)``; return those the broker refused."""
+        failed = []
+        for topic_filter, qos in wanted:
+            if topic_filter not in self._subscriptions:
+                continue
+            try:
+                await self._subscribe_now(topic_filter, qos)
+            except BrokerError as exc:
+                failed.append((topic_filter, qos))
+                (logger.error if first else logger.debug)(
+                    "could not renew subscription %r (retrying): %s", topic_filter, exc
+                )
+            else:
+                if not first:
+                    logger.warning("renewed subscription %r after a refusal", topic_filter)
+        return failed

@@ -26,9 +26,49 @@ from lab.datasets import SISFALL_NOMINAL_UP_SENSOR, SisFallRecording, list_sisfa
 from lab.resample import resample_imu
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
+from posture.falls import FallSettings
 from posture.types import PostureEventKind
 
-__all__ = ["FallReport", "RecordingResult", "evaluate_falls", "run_recording"]
+__all__ = [
+    "FAMILIES",
+    "FallReport",
+    "RecordingResult",
+    "evaluate_falls",
+    "family_of",
+    "run_recording",
+]
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "fall: backward from a seat (F11, F14)": ("F11", "F14"),
+    "fall: slow collapse (F09, F10, F13)": ("F09", "F10", "F13"),
+    "fall: other (F01-F08, F12, F15)": (
+        "F01",
+        "F02",
+        "F03",
+        "F04",
+        "F05",
+        "F06",
+        "F07",
+        "F08",
+        "F12",
+        "F15",
+    ),
+    "ADL: slow knee bend (D15)": ("D15",),
+    "ADL: quick sitting (D08, D10)": ("D08", "D10"),
+    "ADL: turning in bed (D14)": ("D14",),
+    "ADL: lying down (D12, D13)": ("D12", "D13"),
+    "ADL: other": (),
+}
+"""SisFall codes of each family (docs/falls.md); two-stage falls and falls out
+of bed have no SisFall code and are tested on simulated patients."""
+
+
+def family_of(code: str) -> str:
+    """The :data:`FAMILIES` name of a SisFall activity code."""
+    for name, codes in FAMILIES.items():
+        if code in codes:
+            return name
+    return "ADL: other" if code.startswith("D") else "fall: other (F01-F08, F12, F15)"
 
 
 @dataclass(frozen=True)
@@ -58,6 +98,7 @@ class FallReport:
     has_gyro: bool
     block: int
     recordings: list[RecordingResult]
+    gyro_range_dps: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """Sensitivity, specificity, false alarms/hour, latency stats, per-code table."""
@@ -84,6 +125,16 @@ class FallReport:
             return float(np.max(values) if q is None else np.quantile(values, q))
 
         after = np.array([r.after_peak_s for r in falls if r.detections > 0])
+        per_family: dict[str, dict[str, Any]] = {}
+        for name in FAMILIES:
+            rows = [r for r in self.recordings if family_of(r.code) == name]
+            if rows:
+                per_family[name] = _rates(rows)
+        per_group = {
+            group: _rates([r for r in self.recordings if r.subject.startswith(prefix)])
+            for group, prefix in (("young (SA)", "SA"), ("elderly (SE)", "SE"))
+            if any(r.subject.startswith(prefix) for r in self.recordings)
+        }
         return {
             "recordings": len(self.recordings),
             "fall_recordings": len(falls),
@@ -103,6 +154,8 @@ class FallReport:
                 "max": stat(after, None),
             },
             "per_code": per_code,
+            "per_family": per_family,
+            "per_group": per_group,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +172,7 @@ class FallReport:
             "dataset": "SisFall",
             "rate_hz": self.rate_hz,
             "has_gyro": self.has_gyro,
+            "gyro_range_dps": self.gyro_range_dps,
             "block": self.block,
             "summary": clean(self.summary()),
             "missed_falls": [r.name for r in self.recordings if r.is_fall and not r.detections],
@@ -129,17 +183,49 @@ class FallReport:
         }
 
 
+def _rates(rows: list[RecordingResult]) -> dict[str, Any]:
+    """Recordings, alerts, sensitivity or specificity, false alarms per hour."""
+    falls = [r for r in rows if r.is_fall]
+    adls = [r for r in rows if not r.is_fall]
+    hours = sum(r.duration_s for r in adls) / 3600.0
+    out: dict[str, Any] = {"recordings": len(rows)}
+    if falls:
+        out["falls_detected"] = sum(r.detections > 0 for r in falls)
+        out["sensitivity"] = out["falls_detected"] / len(falls)
+    if adls:
+        alarms = sum(r.detections for r in adls)
+        out["adl_alerted"] = sum(r.detections > 0 for r in adls)
+        out["specificity"] = 1.0 - out["adl_alerted"] / len(adls)
+        out["false_alarms_per_hour"] = alarms / hours if hours else math.nan
+        out["adl_hours"] = hours
+    return out
+
+
 def run_recording(
-    rec: SisFallRecording, rate_hz: float, *, block: int = 10, has_gyro: bool = True
+    rec: SisFallRecording,
+    rate_hz: float,
+    *,
+    block: int = 10,
+    has_gyro: bool = True,
+    gyro_range_dps: float | None = None,
+    fall: FallSettings | None = None,
 ) -> RecordingResult:
-    """Stream one recording through a fresh engine at ``rate_hz``."""
+    """Stream one recording through a fresh engine at ``rate_hz``.
+
+    ``gyro_range_dps``: clip the gyroscope at ± this (a saturating wearable).
+    """
     data = np.hstack([rec.acc_g, rec.gyr_dps])
     data = resample_imu(data, rec.sample_rate_hz, rate_hz)
+    if gyro_range_dps is not None:
+        data[:, 3:] = np.clip(data[:, 3:], -gyro_range_dps, gyro_range_dps)
     acc, gyr = data[:, :3], data[:, 3:] if has_gyro else None
     t = np.arange(acc.shape[0]) / rate_hz
     engine = PostureEngine(
         EngineConfig(
-            sample_rate_hz=rate_hz, has_gyro=has_gyro, nominal_up_sensor=SISFALL_NOMINAL_UP_SENSOR
+            sample_rate_hz=rate_hz,
+            has_gyro=has_gyro,
+            nominal_up_sensor=SISFALL_NOMINAL_UP_SENSOR,
+            fall=FallSettings() if fall is None else fall,
         )
     )
     detected: list[tuple[float, float]] = []
@@ -176,6 +262,8 @@ def evaluate_falls(
     block: int = 10,
     has_gyro: bool = True,
     subjects: Iterable[str] | None = None,
+    gyro_range_dps: float | None = None,
+    fall: FallSettings | None = None,
 ) -> FallReport:
     """Evaluate every recording under ``sisfall_dir`` (optionally only some subjects).
 
@@ -187,10 +275,28 @@ def evaluate_falls(
         raise ValueError(f"--rate must be in 10..2000 Hz, got {rate_hz!r}")
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
+    if gyro_range_dps is not None and not (math.isfinite(gyro_range_dps) and gyro_range_dps > 0):
+        raise ValueError(f"--gyro-range must be > 0 °/s, got {gyro_range_dps!r}")
     wanted = None if subjects is None else set(subjects)
     results = []
     for path in list_sisfall(sisfall_dir):
         if wanted is not None and path.parent.name not in wanted:
             continue
-        results.append(run_recording(read_sisfall(path), rate_hz, block=block, has_gyro=has_gyro))
-    return FallReport(rate_hz=rate_hz, has_gyro=has_gyro, block=block, recordings=results)
+        rec = read_sisfall(path)
+        results.append(
+            run_recording(
+                rec,
+                rate_hz,
+                block=block,
+                has_gyro=has_gyro,
+                gyro_range_dps=gyro_range_dps,
+                fall=fall,
+            )
+        )
+    return FallReport(
+        rate_hz=rate_hz,
+        has_gyro=has_gyro,
+        block=block,
+        recordings=results,
+        gyro_range_dps=gyro_range_dps,
+    )

@@ -65,6 +65,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     falls.add_argument(
         "--acc-only", action="store_true", help="run the engine without the gyroscope"
     )
+    falls.add_argument(
+        "--gyro-range",
+        type=float,
+        default=None,
+        metavar="DPS",
+        help="clip the gyroscope at ± DPS °/s, as a saturating wearable reads it",
+    )
+    falls.add_argument(
+        "--subjects", default=None, help="comma-separated subjects (e.g. SE01,SE02); default all"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,8 +86,14 @@ def run(args: argparse.Namespace) -> int:
         elif args.evaluate_command == "falls":
             if args.block < 1:
                 raise ValueError(f"--block must be >= 1, got {args.block}")
+            subjects = None if args.subjects is None else args.subjects.split(",")
             report = evaluate_falls(
-                args.sisfall, args.rate, block=args.block, has_gyro=not args.acc_only
+                args.sisfall,
+                args.rate,
+                block=args.block,
+                has_gyro=not args.acc_only,
+                subjects=subjects,
+                gyro_range_dps=args.gyro_range,
             )
         else:
             print(f"unknown evaluation {args.evaluate_command!r}", file=sys.stderr)
@@ -132,9 +148,13 @@ def format_falls(report: FallReport) -> str:
     """Human-readable summary of a fall report."""
     s = report.summary()
     lat = s["latency_s"]
+    clip = (
+        "" if report.gyro_range_dps is None else f", gyro clipped at ±{report.gyro_range_dps:g} °/s"
+    )
     lines = [
         f"SisFall fall detection at {report.rate_hz:g} Hz through PostureEngine "
-        f"({'gyroscope + accelerometer' if report.has_gyro else 'accelerometer only'}), "
+        f"({'gyroscope + accelerometer' if report.has_gyro else 'accelerometer only'}"
+        f"{clip}), "
         f"{s['recordings']} recordings (Sucerquia et al., Sensors 2017)",
         f"sensitivity  {s['sensitivity']:.2%}  ({s['falls_detected']}/{s['fall_recordings']} "
         "fall recordings with a detection)",
@@ -151,6 +171,16 @@ def format_falls(report: FallReport) -> str:
         lines.append(
             f"{code:<5} {row['recordings']:>10} {row['alerted']:>8} {row['alert_rate']:>7.1%}"
         )
+    lines += [
+        "",
+        f"{'family / group':<42} {'recordings':>10} {'sens.':>8} {'spec.':>8} {'FA/h':>7}",
+    ]
+    rows = [*s["per_family"].items(), *s["per_group"].items()]
+    for name, row in rows:
+        sens = f"{row['sensitivity']:.2%}" if "sensitivity" in row else "-"
+        spec = f"{row['specificity']:.2%}" if "specificity" in row else "-"
+        fah = f"{row['false_alarms_per_hour']:.2f}" if "false_alarms_per_hour" in row else "-"
+        lines.append(f"{name:<42} {row['recordings']:>10} {sens:>8} {spec:>8} {fah:>7}")
     missed = [r.name for r in report.recordings if r.is_fall and r.detections == 0]
     false = [r.name for r in report.recordings if not r.is_fall and r.detections > 0]
     lines.append(f"missed falls: {', '.join(missed) or 'none'}")

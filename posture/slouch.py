@@ -8,22 +8,30 @@ Per sample, from the calibrated angles and the activity:
 
 The dwell timer (the decision, documented for the physiotherapists):
 
-* counts sample time while beyond and UPRIGHT or MOVING (moving into a
-  slouch counts: the alert comes ``dwell_s`` after the threshold is truly
-  crossed, within one sample);
-* fires only on a sample that is beyond and UPRIGHT (still): someone in the
-  middle of lying down, getting up or bending is not told to sit up; if the
-  count is complete, the alert comes as soon as they hold still;
-* **resets** when clear, WALKING or LYING (walking and lying are not
-  slouching; a brief bend to pick something up comes back below the
+* counts sample time while beyond and UPRIGHT, MOVING or WALKING (moving
+  into a slouch counts: the alert comes ``dwell_s`` after the threshold is
+  truly crossed, within one sample; walking hunched counts: hunched gait
+  is the posture that loads osteoporotic vertebrae most);
+* fires only on a sample that is beyond and UPRIGHT (still) or WALKING:
+  someone in the middle of lying down, getting up or bending is not told to
+  sit up; if the count is complete, the alert comes as soon as they hold
+  still or walk on;
+* **resets** when clear or LYING (lying is not slouching; a brief bend to
+  pick something up, standing or while walking, comes back below the
   threshold long before a dwell and resets it), or while uncalibrated;
 * **pauses** (keeps its count, does not run) in the hysteresis band, in
-  vigorous motion (dynamic acceleration above the activity's vigorous
-  level), while the activity is UNKNOWN (after a gap) and across gaps.
+  vigorous motion other than walking (dynamic acceleration above the
+  activity's vigorous level), while the activity is UNKNOWN (after a gap)
+  and across gaps.
+
+With ``SlouchSettings.while_walking = False`` (a per-patient setting, e.g.
+a patient who walks with a frame and is told so) WALKING resets the count
+and ends a slouch, as LYING does.
 
 A slouch starts when the count has reached ``dwell_s`` (SLOUCH_STARTED at
-that sample) and ends at the first sample that is clear, WALKING or LYING
-(SLOUCH_ENDED, with ``duration_s`` since the start).
+that sample) and ends at the first sample that is clear or LYING (or
+WALKING, when walking does not count; SLOUCH_ENDED, with ``duration_s``
+since the start).
 """
 
 from __future__ import annotations
@@ -99,7 +107,10 @@ class SlouchDetector:
         if not (busy.any() or beyond.any()):  # the common case: nothing can change
             self._last_t_s = t_s[-1].copy()
             return out, []
-        resetting = (activity == _WALKING) | (activity == _LYING)
+        walking = activity == _WALKING
+        resetting = activity == _LYING
+        if not s.while_walking:
+            resetting = resetting | walking
         loop = busy | (beyond & ~resetting).any(axis=0)
         if self.slouching.any():
             inside = (flexion_deg < s.threshold_deg - s.hysteresis_deg) & (
@@ -119,6 +130,10 @@ class SlouchDetector:
                 )
                 clear = inside | np.isnan(flexion_deg) | resetting
             upright = activity == _UPRIGHT
+            if s.while_walking:
+                # Gait is vigorous by nature: it does not pause the count.
+                upright = upright | walking
+                vigorous = vigorous & ~walking
             counting = beyond & ~resetting & ~vigorous & (upright | (activity == _MOVING))
             may_start = counting & upright
             devices = np.flatnonzero(loop)

@@ -112,12 +112,15 @@ class SlouchSettings:
     Slouching means flexion beyond ``threshold_deg`` (or ``|lateral|`` beyond
     ``lateral_threshold_deg``) for ``dwell_s`` of counted time; it ends once
     both fall below their threshold minus ``hysteresis_deg``.
+    ``while_walking``: walking hunched counts too (the default: hunched gait
+    loads osteoporotic vertebrae most); False: walking resets the count.
     """
 
     threshold_deg: float = 25.0
     hysteresis_deg: float = 5.0
     dwell_s: float = 30.0
     lateral_threshold_deg: float = 20.0
+    while_walking: bool = True
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -137,6 +140,10 @@ class SlouchSettings:
             )
         if self.threshold_deg >= 90.0 or self.lateral_threshold_deg >= 90.0:
             raise ValueError("SlouchSettings thresholds must be below 90°")
+        if not isinstance(self.while_walking, bool):
+            raise ValueError(
+                f"SlouchSettings.while_walking must be a bool, got {self.while_walking!r}"
+            )
 
 
 @dataclass(frozen=True)

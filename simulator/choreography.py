@@ -26,6 +26,7 @@ from simulator.specs import (
     SitDownSpec,
     SitSpec,
     SlouchSpec,
+    SquatSpec,
     StandSpec,
     WalkSpec,
 )
@@ -107,11 +108,15 @@ def _compile_one(
         movements.walk(b, spec, t_end, falls_next=isinstance(later, FallSpec))
     elif isinstance(spec, BendSpec):
         movements.bend(b, spec, t_end)
+    elif isinstance(spec, SquatSpec):
+        movements.squat(b, spec, t_end)
     elif isinstance(spec, SitDownSpec):
         if b.posture is not Posture.STANDING:
             raise ValueError(f"sit_down needs a standing patient, not {b.posture.name.lower()}")
         hard = spec.impact_g if spec.style == "hard" else None
-        t = movements.stand_to_sit(b, t, spec.duration_s, impact_g=hard)
+        t = movements.stand_to_sit(
+            b, t, spec.duration_s, impact_g=hard, seat_height_m=spec.seat_height_m
+        )
         b.label(t, Posture.SITTING.value)
         b.hold(t, t_end)
     elif isinstance(spec, LieDownSpec):

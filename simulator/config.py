@@ -92,6 +92,8 @@ class WearableConfig:
     sample_rate_hz: int = integer(50, options=SUPPORTED_SAMPLE_RATES_HZ)
     samples_per_packet: int = integer(10, lo=1, hi=max_samples_per_packet(False))
     acc_range_g: int = integer(8, options=tuple(int(r) for r in AccRange))
+    gyr_range_dps: int = integer(2000, options=(125, 250, 500, 1000, 2000))
+    """Gyroscope full scale: rates beyond it read as the full-scale value."""
     # table() is a dataclasses.field with a default_factory, not a shared default.
     mounting: Mounting = table(Mounting)  # noqa: RUF009
     errors: SensorErrors = table(SensorErrors)  # noqa: RUF009

@@ -14,8 +14,15 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from simulator.builder import Posture, TrajectoryBuilder
-from simulator.specs import BendSpec, FallSpec, WalkSpec
-from simulator.trajectory import FallTruth, Oscillation, OscillationTerm, Pulse, Transfer
+from simulator.specs import BendSpec, FallSpec, SquatSpec, WalkSpec
+from simulator.trajectory import (
+    G_MPS2,
+    FallTruth,
+    Oscillation,
+    OscillationTerm,
+    Pulse,
+    Transfer,
+)
 
 __all__ = [
     "bend",
@@ -23,6 +30,7 @@ __all__ = [
     "lie_to_sit",
     "sit_to_lie",
     "sit_to_stand",
+    "squat",
     "stand_to_sit",
     "transfer",
     "walk",
@@ -34,8 +42,21 @@ _BED_DROP_M = 0.35  # trunk centre height change between sitting and lying
 _SEAT_IMPACT_S = 0.08  # a hard landing on a cushioned seat
 
 _FALL_POSITION = {"forward": "prone", "backward": "supine", "left": "left", "right": "right"}
-_FALL_DESCENT_S = {"standing": 0.8, "walking": 0.75, "sitting": 0.7}
+_FALL_DESCENT_S = {"standing": 0.8, "walking": 0.75, "sitting": 0.7, "lying": 0.8}
 _FALL_FREEFALL_G = {"standing": 0.6, "walking": 0.6, "sitting": 0.8}
+# Drop of the pelvis to the floor: standing, the seat's or the bed's height.
+_FALL_HEIGHT_M = {"standing": 1.0, "walking": 1.0, "sitting": 0.45, "lying": 0.5}
+_QUICK_DESCENT_S = 1.5  # longer descents are slow collapses (the pelvis sinks)
+_STANDING_PELVIS_M = 0.9  # pelvis height standing; sitting drops it to the seat
+_FLOOR_SIT = {"forward": (15.0, 0.0), "backward": (-10.0, 0.0), "left": (5.0, -10.0)}
+_FLOOR_SIT["right"] = (5.0, 10.0)
+# Half reclined after the fall (a chair tipping over backward, a wall):
+# 50° from upright toward the fall.
+_RECLINED = {"forward": (50.0, 0.0), "backward": (-50.0, 0.0), "left": (0.0, -50.0)}
+_RECLINED["right"] = (0.0, 50.0)
+_IMPACT_TOLERANCE_G = 0.05
+_BED_FREEFALL_G = 0.9  # over the bed's edge the body drops almost freely
+_BED_ROLL_DEG = {"left": 90.0, "right": -90.0, "forward": 180.0, "backward": 0.0}
 _FALL_DRIFT_G = 0.2  # horizontal acceleration toward the fall direction
 # Arms, knees and then the floor stop the trunk's rotation: over this long,
 # ending this long after the impact.
@@ -66,20 +87,27 @@ def transfer(b: TrajectoryBuilder, target: Posture, t_s: float, *, lying: str = 
 
 
 def stand_to_sit(
-    b: TrajectoryBuilder, t_s: float, duration_s: float, *, impact_g: float | None = None
+    b: TrajectoryBuilder,
+    t_s: float,
+    duration_s: float,
+    *,
+    impact_g: float | None = None,
+    seat_height_m: float | None = None,
 ) -> float:
     """Sit down: lean forward, lower the pelvis, straighten up.
 
     ``impact_g`` set: a hard sit, the patient drops the last part and lands
     with that peak acceleration magnitude (gravity included).
+    ``seat_height_m``: the pelvis drops 0.9 m minus this (None: 0.45 m).
     """
+    drop_m = _SEAT_DROP_M if seat_height_m is None else _STANDING_PELVIS_M - seat_height_m
     d = duration_s
     fwd, _ = b.world_axes()
     b.label(t_s, "sit_down")
     b.move(t_s, 0.45 * d, b.upright(25.0, 0.0))
     b.move(t_s + 0.45 * d, 0.55 * d, b.upright(0.0, 0.0))
     if impact_g is None:
-        b.transfers.append(Transfer(t_s + 0.1 * d, 0.8 * d, _vec(-_SEAT_DROP_M * _UP - 0.1 * fwd)))
+        b.transfers.append(Transfer(t_s + 0.1 * d, 0.8 * d, _vec(-drop_m * _UP - 0.1 * fwd)))
     else:
         # Drop: a downward half-sine whose velocity the seat impact cancels.
         peak = impact_g - 1.0
@@ -204,22 +232,42 @@ def bend(b: TrajectoryBuilder, spec: BendSpec, t_end: float) -> None:
     b.hold(end, t_end)
 
 
+def squat(b: TrajectoryBuilder, spec: SquatSpec, t_end: float) -> None:
+    """Squat: knees bend, the pelvis goes down ``depth_m`` while the trunk
+    leans ``flexion_deg`` forward; hold; stand up again."""
+    if b.posture is not Posture.STANDING:
+        raise ValueError(f"squat needs a standing patient, not {b.posture.name.lower()}")
+    t = spec.at_s
+    fwd, _ = b.world_axes()
+    base = b.upright_deg
+    b.label(t, "squat")
+    b.move(t, spec.down_s, b.upright(spec.flexion_deg, base[1]))
+    hips = -spec.depth_m * _UP - 0.1 * fwd
+    b.transfers.append(Transfer(t, spec.down_s, _vec(hips)))
+    t_up = t + spec.down_s + spec.hold_s
+    end = b.move(t_up, spec.up_s, b.upright(*base))
+    b.transfers.append(Transfer(t_up, spec.up_s, _vec(-hips)))
+    b.label(end, b.posture.value)
+    b.hold(end, t_end)
+
+
 def fall(b: TrajectoryBuilder, spec: FallSpec, t_end: float) -> None:
-    """Fall: descent with partial free fall, impact, lying with small motion.
+    """Fall: descent with partial free fall, impact, lying (or sitting) on the floor.
 
     The trunk rotates toward the floor with a growing rate (a toppling
     body) and stops at the impact. The vertical impact pulse is scaled so
     the peak acceleration magnitude at the sensor site, lever-arm effects
     included, equals ``spec.impact_g``.
     """
-    if b.posture is Posture.LYING:
-        raise ValueError("cannot fall while lying")
     t = spec.at_s
-    if b.gait_until_s > t:
+    if b.posture is Posture.LYING:
+        origin = "lying"
+    elif b.gait_until_s > t:
         origin = "walking"
     else:
         origin = "standing" if b.posture is Posture.STANDING else "sitting"
     descent = spec.descent_s if spec.descent_s is not None else _FALL_DESCENT_S[origin]
+    height = spec.height_m if spec.height_m is not None else _FALL_HEIGHT_M[origin]
     t_impact = t + descent
     position = _FALL_POSITION[spec.direction]
     fwd, left = b.world_axes()
@@ -227,12 +275,36 @@ def fall(b: TrajectoryBuilder, spec: FallSpec, t_end: float) -> None:
     b.label(t, "fall")
     wobble = Rotation.from_rotvec(b.rng.normal(0.0, math.radians(6.0), 3))
     total = descent + _FALL_ROTATION_POST_S
-    b.move(t, total, b.lying_rotation(position) * wobble, taper=_FALL_ROTATION_STOP_S / total)
-    freefall = _FALL_FREEFALL_G[origin]
-    b.pulses.append(Pulse(t, descent, _vec(-freefall * _UP)))
-    b.pulses.append(Pulse(t, descent, _vec(_FALL_DRIFT_G * toward)))
-    v_down = 2.0 * freefall * descent / math.pi  # g*s at the impact
-    v_side = 2.0 * _FALL_DRIFT_G * descent / math.pi
+    ends = {"sitting": _FLOOR_SIT, "reclined": _RECLINED}.get(spec.end)
+    if ends is not None:
+        landing = b.upright(*ends[spec.direction]) * wobble
+    elif origin == "lying":
+        # Rolling off the mattress: about the trunk's long axis (z), onto
+        # the side toward the fall, or over onto the front.
+        roll = math.radians(_BED_ROLL_DEG[spec.direction])
+        landing = b.orientation_at(t) * Rotation.from_rotvec([0.0, 0.0, roll]) * wobble
+        position = {90.0: "left", -90.0: "right", 180.0: "prone"}.get(
+            _BED_ROLL_DEG[spec.direction], b.lying
+        )
+    else:
+        landing = b.lying_rotation(position) * wobble
+    b.move(t, total, landing, taper=_FALL_ROTATION_STOP_S / total)
+    # The pelvis drops: in partial free fall over the descent (quick falls),
+    # sinking by the height (slow collapses), or, out of bed, rolling over
+    # the edge and then dropping the bed's height in free fall at the end.
+    drop_s = descent
+    if origin == "lying":
+        drop_s = min(descent, math.sqrt(height * math.pi / (G_MPS2 * _BED_FREEFALL_G)))
+        freefall = min(1.0, height * math.pi / (G_MPS2 * drop_s * drop_s))
+    elif descent > _QUICK_DESCENT_S:
+        freefall = height * math.pi / (G_MPS2 * descent * descent)
+    else:
+        freefall = _FALL_FREEFALL_G[origin]
+    drift = _FALL_DRIFT_G * min(1.0, _QUICK_DESCENT_S / descent)
+    b.pulses.append(Pulse(t_impact - drop_s, drop_s, _vec(-freefall * _UP)))
+    b.pulses.append(Pulse(t, descent, _vec(drift * toward)))
+    v_down = 2.0 * freefall * drop_s / math.pi  # g*s at the impact
+    v_side = 2.0 * drift * descent / math.pi
 
     def impact_pulses(peak: float) -> list[Pulse]:
         v_absorbed = 2.0 * peak * _IMPACT_S / math.pi
@@ -263,9 +335,20 @@ def fall(b: TrajectoryBuilder, spec: FallSpec, t_end: float) -> None:
     b.pulses.extend(impact_pulses(peak))
     _, force = b.trajectory().kinematics(probe)
     achieved = float(np.linalg.norm(force, axis=1).max())
+    if abs(achieved - spec.impact_g) > _IMPACT_TOLERANCE_G:
+        # Never land harder (or softer) than asked: refuse instead.
+        raise ValueError(
+            f"fall: cannot land with a {spec.impact_g:g} g impact after this descent "
+            f"(it reaches {achieved:.2f} g); ask for a harder impact or a slower descent"
+        )
     b.falls.append(FallTruth(t, t_impact, spec.direction, origin, round(achieved, 3)))
-    b.posture = Posture.LYING
-    b.lying = position
     b.gait_until_s = -math.inf
-    b.label(t_impact + 0.5, Posture.LYING.value)
+    if ends is not None:
+        b.posture = Posture.SITTING
+        b.upright_deg = ends[spec.direction]
+        b.label(t_impact + 0.5, Posture.SITTING.value)
+    else:
+        b.posture = Posture.LYING
+        b.lying = position
+        b.label(t_impact + 0.5, Posture.LYING.value)
     b.hold(t_impact + 1.0, t_end)

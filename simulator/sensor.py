@@ -144,4 +144,7 @@ class SensorModel:
             * np.sin(2 * np.pi * since / self._wander_period_s + self._wander_phase)
         )
         gyr = gyr + bias + white[:, 3:] * err.gyr_noise_dps_rthz * bandwidth
+        limit = float(self.config.gyr_range_dps)
+        if limit < 2000.0:  # a smaller full scale saturates before the protocol's
+            gyr = np.clip(gyr, -limit, limit)
         return acc_counts, quantise(gyr, GYR_LSB_PER_DPS)

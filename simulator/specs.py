@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from simulator.fields import choice, number
+from simulator.fields import choice, flag, number
 
 __all__ = [
     "ACTIVITIES",
@@ -33,6 +33,7 @@ __all__ = [
     "SitDownSpec",
     "SitSpec",
     "SlouchSpec",
+    "SquatSpec",
     "StandSpec",
     "WalkSpec",
 ]
@@ -106,7 +107,7 @@ class WalkSpec:
     vertical_g: float = number(0.3, lo=0.0, hi=0.8)
     ap_g: float = number(0.2, lo=0.0, hi=0.6)
     ml_g: float = number(0.1, lo=0.0, hi=0.4)
-    lean_deg: float = number(4.0, lo=-10.0, hi=30.0)
+    lean_deg: float = number(4.0, lo=-10.0, hi=45.0)
     sway_deg: float = number(2.5, lo=0.0, hi=10.0)
 
 
@@ -135,6 +136,25 @@ class SitDownSpec:
     style: str = choice("gentle", ("gentle", "hard"))
     duration_s: float = number(2.0, lo=0.8, hi=10.0)
     impact_g: float = number(2.2, lo=1.2, hi=4.0)
+    seat_height_m: float = number(0.45, lo=0.2, hi=0.8)
+    """Seat height above the floor; the pelvis drops 0.9 m minus this."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SquatSpec:
+    """Squat down from standing (knees bend, pelvis drops), hold, stand up again.
+
+    ``flexion_deg`` is the trunk's forward lean at the bottom, ``depth_m``
+    how far the pelvis goes down.
+    """
+
+    KIND: ClassVar[str] = "squat"
+    at_s: float = number(lo=0.0)
+    flexion_deg: float = number(30.0, lo=0.0, hi=60.0)
+    depth_m: float = number(0.4, lo=0.1, hi=0.6)
+    down_s: float = number(1.5, lo=0.5, hi=10.0)
+    hold_s: float = number(1.0, lo=0.0, hi=60.0)
+    up_s: float = number(1.5, lo=0.5, hi=10.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,20 +179,29 @@ class GetUpSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FallSpec:
-    """Fall from standing, walking or sitting, then lie on the floor.
+    """Fall from standing, walking, sitting or lying (out of bed) to the floor.
 
     ``impact_g`` is the peak magnitude of the acceleration at the impact as a
-    200 Hz sensor without filtering would see it. ``descent_s`` (onset to
-    impact) defaults to 0.8 s from standing, 0.75 s while walking and
-    0.7 s from sitting. The patient lies with small motions afterwards
-    until the next activity (e.g. ``get_up``).
+    200 Hz sensor without filtering would see it; the simulator reaches it
+    or refuses the scenario (a descent whose own motion is harder than the
+    impact asked for). ``descent_s`` (onset to impact) defaults to 0.8 s
+    from standing, 0.75 s while walking, 0.7 s from sitting and 0.8 s from
+    lying; longer than 1.5 s is a slow collapse (the pelvis sinks
+    ``height_m`` instead of dropping in partial free fall). ``height_m``:
+    the drop of the pelvis (standing or walking, 1.0), the seat (sitting,
+    0.45) or the bed (lying, 0.5) above the floor. ``end``: lying on the
+    floor with small motions until the next activity (e.g. ``get_up``),
+    sitting on the floor (a later ``lie_down`` makes a two-stage fall), or
+    half reclined, 50° from upright toward the fall (against a tipped chair).
     """
 
     KIND: ClassVar[str] = "fall"
     at_s: float = number(lo=0.0)
     direction: str = choice("forward", ("forward", "backward", "left", "right"))
-    impact_g: float = number(5.0, lo=2.0, hi=12.0)
-    descent_s: float | None = number(None, lo=0.25, hi=1.5)
+    impact_g: float = number(5.0, lo=1.2, hi=12.0)
+    descent_s: float | None = number(None, lo=0.25, hi=5.0)
+    height_m: float | None = number(None, lo=0.2, hi=1.2)
+    end: str = choice("lying", ("lying", "sitting", "reclined"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,12 +249,22 @@ class CorruptionSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FloodSpec:
-    """Duplicates of the latest packet at ``rate_hz`` for ``duration_s``."""
+    """Extra packets at ``rate_hz`` for ``duration_s``.
+
+    ``distinct = false`` (the default): duplicates of the latest packet.
+    ``distinct = true``: a faulty wearable whose sensor runs at the wrong
+    rate: every packet is new and valid (its own sequence number, fresh
+    samples, the header's nominal sample interval), but they come at
+    ``rate_hz`` instead of the configured packet rate, so the device clock
+    in the headers runs ahead of real time; afterwards the normal stream
+    resumes from the clock the headers reached.
+    """
 
     KIND: ClassVar[str] = "flood"
     at_s: float = number(lo=0.0)
     duration_s: float = number(1.0, lo=0.01, hi=600.0)
     rate_hz: float = number(400.0, lo=1.0, hi=5000.0)
+    distinct: bool = flag(False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +287,7 @@ ActivitySpec = (
     | LieDownSpec
     | GetUpSpec
     | FallSpec
+    | SquatSpec
 )
 FaultSpec = (
     DisconnectSpec | RebootSpec | PacketLossSpec | CorruptionSpec | FloodSpec | BatteryDrainSpec
@@ -266,6 +306,7 @@ ACTIVITIES: dict[str, type[ActivitySpec]] = {
         LieDownSpec,
         GetUpSpec,
         FallSpec,
+        SquatSpec,
     )
 }
 """Timeline ``activity = "<name>"`` values and their parameter classes."""

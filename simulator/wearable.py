@@ -57,6 +57,11 @@ class _Stream:
     first_index: int
     next_index: int  # first sample of the packet being assembled
     packets: int = 0  # packets assembled in this power span
+    # Scenario time of sample first_index and between samples, when it does
+    # not follow the device clock (a distinct flood and after it); else None.
+    t0_s: float | None = None
+    step_s: float = 0.0
+    until_s: float = math.inf  # a flood stream ends when its packets pass this
 
     def device_us(self, index: int) -> int:
         """Device time (µs since boot) of sample ``index``."""
@@ -142,6 +147,33 @@ class SimulatedWearable:
     ) -> _Stream:
         return _Stream(span, start_us, round(1e6 / rate_hz), first_index, first_index)
 
+    def _stream_s(self, stream: _Stream, index: int | NDArray[np.int64]) -> NDArray[np.float64]:
+        """Scenario time (s) at which ``stream`` samples ``index``."""
+        if stream.t0_s is None:
+            return self._scenario_s(stream.span, stream.device_us(index))  # type: ignore[arg-type]
+        return np.asarray(stream.t0_s + (np.asarray(index) - stream.first_index) * stream.step_s)
+
+    def _next_packet_s(self, stream: _Stream) -> float:
+        """Scenario time of the next packet's last sample (when it is emitted)."""
+        last = stream.next_index + self.config.samples_per_packet - 1
+        t = float(self._stream_s(stream, last))
+        if t > stream.until_s:
+            # The distinct flood is over: the normal rate resumes now, from
+            # the device clock the headers reached.
+            resumed = _Stream(
+                stream.span,
+                stream.device_us(stream.next_index),
+                stream.interval_us,
+                stream.next_index,
+                stream.next_index,
+                stream.packets,
+                t0_s=stream.until_s,
+                step_s=stream.interval_us * 1e-6 / self._drift,
+            )
+            self._stream = resumed
+            return float(self._stream_s(resumed, last))
+        return t
+
     def _packet_indices(self, stream: _Stream) -> tuple[int, int, int]:
         """(first sample index, device µs of first, device µs of last) of the next packet."""
         first = stream.next_index
@@ -159,9 +191,7 @@ class SimulatedWearable:
         while True:
             t_packet = math.inf
             if self._stream is not None:
-                t_packet = float(
-                    self._scenario_s(self._stream.span, self._packet_indices(self._stream)[2])
-                )
+                t_packet = self._next_packet_s(self._stream)
             t_dup = self._flood[0] if self._flood is not None else math.inf
             t_event = self._events[0].t_s if self._events else math.inf
             t = min(t_packet, t_dup, t_event)
@@ -229,6 +259,23 @@ class SimulatedWearable:
             self._vanished += 1
         elif event.kind is EventKind.APPEAR:
             self._vanished -= 1
+        elif event.flood is not None and self._stream is not None and event.flood.distinct:
+            # A sensor at the wrong rate: the stream goes on (sequence numbers,
+            # header clock at the nominal interval), packets come at rate_hz.
+            stream, spp = self._stream, self.config.samples_per_packet
+            step = 1.0 / (event.flood.rate_hz * spp)
+            self._stream = _Stream(
+                stream.span,
+                stream.device_us(stream.next_index),
+                stream.interval_us,
+                stream.next_index,
+                stream.next_index,
+                stream.packets,
+                t0_s=event.t_s + step,
+                step_s=step,
+                until_s=event.t_s + event.flood.duration_s,
+            )
+            self._cache = None
         elif event.flood is not None and self._stream is not None:
             period = 1.0 / event.flood.rate_hz
             self._flood = (event.t_s, period, event.t_s + event.flood.duration_s)
@@ -289,7 +336,7 @@ class SimulatedWearable:
             index = slot.first + np.arange(count, dtype=np.int64)
             device_us = stream.start_us + (index - stream.first_index) * stream.interval_us
             acc, gyr = self.sensor.measure(
-                self._scenario_s(stream.span, device_us),
+                self._stream_s(stream, index),
                 window_s=stream.interval_us * 1e-6,
                 since_boot_s=device_us.astype(np.float64) * 1e-6,
                 sample_index=index,

@@ -100,6 +100,17 @@ class NatsNode:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def cpu_s(self) -> float:
+        """CPU time (user + system) of the running process so far, s (0 when down)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # Fields 14 and 15 of proc(5) (utime, stime), counted after "pid (comm)".
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 class NatsCluster:
     """Three (or ``size``) clustered ``nats-server`` nodes with MQTT on loopback.
@@ -125,6 +136,11 @@ class NatsCluster:
             NatsNode(f"n{i + 1}", workdir, _free_port(), _free_port(), _free_port())
             for i in range(size)
         ]
+        self._cpu_of_ended_s = 0.0
+
+    def cpu_s(self) -> float:
+        """CPU time of every node process so far, ended ones included, s."""
+        return self._cpu_of_ended_s + sum(node.cpu_s() for node in self.nodes)
 
     @property
     def urls(self) -> list[str]:
@@ -198,8 +214,8 @@ class NatsCluster:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    @staticmethod
-    async def _end(node: NatsNode, sig: signal.Signals) -> None:
+    async def _end(self, node: NatsNode, sig: signal.Signals) -> None:
+        self._cpu_of_ended_s += node.cpu_s()
         proc, node.proc = node.proc, None
         if proc is None:
             return

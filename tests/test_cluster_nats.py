@@ -13,6 +13,7 @@ fall, losing nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -29,7 +30,8 @@ from nats_cluster import NATS_SERVER, NatsCluster
 from test_sigterm import GATEWAY_TOML, program
 from ward import gateway_running
 
-from alerts import Activity, AlertEvent, AlertPublisher, EventType, PatientState
+from alerts import Activity, AlertEvent, AlertPublisher, EventType, MqttClient, PatientState
+from common.errors import BrokerError
 from posture_monitor.demo import demo_config
 from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario
 
@@ -240,3 +242,35 @@ async def test_a_killed_gateway_process_gets_its_last_will_on_nats(
         assert statuses()[-1]["metrics"] == {}
     finally:
         await station.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_subscriber_whose_node_dies_gets_its_subscription_back(
+    cluster: NatsCluster,
+) -> None:
+    # Moved to another node with no session, the subscriber must subscribe
+    # again while JetStream re-elects, when NATS refuses new QoS 1
+    # subscriptions for a few seconds: a single refused attempt would leave
+    # it deaf to every fall until its next reconnection.
+    async with MqttClient(cluster.settings(), client_id="nurse-tablet") as tablet:
+        await tablet.subscribe(EVENTS, qos=1)
+        assert tablet.address == cluster.nodes[0].address
+        await cluster.kill(0)
+        await until(lambda: tablet.connected and tablet.connect_count == 2, 30.0)
+        async with MqttClient(cluster.nodes[2].settings()) as gateway:
+
+            async def first_event() -> bytes:
+                async for message in tablet.messages():
+                    return message.payload
+                return b""
+
+            waiting = asyncio.create_task(first_event())
+            async with asyncio.timeout(60):
+                while not waiting.done():
+                    # NATS may drop this connection too while it re-elects.
+                    with contextlib.suppress(BrokerError):
+                        await gateway.publish(
+                            "posture/v1/patients/p-009/events", b'{"fell": true}', qos=1
+                        )
+                    await asyncio.wait([waiting], timeout=1.0)
+            assert waiting.result() == b'{"fell": true}'

@@ -221,6 +221,17 @@ def test_falls_command_json_and_table(
     assert evaluate.run(parser().parse_args(argv)) == 0
     text = capsys.readouterr().out
     assert "sensitivity  100.00%" in text and "false alarms: none" in text
+    assert "young (SA)" in text and "family / group" in text
+    # A saturating gyroscope, as a ±250 °/s wearable reads it.
+    clipped = ["falls", "--sisfall", str(synthetic_sisfall), "--gyro-range", "250", "--json"]
+    assert evaluate.run(parser().parse_args(clipped)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gyro_range_dps"] == 250.0 and out["summary"]["sensitivity"] == 1.0
+    assert set(out["summary"]["per_group"]) == {"young (SA)", "elderly (SE)"}
+    assert out["summary"]["per_group"]["elderly (SE)"]["false_alarms_per_hour"] == 0.0
+    assert evaluate.run(parser().parse_args([*clipped, "--subjects", "SE01"])) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in out["recordings"]] == ["D10_SE01_R01"]
 
 
 # -- real datasets (skipped when absent) ------------------------------------------
@@ -243,6 +254,9 @@ SISFALL = DATASETS / "sisfall"
 
 @pytest.mark.dataset
 @pytest.mark.skipif(not SISFALL.is_dir(), reason="SisFall dataset not available")
+# CPU-bound over every recording (about a minute idle): the timeout only
+# catches a hang, and with both cores busy it takes several times longer.
+@pytest.mark.timeout(600)
 def test_sisfall_fall_detector_at_50_hz() -> None:
     """The detector on every recording at 50 Hz, with the engine's gravity filter.
 
@@ -270,7 +284,10 @@ def test_sisfall_fall_detector_at_50_hz() -> None:
     assert falls >= 100 and adls >= 100
     assert 1.0 - missed / falls >= 0.99
     assert 1.0 - alarms / adls >= 0.995
-    assert np.median(latencies) <= 2.0 and max(latencies) <= 4.05
+    # Median and 95th percentile within the targets; the soft rule's longer
+    # look for "still" (slow collapses) takes up to soft_confirm_max_s.
+    assert np.median(latencies) <= 2.0 and np.quantile(latencies, 0.95) <= 4.0
+    assert max(latencies) <= FallSettings().soft_confirm_max_s + 0.05
 
 
 @pytest.mark.dataset
@@ -285,7 +302,15 @@ def test_sisfall_through_the_engine_for_two_subjects() -> None:
     assert s["fall_recordings"] == 75 and s["adl_recordings"] >= 100
     assert s["sensitivity"] >= 74 / 75
     assert s["false_alarms"] == 0
-    assert s["latency_s"]["max"] <= 4.05
+    assert s["latency_s"]["p95"] <= 4.0
+    # Per family and subject group, as `evaluate falls` reports them.
+    families = s["per_family"]
+    assert families["fall: backward from a seat (F11, F14)"]["sensitivity"] == 1.0
+    assert families["fall: slow collapse (F09, F10, F13)"]["sensitivity"] == 1.0
+    for adl in ("slow knee bend (D15)", "quick sitting (D08, D10)", "turning in bed (D14)"):
+        assert families[f"ADL: {adl}"]["false_alarms_per_hour"] == 0.0, adl
+    assert s["per_group"]["elderly (SE)"]["false_alarms_per_hour"] == 0.0
+    assert s["per_group"]["elderly (SE)"]["adl_hours"] > 0.2
 
 
 # -- bench ---------------------------------------------------------------------------

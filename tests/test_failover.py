@@ -185,3 +185,26 @@ async def test_a_killed_node_moves_the_client_to_the_next(tmp_path: Path) -> Non
     finally:
         await first.stop()
         await second.stop()
+
+
+@needs_mosquitto
+@pytest.mark.timeout(30)
+async def test_a_311_session_kept_over_a_reconnection_is_removed_at_exit(tmp_path: Path) -> None:
+    # A 3.1.1 session never expires: one left behind by a watcher that
+    # reconnected would have the broker queue falls for it forever.
+    broker = MosquittoBroker(tmp_path / "m")
+    await broker.start()
+    try:
+        settings = broker.settings(protocol="3.1.1")
+        async with MqttClient(settings, client_id="watcher-1") as client:
+            await client.subscribe("posture/v1/patients/+/events", qos=1)
+            await broker.stop()
+            await broker.start()
+            await until(lambda: client.connected and client.connect_count == 2)
+            # The reconnection resumed-or-created a persistent session.
+            await until(lambda: client.session_present is False)
+        probe = MqttSettings.from_url(broker.url, protocol="3.1.1")
+        async with MqttClient(probe, client_id="watcher-1", clean_start=False) as again:
+            assert again.session_present is False
+    finally:
+        await broker.stop()

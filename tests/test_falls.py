@@ -269,10 +269,36 @@ def test_uncalibrated_rotated_puck_still_detects_falls_only(spin_deg: float) -> 
 
 
 def test_a_calibrated_reference_is_trusted() -> None:
-    # Calibrated "up" says the trunk was lying all along: turning over in bed,
-    # not a fall, even with a hard impact.
+    # Calibrated "up" says the trunk was lying all along: the drop (free fall,
+    # hard impact, a new lying posture) is judged as a fall out of bed ...
     sc = spun(synth(forward_fall(), 50.0), 180.0)
-    assert run_nominal(sc, calibrated=True) == []
+    (found,) = run_nominal(sc, calibrated=True)
+    assert found.details["from_lying"] == 1.0 and found.details["rule_out_of_bed"] == 1.0
+    # ... while turning over in bed, even with a hard knock, is none.
+    assert run_nominal(synth(turn_over_in_bed(), 50.0), calibrated=True) == []
+
+
+def test_a_saturated_gyroscope_lets_the_accelerometer_decide() -> None:
+    # The engine's gyroscope-aided up estimate, misled by a clipped gyroscope,
+    # still says upright after the fall; the accelerometer says lying.
+    sc = synth(forward_fall(), 50.0)
+    impact = round(sc.impacts_s[0] * 50.0)
+    misled_up = sc.up_sensor.copy()
+    misled_up[impact - 40 :] = UP
+    gyr = np.zeros_like(sc.acc_g)
+    det = FallDetector(FallSettings(), 50.0)
+    det.set_reference_up(UP)
+    assert det.process(sc.t_s, sc.acc_g, gyr, misled_up) == []  # the engine is trusted
+    gyr[impact - 30 : impact - 5, 0] = 250.0  # an axis stuck at full scale
+    det = FallDetector(FallSettings(), 50.0)
+    det.set_reference_up(UP)
+    (found,) = det.process(sc.t_s, sc.acc_g, gyr, misled_up)
+    assert found.details["gyro_clipped"] == 1.0 and found.details["rule_lying"] == 1.0
+    # Fast but not stuck (changing values) is no saturation.
+    gyr[impact - 30 : impact - 5, 0] = np.linspace(200.0, 300.0, 25)
+    det = FallDetector(FallSettings(), 50.0)
+    det.set_reference_up(UP)
+    assert det.process(sc.t_s, sc.acc_g, gyr, misled_up) == []
 
 
 # -- after a detection -----------------------------------------------------------
@@ -428,5 +454,10 @@ def test_model_file_roundtrip_and_errors(tmp_path) -> None:
 
 def test_probability_threshold_setting_overrides_the_model() -> None:
     sc = synth(forward_fall(impact_g=4.0), 50.0)
-    assert len(detections(run(sc, 50.0)[0])) == 1
-    assert run(sc, 50.0, min_fall_probability=1.0)[0] == []
+    (quick,) = detections(run(sc, 50.0)[0])
+    assert quick.details["rule_lying"] == 1.0
+    # Out of reach, the impact is not fall-grade: only the soft rule's longer
+    # look (lying motionless for soft_still_s) confirms it, later.
+    (late,) = detections(run(sc, 50.0, min_fall_probability=1.0)[0])
+    assert late.details["rule_soft"] == 1.0 and late.details["latency_s"] >= 5.0
+    assert run(sc, 50.0, min_fall_probability=1.0, soft_min_peak_lp_g=100.0)[0] == []

@@ -57,6 +57,19 @@ def test_valid_config_loads_with_defaults_and_overrides(tmp_path: Path) -> None:
     assert config.wearable("AA:BB:CC:DD:EE:FF") is None
 
 
+def test_slouch_while_walking_is_a_per_patient_setting(tmp_path: Path) -> None:
+    # On by default (hunched gait counts); a patient's prescription may turn it off.
+    text = VALID.replace(
+        'patient_id = "p-002"', 'patient_id = "p-002"\nslouch_while_walking = false'
+    )
+    first, second = GatewayConfig.load(write(tmp_path, text)).wearables
+    assert first.slouch.while_walking is True
+    assert second.slouch.while_walking is False
+    bad = VALID.replace('patient_id = "p-002"', 'patient_id = "p-002"\nslouch_while_walking = 1')
+    with pytest.raises(ConfigError, match=r"slouch_while_walking must be bool"):
+        GatewayConfig.load(write(tmp_path, bad))
+
+
 def test_password_never_in_repr(tmp_path: Path) -> None:
     text = VALID.replace('username = "gw"', 'username = "gw"\npassword = "s3cret-pw"')
     config = GatewayConfig.load(write(tmp_path, text))

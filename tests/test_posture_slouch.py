@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from test_posture_engine import FS, kinds, run
@@ -14,7 +16,7 @@ PACKET_S = BLOCK / FS
 GYRO = pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
 
 
-def engine(gyro: bool, **slouch: float) -> PostureEngine:
+def engine(gyro: bool, **slouch: Any) -> PostureEngine:
     return PostureEngine(EngineConfig(FS, gyro, slouch=SlouchSettings(**slouch)))
 
 
@@ -63,9 +65,10 @@ def test_lateral_lean_beyond_its_threshold_is_a_slouch_too(gyro: bool) -> None:
 
 
 @GYRO
-def test_no_slouch_while_walking_bent_forward(gyro: bool) -> None:
-    # A patient who walks stooped (30°, e.g. behind a walker) for a minute:
-    # not a slouch. Short dwell, so only the walking rule can prevent it.
+def test_walking_hunched_is_a_slouch_unless_the_patient_setting_says_no(gyro: bool) -> None:
+    # A patient who walks stooped (30°) for a minute: by default a reminder
+    # one dwell after the crossing (hunched gait loads the vertebrae most);
+    # with while_walking=False (e.g. behind a walker, as prescribed) none.
     start, stop = 6.0, 66.0
     flex = keyframes([(0, 0), (5, 0), (6, 30), (66, 30), (67, 0), (75, 0)])
     sway = gait_sway(start_s=start, stop_s=stop)
@@ -77,10 +80,22 @@ def test_no_slouch_while_walking_bent_forward(gyro: bool) -> None:
         linear_acc_g=gait_acc(start_s=start, stop_s=stop),
     )
     out = run(engine(gyro, dwell_s=5.0), m, BLOCK, gyro=gyro)
-    assert PostureEventKind.SLOUCH_STARTED not in kinds(out)
-    assert not out.slouching.any()
+    assert kinds(out) == [
+        PostureEventKind.CALIBRATED,
+        PostureEventKind.SLOUCH_STARTED,
+        PostureEventKind.SLOUCH_ENDED,
+    ]
+    started, ended = out.events[1], out.events[2]
+    crossed = crossing_time(m, 25.0)
+    # The count pauses while the gait is vigorous but not yet recognised as
+    # walking (up to 3 s: test_walking_is_recognised_within_three_seconds).
+    assert crossed + 5.0 - PACKET_S <= started.t_s <= crossed + 5.0 + 3.0
+    assert stop < ended.t_s < stop + 2.0  # straightened up
     walking = out.activity[(out.t_s > start + 3.0) & (out.t_s < stop - 1.0)] == Activity.WALKING
     assert walking.mean() > 0.95
+    off = run(engine(gyro, dwell_s=5.0, while_walking=False), m, BLOCK, gyro=gyro)
+    assert PostureEventKind.SLOUCH_STARTED not in kinds(off)
+    assert not off.slouching.any()
 
 
 @GYRO
@@ -145,7 +160,7 @@ def test_sitting_down_raises_no_slouch(gyro: bool) -> None:
     assert (out.activity[out.t_s > 10.0] == Activity.UPRIGHT).all()
 
 
-def test_a_slouch_ends_when_the_patient_starts_walking() -> None:
+def test_a_slouch_goes_on_while_walking_hunched_or_ends_when_walking_does_not_count() -> None:
     start = 20.0
     flex = keyframes([(0, 0), (5, 0), (6, 35), (40, 35)])
     m = synthesize(
@@ -155,6 +170,9 @@ def test_a_slouch_ends_when_the_patient_starts_walking() -> None:
         linear_acc_g=gait_acc(start_s=start),
     )
     out = run(engine(True, dwell_s=5.0), m, BLOCK)
+    assert kinds(out) == [PostureEventKind.CALIBRATED, PostureEventKind.SLOUCH_STARTED]
+    assert out.slouching[-1]
+    out = run(engine(True, dwell_s=5.0, while_walking=False), m, BLOCK)
     assert kinds(out) == [
         PostureEventKind.CALIBRATED,
         PostureEventKind.SLOUCH_STARTED,
@@ -234,3 +252,22 @@ def test_a_rhythmic_motion_while_bent_over_is_no_walking_and_no_slouch() -> None
     bent = (out.t_s > 7.0) & (out.t_s < 13.5)
     assert not (out.activity[bent] == Activity.WALKING).any()
     assert (out.activity[(out.t_s > 10.0) & (out.t_s < 13.5)] == Activity.LYING).all()
+
+
+@GYRO
+def test_brief_bends_while_walking_raise_no_slouch(gyro: bool) -> None:
+    # Walking upright; twice a 3 s bend to 70° (picking something up) with
+    # walking in between: each bend is shorter than the dwell, so none counts.
+    start, stop = 5.0, 45.0
+    keys = [(0.0, 0.0), (10.0, 0.0)]
+    for t in (12.0, 25.0):
+        keys += [(t, 0.0), (t + 0.8, 70.0), (t + 2.2, 70.0), (t + 3.0, 0.0)]
+    flex = keyframes([*keys, (50.0, 0.0)])
+    m = synthesize(
+        50.0,
+        FS,
+        lambda t: flex(t) + gait_sway(start_s=start, stop_s=stop)(t),
+        linear_acc_g=gait_acc(start_s=start, stop_s=stop),
+    )
+    out = run(engine(gyro, dwell_s=4.0), m, BLOCK, gyro=gyro)
+    assert kinds(out) == [PostureEventKind.CALIBRATED]

@@ -134,6 +134,29 @@ def test_flood_sends_duplicates_at_the_rate() -> None:
     assert all(e.data in originals for e in duplicates)
 
 
+def test_distinct_flood_sends_new_valid_packets_at_the_wrong_rate() -> None:
+    # A sensor at the wrong rate: 200 packets/s of new samples for 1 s, each
+    # packet valid with its own sequence number and the nominal interval in
+    # its header, so the headers' clock runs ahead; then the normal rate.
+    w = make(FloodSpec(at_s=2.0, duration_s=1.0, rate_hz=200.0, distinct=True))
+    out = run(w, 6.0, step_s=0.05)
+    sent = packets(out)
+    assert not [e for e in out if isinstance(e, Notification) and e.kind != "packet"]
+    sequences = [p.sequence for _, p in sent]
+    assert sequences == list(range(sequences[0], sequences[0] + len(sequences)))
+    during = [(t, p) for t, p in sent if 2.0 < t <= 3.0]
+    assert len(during) == pytest.approx(200, abs=2)
+    assert len({p.acc_g.tobytes() for _, p in during}) == len(during)  # distinct
+    interval_ms = w.config.samples_per_packet * 1000 / w.config.sample_rate_hz
+    t0 = [p.t0_ms for _, p in sent]
+    assert np.diff(t0) == pytest.approx(interval_ms, abs=1)  # nominal in every header
+    after = [t for t, _ in sent if t > 3.1]
+    assert np.diff(after) == pytest.approx(interval_ms / 1000, abs=1e-6)  # normal rate again
+    # The headers' clock ran ahead: 200 packets of 0.2 s in 1 s of real time.
+    last_sample_s = t0[-1] / 1000 + interval_ms / 1000 - 1 / w.config.sample_rate_hz
+    assert last_sample_s - after[-1] == pytest.approx(200 * interval_ms / 1000 - 1.0, abs=0.3)
+
+
 def test_battery_drains_notifies_and_finally_switches_off() -> None:
     w = make(
         BatteryDrainSpec(at_s=2.0, pct_per_h=3600.0), battery_pct=5.0, battery_drain_pct_per_h=0.0

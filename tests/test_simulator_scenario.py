@@ -99,11 +99,18 @@ at_s = 10.0
 activity = "lie_down"
 [[patients.timeline]]
 at_s = 20.0
-activity = "fall"
+activity = "squat"
 """
     )
-    with pytest.raises(ConfigError, match=r"patients\[0\]\.timeline\[3\]: cannot fall while lying"):
+    with pytest.raises(ConfigError, match=r"patients\[0\]\.timeline\[3\]: squat needs a standing"):
         load_scenario(write(tmp_path, text))
+    # A fall from lying is a fall out of bed (it loads); an impact softer than
+    # the descent itself cannot be reached, and the scenario is refused.
+    out_of_bed = text.replace('activity = "squat"', 'activity = "fall"')
+    assert load_scenario(write(tmp_path, out_of_bed)).patients[0].activities[-1].KIND == "fall"
+    too_soft = out_of_bed.replace('activity = "fall"', 'activity = "fall"\nimpact_g = 1.2')
+    with pytest.raises(ConfigError, match=r"timeline\[3\]: fall: cannot land with a 1.2 g impact"):
+        load_scenario(write(tmp_path, too_soft))
     unordered = MINIMAL + '[[patients.timeline]]\nat_s = 0.0\nactivity = "stand"\n'
     with pytest.raises(ConfigError, match=r"timeline\[1\]\.at_s: activities must be in increasing"):
         load_scenario(write(tmp_path, unordered))

@@ -1,49 +1,49 @@
-"""Streaming fall detector: an impact, then a lying or unmoving trunk.
+"""Streaming fall detector: an impact, then what the trunk does after it.
 
-A fall has three phases; the detector measures each with quantities that do
-not depend on where on the trunk the sensor sits, nor on the sample rate:
+The stages (docs/falls.md has the rules' table, their reasons and the
+families of falls and everyday movements each one is for):
 
 1. **Impact**: a local maximum of ``|a|`` above ``trigger_acc_g`` opens a
-   candidate. Peak values shrink at low sample rates (a 10 ms spike reads
-   6 g at 200 Hz and 4 g at 25 Hz), so the impact is measured as the
-   *impulse* ``∫ max(|a| - 1 g, 0) dt`` over ±``impact_window_s``
-   (``impulse_gs``; x 9.81 gives the m/s lost beyond gravity) and as the
-   peak of ``|a|`` after a 0.2 s Hann low-pass (≈ 5 Hz, ``peak_lp_acc_g``).
-   Both hold within a few percent from 25 to 200 Hz. Also recorded: the
-   shorter impulse and the lowest ``|a|`` in the 1.5 s before (free fall).
-2. **Before**: if the engine's up estimate says the trunk was lying for the
-   whole ``pre_window_s`` (turning over in bed), the impact is no fall. The
-   upright reference is the calibrated one; while only a nominal guess is
-   known (``set_reference_up(..., calibrated=False)``) and the trunk's mean
-   direction over that window was that far from it (more likely a puck worn
-   rotated than a patient in bed), the trunk direction just before the
-   impact serves as the upright for that candidate instead.
-3. **Aftermath**, judged at every sample from ``confirm_min_s`` to
-   ``confirm_max_s`` after the peak on the last ``still_window_s``: *lying*
-   (mean acceleration direction at least ``lying_tilt_deg`` from the
-   reference upright, the engine's up estimate agreeing within 20°, and
-   ``|a|`` standard deviation at most ``still_acc_sd_g``) with a fall
-   probability of at least ``min_fall_probability`` from the impact model
-   (:mod:`posture.falls.model`, trained by ``python -m lab.train_falls``);
-   or, after a strong impact (``unmoving_impulse_gs``), *unmoving* in a new
-   posture (sitting on the floor: deviation at most ``unmoving_acc_sd_g`` and
-   the trunk turned by ``unmoving_tilt_change_deg`` from before the fall).
+   candidate, measured in rate-independent ways: the impulse ``∫ max(|a| -
+   1 g, 0) dt`` over ±``impact_window_s`` and the peak of ``|a|`` after a
+   0.2 s Hann low-pass (≈ 5 Hz); also the lowest ``|a|`` in the 1.5 s before
+   (free fall). The impact model (:mod:`posture.falls.model`) turns them
+   into a probability; at least ``min_fall_probability`` is a *fall-grade*
+   impact.
+2. **Before**: where the fall starts. Lying for the whole ``pre_window_s``
+   by the engine's up estimate (calibrated upright), or, before any
+   calibration, far from the nominal upright with the back horizontal:
+   the patient is in bed (origin ``lying``); only the out-of-bed rule
+   applies. Before calibration a trunk far from the nominal upright with
+   the back vertical is a wearable worn rotated: the trunk just before the
+   impact serves as the upright for that candidate. The trunk direction 2-1
+   s before the peak is kept to judge the change of posture.
+3. **Aftermath**: the rules of :mod:`posture.falls.rules`, judged at every
+   sample from ``confirm_min_s`` after the peak on the last
+   ``still_window_s`` (and ``soft_still_s``): lying, reclined, unmoving,
+   down-then-up within ``confirm_max_s``; two-stage up to
+   ``two_stage_max_s``; soft up to ``soft_confirm_max_s``; out of bed.
+   A patient up and moving like walking ends the long rules. A saturated
+   gyroscope around the impact (an axis stuck at the same value of at least
+   ``gyro_clip_min_dps``) lifts the requirement that the engine's
+   (gyroscope-aided) up agree.
 
-A detection is reported at the first sample that confirms it (typically
-1.5 s after the impact). If within ``cancel_window_s`` the patient is upright
-(tilt below ``cancel_upright_deg``) and moving like walking (``|a|``
-deviation at least ``cancel_motion_sd_g``) for ``cancel_upright_s``, a
-``"cancelled"`` finding follows. Until then, or until the patient has been
-upright for ``cancel_upright_s`` after the window, no second fall is reported.
+A detection is reported at the first sample that confirms it. If within
+``cancel_window_s`` the patient is upright (tilt below
+``cancel_upright_deg``) and moving like walking (``|a|`` deviation at least
+``cancel_motion_sd_g``) for ``cancel_upright_s``, a ``"cancelled"`` finding
+follows. While a fall is active (until then, or until the patient has been
+upright for ``cancel_upright_s`` after the window) only a fall that starts
+upright is a new fall: an impact while still down is not.
 
 Windows are counted in samples at the nominal ``sample_rate_hz``; samples
 across a lost packet are treated as contiguous. State is explicit (a short
 history of per-sample signals and the pending candidates) and every window
 statistic is computed the same way whatever the block boundaries
 (:mod:`posture.falls.features`), so findings are identical for any split of
-the stream. The gyroscope is not used directly: orientation enters through
-the engine's ``up_sensor`` (gyroscope-aided when there is one), so
-accelerometer-only wearables get the same detector.
+the stream. Orientation enters through the engine's ``up_sensor``; the
+gyroscope itself is only checked for saturation, so accelerometer-only
+wearables get the same detector.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from posture.falls.features import (
     window_sds,
 )
 from posture.falls.model import FallModel, load_fall_model
+from posture.falls.rules import ENGINE_TILT_MARGIN_DEG, RuleInputs, first_hit, up_and_moving
 from posture.falls.types import PEAK_LP_SPAN_S, FallCandidate, FallFinding, FallSettings
 
 __all__ = ["FallCandidate", "FallDetector", "FallFinding", "FallSettings"]
@@ -74,15 +75,17 @@ _log = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 
-_AX, _AY, _AZ, _MAG, _UX, _UY, _UZ, _T = range(8)  # history columns
-_N_COLS = 8
+_AX, _AY, _AZ, _MAG, _UX, _UY, _UZ, _CLIP, _T = range(9)  # history columns
+_N_COLS = 9
 _PRE_END_S = 0.5  # the pre-impact look-back ends this long before the peak
 _MIN_BEFORE_S = 1.5  # look-back for the free-fall minimum of |a|
 _PRE_DIR_S = (2.0, 1.0)  # trunk direction before the fall: mean acc over this span
+_DOWN_S = (0.2, 1.0)  # after the peak: was the trunk down (down_up rule)?
 _HANN_S = 0.2
-# How far the engine's up estimate may disagree with the still-window mean
-# acceleration about lying (filter lag just after a fall).
-_ENGINE_TILT_MARGIN_DEG = 20.0
+
+
+def _angle_deg(dirs: FloatArray, ref: FloatArray) -> FloatArray:
+    return np.asarray(np.degrees(np.arccos(np.clip(dot3(dirs, ref), -1.0, 1.0))))
 
 
 class FallDetector:
@@ -124,15 +127,21 @@ class FallDetector:
         self._n_pre, self._n_pre_end = n(s.pre_window_s), n(_PRE_END_S)
         self._n_before = n(_MIN_BEFORE_S)
         self._n_pre_dir = (n(_PRE_DIR_S[0]), n(_PRE_DIR_S[1]))
+        self._n_down = (n(_DOWN_S[0]), n(_DOWN_S[1]))
         self._n_lp = (n(PEAK_LP_SPAN_S[0]), n(PEAK_LP_SPAN_S[1]))
         self._hann = hann_taps(_HANN_S, fs)
         self._n_still = n(s.still_window_s)
+        self._n_soft = n(s.soft_still_s)
         self._n_confirm = (n(s.confirm_min_s), n(s.confirm_max_s))
+        self._n_two_stage = n(s.two_stage_max_s)
+        self._n_soft_max = n(s.soft_confirm_max_s)
         self._n_cancel = n(s.cancel_window_s)
         self._n_upright = n(s.cancel_upright_s)
         reach = self._n_pre + self._n_lp[0] + self._hann.size
         self._history_len = (
-            2 * self._n_merge + 2 + max(reach, self._n_pre_dir[0], self._n_upright, self._n_still)
+            2 * self._n_merge
+            + 2
+            + max(reach, self._n_pre_dir[0], self._n_upright, self._n_still, self._n_soft)
         )
         # History of the per-sample signals, stored as float32 (half the
         # memory; wearable samples are int16 counts, exact in float32). Every
@@ -143,6 +152,7 @@ class FallDetector:
         self._t_len = 2 * self._n_merge + 2
         self._n_seen = 0  # samples processed so far
         self._peak_next = 0  # first sample index not yet checked for a peak
+        self._prev_gyr: FloatArray | None = None  # last gyroscope sample (saturation)
         self._pending: list[FallCandidate] = []
         self._ref_up = np.array([0.0, 1.0, 0.0])
         self._ref_calibrated = True
@@ -158,7 +168,8 @@ class FallDetector:
             up_sensor: the calibrated upright, or the mounting's nominal one.
             calibrated: False for a nominal guess (not measured on this
                 patient); then an impact whose pre-fall trunk is far from it is
-                judged against the pre-fall trunk instead (see module docstring).
+                judged as from lying (back horizontal) or against the pre-fall
+                trunk (a wearable worn rotated; see the module docstring).
 
         Raises:
             ValueError: not a finite non-zero 3-vector.
@@ -188,7 +199,8 @@ class FallDetector:
         Args:
             t_s: (n,) sample times in seconds.
             acc_g: (n, 3) acceleration in g, sensor axes.
-            gyr_dps: (n, 3) angular rate in °/s, or None; not used (module docstring).
+            gyr_dps: (n, 3) angular rate in °/s, or None; only checked for
+                saturation (module docstring).
             up_sensor: (n, 3) the engine's unit up direction per sample; NaN rows
                 (no estimate yet) count as "not known to be lying".
 
@@ -213,7 +225,7 @@ class FallDetector:
         n_hist = self._history.shape[0]
         work = np.empty((n_hist + count, _N_COLS))
         work[:n_hist, :_T] = self._history
-        work[n_hist:, :_T] = self._derive(acc, up).astype(np.float32)
+        work[n_hist:, :_T] = self._derive(acc, up, gyr_dps).astype(np.float32)
         work[:, _T] = np.nan
         n_t = self._t_history.shape[0]
         work[n_hist - n_t : n_hist, _T] = self._t_history
@@ -222,37 +234,33 @@ class FallDetector:
         base = first_new - n_hist  # sample index of work[0]
         last = base + work.shape[0] - 1
         self._n_seen += count
+        self._find_candidates(work, base, last)
         findings: list[FallFinding] = []
-        # Per sample j the order is: open the candidate whose peak
-        # neighbourhood completes at j (if armed), judge the pending ones at j,
-        # then, after a detection, check cancel/re-arm at j. The loop runs
-        # those steps vectorised over the stretches between state changes.
+        # Per sample the order is: the recovery from an active fall, then a
+        # detection. Each step finds the earliest event in [pos, last]
+        # (vectorised over the samples) and applies it.
         pos = first_new
         while pos <= last:
-            if self._fallen is None:
-                self._find_candidates(work, base, pos, last)
-                finding = self._judge(work, base, pos, last)
-                if finding is None:
-                    break
-                findings.append(finding)
-                pos = int(self._fallen[0]) + 1  # type: ignore[index]
+            recovery = self._recovery(work, base, pos, last)
+            hit = self._earliest_hit(work, base, pos, last)
+            if recovery is not None and (hit is None or recovery[1] <= hit[0]):
+                found = self._recover(work, base, *recovery)
+                if found is not None:
+                    findings.append(found)
+                pos = recovery[1] + 1
+            elif hit is not None:
+                findings.append(self._detect(work, base, *hit))
+                pos = hit[0] + 1
             else:
-                cancelled, rearmed_at = self._watch_fallen(work, base, pos, last)
-                if cancelled is not None:
-                    findings.append(cancelled)
-                if rearmed_at is None:
-                    # Peaks completing while a fall is active are not candidates.
-                    self._peak_next = max(self._peak_next, last - self._n_merge + 1)
-                    break
-                pos = rearmed_at + 1
-                self._peak_next = max(self._peak_next, pos - self._n_merge)
+                break
+        self._expire(last)
         self._history = work[-self._history_len :, :_T].astype(np.float32)
         self._t_history = work[-min(self._t_len, work.shape[0]) :, _T].copy()
         return findings
 
     # -- per-sample signals ------------------------------------------------
 
-    def _derive(self, acc: FloatArray, up: FloatArray) -> FloatArray:
+    def _derive(self, acc: FloatArray, up: FloatArray, gyr_dps: ArrayLike | None) -> FloatArray:
         block = np.empty((acc.shape[0], _T))
         block[:, _AX : _AZ + 1] = acc
         ax, ay, az = acc[:, 0], acc[:, 1], acc[:, 2]
@@ -260,6 +268,16 @@ class FallDetector:
         ux, uy, uz = up[:, 0], up[:, 1], up[:, 2]
         with np.errstate(invalid="ignore", divide="ignore"):
             block[:, _UX : _UZ + 1] = up / np.sqrt(ux * ux + uy * uy + uz * uz)[:, None]
+        block[:, _CLIP] = 0.0
+        if gyr_dps is not None:
+            gyr = np.asarray(gyr_dps, dtype=np.float64)
+            prev = np.concatenate(
+                [gyr[:1] * np.nan if self._prev_gyr is None else self._prev_gyr[None], gyr[:-1]]
+            )
+            # A saturated axis reads the same full-scale value sample after sample.
+            stuck = (np.abs(gyr) >= self.settings.gyro_clip_min_dps) & (gyr == prev)
+            block[:, _CLIP] = stuck.any(axis=1)
+            self._prev_gyr = gyr[-1].copy()
         return block
 
     @staticmethod
@@ -268,12 +286,17 @@ class FallDetector:
         cos = dot3(rows[:, _UX : _UZ + 1], ref)
         return np.asarray(np.degrees(np.arccos(np.minimum(np.maximum(cos, -1.0), 1.0))))
 
+    def _mean_dirs(self, work: FloatArray, width: int, starts: NDArray[np.intp]) -> FloatArray:
+        mean_dir = np.stack([window_means(work[:, c], width, starts) for c in range(3)], 1)
+        mean_dir /= np.maximum(np.sqrt(dot3(mean_dir * mean_dir, np.ones(3))), 1e-9)[:, None]
+        return mean_dir
+
     # -- candidates --------------------------------------------------------
 
-    def _find_candidates(self, work: FloatArray, base: int, pos: int, last: int) -> None:
-        """Open candidates at peaks whose ±merge neighbourhood completes in [pos, last]."""
+    def _find_candidates(self, work: FloatArray, base: int, last: int) -> None:
+        """Open candidates at peaks whose ±merge neighbourhood completes by ``last``."""
         k = self._n_merge
-        lo, hi = max(self._peak_next, pos - k) - base, last - k - base  # work indices
+        lo, hi = max(self._peak_next, base) - base, last - k - base  # work indices
         if hi < lo:
             return
         self._peak_next = hi + base + 1
@@ -302,144 +325,256 @@ class FallDetector:
             "min_acc_before_g": float(before.min()) if before.size else float(mag[i]),
         }
         probability = self.model.probability(features)
-        viable = probability >= self._p_min or impulse >= s.unmoving_impulse_gs
-        if not viable and self._on_candidate is None:
+        strong = probability >= self._p_min
+        unmoving = impulse >= s.unmoving_impulse_gs
+        soft = (
+            not strong
+            and features["peak_lp_acc_g"] >= s.soft_min_peak_lp_g
+            and impulse >= s.soft_min_impulse_gs
+        )
+        if not (strong or unmoving or soft) and self._on_candidate is None:
             return  # most walking steps end here, before the look-back below
         a, b = self._n_pre_dir
         pre_rows = work[max(0, i - a) : max(1, i - b)]
         pre_dir = column_means(pre_rows)
         pre_dir /= max(float(np.sqrt(dot3(pre_dir * pre_dir, np.ones(3)))), 1e-9)
         ref = self._ref_up
+        cos_lying = math.cos(math.radians(s.lying_tilt_deg))
         pre = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _UX : _UZ + 1]
         pre = pre[np.isfinite(pre).all(axis=1)]
+        origin = "upright"
         if pre.size and self._ref_calibrated:
-            if float(dot3(pre, ref).max()) <= math.cos(math.radians(s.lying_tilt_deg)):
-                return  # lying all along: turning over in bed is no fall
+            if float(dot3(pre, ref).max()) <= cos_lying:
+                origin = "lying"  # lying all along: in bed
         elif pre.size:
             mean_up = column_means(pre)
-            cos_mean = float(dot3(mean_up, ref)) / max(float(np.linalg.norm(mean_up)), 1e-9)
-            if cos_mean <= math.cos(math.radians(s.lying_tilt_deg)):
-                # Far from a nominal (unmeasured) upright on average: more likely
-                # a puck worn rotated than a patient in bed. Judge against the
-                # trunk as it was just before the impact.
-                ref = pre_dir
-        features.update(peak_acc_g=float(mag[i]), impulse_gs=impulse)
+            mean_up /= max(float(np.linalg.norm(mean_up)), 1e-9)
+            if float(dot3(mean_up, ref)) <= cos_lying:
+                # Far from a nominal (unmeasured) upright: with the back
+                # horizontal the patient is lying; with it vertical, more
+                # likely a puck worn rotated, judged against the trunk as it
+                # was just before the impact.
+                if abs(float(mean_up[2])) >= math.sin(math.radians(s.lying_face_tilt_deg)):
+                    origin = "lying"
+                else:
+                    ref = pre_dir
+        clip = work[max(0, i - a) : i + self._n_merge + 1, _CLIP]
+        clipped = bool(clip.size and clip.max() > 0.0)
+        rules: set[str] = set()
+        if origin == "lying":
+            if strong and features["min_acc_before_g"] <= s.bed_max_min_acc_g:
+                rules.add("out_of_bed")
+        else:
+            if strong:
+                rules.update(("lying", "reclined"))
+            if probability >= max(self._p_min, s.clear_fall_probability):
+                # A clear fall impact: also if the patient is back up at once,
+                # or lies back only later (a deep quick bend also goes "down",
+                # and may be followed by lying down in bed, with a weaker one).
+                rules.update(("down_up", "two_stage"))
+            if unmoving:
+                rules.add("unmoving")
+            if soft:
+                # Only if the trunk is already near lying by the end of the
+                # peak's neighbourhood (a collapse ends at the floor): spares
+                # the look at every walking step.
+                near = self._engine_tilt(work[i : i + self._n_merge + 1], ref)
+                fine = clipped or bool(
+                    np.nanmax(near, initial=0.0) >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
+                )
+                if fine:
+                    rules.add("soft")
+        if not rules and self._on_candidate is None:
+            return
+        index = base + i
+        end = index + self._n_confirm[1]
+        if "two_stage" in rules:
+            end = index + self._n_two_stage
+        if "soft" in rules:
+            end = max(end, index + self._n_soft_max)
+        features.update(
+            peak_acc_g=float(mag[i]),
+            impulse_gs=impulse,
+            from_lying=1.0 if origin == "lying" else 0.0,
+            gyro_clipped=1.0 if clipped else 0.0,
+        )
         self._pending.append(
-            FallCandidate(base + i, float(work[i, _T]), features, probability, viable, pre_dir, ref)
+            FallCandidate(
+                index,
+                float(work[i, _T]),
+                features,
+                probability,
+                bool(rules),
+                pre_dir,
+                ref,
+                origin=origin,  # type: ignore[arg-type]
+                rules=frozenset(rules),
+                clipped=clipped,
+                pre_upright=bool(_angle_deg(pre_dir, ref) < s.cancel_upright_deg),
+                end_index=end,
+            )
         )
 
-    def _judge(self, work: FloatArray, base: int, pos: int, last: int) -> FallFinding | None:
-        """Detect at the earliest sample in [pos, last] that confirms a pending candidate."""
-        s = self.settings
-        lo, hi = last + 1, pos - 1
-        spans = []
-        for c in self._pending:
-            e0 = max(pos, c.index + self._n_confirm[0])
-            e1 = min(last, c.index + self._n_confirm[1])
-            if e1 >= e0:
-                # The engine's up estimate must agree the trunk is near lying
-                # (cheap; spares the window statistics during ordinary steps).
-                engine_tilt = self._engine_tilt(work[e0 - base : e1 - base + 1], c.ref_up)
-                near = engine_tilt >= s.lying_tilt_deg - _ENGINE_TILT_MARGIN_DEG
-                strong = c.features["impulse_gs"] >= s.unmoving_impulse_gs
-                spans.append((c, e0, e1, near))
-                if strong or near.any():
-                    lo, hi = min(lo, e0), max(hi, e1)
-        best: tuple[int, float, FallCandidate] | None = None
-        if hi >= lo:
-            need = np.zeros(hi - lo + 1, dtype=bool)
-            for c, e0, e1, near in spans:
-                if c.features["impulse_gs"] >= s.unmoving_impulse_gs:
-                    need[e0 - lo : e1 - lo + 1] = True
-                elif near.any():  # then [e0, e1] lies within [lo, hi]
-                    need[e0 - lo : e1 - lo + 1] |= near
-            at = np.flatnonzero(need)  # offsets from lo of the samples worth a look
-            w = self._n_still
-            sd = window_sds(work[:, _MAG], w, at + (lo - base - w + 1))
-            # Both paths need a quiet trunk: skip the rest while moving (jogging).
-            quiet = sd <= max(s.still_acc_sd_g, s.unmoving_acc_sd_g)
-            at, sd = at[quiet], sd[quiet]
-            if at.size:
-                starts = at + (lo - base - w + 1)  # window start (work index) per sample
-                mean_dir = np.stack([window_means(work[:, c], w, starts) for c in range(3)], 1)
-                mean_dir /= np.sqrt(dot3(mean_dir * mean_dir, np.ones(3)))[:, None]
-                for c, e0, e1, near in spans:
-                    j0, j1 = np.searchsorted(at, [e0 - lo, e1 - lo + 1])
-                    if j1 > j0:
-                        engine_ok = near[at[j0:j1] + lo - e0]
-                        hit = self._first_hit(
-                            c, lo + at[j0:j1], mean_dir[j0:j1], sd[j0:j1], engine_ok
-                        )
-                        if hit is not None and (best is None or hit[0] < best[0]):
-                            best = (*hit, c)
-        if best is None:
-            keep = []
-            for c in self._pending:
-                if c.index + self._n_confirm[1] <= last:
-                    self._resolve(c, "expired")
-                else:
-                    keep.append(c)
-            self._pending = keep
-            return None
-        e, tilt_deg, winner = best
-        pending, self._pending = self._pending, []
-        for c in pending:
-            if c is not winner and c.index + self._n_merge <= e:  # others opened later never were
-                self._resolve(c, "expired" if c.index + self._n_confirm[1] < e else "superseded")
-        # Peaks completing after e are looked at only once the detector re-arms.
-        self._peak_next = min(self._peak_next, e - self._n_merge + 1)
-        return self._detect(winner, float(work[e - base, _T]), e, tilt_deg)
+    # -- judging -------------------------------------------------------------
 
-    def _first_hit(
+    def _inputs(
+        self, work: FloatArray, base: int, c: FallCandidate, e0: int, e1: int
+    ) -> RuleInputs:
+        """The rules' per-sample inputs for ``c`` on samples ``e0..e1``."""
+        idx = np.arange(e0, e1 + 1)
+        w = self._n_still
+        starts = idx - base - w + 1
+        sd = window_sds(work[:, _MAG], w, starts)
+        mean_dir = self._mean_dirs(work, w, starts)
+        sd_long = np.full(idx.shape, math.nan)
+        if "soft" in c.rules:
+            # Only full windows (the stream may be younger than one).
+            long_starts = idx - base - self._n_soft + 1
+            full = long_starts >= 0
+            if full.any():
+                sd_long[full] = window_sds(work[:, _MAG], self._n_soft, long_starts[full])
+        return RuleInputs(
+            index=idx,
+            after_s=(idx - c.index) / self.sample_rate_hz,
+            tilt_deg=_angle_deg(mean_dir, c.ref_up),
+            change_deg=_angle_deg(mean_dir, c.pre_dir),
+            sd_g=sd,
+            sd_long_g=sd_long,
+            engine_tilt_deg=self._engine_tilt(work[e0 - base : e1 - base + 1], c.ref_up),
+        )
+
+    def _earliest_hit(
         self,
-        c: FallCandidate,
-        e: NDArray[np.intp],
-        mean_dir: FloatArray,
-        sd: FloatArray,
-        engine_ok: NDArray[np.bool_],
-    ) -> tuple[int, float] | None:
-        """First (sample index, tilt) among the samples ``e`` that confirms ``c``.
+        work: FloatArray,
+        base: int,
+        pos: int,
+        last: int,
+    ) -> tuple[int, str, FallCandidate, RuleInputs, int] | None:
+        """The earliest sample in [pos, last] confirming a pending candidate.
 
-        ``mean_dir`` (k, 3) unit mean acceleration and ``sd`` (k,) of the
-        still window ending at each sample; ``engine_ok`` (k,) where the
-        engine's up agrees the trunk is near lying.
+        Returns (sample index, rule, candidate, its inputs, offset) or None.
+        Only candidates that start upright may fire while a fall is active.
         """
         s = self.settings
-        tilt = np.degrees(np.arccos(np.clip(dot3(mean_dir, c.ref_up), -1.0, 1.0)))
-        lying = (tilt >= s.lying_tilt_deg) & (sd <= s.still_acc_sd_g) & engine_ok
-        if "tilt_post_deg" not in c.features and lying.any():
+        best: tuple[int, str, FallCandidate, RuleInputs, int] | None = None
+        for c in self._pending:
+            if not c.rules:
+                if self._on_candidate is not None:
+                    self._observe_lying(work, base, c, pos, last)
+                continue
+            if self._fallen is not None and not c.pre_upright:
+                continue
+            e0 = max(pos, c.index + self._n_confirm[0])
+            e1 = min(last, c.end_index)
+            if c.killed_at is not None:  # only the short rules are left
+                e1 = min(e1, max(c.killed_at - 1, c.index + self._n_confirm[1]))
+            if best is not None:
+                e1 = min(e1, best[0] - 1)
+            if e1 < e0:
+                continue
+            if "down_up" in c.rules and "down_tilt_deg" not in c.features:
+                d0, d1 = c.index + self._n_down[0], c.index + self._n_down[1]
+                down = column_means(work[d0 - base : d1 - base + 1])
+                down /= max(float(np.linalg.norm(down)), 1e-9)
+                c.features["down_tilt_deg"] = float(_angle_deg(down, c.ref_up))
+            x = self._inputs(work, base, c, e0, e1)
+            if c.killed_at is None and c.rules & {"two_stage", "soft"}:
+                moving = up_and_moving(x.engine_tilt_deg, x.sd_g, s)
+                late = moving[x.after_s[moving] > s.confirm_min_s]
+                if late.size:
+                    c.killed_at = int(x.index[late[0]])
+            found = first_hit(c, x, s, self._p_min)
+            if found is not None:
+                j, rule = found
+                e = int(x.index[j])
+                if best is None or e < best[0]:
+                    best = (e, rule, c, x, j)
+        return best
+
+    def _observe_lying(
+        self, work: FloatArray, base: int, c: FallCandidate, pos: int, last: int
+    ) -> None:
+        """For an observer (training): the posture at the first lying-and-still
+        sample within ``confirm_max_s`` of a candidate no rule can confirm."""
+        s = self.settings
+        e0 = max(pos, c.index + self._n_confirm[0])
+        e1 = min(last, c.index + self._n_confirm[1])
+        if e1 < e0 or "tilt_post_deg" in c.features:
+            return
+        x = self._inputs(work, base, c, e0, e1)
+        near = x.engine_tilt_deg >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
+        lying = (x.tilt_deg >= s.lying_tilt_deg) & (x.sd_g <= s.still_acc_sd_g) & near
+        if lying.any():
             j = int(np.argmax(lying))
             c.features.update(
-                tilt_post_deg=float(tilt[j]),
-                post_acc_sd_g=float(sd[j]),
-                lying_after_s=(int(e[j]) - c.index) / self.sample_rate_hz,
+                tilt_post_deg=float(x.tilt_deg[j]),
+                post_acc_sd_g=float(x.sd_g[j]),
+                lying_after_s=(int(x.index[j]) - c.index) / self.sample_rate_hz,
             )
-        if not c.viable:
-            return None
-        hit = lying & (c.probability >= self._p_min)
-        if c.features["impulse_gs"] >= s.unmoving_impulse_gs:
-            change = np.degrees(np.arccos(np.clip(dot3(mean_dir, c.pre_dir), -1.0, 1.0)))
-            hit |= (sd <= s.unmoving_acc_sd_g) & (change >= s.unmoving_tilt_change_deg)
-        hits = np.flatnonzero(hit)
-        return (int(e[hits[0]]), float(tilt[hits[0]])) if hits.size else None
 
-    def _detect(self, c: FallCandidate, t: float, e: int, tilt_deg: float) -> FallFinding:
+    def _detect(
+        self,
+        work: FloatArray,
+        base: int,
+        e: int,
+        rule: str,
+        winner: FallCandidate,
+        x: RuleInputs,
+        j: int,
+    ) -> FallFinding:
+        pending, self._pending = self._pending, []
+        for c in pending:
+            if c is winner:
+                continue
+            if c.index + self._n_merge <= e:  # others opened later stay pending
+                self._resolve(c, "expired" if c.end_index < e else "superseded")
+            else:
+                self._pending.append(c)
+        t = float(work[e - base, _T])
+        c = winner
+        c.features.update(
+            tilt_post_deg=float(x.tilt_deg[j]),
+            post_acc_sd_g=float(x.sd_g[j]),
+            lying_after_s=(e - c.index) / self.sample_rate_hz,
+        )
         self._resolve(c, "detected")
         self._fallen = (e, c.t_s, t, c.ref_up)
-        _log.info("fall detected at t=%.2f s (impact %.2f s, p=%.2f)", t, c.t_s, c.probability)
-        return FallFinding(
-            kind="detected",
-            t_s=t,
-            details={
-                "impact_t_s": c.t_s,
-                "peak_acc_g": c.features["peak_acc_g"],
-                "impulse_gs": c.features["impulse_gs"],
-                "peak_lp_acc_g": c.features["peak_lp_acc_g"],
-                "tilt_deg": tilt_deg,
-                "probability": c.probability,
-                "latency_s": t - c.t_s,
-            },
+        _log.info(
+            "fall detected at t=%.2f s (impact %.2f s, rule %s, p=%.2f)",
+            t,
+            c.t_s,
+            rule,
+            c.probability,
         )
+        f = c.features
+        details = {
+            "impact_t_s": c.t_s,
+            "peak_acc_g": f["peak_acc_g"],
+            "impulse_gs": f["impulse_gs"],
+            "peak_lp_acc_g": f["peak_lp_acc_g"],
+            "min_acc_before_g": f["min_acc_before_g"],
+            "tilt_deg": float(x.tilt_deg[j]),
+            "change_deg": float(x.change_deg[j]),
+            "still_sd_g": float(x.sd_g[j]),
+            "probability": c.probability,
+            "latency_s": t - c.t_s,
+            "from_lying": f["from_lying"],
+            "gyro_clipped": f["gyro_clipped"],
+            f"rule_{rule}": 1.0,
+        }
+        return FallFinding(kind="detected", t_s=t, details=details)
+
+    def _expire(self, last: int) -> None:
+        keep = []
+        for c in self._pending:
+            short = c.index + self._n_confirm[1] <= last
+            long_over = c.killed_at is not None and c.killed_at <= last
+            done = c.end_index <= last or (short and long_over)
+            if done or (short and not c.rules & {"two_stage", "soft"}):
+                self._resolve(c, "expired")
+            else:
+                keep.append(c)
+        self._pending = keep
 
     def _resolve(self, c: FallCandidate, outcome: str) -> None:
         c.outcome = outcome
@@ -448,34 +583,33 @@ class FallDetector:
 
     # -- after a detection -------------------------------------------------
 
-    def _watch_fallen(
-        self, work: FloatArray, base: int, pos: int, last: int
-    ) -> tuple[FallFinding | None, int | None]:
-        """Cancel (up and walking soon after) or re-arm (upright later) in [pos, last].
-
-        Returns the cancellation (or None) and the sample index at which the
-        detector re-armed (None: the fall is still active).
-        """
+    def _recovery(self, work: FloatArray, base: int, pos: int, last: int) -> tuple[str, int] | None:
+        """The first cancellation (up and walking soon after) or re-arm (upright
+        later) of the active fall in [pos, last]: ("cancelled" | "rearmed", index)."""
         if self._fallen is None:
-            return None, pos - 1
-        detected_at, impact_t, detect_t, upright_ref = self._fallen
+            return None
+        detected_at = self._fallen[0]
         s, u = self.settings, self._n_upright
         # Judge only runs that start after the detection (not the impact itself).
         lo = max(pos, detected_at + u, base + u - 1) - base  # first work index judged
         if lo > last - base:
-            return None, None
+            return None
         seg = work[lo - u + 1 :]
-        is_up = self._engine_tilt(seg, upright_ref) < s.cancel_upright_deg
+        is_up = self._engine_tilt(seg, self._fallen[3]) < s.cancel_upright_deg
         window_ends = detected_at + self._n_cancel - (base + lo) + 1
         found = first_recovery(is_up, seg[:, _MAG], u, window_ends, s.cancel_motion_sd_g)
         if found is None:
-            return None, None
+            return None
+        return found[0], base + lo + found[1]
+
+    def _recover(self, work: FloatArray, base: int, kind: str, i: int) -> FallFinding | None:
+        assert self._fallen is not None
+        _, impact_t, detect_t, _ = self._fallen
         self._fallen = None
-        i = lo + found[1]
-        t = float(work[i, _T])
-        if found[0] == "rearmed":
+        t = float(work[i - base, _T])
+        if kind == "rearmed":
             _log.info("fall detector re-armed at t=%.2f s", t)
-            return None, base + i
+            return None
         _log.info("fall at t=%.2f s cancelled at t=%.2f s: patient up", detect_t, t)
         details = {"impact_t_s": impact_t, "detected_t_s": detect_t}
-        return FallFinding(kind="cancelled", t_s=t, details=details), base + i
+        return FallFinding(kind="cancelled", t_s=t, details=details)

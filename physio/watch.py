@@ -31,7 +31,7 @@ import socket
 import sys
 from typing import TextIO
 
-from alerts.mqtt import MqttClient
+from alerts.mqtt import Message, MqttClient
 from alerts.settings import MqttSettings
 from alerts.topics import DEFAULT_TOPIC_ROOT, Topics
 from common.errors import PostureMonitorError
@@ -150,8 +150,13 @@ async def watch_live(
     async with MqttClient(
         settings, client_id=client_id, session_expiry_s=_SESSION_EXPIRY_S
     ) as client:
+        # Messages taken (and so acknowledged) before every filter is
+        # subscribed wait here, and are shown once all are: the view starts
+        # complete, and a "watching" line means it sees every topic.
+        early: list[Message] | None = []
 
         async def subscribe() -> None:
+            nonlocal early
             for topic_filter in (
                 topics.all_status,
                 topics.all_states,
@@ -161,22 +166,31 @@ async def watch_live(
                 topics.all_escalations,
             ):
                 await client.subscribe(topic_filter, qos=1)
+            waiting, early = early or [], None
+            for message in waiting:
+                show(message)
             if not tty:
                 # Plain lines come only when something changes: say at once that
                 # the view is live (and a script can wait for this line).
                 out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
                 out.flush()
 
+        def show(message: Message) -> None:
+            model.handle(message)
+            if model.take_bells() and tty and bell:
+                out.write("\a")  # the terminal's bell: a fall, or one escalated
+                out.flush()
+            lines = model.take_lines()  # taken in TTY mode too, or they pile up
+            if lines and not tty:
+                out.write("".join(line + "\n" for line in lines))
+                out.flush()
+
         async def consume() -> None:
             async for message in client.messages():
-                model.handle(message)
-                if model.take_bells() and tty and bell:
-                    out.write("\a")  # the terminal's bell: a fall, or one escalated
-                    out.flush()
-                lines = model.take_lines()  # taken in TTY mode too, or they pile up
-                if lines and not tty:
-                    out.write("".join(line + "\n" for line in lines))
-                    out.flush()
+                if early is not None:
+                    early.append(message)
+                else:
+                    show(message)
 
         async def redraw() -> None:
             period_s = 1.0 / max(0.1, refresh_hz)

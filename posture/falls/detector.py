@@ -66,7 +66,7 @@ from posture.falls.features import (
     window_sds,
 )
 from posture.falls.model import FallModel, load_fall_model
-from posture.falls.rules import ENGINE_TILT_MARGIN_DEG, RuleInputs, first_hit, up_and_moving
+from posture.falls.rules import ENGINE_TILT_MARGIN_DEG, RuleInputs, first_hit
 from posture.falls.types import PEAK_LP_SPAN_S, FallCandidate, FallFinding, FallSettings
 
 __all__ = ["FallCandidate", "FallDetector", "FallFinding", "FallSettings"]
@@ -417,31 +417,116 @@ class FallDetector:
 
     # -- judging -------------------------------------------------------------
 
-    def _inputs(
-        self, work: FloatArray, base: int, c: FallCandidate, e0: int, e1: int
-    ) -> RuleInputs:
-        """The rules' per-sample inputs for ``c`` on samples ``e0..e1``."""
+    def _plan(
+        self, work: FloatArray, base: int, c: FallCandidate, e0: int, e1: int, rules: frozenset[str]
+    ) -> tuple[NDArray[np.intp], FloatArray, NDArray[np.bool_], NDArray[np.bool_]]:
+        """Samples ``e0..e1``, the engine's tilt there, where the window
+        deviation is needed (some rule of ``rules`` could hold by the engine's
+        tilt, cheap) and where the direction is needed even if not quiet."""
+        s = self.settings
         idx = np.arange(e0, e1 + 1)
-        w = self._n_still
-        starts = idx - base - w + 1
-        sd = window_sds(work[:, _MAG], w, starts)
-        mean_dir = self._mean_dirs(work, w, starts)
-        sd_long = np.full(idx.shape, math.nan)
-        if "soft" in c.rules:
+        eng = self._engine_tilt(work[e0 - base : e1 - base + 1], c.ref_up)
+        down_up = "down_up" in rules and c.features.get("down_tilt_deg", 0.0) >= s.lying_tilt_deg
+        engine_up = np.nan_to_num(eng, nan=180.0) < s.cancel_upright_deg
+        if c.clipped or "unmoving" in rules:
+            need = np.ones(idx.shape, dtype=bool)
+        else:
+            need = np.zeros(idx.shape, dtype=bool)
+            with np.errstate(invalid="ignore"):
+                if rules & {"lying", "two_stage", "soft", "out_of_bed"}:
+                    need |= eng >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
+                if "reclined" in rules:
+                    need |= eng >= s.reclined_tilt_deg - ENGINE_TILT_MARGIN_DEG
+        direction = np.zeros(idx.shape, dtype=bool)
+        if down_up:
+            direction = engine_up | c.clipped
+            need |= direction
+        return idx, eng, need, direction
+
+    def _inputs(
+        self,
+        work: FloatArray,
+        base: int,
+        plans: list[tuple[FallCandidate, frozenset[str], int, int]],
+    ) -> list[RuleInputs]:
+        """The rules' per-sample inputs of each planned candidate.
+
+        Window statistics do not depend on the candidate: they are computed
+        once, for the union of the samples some candidate needs (where a rule
+        could hold by the engine's up estimate; the direction only where the
+        trunk is quiet enough, or for down-then-up), NaN elsewhere (no rule
+        holds on NaN).
+        """
+        s, w = self.settings, self._n_still
+        if not plans:
+            return []
+        laid = [self._plan(work, base, c, e0, e1, rules) for c, rules, e0, e1 in plans]
+        lo = min(p[2] for p in plans)
+        hi = max(p[3] for p in plans)
+        mag = work[:, _MAG]
+        need = np.zeros(hi - lo + 1, dtype=bool)
+        for idx, _, want, _ in laid:
+            need[idx[want] - lo] = True
+        sd = np.full(need.shape, math.nan)
+        at = np.flatnonzero(need)
+        if not at.size:  # nothing could hold anywhere: no statistics
+            nan = np.full(need.shape, math.nan)
+            return [
+                RuleInputs(idx, (idx - c.index) / self.sample_rate_hz, nan, nan, nan, nan, eng)
+                for (c, _, _, _), (idx, eng, _, _) in zip(plans, laid, strict=True)
+            ]
+        if at.size:
+            sd[at] = window_sds(mag, w, at + lo - base - w + 1)
+        with np.errstate(invalid="ignore"):
+            want_dir = sd <= max(s.still_acc_sd_g, s.unmoving_acc_sd_g)
+        for idx, _, _, direction in laid:
+            want_dir[idx[direction] - lo] = True
+        mean_dir = np.full((need.size, 3), math.nan)
+        at_dir = np.flatnonzero(want_dir)
+        if at_dir.size:
+            mean_dir[at_dir] = self._mean_dirs(work, w, at_dir + lo - base - w + 1)
+        sd_long = np.full(need.shape, math.nan)
+        if any("soft" in rules for _, rules, _, _ in plans):
             # Only full windows (the stream may be younger than one).
-            long_starts = idx - base - self._n_soft + 1
-            full = long_starts >= 0
-            if full.any():
-                sd_long[full] = window_sds(work[:, _MAG], self._n_soft, long_starts[full])
-        return RuleInputs(
-            index=idx,
-            after_s=(idx - c.index) / self.sample_rate_hz,
-            tilt_deg=_angle_deg(mean_dir, c.ref_up),
-            change_deg=_angle_deg(mean_dir, c.pre_dir),
-            sd_g=sd,
-            sd_long_g=sd_long,
-            engine_tilt_deg=self._engine_tilt(work[e0 - base : e1 - base + 1], c.ref_up),
-        )
+            n_long = self._n_soft
+            long_at = at_dir[at_dir + lo - base - n_long + 1 >= 0]
+            if long_at.size:
+                sd_long[long_at] = window_sds(mag, n_long, long_at + lo - base - n_long + 1)
+        out = []
+        for (c, _, _, _), (idx, eng, _, _) in zip(plans, laid, strict=True):
+            j = idx - lo
+            looked = want_dir[j]
+            tilt = np.full(idx.shape, math.nan)
+            change = tilt.copy()
+            if looked.any():
+                dirs = mean_dir[j[looked]]
+                tilt[looked] = _angle_deg(dirs, c.ref_up)
+                change[looked] = _angle_deg(dirs, c.pre_dir)
+            out.append(
+                RuleInputs(
+                    index=idx,
+                    after_s=(idx - c.index) / self.sample_rate_hz,
+                    tilt_deg=tilt,
+                    change_deg=change,
+                    sd_g=sd[j],
+                    sd_long_g=sd_long[j],
+                    engine_tilt_deg=eng,
+                )
+            )
+        return out
+
+    def _killed(self, work: FloatArray, base: int, c: FallCandidate, x: RuleInputs) -> None:
+        """Mark when the patient is first up and moving like walking (ends the
+        long rules); looked at every half still window, on a grid fixed to the peak."""
+        s, w = self.settings, self._n_still
+        stride = max(1, w // 2)
+        grid = ((x.index - c.index) % stride == 0) & (x.after_s > s.confirm_min_s)
+        grid &= np.nan_to_num(x.engine_tilt_deg, nan=180.0) < s.cancel_upright_deg
+        check = x.index[grid]
+        if check.size:
+            moving = window_sds(work[:, _MAG], w, check - base - w + 1) >= s.cancel_motion_sd_g
+            if moving.any():
+                c.killed_at = int(check[np.argmax(moving)])
 
     def _earliest_hit(
         self,
@@ -456,20 +541,16 @@ class FallDetector:
         Only candidates that start upright may fire while a fall is active.
         """
         s = self.settings
-        best: tuple[int, str, FallCandidate, RuleInputs, int] | None = None
+        plans: list[tuple[FallCandidate, frozenset[str], int, int]] = []
         for c in self._pending:
-            if not c.rules:
-                if self._on_candidate is not None:
-                    self._observe_lying(work, base, c, pos, last)
+            if not c.rules and self._on_candidate is None:
                 continue
-            if self._fallen is not None and not c.pre_upright:
+            if c.rules and self._fallen is not None and not c.pre_upright:
                 continue
             e0 = max(pos, c.index + self._n_confirm[0])
-            e1 = min(last, c.end_index)
+            e1 = min(last, c.end_index if c.rules else c.index + self._n_confirm[1])
             if c.killed_at is not None:  # only the short rules are left
                 e1 = min(e1, max(c.killed_at - 1, c.index + self._n_confirm[1]))
-            if best is not None:
-                e1 = min(e1, best[0] - 1)
             if e1 < e0:
                 continue
             if "down_up" in c.rules and "down_tilt_deg" not in c.features:
@@ -477,12 +558,15 @@ class FallDetector:
                 down = column_means(work[d0 - base : d1 - base + 1])
                 down /= max(float(np.linalg.norm(down)), 1e-9)
                 c.features["down_tilt_deg"] = float(_angle_deg(down, c.ref_up))
-            x = self._inputs(work, base, c, e0, e1)
+            # A candidate no rule can confirm is looked at for an observer only.
+            plans.append((c, c.rules or frozenset({"lying"}), e0, e1))
+        best: tuple[int, str, FallCandidate, RuleInputs, int] | None = None
+        for (c, _, _, _), x in zip(plans, self._inputs(work, base, plans), strict=True):
+            if not c.rules:
+                self._observe_lying(c, x)
+                continue
             if c.killed_at is None and c.rules & {"two_stage", "soft"}:
-                moving = up_and_moving(x.engine_tilt_deg, x.sd_g, s)
-                late = moving[x.after_s[moving] > s.confirm_min_s]
-                if late.size:
-                    c.killed_at = int(x.index[late[0]])
+                self._killed(work, base, c, x)
             found = first_hit(c, x, s, self._p_min)
             if found is not None:
                 j, rule = found
@@ -491,17 +575,12 @@ class FallDetector:
                     best = (e, rule, c, x, j)
         return best
 
-    def _observe_lying(
-        self, work: FloatArray, base: int, c: FallCandidate, pos: int, last: int
-    ) -> None:
+    def _observe_lying(self, c: FallCandidate, x: RuleInputs) -> None:
         """For an observer (training): the posture at the first lying-and-still
         sample within ``confirm_max_s`` of a candidate no rule can confirm."""
         s = self.settings
-        e0 = max(pos, c.index + self._n_confirm[0])
-        e1 = min(last, c.index + self._n_confirm[1])
-        if e1 < e0 or "tilt_post_deg" in c.features:
+        if "tilt_post_deg" in c.features:
             return
-        x = self._inputs(work, base, c, e0, e1)
         near = x.engine_tilt_deg >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
         lying = (x.tilt_deg >= s.lying_tilt_deg) & (x.sd_g <= s.still_acc_sd_g) & near
         if lying.any():

@@ -132,7 +132,9 @@ def read_message(
         escalation = EscalationMessage.from_json(payload, info.id)
         return inbound(escalation, escalation.time_s)
     if kind in (TopicKind.SUMMARY, TopicKind.SUMMARY_ARCHIVE):
-        summary = DailySummary.from_json(payload, now_s=received_s)
+        summary = DailySummary.from_json(
+            payload, now_s=received_s, max_future_s=policy.max_future_s
+        )
         if summary.patient_id != info.id or (
             info.day is not None and summary.day.isoformat() != info.day
         ):

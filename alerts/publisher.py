@@ -170,6 +170,11 @@ class AlertPublisher:
         return self._client.address if self._client is not None else None
 
     @property
+    def broker_protocol(self) -> str | None:
+        """The MQTT version in use ("5", or "3.1.1" asked for or fallen back to)."""
+        return self._client.protocol if self._client is not None else None
+
+    @property
     def metrics(self) -> PublisherMetrics:
         """A snapshot of the counters published in the status topic."""
         outbox, client = self._outbox, self._client

@@ -150,20 +150,22 @@ async def watch_live(
     async with MqttClient(
         settings, client_id=client_id, session_expiry_s=_SESSION_EXPIRY_S
     ) as client:
-        for topic_filter in (
-            topics.all_status,
-            topics.all_states,
-            topics.all_events,
-            topics.all_acks,
-            topics.all_alerts,
-            topics.all_escalations,
-        ):
-            await client.subscribe(topic_filter, qos=1)
-        if not tty:
-            # Plain lines come only when something changes: say at once that
-            # the view is live (and a script can wait for this line).
-            out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
-            out.flush()
+
+        async def subscribe() -> None:
+            for topic_filter in (
+                topics.all_status,
+                topics.all_states,
+                topics.all_events,
+                topics.all_acks,
+                topics.all_alerts,
+                topics.all_escalations,
+            ):
+                await client.subscribe(topic_filter, qos=1)
+            if not tty:
+                # Plain lines come only when something changes: say at once that
+                # the view is live (and a script can wait for this line).
+                out.write(f"watching {settings.display_url} (Ctrl-C stops)\n")
+                out.flush()
 
         async def consume() -> None:
             async for message in client.messages():
@@ -192,7 +194,12 @@ async def watch_live(
 
         try:
             async with asyncio.timeout(duration_s), asyncio.TaskGroup() as tasks:
+                # Consume before subscribing: a QoS 1 message is acknowledged
+                # only once consumed, and a broker may hold our next SUBACK
+                # until the retained messages of the previous filter are
+                # acknowledged (amqtt does, for 5 s: the demo's embedded broker).
                 tasks.create_task(consume(), name="watch-consume")
+                await subscribe()
                 if tty:
                     tasks.create_task(redraw(), name="watch-redraw")
         except TimeoutError:

@@ -18,6 +18,7 @@ gateway imports it only when it runs on bleak's default backend there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dbus_fast import BusType, Message, MessageType, unpack_variants
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
+from common.backoff import Backoff
 from device_gateway.scanner import RadioHealth
 
 __all__ = ["AdapterInfo", "BluezWatch"]
@@ -35,6 +37,8 @@ __all__ = ["AdapterInfo", "BluezWatch"]
 _log = logging.getLogger(__name__)
 
 _BLUEZ = "org.bluez"
+_DBUS = "org.freedesktop.DBus"
+_DBUS_PATH = "/org/freedesktop/DBus"
 _ADAPTER = "org.bluez.Adapter1"
 _BATTERY = "org.bluez.Battery1"
 _MATCHES = (
@@ -87,37 +91,13 @@ class BluezWatch:
         self._battery_callbacks: dict[str, list[BatteryCallback]] = {}
         self._changed = asyncio.Event()
         self._refresh: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        bus = MessageBus(bus_type=BusType.SYSTEM)
-        try:
-            await bus.connect()
-        except (OSError, EOFError, ValueError) as exc:
-            bus.disconnect()
-            raise ConnectionError(f"cannot reach the D-Bus system bus: {exc}") from exc
-        self._bus = bus
-        bus.add_message_handler(self._on_signal)
-        for rule in _MATCHES:
-            await self._call(
-                "org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus",
-                "AddMatch",
-                "s",
-                [rule],
-            )
-        owner = await self._call(
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "NameHasOwner",
-            "s",
-            [_BLUEZ],
+        await self._connect()
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._stay_connected(), name="bluez watch"
         )
-        if owner is not None and owner.body[0]:
-            self._present = True
-            self.generation += 1
-            await self._load()
         return self
 
     async def __aexit__(
@@ -126,16 +106,60 @@ class BluezWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
+        for task in (self._keeper, self._refresh):
+            if task is not None:
+                task.cancel()
         bus, self._bus = self._bus, None
         if bus is not None:
             bus.disconnect()
-            await bus.wait_for_disconnect()
+            with contextlib.suppress(Exception):  # it may have died on its own
+                await bus.wait_for_disconnect()
+
+    async def _connect(self) -> None:
+        """Connect, subscribe, read what BlueZ has. Raises ConnectionError."""
+        bus = MessageBus(bus_type=BusType.SYSTEM)
+        try:
+            await bus.connect()
+            bus.add_message_handler(self._on_signal)
+            self._bus = bus
+            for rule in _MATCHES:
+                await self._call(_DBUS, _DBUS_PATH, _DBUS, "AddMatch", "s", [rule])
+            owner = await self._call(_DBUS, _DBUS_PATH, _DBUS, "NameHasOwner", "s", [_BLUEZ])
+        except (OSError, EOFError, ValueError, DBusError) as exc:
+            self._bus = None
+            bus.disconnect()
+            raise ConnectionError(f"cannot reach the D-Bus system bus: {exc}") from exc
+        if owner is not None and owner.body[0]:
+            self._present = True
+            self.generation += 1
+            await self._load()
+        self._bump()
+
+    async def _stay_connected(self) -> None:
+        """When the system bus itself goes away (dbus restarted), say so and reconnect."""
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            bus = self._bus
+            if bus is not None:
+                with contextlib.suppress(Exception):  # how it died does not matter
+                    await bus.wait_for_disconnect()
+                _log.error("lost the D-Bus system bus; reconnecting")
+                self._bus = None
+                self._present = False
+                self._adapters.clear()
+                self._batteries.clear()
+                self._bump()
+            await asyncio.sleep(backoff.next_delay())
+            with contextlib.suppress(ConnectionError):
+                await self._connect()
+                backoff.reset()
+                _log.info("reconnected to the D-Bus system bus")
 
     # -- what the gateway asks ------------------------------------------------
     def health(self) -> RadioHealth:
         """Whether the chosen adapter can scan now, and if not, why (for the status)."""
+        if self._bus is None:
+            return RadioHealth.down("no_system_bus", "the D-Bus system bus is unreachable")
         if not self._present:
             return RadioHealth.down("bluez_not_running", "bluetoothd is not on the system bus")
         path = self._adapter_path()
@@ -223,9 +247,14 @@ class BluezWatch:
         return reply
 
     async def _load(self) -> None:
-        reply = await self._call(
-            _BLUEZ, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"
-        )
+        try:
+            reply = await self._call(
+                _BLUEZ, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"
+            )
+        except (OSError, EOFError, DBusError) as exc:
+            # The bus went away meanwhile; _stay_connected takes it from here.
+            _log.warning("reading BlueZ's objects failed: %s", exc)
+            return
         self._adapters.clear()
         if reply is not None:
             for path, interfaces in reply.body[0].items():

@@ -54,6 +54,8 @@ _BUZZ_TIMEOUT_S = 3.0
 # A session shorter than this does not reset the backoff: a wearable that
 # connects and drops at once must not be hammered.
 _STABLE_SESSION_S = 10.0
+# The notification watchdog trusts its clock only if the loop woke it this promptly.
+_LOOP_LAG_S = 0.5
 # At most this many queued packets go to the engine in one call (2 s at 50 Hz).
 _MAX_PACKETS_PER_CALL = 10
 
@@ -164,9 +166,10 @@ class WearableSupervisor:
         loop = asyncio.get_running_loop()
         timeout_s = self._settings.notify_timeout_s
         self._last_packet_s = loop.time()
+        late_s = 0.0
         while True:
             idle_s = loop.time() - self._last_packet_s
-            if idle_s >= timeout_s:
+            if idle_s >= timeout_s and late_s < _LOOP_LAG_S:
                 self.stalls += 1
                 _log.warning(
                     "wearable %s: no notification for %.1f s while connected; reconnecting",
@@ -175,7 +178,12 @@ class WearableSupervisor:
                 )
                 lost.set()
                 return
-            await asyncio.sleep(timeout_s - idle_s)
+            # After a held-up event loop, packets may wait unread in the
+            # socket: look again shortly instead of blaming the wearable.
+            wait_s = _LOOP_LAG_S if idle_s >= timeout_s else timeout_s - idle_s
+            wake_s = loop.time() + wait_s
+            await asyncio.sleep(wait_s)
+            late_s = loop.time() - wake_s
 
     async def _on_connected(
         self, client: BleakClient, device: BLEDevice

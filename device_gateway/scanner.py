@@ -42,6 +42,7 @@ _log = logging.getLogger(__name__)
 # still not discovering after this long has been stopped under us.
 _DISCOVERY_GRACE_S = 3.0
 _SCAN_ERRORS = (BleakError, OSError, EOFError)
+_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,10 @@ class DeviceDirectory:
         scanner, self._scanner = self._scanner, None
         if scanner is not None:
             try:
-                await scanner.stop()
-            except _SCAN_ERRORS as exc:
+                # A scan on a bus that just died may never get its answer.
+                async with asyncio.timeout(_STOP_TIMEOUT_S):
+                    await scanner.stop()
+            except (*_SCAN_ERRORS, TimeoutError) as exc:
                 # The adapter or bluetoothd that ran it is gone: nothing to stop.
                 _log.debug("stopping the scanner failed: %s", exc)
 

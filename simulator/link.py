@@ -81,6 +81,11 @@ class Link:
         if isinstance(emission, RadioChange):
             if emission.reachable:
                 if self.client is not None and not self.dead:
+                    # Judge the supervision timeout when the radio came back,
+                    # not at the pump's next step: a coarse step (a loaded
+                    # machine) that spans the whole silence must not skip a drop.
+                    self.supervise(emission.t_s)
+                if self.client is not None and not self.dead:
                     self.radio_lost_s = None  # back before the supervision timeout
             elif self.client is not None and self.radio_lost_s is None:
                 self.radio_lost_s = emission.t_s

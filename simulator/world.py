@@ -186,6 +186,27 @@ class SimulatedWorld:
             return self._stopped_at_s
         return (asyncio.get_running_loop().time() - self._t0_loop) * self.speed
 
+    def set_speed(self, speed: float) -> None:
+        """Run on at ``speed`` scenario seconds per real second from now on;
+        scenario time stays continuous.
+
+        A test starts a world slowly and speeds it up once the gateway has
+        connected every wearable (an event), so scenario times fixed in a
+        scenario (a fault at 20 s) cannot pass before a gateway that a loaded
+        machine made slow to start even sees the wearable.
+
+        Raises:
+            ValueError: ``speed`` not a positive number.
+        """
+        if not (math.isfinite(speed) and speed > 0.0):
+            raise ValueError(f"speed must be a positive number, got {speed}")
+        now_s = self.scenario_time()
+        self.speed = float(speed)
+        self._max_lag_s = max(1.0, 10.0 * self._tick_s * self.speed)
+        if self._state is WorldState.RUNNING:
+            self._t0_loop = asyncio.get_running_loop().time() - now_s / self.speed
+        logger.info("simulated world at speed %.3g from %.2f s", self.speed, now_s)
+
     async def sleep(self, scenario_s: float) -> None:
         """Sleep for ``scenario_s`` seconds of scenario time."""
         await self.sleep_until(self.scenario_time() + max(0.0, scenario_s))
@@ -275,11 +296,10 @@ class SimulatedWorld:
         link.supervise(now)
 
     async def _advertise(self) -> None:
-        period = max(self._advertising_s / self.speed, 0.02)
         while True:
             for scanner in list(self._scanners):
                 self._advertise_to(scanner)
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(self._advertising_s / self.speed, 0.02))  # speed may change
 
     def _advertise_to(self, scanner: SimulatedScanner) -> None:
         if scanner not in self._scanners:

@@ -215,6 +215,22 @@ async def test_bluetoothd_restart(bluez_ward: Any, broker: Any, collector: Any) 
         await status_says(status, None)
 
 
+async def test_system_bus_restart(
+    bluez_ward: Any, system_bus: Any, broker: Any, collector: Any
+) -> None:
+    status = await collector(broker, [STATUS])
+    async with bluez_ward(calm_patient(), quick_config(), speed=2.0) as ward:
+        await ward.streaming(ADDRESS)
+        await ward.standin.crash()
+        await system_bus.crash()  # dbus-daemon restarted: every connection drops
+        await status_says(status, "ble no_system_bus")
+        await system_bus.start()
+        await status_says(status, "ble bluez_not_running")
+        await ward.standin.start()
+        await ward.streaming(ADDRESS)
+        await status_says(status, None)
+
+
 async def test_notifications_that_stop_while_the_link_stays_up(bluez_ward: Any) -> None:
     async with bluez_ward(calm_patient(), quick_config(), speed=2.0) as ward:
         await ward.streaming(ADDRESS)

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ward import all_events_arrived, gateway_running
+from ward import all_events_arrived, connected_then_speed_up, gateway_running
 
-from alerts import AlertPublisher, parse_utc
+from alerts import AlertPublisher, MemorySink, parse_utc
 from posture_monitor.demo import DEMO_SLOUCH_DWELL_S, demo_config
 from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario, load_scenario
 
@@ -29,10 +29,11 @@ async def run_ward(broker: Any, collector: Any, *, seed: int = 7) -> tuple[Any, 
     config = demo_config(scenario)
     events = await collector(broker, ["posture/v1/#"])
     async with (
-        SimulatedWorld(scenario, seed=seed, speed=SPEED) as world,
+        SimulatedWorld(scenario, seed=seed, speed=1.0) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
-        gateway_running(config, publisher, world),
+        gateway_running(config, sink := MemorySink(forward=publisher), world),
     ):
+        await connected_then_speed_up(sink, config, world, SPEED)
         await world.sleep_until(SCENARIO_S)
     await all_events_arrived(events, publisher)
     return events, world
@@ -109,10 +110,11 @@ async def test_every_fall_type_on_rotated_pucks(broker: Any, collector: Any) -> 
     config = demo_config(scenario)
     received = await collector(broker, ["posture/v1/patients/+/events"])
     async with (
-        SimulatedWorld(scenario, seed=2, speed=SPEED) as world,
+        SimulatedWorld(scenario, seed=2, speed=1.0) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
-        gateway_running(config, publisher, world),
+        gateway_running(config, sink := MemorySink(forward=publisher), world),
     ):
+        await connected_then_speed_up(sink, config, world, SPEED)
         await world.sleep_until(90.0)
     await all_events_arrived(received, publisher)
     for patient in scenario.patients:

@@ -254,6 +254,9 @@ SISFALL = DATASETS / "sisfall"
 
 @pytest.mark.dataset
 @pytest.mark.skipif(not SISFALL.is_dir(), reason="SisFall dataset not available")
+# CPU-bound over every recording (about a minute idle): the timeout only
+# catches a hang, and with both cores busy it takes several times longer.
+@pytest.mark.timeout(600)
 def test_sisfall_fall_detector_at_50_hz() -> None:
     """The detector on every recording at 50 Hz, with the engine's gravity filter.
 

@@ -4,7 +4,7 @@ changes the CPU spent, not the alerts."""
 from __future__ import annotations
 
 import pytest
-from ward import gateway_running
+from ward import connected_then_speed_up, gateway_running
 
 from alerts import MemorySink
 from common.errors import ConfigError
@@ -30,9 +30,10 @@ async def run_demo_ward(engine_batch_s: float) -> tuple[list[tuple[str, str, flo
     )
     sink = MemorySink()  # the gateway's output, in memory
     async with (
-        SimulatedWorld(scenario, seed=5, speed=SPEED) as world,
+        SimulatedWorld(scenario, seed=5, speed=1.0) as world,
         gateway_running(config, sink, world) as gateway,
     ):
+        await connected_then_speed_up(sink, config, world, SPEED)
         await world.sleep_until(SCENARIO_S)
         stats = [s.monitor.engine_stats for s in gateway.supervisors]
     assert all(s is not None for s in stats)

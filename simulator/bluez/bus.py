@@ -85,11 +85,16 @@ class PrivateSystemBus:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the daemon and wait until it prints its address."""
+        """Start the daemon and wait until it prints its address.
+
+        After :meth:`crash` it starts again on the same socket (same address).
+        """
         if DBUS_DAEMON is None:
             raise FileNotFoundError("dbus-daemon is not installed (Debian package dbus-daemon)")
-        self._folder = Path(tempfile.mkdtemp(prefix="pm-bus-"))
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="pm-bus-"))
         socket_path = self._folder / "system_bus_socket"
+        socket_path.unlink(missing_ok=True)
         config = self._folder / "system.conf"
         config.write_text(_CONFIG.format(socket=socket_path), encoding="utf-8")
         self._process = await asyncio.create_subprocess_exec(
@@ -126,6 +131,13 @@ class PrivateSystemBus:
 
     async def stop(self) -> None:
         """Stop the daemon (SIGTERM, then SIGKILL) and remove its folder. Idempotent."""
+        await self.crash()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    async def crash(self) -> None:
+        """The system bus goes away (every connection on it drops); ``start`` brings it back."""
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
             process.terminate()
@@ -135,6 +147,3 @@ class PrivateSystemBus:
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        if self._folder is not None:
-            shutil.rmtree(self._folder, ignore_errors=True)
-            self._folder = None

@@ -28,6 +28,7 @@ bleak itself uses, already installed with bleak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections import deque
@@ -176,7 +177,9 @@ class BluezStandIn:
             self._sweeper = None
         if bus is not None:
             bus.disconnect()
-            await bus.wait_for_disconnect()
+            # The bus may have died first (the daemon stopped): nothing to wait for.
+            with contextlib.suppress(Exception):
+                await bus.wait_for_disconnect()
             logger.info("BlueZ stand-in stopped")
         for adapter in self.adapters.values():
             adapter.shut_down_silently()

@@ -122,9 +122,9 @@ class PahoConnection:
         on_message: called on the loop for each received message with its
             packet id; a QoS 1/2 message is acknowledged to the broker only
             when :meth:`ack` is called with that id (paho's manual ack), so
-            the broker's in-flight window holds back the rest: a consumer
-            that falls behind slows the broker down instead of losing
-            acknowledged messages.
+            ``alerts.mqtt`` can hold a backlog back on the broker (its
+            in-flight window) while its consumer falls behind, instead of
+            losing acknowledged messages.
         on_lost: called on the loop once, if an established connection drops.
     """
 
@@ -350,7 +350,9 @@ class PahoConnection:
     def ack(self, mid: int, qos: int) -> None:
         """Acknowledge a received QoS 1/2 message to the broker (no-op for QoS 0
         or once this connection is gone: the broker redelivers it then)."""
-        if qos > 0 and self._connected and not self._closed:
+        # Not gated on ``connected``: a session's queued messages may be taken
+        # before open() has marked the connection up, and must be acked too.
+        if qos > 0 and not (self._lost or self._closed):
             self._client.ack(mid, qos)
 
     def publish(

@@ -14,9 +14,10 @@ Delivery contract (what callers may rely on):
   callbacks registered with ``add_connect_callback`` run after every
   connection, and subscriptions are renewed when the broker did not keep
   the session.
-* Received QoS 1/2 messages are acknowledged (PUBACK) only when the
-  consumer of ``messages()`` comes back for the next one, i.e. after it
-  handled this one; until then the broker's in-flight window (Mosquitto's
+* A received QoS 1/2 message is acknowledged (PUBACK) on arrival while
+  fewer than ``incoming_queue_size`` messages wait for the consumer; beyond
+  that, only when the consumer of ``messages()`` comes back for the next one
+  (it handled this one), so the broker's in-flight window (Mosquitto's
   ``max_inflight_messages``, 20 by default) holds the rest of a backlog on
   the broker. No QoS 1 message is ever dropped here; only QoS 0 ones beyond
   ``incoming_queue_size`` are (counted), as the broker itself would.
@@ -71,7 +72,8 @@ _STABLE_CONNECTION_S = 5.0
 @dataclass(frozen=True, slots=True)
 class _Received:
     message: Message
-    conn: PahoConnection  # acknowledged on the connection it came on
+    # The connection to acknowledge it on once taken; None: acknowledged on arrival.
+    conn: PahoConnection | None
     mid: int
 
 
@@ -398,8 +400,9 @@ class MqttClient:
     def messages(self) -> AsyncIterator[Message]:
         """Received messages, in arrival order, until the client closes.
 
-        One queue feeds every iterator. A QoS 1/2 message is acknowledged to
-        the broker when the iterator is asked for the next one (the consumer
+        One queue feeds every iterator. A QoS 1/2 message arriving while
+        ``incoming_queue_size`` messages already wait is acknowledged to the
+        broker only when the iterator is asked for the next one (the consumer
         is done with it), so a slow consumer holds a backlog back on the
         broker, never drops it. QoS 0 messages beyond ``incoming_queue_size``
         waiting are dropped and counted in ``dropped_messages``.
@@ -410,9 +413,9 @@ class MqttClient:
         taken: _Received | None = None
         try:
             while True:
-                if taken is not None:
+                if taken is not None and taken.conn is not None:
                     taken.conn.ack(taken.mid, taken.message.qos)
-                    taken = None
+                taken = None
                 item = await self._incoming.get()
                 if item is None:
                     self._incoming.put_nowait(None)  # let any other iterator end too
@@ -420,16 +423,26 @@ class MqttClient:
                 taken = item
                 yield item.message
         finally:
-            if taken is not None:  # the consumer stopped after taking it: it is handled
+            if taken is not None and taken.conn is not None:  # taken, so handled
                 taken.conn.ack(taken.mid, taken.message.qos)
 
     def _deliver(self, message: Message, conn: PahoConnection, mid: int) -> None:
         if self._state is not _Lifecycle.OPEN:
             return
-        if message.qos == 0 and self._incoming.qsize() >= self._settings.incoming_queue_size:
-            self._count_drop("queue full")
+        full = self._incoming.qsize() >= self._settings.incoming_queue_size
+        if message.qos == 0:
+            if full:
+                self._count_drop("queue full")
+            else:
+                self._incoming.put_nowait(_Received(message, None, mid))
             return
-        self._incoming.put_nowait(_Received(message, conn, mid))
+        if full:  # held back: acknowledged once the consumer takes it
+            self._incoming.put_nowait(_Received(message, conn, mid))
+            return
+        # Room to wait here: acknowledge now, so a broker that answers nothing
+        # else before this PUBACK (amqtt, during a SUBSCRIBE) is never stalled.
+        conn.ack(mid, message.qos)
+        self._incoming.put_nowait(_Received(message, None, mid))
 
     def _count_drop(self, why: str = "undecodable topic") -> None:
         self._dropped_messages += 1

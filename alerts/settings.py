@@ -81,10 +81,10 @@ class MqttSettings:
             s; delays double per failed attempt and are jittered.
         ack_timeout_s: how long ``publish``/``subscribe`` wait for the
             broker's acknowledgement, s.
-        incoming_queue_size: received QoS 0 messages buffered for
-            ``messages()``; beyond it new ones are dropped and counted. QoS
-            1/2 messages are never dropped: the broker holds them back until
-            the consumer has taken the earlier ones (see ``alerts.mqtt``).
+        incoming_queue_size: received messages buffered for ``messages()``.
+            Beyond it, QoS 0 ones are dropped and counted; QoS 1/2 ones are
+            never dropped: they are acknowledged only once the consumer takes
+            them, so the broker holds the rest back (see ``alerts.mqtt``).
         failover: further ``(host, port)`` nodes of the same broker cluster
             (sharing sessions and retained messages), tried in turn after
             ``host``/``port``, each attempt one backoff delay after the

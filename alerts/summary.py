@@ -263,12 +263,15 @@ class DailySummary:
         return encode_object(self.to_dict())
 
     @classmethod
-    def from_json(cls, payload: bytes, now_s: float | None = None) -> DailySummary:
+    def from_json(
+        cls, payload: bytes, now_s: float | None = None, max_future_s: float = 120.0
+    ) -> DailySummary:
         """Parse a published summary (under :data:`SUMMARY_LIMITS`).
 
         Args:
             now_s: the receiver's clock, POSIX s; when given, a summary of a
-                day after tomorrow or updated in the future is refused.
+                day after tomorrow or updated more than ``max_future_s`` ahead
+                is refused.
 
         Raises:
             PayloadError: the payload is not a daily summary of the contract.
@@ -282,7 +285,7 @@ class DailySummary:
             raise PayloadError(f"not a daily summary: {str(exc)[:120]}") from None
         if now_s is not None and (
             summary.day_start_s > now_s + _MAX_DAYS_AHEAD * 86400.0
-            or summary.updated_s > now_s + 120.0
+            or summary.updated_s > now_s + max_future_s
         ):
             raise PayloadError(
                 f"daily summary of {summary.day.isoformat()} is ahead of this clock",

@@ -124,23 +124,16 @@ def to_utc_ms(time: datetime) -> datetime:
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 
-def parse_utc(
-    text: object,
-    field: str = "time",
-    *,
-    now_s: float | None = None,
-    max_future_s: float | None = None,
-) -> datetime:
+def parse_utc(text: object, field: str = "time") -> datetime:
     """Parse an ISO 8601 timestamp with an offset (``Z`` or ``+hh:mm``) to UTC.
 
-    Args:
-        now_s: the receiver's clock, POSIX s; with ``max_future_s``, a time
-            more than that far ahead of it is refused.
+    How far ahead of the receiver's clock a time may be is the receiver's
+    judgement (``alerts.clock``, ``alerts.intake``), not the parser's.
 
     Raises:
-        PayloadError: naming ``field`` when ``text`` is not such a string
-            (BAD_TIME), is before 2000 or cannot be placed in UTC (BAD_TIME),
-            or lies too far in the future (FUTURE_TIME).
+        PayloadError: naming ``field`` (reason BAD_TIME) when ``text`` is not
+            such a string, is before 2000 or cannot be placed in UTC (year 1
+            with an offset overflows).
     """
     if not isinstance(text, str) or len(text) > 40:
         _fail(
@@ -159,12 +152,6 @@ def parse_utc(
         _fail(f"field {field!r}: not a usable ISO 8601 time: {text!r}", DropReason.BAD_TIME)
     if t_s < MIN_WIRE_TIME_S:
         _fail(f"field {field!r}: {text!r} is before 2000", DropReason.BAD_TIME)
-    if now_s is not None and max_future_s is not None and t_s > now_s + max_future_s:
-        _fail(
-            f"field {field!r}: {text!r} is {t_s - now_s:.0f} s ahead of this clock "
-            f"(limit {max_future_s:g} s)",
-            DropReason.FUTURE_TIME,
-        )
     return utc
 
 

@@ -4,9 +4,10 @@ Against a real Mosquitto configured to queue without limit (``max_queued_message
 0``; the default of 1000 drops the rest before any client sees them): 100,000
 QoS 1 events queue for the dashboard's persistent session while it is stopped,
 then a fall. The dashboard must apply every one of them in publish order and
-show the fall. Before the receive path held back unprocessed messages on the
-broker (manual PUBACK), more than 10,000 queued messages overflowed the
-client's own queue after paho had already acknowledged them: lost.
+show the fall. Before the receive path held back what its queue could not
+take on the broker (manual PUBACK), more than 10,000 queued messages
+overflowed the client's own queue after paho had already acknowledged them:
+lost.
 """
 
 from __future__ import annotations

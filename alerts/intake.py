@@ -267,7 +267,10 @@ class PatientCap:
 
     A patient once admitted stays admitted; a new one beyond either cap is
     refused (the caller drops it as OVER_CAPACITY). This bounds the memory a
-    buggy or hostile gateway can make a dashboard spend on made-up ids.
+    buggy or hostile gateway can make a dashboard spend on made-up ids. A
+    fall is the exception: ``admit(..., fall=True)`` always admits, because
+    shedding a real fall to save memory is the one trade this product never
+    makes; those admissions are counted in ``over_cap_for_falls``.
     """
 
     def __init__(self, max_patients: int = 2000, max_per_gateway: int = 500) -> None:
@@ -280,17 +283,23 @@ class PatientCap:
         self.max_per_gateway = max_per_gateway
         self._gateway_of: dict[str, str] = {}
         self._per_gateway: dict[str, int] = {}
+        self.over_cap_for_falls = 0
 
     def __len__(self) -> int:
         return len(self._gateway_of)
 
-    def admit(self, patient_id: str, gateway_id: str) -> bool:
-        """True when the patient is known or fits under both caps (then it is known)."""
+    def admit(self, patient_id: str, gateway_id: str, *, fall: bool = False) -> bool:
+        """True when the patient is known or fits under both caps (then it is known).
+
+        ``fall``: the message reports a fall, which is admitted beyond the caps.
+        """
         if patient_id in self._gateway_of:
             return True
         count = self._per_gateway.get(gateway_id, 0)
         if len(self._gateway_of) >= self.max_patients or count >= self.max_per_gateway:
-            return False
+            if not fall:
+                return False
+            self.over_cap_for_falls += 1
         self._gateway_of[patient_id] = gateway_id
         self._per_gateway[gateway_id] = count + 1
         return True

@@ -149,9 +149,13 @@ class Gateway:
                 )
 
     def device_metrics(self) -> dict[str, dict[str, int]]:
-        """Packet counters and reconnects per patient."""
+        """Packet counters, reconnects and notification stalls per patient."""
         return {
-            s.monitor.patient_id: {**s.counters.as_dict(), "reconnects": s.reconnects}
+            s.monitor.patient_id: {
+                **s.counters.as_dict(),
+                "reconnects": s.reconnects,
+                "stalls": s.stalls,
+            }
             for s in self.supervisors
         }
 

@@ -152,10 +152,10 @@ class WatchModel:
             assert isinstance(obj, GatewayStatus)
             return self._on_status(obj)
         if isinstance(obj, AlertEvent):
-            self._admit(obj.patient_id, obj.gateway_id)
+            self._admit(obj.patient_id, obj.gateway_id, fall=obj.type is EventType.FALL_DETECTED)
             return self._on_event(obj, inbound.at_s)
         if isinstance(obj, OpenFalls):
-            self._admit(obj.patient_id, obj.gateway_id)
+            self._admit(obj.patient_id, obj.gateway_id, fall=bool(obj.open))
             return self._on_open_falls(obj)
         if isinstance(obj, EscalationMessage):
             return self._on_escalation(obj)
@@ -163,8 +163,9 @@ class WatchModel:
             return self._on_ack(obj)
         return False  # a cleared open-falls list, summaries: nothing to show
 
-    def _admit(self, patient_id: str, gateway_id: str) -> None:
-        if not self.patients.admit(patient_id, gateway_id):
+    def _admit(self, patient_id: str, gateway_id: str, *, fall: bool = False) -> None:
+        # A fall is admitted beyond the cap: it is never shed (alerts.intake.PatientCap).
+        if not self.patients.admit(patient_id, gateway_id, fall=fall):
             raise PayloadError("patient cap reached", DropReason.OVER_CAPACITY)
 
     def _on_state(self, state: PatientState, at_s: float) -> bool:

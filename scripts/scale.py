@@ -168,6 +168,7 @@ async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     impacts: list[dict[str, Any]] = []
     slipped_s: list[float] = []
     left_in_outboxes: list[str] = []
+    services: list[Gateway] = []
     async with AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         running: list[asyncio.Task[None]] = []
@@ -217,6 +218,7 @@ async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
                     for t in truth.fall_impact_s
                 ]
             running.append(tasks.create_task(gateway_service.run(), name=f"gateway {gateway}"))
+            services.append(gateway_service)
             sinks.append(sink)
             worlds.append(world)
         for gateway, world in zip(spec.gateways, worlds, strict=True):
@@ -231,6 +233,10 @@ async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
             )
         scenario_s = min(world.scenario_time() for world in worlds)
         run_cpu_s = time.process_time() - run_started_s
+        packets: Counter[str] = Counter()
+        for service in services:
+            for counters in service.device_metrics().values():
+                packets.update(counters)
         for task in running:
             task.cancel()
         slipped_s = [world.slipped_s for world in worlds]
@@ -242,7 +248,9 @@ async def run_worker(spec: WorkerSpec) -> dict[str, Any]:
     return {
         "states_published": sum(sink.publisher.metrics.states_published for sink in sinks),
         "cpu_s": run_cpu_s,
+        "packets": dict(packets),
         "scenario_s": scenario_s,
+        "gateways": spec.gateways,
         "wearables": len(spec.gateways) * spec.wearables,
         "wall_s": time.monotonic() - started,
         "sent": [item for sink in sinks for item in sink.sent],
@@ -482,6 +490,20 @@ def report(
         if any(0.0 <= impact_s - k <= _NEAR_KILL_S for k in kill_walls_s):
             near_kill_s.append(latency_s)
     falls_true = len(impacts)
+    detected_patients = Counter(
+        item["patient_id"] for item in sent if item["type"] == "fall_detected"
+    )
+    impacted_patients = Counter(i["patient_id"] for i in impacts)
+    undetected = sum(
+        max(0, n - detected_patients[patient]) for patient, n in impacted_patients.items()
+    )
+    ends = {r_gateway: r["scenario_s"] for r in results for r_gateway in r["gateways"]}
+    late_impacts = sum(
+        1 for i in impacts if i["impact_scenario_s"] > ends.get(i["gateway"], 0.0) - 10.0
+    )
+    packets: Counter[str] = Counter()
+    for r in results:
+        packets.update(r["packets"])
     slipped = [s for r in results for s in r["slipped_s"]]
     left = len(left_ids)
     by_type = Counter(item["type"] for item in sent)
@@ -535,6 +557,15 @@ def report(
         f"gateway processes (gateway + engine + publisher + simulator): {worker_cpu_s:.0f} CPU-s "
         f"for {reached_s:.0f} s of scenario = {100 * worker_cpu_s / max(1e-9, wearable_s):.2f} % "
         "of one core per wearable at real time"
+    )
+    if undetected:
+        print(
+            f"  {undetected} impact(s) without a fall alert; {late_impacts} impact(s) fell in the "
+            "last 10 s of scenario, where the run may end before the alert"
+        )
+    print(
+        f"packets: {packets['packets']} processed, {packets['queue_dropped']} dropped by full "
+        f"gateway queues (the gateway could not keep up), {packets['lost']} sequence gaps"
     )
     if any(s > 0 for s in slipped):
         print(

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+import pytest_asyncio
 from brokers import Collector, Received
 from nats_cluster import NATS_SERVER, NatsCluster
 from test_sigterm import GATEWAY_TOML, program
@@ -35,21 +36,36 @@ from common.errors import BrokerError
 from posture_monitor.demo import demo_config
 from simulator import SimulatedWorld, builtin_scenario_path, demo_scenario
 
-pytestmark = pytest.mark.skipif(NATS_SERVER is None, reason="nats-server not installed")
+# One cluster for the module (starting one costs 8-10 s here); a test that
+# kills a node gets it back before the next test (the ``cluster`` fixture).
+pytestmark = [
+    pytest.mark.skipif(NATS_SERVER is None, reason="nats-server not installed"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 MakeCollector = Callable[..., Awaitable[Collector]]
 GW = "ward-7"
+WILL_GW = "ward-8"
 EVENTS = "posture/v1/patients/+/events"
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    instance = NatsCluster(tmp_path / "nats")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsCluster]:
+    instance = NatsCluster(tmp_path_factory.mktemp("nats"))
     await instance.start()
     try:
         yield instance
     finally:
         await instance.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def cluster(shared_cluster: NatsCluster) -> AsyncIterator[NatsCluster]:
+    """The module's cluster with every node up (a killed node is restarted after the test)."""
+    yield shared_cluster
+    for index, node in enumerate(shared_cluster.nodes):
+        if not node.running:
+            await shared_cluster.start_node(index)
 
 
 def event_ids(messages: list[Received]) -> list[str]:
@@ -62,8 +78,9 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
             await asyncio.sleep(0.02)
 
 
-def nurse(cluster: NatsCluster, node: int, client_id: str = "nurse-station") -> Collector:
-    """A persistent-session (clean_session=False) 3.1.1 subscriber on ``node``."""
+def nurse(cluster: NatsCluster, node: int, client_id: str) -> Collector:
+    """A persistent-session (clean_session=False) 3.1.1 subscriber on ``node``
+    (a client id of its own per test: the cluster outlives each test)."""
     return Collector(
         cluster.nodes[node],
         ["posture/v1/#"],
@@ -91,7 +108,7 @@ async def test_events_retained_state_sessions_and_the_fallback_hold_on_nats(
     cluster: NatsCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    station = await nurse(cluster, 2).start()
+    station = await nurse(cluster, 2, "nurse-fallback").start()
     first, second = fall("p-001"), fall("p-002")
     try:
         # Asked for MQTT 5 (the default), given every node.
@@ -126,7 +143,7 @@ async def test_events_retained_state_sessions_and_the_fallback_hold_on_nats(
         assert "refuses protocol 5" in text
         assert "no message expiry" in text and "slouch events" in text and "Last Will" in text
         # Back on another node with the same client id: the session kept the fall.
-        back = await nurse(cluster, 1).start()
+        back = await nurse(cluster, 1, "nurse-fallback").start()
         try:
             await back.wait_for(lambda ms: second.event_id in event_ids(ms), 20.0)
             # ...and a late subscriber on a third node gets the retained state and status.
@@ -160,7 +177,7 @@ async def test_killing_the_gateways_node_mid_fall_loses_nothing(
 ) -> None:
     scenario = demo_scenario(3)
     config = demo_config(scenario)
-    station = await nurse(cluster, 2).start()  # the nurses' station, on node 3
+    station = await nurse(cluster, 2, "nurse-failover").start()  # the station, on node 3
     queued: list[AlertEvent] = []
     try:
         async with (
@@ -220,12 +237,12 @@ async def test_a_killed_gateway_process_gets_its_last_will_on_nats(
     config = tmp_path / "gateway.toml"
     urls = ", ".join(f'"{url}"' for url in cluster.urls)
     config.write_text(
-        GATEWAY_TOML.format(gw=GW, outbox=tmp_path / "outbox.sqlite", url=cluster.urls[0]).replace(
-            f'url = "{cluster.urls[0]}"', f'urls = [{urls}]\nprotocol = "3.1.1"'
-        )
+        GATEWAY_TOML.format(
+            gw=WILL_GW, outbox=tmp_path / "outbox.sqlite", url=cluster.urls[0]
+        ).replace(f'url = "{cluster.urls[0]}"', f'urls = [{urls}]\nprotocol = "3.1.1"')
     )
-    station = await nurse(cluster, 2).start()
-    status_topic = f"posture/v1/gateways/{GW}/status"
+    station = await nurse(cluster, 2, "nurse-will").start()
+    status_topic = f"posture/v1/gateways/{WILL_GW}/status"
 
     def statuses() -> list[dict[str, object]]:
         return [json.loads(m.payload) for m in station.on_topic(status_topic) if m.payload]

@@ -260,7 +260,8 @@ SISFALL = DATASETS / "sisfall"
 def test_sisfall_fall_detector_at_50_hz() -> None:
     """The detector on every recording at 50 Hz, with the engine's gravity filter.
 
-    Measured: sensitivity 99.24 % (521/525), specificity 100 % (778/778).
+    Measured: sensitivity 100 % (525/525), specificity 100 % (778/778); alert
+    latency median 1.5 s, 95th percentile 3.46 s, max 6.14 s (a soft collapse).
     """
     falls = adls = missed = alarms = 0
     latencies = []
@@ -295,7 +296,8 @@ def test_sisfall_fall_detector_at_50_hz() -> None:
 def test_sisfall_through_the_engine_for_two_subjects() -> None:
     """The product path (PostureEngine, 10-sample blocks) on SA02 and SE02.
 
-    Measured: 75/75 falls detected, no alarm in 127 ADL recordings.
+    Measured: 75/75 falls detected, no alarm in 127 ADL recordings (none in
+    the elderly subject's), every family.
     """
     report = evaluate_falls(SISFALL, 50.0, subjects=["SA02", "SE02"])
     s = report.summary()

@@ -325,6 +325,28 @@ def test_sitting_up_on_the_floor_does_not_cancel() -> None:
     assert not det.fall_active
 
 
+@pytest.mark.parametrize(("walk_s", "kinds"), [(0.6, ["detected", "detected"]), (2.5, None)])
+def test_a_second_fall_while_the_first_is_being_cancelled_is_reported(
+    walk_s: float, kinds: list[str] | None
+) -> None:
+    # Up again and a few steps, then down again: before the first fall's
+    # cancellation (0.6 s of walking) or after it (2.5 s), a new alert.
+    segs = [
+        *forward_fall(after_s=3.0),
+        Segment(2.0, 40.0),
+        Segment(1.5, 5.0),
+        Segment(walk_s, 5.0, gait_g=0.3),
+        Segment(0.7, 80.0, mag=0.35, impact_g=5.0),
+        Segment(0.3, 90.0),
+        Segment(8.0, 90.0),
+    ]
+    sc = synth(segs, 50.0)
+    found, det = run(sc, 50.0)
+    assert [f.kind for f in found] == (kinds or ["detected", "cancelled", "detected"])
+    assert found[-1].details["impact_t_s"] == pytest.approx(sc.impacts_s[-1], abs=0.05)
+    assert det.fall_active
+
+
 def test_no_second_alert_while_still_down() -> None:
     segs = [*forward_fall(after_s=3.0), Segment(0.5, 90.0, impact_g=5.0), Segment(8.0, 90.0)]
     found, det = run(synth(segs, 50.0), 50.0)

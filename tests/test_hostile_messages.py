@@ -159,7 +159,11 @@ async def test_hostile_retained_messages_leave_dashboard_and_watch_running_and_u
             watch_live(settings, topic_root=root, out=out, tty=False, bell=False)
         )
         try:
-            await _until(lambda: "DROPPED" in out.getvalue() and "STATE p-001" in out.getvalue())
+            # "watching ..." comes once every filter is subscribed: only then can a
+            # live (not retained) fall reach it.
+            await _until(
+                lambda: all(s in out.getvalue() for s in ("DROPPED", "STATE p-001", "watching "))
+            )
             fall_id, fall = event_json("p-001", "fall_detected", time.time())
             await gateway.publish(f"{root}/patients/p-001/events", fall, qos=1)
             await _until(lambda: "FALL DETECTED" in out.getvalue())

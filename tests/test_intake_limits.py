@@ -78,6 +78,11 @@ def _flood(service: DashboardService) -> None:
     service.handle_message(Message(TOPICS.events("fake-3"), fall.to_json(), 1, False), NOW_S)
     assert service.model.alert(fall.event_id) is not None
     assert service.drops.by_reason == {"over_capacity": 960}
+    # A fall of a patient beyond its gateway's cap is still shown: never shed for memory.
+    late = AlertEvent(EventType.FALL_DETECTED, "new-1", "evil-gw", utc_from_timestamp(NOW_S))
+    service.handle_message(Message(TOPICS.events("new-1"), late.to_json(), 1, False), NOW_S)
+    assert service.model.alert(late.event_id) is not None
+    assert service.drops.by_reason == {"over_capacity": 960}
 
 
 def test_watch_caps_patients_too() -> None:
@@ -93,6 +98,9 @@ def test_patient_cap_counts_per_gateway_and_in_total() -> None:
     assert cap.admit("a", "g1") and cap.admit("b", "g1") and not cap.admit("c", "g1")
     assert cap.admit("c", "g2") and not cap.admit("d", "g3")  # the total is reached
     assert cap.admit("a", "g9") and len(cap) == 3  # known stays known
+    # A fall is never shed for memory: admitted beyond both caps, and counted.
+    assert not cap.admit("e", "g3") and cap.admit("e", "g3", fall=True)
+    assert cap.knows("e") and cap.over_cap_for_falls == 1
     with pytest.raises(ValueError, match="max_patients"):
         PatientCap(0, 1)
 

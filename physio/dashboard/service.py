@@ -320,8 +320,8 @@ class DashboardService:
             _log.exception("bug while applying a message on %s; skipped", info and info.kind)
             self.drops.drop(DropReason.HANDLER_ERROR, info, "see the traceback above")
 
-    def _admit(self, patient_id: str, source: str) -> None:
-        if not self.patients.admit(patient_id, source):
+    def _admit(self, patient_id: str, source: str, *, fall: bool = False) -> None:
+        if not self.patients.admit(patient_id, source, fall=fall):
             raise PayloadError(
                 f"patient cap reached ({self.patients.max_patients} in total, "
                 f"{self.patients.max_per_gateway} per gateway)",
@@ -337,7 +337,7 @@ class DashboardService:
             updates += self.model.apply_state(obj, at_s, received_s)
             self.book.on_state(obj, at_s)
         elif isinstance(obj, AlertEvent):
-            self._admit(ident, obj.gateway_id)
+            self._admit(ident, obj.gateway_id, fall=obj.type is EventType.FALL_DETECTED)
             updates += self.model.apply_event(obj, at_s, received_s)
             self.recorder.on_event(obj, at_s, received_s, f"gateway {obj.gateway_id}")
             self.book.on_event(obj, at_s)
@@ -363,7 +363,7 @@ class DashboardService:
                 updates += self.model.apply_summary(mine)
                 updates += self._restore_falls(mine, received_s)
         elif isinstance(obj, OpenFalls):
-            self._admit(ident, obj.gateway_id)
+            self._admit(ident, obj.gateway_id, fall=bool(obj.open))
             updates += self._apply_open_falls(obj, at_s, received_s)
         elif isinstance(obj, GatewayStatus) or (obj is None and kind is TopicKind.STATUS):
             # A cleared retained status: the gateway is gone, shown offline.

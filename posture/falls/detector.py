@@ -57,17 +57,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from posture.falls.features import (
     column_means,
-    dot3,
     first_recovery,
-    hann_taps,
-    impulse_gs,
-    smoothed_peak,
-    window_means,
-    window_sds,
 )
+from posture.falls.impact import CandidateOpener
+from posture.falls.judging import Judge, angle_deg, engine_tilt
 from posture.falls.model import FallModel, load_fall_model
-from posture.falls.rules import ENGINE_TILT_MARGIN_DEG, RuleInputs, first_hit, up_and_moving
-from posture.falls.types import PEAK_LP_SPAN_S, FallCandidate, FallFinding, FallSettings
+from posture.falls.rules import RuleInputs, first_hit
+from posture.falls.types import FallCandidate, FallFinding, FallSettings
 
 __all__ = ["FallCandidate", "FallDetector", "FallFinding", "FallSettings"]
 
@@ -77,15 +73,7 @@ FloatArray = NDArray[np.float64]
 
 _AX, _AY, _AZ, _MAG, _UX, _UY, _UZ, _CLIP, _T = range(9)  # history columns
 _N_COLS = 9
-_PRE_END_S = 0.5  # the pre-impact look-back ends this long before the peak
-_MIN_BEFORE_S = 1.5  # look-back for the free-fall minimum of |a|
-_PRE_DIR_S = (2.0, 1.0)  # trunk direction before the fall: mean acc over this span
 _DOWN_S = (0.2, 1.0)  # after the peak: was the trunk down (down_up rule)?
-_HANN_S = 0.2
-
-
-def _angle_deg(dirs: FloatArray, ref: FloatArray) -> FloatArray:
-    return np.asarray(np.degrees(np.arccos(np.clip(dot3(dirs, ref), -1.0, 1.0))))
 
 
 class FallDetector:
@@ -122,26 +110,18 @@ class FallDetector:
             return max(1, round(seconds * fs))
 
         self._n_merge = n(s.peak_merge_s)
-        self._n_imp = n(s.impact_window_s)
-        self._n_imp_short = n(s.impact_window_s / 2.0)
-        self._n_pre, self._n_pre_end = n(s.pre_window_s), n(_PRE_END_S)
-        self._n_before = n(_MIN_BEFORE_S)
-        self._n_pre_dir = (n(_PRE_DIR_S[0]), n(_PRE_DIR_S[1]))
         self._n_down = (n(_DOWN_S[0]), n(_DOWN_S[1]))
-        self._n_lp = (n(PEAK_LP_SPAN_S[0]), n(PEAK_LP_SPAN_S[1]))
-        self._hann = hann_taps(_HANN_S, fs)
         self._n_still = n(s.still_window_s)
         self._n_soft = n(s.soft_still_s)
         self._n_confirm = (n(s.confirm_min_s), n(s.confirm_max_s))
-        self._n_two_stage = n(s.two_stage_max_s)
-        self._n_soft_max = n(s.soft_confirm_max_s)
         self._n_cancel = n(s.cancel_window_s)
         self._n_upright = n(s.cancel_upright_s)
-        reach = self._n_pre + self._n_lp[0] + self._hann.size
+        self._judge = Judge(s, fs, self._n_still, self._n_soft)
+        self._opener = CandidateOpener(s, self.model, self._p_min, fs)
         self._history_len = (
             2 * self._n_merge
             + 2
-            + max(reach, self._n_pre_dir[0], self._n_upright, self._n_still, self._n_soft)
+            + max(self._opener.reach, self._n_upright, self._n_still, self._n_soft)
         )
         # History of the per-sample signals, stored as float32 (half the
         # memory; wearable samples are int16 counts, exact in float32). Every
@@ -280,19 +260,6 @@ class FallDetector:
             self._prev_gyr = gyr[-1].copy()
         return block
 
-    @staticmethod
-    def _engine_tilt(rows: FloatArray, ref: FloatArray) -> FloatArray:
-        """Degrees between the engine's up (rows' _UX.._UZ) and ``ref``; NaN stays NaN."""
-        cos = dot3(rows[:, _UX : _UZ + 1], ref)
-        return np.asarray(np.degrees(np.arccos(np.minimum(np.maximum(cos, -1.0), 1.0))))
-
-    def _mean_dirs(self, work: FloatArray, width: int, starts: NDArray[np.intp]) -> FloatArray:
-        mean_dir = np.stack([window_means(work[:, c], width, starts) for c in range(3)], 1)
-        mean_dir /= np.maximum(np.sqrt(dot3(mean_dir * mean_dir, np.ones(3))), 1e-9)[:, None]
-        return mean_dir
-
-    # -- candidates --------------------------------------------------------
-
     def _find_candidates(self, work: FloatArray, base: int, last: int) -> None:
         """Open candidates at peaks whose ±merge neighbourhood completes by ``last``."""
         k = self._n_merge
@@ -306,142 +273,18 @@ class FallDetector:
             # Strict on the left, loose on the right: a plateau opens one candidate.
             if (left.size and left.max() >= mag[i]) or mag[i + 1 : i + k + 1].max() > mag[i]:
                 continue
-            self._open(work, base, int(i))
-
-    def _open(self, work: FloatArray, base: int, i: int) -> None:
-        s, fs = self.settings, self.sample_rate_hz
-        mag = work[:, _MAG]
-        impulse = impulse_gs(mag[max(0, i - self._n_imp) : i + self._n_imp + 1], fs)
-        if impulse < s.min_impulse_gs:
-            return
-        short = impulse_gs(mag[max(0, i - self._n_imp_short) : i + self._n_imp_short + 1], fs)
-        lp_lo = max(0, i - self._n_lp[0] - self._hann.size + 1)
-        lp_seg = mag[lp_lo : i + self._n_lp[1] + 1]
-        before = mag[max(0, i - self._n_before) : i]
-        features = {
-            "log_impulse_gs": math.log(impulse),
-            "log_impulse_short_gs": math.log(max(short, 1e-3)),
-            "peak_lp_acc_g": smoothed_peak(lp_seg, self._hann[: lp_seg.size]),
-            "min_acc_before_g": float(before.min()) if before.size else float(mag[i]),
-        }
-        probability = self.model.probability(features)
-        strong = probability >= self._p_min
-        unmoving = impulse >= s.unmoving_impulse_gs
-        soft = (
-            not strong
-            and features["peak_lp_acc_g"] >= s.soft_min_peak_lp_g
-            and impulse >= s.soft_min_impulse_gs
-        )
-        if not (strong or unmoving or soft) and self._on_candidate is None:
-            return  # most walking steps end here, before the look-back below
-        a, b = self._n_pre_dir
-        pre_rows = work[max(0, i - a) : max(1, i - b)]
-        pre_dir = column_means(pre_rows)
-        pre_dir /= max(float(np.sqrt(dot3(pre_dir * pre_dir, np.ones(3)))), 1e-9)
-        ref = self._ref_up
-        cos_lying = math.cos(math.radians(s.lying_tilt_deg))
-        pre = work[max(0, i - self._n_pre) : max(0, i - self._n_pre_end + 1), _UX : _UZ + 1]
-        pre = pre[np.isfinite(pre).all(axis=1)]
-        origin = "upright"
-        if pre.size and self._ref_calibrated:
-            if float(dot3(pre, ref).max()) <= cos_lying:
-                origin = "lying"  # lying all along: in bed
-        elif pre.size:
-            mean_up = column_means(pre)
-            mean_up /= max(float(np.linalg.norm(mean_up)), 1e-9)
-            if float(dot3(mean_up, ref)) <= cos_lying:
-                # Far from a nominal (unmeasured) upright: with the back
-                # horizontal the patient is lying; with it vertical, more
-                # likely a puck worn rotated, judged against the trunk as it
-                # was just before the impact.
-                if abs(float(mean_up[2])) >= math.sin(math.radians(s.lying_face_tilt_deg)):
-                    origin = "lying"
-                else:
-                    ref = pre_dir
-        clip = work[max(0, i - a) : i + self._n_merge + 1, _CLIP]
-        clipped = bool(clip.size and clip.max() > 0.0)
-        rules: set[str] = set()
-        if origin == "lying":
-            if strong and features["min_acc_before_g"] <= s.bed_max_min_acc_g:
-                rules.add("out_of_bed")
-        else:
-            if strong:
-                rules.update(("lying", "reclined"))
-            if probability >= max(self._p_min, s.clear_fall_probability):
-                # A clear fall impact: also if the patient is back up at once,
-                # or lies back only later (a deep quick bend also goes "down",
-                # and may be followed by lying down in bed, with a weaker one).
-                rules.update(("down_up", "two_stage"))
-            if unmoving:
-                rules.add("unmoving")
-            if soft:
-                # Only if the trunk is already near lying by the end of the
-                # peak's neighbourhood (a collapse ends at the floor): spares
-                # the look at every walking step.
-                near = self._engine_tilt(work[i : i + self._n_merge + 1], ref)
-                fine = clipped or bool(
-                    np.nanmax(near, initial=0.0) >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
-                )
-                if fine:
-                    rules.add("soft")
-        if not rules and self._on_candidate is None:
-            return
-        index = base + i
-        end = index + self._n_confirm[1]
-        if "two_stage" in rules:
-            end = index + self._n_two_stage
-        if "soft" in rules:
-            end = max(end, index + self._n_soft_max)
-        features.update(
-            peak_acc_g=float(mag[i]),
-            impulse_gs=impulse,
-            from_lying=1.0 if origin == "lying" else 0.0,
-            gyro_clipped=1.0 if clipped else 0.0,
-        )
-        self._pending.append(
-            FallCandidate(
-                index,
-                float(work[i, _T]),
-                features,
-                probability,
-                bool(rules),
-                pre_dir,
-                ref,
-                origin=origin,  # type: ignore[arg-type]
-                rules=frozenset(rules),
-                clipped=clipped,
-                pre_upright=bool(_angle_deg(pre_dir, ref) < s.cancel_upright_deg),
-                end_index=end,
+            c = self._opener.open(
+                work,
+                base,
+                int(i),
+                self._ref_up,
+                self._ref_calibrated,
+                self._on_candidate is not None,
             )
-        )
+            if c is not None:
+                self._pending.append(c)
 
     # -- judging -------------------------------------------------------------
-
-    def _inputs(
-        self, work: FloatArray, base: int, c: FallCandidate, e0: int, e1: int
-    ) -> RuleInputs:
-        """The rules' per-sample inputs for ``c`` on samples ``e0..e1``."""
-        idx = np.arange(e0, e1 + 1)
-        w = self._n_still
-        starts = idx - base - w + 1
-        sd = window_sds(work[:, _MAG], w, starts)
-        mean_dir = self._mean_dirs(work, w, starts)
-        sd_long = np.full(idx.shape, math.nan)
-        if "soft" in c.rules:
-            # Only full windows (the stream may be younger than one).
-            long_starts = idx - base - self._n_soft + 1
-            full = long_starts >= 0
-            if full.any():
-                sd_long[full] = window_sds(work[:, _MAG], self._n_soft, long_starts[full])
-        return RuleInputs(
-            index=idx,
-            after_s=(idx - c.index) / self.sample_rate_hz,
-            tilt_deg=_angle_deg(mean_dir, c.ref_up),
-            change_deg=_angle_deg(mean_dir, c.pre_dir),
-            sd_g=sd,
-            sd_long_g=sd_long,
-            engine_tilt_deg=self._engine_tilt(work[e0 - base : e1 - base + 1], c.ref_up),
-        )
 
     def _earliest_hit(
         self,
@@ -456,33 +299,32 @@ class FallDetector:
         Only candidates that start upright may fire while a fall is active.
         """
         s = self.settings
-        best: tuple[int, str, FallCandidate, RuleInputs, int] | None = None
+        plans: list[tuple[FallCandidate, frozenset[str], int, int]] = []
         for c in self._pending:
-            if not c.rules:
-                if self._on_candidate is not None:
-                    self._observe_lying(work, base, c, pos, last)
+            if not c.rules and self._on_candidate is None:
                 continue
-            if self._fallen is not None and not c.pre_upright:
+            if c.rules and self._fallen is not None and not c.pre_upright:
                 continue
             e0 = max(pos, c.index + self._n_confirm[0])
-            e1 = min(last, c.end_index)
+            e1 = min(last, c.end_index if c.rules else c.index + self._n_confirm[1])
             if c.killed_at is not None:  # only the short rules are left
                 e1 = min(e1, max(c.killed_at - 1, c.index + self._n_confirm[1]))
-            if best is not None:
-                e1 = min(e1, best[0] - 1)
             if e1 < e0:
                 continue
             if "down_up" in c.rules and "down_tilt_deg" not in c.features:
                 d0, d1 = c.index + self._n_down[0], c.index + self._n_down[1]
                 down = column_means(work[d0 - base : d1 - base + 1])
                 down /= max(float(np.linalg.norm(down)), 1e-9)
-                c.features["down_tilt_deg"] = float(_angle_deg(down, c.ref_up))
-            x = self._inputs(work, base, c, e0, e1)
+                c.features["down_tilt_deg"] = float(angle_deg(down, c.ref_up))
+            # A candidate no rule can confirm is looked at for an observer only.
+            plans.append((c, c.rules or frozenset({"lying"}), e0, e1))
+        best: tuple[int, str, FallCandidate, RuleInputs, int] | None = None
+        for (c, _, _, _), x in zip(plans, self._judge.inputs(work, base, plans), strict=True):
+            if not c.rules:
+                self._judge.observe_lying(c, x)
+                continue
             if c.killed_at is None and c.rules & {"two_stage", "soft"}:
-                moving = up_and_moving(x.engine_tilt_deg, x.sd_g, s)
-                late = moving[x.after_s[moving] > s.confirm_min_s]
-                if late.size:
-                    c.killed_at = int(x.index[late[0]])
+                self._judge.killed(work, base, c, x)
             found = first_hit(c, x, s, self._p_min)
             if found is not None:
                 j, rule = found
@@ -490,27 +332,6 @@ class FallDetector:
                 if best is None or e < best[0]:
                     best = (e, rule, c, x, j)
         return best
-
-    def _observe_lying(
-        self, work: FloatArray, base: int, c: FallCandidate, pos: int, last: int
-    ) -> None:
-        """For an observer (training): the posture at the first lying-and-still
-        sample within ``confirm_max_s`` of a candidate no rule can confirm."""
-        s = self.settings
-        e0 = max(pos, c.index + self._n_confirm[0])
-        e1 = min(last, c.index + self._n_confirm[1])
-        if e1 < e0 or "tilt_post_deg" in c.features:
-            return
-        x = self._inputs(work, base, c, e0, e1)
-        near = x.engine_tilt_deg >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
-        lying = (x.tilt_deg >= s.lying_tilt_deg) & (x.sd_g <= s.still_acc_sd_g) & near
-        if lying.any():
-            j = int(np.argmax(lying))
-            c.features.update(
-                tilt_post_deg=float(x.tilt_deg[j]),
-                post_acc_sd_g=float(x.sd_g[j]),
-                lying_after_s=(int(x.index[j]) - c.index) / self.sample_rate_hz,
-            )
 
     def _detect(
         self,
@@ -595,7 +416,7 @@ class FallDetector:
         if lo > last - base:
             return None
         seg = work[lo - u + 1 :]
-        is_up = self._engine_tilt(seg, self._fallen[3]) < s.cancel_upright_deg
+        is_up = engine_tilt(seg, self._fallen[3]) < s.cancel_upright_deg
         window_ends = detected_at + self._n_cancel - (base + lo) + 1
         found = first_recovery(is_up, seg[:, _MAG], u, window_ends, s.cancel_motion_sd_g)
         if found is None:

@@ -63,7 +63,9 @@ def first_hit(
     """
     rules = c.rules
     k = x.index.shape[0]
-    if not rules or k == 0:
+    if not rules or k == 0 or np.isnan(x.tilt_deg).all():
+        # Every rule needs the trunk's direction, looked at only where the
+        # engine's estimate and the motion allow a rule: none (the common case).
         return None
     first_window = x.after_s <= s.confirm_max_s + 1e-9
     trusted = np.full(k, c.clipped)  # saturated gyroscope: the accelerometer decides
@@ -124,11 +126,3 @@ def first_hit(
             if at.size and (best is None or int(at[0]) < best[0]):
                 best = (int(at[0]), name)
     return best
-
-
-def up_and_moving(
-    engine_tilt_deg: FloatArray, sd_g: FloatArray, s: FallSettings
-) -> NDArray[np.intp]:
-    """Offsets where the patient is upright and moving like walking (a recovery)."""
-    upright = np.nan_to_num(engine_tilt_deg, nan=180.0) < s.cancel_upright_deg
-    return np.flatnonzero(upright & (sd_g >= s.cancel_motion_sd_g))

@@ -177,6 +177,7 @@ async def test_control_writes_buzz_and_sample_rate() -> None:
             "C0:FF:EE:00:00:01", backend=world.client_backend, timeout=HANG_S
         ) as client:
             await client.start_notify(IMU_CHAR_UUID, recorder)
+            await until(lambda: len(recorder.packets) > 0)  # streams at the old rate first
             before = world.scenario_time()
             await client.write_gatt_char(
                 CONTROL_CHAR_UUID, encode_buzz(BuzzPattern.DOUBLE, 2), response=True
@@ -198,7 +199,7 @@ async def test_control_writes_buzz_and_sample_rate() -> None:
             await client.write_gatt_char(
                 CONTROL_CHAR_UUID, encode_set_sample_rate(200), response=True
             )
-            await until(lambda: recorder.packets[-1].interval_us == 5000)
+            await until(lambda: bool(recorder.packets) and recorder.packets[-1].interval_us == 5000)
             assert world.status("C0:FF:EE:00:00:01").sample_rate_hz == 200
     intervals = [p.interval_us for p in recorder.packets]
     assert intervals[0] == 20_000 and intervals[-1] == 5000

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from alerts import AlertPublisher, MqttSettings
-from device_gateway import Gateway, GatewayConfig, WearableConfig
+from device_gateway import BleSettings, Gateway, GatewayConfig, WearableConfig
 from lab.replay import Recording, ReplayWard, record
 from simulator import parse_scenario
 
@@ -140,15 +140,18 @@ def run_gateway_bench(
     """Replay ``wearables`` wearables for ``seconds`` through the gateway; measure.
 
     Every ``fall_every``-th wearable replays the fall; the others cycle
-    through the ward's other patients. Start times spread over 10 s so
+    through the ward's other patients. Start times spread over a few seconds so
     packets and falls do not arrive in lockstep.
     """
+    config_defaults = BleSettings()
     faller = next(i for i, r in enumerate(recordings) if r.fall_impacts_s)
     others = [i for i in range(len(recordings)) if i != faller]
     assignment = [
         faller if i % fall_every == 0 else others[i % len(others)] for i in range(wearables)
     ]
-    spread_s = min(10.0, seconds / 3)
+    # Start times spread over less than the gateway's notification watchdog
+    # (a wearable silent that long after subscribing is reconnected).
+    spread_s = min(0.8 * config_defaults.notify_timeout_s, seconds / 3)
     offsets = [spread_s * i / max(wearables, 1) for i in range(wearables)]
     ward = ReplayWard(recordings, assignment, offsets)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:

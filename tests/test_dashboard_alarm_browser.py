@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import pytest
-from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, playwright_api
+from browser_support import ARTIFACTS, browser_fixture  # noqa: F401  (the fixture is used by name)
 from test_dashboard_notify import Receiver, receiving
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     broker_url_fixture,
@@ -48,25 +48,15 @@ def online(gateway_id: str, up: bool = True) -> bytes:
 
 
 @pytest.fixture
-async def page(browser_instance: Any) -> Any:
+async def page(browser: Any) -> Any:
     # Notifications allowed, as a nurse would on the ward tablet.
-    context = await browser_instance.new_context(
+    context = await browser.new_context(
         viewport={"width": 1280, "height": 860}, permissions=["notifications"]
     )
     try:
         yield await context.new_page()
     finally:
         await context.close()
-
-
-@pytest.fixture
-async def browser_instance() -> Any:
-    async with playwright_api.async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
 
 
 async def test_alarm_repeats_until_acknowledged_and_escalation_reaches_the_webhook(

@@ -11,14 +11,11 @@ Saves artifacts/dashboard.png. Skips when chromium or playwright is absent.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
+from browser_support import ARTIFACTS, browser_fixture  # noqa: F401  (the fixture is used by name)
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     JumpClock,
     broker_url_fixture,
@@ -29,23 +26,6 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
 
 from physio.dashboard.auth import Credentials, hash_secret
 from physio.dashboard.escalation import EscalationPolicy
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is not installed (pip install playwright)"
-)
 
 # Records, in the page, when each fall banner first appeared (epoch ms), so the
 # delay from the broker to the screen is measured on the page's own clock
@@ -63,16 +43,6 @@ OBSERVER_JS = """
   }).observe(document.body, {childList: true, subtree: true});
 }
 """
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
 
 
 async def test_physiotherapist_sees_tiles_falls_acks_and_escalations(

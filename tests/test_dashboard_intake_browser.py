@@ -7,42 +7,16 @@ them by reason, while the page shows no tile and no alert for them.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
+from browser_support import browser_fixture  # noqa: F401  (the fixture is used by name)
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     broker_url_fixture,
     event_json,
     running,
     state_json,
 )
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-]
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is not installed (pip install playwright)"
-)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
 
 
 async def test_the_footer_counts_dropped_messages_and_the_page_shows_none_of_them(

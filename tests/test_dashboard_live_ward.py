@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dashboard_browser import ARTIFACTS, browser  # noqa: F401  (fixture used by name)
+from browser_support import ARTIFACTS, browser_fixture  # noqa: F401  (the fixture is used by name)
 from test_dashboard_support import broker_url_fixture, running  # noqa: F401
 from ward import gateway_running
 
@@ -27,7 +27,7 @@ SPEED = 6.0
 # A live ward in real time plus a browser: with both cores busy it takes
 # minutes; the timeouts here only catch a hang.
 @pytest.mark.timeout(300)
-async def test_dashboard_shows_the_live_ward(broker_url: str, browser: Any) -> None:  # noqa: F811
+async def test_dashboard_shows_the_live_ward(broker_url: str, browser: Any) -> None:
     scenario = demo_scenario(3)
     config = demo_config(scenario)
     async with (

@@ -13,13 +13,13 @@ Skips when chromium or playwright is absent.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from browser_support import chromium
 from test_dashboard_support import (  # noqa: F401  (the fixture is used by name)
     broker_url_fixture,
     event_json,
@@ -27,14 +27,7 @@ from test_dashboard_support import (  # noqa: F401  (the fixture is used by name
     running,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
+REBINDING_ARGS = (
     "--host-resolver-rules=MAP evil.example 127.0.0.1",
     # Chromium's Private/Local Network Access would block the attacker's page
     # (loaded from "the internet") from fetching a loopback address. Firefox and
@@ -42,13 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-features=BlockInsecurePrivateNetworkRequests,"
     "PrivateNetworkAccessSendPreflights,PrivateNetworkAccessRespectPreflightResults,"
     "LocalNetworkAccessChecks",
-]
-
-if not os.path.exists(CHROMIUM):
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is not installed (pip install playwright)"
 )
+
 
 # What the attacker's page does once evil.example points at the dashboard:
 # read the patients, then resolve the fall the way the real page does.
@@ -74,12 +62,8 @@ async () => {
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        instance = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            await instance.close()
+    async with chromium(*REBINDING_ARGS) as instance:
+        yield instance
 
 
 async def test_a_rebinding_page_can_neither_read_patients_nor_resolve_a_fall(

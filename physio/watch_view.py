@@ -156,7 +156,7 @@ class WatchModel:
             return self._on_event(obj, inbound.at_s)
         if isinstance(obj, OpenFalls):
             self._admit(obj.patient_id, obj.gateway_id, fall=bool(obj.open))
-            return self._on_open_falls(obj)
+            return self._on_open_falls(obj, restored=inbound.retained)
         if isinstance(obj, EscalationMessage):
             return self._on_escalation(obj)
         if isinstance(obj, Ack):
@@ -247,12 +247,16 @@ class WatchModel:
             self.feed.remove(item)
             excess -= 1
 
-    def _on_open_falls(self, open_falls: OpenFalls) -> bool:
+    def _on_open_falls(self, open_falls: OpenFalls, *, restored: bool) -> bool:
+        """A patient's open falls. ``restored``: replayed from the broker's retained
+        store at subscription, so open before this view started; a list that
+        arrives live (the gateway just added a fall, often before the fall's own
+        event arrives) is news, not a restoration."""
         changed = False
         for event in open_falls.open:
             if event.event_id in self._seen:
                 continue
-            self._add(_FeedItem(event, restored=True))
+            self._add(_FeedItem(event, restored=restored))
             changed = True
         return changed
 

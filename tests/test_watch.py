@@ -282,15 +282,16 @@ async def test_status_prints_retained_gateway_status_and_metrics(broker: AnyBrok
     assert code == 1
 
 
-def open_falls_msg(patient: str, *falls: AlertEvent) -> Message:
-    """The gateway's retained ``.../alerts`` list of a patient's open falls."""
+def open_falls_msg(patient: str, *falls: AlertEvent, retain: bool = True) -> Message:
+    """The gateway's ``.../alerts`` list of a patient's open falls (retained: replayed
+    at subscription; not: published live while the view runs)."""
     body = {
         "patient_id": patient,
         "gateway_id": "ward-3",
         "time": "2026-11-24T08:20:00.000Z",
         "open": [json.loads(f.to_json()) for f in falls],
     }
-    return msg(f"{TOPICS.root}/patients/{patient}/alerts", json.dumps(body).encode(), retain=True)
+    return msg(f"{TOPICS.root}/patients/{patient}/alerts", json.dumps(body).encode(), retain)
 
 
 def test_falls_open_before_start_are_restored_and_ring_the_bell() -> None:
@@ -314,6 +315,18 @@ def test_falls_open_before_start_are_restored_and_ring_the_bell() -> None:
     assert not model.handle(open_falls_msg("p-8", old))
     assert not model.handle(msg(f"{TOPICS.root}/patients/p-8/alerts", b'{"open": 3}'))
     assert model.malformed == 2 and model.take_bells() == 0
+
+
+def test_a_fall_listed_live_before_its_event_is_news_not_restored() -> None:
+    # The gateway publishes the patient's open-falls list as it queues the fall
+    # event, so a running view may get the list first: that fall is new.
+    model = WatchModel(TOPICS)
+    fall = AlertEvent(EventType.FALL_DETECTED, "p-7", "ward-3", T0, flexion_deg=70.0)
+    assert model.handle(open_falls_msg("p-7", fall, retain=False))
+    assert not model.handle(event_msg(fall))  # the event itself: seen already
+    assert model.take_bells() == 1
+    feed = model.render().split("ALERTS")[1].splitlines()[1:]
+    assert "FALL DETECTED" in feed[0] and "RESTORED" not in feed[0]
 
 
 def test_open_falls_are_never_trimmed_from_the_feed() -> None:

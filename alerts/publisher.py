@@ -502,8 +502,14 @@ class AlertPublisher:
 
     def _warn_protocol_limits(self, client: MqttClient) -> None:
         """Say once, at the first connection, what MQTT 3.1.1 cannot do for us
-        (NATS and RabbitMQ speak only 3.1.1; so does the demo's amqtt)."""
-        logger.warning(
+        (NATS and RabbitMQ speak only 3.1.1; so does the demo's amqtt).
+
+        A warning when MQTT 5 was asked for and the broker fell back (the site
+        may not know); information when 3.1.1 was chosen (the demo's broker).
+        """
+        level = logging.WARNING if self._settings.protocol == "5" else logging.INFO
+        logger.log(
+            level,
             "MQTT broker at %s speaks MQTT %s, not 5: (1) slouch events carry no message "
             "expiry, so a subscriber away longer than %g s still receives them late (the "
             "outbox here still drops them after %g s); (2) the 'offline' Last Will has no "

@@ -6,7 +6,9 @@ go through one array operation per step (:mod:`posture.core`, the same code
 :class:`~posture.engine.PostureEngine` runs with ``D = 1``). Each device's
 results equal those of its own :class:`~posture.engine.PostureEngine` fed
 the same blocks (to rounding, ~1e-15; the tests hold them to 1e-9 and the
-events and activities exactly). The fall detector runs per device.
+events and activities exactly). The fall detector's per-sample stage runs
+across devices too; only devices with an impact that could be a fall, or a
+fall under way, take its per-device path (:mod:`posture.falls.stage`).
 
 A block is ``n`` samples of every device (a gateway tick: each wearable's
 latest packet). Time stamps are per device; a gap or clock reset of one
@@ -180,7 +182,6 @@ class BatchEngine:
             t.T,
             np.ascontiguousarray(acc.transpose(1, 2, 0)),
             None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
-            (t, acc, gyr),
             active,
         )
         return BatchBlock(

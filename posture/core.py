@@ -7,8 +7,9 @@ devices (one array per quantity, a column per device) and a block of samples
 of every device goes through one array operation per step: the gravity
 filter (:mod:`posture.orientation`), activity (:mod:`posture.activity`),
 calibration (:mod:`posture.capture`), angles, slouch
-(:mod:`posture.slouch`); the fall detector (:mod:`posture.falls`) runs per
-device.
+(:mod:`posture.slouch`) and the fall detector (:mod:`posture.falls`: its
+per-sample stage and impact screen across devices, the rest only for the
+devices with an impact that could be a fall, or a fall under way).
 
 Discontinuities: a step between consecutive samples of more than 2.5
 nominal intervals (lost packets) resets the gravity filter, the activity
@@ -34,10 +35,8 @@ from posture.calibration import Calibration, angles_tcd, face_tilt_deg
 from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
 from posture.devstate import restore, snapshot
-from posture.falls import FallDetector, FallFinding
-from posture.falls.feed import FallFeed
+from posture.falls import FallFinding, FallStage
 from posture.orientation import GravityFilter, GravityFilterParams
-from posture.rotation import dot_tcd
 from posture.slouch import SlouchDetector
 from posture.types import PostureEvent, PostureEventKind
 
@@ -96,15 +95,10 @@ class EngineCore:
         self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices)
         nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
         self.nominal_up = nominal / np.linalg.norm(nominal)
-        self.falls = [FallDetector(config.fall, fs) for _ in range(devices)]
-        for f in self.falls:
-            # Unmeasured: the fall detector then judges an impact whose trunk
-            # was far from it against the trunk's direction before the impact.
-            f.set_reference_up(self.nominal_up, calibrated=False)
-        self._feed = FallFeed(self.falls, fs)
-        # Findings of samples handed over between blocks (set_calibration);
-        # by the feed's rules there are none, but none would be lost either.
-        self._late: dict[int, list[FallFinding]] = {}
+        # Until calibrated, the nominal upright is unmeasured: the fall
+        # detector then judges an impact whose trunk was far from it against
+        # the trunk's direction before the impact.
+        self.falls = FallStage(config.fall, fs, devices, self.nominal_up)
         self.calibrations: list[Calibration | None] = [None] * devices
         self._matrix = np.zeros((3, 3, devices))
         self._calibrated = np.zeros(devices, dtype=bool)
@@ -123,11 +117,8 @@ class EngineCore:
     def set_calibration(self, device: int, calibration: Calibration) -> None:
         self.capture.restore(device, calibration)
         self._use(device, calibration)
-        # Held samples are judged against the reference they came with.
-        late = self._feed.flush(device)
-        if late:
-            self._late.setdefault(device, []).extend(late)
-        self.falls[device].set_reference_up(np.asarray(calibration.up_sensor), calibrated=True)
+        up = np.asarray(calibration.up_sensor, dtype=np.float64)
+        self.falls.set_reference_up(device, up / np.linalg.norm(up), calibrated=True)
 
     def _use(self, device: int, calibration: Calibration) -> None:
         """Angles use ``calibration`` from now on (the fall detector's
@@ -143,7 +134,6 @@ class EngineCore:
         t_s: FloatArray,
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
-        rows: tuple[FloatArray, FloatArray, FloatArray | None],
         active: BoolArray | None = None,
     ) -> CoreBlock:
         """Process one block of ``n >= 1`` samples of every device.
@@ -151,8 +141,6 @@ class EngineCore:
         Args:
             t_s: (n, D) sample times; acc_g: (n, 3, D) in g; gyr_dps: (n, 3, D)
                 in °/s or None. All finite; validated by the caller.
-            rows: the same samples device-major, ``(D, n)``, ``(D, n, 3)``,
-                ``(D, n, 3)`` or None, handed to the per-device fall detectors.
             active: (D,) devices whose block counts (None: all). The others'
                 state is left as it was and their outputs are empty (NaN
                 angles, UNKNOWN, no events); their samples must still be
@@ -161,7 +149,7 @@ class EngineCore:
         if active is not None and not active.all():
             idle = np.flatnonzero(~active)
             saved = snapshot(self, idle)
-            out = self._process(t_s, acc_g, gyr_dps, rows, active)
+            out = self._process(t_s, acc_g, gyr_dps, active)
             restore(self, idle, saved)
             out.flexion_deg[:, idle] = math.nan
             out.lateral_deg[:, idle] = math.nan
@@ -170,14 +158,13 @@ class EngineCore:
             for dev in idle.tolist():
                 out.events.pop(dev, None)
             return out
-        return self._process(t_s, acc_g, gyr_dps, rows, None)
+        return self._process(t_s, acc_g, gyr_dps, None)
 
     def _process(
         self,
         t_s: FloatArray,
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
-        rows: tuple[FloatArray, FloatArray, FloatArray | None],
         active: BoolArray | None,
     ) -> CoreBlock:
         n, d = t_s.shape
@@ -239,7 +226,7 @@ class EngineCore:
                 {"duration_s": tr.duration_s},
             )
             events.setdefault(dev, []).append((i, 1, event))
-        self._falls(rows, acc_g, up, captures, flexion, lateral, events, active)
+        self._falls(t_s, acc_g, gyr_dps, up, captures, flexion, lateral, events, active)
         self.last_t_s = t_s[-1].copy()
         self._last_angles = np.array((flexion[-1], lateral[-1]))
         ordered: dict[int, list[PostureEvent]] = {}
@@ -309,8 +296,9 @@ class EngineCore:
 
     def _falls(
         self,
-        rows: tuple[FloatArray, FloatArray, FloatArray | None],
+        t_s: FloatArray,
         acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
         up: FloatArray,
         captures: list[Capture],
         flexion: FloatArray,
@@ -318,61 +306,27 @@ class EngineCore:
         events: dict[int, list[Ordered]],
         active: BoolArray | None,
     ) -> None:
-        """Hand the block to the per-device fall detectors (through the feed)."""
-        t_rows, acc_rows, gyr_rows = rows
-        n = t_rows.shape[1]
-        feed = self._feed
-        feed.triggers(dot_tcd(acc_g, acc_g))
-        changes: dict[int, list[Capture]] = {}
-        for c in captures:
-            changes.setdefault(c.device, []).append(c)
-        skip = set() if active is None else set(np.flatnonzero(~active).tolist())
-        # Device-major copy: one cheap row per detector below. The inputs are
-        # copied once if any device holds its samples back (callers may
-        # reuse their buffers).
-        up_rows = np.ascontiguousarray(up.transpose(2, 0, 1))
-        copied = False
-        for dev in range(self.devices):
-            if dev in skip:
-                continue
-            gyr = None if gyr_rows is None else gyr_rows[dev]
-            found: list[FallFinding] = self._late.pop(dev, [])
-            if dev in changes:
-                start = 0
-                # The reference changes at each capture: split the call there.
-                for c in changes[dev]:
-                    if c.index > start:
-                        found += feed.call(
-                            dev,
-                            t_rows[dev, start : c.index],
-                            acc_rows[dev, start : c.index],
-                            None if gyr is None else gyr[start : c.index],
-                            up_rows[dev, start : c.index],
-                        )
-                    else:
-                        found += feed.flush(dev)
-                    up_ref = np.asarray(c.calibration.up_sensor)
-                    self.falls[dev].set_reference_up(up_ref, calibrated=True)
-                    start = c.index
-                found += feed.call(
-                    dev,
-                    t_rows[dev, start:n],
-                    acc_rows[dev, start:n],
-                    None if gyr is None else gyr[start:n],
-                    up_rows[dev, start:n],
-                )
-            elif feed.must_call(dev, n):
-                found += feed.call(dev, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
-            else:
-                if not copied:
-                    t_rows, acc_rows = t_rows.copy(), acc_rows.copy()
-                    gyr_rows = None if gyr_rows is None else gyr_rows.copy()
-                    copied = True
-                gyr = None if gyr_rows is None else gyr_rows[dev]
-                feed.hold(dev, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
-            for f in found:
+        """The block through the fall detector of the active devices; a
+        calibration captured in the block is its reference from that sample."""
+        if active is None:
+            cols = None
+            column = np.arange(self.devices)
+        else:
+            column = np.flatnonzero(active)
+            cols = column
+            t_s, acc_g, up = t_s[:, cols], acc_g[:, :, cols], up[:, :, cols]
+            gyr_dps = None if gyr_dps is None else gyr_dps[:, :, cols]
+        references: dict[int, list[tuple[int, FloatArray]]] = {}
+        for c in sorted(captures, key=lambda c: c.index):
+            j = int(np.searchsorted(column, c.device))
+            up_ref = np.asarray(c.calibration.up_sensor, dtype=np.float64)
+            references.setdefault(j, []).append((c.index, up_ref))
+        found = self.falls.process(t_s, acc_g, gyr_dps, up, cols, references)
+        for j, findings in found.items():
+            dev = int(column[j])
+            for f in findings:
                 events.setdefault(dev, []).append(
-                    self._fall_event(dev, f, t_rows[dev], flexion, lateral)
+                    self._fall_event(dev, f, t_s[:, j], flexion, lateral)
                 )
 
     def _count_breaks(self, dt: FloatArray, breaks: BoolArray, fresh: BoolArray) -> None:

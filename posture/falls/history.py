@@ -100,7 +100,13 @@ class FallState:
     def magnitudes(self, first: IntArray, count: int, devices: IntArray) -> FloatArray:
         """``|a|`` (count, k) of samples ``first + 0..count-1`` of ``devices``
         (float64; rows not yet written, or negative, hold stale values)."""
-        at = (first[None, :] + np.arange(count)[:, None]) % self.ring_rows
+        start = first % self.ring_rows
+        if start.size and (start == start[0]).all():
+            # The usual tick: every device at the same ring row (one gather of rows).
+            mag = self.rows[(start[0] + np.arange(count)) % self.ring_rows, _MAG]
+            out = mag if devices.size == self.seen.size else mag[:, devices]
+            return out.astype(np.float64)
+        at = (start[None, :] + np.arange(count)[:, None]) % self.ring_rows
         return self.rows[at, _MAG, devices[None, :]].astype(np.float64)
 
     def work_rows(self, device: int, first: int, last: int) -> FloatArray:

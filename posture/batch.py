@@ -195,14 +195,22 @@ class BatchEngine:
         """Capture device ``device``'s upright at its next still period (any pose, any spin).
 
         As :meth:`posture.engine.PostureEngine.request_calibration`.
+
+        Raises:
+            IndexError: ``device`` is not in use.
         """
+        self._check_device(device)
         self._core.request_calibration(device)
 
     def set_calibration(self, device: int, calibration: Calibration) -> None:
         """Use a stored calibration for device ``device`` from now on.
 
         As :meth:`posture.engine.PostureEngine.set_calibration`.
+
+        Raises:
+            IndexError: ``device`` is not in use.
         """
+        self._check_device(device)
         self._core.set_calibration(device, calibration)
 
     def stats(self, device: int) -> EngineStats:

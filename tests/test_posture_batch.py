@@ -423,8 +423,14 @@ def test_bad_device_lists_are_refused(devices: object, message: str) -> None:
     t, acc, gyr = (x[:2, :10] for x in WARD)
     with pytest.raises(ValueError, match=message):
         batch.process(t, acc, gyr, devices=devices)  # type: ignore[arg-type]
-    with pytest.raises(IndexError):
-        batch.reset_device(3)
+    for call in (
+        lambda: batch.reset_device(3),
+        lambda: batch.request_calibration(3),
+        lambda: batch.set_slouch_settings(-1, SlouchSettings()),
+        lambda: batch.stats(3),
+    ):
+        with pytest.raises(IndexError):
+            call()
     assert batch.stats(0).blocks == 0
 
 

@@ -13,6 +13,7 @@ devices added, snapshots).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,7 @@ def ward(
         accs.append(block.acc_g)
         gyrs.append(block.gyr_dps)
     n = min(t.shape[0] for t in ts)
-    gyr = None if gyrs[0] is None else np.stack([g[:n] for g in gyrs])
+    gyr = None if gyrs[0] is None else np.stack([g[:n] for g in gyrs if g is not None])
     return np.stack([t[:n] for t in ts]), np.stack([a[:n] for a in accs]), gyr
 
 
@@ -92,7 +93,7 @@ def random_blocks(n: int, seed: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-def fall_events(events: list[PostureEvent]) -> list[tuple[str, float, dict[str, float]]]:
+def fall_events(events: list[PostureEvent]) -> list[tuple[str, float, Mapping[str, float]]]:
     return [(e.kind.value, e.t_s, e.details) for e in events if e.kind in FALL_KINDS]
 
 
@@ -123,7 +124,7 @@ def test_many_wearables_get_the_fall_events_of_their_own_engine(model: str) -> N
     assert kinds.count("fall_detected") >= 6 and kinds.count("fall_cancelled") >= 2
 
 
-def stage_inputs(model: str) -> tuple[np.ndarray, ...]:
+def stage_inputs(model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """The ward in the stage's (n, 3, D) layout, with each device's up estimate."""
     t, acc, gyr = WARDS[model]
     ups = [estimate_up(acc[d], None if gyr is None else gyr[d], FS) for d in range(t.shape[0])]
@@ -195,10 +196,10 @@ def test_subsets_added_devices_and_snapshots_follow_the_state_protocol() -> None
         det = FallDetector(FallSettings(), FS)
         det.set_reference_up([0.0, 1.0, 0.0], calibrated=False)
         for a in range(0, n, 10):
-            found = det.process(
+            mine = det.process(
                 t[a : a + 10, d], acc[a : a + 10, :, d], gyr[a : a + 10, :, d], up[a : a + 10, :, d]
             )
-            collect(want, {0: found}, np.array([d]))
+            collect(want, {0: mine}, np.array([d]))
     # The batched stage: starts with half the devices, the rest join later
     # (grow); each tick only some devices have samples (take, process, put);
     # one tick is run on a snapshot first and thrown away (copy).

@@ -103,7 +103,11 @@ class FallState:
         start = first % self.ring_rows
         if start.size and (start == start[0]).all():
             # The usual tick: every device at the same ring row (one gather of rows).
-            mag = self.rows[(start[0] + np.arange(count)) % self.ring_rows, _MAG]
+            s0 = int(start[0])
+            if s0 + count <= self.ring_rows:
+                mag = self.rows[s0 : s0 + count, _MAG]
+            else:
+                mag = self.rows[(s0 + np.arange(count)) % self.ring_rows, _MAG]
             out = mag if devices.size == self.seen.size else mag[:, devices]
             return out.astype(np.float64)
         at = (start[None, :] + np.arange(count)[:, None]) % self.ring_rows
@@ -141,16 +145,16 @@ def derive_rows(
     n, _, k = acc_g.shape
     out = np.empty((n, len(COLUMNS), k), dtype=np.float32)
     out[:, 0:3] = acc_g
-    ax, ay, az = acc_g[:, 0], acc_g[:, 1], acc_g[:, 2]
-    out[:, _MAG] = np.sqrt(ax * ax + ay * ay + az * az)
-    ux, uy, uz = up_sensor[:, 0], up_sensor[:, 1], up_sensor[:, 2]
+    sq = acc_g * acc_g
+    out[:, _MAG] = np.sqrt(sq[:, 0] + sq[:, 1] + sq[:, 2])
+    sq = up_sensor * up_sensor
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, 4:7] = up_sensor / np.sqrt(ux * ux + uy * uy + uz * uz)[:, None]
-    if gyr_dps is None:
-        out[:, _CLIP] = 0.0
-    else:
-        prev = np.concatenate((prev_gyr_dps[None], gyr_dps[:-1]))
-        # A saturated axis reads the same full-scale value sample after sample.
-        stuck = (np.abs(gyr_dps) >= gyro_clip_min_dps) & (gyr_dps == prev)
-        out[:, _CLIP] = stuck.any(axis=1)
+        out[:, 4:7] = up_sensor / np.sqrt(sq[:, 0] + sq[:, 1] + sq[:, 2])[:, None]
+    out[:, _CLIP] = 0.0
+    if gyr_dps is not None:
+        high = np.abs(gyr_dps) >= gyro_clip_min_dps
+        if high.any():
+            prev = np.concatenate((prev_gyr_dps[None], gyr_dps[:-1]))
+            # A saturated axis reads the same full-scale value sample after sample.
+            out[:, _CLIP] = (high & (gyr_dps == prev)).any(axis=1)
     return out

@@ -72,30 +72,38 @@ class PeakScreen:
                 passes on any peak).
             peak_row: (k,) each device's first row not yet checked for a peak.
         """
-        valid_from = np.maximum(first_row, peak_row)
         s, o = self._o.settings, self._o
         k, back = self.merge, self.back
         n = mag.shape[0] - back - k
-        rows = np.arange(back, back + n)
-        cand = mag[back : back + n]
-        trig = (cand >= s.trigger_acc_g) & (rows[:, None] >= valid_from[None, :])
+        trig = mag[back : back + n] >= s.trigger_acc_g
+        valid_from = np.maximum(first_row, peak_row)
+        if int(valid_from.max(initial=0)) > back:  # some rows were looked at, or are none
+            trig &= np.arange(back, back + n)[:, None] >= valid_from[None, :]
         passed = np.zeros(mag.shape[1], dtype=bool)
         cols = np.flatnonzero(trig.any(axis=0))
         if not cols.size:
             return passed
         sub = mag[:, cols]
-        old = np.arange(mag.shape[0])[:, None] < first_row[None, cols]
-        # Rows before a stream's first sample are no neighbours.
-        left = rolling_max(np.where(old, -np.inf, sub)[back - k : back + n - 1], k)
-        right = rolling_max(sub[back + 1 : back + n + k], k)
+        lead = sub[back - k : back + n - 1]
+        if int(first_row.max(initial=0)) > 0:
+            # Rows before a stream's first sample are no neighbours.
+            old = np.arange(back - k, back + n - 1)[:, None] < first_row[None, cols]
+            lead = np.where(old, -np.inf, lead)
         c = sub[back : back + n]
-        peak = trig[:, cols] & (left < c) & (right <= c)
+        peak = trig[:, cols] & (rolling_max(lead, k) < c)
+        peak &= rolling_max(sub[back + 1 : back + n + k], k) <= c
         j, col = np.nonzero(peak)
         if not j.size:
             return passed
-        young = (first_row[cols] > 0)[col]
+        young = first_row[cols[col]] > 0
         i = back + j  # rows of the peaks in ``sub``
+        lo = 1.0 - _MARGIN
         impulse = self._impulse(sub, i, col, o.n_imp)
+        # Most walking steps end here, on their impulse.
+        keep = (impulse >= s.min_impulse_gs * lo) | young
+        if not keep.any():
+            return passed
+        i, col, impulse, young = i[keep], col[keep], impulse[keep], young[keep]
         lp = self._smoothed_peaks(sub, i, col)
         features = {"log_impulse_gs": np.log(np.maximum(impulse, 1e-300)), "peak_lp_acc_g": lp}
         names = self._model.feature_names
@@ -106,7 +114,6 @@ class PeakScreen:
             before = sub[i[:, None] - o.n_before + np.arange(o.n_before), col[:, None]]
             features["min_acc_before_g"] = before.min(axis=1)
         strong = self._probability(features) >= self._p_min - _MARGIN
-        lo = 1.0 - _MARGIN
         soft = (lp >= s.soft_min_peak_lp_g * lo) & (impulse >= s.soft_min_impulse_gs * lo)
         hard = impulse >= s.unmoving_impulse_gs * lo
         ok = (impulse >= s.min_impulse_gs * lo) & (strong | hard | soft)

@@ -148,6 +148,8 @@ class FallStage:
         """
         st = self.state
         cols = np.arange(st.seen.size) if devices is None else np.asarray(devices)
+        # All devices: slices, not gathers (one wearable's engine calls this every packet).
+        sel: slice | IntArray = slice(None) if devices is None else cols
         n = t_s.shape[0]
         found: dict[int, list[FallFinding]] = {}
         for a in range(0, n, self.chunk):
@@ -156,19 +158,20 @@ class FallStage:
                 acc_g[a:b],
                 up_sensor[a:b],
                 None if gyr_dps is None else gyr_dps[a:b],
-                st.prev_gyr_dps[:, cols],
+                st.prev_gyr_dps[:, sel],
                 self.settings.gyro_clip_min_dps,
             )
             if gyr_dps is not None:
-                st.prev_gyr_dps[:, cols] = gyr_dps[b - 1]
-            first = st.seen[cols].copy()
+                st.prev_gyr_dps[:, sel] = gyr_dps[b - 1]
+            first = st.seen[sel].copy()
             st.write(rows, t_s[a:b], cols)
-            self._chunk(cols, first, a, b, references or {}, found)
+            self._chunk(cols, sel, first, a, b, references or {}, found)
         return found
 
     def _chunk(
         self,
         cols: IntArray,
+        sel: slice | IntArray,
         first: IntArray,
         a: int,
         b: int,
@@ -182,8 +185,8 @@ class FallStage:
         if self._everyone:
             need = np.ones(cols.size, dtype=bool)
         else:
-            need = _held(st.pending[cols]) | _held(st.fallen[cols])
-            need |= self._screened(cols, first, n)
+            need = _held(st.pending[sel]) | _held(st.fallen[sel])
+            need |= self._screened(cols, sel, first, n)
         for j in references:
             if any(a <= i < b for i, _ in references[j]):
                 need[j] = True
@@ -200,7 +203,9 @@ class FallStage:
         moved = last - k >= st.peak_next[rest]
         st.peak_next[rest[moved]] = last[moved] - k + 1
 
-    def _screened(self, cols: IntArray, first: IntArray, n: int) -> BoolArray:
+    def _screened(
+        self, cols: IntArray, sel: slice | IntArray, first: IntArray, n: int
+    ) -> BoolArray:
         """(k,) devices with a completed peak in the piece that could open a candidate."""
         st, k, back = self.state, self._merge, self._screen.back
         # Rows: the look-back of the earliest possible peak (k before the
@@ -208,7 +213,7 @@ class FallStage:
         start = first - k - back
         mag = st.magnitudes(start, back + n + k, cols)
         first_row = np.maximum(-start, 0)
-        peak_row = st.peak_next[cols] - start
+        peak_row = st.peak_next[sel] - start
         return self._screen.screen(mag, first_row, peak_row)
 
     def _device(

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
+from posture.kernels import Kernel, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import (
     cumulative_product,
@@ -168,11 +169,19 @@ class GravityBlock:
 
 
 class GravityFilter:
-    """Streaming up-direction estimate of ``devices`` wearables (module docstring)."""
+    """Streaming up-direction estimate of ``devices`` wearables (module docstring).
 
-    def __init__(self, params: GravityFilterParams, devices: int = 1) -> None:
+    ``kernel`` picks the implementation (:func:`posture.kernels.selected_kernel`:
+    ``$POSTURE_KERNEL``, else the compiled kernel where numba imports); the
+    NumPy code below is the reference the compiled one is tested against.
+    """
+
+    def __init__(
+        self, params: GravityFilterParams, devices: int = 1, kernel: Kernel | str | None = None
+    ) -> None:
         self.params = params
         self.devices = devices
+        self.kernel = selected_kernel(kernel)
         fs = params.sample_rate_hz
         self._lp_inertial = SosFilter(_butter_lowpass_tau(params.tau_acc_s, fs), 3 * devices)
         # Rest detection filters acc (and gyro) side by side: 3 or 6 signals.
@@ -194,6 +203,9 @@ class GravityFilter:
         self._rest_acc2 = params.rest_acc_g**2
         self._rest_thresholds = np.array([self._rest_acc2, self._rest_gyr2])
         self.state = GravityState(devices)
+        if self.kernel is Kernel.COMPILED:
+            self._coefficients = _KernelCoefficients.of(self)
+            self._scratch_rows: tuple[FloatArray, ...] = ()
 
     def reset(self, devices: IntArray | None = None) -> None:
         """Forget the orientation (after a gap) of ``devices`` (all if None); keep the bias."""
@@ -214,6 +226,8 @@ class GravityFilter:
         Raises:
             ValueError: gyroscope data presence does not match ``has_gyro``.
         """
+        if self.kernel is Kernel.COMPILED:
+            return self._process_compiled(acc_g, gyr_dps, dt_s)
         n = acc_g.shape[0]
         st = self.state
         if self.devices == 1 and st.count[0] > 0:
@@ -241,6 +255,85 @@ class GravityFilter:
         return GravityBlock(
             up_sensor=up, settled=settled, rest=rest, acc_lp_g=lp[:, :3], acc_dev2_g2=dev2
         )
+
+    # -- the compiled kernel (posture.kernels.gravity) --------------------------
+
+    def _process_compiled(
+        self, acc_g: FloatArray, gyr_dps: FloatArray | None, dt_s: FloatArray
+    ) -> GravityBlock:
+        """:meth:`process` by the compiled kernel: the same filter, one pass per sample."""
+        from posture.kernels import gravity as kernels
+
+        if self.params.has_gyro and gyr_dps is None:
+            raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
+        n, _, d = acc_g.shape
+        st, co = self.state, self._coefficients
+        out = GravityBlock(
+            up_sensor=np.empty((n, 3, d)),
+            settled=np.empty((n, d), dtype=bool),
+            rest=np.empty((n, d), dtype=bool),
+            acc_lp_g=np.empty((n, 3, d)),
+            acc_dev2_g2=np.empty((n, d)),
+        )
+        acc = _c_array(acc_g)
+        for name in ("count", "quat_si", "gyr_prev_rps", "init_sum", "quiet_run", "bias_rps"):
+            setattr(st, name, _c_array(getattr(st, name)))
+        # Rows of D values; as a tuple of separate row arrays (one kernel
+        # argument each) past a few devices, where the device loop vectorises.
+        as_rows = d >= _ROWS_MIN_DEVICES
+        rows = _rows if as_rows else _matrix
+        rest_lp = rows(_filter_state(self._lp_rest), d)
+        if self.params.has_gyro and gyr_dps is not None:
+            kernels.gravity_gyro(
+                acc,
+                _distinct(_c_array(gyr_dps), acc),
+                _distinct(_c_array(dt_s), acc),
+                out.up_sensor,
+                out.settled,
+                out.rest,
+                out.acc_lp_g,
+                out.acc_dev2_g2,
+                st.count,
+                st.quiet_run,
+                rows(st.quat_si, d),
+                rows(st.gyr_prev_rps, d),
+                rows(st.init_sum, d),
+                rows(st.bias_rps, d),
+                rest_lp,
+                rows(_filter_state(self._lp_inertial), d),
+                self._scratch(d, as_rows),
+                co.rest_sos,
+                co.main_sos,
+                co.thresholds,
+                co.samples,
+                self.params.gyr_delay_s,
+                1.0 / self.params.sample_rate_hz,
+            )
+        else:
+            kernels.gravity_acc_only(
+                acc,
+                out.up_sensor,
+                out.settled,
+                out.rest,
+                out.acc_lp_g,
+                out.acc_dev2_g2,
+                st.count,
+                st.quiet_run,
+                rest_lp,
+                rows(_filter_state(self._lp_acc_only), d),
+                co.rest_sos,
+                co.main_sos,
+                co.thresholds,
+                co.samples,
+            )
+        return out
+
+    def _scratch(self, devices: int, as_rows: bool) -> FloatArray | tuple[FloatArray, ...]:
+        """The gyroscope kernel's workspace: 5 rows of ``devices`` values, each its own
+        allocation (kept between calls)."""
+        if len(self._scratch_rows) != 5 or self._scratch_rows[0].size != devices:
+            self._scratch_rows = tuple(np.empty(devices) for _ in range(5))
+        return self._scratch_rows if as_rows else np.empty((5, devices))
 
     # -- one device: row layout, few array operations --------------------------
 
@@ -438,6 +531,72 @@ class GravityFilter:
         norm = np.sqrt(np.add.reduce(lp * lp, axis=1))
         lp /= np.maximum(norm, 1e-300)[:, None]
         return lp
+
+
+def _c_array(a: FloatArray) -> FloatArray:
+    """``a`` itself when C-contiguous float64/int64/bool (the layouts the kernel is
+    compiled for), else a C-contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _filter_state(f: SosFilter) -> FloatArray:
+    """``f``'s state (2, signals x D), C-contiguous, for the kernel to update in place."""
+    if f.state.shape[0] != 2:
+        raise ValueError(f"the compiled kernel runs one biquad; this filter has {f.state.shape}")
+    f.state = _c_array(f.state)
+    return f.state
+
+
+# From this many devices the kernels get their state as separate row arrays
+# (the device loop then vectorises; see posture.kernels.jit); below, as one
+# (k, D) array per quantity, which numba's dispatcher takes faster.
+_ROWS_MIN_DEVICES = 8
+
+
+def _matrix(state: FloatArray, devices: int) -> FloatArray:
+    """``state`` (..., D) as a (k, D) view."""
+    return state.reshape(-1, devices)
+
+
+def _rows(state: FloatArray, devices: int) -> tuple[FloatArray, ...]:
+    """``state`` (..., D) as a tuple of its k rows (views) of D values."""
+    return tuple(state.reshape(-1, devices))
+
+
+def _distinct(a: FloatArray, other: FloatArray) -> FloatArray:
+    """``a``, or a copy where it overlaps ``other`` (the kernels' arguments never
+    overlap: posture.kernels.jit)."""
+    return a.copy() if np.may_share_memory(a, other) else a
+
+
+@dataclass(frozen=True)
+class _KernelCoefficients:
+    """What the compiled kernel takes besides data and state: each biquad as
+    ``(b0, b1, b2, a1, a2, zi0, zi1)`` (``zi`` its unit-step steady state),
+    the rest thresholds and the sample counts (rest, start-up mean, settle)."""
+
+    rest_sos: FloatArray
+    main_sos: FloatArray
+    thresholds: FloatArray
+    samples: IntArray
+
+    @staticmethod
+    def of(f: GravityFilter) -> _KernelCoefficients:
+        main = f._lp_inertial if f.params.has_gyro else f._lp_acc_only
+        return _KernelCoefficients(
+            rest_sos=_biquad_coefficients(f._lp_rest.sos),
+            main_sos=_biquad_coefficients(main.sos),
+            thresholds=np.array([f._rest_acc2, f._rest_gyr2, f._bias_clip2]),
+            samples=np.array([f._rest_samples, f._init_samples, f._settle_samples], dtype=np.int64),
+        )
+
+
+def _biquad_coefficients(sos: FloatArray) -> FloatArray:
+    if sos.shape != (1, 6) or sos[0, 3] != 1.0:
+        raise ValueError(f"the compiled kernel runs one normalised biquad, got sos {sos!r}")
+    zi = signal.sosfilt_zi(sos).reshape(-1)
+    b0, b1, b2, _, a1, a2 = sos[0]
+    return np.array([b0, b1, b2, a1, a2, zi[0], zi[1]])
 
 
 def estimate_up(

@@ -3,6 +3,9 @@ with the NumPy reference (POSTURE_KERNEL=numpy), batched and single."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 from test_posture_batch import CONFIG, WARD, assert_same, assert_same_calibration, blocks
 
@@ -11,12 +14,14 @@ from posture import PostureEngine, PostureEventKind
 from posture.batch import BatchEngine
 from posture.kernels import KERNEL_ENV, Kernel
 
+T = TypeVar("T")
+
 pytestmark = pytest.mark.skipif(
     not kernels.compiled_available(), reason="numba does not import here"
 )
 
 
-def engines(monkeypatch: pytest.MonkeyPatch, kernel: Kernel, make):  # type: ignore[no-untyped-def]
+def engines(monkeypatch: pytest.MonkeyPatch, kernel: Kernel, make: Callable[[], T]) -> T:
     """``make()`` built with ``$POSTURE_KERNEL`` set to ``kernel`` (read at construction)."""
     with monkeypatch.context() as m:
         m.setenv(KERNEL_ENV, kernel.value)

@@ -234,7 +234,7 @@ class GravityFilter:
         self.state = self.fresh_state(devices)
         if self.kernel is Kernel.COMPILED:
             self._coefficients = _KernelCoefficients.of(self)
-            self._scratch_rows: tuple[FloatArray, ...] = ()
+            self._scratch_rows = np.empty((5, 0))
 
     def fresh_state(self, devices: int) -> GravityState:
         """The state of ``devices`` wearables never seen."""
@@ -318,16 +318,12 @@ class GravityFilter:
         acc = _c_array(acc_g)
         for name in _STATE_FIELDS:
             setattr(st, name, _c_array(getattr(st, name)))
-        # Rows of D values; as a tuple of separate row arrays (one kernel
-        # argument each) past a few devices, where the device loop vectorises.
-        as_rows = d >= _ROWS_MIN_DEVICES
-        rows = _rows if as_rows else _matrix
-        rest_lp = rows(st.lp_rest, d)
+        rest_lp = _rows(st.lp_rest, d)
         if self.params.has_gyro and gyr_dps is not None:
             kernels.gravity_gyro(
                 acc,
-                _distinct(_c_array(gyr_dps), acc),
-                _distinct(_c_array(dt_s), acc),
+                _c_array(gyr_dps),
+                _c_array(dt_s),
                 out.up_sensor,
                 out.settled,
                 out.rest,
@@ -335,13 +331,13 @@ class GravityFilter:
                 out.acc_dev2_g2,
                 st.count,
                 st.quiet_run,
-                rows(st.quat_si, d),
-                rows(st.gyr_prev_rps, d),
-                rows(st.init_sum, d),
-                rows(st.bias_rps, d),
+                _rows(st.quat_si, d),
+                _rows(st.gyr_prev_rps, d),
+                _rows(st.init_sum, d),
+                _rows(st.bias_rps, d),
                 rest_lp,
-                rows(st.lp_inertial, d),
-                self._scratch(d, as_rows),
+                _rows(st.lp_inertial, d),
+                self._scratch(d),
                 co.rest_sos,
                 co.main_sos,
                 co.thresholds,
@@ -360,7 +356,7 @@ class GravityFilter:
                 st.count,
                 st.quiet_run,
                 rest_lp,
-                rows(st.lp_acc_only, d),
+                _rows(st.lp_acc_only, d),
                 co.rest_sos,
                 co.main_sos,
                 co.thresholds,
@@ -368,12 +364,12 @@ class GravityFilter:
             )
         return out
 
-    def _scratch(self, devices: int, as_rows: bool) -> FloatArray | tuple[FloatArray, ...]:
-        """The gyroscope kernel's workspace: 5 rows of ``devices`` values, each its own
-        allocation (kept between calls)."""
-        if len(self._scratch_rows) != 5 or self._scratch_rows[0].size != devices:
-            self._scratch_rows = tuple(np.empty(devices) for _ in range(5))
-        return self._scratch_rows if as_rows else np.empty((5, devices))
+    def _scratch(self, devices: int) -> FloatArray:
+        """The gyroscope kernel's workspace, 5 rows of ``devices`` values (kept
+        between calls; not state: nothing in it outlives a sample)."""
+        if self._scratch_rows.shape[1] != devices:
+            self._scratch_rows = np.empty((5, devices))
+        return self._scratch_rows
 
     # -- one device: row layout, few array operations --------------------------
 
@@ -607,26 +603,9 @@ _STATE_FIELDS = (
 )
 
 
-# From this many devices the kernels get their state as separate row arrays
-# (the device loop then vectorises; see posture.kernels.jit); below, as one
-# (k, D) array per quantity, which numba's dispatcher takes faster.
-_ROWS_MIN_DEVICES = 8
-
-
-def _matrix(state: FloatArray, devices: int) -> FloatArray:
-    """``state`` (..., D) as a (k, D) view."""
+def _rows(state: FloatArray, devices: int) -> FloatArray:
+    """``state`` (..., D) as the (k, D) view of rows the kernels take."""
     return state.reshape(-1, devices)
-
-
-def _rows(state: FloatArray, devices: int) -> tuple[FloatArray, ...]:
-    """``state`` (..., D) as a tuple of its k rows (views) of D values."""
-    return tuple(state.reshape(-1, devices))
-
-
-def _distinct(a: FloatArray, other: FloatArray) -> FloatArray:
-    """``a``, or a copy where it overlaps ``other`` (the kernels' arguments never
-    overlap: posture.kernels.jit)."""
-    return a.copy() if np.may_share_memory(a, other) else a
 
 
 @dataclass(frozen=True)

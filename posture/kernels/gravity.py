@@ -27,7 +27,8 @@ the next.
 
 Compiled with ``cache=True`` (on disk, reused by later processes) and
 ``nogil=True`` (the gateway may run the engine on a worker thread beside its
-event loop).
+event loop); :mod:`posture.kernels.jit` says what the compiler made of the
+device loops.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ __all__ = ["gravity_acc_only", "gravity_gyro"]
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]
-# State as rows of D values: a (k, D) array or a tuple of k (D,) arrays.
+# State as rows of D values: a (k, D) array (a tuple of k (D,) arrays works too).
 Rows = FloatArray | tuple[FloatArray, ...]
 
 _DEG = math.pi / 180.0
@@ -124,8 +125,7 @@ def gravity_gyro(
     Inputs: ``acc_g``, ``gyr_dps`` (n, 3, D); ``dt_s`` (n, D). Outputs, filled:
     ``up_out``, ``acc_lp_out`` (n, 3, D); ``settled_out``, ``rest_out``,
     ``acc_dev2_out`` (n, D). State, updated: ``count``, ``quiet_run`` (D,);
-    and as rows of D values (a (k, D) array, or a tuple of k (D,) arrays,
-    which the compiler can prove distinct and so vectorise across devices):
+    and as rows of D values (a (k, D) array):
     ``quat_si`` (4), ``gyr_prev_rps``, ``init_sum``, ``bias_rps`` (3),
     ``rest_lp`` (12: the two state values of acc x, y, z, gyr x, y, z),
     ``inertial_lp`` (6), and ``scratch`` (5) for the kernel's own use.
@@ -165,8 +165,9 @@ def gravity_gyro(
         scratch[4],
     )
     for i in range(n):
-        # Pass 1 (no branches, no calls: vectorisable across devices): rest
-        # detector, bias, rate, rotation vector and its cos / sinc series.
+        # Pass 1, written without branches or calls (a vectoriser's form; LLVM
+        # keeps it scalar: posture.kernels.jit): rest detector, bias, rate,
+        # rotation vector and its cos / sinc series.
         large = False
         for d in range(d_count):
             a0 = acc_g[i, 0, d]
@@ -247,8 +248,8 @@ def gravity_gyro(
                     half = math.sqrt(half2)
                     cos_row[d] = math.cos(half)
                     sinc_row[d] = math.sin(half) / half
-        # Pass 2 (vectorisable too): the running quaternion, the inertial
-        # low-pass, the up direction.
+        # Pass 2, likewise: the running quaternion, the inertial low-pass,
+        # the up direction.
         for d in range(d_count):
             since_reset = count[d] + i
             first = since_reset == 0

@@ -1,14 +1,16 @@
-"""How the engine's kernels are compiled: numba, cached on disk, without the GIL,
-with array arguments that never overlap.
+"""How the engine's kernels are compiled: numba, cached on disk, without the GIL.
 
-``distinct_arrays`` marks every pointer argument of a kernel ``noalias`` (the
-flag numba itself sets for the loops of ``parallel=True`` when it has proved
-their arrays distinct). Without it LLVM must assume that any output or state
-array may overlap any other, and a loop over devices that touches some twenty
-arrays needs more run-time overlap checks than LLVM's loop vectoriser allows
-("too many memory checks needed"), so it stays scalar. The callers keep the
-promise: every array a kernel writes is its own allocation or a row of one,
-and no written array shares memory with another argument.
+Measured on the gravity kernel (numba 0.68, LLVM 20; README and
+docs/architecture.md): LLVM does not vectorise its device loops as numba
+hands them over. numba marks no array argument ``noalias``, so every store
+may overlap every load and the loop over some twenty arrays needs more run-time
+overlap checks than LLVM's vectoriser allows ("too many memory checks
+needed"). Forcing numba's internal ``noalias`` flag (the one it sets for
+``parallel=True`` loops) and passing each state row as its own argument got
+the loops vectorised (zmm with AVX-512, ymm with AVX2 for one of the two
+passes) but no faster: the loops keep one pointer per state row live, about
+forty, which spill to the stack, and that, not the arithmetic, sets the
+time. So the kernels stay on numba's default pipeline.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
-from numba.core import compiler
 
 __all__ = ["KERNEL_OPTIONS", "helper", "kernel"]
 
 KERNEL_OPTIONS: dict[str, Any] = {
+    # Machine code kept on disk (next to the package, or numba's user cache
+    # directory when that is read-only; NUMBA_CACHE_DIR overrides): a
+    # gateway compiles once, not at every start.
     "cache": True,
+    # The gateway may run the engine on a worker thread beside its event loop.
     "nogil": True,
-    # Fast-math would let LLVM reassociate and contract (FMA): faster, but the
-    # results would depend on the build and no longer follow the reference's
-    # order of operations.
+    # Fast-math would let LLVM reassociate and contract (FMA): the results
+    # would depend on the build and no longer follow the reference's order of
+    # operations.
     "fastmath": False,
     # Division by zero gives inf/NaN as in NumPy instead of raising (and
     # keeps the check out of the loops).
@@ -34,28 +39,11 @@ KERNEL_OPTIONS: dict[str, Any] = {
 }
 
 
-class _DistinctArraysCompiler(compiler.Compiler):
-    """numba's default pipeline with ``noalias`` on the pointer arguments."""
-
-    def __init__(
-        self,
-        typingctx: Any,
-        targetctx: Any,
-        library: Any,
-        args: Any,
-        return_type: Any,
-        flags: Any,
-        locals: Any,
-    ) -> None:
-        flags.noalias = True
-        super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
-
-
 def kernel(fn: Callable[..., None]) -> Any:
-    """Compile ``fn`` as an engine kernel (module docstring)."""
-    return numba.njit(pipeline_class=_DistinctArraysCompiler, **KERNEL_OPTIONS)(fn)
+    """Compile ``fn`` as an engine kernel."""
+    return numba.njit(**KERNEL_OPTIONS)(fn)
 
 
 def helper(fn: Callable[..., Any]) -> Any:
-    """Compile ``fn`` as a helper inlined into the kernels that call it."""
+    """Compile ``fn`` as a helper inlined (in numba's IR) into the kernels that call it."""
     return numba.njit(inline="always", **KERNEL_OPTIONS)(fn)

@@ -52,8 +52,10 @@ def numba_version() -> str | None:
         return None
     try:
         import numba
+
+        import posture.kernels.gravity  # noqa: F401 - its kernels are declared at import
     except Exception as exc:  # an import-time failure of numba or llvmlite: run NumPy
-        _log.warning("numba does not import (%s): the posture engine runs its NumPy kernels", exc)
+        _log.warning("the compiled kernels do not load (%s): the engine runs NumPy", exc)
         return None
     return str(numba.__version__)
 

@@ -15,10 +15,13 @@ time. So the kernels stay on numba's default pipeline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import numba
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["KERNEL_OPTIONS", "helper", "kernel"]
 
@@ -39,11 +42,19 @@ KERNEL_OPTIONS: dict[str, Any] = {
 }
 
 
+def _jit(fn: Callable[..., Any], **extra: Any) -> Any:
+    try:
+        return numba.njit(**KERNEL_OPTIONS, **extra)(fn)
+    except RuntimeError as exc:  # numba found no writable cache directory
+        _log.warning("%s; compiling %s at every start instead", exc, fn.__name__)
+        return numba.njit(**{**KERNEL_OPTIONS, "cache": False}, **extra)(fn)
+
+
 def kernel(fn: Callable[..., None]) -> Any:
     """Compile ``fn`` as an engine kernel."""
-    return numba.njit(**KERNEL_OPTIONS)(fn)
+    return _jit(fn)
 
 
 def helper(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` as a helper inlined (in numba's IR) into the kernels that call it."""
-    return numba.njit(inline="always", **KERNEL_OPTIONS)(fn)
+    return _jit(fn, inline="always")

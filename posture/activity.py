@@ -112,7 +112,7 @@ class GaitBlock:
     settled: BoolArray
 
 
-@dataclass
+@dataclass(slots=True)
 class ActivityState:
     """What :class:`ActivityClassifier` carries between blocks, one column per
     device (:mod:`posture.state`).

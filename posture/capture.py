@@ -68,7 +68,7 @@ class Capture:
     refined: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class CaptureState:
     """What :class:`CalibrationCapture` carries between blocks, one column per
     device (:mod:`posture.state`).

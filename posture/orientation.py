@@ -118,7 +118,7 @@ def _butter_lowpass_tau(tau_s: float, sample_rate_hz: float) -> FloatArray:
     return np.asarray(signal.butter(2, cutoff_hz, fs=sample_rate_hz, output="sos"))
 
 
-@dataclass
+@dataclass(slots=True)
 class GravityState:
     """What :class:`GravityFilter` carries between blocks, one column per device
     (:mod:`posture.state`).

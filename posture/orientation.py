@@ -16,9 +16,10 @@ Two paths, chosen by whether the wearable has a gyroscope:
 * Accelerometer only: the accelerometer is low-pass filtered in the sensor
   frame (second-order Butterworth, ``acc_only_cutoff_hz``).
 
-Every LTI part is a :class:`~posture.lti.SosFilter` with carried state and
-the gyroscope integration is a sequential running product, so the output does
-not depend on how the stream is cut into blocks. Only the integration is
+Every LTI part is a :class:`~posture.lti.SosFilter` whose state is carried
+in :class:`GravityState` and the gyroscope integration is a sequential
+running product, so the output does not depend on how the stream is cut
+into blocks. Only the integration is
 sequential; in the inertial frame the correction is an LTI filter run over
 the whole block. One :class:`GravityFilter` serves ``devices`` wearables of
 the same rate side by side (arrays in the *time, component, device* layout of
@@ -118,7 +119,7 @@ def _butter_lowpass_tau(tau_s: float, sample_rate_hz: float) -> FloatArray:
     return np.asarray(signal.butter(2, cutoff_hz, fs=sample_rate_hz, output="sos"))
 
 
-@dataclass
+@dataclass(slots=True)
 class GravityState:
     """What :class:`GravityFilter` carries between blocks, one column per device
     (:mod:`posture.state`).

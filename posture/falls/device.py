@@ -38,7 +38,7 @@ _DOWN_S = (0.2, 1.0)  # after the peak: was the trunk down (down_up rule)?
 Fallen = tuple[int, float, float, FloatArray]
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceFalls:
     """One device's fall state while its per-device path runs."""
 

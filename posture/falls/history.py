@@ -31,7 +31,7 @@ COLUMNS = ("ax", "ay", "az", "mag", "ux", "uy", "uz", "gyro_stuck")
 _MAG, _CLIP = 3, 7
 
 
-@dataclass
+@dataclass(slots=True)
 class FallState:
     """What the fall detector remembers of ``D`` wearables (device on the last axis).
 

@@ -1,0 +1,83 @@
+"""Compiled kernels of the posture engine (numba), and which implementation runs.
+
+The engine's NumPy code (block operations across devices) is the tested
+reference; a compiled kernel computes the same per-sample recursions in one
+pass over the samples with the device loop innermost. Which one a filter uses
+is chosen when it is built:
+
+* ``POSTURE_KERNEL=numpy`` forces the NumPy reference;
+* ``POSTURE_KERNEL=compiled`` (the default) uses the compiled kernel when numba
+  imports, and falls back to NumPy (logged once) when it does not, e.g. on a
+  platform without numba wheels.
+
+Kernels are compiled on first use and cached on disk (numba's ``cache=True``:
+next to the package, or in numba's user cache directory when the package
+directory is read-only; ``NUMBA_CACHE_DIR`` overrides both).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import logging
+import os
+from functools import cache
+
+__all__ = [
+    "KERNEL_ENV",
+    "Kernel",
+    "compiled_available",
+    "numba_version",
+    "selected_kernel",
+]
+
+_log = logging.getLogger(__name__)
+
+KERNEL_ENV = "POSTURE_KERNEL"
+"""Environment variable naming the implementation: ``numpy`` or ``compiled``."""
+
+
+class Kernel(enum.StrEnum):
+    """Which implementation of the per-sample recursions runs."""
+
+    NUMPY = "numpy"
+    COMPILED = "compiled"
+
+
+@cache
+def numba_version() -> str | None:
+    """numba's version if it imports here, else None (the reason is logged once)."""
+    if importlib.util.find_spec("numba") is None:
+        _log.warning("numba is not installed: the posture engine runs its NumPy kernels")
+        return None
+    try:
+        import numba
+
+        import posture.kernels.gravity  # noqa: F401 - its kernels are declared at import
+    except Exception as exc:  # an import-time failure of numba or llvmlite: run NumPy
+        _log.warning("the compiled kernels do not load (%s): the engine runs NumPy", exc)
+        return None
+    return str(numba.__version__)
+
+
+def compiled_available() -> bool:
+    """Whether the compiled kernels can run on this machine."""
+    return numba_version() is not None
+
+
+def selected_kernel(requested: Kernel | str | None = None) -> Kernel:
+    """The implementation to use: ``requested``, else ``$POSTURE_KERNEL``, else compiled;
+    compiled falls back to NumPy where numba is unavailable.
+
+    Raises:
+        ValueError: ``requested`` or the environment names no known kernel.
+    """
+    raw = requested if requested is not None else os.environ.get(KERNEL_ENV, "") or "compiled"
+    try:
+        kernel = Kernel(str(raw).strip().lower())
+    except ValueError:
+        source = "kernel" if requested is not None else KERNEL_ENV
+        raise ValueError(f"{source} must be 'numpy' or 'compiled', got {raw!r}") from None
+    if kernel is Kernel.COMPILED and not compiled_available():
+        return Kernel.NUMPY
+    return kernel

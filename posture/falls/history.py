@@ -37,7 +37,9 @@ class FallState:
 
     ``rows`` (R, 8, D) float32 and ``t_s`` (R, D): the ring of per-sample
     signals and times; ``seen`` (D,): samples processed; ``peak_next`` (D,):
-    the first sample not yet checked for a peak; ``prev_gyr_dps`` (3, D):
+    the first sample not yet checked for a peak; ``last_trigger`` (D,): the
+    last sample with ``|a|`` at the trigger or above (-1: none; a device
+    with none since its peak cursor skips the screen); ``prev_gyr_dps`` (3, D):
     the last gyroscope sample (NaN before one; saturation check);
     ``ref_up`` (3, D) and ``ref_calibrated`` (D,): the upright impacts are
     judged against; ``pending`` (D,) object: a tuple of
@@ -52,6 +54,7 @@ class FallState:
     t_s: FloatArray
     seen: IntArray
     peak_next: IntArray
+    last_trigger: IntArray
     prev_gyr_dps: FloatArray
     ref_up: FloatArray
     ref_calibrated: NDArray[np.bool_]
@@ -67,6 +70,7 @@ class FallState:
             t_s=np.zeros((ring_rows, devices)),
             seen=np.zeros(devices, dtype=np.int64),
             peak_next=np.zeros(devices, dtype=np.int64),
+            last_trigger=np.full(devices, -1, dtype=np.int64),
             prev_gyr_dps=np.full((3, devices), np.nan),
             ref_up=np.repeat(np.asarray(ref_up, dtype=np.float64)[:, None], devices, axis=1),
             ref_calibrated=np.zeros(devices, dtype=bool),

@@ -40,6 +40,8 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
+_MAG = 3  # history column of |a|
+
 ReferenceChange = tuple[int, FloatArray]
 """(index in the block, the calibrated upright (3,)): impacts from that
 sample on are judged against it."""
@@ -92,6 +94,9 @@ class FallStage:
         self._screen = PeakScreen(opener, self.model, self.p_min)
         self._everyone = on_candidate is not None or not screen
         self._merge = opener.n_merge
+        # float32 rows against the threshold rounded down to float32: never
+        # fewer trigger samples than the float64 comparison finds.
+        self._trigger = np.nextafter(np.float32(s.trigger_acc_g), np.float32(0.0))
         # Rows of history the per-device path reads before a block's first sample.
         self.history_len = 2 * self._merge + 2 + max(opener.reach, n_upright, n_still, n_soft)
         self.chunk = max(16, round(fs))
@@ -165,6 +170,10 @@ class FallStage:
                 st.prev_gyr_dps[:, sel] = gyr_dps[b - 1]
             first = st.seen[sel].copy()
             st.write(rows, t_s[a:b], cols)
+            hit = rows[:, _MAG] >= self._trigger
+            if hit.any():
+                at = b - a - 1 - np.argmax(hit[::-1], axis=0)
+                st.last_trigger[sel] = np.where(hit.any(axis=0), first + at, st.last_trigger[sel])
             self._chunk(cols, sel, first, a, b, references or {}, found)
         return found
 
@@ -186,7 +195,12 @@ class FallStage:
             need = np.ones(cols.size, dtype=bool)
         else:
             need = _held(st.pending[sel]) | _held(st.fallen[sel])
-            need |= self._screened(cols, sel, first, n)
+            # A peak can only be at a trigger-level sample not yet looked at.
+            look = np.flatnonzero(st.last_trigger[sel] >= st.peak_next[sel])
+            if look.size == cols.size:
+                need |= self._screened(cols, sel, first, n)
+            elif look.size:
+                need[look] |= self._screened(cols[look], cols[look], first[look], n)
         for j in references:
             if any(a <= i < b for i, _ in references[j]):
                 need[j] = True

@@ -18,7 +18,6 @@ directory is read-only; ``NUMBA_CACHE_DIR`` overrides both).
 from __future__ import annotations
 
 import enum
-import importlib.util
 import logging
 import os
 from functools import cache
@@ -47,14 +46,14 @@ class Kernel(enum.StrEnum):
 @cache
 def numba_version() -> str | None:
     """numba's version if it imports here, else None (the reason is logged once)."""
-    if importlib.util.find_spec("numba") is None:
-        _log.warning("numba is not installed: the posture engine runs its NumPy kernels")
-        return None
     try:
         import numba
 
         import posture.kernels.gravity  # noqa: F401 - its kernels are declared at import
-    except Exception as exc:  # an import-time failure of numba or llvmlite: run NumPy
+    except ImportError as exc:
+        _log.warning("numba does not import (%s): the posture engine runs NumPy", exc)
+        return None
+    except Exception as exc:  # llvmlite or the kernels' declaration failed
         _log.warning("the compiled kernels do not load (%s): the engine runs NumPy", exc)
         return None
     return str(numba.__version__)

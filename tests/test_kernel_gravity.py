@@ -158,3 +158,14 @@ def test_without_numba_the_engine_runs_numpy_and_the_bench_says_so() -> None:
     kernel, summary = done.stdout.strip().splitlines()[-2:]
     assert kernel == "numpy"
     assert summary.startswith("compiled kernel: unavailable")
+
+
+def test_warm_up_compiles_every_gravity_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posture.kernels import gravity, warm_up
+
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    ready_s = warm_up()
+    assert ready_s is not None and ready_s >= 0.0
+    assert gravity.gravity_gyro.signatures and gravity.gravity_acc_only.signatures
+    monkeypatch.setenv(KERNEL_ENV, "numpy")
+    assert warm_up() is None

@@ -242,13 +242,15 @@ def run(args: argparse.Namespace) -> int:
     kernel = selected_kernel()
     first = first_call()
     many = max(counts)
-    kernel_pairs = [
-        bench_gravity(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
-        bench_engines(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
-    ]
-    if many > 1:
-        kernel_pairs.insert(1, bench_gravity(many, args.rate, has_gyro, args.packet, 10.0))
-        kernel_pairs.append(bench_engines(many, args.rate, has_gyro, args.packet, 5.0, 5.0))
+    kernel_pairs = []
+    if first is not None:  # without numba "compiled" would time NumPy twice
+        kernel_pairs = [
+            bench_gravity(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
+            bench_engines(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
+        ]
+        if many > 1:
+            kernel_pairs.insert(1, bench_gravity(many, args.rate, has_gyro, args.packet, 10.0))
+            kernel_pairs.append(bench_engines(many, args.rate, has_gyro, args.packet, 5.0, 5.0))
     report: dict[str, Any] = {
         "rate_hz": args.rate,
         "packet_samples": args.packet,
@@ -294,13 +296,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{b.batch_memory_per_device_bytes / 1024:>11.1f} KiB"
             )
     print(describe_first_call(first))
-    print(
-        "compiled against NumPy, block by block in turn (CPU time; VQF updateBatch over whole "
-        "recordings, same data):"
-    )
-    print(
-        f"{'':>16} {'devices':>8} {'compiled/s':>12} {'NumPy/s':>12} {'x NumPy':>8} {'VQF/s':>12}"
-    )
+    if kernel_pairs:
+        print(
+            "compiled against NumPy, block by block in turn (CPU time; VQF updateBatch over "
+            "whole recordings, same data):"
+        )
+        head = ("", "devices", "compiled/s", "NumPy/s", "x NumPy", "VQF/s")
+        print(f"{head[0]:>16} {head[1]:>8} {head[2]:>12} {head[3]:>12} {head[4]:>8} {head[5]:>12}")
     for k in kernel_pairs:
         vqf = "" if math.isnan(k.vqf_samples_per_s) else f"{k.vqf_samples_per_s:>12,.0f}"
         print(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -135,3 +139,33 @@ def test_the_kernel_is_chosen_by_argument_then_environment(
     # Where numba does not import, "compiled" runs the reference.
     monkeypatch.setattr(kernels, "compiled_available", lambda: False)
     assert selected_kernel("compiled") is Kernel.NUMPY
+
+
+def test_without_numba_the_engine_runs_numpy_and_the_bench_says_so() -> None:
+    # A fresh interpreter where numba cannot be imported (an exotic platform).
+    script = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from lab.kernel_bench import describe_first_call, first_call\n"
+        "from posture.orientation import GravityFilter, GravityFilterParams\n"
+        "print(GravityFilter(GravityFilterParams(50.0, True)).kernel.value)\n"
+        "print(describe_first_call(first_call()))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != KERNEL_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    kernel, summary = done.stdout.strip().splitlines()[-2:]
+    assert kernel == "numpy"
+    assert summary.startswith("compiled kernel: unavailable")
+
+
+def test_warm_up_compiles_every_gravity_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posture.kernels import gravity, warm_up
+
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    ready_s = warm_up()
+    assert ready_s is not None and ready_s >= 0.0
+    assert gravity.gravity_gyro.signatures and gravity.gravity_acc_only.signatures
+    monkeypatch.setenv(KERNEL_ENV, "numpy")
+    assert warm_up() is None

@@ -18,9 +18,9 @@ directory is read-only; ``NUMBA_CACHE_DIR`` overrides both).
 from __future__ import annotations
 
 import enum
-import importlib.util
 import logging
 import os
+import time
 from functools import cache
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "compiled_available",
     "numba_version",
     "selected_kernel",
+    "warm_up",
 ]
 
 _log = logging.getLogger(__name__)
@@ -47,14 +48,14 @@ class Kernel(enum.StrEnum):
 @cache
 def numba_version() -> str | None:
     """numba's version if it imports here, else None (the reason is logged once)."""
-    if importlib.util.find_spec("numba") is None:
-        _log.warning("numba is not installed: the posture engine runs its NumPy kernels")
-        return None
     try:
         import numba
 
         import posture.kernels.gravity  # noqa: F401 - its kernels are declared at import
-    except Exception as exc:  # an import-time failure of numba or llvmlite: run NumPy
+    except ImportError as exc:
+        _log.warning("numba does not import (%s): the posture engine runs NumPy", exc)
+        return None
+    except Exception as exc:  # llvmlite or the kernels' declaration failed
         _log.warning("the compiled kernels do not load (%s): the engine runs NumPy", exc)
         return None
     return str(numba.__version__)
@@ -81,3 +82,28 @@ def selected_kernel(requested: Kernel | str | None = None) -> Kernel:
     if kernel is Kernel.COMPILED and not compiled_available():
         return Kernel.NUMPY
     return kernel
+
+
+def warm_up() -> float | None:
+    """Compile (or load from the on-disk cache) every compiled kernel the engine
+    uses, so the first block of a wearable does not pay for it; returns the
+    seconds it took, or None when the engine runs NumPy.
+
+    A gateway calls this on a worker thread before it connects any wearable:
+    a first compile takes seconds (``bench engine`` measures it), which the
+    event loop must not wait for.
+    """
+    if selected_kernel() is not Kernel.COMPILED:
+        return None
+    import numpy as np
+
+    from posture.orientation import GravityFilter, GravityFilterParams
+
+    start = time.perf_counter()
+    for has_gyro in (True, False):
+        f = GravityFilter(GravityFilterParams(50.0, has_gyro), 1, kernel=Kernel.COMPILED)
+        acc_g = np.zeros((2, 3, 1))
+        acc_g[:, 2] = 1.0
+        gyr_dps = np.zeros((2, 3, 1)) if has_gyro else None
+        f.process(acc_g, gyr_dps, np.full((2, 1), 0.02))
+    return time.perf_counter() - start

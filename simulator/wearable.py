@@ -257,6 +257,7 @@ class SimulatedWearable:
             t_battery = self._battery_next_s
             t = min(t_packet, t_dup, t_event, t_battery)
             if t > now_s:
+                self.next_due_s = t
                 break
             if t == t_packet:
                 self._assemble(t, streaming and self._vanished == 0, out)
@@ -270,7 +271,6 @@ class SimulatedWearable:
                 self._battery_next_s = self.faults.time_at_level(self._battery_pct - 1)
                 out.append(BatteryLevel(t, self._battery_pct))
         self._now_s = max(self._now_s, now_s)
-        self._update_due()
 
     def _update_due(self) -> None:
         t_packet = math.inf if self._stream is None else self._next_packet_s(self._stream)

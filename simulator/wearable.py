@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,6 +75,11 @@ class _Stream:
     t0_s: float | None = None
     step_s: float = 0.0
     until_s: float = math.inf  # a flood stream ends when its packets pass this
+    tag: tuple[int, int, int] = field(init=False)
+    """What identifies the sample grid (boot, first sample, interval): a block's key."""
+
+    def __post_init__(self) -> None:
+        self.tag = (self.span.boot, self.first_index, self.interval_us)
 
     def device_us(self, index: int) -> int:
         """Device time (µs since boot) of sample ``index``."""
@@ -109,6 +114,7 @@ class SimulatedWearable:
         self._battery_next_s = self.faults.time_at_level(self._battery_pct - 1)
         self._cache: SampleBlock | None = None
         self._out: list[_Pending] = []
+        self._unmeasured = False  # a slot in _out has no samples yet
         self._ward: WardSensors | None = None
         self._row = 0
         self._encoder = PacketEncoder(self.config.acc_range, self.config.has_gyro)
@@ -285,7 +291,9 @@ class SimulatedWearable:
         seq = stream.span.sequence_start + stream.packets
         self.stats.packets_assembled += 1
         if deliver:
-            out.append(_Slot(t_s, stream, first, seq))
+            slot = _Slot(t_s, stream, first, seq)
+            out.append(slot)
+            self._unmeasured = self._unmeasured or not self._covered(slot)
         stream.packets += 1
         stream.next_index = first + self.config.samples_per_packet
         if self._pending_rate is not None:
@@ -359,6 +367,9 @@ class SimulatedWearable:
         the last one due, so the wearables of a world come back for samples
         together.
         """
+        if not self._unmeasured:
+            return None
+        self._unmeasured = False
         uncovered = next(
             (item for item in self._out if isinstance(item, _Slot) and not self._covered(item)),
             None,
@@ -377,7 +388,7 @@ class SimulatedWearable:
         device_us = stream.start_us + (index - stream.first_index) * stream.interval_us
         return BlockRequest(
             row=self._row,
-            tag=_tag(stream),
+            tag=stream.tag,
             index=index,
             t_s=self._stream_s(stream, index),
             since_boot_s=device_us.astype(np.float64) * 1e-6,
@@ -394,7 +405,7 @@ class SimulatedWearable:
         cache = self._cache
         return (
             cache is not None
-            and cache.tag == _tag(slot.stream)
+            and cache.tag == slot.stream.tag
             and cache.covers(slot.first, self.config.samples_per_packet)
         )
 
@@ -453,7 +464,7 @@ class SimulatedWearable:
         change) within the same step.
         """
         if not self._covered(slot):
-            self._out = [slot]
+            self._out, self._unmeasured = [slot], True
             request = self.block_request()
             self._out = []
             assert request is not None
@@ -504,11 +515,6 @@ class SimulatedWearable:
         last = float(t.max()) if t.size else 0.0
         falls = tuple(f for f in self.trajectory.falls if f.onset_s <= last)
         return Truth(t, self.device_time_s(t), flexion, lateral, self.trajectory.activity(t), falls)
-
-
-def _tag(stream: _Stream) -> tuple[int, int, int]:
-    """What identifies a stream's sample grid (boot, first sample, interval)."""
-    return (stream.span.boot, stream.first_index, stream.interval_us)
 
 
 class _Slot:

@@ -13,7 +13,8 @@ and the delivery through the bleak backend, plus the world's pump.
 
 It prints the CPU time of this process per wearable-second of scenario time as
 a share of one core, how many wearables one core keeps in real time at that
-cost, whether the world kept real time (scenario time did not slip), and
+cost, whether the world kept real time (scenario time slipped less than 1 %
+of the span), and
 where the time goes: a second, shorter pass under :mod:`cProfile` whose
 time is attributed to the simulator's stages (``--profile-seconds 0`` skips
 it). CPU time, so a busy machine slows the run more than it moves the share.
@@ -95,7 +96,9 @@ class SimulatorBenchResult:
 
     @property
     def real_time(self) -> bool:
-        return self.slipped_s == 0.0
+        """The world kept up: its clock slipped less than 1 % of the span (a blip
+        of the shared machine is not falling behind)."""
+        return self.slipped_s <= 0.01 * self.scenario_s
 
 
 def bench_ward(wearables: int) -> Scenario:

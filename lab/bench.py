@@ -181,7 +181,7 @@ class _PacketReference:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``engine`` subcommand to ``parser``."""
-    sub = parser.add_subparsers(dest="bench_command", metavar="{engine,gateway}")
+    sub = parser.add_subparsers(dest="bench_command", metavar="{engine,gateway,simulator}")
     sub.required = True
     eng = sub.add_parser(
         "engine", help="throughput and memory of PostureEngine", description=__doc__
@@ -207,6 +207,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    from lab import sim_bench
+
+    sim_bench.configure_simulator_parser(
+        sub.add_parser(
+            "simulator",
+            help="what the simulator costs per wearable, through the bleak backend",
+            description=sim_bench.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         from lab.gateway_bench import run_gateway
 
         return run_gateway(args)
+    if args.bench_command == "simulator":
+        from lab.sim_bench import run_simulator
+
+        return run_simulator(args)
     try:
         counts = [int(v) for v in str(args.devices).split(",") if v.strip()]
         if not counts or min(counts) < 1 or max(counts) > 100_000:

@@ -1,0 +1,150 @@
+"""Which batched engine, and which device slot in it, runs each wearable.
+
+The gateway runs one :class:`posture.batch.BatchEngine` per stream shape
+(sample rate, gyroscope or not): every wearable streaming that shape is a
+device slot in it, so one engine call serves all of them. A wearable gets a
+slot with its first samples (with its patient's slouch prescription), keeps
+it for as long as its stream keeps that shape, and moves to another engine
+when the wearable changes its sample rate: the calibration goes with it (same
+patient, same mounting), as it did when each wearable had its own engine.
+The slot it leaves is reset and handed to the next wearable that needs one
+in that engine, so slots are reused rather than the engines only growing.
+
+Only the tick's engine pass (``device_gateway.engine_tick``) calls into
+here, from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from device_gateway.interim_batch import InterimBatchEngine
+from posture import EngineConfig, EngineStats, SlouchSettings
+from posture.batch import BatchBlock, BatchEngine
+from posture.calibration import Calibration
+
+__all__ = ["EngineSlots", "SlotHolder", "StreamShape"]
+
+_log = logging.getLogger(__name__)
+
+
+class SlotEngine(Protocol):
+    """The device-subset API of :class:`posture.batch.BatchEngine` this module uses."""
+
+    def add_device(self, slouch: SlouchSettings | None = None) -> int: ...
+    def reset_device(self, device: int, slouch: SlouchSettings | None = None) -> None: ...
+    def calibration(self, device: int) -> Calibration | None: ...
+    def request_calibration(self, device: int) -> None: ...
+    def set_calibration(self, device: int, calibration: Calibration) -> None: ...
+    def stats(self, device: int) -> EngineStats: ...
+    def process(
+        self,
+        t_s: NDArray[np.float64],
+        acc_g: NDArray[np.float64],
+        gyr_dps: NDArray[np.float64] | None = None,
+        *,
+        devices: NDArray[np.intp],
+    ) -> BatchBlock: ...
+
+
+def _new_engine(config: EngineConfig) -> SlotEngine:
+    if hasattr(BatchEngine, "add_device"):
+        return BatchEngine(config, devices=0)  # type: ignore[return-value]
+    return InterimBatchEngine(config)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShape:
+    """What a batched engine is built for: every device in it shares these."""
+
+    sample_rate_hz: float
+    has_gyro: bool
+
+
+class SlotHolder:
+    """A wearable's place in the engines: set by :class:`EngineSlots` only."""
+
+    __slots__ = ("calibration_requested", "shape", "slot", "slouch")
+
+    def __init__(self, slouch: SlouchSettings) -> None:
+        self.slouch = slouch
+        self.shape: StreamShape | None = None
+        self.slot = -1
+        self.calibration_requested = False
+        """Capture the upright again before the next samples (a long absence)."""
+
+
+class EngineSlots:
+    """One :class:`BatchEngine` per stream shape and the wearables' slots in them."""
+
+    def __init__(self) -> None:
+        self._engines: dict[StreamShape, SlotEngine] = {}
+        self._free: dict[StreamShape, list[int]] = {}
+
+    @property
+    def engines(self) -> dict[StreamShape, SlotEngine]:
+        """The engines made so far, by stream shape (for metrics and tests)."""
+        return self._engines
+
+    def place(self, holder: SlotHolder, shape: StreamShape) -> SlotEngine:
+        """``holder``'s engine for a block of ``shape``; gives it a slot there if needed."""
+        if holder.shape != shape:
+            self._move(holder, shape)
+        engine = self._engines[shape]
+        if holder.calibration_requested:
+            holder.calibration_requested = False
+            engine.request_calibration(holder.slot)
+        return engine
+
+    def process(
+        self,
+        shape: StreamShape,
+        slots: NDArray[np.intp],
+        t_s: NDArray[np.float64],
+        acc_g: NDArray[np.float64],
+        gyr_dps: NDArray[np.float64] | None,
+    ) -> BatchBlock:
+        """One call of ``shape``'s engine over ``slots`` (S,): rows in that order."""
+        return self._engines[shape].process(t_s, acc_g, gyr_dps, devices=slots)
+
+    def calibrated(self, holder: SlotHolder) -> bool:
+        if holder.shape is None:
+            return False
+        return self._engines[holder.shape].calibration(holder.slot) is not None
+
+    def stats(self, holder: SlotHolder) -> EngineStats | None:
+        """The counters of ``holder``'s slot (since it got that slot); None before."""
+        if holder.shape is None:
+            return None
+        return self._engines[holder.shape].stats(holder.slot)
+
+    def _move(self, holder: SlotHolder, shape: StreamShape) -> None:
+        calibration = None
+        if holder.shape is not None:
+            old = self._engines[holder.shape]
+            calibration = old.calibration(holder.slot)
+            _log.info(
+                "stream changed from %s to %s; the wearable moves engine", holder.shape, shape
+            )
+            self._free.setdefault(holder.shape, []).append(holder.slot)
+        engine = self._engines.get(shape)
+        if engine is None:
+            engine = self._engines[shape] = _new_engine(
+                EngineConfig(sample_rate_hz=shape.sample_rate_hz, has_gyro=shape.has_gyro)
+            )
+        free = self._free.get(shape)
+        if free:
+            slot = free.pop()
+            engine.reset_device(slot, slouch=holder.slouch)
+        else:
+            slot = engine.add_device(slouch=holder.slouch)
+        if calibration is not None:
+            # Same patient, same mounting: only the sample rate changed.
+            engine.set_calibration(slot, calibration)
+        holder.shape = shape
+        holder.slot = slot

@@ -123,6 +123,7 @@ class EngineTick:
         """Engine calls made by all passes."""
         self._wearables: list[TickedWearable] = []
         self._ready: list[TickedWearable] = []
+        self._state_cursor = -1
         self._wake = asyncio.Event()
         self._pass_done = asyncio.Condition()
 
@@ -145,7 +146,7 @@ class EngineTick:
     async def run(self) -> None:
         """Pass after pass, until cancelled."""
         loop = asyncio.get_running_loop()
-        state_due_s = loop.time() + _STATE_INTERVAL_S
+        states_s = loop.time()
         while True:
             started_s = loop.time()
             if not self._ready:
@@ -163,11 +164,7 @@ class EngineTick:
             self.passes += 1
             async with self._pass_done:
                 self._pass_done.notify_all()
-            now_s = loop.time()
-            if now_s >= state_due_s:
-                state_due_s = now_s + _STATE_INTERVAL_S
-                for w in self._wearables:
-                    w.monitor.push_state_if_changed()
+            states_s = self._push_states(states_s, loop.time())
             # Gather for the rest of the tick (none if the pass took longer).
             rest_s = started_s + self.tick_s - loop.time()
             if rest_s > 0:
@@ -205,6 +202,20 @@ class EngineTick:
                 chunks.append(chunk)
             chunk.add(header, start_s)
         return chunks
+
+    def _push_states(self, since_s: float, now_s: float) -> float:
+        """Build the states due: every wearable's once per ``_STATE_INTERVAL_S``,
+        spread over the passes (a share each) so no pass builds them all.
+        Returns the time the states are built up to."""
+        wearables = self._wearables
+        due = int(len(wearables) * (now_s - since_s) / _STATE_INTERVAL_S)
+        if due <= 0:
+            return since_s
+        due = min(due, len(wearables))
+        for _ in range(due):
+            self._state_cursor = (self._state_cursor + 1) % len(wearables)
+            wearables[self._state_cursor].monitor.push_state_if_changed()
+        return since_s + due * _STATE_INTERVAL_S / len(wearables) if due < len(wearables) else now_s
 
     async def _deliver(self, taken: list[TickedWearable]) -> None:
         for w in taken:

@@ -20,11 +20,14 @@ from typing import Any, Literal
 
 from common.errors import ConfigError
 
-__all__ = ["Message", "MqttSettings", "ProtocolName", "Will", "is_loopback_host"]
+__all__ = ["PASSWORD_ENV", "Message", "MqttSettings", "ProtocolName", "Will", "is_loopback_host"]
 
 logger = logging.getLogger(__name__)
 
 ProtocolName = Literal["5", "3.1.1"]
+# Where every client (the gateway's config, the physio commands) takes the
+# broker password from, so it need not sit in a file or on a command line.
+PASSWORD_ENV = "POSTURE_MQTT_PASSWORD"
 _PROTOCOLS: tuple[str, ...] = ("5", "3.1.1")
 _SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
 # A client id stays well inside the 23 characters every 3.1.1 broker must accept

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alerts.settings import MqttSettings
+from alerts.settings import PASSWORD_ENV, MqttSettings
 from alerts.topics import validate_id, validate_topic_root
 from common.errors import ConfigError
 from posture.types import SlouchSettings
@@ -321,7 +321,7 @@ def _broker(reader: _Reader) -> BrokerConfig:
         raise ConfigError(f"{reader.key('protocol')} must be one of {_PROTOCOLS}")
     # A password in the file is allowed but an environment variable is
     # preferred, so the file can be world-readable.
-    password = os.environ.get("POSTURE_MQTT_PASSWORD") or reader.get("password", str, None)
+    password = os.environ.get(PASSWORD_ENV) or reader.get("password", str, None)
     paths = {}
     for name in ("ca_file", "cert_file", "key_file"):
         value = reader.get(name, str, None)

@@ -28,7 +28,7 @@ from alerts.state import GatewayStatus
 from alerts.topics import DEFAULT_TOPIC_ROOT, TopicKind, Topics, validate_id
 from alerts.wire import PayloadError, format_utc_ms
 from common.errors import PostureMonitorError
-from physio.watch import add_broker_arguments, settings_from_args
+from physio.broker_args import add_broker_arguments, add_connection_arguments, broker_settings
 
 __all__ = ["collect_statuses", "configure_parser", "format_statuses", "run"]
 
@@ -43,7 +43,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "patients are not monitored) or degraded (e.g. cannot scan); 1 no status found; "
         "2 the broker cannot be reached."
     )
-    add_broker_arguments(parser)
+    add_broker_arguments(parser, local_default=True)
+    add_connection_arguments(parser)
     parser.add_argument("--gateway", default=None, metavar="ID", help="only this gateway")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         statuses = asyncio.run(
             collect_statuses(
-                settings_from_args(args),
+                broker_settings(args, insecure=True),  # read-only: warn, do not refuse
                 topic_root=args.topic_root,
                 gateway_id=args.gateway,
                 wait_s=args.wait,

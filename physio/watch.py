@@ -35,16 +35,10 @@ from alerts.mqtt import Message, MqttClient
 from alerts.settings import MqttSettings
 from alerts.topics import DEFAULT_TOPIC_ROOT, Topics
 from common.errors import PostureMonitorError
+from physio.broker_args import add_broker_arguments, add_connection_arguments, broker_settings
 from physio.watch_view import WatchModel
 
-__all__ = [
-    "WatchModel",
-    "add_broker_arguments",
-    "configure_parser",
-    "run",
-    "settings_from_args",
-    "watch_live",
-]
+__all__ = ["WatchModel", "configure_parser", "run", "watch_live"]
 
 # Keep the broker session this long over a disconnect, so alerts sent while
 # the watcher's network blips are delivered when it comes back.
@@ -54,60 +48,10 @@ _SESSION_EXPIRY_S = 300
 # ------------------------------------------------------------------- CLI
 
 
-def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--broker URL`` (repeatable), ``--topic-root``, ``--ca-file``,
-    ``--protocol``, ``--connect-timeout``."""
-    parser.add_argument(
-        "--broker",
-        action="append",
-        default=None,
-        metavar="URL",
-        help="broker URL, mqtt://[user[:pass]@]host[:port] or mqtts://...; repeat it (or "
-        "comma-separate) for the nodes of a broker cluster, tried in turn "
-        "(default: $POSTURE_MONITOR_BROKER or mqtt://127.0.0.1:1883)",
-    )
-    parser.add_argument(
-        "--topic-root",
-        default=DEFAULT_TOPIC_ROOT,
-        help=f"topic root (default {DEFAULT_TOPIC_ROOT})",
-    )
-    parser.add_argument("--ca-file", default=None, help="CA certificate (PEM) for mqtts://")
-    parser.add_argument(
-        "--protocol",
-        choices=("5", "3.1.1"),
-        default="5",
-        help="MQTT version (5 falls back to 3.1.1 by itself)",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="give up if the broker cannot be reached within S seconds",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> MqttSettings:
-    """Broker settings from the arguments of ``add_broker_arguments``.
-
-    Raises:
-        ConfigError: on a bad URL (password redacted from the message).
-    """
-    overrides: dict[str, object] = {
-        "protocol": args.protocol,
-        "connect_timeout_s": args.connect_timeout,
-    }
-    if args.ca_file:
-        overrides["ca_file"] = args.ca_file
-    urls = args.broker or os.environ.get("POSTURE_MONITOR_BROKER", "mqtt://127.0.0.1:1883")
-    settings = MqttSettings.from_urls(urls, **overrides)
-    settings.check_transport(insecure=True)  # a viewer: warn, do not refuse
-    return settings
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``posture-monitor watch``."""
-    add_broker_arguments(parser)
+    add_broker_arguments(parser, local_default=True)
+    add_connection_arguments(parser)
     parser.add_argument("--max-events", type=int, default=20, help="alert feed length")
     parser.add_argument(
         "--no-bell",
@@ -227,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(
             watch_live(
-                settings_from_args(args),
+                broker_settings(args, insecure=True),  # a viewer: warn, do not refuse
                 topic_root=args.topic_root,
                 refresh_hz=args.refresh_hz,
                 duration_s=args.duration,

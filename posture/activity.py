@@ -57,7 +57,7 @@ from posture.rotation import dot_tcd
 from posture.runs import forward_fill, run_length
 from posture.types import Activity, check_positive_fields
 
-__all__ = ["ActivityClassifier", "ActivitySettings", "GaitBlock"]
+__all__ = ["ActivityClassifier", "ActivitySettings", "ActivityState", "GaitBlock"]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -110,6 +110,48 @@ class GaitBlock:
     settled: BoolArray
 
 
+@dataclass
+class ActivityState:
+    """What :class:`ActivityClassifier` carries between blocks, one column per
+    device (:mod:`posture.state`).
+
+    ``gait_lp`` (order, 1, D) and ``envelope_lp`` (order, 4, D): the gait
+    band-pass and envelope filters' states; ``prev_up`` (3, D) the last
+    up-direction and ``fresh`` (D,) whether there is none yet (tilt rate
+    without a gyroscope); ``sign`` (D,) the side of the crossing band last
+    left; ``walk_run``, ``since_walk``, ``still_run`` (D,) run lengths in
+    samples; ``lying`` (D,) 1 while lying.
+    """
+
+    gait_lp: FloatArray
+    envelope_lp: FloatArray
+    prev_up: FloatArray
+    fresh: BoolArray
+    sign: IntArray
+    walk_run: IntArray
+    since_walk: IntArray
+    still_run: IntArray
+    lying: IntArray
+
+    @classmethod
+    def fresh_state(cls, devices: int, gait_order: int, envelope_order: int) -> ActivityState:
+        return cls(
+            gait_lp=np.zeros((gait_order, 1, devices)),
+            envelope_lp=np.zeros((envelope_order, 4, devices)),
+            prev_up=np.zeros((3, devices)),
+            fresh=np.ones(devices, dtype=bool),
+            sign=np.zeros(devices, dtype=np.int64),
+            walk_run=np.zeros(devices, dtype=np.int64),
+            since_walk=np.full(devices, _NO_WALK, dtype=np.int64),
+            still_run=np.zeros(devices, dtype=np.int64),
+            lying=np.zeros(devices, dtype=np.int64),
+        )
+
+
+# Samples since walking, for a device that has not walked.
+_NO_WALK = 1 << 30
+
+
 class ActivityClassifier:
     """Streaming activity classification of ``devices`` wearables (module docstring)."""
 
@@ -118,18 +160,16 @@ class ActivityClassifier:
     ) -> None:
         self.settings = settings
         self.has_gyro = has_gyro
-        self.devices = devices
         fs = sample_rate_hz
         self._fs = fs
         low, high = settings.gait_band_hz
         high = min(high, 0.45 * fs)
+        # The filters' own states are unused: blocks run from self.state.
         self._gait = SosFilter(
-            np.asarray(signal.butter(2, (low, high), "bandpass", fs=fs, output="sos")), devices
+            np.asarray(signal.butter(2, (low, high), "bandpass", fs=fs, output="sos")), 0
         )
         cutoff = math.sqrt(2.0) / (2.0 * math.pi * settings.envelope_tau_s)
-        self._envelope = SosFilter(
-            np.asarray(signal.butter(2, cutoff, fs=fs, output="sos")), 4 * devices
-        )
+        self._envelope = SosFilter(np.asarray(signal.butter(2, cutoff, fs=fs, output="sos")), 0)
         self._walk_enter = max(1, round(settings.walk_enter_s * fs))
         self._walk_hold = round(settings.walk_hold_s * fs)
         self._lying_enter = max(1, round(settings.lying_enter_s * fs))
@@ -139,26 +179,24 @@ class ActivityClassifier:
         self._vigorous_ms = settings.vigorous_acc_g**2
         self._min_cross = settings.walk_min_crossings_per_s / fs
         self._max_cross = settings.walk_max_crossings_per_s / fs
-        self._prev_up = np.zeros((3, devices))
-        self._fresh = np.ones(devices, dtype=bool)
-        self._sign = np.zeros(devices, dtype=np.int64)
-        self._walk_run = np.zeros(devices, dtype=np.int64)
-        self._since_walk = np.full(devices, 1 << 30, dtype=np.int64)
-        self._still_run = np.zeros(devices, dtype=np.int64)
-        self._lying = np.zeros(devices, dtype=np.int64)
+        self.state = self.fresh_state(devices)
+
+    def fresh_state(self, devices: int) -> ActivityState:
+        """The state of ``devices`` wearables never seen."""
+        return ActivityState.fresh_state(devices, self._gait.order, self._envelope.order)
 
     def reset(self, devices: IntArray | None = None) -> None:
         """Start over (after a gap): filters and runs restart, envelopes at rest."""
         d = slice(None) if devices is None else devices
-        self._gait.state[:, d] = 0.0
-        env = self._envelope.state.reshape(-1, 4, self.devices)
-        env[:, :, d] = 0.0
-        self._fresh[d] = True
-        self._sign[d] = 0
-        self._walk_run[d] = 0
-        self._since_walk[d] = 1 << 30
-        self._still_run[d] = 0
-        self._lying[d] = 0
+        st = self.state
+        st.gait_lp[:, :, d] = 0.0
+        st.envelope_lp[:, :, d] = 0.0
+        st.fresh[d] = True
+        st.sign[d] = 0
+        st.walk_run[d] = 0
+        st.since_walk[d] = _NO_WALK
+        st.still_run[d] = 0
+        st.lying[d] = 0
 
     def features(
         self,
@@ -187,14 +225,18 @@ class ActivityClassifier:
             # depend on the tilt.
             vertical = np.sqrt(dot_tcd(acc_g, acc_g))
             vertical -= 1.0
-        gait = self._gait(vertical)
+        st = self.state
+        gait, zf = self._gait.run(vertical, st.gait_lp.reshape(-1, d))
+        st.gait_lp = zf.reshape(-1, 1, d)
         raw = np.empty((n, 4, d))
         np.multiply(gait, gait, out=raw[:, 0])
         dyn = acc_g - up_sensor
         np.add.reduce(dyn * dyn, axis=1, out=raw[:, 1])
         raw[:, 2] = self._tilt_rate_dps(gyr_dps, up_sensor)
         raw[:, 3] = self._crossings(gait)
-        env = self._envelope(raw.reshape(n, 4 * d)).reshape(n, 4, d)
+        env, zf = self._envelope.run(raw.reshape(n, 4 * d), st.envelope_lp.reshape(-1, 4 * d))
+        st.envelope_lp = zf.reshape(-1, 4, d)
+        env = env.reshape(n, 4, d)
         gait_ms, dyn_ms, tilt_lp, crossings = env[:, 0], env[:, 1], env[:, 2], env[:, 3]
 
         gait_now = gait_ms > self._walk_ms
@@ -203,10 +245,10 @@ class ActivityClassifier:
             gait_now &= crossings <= self._max_cross
             gait_now &= gait_ms >= s.walk_min_vertical_share * dyn_ms
             gait_now &= settled
-        walk_run = run_length(gait_now, self._walk_run)
-        self._walk_run = walk_run[-1].copy()
-        since = run_length(walk_run < self._walk_enter, self._since_walk)
-        self._since_walk = since[-1].copy()
+        walk_run = run_length(gait_now, st.walk_run)
+        st.walk_run = walk_run[-1].copy()
+        since = run_length(walk_run < self._walk_enter, st.since_walk)
+        st.since_walk = since[-1].copy()
         walking = since <= self._walk_hold
         quiet = dyn_ms < self._still_ms
         quiet &= tilt_lp < s.still_max_tilt_dps
@@ -228,16 +270,17 @@ class ActivityClassifier:
         # still either.
         walking = gait.walking & upright
         still = gait.quiet & ~walking
-        still_run = run_length(still, self._still_run)
-        self._still_run = still_run[-1].copy()
+        st = self.state
+        still_run = run_length(still, st.still_run)
+        st.still_run = still_run[-1].copy()
         enter = still_run >= self._lying_enter
         enter &= inclination_deg > s.lying_enter_deg
         activity = np.full(inclination_deg.shape, int(Activity.MOVING), dtype=np.int8)
         activity[still & upright] = Activity.UPRIGHT
-        if np.count_nonzero(enter) or np.count_nonzero(self._lying):
+        if np.count_nonzero(enter) or np.count_nonzero(st.lying):
             leave = (inclination_deg < s.lying_exit_deg) | walking
-            lying = forward_fill(enter.astype(np.int64), enter | leave, self._lying)
-            self._lying = lying[-1].copy()
+            lying = forward_fill(enter.astype(np.int64), enter | leave, st.lying)
+            st.lying = lying[-1].copy()
             activity[lying.astype(bool)] = Activity.LYING
         if np.count_nonzero(walking):
             activity[walking] = Activity.WALKING
@@ -253,12 +296,13 @@ class ActivityClassifier:
             across2 = dot_tcd(gyr_dps, gyr_dps)
             across2 -= along * along
             return np.sqrt(np.maximum(across2, 0.0, out=across2), out=across2)
-        fresh = self._fresh
+        st = self.state
+        fresh = st.fresh
         if fresh.any():
-            self._prev_up[:, fresh] = up_sensor[0][:, fresh]
+            st.prev_up[:, fresh] = up_sensor[0][:, fresh]
             fresh[:] = False
-        prev = np.concatenate((self._prev_up[None], up_sensor[:-1]))
-        self._prev_up = up_sensor[-1].copy()
+        prev = np.concatenate((st.prev_up[None], up_sensor[:-1]))
+        st.prev_up = up_sensor[-1].copy()
         cos = dot_tcd(prev, up_sensor)
         return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) * self._fs
 
@@ -273,7 +317,8 @@ class ActivityClassifier:
         sign -= below
         # The side of the band last left, carried; a crossing is a change of
         # side (+1 to -1 or back), a step of 2.
-        filled = forward_fill(sign, above | below, self._sign)
-        steps = np.diff(filled, axis=0, prepend=self._sign[None])
-        self._sign = filled[-1].copy()
+        st = self.state
+        filled = forward_fill(sign, above | below, st.sign)
+        steps = np.diff(filled, axis=0, prepend=st.sign[None])
+        st.sign = filled[-1].copy()
         return (np.abs(steps) == 2).astype(np.float64)

@@ -8,12 +8,17 @@ results equal those of its own :class:`~posture.engine.PostureEngine` fed
 the same blocks (to rounding, ~1e-15; the tests hold them to 1e-9 and the
 events and activities exactly). The fall detector runs per device.
 
-A block is ``n`` samples of every device (a gateway tick: each wearable's
-latest packet). Time stamps are per device; a gap or clock reset of one
-device resets only that device. A device whose block holds non-finite
-values has that block dropped (counted in :meth:`BatchEngine.stats`, logged,
-its state untouched, as if its packet had been lost); the other devices go
-on.
+A block is ``n`` samples of every device, or of a subset of them (a
+gateway tick: the latest packet of each wearable that sent one; the others'
+state is untouched, so a device's results do not depend on the subsets its
+blocks came in). Devices join (:meth:`BatchEngine.add_device`), a slot can
+start over for another wearable or patient
+(:meth:`BatchEngine.reset_device`), and each device has its own slouch rule
+(:meth:`BatchEngine.set_slouch_settings`). Time stamps are per device; a
+gap or clock reset of one device resets only that device. A device whose
+block holds non-finite values has that block dropped (counted in
+:meth:`BatchEngine.dropped_blocks`, logged, its state untouched, as if its
+packet had been lost); the other devices go on.
 
 ``posture-monitor bench engine`` (or ``python -m lab.batch_bench --bench``) measures
 the throughput against VQF.
@@ -31,7 +36,7 @@ from posture.calibration import Calibration
 from posture.config import EngineConfig
 from posture.core import EngineCore
 from posture.engine import EngineStats
-from posture.types import EngineBlock, PostureEvent, SampleError
+from posture.types import EngineBlock, PostureEvent, SampleError, SlouchSettings
 
 __all__ = ["BatchBlock", "BatchEngine"]
 
@@ -39,16 +44,20 @@ _log = logging.getLogger(__name__)
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
+IndexArray = NDArray[np.intp]
 
 
 @dataclass(frozen=True)
 class BatchBlock:
-    """A :class:`BatchEngine`'s output for one block of ``n`` samples of ``D`` devices.
+    """A :class:`BatchEngine`'s output for one block of ``n`` samples of ``S`` devices.
 
-    ``t_s``, ``flexion_deg``, ``lateral_deg`` (D, n) as in
-    :class:`~posture.types.EngineBlock`; ``activity`` (D, n) int8;
-    ``slouching`` (D, n) bool; ``events[d]`` device ``d``'s events in time
-    order; ``dropped`` (D,) devices whose block was dropped (non-finite
+    Row ``r`` is the block's ``r``-th device: device ``r`` of the engine
+    when the block had every device, else ``devices[r]`` of the call
+    (:attr:`devices` holds the engine indices of the rows).
+    ``t_s``, ``flexion_deg``, ``lateral_deg`` (S, n) as in
+    :class:`~posture.types.EngineBlock`; ``activity`` (S, n) int8;
+    ``slouching`` (S, n) bool; ``events[r]`` row ``r``'s events in time
+    order; ``dropped`` (S,) rows whose block was dropped (non-finite
     values): NaN angles, UNKNOWN activity, no events.
     """
 
@@ -59,9 +68,10 @@ class BatchBlock:
     slouching: BoolArray
     events: tuple[tuple[PostureEvent, ...], ...]
     dropped: BoolArray
+    devices: IndexArray
 
     def device(self, d: int) -> EngineBlock:
-        """Device ``d``'s block, as its own :class:`~posture.engine.PostureEngine` gives it."""
+        """Row ``d``'s block, as its own :class:`~posture.engine.PostureEngine` gives it."""
         return EngineBlock(
             t_s=self.t_s[d].copy(),
             flexion_deg=self.flexion_deg[d].copy(),
@@ -75,51 +85,138 @@ class BatchBlock:
 class BatchEngine:
     """Posture engines of ``devices`` wearables sharing one configuration.
 
+    Devices are numbered 0 .. :attr:`devices` - 1 in the order they were
+    created or added; an index stays a device's for good (a slot is reused
+    with :meth:`reset_device`, never removed).
+
     Args:
-        config: the configuration every device uses.
-        devices: number of wearables (>= 1).
+        config: the configuration every device uses (``config.slouch`` is
+            each device's slouch rule until :meth:`set_slouch_settings`).
+        devices: number of wearables to start with (>= 0; add more with
+            :meth:`add_device`).
 
     Raises:
-        ValueError: ``devices`` < 1.
+        ValueError: ``devices`` < 0.
         ConfigError: from :class:`EngineConfig` if the configuration is bad.
     """
 
     def __init__(self, config: EngineConfig, devices: int) -> None:
-        if not (isinstance(devices, int) and devices >= 1):
-            raise ValueError(f"devices must be an int >= 1, got {devices!r}")
+        if not (isinstance(devices, int) and devices >= 0):
+            raise ValueError(f"devices must be an int >= 0, got {devices!r}")
         self.config = config
-        self.devices = devices
         self._core = EngineCore(config, devices)
         self._dropped = np.zeros(devices, dtype=np.int64)
+
+    @property
+    def devices(self) -> int:
+        """Number of devices (indices 0 .. devices - 1)."""
+        return self._core.devices
+
+    # -- devices joining, leaving, settings --------------------------------------
+
+    def add_device(self, slouch: SlouchSettings | None = None) -> int:
+        """A new device, fresh (uncalibrated, filters at rest, counters zero).
+
+        Args:
+            slouch: its slouch rule (None: ``config.slouch``).
+
+        Returns:
+            Its index (the previous :attr:`devices`). The state grows by
+            doubling its capacity, so adding devices one by one is cheap
+            (amortised O(1) copies each).
+        """
+        device = self._core.add_device(slouch)
+        if device == self._dropped.size:
+            grown = np.zeros(2 * self._dropped.size + 1, np.int64)
+            grown[: self._dropped.size] = self._dropped
+            self._dropped = grown
+        self._dropped[device] = 0
+        return device
+
+    def reset_device(self, device: int, slouch: SlouchSettings | None = None) -> None:
+        """Device ``device``'s slot starts over for another wearable or patient.
+
+        Everything it remembered goes: calibration (and any pending request),
+        filters, activity and slouch state, counters (:meth:`stats`,
+        :meth:`dropped_blocks`), clock; its fall detector is a new one (a
+        fall in progress and held samples are forgotten).
+
+        Args:
+            device: an index in use.
+            slouch: the slot's slouch rule from now on (None: ``config.slouch``).
+
+        Raises:
+            IndexError: ``device`` is not in use.
+        """
+        self._check_device(device)
+        self._core.reset_device(device, slouch if slouch is not None else self.config.slouch)
+        self._dropped[device] = 0
+
+    def set_slouch_settings(self, device: int, slouch: SlouchSettings) -> None:
+        """Device ``device`` uses ``slouch`` (threshold, hysteresis, dwell,
+        lateral threshold, ``while_walking``) from its next sample on; a
+        dwell count or slouch in progress carries on under the new rule.
+
+        Raises:
+            IndexError: ``device`` is not in use.
+            TypeError: ``slouch`` is not a :class:`~posture.types.SlouchSettings`.
+        """
+        self._check_device(device)
+        if not isinstance(slouch, SlouchSettings):
+            raise TypeError(f"slouch must be a SlouchSettings, got {type(slouch).__name__}")
+        self._core.set_slouch_settings(device, slouch)
+
+    def slouch_settings(self, device: int) -> SlouchSettings:
+        """Device ``device``'s slouch rule."""
+        self._check_device(device)
+        p = self._core.slouch_params
+        return SlouchSettings(
+            threshold_deg=float(p.threshold_deg[device]),
+            hysteresis_deg=float(p.hysteresis_deg[device]),
+            dwell_s=float(p.dwell_s[device]),
+            lateral_threshold_deg=float(p.lateral_threshold_deg[device]),
+            while_walking=bool(p.while_walking[device]),
+        )
 
     # -- per device ------------------------------------------------------------
 
     def calibration(self, device: int) -> Calibration | None:
         """Device ``device``'s current calibration (None before one)."""
-        return self._core.calibrations[device]
+        self._check_device(device)
+        cal: Calibration | None = self._core.stored.calibrations[device]
+        return cal
 
     @property
     def calibrated(self) -> BoolArray:
         """(D,) whether each device has a calibration (provisional ones too)."""
-        return np.array([c is not None for c in self._core.calibrations])
+        return self._core.stored.calibrated[: self.devices].copy()
 
     def request_calibration(self, device: int) -> None:
         """Capture device ``device``'s upright at its next still period (any pose, any spin).
 
         As :meth:`posture.engine.PostureEngine.request_calibration`.
+
+        Raises:
+            IndexError: ``device`` is not in use.
         """
+        self._check_device(device)
         self._core.request_calibration(device)
 
     def set_calibration(self, device: int, calibration: Calibration) -> None:
         """Use a stored calibration for device ``device`` from now on.
 
         As :meth:`posture.engine.PostureEngine.set_calibration`.
+
+        Raises:
+            IndexError: ``device`` is not in use.
         """
+        self._check_device(device)
         self._core.set_calibration(device, calibration)
 
     def stats(self, device: int) -> EngineStats:
         """Device ``device``'s counters (dropped blocks are not counted as blocks)."""
-        c = self._core
+        self._check_device(device)
+        c = self._core.stored
         return EngineStats(
             samples=int(c.samples[device]),
             blocks=int(c.blocks[device]),
@@ -129,72 +226,143 @@ class BatchEngine:
 
     def dropped_blocks(self, device: int) -> int:
         """Blocks of ``device`` dropped for non-finite values."""
+        self._check_device(device)
         return int(self._dropped[device])
 
     # -- processing --------------------------------------------------------------
 
     def process(
-        self, t_s: ArrayLike, acc_g: ArrayLike, gyr_dps: ArrayLike | None = None
+        self,
+        t_s: ArrayLike,
+        acc_g: ArrayLike,
+        gyr_dps: ArrayLike | None = None,
+        devices: ArrayLike | None = None,
     ) -> BatchBlock:
-        """Process one block of ``n`` samples of every device.
+        """Process one block of ``n`` samples of every device, or of ``devices``.
 
         Args:
-            t_s: (D, n) seconds, each device on its own clock.
-            acc_g: (D, n, 3) accelerometer in g, sensor axes.
-            gyr_dps: (D, n, 3) gyroscope in °/s, or None (must match
+            t_s: (S, n) seconds, each device on its own clock.
+            acc_g: (S, n, 3) accelerometer in g, sensor axes.
+            gyr_dps: (S, n, 3) gyroscope in °/s, or None (must match
                 ``config.has_gyro``).
+            devices: (S,) indices of the devices the rows belong to, distinct,
+                in any order; None: every device, ``S = devices``. The
+                devices not listed are untouched (state, counters, fall
+                detector): their block is simply later.
 
         Returns:
-            Every device's angles, activity, slouch flags and events. Inputs
-            are never mutated.
+            The rows' angles, activity, slouch flags and events, row ``r``
+            for ``devices[r]``. Each device's results are those of its own
+            :class:`~posture.engine.PostureEngine` fed the same blocks, in
+            whatever subsets they came. Inputs are never mutated.
 
         Raises:
             SampleError: wrong shapes or gyroscope presence; nothing is
                 processed then. Non-finite values drop only that device's block.
+            ValueError: ``devices`` is not a 1-D array of distinct indices in use.
         """
-        t, acc, gyr = self._validate(t_s, acc_g, gyr_dps)
-        d, n = t.shape
+        ids = self._check_devices(devices)
+        t, acc, gyr = self._validate(t_s, acc_g, gyr_dps, self.devices if ids is None else ids.size)
+        s, n = t.shape
+        rows = np.arange(s) if ids is None else ids
         finite: BoolArray = np.asarray(
             np.isfinite(t).all(axis=1) & np.isfinite(acc).all(axis=(1, 2)), dtype=bool
         )
         if gyr is not None:
             finite &= np.isfinite(gyr).all(axis=(1, 2))
-        active = None
-        if not finite.all():
-            active = finite
-            t, acc, gyr = self._fill_dropped(t, acc, gyr, ~finite)
-        if n == 0:
-            empty = ((),) * d
-            self._core.blocks += 1 if active is None else active
-            z = np.zeros((d, 0))
+        dropped = ~finite
+        if dropped.any():
+            self._count_dropped(rows[dropped])
+        if n == 0 or s == 0:
+            if n == 0:
+                self._core.count_empty_block(rows[finite])
             return BatchBlock(
                 t.copy(),
-                z,
-                z.copy(),
-                np.zeros((d, 0), np.int8),
-                np.zeros((d, 0), bool),
-                empty,
-                ~finite,
+                np.full((s, n), np.nan),
+                np.full((s, n), np.nan),
+                np.zeros((s, n), np.int8),
+                np.zeros((s, n), bool),
+                ((),) * s,
+                dropped,
+                rows.copy(),
             )
-        out = self._core.process(
-            t.T,
-            np.ascontiguousarray(acc.transpose(1, 2, 0)),
-            None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
-            (t, acc, gyr),
-            active,
-        )
+        if finite.all():
+            out = self._core.process(
+                t.T,
+                np.ascontiguousarray(acc.transpose(1, 2, 0)),
+                None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
+                (t, acc, gyr),
+                ids,
+            )
+            return BatchBlock(
+                t_s=t.copy(),
+                flexion_deg=out.flexion_deg.T,
+                lateral_deg=out.lateral_deg.T,
+                activity=out.activity.T,
+                slouching=out.slouching.T,
+                events=_per_device(out.events, s),
+                dropped=dropped,
+                devices=rows.copy(),
+            )
+        return self._process_finite(t, acc, gyr, rows, finite)
+
+    def _process_finite(
+        self,
+        t: FloatArray,
+        acc: FloatArray,
+        gyr: FloatArray | None,
+        rows: IndexArray,
+        finite: BoolArray,
+    ) -> BatchBlock:
+        """The block of the rows with finite samples; the others' outputs are empty."""
+        s, n = t.shape
+        flexion = np.full((s, n), np.nan)
+        lateral = np.full((s, n), np.nan)
+        activity = np.zeros((s, n), np.int8)
+        slouching = np.zeros((s, n), bool)
+        events: list[tuple[PostureEvent, ...]] = [()] * s
+        keep = np.flatnonzero(finite)
+        if keep.size:
+            tk, acck = t[keep], acc[keep]
+            gyrk = None if gyr is None else gyr[keep]
+            out = self._core.process(
+                tk.T,
+                np.ascontiguousarray(acck.transpose(1, 2, 0)),
+                None if gyrk is None else np.ascontiguousarray(gyrk.transpose(1, 2, 0)),
+                (tk, acck, gyrk),
+                rows[keep],
+            )
+            flexion[keep] = out.flexion_deg.T
+            lateral[keep] = out.lateral_deg.T
+            activity[keep] = out.activity.T
+            slouching[keep] = out.slouching.T
+            for k, evs in out.events.items():
+                events[int(keep[k])] = tuple(evs)
         return BatchBlock(
-            t_s=t.copy(),
-            flexion_deg=out.flexion_deg.T,
-            lateral_deg=out.lateral_deg.T,
-            activity=out.activity.T,
-            slouching=out.slouching.T,
-            events=_per_device(out.events, d),
-            dropped=~finite,
+            t.copy(), flexion, lateral, activity, slouching, tuple(events), ~finite, rows.copy()
         )
 
+    def _check_device(self, device: int) -> None:
+        if not (isinstance(device, int | np.integer) and 0 <= device < self.devices):
+            raise IndexError(f"device must be an index in 0..{self.devices - 1}, got {device!r}")
+
+    def _check_devices(self, devices: ArrayLike | None) -> IndexArray | None:
+        if devices is None:
+            return None
+        ids = np.asarray(devices)
+        if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"devices must be a 1-D array of device indices, got {ids!r}")
+        ids = ids.astype(np.intp)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.devices):
+            raise ValueError(
+                f"devices must be indices in 0..{self.devices - 1}, got {ids.tolist()!r}"
+            )
+        if np.unique(ids).size != ids.size:
+            raise ValueError(f"devices must be distinct, got {ids.tolist()!r}")
+        return ids
+
     def _validate(
-        self, t_s: ArrayLike, acc_g: ArrayLike, gyr_dps: ArrayLike | None
+        self, t_s: ArrayLike, acc_g: ArrayLike, gyr_dps: ArrayLike | None, d: int
     ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
         try:
             t = np.asarray(t_s, dtype=np.float64)
@@ -202,7 +370,6 @@ class BatchEngine:
             gyr = None if gyr_dps is None else np.asarray(gyr_dps, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise SampleError(f"samples must be numeric arrays: {exc}") from exc
-        d = self.devices
         if t.ndim != 2 or t.shape[0] != d:
             raise SampleError(f"t_s must have shape ({d}, n), got {t.shape}")
         n = t.shape[1]
@@ -216,29 +383,13 @@ class BatchEngine:
             raise SampleError(f"gyr_dps must have shape ({d}, {n}, 3), got {gyr.shape}")
         return t, acc, gyr
 
-    def _fill_dropped(
-        self, t: FloatArray, acc: FloatArray, gyr: FloatArray | None, bad: BoolArray
-    ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
-        """Copies with the dropped devices' rows replaced by harmless values
-        (their state is restored after the block anyway)."""
-        devices = np.flatnonzero(bad)
+    def _count_dropped(self, devices: IndexArray) -> None:
         self._dropped[devices] += 1
         _log.warning(
             "dropped a block of %d device(s) with non-finite samples (first: device %d)",
             devices.size,
             int(devices[0]),
         )
-        n = t.shape[1]
-        t = t.copy()
-        last = self._core.last_t_s[devices]
-        start = np.where(np.isfinite(last), last, 0.0)
-        t[devices] = start[:, None] + (np.arange(1, n + 1) / self.config.sample_rate_hz)
-        acc = acc.copy()
-        acc[devices] = (0.0, 0.5, 0.0)  # half a g: never still, never walking
-        if gyr is not None:
-            gyr = gyr.copy()
-            gyr[devices] = 0.0
-        return t, acc, gyr
 
 
 def _per_device(

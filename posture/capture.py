@@ -23,7 +23,7 @@ from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettin
 from posture.rotation import dot_tcd
 from posture.runs import last_true, run_length
 
-__all__ = ["CalibrationCapture", "Capture", "Stage"]
+__all__ = ["CalibrationCapture", "Capture", "CaptureState", "Stage"]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -66,6 +66,44 @@ class Capture:
     still_s: float
     gait_s: float
     refined: bool
+
+
+@dataclass
+class CaptureState:
+    """What :class:`CalibrationCapture` carries between blocks, one column per
+    device (:mod:`posture.state`).
+
+    ``stage`` (D,) a :class:`Stage`; ``requested`` (D,) a request is pending;
+    ``provisional_up`` (3, D) the up of the calibration in use; ``still_run``
+    (D,) samples of the current quiet run; ``bout_run`` (D,) samples of the
+    walking bout in progress, ``bout_sum`` (3, D) its accelerometer sum and
+    ``bout_start_t`` (D,) its start; ``last_still_t`` (D,) and
+    ``last_still_up`` (3, D) the last still upright pose.
+    """
+
+    stage: NDArray[np.int8]
+    requested: BoolArray
+    provisional_up: FloatArray
+    still_run: IntArray
+    bout_run: IntArray
+    bout_sum: FloatArray
+    bout_start_t: FloatArray
+    last_still_t: FloatArray
+    last_still_up: FloatArray
+
+    @classmethod
+    def fresh(cls, devices: int, auto: bool) -> CaptureState:
+        return cls(
+            stage=np.full(devices, Stage.WAITING if auto else Stage.OFF, dtype=np.int8),
+            requested=np.zeros(devices, dtype=bool),
+            provisional_up=np.zeros((3, devices)),
+            still_run=np.zeros(devices, dtype=np.int64),
+            bout_run=np.zeros(devices, dtype=np.int64),
+            bout_sum=np.zeros((3, devices)),
+            bout_start_t=np.full(devices, math.nan),
+            last_still_t=np.full(devices, math.nan),
+            last_still_up=np.zeros((3, devices)),
+        )
 
 
 @dataclass
@@ -113,39 +151,36 @@ class CalibrationCapture:
         self._cos_refine = math.cos(math.radians(s.max_refine_deg))
         self._acc_lo2 = (1.0 - s.gravity_tolerance_g) ** 2
         self._acc_hi2 = (1.0 + s.gravity_tolerance_g) ** 2
-        self.stage = np.full(devices, Stage.WAITING if auto else Stage.OFF, dtype=np.int8)
-        self.requested = np.zeros(devices, dtype=bool)
-        self.provisional_up = np.zeros((3, devices))
-        self._still_run = np.zeros(devices, dtype=np.int64)
-        self._bout_run = np.zeros(devices, dtype=np.int64)
-        self._bout_sum = np.zeros((3, devices))
-        self._bout_start_t = np.full(devices, math.nan)
-        self._last_still_t = np.full(devices, math.nan)
-        self._last_still_up = np.zeros((3, devices))
+        self.auto = auto
+        self.state = self.fresh_state(devices)
+
+    def fresh_state(self, devices: int) -> CaptureState:
+        """The state of ``devices`` wearables never seen."""
+        return CaptureState.fresh(devices, self.auto)
 
     # -- control -------------------------------------------------------------
 
     def pending(self) -> BoolArray:
         """(D,) whether a device may still capture something."""
-        return self.requested | (self.stage <= Stage.PROVISIONAL)
+        return self.state.requested | (self.state.stage <= Stage.PROVISIONAL)
 
     def request(self, device: int) -> None:
         """Capture at the next still period of ``device`` (all its samples later)."""
-        self.requested[device] = True
-        self._still_run[device] = 0
+        self.state.requested[device] = True
+        self.state.still_run[device] = 0
 
     def restore(self, device: int, calibration: Calibration) -> None:
         """A stored calibration is in use; a provisional one still waits for refinement."""
-        self.stage[device] = Stage.PROVISIONAL if calibration.provisional else Stage.CONFIRMED
-        self.provisional_up[:, device] = calibration.up_sensor
+        self.state.stage[device] = Stage.PROVISIONAL if calibration.provisional else Stage.CONFIRMED
+        self.state.provisional_up[:, device] = calibration.up_sensor
 
     def reset(self, devices: IntArray) -> None:
         """A gap or clock reset: still periods and walking bouts start again."""
-        self._still_run[devices] = 0
-        self._bout_run[devices] = 0
-        self._bout_sum[:, devices] = 0.0
-        self._bout_start_t[devices] = math.nan
-        self._last_still_t[devices] = math.nan
+        self.state.still_run[devices] = 0
+        self.state.bout_run[devices] = 0
+        self.state.bout_sum[:, devices] = 0.0
+        self.state.bout_start_t[devices] = math.nan
+        self.state.last_still_t[devices] = math.nan
 
     # -- per block -------------------------------------------------------------
 
@@ -179,15 +214,15 @@ class CalibrationCapture:
         quiet &= mag2 < self._acc_hi2
         if gyr_dps is not None:
             quiet &= dot_tcd(gyr_dps, gyr_dps) < s.still_gyr_dps**2
-        run = run_length(quiet, self._still_run)
-        self._still_run = run[-1].copy()
+        run = run_length(quiet, self.state.still_run)
+        self.state.still_run = run[-1].copy()
         still = run >= self._still_samples
         any_still = bool(still.any())
-        waiting = self.stage == Stage.WAITING
+        waiting = self.state.stage == Stage.WAITING
         any_waiting = bool(waiting.any())
         if any_waiting:
             walking = walking & waiting
-            bout = run_length(walking, self._bout_run)
+            bout = run_length(walking, self.state.bout_run)
             checks = self._gait_checks(bout) & gait
             any_gait = bool(checks.any())
         else:
@@ -203,7 +238,7 @@ class CalibrationCapture:
         b = _Block(t_s, acc_g, pose, still, upright_still, walking, gait, bout)
         captures: list[Capture] = []
         if any_still or any_gait:
-            found = checks.any(axis=0) if any_gait else np.zeros(self.stage.size, dtype=bool)
+            found = checks.any(axis=0) if any_gait else np.zeros(self.state.stage.size, dtype=bool)
             if any_still:
                 found |= self._still_candidates(b)
             for d in np.flatnonzero(found & pending).tolist():
@@ -214,15 +249,15 @@ class CalibrationCapture:
 
     def _still_candidates(self, b: _Block) -> BoolArray:
         """(D,) devices with a still sample where a capture may happen (a superset)."""
-        stage = self.stage
-        found = self.requested & b.still.any(axis=0)
+        stage = self.state.stage
+        found = self.state.requested & b.still.any(axis=0)
         waiting = stage == Stage.WAITING
         if waiting.any():
             near = dot_tcd(b.pose, self._nominal_up[None, :, None]) >= self._cos_auto
             found |= (b.upright_still & near).any(axis=0) & waiting
         provisional = stage == Stage.PROVISIONAL
         if provisional.any():
-            near = dot_tcd(b.pose, self.provisional_up[None]) >= self._cos_refine
+            near = dot_tcd(b.pose, self.state.provisional_up[None]) >= self._cos_refine
             found |= (b.upright_still & near).any(axis=0) & provisional
         return found
 
@@ -233,16 +268,16 @@ class CalibrationCapture:
         pos = 0
         while True:
             options: list[tuple[int, _Kind]] = []
-            if self.requested[d]:
+            if self.state.requested[d]:
                 ok = b.still[pos:, d] & (np.abs(pose[pos:, 2]) < _MAX_FORWARD_Z)
                 options.append((_first(ok, pos), _Kind.REQUESTED))
-            stage = self.stage[d]
+            stage = self.state.stage[d]
             if stage == Stage.WAITING:
                 near = pose[pos:] @ self._nominal_up >= self._cos_auto
                 options.append((_first(b.upright_still[pos:, d] & near, pos), _Kind.STILL))
                 options.append((self._first_gait(b, d, pos), _Kind.GAIT))
             elif stage == Stage.PROVISIONAL:
-                near = pose[pos:] @ self.provisional_up[:, d] >= self._cos_refine
+                near = pose[pos:] @ self.state.provisional_up[:, d] >= self._cos_refine
                 options.append((_first(b.upright_still[pos:, d] & near, pos), _Kind.REFINED))
             options = [o for o in options if o[0] >= 0]
             if not options:
@@ -280,7 +315,7 @@ class CalibrationCapture:
             (start >= 0)[:, None], csum[np.maximum(start, 0), :, k], 0.0
         )
         began_before = run > at
-        sums[began_before] += self._bout_sum[:, devices[began_before]].T
+        sums[began_before] += self.state.bout_sum[:, devices[began_before]].T
         return sums
 
     def _capture(self, b: _Block, d: int, j: int, kind: _Kind) -> Capture:
@@ -304,9 +339,9 @@ class CalibrationCapture:
             up, t_s=t, requested=kind is _Kind.REQUESTED, provisional=provisional
         )
         if kind is _Kind.REQUESTED:
-            self.requested[d] = False
-        self.stage[d] = Stage.PROVISIONAL if provisional else Stage.CONFIRMED
-        self.provisional_up[:, d] = cal.up_sensor
+            self.state.requested[d] = False
+        self.state.stage[d] = Stage.PROVISIONAL if provisional else Stage.CONFIRMED
+        self.state.provisional_up[:, d] = cal.up_sensor
         cos = float(np.dot(cal.up_sensor, self._nominal_up))
         return Capture(
             device=d,
@@ -322,12 +357,15 @@ class CalibrationCapture:
         """The still upright pose that ended just before the walking bout
         ending at ``j``, if it agrees with the gait direction."""
         start = j - int(b.bout[j, d]) + 1
-        start_t = float(b.t[start, d]) if start >= 0 else float(self._bout_start_t[d])
+        start_t = float(b.t[start, d]) if start >= 0 else float(self.state.bout_start_t[d])
         before = np.flatnonzero(b.upright_still[: max(start, 0), d])
         if before.size:
             still_t, still_up = float(b.t[before[-1], d]), b.pose[before[-1], :, d].copy()
         else:
-            still_t, still_up = float(self._last_still_t[d]), self._last_still_up[:, d].copy()
+            still_t, still_up = (
+                float(self.state.last_still_t[d]),
+                self.state.last_still_up[:, d].copy(),
+            )
         if not (
             math.isfinite(still_t) and 0.0 <= start_t - still_t <= self.settings.pre_walk_gap_s
         ):
@@ -342,17 +380,17 @@ class CalibrationCapture:
         walking_end = (bout_end > 0) & waiting
         if walking_end.any():
             devs = np.flatnonzero(walking_end)
-            self._bout_sum[:, devs] = self._bout_sums(b, devs, np.full(devs.size, n - 1)).T
+            self.state.bout_sum[:, devs] = self._bout_sums(b, devs, np.full(devs.size, n - 1)).T
             fresh = devs[bout_end[devs] <= n]
-            self._bout_start_t[fresh] = b.t[n - bout_end[fresh], fresh]
-        self._bout_run = np.where(waiting, bout_end, 0)
+            self.state.bout_start_t[fresh] = b.t[n - bout_end[fresh], fresh]
+        self.state.bout_run = np.where(waiting, bout_end, 0)
         if not b.upright_still.any():
             return
         last = last_true(b.upright_still)
         seen = np.flatnonzero(last >= 0)
         if seen.size:
-            self._last_still_t[seen] = b.t[last[seen], seen]
-            self._last_still_up[:, seen] = b.pose[last[seen], :, seen].T
+            self.state.last_still_t[seen] = b.t[last[seen], seen]
+            self.state.last_still_up[:, seen] = b.pose[last[seen], :, seen].T
 
 
 def _first(flags: BoolArray, offset: int) -> int:

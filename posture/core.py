@@ -17,6 +17,15 @@ and keeps the calibration. A step of zero or backwards (the wearable's clock
 restarted) is handled the same way and counted. When devices of a batch
 break at different samples, the block is cut at each such sample and the
 pieces run one after the other (every part is block-split invariant).
+
+State: the components hold their parameters; what they remember per device
+is one :class:`~posture.corestate.EngineState` (:mod:`posture.state`), kept
+for ``capacity`` devices of which the first :attr:`EngineCore.devices` are
+in use (the rest are fresh, so devices are added at amortised cost). A
+block of a subset of the devices runs on a :func:`~posture.state.take` of
+their columns, bound to the components for the call and
+:func:`~posture.state.put` back after; the other devices are untouched.
+The fall detectors are per-device objects, called by global index.
 """
 
 from __future__ import annotations
@@ -29,17 +38,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from posture import state as st
 from posture.activity import ActivityClassifier
 from posture.calibration import Calibration, angles_tcd, face_tilt_deg
 from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
-from posture.devstate import restore, snapshot
+from posture.corestate import CoreState, EngineState
 from posture.falls import FallDetector, FallFinding
 from posture.falls.feed import FallFeed
 from posture.orientation import GravityFilter, GravityFilterParams
 from posture.rotation import dot_tcd
-from posture.slouch import SlouchDetector
-from posture.types import PostureEvent, PostureEventKind
+from posture.slouch import SlouchDetector, SlouchParams, SlouchState
+from posture.types import PostureEvent, PostureEventKind, SlouchSettings
 
 __all__ = ["GAP_INTERVALS", "CoreBlock", "EngineCore"]
 
@@ -48,6 +58,7 @@ _log = logging.getLogger(__name__)
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]
+IndexArray = NDArray[np.intp]
 
 GAP_INTERVALS = 2.5
 """A step longer than this many nominal sample intervals is a gap."""
@@ -74,6 +85,7 @@ class EngineCore:
     def __init__(self, config: EngineConfig, devices: int) -> None:
         self.config = config
         self.devices = devices
+        """Devices in use (indices 0 .. devices-1)."""
         fs = float(config.sample_rate_hz)
         self.max_interval_s = GAP_INTERVALS / fs
         o = config.orientation
@@ -96,24 +108,99 @@ class EngineCore:
         self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices)
         nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
         self.nominal_up = nominal / np.linalg.norm(nominal)
-        self.falls = [FallDetector(config.fall, fs) for _ in range(devices)]
-        for f in self.falls:
-            # Unmeasured: the fall detector then judges an impact whose trunk
-            # was far from it against the trunk's direction before the impact.
-            f.set_reference_up(self.nominal_up, calibrated=False)
-        self._feed = FallFeed(self.falls, fs)
+        self.falls = [self._fall_detector() for _ in range(devices)]
+        self._feed = FallFeed(self.falls, fs, settings=config.fall)
         # Findings of samples handed over between blocks (set_calibration);
         # by the feed's rules there are none, but none would be lost either.
         self._late: dict[int, list[FallFinding]] = {}
-        self.calibrations: list[Calibration | None] = [None] * devices
-        self._matrix = np.zeros((3, 3, devices))
-        self._calibrated = np.zeros(devices, dtype=bool)
-        self.last_t_s = np.full(devices, math.nan)
-        self._last_angles = np.full((2, devices), math.nan)
-        self.samples = np.zeros(devices, dtype=np.int64)
-        self.blocks = np.zeros(devices, dtype=np.int64)
-        self.gaps = np.zeros(devices, dtype=np.int64)
-        self.clock_resets = np.zeros(devices, dtype=np.int64)
+        # Every device's state (capacity columns; the first `devices` in use)
+        # and the state bound to the components (the store, or a part of it
+        # during a call on a subset).
+        self._store = self.fresh_state(devices)
+        self.state = self._store
+        self._bind(self._store)
+
+    # -- state ---------------------------------------------------------------
+
+    def fresh_state(self, devices: int) -> EngineState:
+        """The state of ``devices`` wearables never seen (slouch rule: the config's)."""
+        return EngineState(
+            gravity=self.gravity.fresh_state(devices),
+            activity=self.activity.fresh_state(devices),
+            capture=self.capture.fresh_state(devices),
+            slouch=SlouchState.fresh(devices),
+            slouch_params=SlouchParams.fresh(devices, self.config.slouch),
+            core=CoreState.fresh(devices),
+        )
+
+    @property
+    def capacity(self) -> int:
+        """Devices the stored state has room for (>= :attr:`devices`)."""
+        return st.device_count(self._store.core)
+
+    @property
+    def slouch_params(self) -> SlouchParams:
+        """Every device's slouch rule (capacity columns); read it, do not keep it."""
+        return self._store.slouch_params
+
+    @property
+    def stored(self) -> CoreState:
+        """The core's own state of every device (capacity columns), e.g. for
+        counters and calibrations; read it, do not keep it (it is replaced
+        when devices are added)."""
+        return self._store.core
+
+    def _bind(self, state: EngineState) -> None:
+        self.state = state
+        self.gravity.state = state.gravity
+        self.activity.state = state.activity
+        self.capture.state = state.capture
+        self.slouch.state = state.slouch
+        self.slouch.params = state.slouch_params
+
+    def _fall_detector(self) -> FallDetector:
+        f = FallDetector(self.config.fall, float(self.config.sample_rate_hz))
+        # Unmeasured: the fall detector then judges an impact whose trunk
+        # was far from it against the trunk's direction before the impact.
+        f.set_reference_up(self.nominal_up, calibrated=False)
+        return f
+
+    def add_device(self, slouch: SlouchSettings | None = None) -> int:
+        """A new device (fresh state, ``slouch`` or the config's rule); its index.
+
+        The stored state doubles its capacity when full, so adding devices
+        one by one costs amortised O(1) array copies each.
+        """
+        device = self.devices
+        capacity = self.capacity
+        if device == capacity:
+            self._store = st.grow(self._store, self.fresh_state(max(capacity, 1)))
+            self._bind(self._store)
+        self.devices += 1
+        if slouch is not None:
+            self._store.slouch_params.set(device, slouch)
+        self._feed.add([self._fall_detector()])
+        return device
+
+    def reset_device(self, device: int, slouch: SlouchSettings | None = None) -> None:
+        """Device ``device`` starts over as if new (a different wearable or patient)."""
+        st.put(self._store, np.array([device]), self.fresh_state(1))
+        if slouch is not None:
+            self._store.slouch_params.set(device, slouch)
+        self._late.pop(device, None)
+        self._feed.replace(device, self._fall_detector())
+
+    def set_slouch_settings(self, device: int, slouch: SlouchSettings) -> None:
+        """Device ``device`` uses ``slouch`` from its next sample on."""
+        self._store.slouch_params.set(device, slouch)
+
+    def count_empty_block(self, devices: IndexArray | None = None) -> None:
+        """An empty block of ``devices`` (all in use if None): counted, nothing else."""
+        blocks = self._store.core.blocks
+        if devices is None:
+            blocks[: self.devices] += 1
+        else:
+            blocks[devices] += 1
 
     # -- calibration control -----------------------------------------------
 
@@ -130,11 +217,13 @@ class EngineCore:
         self.falls[device].set_reference_up(np.asarray(calibration.up_sensor), calibrated=True)
 
     def _use(self, device: int, calibration: Calibration) -> None:
-        """Angles use ``calibration`` from now on (the fall detector's
-        reference changes where its samples reach the capture)."""
-        self.calibrations[device] = calibration
-        self._matrix[:, :, device] = calibration.matrix
-        self._calibrated[device] = True
+        """Angles of ``device`` (a column of the bound state) use
+        ``calibration`` from now on (the fall detector's reference changes
+        where its samples reach the capture)."""
+        core = self.state.core
+        core.calibrations[device] = calibration
+        core.matrix[:, :, device] = calibration.matrix
+        core.calibrated[device] = True
 
     # -- processing ----------------------------------------------------------
 
@@ -144,33 +233,32 @@ class EngineCore:
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
         rows: tuple[FloatArray, FloatArray, FloatArray | None],
-        active: BoolArray | None = None,
+        devices: IndexArray | None = None,
     ) -> CoreBlock:
-        """Process one block of ``n >= 1`` samples of every device.
+        """Process one block of ``n >= 1`` samples of ``S`` devices.
 
         Args:
-            t_s: (n, D) sample times; acc_g: (n, 3, D) in g; gyr_dps: (n, 3, D)
+            t_s: (n, S) sample times; acc_g: (n, 3, S) in g; gyr_dps: (n, 3, S)
                 in °/s or None. All finite; validated by the caller.
-            rows: the same samples device-major, ``(D, n)``, ``(D, n, 3)``,
-                ``(D, n, 3)`` or None, handed to the per-device fall detectors.
-            active: (D,) devices whose block counts (None: all). The others'
-                state is left as it was and their outputs are empty (NaN
-                angles, UNKNOWN, no events); their samples must still be
-                finite (any values).
+            rows: the same samples device-major, ``(S, n)``, ``(S, n, 3)``,
+                ``(S, n, 3)`` or None, handed to the per-device fall detectors.
+            devices: (S,) indices of the devices, distinct, in use (None: all
+                :attr:`devices`, in order). The others' state is untouched.
+
+        Returns:
+            Arrays (n, S) and events keyed by the position in ``devices``.
         """
-        if active is not None and not active.all():
-            idle = np.flatnonzero(~active)
-            saved = snapshot(self, idle)
-            out = self._process(t_s, acc_g, gyr_dps, rows, active)
-            restore(self, idle, saved)
-            out.flexion_deg[:, idle] = math.nan
-            out.lateral_deg[:, idle] = math.nan
-            out.activity[:, idle] = 0
-            out.slouching[:, idle] = False
-            for dev in idle.tolist():
-                out.events.pop(dev, None)
-            return out
-        return self._process(t_s, acc_g, gyr_dps, rows, None)
+        if devices is None:
+            if self.devices == self.capacity:
+                return self._process(t_s, acc_g, gyr_dps, rows, None)
+            devices = np.arange(self.devices)
+        part = st.take(self._store, devices)
+        self._bind(part)
+        try:
+            return self._process(t_s, acc_g, gyr_dps, rows, devices)
+        finally:
+            st.put(self._store, devices, part)
+            self._bind(self._store)
 
     def _process(
         self,
@@ -178,13 +266,16 @@ class EngineCore:
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
         rows: tuple[FloatArray, FloatArray, FloatArray | None],
-        active: BoolArray | None,
+        ids: IndexArray | None,
     ) -> CoreBlock:
+        """The block on the bound state (its ``d`` columns); ``ids`` the
+        devices' global indices (None: the same as the columns)."""
         n, d = t_s.shape
-        self.blocks += 1
-        self.samples += n
+        core = self.state.core
+        core.blocks += 1
+        core.samples += n
         dt = np.empty((n, d))
-        np.subtract(t_s[0], self.last_t_s, out=dt[0])
+        np.subtract(t_s[0], core.last_t_s, out=dt[0])
         np.subtract(t_s[1:], t_s[:-1], out=dt[1:])
         breaks = dt > self.max_interval_s
         breaks |= dt <= 0.0
@@ -193,7 +284,7 @@ class EngineCore:
             dt[0, fresh] = math.inf
             breaks[0, fresh] = True
         if np.count_nonzero(breaks):
-            self._count_breaks(dt, breaks, fresh)
+            self._count_breaks(dt, breaks, fresh, ids)
             cuts = np.flatnonzero(breaks[1:].any(axis=1)) + 1
             bounds = [0, *cuts.tolist(), n]
         else:
@@ -202,7 +293,7 @@ class EngineCore:
         captures: list[Capture] = []
         if len(bounds) == 2:  # the usual block: no gap inside
             up, flexion, lateral, activity, vigorous = self._segment(
-                t_s, acc_g, gyr_dps, dt, breaks[0], 0, captures, active
+                t_s, acc_g, gyr_dps, dt, breaks[0], 0, captures, ids
             )
         else:
             flexion = np.empty((n, d))
@@ -220,7 +311,7 @@ class EngineCore:
                     breaks[a],
                     a,
                     captures,
-                    active,
+                    ids,
                 )
 
         slouching, transitions = self.slouch.process(t_s, flexion, lateral, activity, vigorous)
@@ -239,9 +330,9 @@ class EngineCore:
                 {"duration_s": tr.duration_s},
             )
             events.setdefault(dev, []).append((i, 1, event))
-        self._falls(rows, acc_g, up, captures, flexion, lateral, events, active)
-        self.last_t_s = t_s[-1].copy()
-        self._last_angles = np.array((flexion[-1], lateral[-1]))
+        self._falls(rows, acc_g, up, captures, flexion, lateral, events, ids)
+        core.last_t_s = t_s[-1].copy()
+        core.last_angles = np.array((flexion[-1], lateral[-1]))
         ordered: dict[int, list[PostureEvent]] = {}
         for dev, evs in events.items():
             evs.sort(key=lambda e: (e[0], e[1]))
@@ -257,7 +348,7 @@ class EngineCore:
         breaks: BoolArray,
         offset: int,
         captures: list[Capture],
-        active: BoolArray | None,
+        ids: IndexArray | None,
     ) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], BoolArray]:
         """One gap-free stretch of every device (starting at sample ``offset``
         of the block); resets the devices that break at its first sample."""
@@ -273,13 +364,12 @@ class EngineCore:
             t_s, acc_g, gyr_dps, grav.acc_lp_g, grav.acc_dev2_g2, feats.walking, feats.gait
         )
         flexion, lateral, incl = self._angles(up)
-        if active is not None:  # a dropped block's state is restored afterwards
-            found = [c for c in found if active[c.device]]
+        matrix = self.state.core.matrix
         for c in found:
             self._use(c.device, c.calibration)
-            self._log_capture(c)
+            self._log_capture(c, c.device if ids is None else int(ids[c.device]))
             j, dev = c.index, c.device
-            f, lat, tilt = angles_tcd(up[j:, :, dev : dev + 1], self._matrix[:, :, dev : dev + 1])
+            f, lat, tilt = angles_tcd(up[j:, :, dev : dev + 1], matrix[:, :, dev : dev + 1])
             flexion[j:, dev] = f[:, 0]
             lateral[j:, dev] = lat[:, 0]
             incl[j:, dev] = tilt[:, 0]
@@ -293,15 +383,16 @@ class EngineCore:
         """Flexion, lateral (n, D) under the current calibrations (NaN without
         one) and the inclination from upright (n, D): calibrated, or the
         back's tilt from vertical before."""
-        cal = self._calibrated
+        core = self.state.core
+        cal = core.calibrated
         count = np.count_nonzero(cal)
         if count == cal.size:
-            return angles_tcd(up, self._matrix)
+            return angles_tcd(up, core.matrix)
         incl = face_tilt_deg(up)
         shape = incl.shape
         if count == 0:
             return np.full(shape, math.nan), np.full(shape, math.nan), incl
-        flexion, lateral, tilt = angles_tcd(up, self._matrix)
+        flexion, lateral, tilt = angles_tcd(up, core.matrix)
         flexion[:, ~cal] = math.nan
         lateral[:, ~cal] = math.nan
         incl[:, cal] = tilt[:, cal]
@@ -316,82 +407,91 @@ class EngineCore:
         flexion: FloatArray,
         lateral: FloatArray,
         events: dict[int, list[Ordered]],
-        active: BoolArray | None,
+        ids: IndexArray | None,
     ) -> None:
-        """Hand the block to the per-device fall detectors (through the feed)."""
+        """Hand the block to the per-device fall detectors (through the feed).
+
+        Column ``dev`` of the block is device ``ids[dev]`` (``dev`` if None):
+        its detector, held samples and late findings are those of that index.
+        """
         t_rows, acc_rows, gyr_rows = rows
-        n = t_rows.shape[1]
+        n, d = t_rows.shape[1], t_rows.shape[0]
         feed = self._feed
-        feed.triggers(dot_tcd(acc_g, acc_g))
+        feed.triggers(dot_tcd(acc_g, acc_g), ids)
         changes: dict[int, list[Capture]] = {}
         for c in captures:
             changes.setdefault(c.device, []).append(c)
-        skip = set() if active is None else set(np.flatnonzero(~active).tolist())
+        glob = range(d) if ids is None else ids.tolist()
         # Device-major copy: one cheap row per detector below. The inputs are
         # copied once if any device holds its samples back (callers may
         # reuse their buffers).
         up_rows = np.ascontiguousarray(up.transpose(2, 0, 1))
         copied = False
-        for dev in range(self.devices):
-            if dev in skip:
-                continue
+        for dev, g in enumerate(glob):
             gyr = None if gyr_rows is None else gyr_rows[dev]
-            found: list[FallFinding] = self._late.pop(dev, [])
+            found: list[FallFinding] = self._late.pop(g, [])
             if dev in changes:
                 start = 0
                 # The reference changes at each capture: split the call there.
                 for c in changes[dev]:
                     if c.index > start:
                         found += feed.call(
-                            dev,
+                            g,
                             t_rows[dev, start : c.index],
                             acc_rows[dev, start : c.index],
                             None if gyr is None else gyr[start : c.index],
                             up_rows[dev, start : c.index],
                         )
                     else:
-                        found += feed.flush(dev)
+                        found += feed.flush(g)
                     up_ref = np.asarray(c.calibration.up_sensor)
-                    self.falls[dev].set_reference_up(up_ref, calibrated=True)
+                    self.falls[g].set_reference_up(up_ref, calibrated=True)
                     start = c.index
                 found += feed.call(
-                    dev,
+                    g,
                     t_rows[dev, start:n],
                     acc_rows[dev, start:n],
                     None if gyr is None else gyr[start:n],
                     up_rows[dev, start:n],
                 )
-            elif feed.must_call(dev, n):
-                found += feed.call(dev, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
+            elif feed.must_call(g, n):
+                found += feed.call(g, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
             else:
                 if not copied:
                     t_rows, acc_rows = t_rows.copy(), acc_rows.copy()
                     gyr_rows = None if gyr_rows is None else gyr_rows.copy()
                     copied = True
                 gyr = None if gyr_rows is None else gyr_rows[dev]
-                feed.hold(dev, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
+                feed.hold(g, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
             for f in found:
                 events.setdefault(dev, []).append(
                     self._fall_event(dev, f, t_rows[dev], flexion, lateral)
                 )
 
-    def _count_breaks(self, dt: FloatArray, breaks: BoolArray, fresh: BoolArray) -> None:
+    def _count_breaks(
+        self, dt: FloatArray, breaks: BoolArray, fresh: BoolArray, ids: IndexArray | None
+    ) -> None:
+        core = self.state.core
         counted = breaks.copy()
         counted[0] &= ~fresh  # the first sample of a stream is no gap
         back = counted & (dt <= 0.0)
-        self.clock_resets += back.sum(axis=0)
-        self.gaps += (counted & ~back).sum(axis=0)
+        core.clock_resets += back.sum(axis=0)
+        core.gaps += (counted & ~back).sum(axis=0)
         for i, dev in zip(*np.nonzero(back), strict=True):
             _log.warning(
                 "device %d: wearable clock went back by %.3f s; filters restart",
-                dev,
+                dev if ids is None else ids[dev],
                 -float(dt[i, dev]),
             )
         if _log.isEnabledFor(logging.DEBUG):
             for i, dev in zip(*np.nonzero(counted & ~back), strict=True):
-                _log.debug("device %d: gap of %.3f s; filters restart", dev, float(dt[i, dev]))
+                _log.debug(
+                    "device %d: gap of %.3f s; filters restart",
+                    dev if ids is None else ids[dev],
+                    float(dt[i, dev]),
+                )
 
-    def _log_capture(self, c: Capture) -> None:
+    def _log_capture(self, c: Capture, device: int) -> None:
         cal = c.calibration
         how = (
             "requested"
@@ -402,7 +502,7 @@ class EngineCore:
             if c.refined
             else "automatic"
         )
-        _log.info("device %d: calibrated to upright at t=%.2f s (%s)", c.device, cal.t_s, how)
+        _log.info("device %d: calibrated to upright at t=%.2f s (%s)", device, cal.t_s, how)
 
     def _calibrated_event(
         self, c: Capture, flexion: FloatArray, lateral: FloatArray
@@ -432,7 +532,8 @@ class EngineCore:
             angles = (float(flexion[i, dev]), float(lateral[i, dev]))
         else:  # a finding about an earlier block's sample
             i = -1
-            angles = (float(self._last_angles[0, dev]), float(self._last_angles[1, dev]))
+            last = self.state.core.last_angles
+            angles = (float(last[0, dev]), float(last[1, dev]))
         kind = (
             PostureEventKind.FALL_DETECTED
             if f.kind == "detected"

@@ -64,17 +64,18 @@ class PostureEngine:
     def calibrated(self) -> bool:
         """True once an upright posture has been captured (or restored),
         provisionally from walking too."""
-        return self._core.calibrations[0] is not None
+        return self._core.stored.calibrations[0] is not None
 
     @property
     def calibration(self) -> Calibration | None:
         """The current calibration, e.g. to store it for the next session."""
-        return self._core.calibrations[0]
+        cal: Calibration | None = self._core.stored.calibrations[0]
+        return cal
 
     @property
     def stats(self) -> EngineStats:
         """Counters since construction."""
-        c = self._core
+        c = self._core.stored
         return EngineStats(
             samples=int(c.samples[0]),
             blocks=int(c.blocks[0]),
@@ -122,7 +123,7 @@ class PostureEngine:
         t, acc, gyr = self._validate(t_s, acc_g, gyr_dps)
         n = t.shape[0]
         if n == 0:
-            self._core.blocks += 1
+            self._core.count_empty_block()
             empty = np.zeros(0)
             return EngineBlock(t, empty, empty.copy(), np.zeros(0, np.int8), np.zeros(0, bool), ())
         out = self._core.process(

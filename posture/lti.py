@@ -63,6 +63,8 @@ class SosFilter:
         self._sections = self.sos.shape[0]
         self._zi_unit = signal.sosfilt_zi(self.sos).reshape(-1)  # (order,)
         self._order = 2 * self._sections
+        self.order = self._order
+        """Length of the state per signal (two per section)."""
         self._key = self.sos.tobytes()
         self._blocks: dict[int, FloatArray] = {}  # this instance's view of the cache
         self.state = np.zeros((self._order, channels))

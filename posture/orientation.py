@@ -50,7 +50,7 @@ from posture.rotation import (
     rotate_back_tcd,
     rotate_tcd,
 )
-from posture.runs import device_columns, run_length, running_max
+from posture.runs import run_length, running_max
 
 __all__ = [
     "GravityBlock",
@@ -117,28 +117,55 @@ def _butter_lowpass_tau(tau_s: float, sample_rate_hz: float) -> FloatArray:
     return np.asarray(signal.butter(2, cutoff_hz, fs=sample_rate_hz, output="sos"))
 
 
+@dataclass
 class GravityState:
-    """What :class:`GravityFilter` carries between blocks for ``devices`` wearables,
-    besides its low-pass filters' states (which live in their :class:`SosFilter`).
+    """What :class:`GravityFilter` carries between blocks, one column per device
+    (:mod:`posture.state`).
 
     ``count`` (D,) samples since the last reset; ``quat_si`` (4, D) sensor to
     inertial frame; ``gyr_prev_rps`` (3, D) last bias-corrected rate;
     ``init_sum`` (3, D) sum of the inertial accelerations while the low-pass
     starts up; ``quiet_run`` (D,) samples of the current quiet run;
-    ``bias_rps`` (3, D) gyroscope bias.
+    ``bias_rps`` (3, D) gyroscope bias; ``lp_inertial`` (order, 3, D),
+    ``lp_rest`` (order, 3 or 6, D) and ``lp_acc_only`` (order, 3, D) the
+    low-pass filters' states (:class:`~posture.lti.SosFilter` layout,
+    signal-major).
     """
 
-    def __init__(self, devices: int) -> None:
-        self.count: IntArray = np.zeros(devices, dtype=np.int64)
-        self.quat_si = np.zeros((4, devices))
-        self.quat_si[0] = 1.0
-        self.gyr_prev_rps = np.zeros((3, devices))
-        self.init_sum = np.zeros((3, devices))
-        self.quiet_run: IntArray = np.zeros(devices, dtype=np.int64)
-        self.bias_rps = np.zeros((3, devices))
+    count: IntArray
+    quat_si: FloatArray
+    gyr_prev_rps: FloatArray
+    init_sum: FloatArray
+    quiet_run: IntArray
+    bias_rps: FloatArray
+    lp_inertial: FloatArray
+    lp_rest: FloatArray
+    lp_acc_only: FloatArray
+
+    @classmethod
+    def fresh(cls, devices: int, rest_signals: int = 6, order: int = 4) -> GravityState:
+        """The state of ``devices`` wearables never seen (``rest_signals``: 6 with
+        a gyroscope, 3 without; ``order``: the filters' state length)."""
+        quat = np.zeros((4, devices))
+        quat[0] = 1.0
+        return cls(
+            count=np.zeros(devices, dtype=np.int64),
+            quat_si=quat,
+            gyr_prev_rps=np.zeros((3, devices)),
+            init_sum=np.zeros((3, devices)),
+            quiet_run=np.zeros(devices, dtype=np.int64),
+            bias_rps=np.zeros((3, devices)),
+            lp_inertial=np.zeros((order, 3, devices)),
+            lp_rest=np.zeros((order, rest_signals, devices)),
+            lp_acc_only=np.zeros((order, 3, devices)),
+        )
 
     def reset(self, devices: IntArray) -> None:
-        """Forget the orientation of ``devices`` (indices); keep their bias."""
+        """Forget the orientation of ``devices`` (indices); keep their bias.
+
+        The low-pass filters restart at their first sample (``count`` 0), so
+        their states need no reset here.
+        """
         self.count[devices] = 0
         self.quat_si[:, devices] = ((1.0,), (0.0,), (0.0,), (0.0,))
         self.gyr_prev_rps[:, devices] = 0.0
@@ -168,21 +195,24 @@ class GravityBlock:
 
 
 class GravityFilter:
-    """Streaming up-direction estimate of ``devices`` wearables (module docstring)."""
+    """Streaming up-direction estimate of ``devices`` wearables (module docstring).
+
+    The filter holds its parameters and coefficients; what it remembers per
+    device is :attr:`state` (a :class:`GravityState`), which the engine may
+    swap for another state of any number of devices between blocks.
+    """
 
     def __init__(self, params: GravityFilterParams, devices: int = 1) -> None:
         self.params = params
-        self.devices = devices
         fs = params.sample_rate_hz
-        self._lp_inertial = SosFilter(_butter_lowpass_tau(params.tau_acc_s, fs), 3 * devices)
+        # The filters' own states are unused: each block runs from the
+        # columns in self.state (SosFilter.run is pure).
+        self._lp_inertial = SosFilter(_butter_lowpass_tau(params.tau_acc_s, fs), 0)
         # Rest detection filters acc (and gyro) side by side: 3 or 6 signals.
         self._rest_signals = 6 if params.has_gyro else 3
-        self._lp_rest = SosFilter(
-            _butter_lowpass_tau(params.tau_rest_s, fs), self._rest_signals * devices
-        )
+        self._lp_rest = SosFilter(_butter_lowpass_tau(params.tau_rest_s, fs), 0)
         self._lp_acc_only = SosFilter(
-            np.asarray(signal.butter(2, params.acc_only_cutoff_hz, fs=fs, output="sos")),
-            3 * devices,
+            np.asarray(signal.butter(2, params.acc_only_cutoff_hz, fs=fs, output="sos")), 0
         )
         # VQF starts its low-pass from the mean of the first tau seconds
         # rather than from one (possibly accelerated) sample.
@@ -193,11 +223,16 @@ class GravityFilter:
         self._bias_clip2 = math.radians(params.bias_clip_dps) ** 2
         self._rest_acc2 = params.rest_acc_g**2
         self._rest_thresholds = np.array([self._rest_acc2, self._rest_gyr2])
-        self.state = GravityState(devices)
+        self.state = self.fresh_state(devices)
+
+    def fresh_state(self, devices: int) -> GravityState:
+        """The state of ``devices`` wearables never seen."""
+        return GravityState.fresh(devices, self._rest_signals, self._lp_rest.order)
 
     def reset(self, devices: IntArray | None = None) -> None:
         """Forget the orientation (after a gap) of ``devices`` (all if None); keep the bias."""
-        self.state.reset(np.arange(self.devices) if devices is None else devices)
+        st = self.state
+        st.reset(np.arange(st.count.shape[0]) if devices is None else devices)
 
     def process(
         self, acc_g: FloatArray, gyr_dps: FloatArray | None, dt_s: FloatArray
@@ -216,7 +251,7 @@ class GravityFilter:
         """
         n = acc_g.shape[0]
         st = self.state
-        if self.devices == 1 and st.count[0] > 0:
+        if st.count.shape[0] == 1 and st.count[0] > 0:
             return self._process_one(
                 acc_g[:, :, 0], None if gyr_dps is None else gyr_dps[:, :, 0], dt_s[:, 0]
             )
@@ -262,7 +297,8 @@ class GravityFilter:
             if self.params.has_gyro:
                 raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
             x = acc_g
-        lp = self._lp_rest(x)
+        lp, zf = self._lp_rest.run(x, st.lp_rest[:, :, 0])
+        st.lp_rest = zf[:, :, None]
         dev = x - lp
         dev *= dev
         if has_gyro:
@@ -280,7 +316,9 @@ class GravityFilter:
         if has_gyro:
             up = self._gyro_one(acc_g, x[:, 3:], dt_s, rest[:, 0], lp[:, 3:])
         else:
-            up = normalize_rows(self._lp_acc_only(acc_g))
+            lp_acc, zf = self._lp_acc_only.run(acc_g, st.lp_acc_only[:, :, 0])
+            st.lp_acc_only = zf[:, :, None]
+            up = normalize_rows(lp_acc)
         if st.count[0] >= self._settle_samples:
             settled = np.ones((n, 1), dtype=bool)
         else:
@@ -335,10 +373,14 @@ class GravityFilter:
         """Rest flags (n, D), the low-passed signals (n, k, D) and the acc deviation² (n, D)."""
         st = self.state
         n, k, d = x.shape
+        order = st.lp_rest.shape[0]
         if fresh.size:
-            self._lp_rest.reset(x[0][:, fresh].reshape(-1), device_columns(fresh, k, d))
+            zi = self._lp_rest.steady_state(x[0][:, fresh].reshape(-1))
+            st.lp_rest[:, :, fresh] = zi.reshape(order, k, fresh.size)
             st.quiet_run[fresh] = 0
-        lp = self._lp_rest(x.reshape(n, k * d)).reshape(n, k, d)
+        lp, zf = self._lp_rest.run(x.reshape(n, k * d), st.lp_rest.reshape(order, k * d))
+        st.lp_rest = zf.reshape(order, k, d)
+        lp = lp.reshape(n, k, d)
         dev = x - lp
         dev *= dev
         if k == 6:
@@ -402,7 +444,10 @@ class GravityFilter:
     def _lowpass_inertial(self, acc_i: FloatArray) -> FloatArray:
         st = self.state
         n, _, d = acc_i.shape
-        out = self._lp_inertial(acc_i.reshape(n, 3 * d)).reshape(n, 3, d)
+        order = st.lp_inertial.shape[0]
+        out, zf = self._lp_inertial.run(acc_i.reshape(n, 3 * d), st.lp_inertial.reshape(order, -1))
+        st.lp_inertial = zf.reshape(order, 3, d)
+        out = out.reshape(n, 3, d)
         first = st.count
         starting = np.flatnonzero(first < self._init_samples)
         if starting.size == 0:
@@ -422,19 +467,23 @@ class GravityFilter:
         for k in np.unique(n_init[done]).tolist():
             group = np.flatnonzero(done & (n_init == k))
             devs = starting[group]
-            cols = device_columns(devs, 3, d)
             state = self._lp_inertial.steady_state(mean[k - 1][:, group].reshape(-1))
             if k < n:
                 y, state = self._lp_inertial.run(acc_i[k:][:, :, devs].reshape(n - k, -1), state)
                 out[k:, :, devs] = y.reshape(n - k, 3, devs.size)
-            self._lp_inertial.state[:, cols] = state
+            st.lp_inertial[:, :, devs] = state.reshape(order, 3, devs.size)
         return out
 
     def _acc_only_path(self, acc_g: FloatArray, fresh: IntArray) -> FloatArray:
+        st = self.state
         n, _, d = acc_g.shape
+        order = st.lp_acc_only.shape[0]
         if fresh.size:
-            self._lp_acc_only.reset(acc_g[0][:, fresh].reshape(-1), device_columns(fresh, 3, d))
-        lp = self._lp_acc_only(acc_g.reshape(n, 3 * d)).reshape(n, 3, d)
+            zi = self._lp_acc_only.steady_state(acc_g[0][:, fresh].reshape(-1))
+            st.lp_acc_only[:, :, fresh] = zi.reshape(order, 3, fresh.size)
+        lp, zf = self._lp_acc_only.run(acc_g.reshape(n, 3 * d), st.lp_acc_only.reshape(order, -1))
+        st.lp_acc_only = zf.reshape(order, 3, d)
+        lp = lp.reshape(n, 3, d)
         norm = np.sqrt(np.add.reduce(lp * lp, axis=1))
         lp /= np.maximum(norm, 1e-300)[:, None]
         return lp

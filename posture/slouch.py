@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from posture.types import Activity, SlouchSettings
 
-__all__ = ["SlouchDetector", "SlouchTransition"]
+__all__ = ["SlouchDetector", "SlouchParams", "SlouchState", "SlouchTransition"]
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -69,22 +69,83 @@ class SlouchTransition:
     device: int = 0
 
 
+@dataclass
+class SlouchParams:
+    """Each device's :class:`~posture.types.SlouchSettings` (a per-patient
+    rule), one column per device: ``threshold_deg``, ``hysteresis_deg``,
+    ``dwell_s``, ``lateral_threshold_deg`` (D,) float and ``while_walking``
+    (D,) bool.
+
+    Parameters, not memory; they are laid out like a state
+    (:mod:`posture.state`) so that a subset of devices carries its own.
+    """
+
+    threshold_deg: FloatArray
+    hysteresis_deg: FloatArray
+    dwell_s: FloatArray
+    lateral_threshold_deg: FloatArray
+    while_walking: BoolArray
+
+    @classmethod
+    def fresh(cls, devices: int, settings: SlouchSettings) -> SlouchParams:
+        """``devices`` devices that all use ``settings``."""
+        return cls(
+            threshold_deg=np.full(devices, settings.threshold_deg, dtype=np.float64),
+            hysteresis_deg=np.full(devices, settings.hysteresis_deg, dtype=np.float64),
+            dwell_s=np.full(devices, settings.dwell_s, dtype=np.float64),
+            lateral_threshold_deg=np.full(
+                devices, settings.lateral_threshold_deg, dtype=np.float64
+            ),
+            while_walking=np.full(devices, settings.while_walking, dtype=bool),
+        )
+
+    def set(self, device: int, settings: SlouchSettings) -> None:
+        """Device ``device`` uses ``settings`` from now on."""
+        self.threshold_deg[device] = settings.threshold_deg
+        self.hysteresis_deg[device] = settings.hysteresis_deg
+        self.dwell_s[device] = settings.dwell_s
+        self.lateral_threshold_deg[device] = settings.lateral_threshold_deg
+        self.while_walking[device] = settings.while_walking
+
+
+@dataclass
+class SlouchState:
+    """What :class:`SlouchDetector` carries between blocks, one column per
+    device (:mod:`posture.state`): ``slouching`` and ``timing`` (D,) bool,
+    the dwell count ``count_s``, the slouch's start ``started_t_s`` and the
+    last sample's time ``last_t_s`` (D,) seconds."""
+
+    slouching: BoolArray
+    count_s: FloatArray
+    timing: BoolArray
+    started_t_s: FloatArray
+    last_t_s: FloatArray
+
+    @classmethod
+    def fresh(cls, devices: int) -> SlouchState:
+        return cls(
+            slouching=np.zeros(devices, dtype=bool),
+            count_s=np.zeros(devices),
+            timing=np.zeros(devices, dtype=bool),
+            started_t_s=np.full(devices, math.nan),
+            last_t_s=np.full(devices, math.nan),
+        )
+
+
 class SlouchDetector:
     """Streaming slouch state machine of ``devices`` wearables (module docstring).
 
-    The state is one value per device; a block runs as a few array
-    operations over all devices, and the per-sample loop only for devices
-    whose state may change in it.
+    The rule is per device (:attr:`params`, from ``settings`` until changed);
+    the memory is :attr:`state`. A block runs as a few array operations over
+    all devices, and the per-sample loop only for devices whose state may
+    change in it.
     """
 
     def __init__(self, settings: SlouchSettings, max_interval_s: float, devices: int = 1) -> None:
         self.settings = settings
         self._max_interval_s = max_interval_s
-        self.slouching = np.zeros(devices, dtype=bool)
-        self._count_s = np.zeros(devices)
-        self._timing = np.zeros(devices, dtype=bool)
-        self._started_t_s = np.full(devices, math.nan)
-        self._last_t_s = np.full(devices, math.nan)
+        self.params = SlouchParams.fresh(devices, settings)
+        self.state = SlouchState.fresh(devices)
 
     def process(
         self,
@@ -99,25 +160,24 @@ class SlouchDetector:
 
         NaN angles (uncalibrated) count as not beyond and clear.
         """
-        s = self.settings
-        # NaN angles compare False: never beyond (and clear, below).
-        beyond = (flexion_deg > s.threshold_deg) | (np.abs(lateral_deg) > s.lateral_threshold_deg)
+        p, st = self.params, self.state
+        # NaN angles compare False: never beyond (and clear, below). The
+        # rule's (D,) arrays broadcast over the samples.
+        lateral_abs = np.abs(lateral_deg)
+        beyond = (flexion_deg > p.threshold_deg) | (lateral_abs > p.lateral_threshold_deg)
         out = np.zeros(beyond.shape, dtype=bool)
-        busy = self.slouching | self._timing
+        busy = st.slouching | st.timing
         if not (busy.any() or beyond.any()):  # the common case: nothing can change
-            self._last_t_s = t_s[-1].copy()
+            st.last_t_s = t_s[-1].copy()
             return out, []
         walking = activity == _WALKING
         resetting = activity == _LYING
-        if not s.while_walking:
-            resetting = resetting | walking
+        if not p.while_walking.all():
+            resetting = resetting | (walking & ~p.while_walking)
         loop = busy | (beyond & ~resetting).any(axis=0)
-        if self.slouching.any():
-            inside = (flexion_deg < s.threshold_deg - s.hysteresis_deg) & (
-                np.abs(lateral_deg) < s.lateral_threshold_deg - s.hysteresis_deg
-            )
-            clear = inside | np.isnan(flexion_deg) | resetting
-            steady = self.slouching & ~clear.any(axis=0)  # slouching all through
+        if st.slouching.any():
+            clear = self._clear(flexion_deg, lateral_abs, resetting)
+            steady = st.slouching & ~clear.any(axis=0)  # slouching all through
             out[:, steady] = True
             loop &= ~steady
         else:
@@ -125,15 +185,13 @@ class SlouchDetector:
         transitions: list[SlouchTransition] = []
         if loop.any():
             if clear is None:
-                inside = (flexion_deg < s.threshold_deg - s.hysteresis_deg) & (
-                    np.abs(lateral_deg) < s.lateral_threshold_deg - s.hysteresis_deg
-                )
-                clear = inside | np.isnan(flexion_deg) | resetting
+                clear = self._clear(flexion_deg, lateral_abs, resetting)
             upright = activity == _UPRIGHT
-            if s.while_walking:
+            if p.while_walking.any():
                 # Gait is vigorous by nature: it does not pause the count.
-                upright = upright | walking
-                vigorous = vigorous & ~walking
+                walk_counts = walking & p.while_walking
+                upright = upright | walk_counts
+                vigorous = vigorous & ~walk_counts
             counting = beyond & ~resetting & ~vigorous & (upright | (activity == _MOVING))
             may_start = counting & upright
             devices = np.flatnonzero(loop)
@@ -144,8 +202,17 @@ class SlouchDetector:
                     transitions += self._loop(
                         d, t_s[:, d], may_start[:, d], clear[:, d], counting[:, d], out[:, d]
                     )
-        self._last_t_s = t_s[-1].copy()
+        st.last_t_s = t_s[-1].copy()
         return out, transitions
+
+    def _clear(
+        self, flexion_deg: FloatArray, lateral_abs_deg: FloatArray, resetting: BoolArray
+    ) -> BoolArray:
+        p = self.params
+        inside = (flexion_deg < p.threshold_deg - p.hysteresis_deg) & (
+            lateral_abs_deg < p.lateral_threshold_deg - p.hysteresis_deg
+        )
+        return inside | np.isnan(flexion_deg) | resetting
 
     def _steps(
         self,
@@ -158,12 +225,13 @@ class SlouchDetector:
     ) -> list[SlouchTransition]:
         """:meth:`_loop` for many devices at once: one array step per sample,
         the same decisions and the same arithmetic (so the same numbers)."""
-        dwell_s = self.settings.dwell_s - 1e-9
-        slouching = self.slouching[devices]
-        timing = self._timing[devices]
-        count_s = self._count_s[devices]
-        started_t_s = self._started_t_s[devices]
-        last = self._last_t_s[devices]
+        st = self.state
+        dwell_s = self.params.dwell_s[devices] - 1e-9
+        slouching = st.slouching[devices]
+        timing = st.timing[devices]
+        count_s = st.count_s[devices]
+        started_t_s = st.started_t_s[devices]
+        last = st.last_t_s[devices]
         t_all, start_all = t_s[:, devices], may_start[:, devices]
         clear_all, counting_all = clear[:, devices], counting[:, devices]
         transitions: list[SlouchTransition] = []
@@ -195,10 +263,10 @@ class SlouchDetector:
             slouching[begin] = True
             started_t_s[begin] = t[begin]
             out[i, devices] = slouching
-        self.slouching[devices] = slouching
-        self._timing[devices] = timing
-        self._count_s[devices] = count_s
-        self._started_t_s[devices] = started_t_s
+        st.slouching[devices] = slouching
+        st.timing[devices] = timing
+        st.count_s[devices] = count_s
+        st.started_t_s[devices] = started_t_s
         return transitions
 
     def _loop(
@@ -210,13 +278,14 @@ class SlouchDetector:
         counting: BoolArray,
         out: BoolArray,
     ) -> list[SlouchTransition]:
-        dwell_s = self.settings.dwell_s
-        slouching = bool(self.slouching[d])
-        timing = bool(self._timing[d])
-        count_s = float(self._count_s[d])
-        started_t_s = float(self._started_t_s[d])
+        st = self.state
+        dwell_s = float(self.params.dwell_s[d])
+        slouching = bool(st.slouching[d])
+        timing = bool(st.timing[d])
+        count_s = float(st.count_s[d])
+        started_t_s = float(st.started_t_s[d])
         transitions: list[SlouchTransition] = []
-        last = float(self._last_t_s[d])
+        last = float(st.last_t_s[d])
         for i, (t, can_start, is_clear, is_counting) in enumerate(
             zip(t_s.tolist(), may_start.tolist(), clear.tolist(), counting.tolist(), strict=True)
         ):
@@ -250,8 +319,8 @@ class SlouchDetector:
                 # Rounded to the microsecond: a sum of intervals is not exact.
                 transitions.append(SlouchTransition(i, True, round(count_s, 6), device=d))
                 out[i] = True
-        self.slouching[d] = slouching
-        self._timing[d] = timing
-        self._count_s[d] = count_s
-        self._started_t_s[d] = started_t_s
+        st.slouching[d] = slouching
+        st.timing[d] = timing
+        st.count_s[d] = count_s
+        st.started_t_s[d] = started_t_s
         return transitions

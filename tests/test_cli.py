@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ CLI = [sys.executable, "-m", "posture_monitor"]
 HANG_S = 60.0
 
 
-async def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+async def run_cli(
+    *args: str, timeout_s: float = 60.0, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``posture-monitor ARGS``; ``env`` adds to (or overrides) this environment."""
     process = await asyncio.create_subprocess_exec(
         *CLI,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", **(env or {})},
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout_s)
     assert process.returncode is not None

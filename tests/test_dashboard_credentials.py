@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from brokers import MOSQUITTO, MosquittoBroker, TlsFiles, make_password_file
 
+from alerts.settings import PASSWORD_ENV
 from common.errors import ConfigError
-from physio.dashboard.cli import PASSWORD_ENV, build_config, configure_parser
+from physio.dashboard.cli import build_config, configure_parser
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -69,3 +69,43 @@ def test_fields_that_disagree_on_the_device_count_are_reported() -> None:
     bad = _Outer(np.zeros(3), _Inner(np.zeros((4, 2))), np.full(3, None, dtype=object))
     with pytest.raises(ValueError, match="disagree"):
         state.device_count(bad)
+
+
+def test_an_engine_core_keeps_all_its_memory_in_its_engine_state() -> None:
+    # Put a copy of the state back and run the same block again: the same
+    # numbers, so nothing the numerics remember lives outside the state (the
+    # fall detectors are per-device objects beside it; this stream has no
+    # impact for them to remember).
+    from test_posture_synth import gait_acc, keyframes, synthesize
+
+    from posture import EngineConfig, SlouchSettings
+    from posture.core import EngineCore
+
+    m = synthesize(
+        30.0,
+        50.0,
+        keyframes([(0, 0), (8, 0), (10, 40), (30, 40)]),
+        linear_acc_g=gait_acc(start_s=3.0, stop_s=8.0),
+    )
+    core = EngineCore(EngineConfig(50.0, True, slouch=SlouchSettings(dwell_s=5.0)), 3)
+    t = np.stack([m.t_s] * 3, axis=1)
+    acc = np.stack([m.acc_g] * 3, axis=2)
+    gyr = np.stack([m.gyr_dps] * 3, axis=2)
+
+    def block(a: int, b: int) -> tuple[np.ndarray, ...]:
+        rows = (
+            t[a:b].T.copy(),
+            acc[a:b].transpose(2, 0, 1).copy(),
+            gyr[a:b].transpose(2, 0, 1).copy(),
+        )
+        out = core.process(t[a:b], acc[a:b], gyr[a:b], rows)
+        return out.flexion_deg, out.activity, out.slouching
+
+    block(0, 600)
+    saved = state.copy(core.state)
+    first = block(600, 1500)
+    state.put(core.state, np.arange(3), saved)
+    again = block(600, 1500)
+    for x, y in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert np.isfinite(first[0][-1]).all() and first[2][-1].all()  # calibrated, slouching

@@ -7,7 +7,6 @@ a kill -9 of the node in use moves the client to the other.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,6 @@ from brokers import MOSQUITTO, MosquittoBroker, free_port
 from alerts import MqttClient, MqttSettings
 from common.errors import ConfigError
 from device_gateway.config import GatewayConfig
-from physio.dashboard.cli import configure_parser as dashboard_parser
-from physio.watch import add_broker_arguments, settings_from_args
 from posture_monitor.service import mqtt_settings
 
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")
@@ -122,27 +119,7 @@ def test_bad_gateway_urls_name_the_key(tmp_path: Path, broker: str, message: str
 # ---------------------------------------------------------------- the CLIs
 
 
-def test_watch_status_dashboard_and_report_take_several_brokers() -> None:
-    parser = argparse.ArgumentParser()
-    add_broker_arguments(parser)
-    args = parser.parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2,mqtt://c:3"])
-    assert settings_from_args(args).addresses == ("a:1", "b:2", "c:3")
-    assert settings_from_args(parser.parse_args([])).addresses  # the default still works
-
-    from physio.dashboard.cli import build_config, configure_report_parser
-
-    dashboard = argparse.ArgumentParser()
-    dashboard_parser(dashboard)
-    config = build_config(
-        dashboard.parse_args(["--broker", "mqtt://a:1", "--broker", "mqtt://b:2"])
-    )
-    assert config.broker.addresses == ("a:1", "b:2")
-    report = argparse.ArgumentParser()
-    configure_report_parser(report)
-    args = report.parse_args(
-        ["--patient", "p-001", "--out", "r.html", "--broker", "mqtt://a,mqtt://b"]
-    )
-    assert MqttSettings.from_urls(args.broker).addresses == ("a:1883", "b:1883")
+# Several --broker URLs through every physio command: tests/test_broker_args.py.
 
 
 # ------------------------------------------------------------------ the client

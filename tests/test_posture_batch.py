@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -217,7 +218,7 @@ def test_empty_blocks_and_bad_device_counts() -> None:
     out = batch.process(np.zeros((4, 0)), np.zeros((4, 0, 3)))
     assert out.flexion_deg.shape == (4, 0) and out.events == ((), (), (), ())
     with pytest.raises(ValueError, match="devices"):
-        BatchEngine(CONFIG[False], 0)
+        BatchEngine(CONFIG[False], -1)
 
 
 def test_inputs_are_not_mutated() -> None:
@@ -257,3 +258,214 @@ def test_the_benchmark_reports_its_figures(capsys: pytest.CaptureFixture[str]) -
 
 def motion_rows(m: Motion) -> tuple[np.ndarray, ...]:
     return m.t_s, m.acc_g, m.gyr_dps
+
+
+# -- subsets of devices, devices joining, slots reused, per-device slouch rules --
+
+SLOUCH_RULES = [
+    SlouchSettings(dwell_s=5.0),
+    SlouchSettings(dwell_s=3.0, threshold_deg=20.0, while_walking=False),
+    SlouchSettings(dwell_s=8.0, threshold_deg=28.0, hysteresis_deg=8.0),
+    SlouchSettings(dwell_s=4.0, lateral_threshold_deg=15.0, while_walking=False),
+]
+
+
+class _Slot:
+    """A slot of the batch and the wearable it serves now, with its own engine."""
+
+    def __init__(self, gyro: bool, stream: int, rule: SlouchSettings) -> None:
+        self.stream = stream
+        self.pos = 0
+        self.engine = PostureEngine(replace(CONFIG[gyro], slouch=rule))
+
+
+@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
+def test_random_subsets_joins_and_reused_slots_give_each_wearable_its_own_results(
+    gyro: bool,
+) -> None:
+    rng = np.random.default_rng(5 if gyro else 6)
+    t_all, acc_all, gyr_all = WARD
+    gyr_all = gyr_all.copy()
+    acc_all = acc_all.copy()
+    n_all = t_all.shape[1]
+    batch = BatchEngine(CONFIG[gyro], 2)  # config.slouch: SLOUCH_RULES[0]
+    slots = [_Slot(gyro, 0, SLOUCH_RULES[0]), _Slot(gyro, 1, SLOUCH_RULES[0])]
+    next_stream = 2
+    # Non-finite samples of some streams at some positions: those blocks drop.
+    poisoned = {3: 900, 7: 1500}
+    acc_all[3, 900, 1] = np.nan
+    gyr_all[7, 1500, 0] = np.inf
+    seen: set[PostureEventKind] = set()
+    resets = joins = drops = 0
+    ww_seen: set[bool] = set()
+    for tick in range(2000):
+        # Wearables join; a slot is handed to another wearable now and then.
+        if next_stream < 10 and rng.random() < 0.03:
+            rule = SLOUCH_RULES[next_stream % len(SLOUCH_RULES)]
+            dev = batch.add_device(rule if next_stream % 2 else None)
+            assert dev == len(slots)
+            used = rule if next_stream % 2 else SLOUCH_RULES[0]
+            slots.append(_Slot(gyro, next_stream, used))
+            next_stream, joins = next_stream + 1, joins + 1
+        if tick in (250, 600):  # streams 10 and 11 take over a slot
+            dev = int(rng.integers(len(slots)))
+            stream = 10 + resets
+            rule = SLOUCH_RULES[(stream + 1) % len(SLOUCH_RULES)]
+            batch.reset_device(dev, rule)
+            slots[dev] = _Slot(gyro, stream, rule)
+            resets += 1
+        n = int(rng.choice([1, 5, 10, 10, 23]))
+        ready = [d for d, s in enumerate(slots) if s.pos + n <= n_all]
+        if not ready:
+            break
+        chosen = [d for d in ready if rng.random() < 0.6]
+        if not chosen:
+            continue
+        order = rng.permutation(chosen)
+        rows = [(slots[d].stream, slice(slots[d].pos, slots[d].pos + n)) for d in order]
+        t = np.stack([t_all[k, sl] for k, sl in rows])
+        acc = np.stack([acc_all[k, sl] for k, sl in rows])
+        gyr = np.stack([gyr_all[k, sl] for k, sl in rows]) if gyro else None
+        everyone = len(order) == len(slots) and (order == np.arange(len(slots))).all()
+        out = batch.process(t, acc, gyr, devices=None if everyone else order)
+        np.testing.assert_array_equal(out.devices, order)
+        for r, d in enumerate(order.tolist()):
+            slot = slots[d]
+            k, sl = rows[r]
+            bad = k in poisoned and sl.start <= poisoned[k] < sl.stop
+            if bad and not gyro and k == 7:
+                bad = False  # only the gyroscope was poisoned
+            if bad:
+                with pytest.raises(SampleError):
+                    slot.engine.process(t[r], acc[r], gyr[r] if gyro else None)  # type: ignore[index]
+                assert out.dropped[r] and out.events[r] == ()
+                drops += 1
+            else:
+                ref = slot.engine.process(t[r], acc[r], gyr[r] if gyro else None)  # type: ignore[index]
+                assert not out.dropped[r]
+                assert_same(out.device(r), ref)
+                seen |= {e.kind for e in ref.events}
+                if any(e.kind == PostureEventKind.SLOUCH_STARTED for e in ref.events):
+                    ww_seen.add(slot.engine.config.slouch.while_walking)
+            slot.pos += n
+    assert joins >= 5 and resets == 2 and drops >= 1
+    assert ww_seen == {True, False}  # slouches under both walking rules
+    assert {
+        PostureEventKind.CALIBRATED,
+        PostureEventKind.SLOUCH_STARTED,
+        PostureEventKind.SLOUCH_ENDED,
+        PostureEventKind.FALL_DETECTED,
+    } <= seen
+    for d, slot in enumerate(slots):
+        assert batch.stats(d) == slot.engine.stats
+        assert_same_calibration(batch.calibration(d), slot.engine.calibration)
+        assert batch.slouch_settings(d) == slot.engine.config.slouch
+
+
+def test_a_reset_slot_forgets_everything_of_its_previous_wearable() -> None:
+    t, acc, gyr = (x[:2] for x in WARD)
+    batch = BatchEngine(CONFIG[True], 2)
+    for sl in blocks(2000, [10]):
+        batch.process(t[:, sl], acc[:, sl], gyr[:, sl])
+    assert batch.calibration(1) is not None and batch.stats(1).samples == 2000
+    batch.request_calibration(1)
+    batch.reset_device(1)
+    assert batch.calibration(1) is None and batch.stats(1) == PostureEngine(CONFIG[True]).stats
+    assert batch.calibration(0) is not None and batch.stats(0).samples == 2000
+    # The new wearable's clock starts again at 0 without counting a reset.
+    fresh = PostureEngine(CONFIG[True])
+    for sl in blocks(1500, [10]):
+        out = batch.process(t[1:, sl], acc[1:, sl], gyr[1:, sl], devices=[1])
+        assert_same(out.device(0), fresh.process(t[1, sl], acc[1, sl], gyr[1, sl]))
+    assert batch.stats(1) == fresh.stats and batch.stats(1).clock_resets == 0
+
+
+def test_a_new_slouch_rule_applies_from_the_next_sample() -> None:
+    # A slouched sitter under a 1000 s dwell: no alert; with a 5 s dwell the
+    # count already run (from the calibration on) starts the slouch at once.
+    flex = keyframes([(0, 0), (6, 0), (8, 40), (60, 40)])
+    m = synthesize(60.0, FS, flex)
+    batch = BatchEngine(CONFIG[True], 0)
+    dev = batch.add_device(SlouchSettings(dwell_s=1000.0))
+    kinds: list[PostureEventKind] = []
+    for k, sl in enumerate(blocks(m.t_s.size, [10])):
+        if k == 200:  # 40 s
+            assert PostureEventKind.SLOUCH_STARTED not in kinds
+            batch.set_slouch_settings(dev, SlouchSettings(dwell_s=5.0))
+        out = batch.process(m.t_s[None, sl], m.acc_g[None, sl], m.gyr_dps[None, sl], [dev])
+        kinds += [e.kind for e in out.events[0]]
+        if k == 200:
+            assert PostureEventKind.SLOUCH_STARTED in kinds
+    assert batch.slouch_settings(dev) == SlouchSettings(dwell_s=5.0)
+
+
+def test_adding_devices_one_by_one_doubles_the_capacity() -> None:
+    batch = BatchEngine(CONFIG[True], 0)
+    capacities = set()
+    for k in range(2000):
+        assert batch.add_device() == k
+        capacities.add(batch._core.capacity)
+    # Amortised growth: the state was reallocated log2(2000) times, not 2000.
+    assert capacities == {2**i for i in range(12)}
+    assert batch.devices == 2000
+    t, acc, gyr = (x[:3, :20] for x in WARD)
+    out = batch.process(t, acc, gyr, devices=[1999, 0, 1000])
+    assert out.flexion_deg.shape == (3, 20)
+    assert batch.stats(1999).samples == 20 and batch.stats(1).samples == 0
+
+
+@pytest.mark.parametrize(
+    ("devices", "message"),
+    [([0, 0], "distinct"), ([0, 5], "indices in 0..2"), ([[0, 1]], "1-D"), ([0.5], "1-D")],
+)
+def test_bad_device_lists_are_refused(devices: object, message: str) -> None:
+    batch = BatchEngine(CONFIG[True], 3)
+    t, acc, gyr = (x[:2, :10] for x in WARD)
+    with pytest.raises(ValueError, match=message):
+        batch.process(t, acc, gyr, devices=devices)  # type: ignore[arg-type]
+    for call in (
+        lambda: batch.reset_device(3),
+        lambda: batch.request_calibration(3),
+        lambda: batch.set_slouch_settings(-1, SlouchSettings()),
+        lambda: batch.stats(3),
+    ):
+        with pytest.raises(IndexError):
+            call()
+    assert batch.stats(0).blocks == 0
+
+
+@pytest.mark.parametrize("devices", [4, 12], ids=["loop", "array_steps"])
+def test_each_device_follows_its_own_slouch_rule_in_one_batch(devices: int) -> None:
+    # Slouched, then walking hunched: whether the slouch goes on while
+    # walking, and its threshold and dwell, differ per device. Above 8
+    # devices the slouch detector steps arrays instead of looping.
+    start = 20.0
+    flex = keyframes([(0, 0), (5, 0), (6, 35), (40, 35)])
+    m = synthesize(
+        40.0,
+        FS,
+        lambda t: flex(t) + gait_sway(start_s=start)(t),
+        linear_acc_g=gait_acc(start_s=start),
+    )
+    rules = [
+        SlouchSettings(
+            dwell_s=(4.0, 7.0, 5.0)[d % 3],
+            threshold_deg=(25.0, 30.0)[d % 2],
+            while_walking=d % 4 < 2,
+        )
+        for d in range(devices)
+    ]
+    batch = BatchEngine(CONFIG[True], 0)
+    for rule in rules:
+        batch.add_device(rule)
+    singles = [PostureEngine(replace(CONFIG[True], slouch=rule)) for rule in rules]
+    ended = [False] * devices
+    for sl in blocks(m.t_s.size, [10, 7]):
+        rows = (np.stack([x[sl]] * devices) for x in (m.t_s, m.acc_g, m.gyr_dps))
+        out = batch.process(*rows)
+        for d, engine in enumerate(singles):
+            ref = engine.process(m.t_s[sl], m.acc_g[sl], m.gyr_dps[sl])
+            assert_same(out.device(d), ref)
+            ended[d] |= any(e.kind == PostureEventKind.SLOUCH_ENDED for e in ref.events)
+    # Walking ends the slouch exactly for the devices whose rule says so.
+    assert ended == [not rule.while_walking for rule in rules]

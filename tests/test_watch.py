@@ -242,7 +242,12 @@ def test_unreachable_broker_exits_2_with_one_clear_line(capsys: pytest.CaptureFi
     code = watch_module.run(args)
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("posture-monitor watch: error: cannot connect") and "Traceback" not in err
+    # A password in the URL is warned about, as by every physio command; then the error.
+    warning, error = err.splitlines()
+    assert warning.startswith("warning: a password in --broker is visible to every user")
+    assert (
+        error.startswith("posture-monitor watch: error: cannot connect") and "Traceback" not in err
+    )
     assert "hunter2" not in err
     assert status_cli.run(_args(url, wait=0.2, connect_timeout=0.5)) == 2
     assert watch_module.run(parser.parse_args(["--broker", "http://x"])) == 2

@@ -10,7 +10,8 @@ print errors to stderr and never configure logging (the main CLI does).
 
 Secrets never go on the command line (``ps`` shows it to every user): the
 broker password comes from ``$POSTURE_MQTT_PASSWORD`` or
-``--broker-password-file``, as for ``run``; a PostgreSQL password from libpq's
+``--broker-password-file``, as for ``run`` (``physio.broker_args``, the broker
+flags of every physio command); a PostgreSQL password from libpq's
 ``$PGPASSWORD`` or ``~/.pgpass``.
 """
 
@@ -22,15 +23,14 @@ import contextlib
 import getpass
 import os
 import sys
-import urllib.parse
 from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from alerts.mqtt import MqttSettings
 from common.errors import BrokerError, ConfigError, PostureMonitorError
 from common.ids import ID_PATTERN
 from common.shutdown import run_until_terminated
+from physio.broker_args import add_broker_arguments, broker_settings
 from physio.dashboard.auth import (
     TOKEN_ENV,
     Credentials,
@@ -47,9 +47,6 @@ from physio.dashboard.site import SiteConfig
 from physio.dashboard.store import StoreError
 
 __all__ = [
-    "PASSWORD_ENV",
-    "add_broker_arguments",
-    "broker_settings",
     "build_config",
     "configure_parser",
     "configure_report_parser",
@@ -58,75 +55,6 @@ __all__ = [
     "run",
     "run_report",
 ]
-
-
-PASSWORD_ENV = "POSTURE_MQTT_PASSWORD"
-
-
-def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """``--broker URL``, ``--broker-password-file FILE`` and ``--ca-file FILE``."""
-    parser.add_argument(
-        "--broker",
-        required=required,
-        action="append",
-        metavar="URL",
-        help="MQTT broker, e.g. mqtts://dashboard@broker.example:8883 (no password here: "
-        f"set {PASSWORD_ENV} or use --broker-password-file); repeat it (or give a "
-        "comma-separated list) for the nodes of a broker cluster, tried in turn",
-    )
-    parser.add_argument(
-        "--broker-password-file",
-        type=Path,
-        metavar="FILE",
-        help=f"file whose first line is the broker password (else ${PASSWORD_ENV})",
-    )
-    parser.add_argument(
-        "--ca-file",
-        type=Path,
-        metavar="FILE",
-        help="CA certificate (PEM) that signed the broker's certificate (with mqtts://)",
-    )
-
-
-def broker_settings(args: argparse.Namespace, **overrides: object) -> MqttSettings:
-    """Broker settings from ``add_broker_arguments``; the password from the file or
-    the environment (it overrides one in the URL, which is warned about).
-
-    Raises:
-        ConfigError: a bad URL, an unreadable password file, a missing CA file.
-    """
-    urls = [args.broker] if isinstance(args.broker, str) else list(args.broker)
-    try:
-        in_url = any(
-            urllib.parse.urlsplit(u.strip()).password is not None
-            for item in urls
-            for u in item.split(",")
-        )
-    except ValueError:
-        in_url = False  # from_urls below reports the bad URL
-    if in_url:
-        print(
-            f"warning: a password in --broker is visible to every user of this machine; "
-            f"set {PASSWORD_ENV} or use --broker-password-file",
-            file=sys.stderr,
-        )
-    password_file: Path | None = getattr(args, "broker_password_file", None)
-    if password_file is not None:
-        try:
-            lines = password_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--broker-password-file {password_file}: {exc}") from None
-        if not lines or not lines[0].strip():
-            raise ConfigError(f"--broker-password-file {password_file}: the first line is empty")
-        overrides["password"] = lines[0].strip()
-    elif os.environ.get(PASSWORD_ENV):
-        overrides["password"] = os.environ[PASSWORD_ENV]
-    ca_file: Path | None = getattr(args, "ca_file", None)
-    if ca_file is not None:
-        if not ca_file.is_file():
-            raise ConfigError(f"--ca-file {ca_file}: no such file")
-        overrides["ca_file"] = str(ca_file)
-    return MqttSettings.from_urls(urls, **overrides)
 
 
 def local_timezone() -> str:
@@ -186,7 +114,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "when stopped, 2 on a bad argument or setting, or when the HTTP address cannot be "
         "listened on (e.g. its port is in use)."
     )
-    add_broker_arguments(parser, required=False)  # not needed with --add-user
+    add_broker_arguments(parser, local_default=False)  # required, except with --add-user
     parser.add_argument(
         "--database",
         default=None,
@@ -214,7 +142,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="HTTP address (default 127.0.0.1:8080; any other than loopback needs a login)",
     )
-    parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
     parser.add_argument(
         "--escalate-after",
         type=float,
@@ -303,6 +230,8 @@ def _add_user(password_file: Path | None, name: str) -> int:
 
 def build_config(args: argparse.Namespace) -> DashboardConfig:
     """A validated configuration from parsed arguments. Raises ConfigError."""
+    if not args.broker:  # the dashboard has no default broker: say which one
+        raise ConfigError("--broker URL is required (except with --add-user)")
     host, port = parse_listen(args.listen)
     site = SiteConfig.load(args.config) if getattr(args, "config", None) else SiteConfig()
     first_s = site.escalation.first_after_s if args.escalate_after is None else args.escalate_after
@@ -315,8 +244,7 @@ def build_config(args: argparse.Namespace) -> DashboardConfig:
         policy = EscalationPolicy(first_s, again_s)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    broker = broker_settings(args)
-    broker.check_transport(insecure=getattr(args, "insecure", False))
+    broker = broker_settings(args, insecure=args.insecure)
     patients_file = getattr(args, "patients", None)
     patients = PatientDirectory.load(patients_file) if patients_file else PatientDirectory.empty()
     credentials = Credentials.load(args.password_file, os.environ.get(TOKEN_ENV) or None)
@@ -348,9 +276,6 @@ def run(args: argparse.Namespace) -> int:
     """Run ``posture-monitor dashboard`` until interrupted."""
     if args.add_user:
         return _add_user(args.password_file, args.add_user)
-    if not args.broker:
-        print("error: --broker URL is required (except with --add-user)", file=sys.stderr)
-        return 2
     try:
         config = build_config(args)
         # SIGTERM (systemd's stop) unwinds like Ctrl-C and exits 0.
@@ -383,8 +308,7 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --audit and the CSV files: N days ending with --day (1)",
     )
-    add_broker_arguments(parser, required=False)
-    parser.add_argument("--topic-root", default="posture/v1", help="MQTT topic root")
+    add_broker_arguments(parser, local_default=False)  # none: the alert record
     parser.add_argument(
         "--database",
         default=None,
@@ -470,8 +394,8 @@ def run_report(args: argparse.Namespace) -> int:
         if args.audit or args.alerts_csv or args.days_csv or (args.out and not args.broker):
             _from_record(args)
         if args.out is not None and args.broker is not None:
-            settings = broker_settings(args, connect_timeout_s=args.timeout)
-            settings.check_transport(insecure=True)  # read-only: warn, do not refuse
+            # Read-only: a password in clear text is warned about, not refused.
+            settings = broker_settings(args, insecure=True, connect_timeout_s=args.timeout)
             summary = asyncio.run(
                 fetch_summary(
                     settings,

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.detector import FallDetector
-from posture.falls.types import FallFinding
+from posture.falls.types import FallFinding, FallSettings
 
 __all__ = ["FallFeed"]
 
@@ -52,14 +52,20 @@ class FallFeed:
         detectors: one per device, all with the same settings.
         sample_rate_hz: the devices' nominal rate.
         max_hold_s: longest span of samples held back per device.
+        settings: the detectors' settings (needed when ``detectors`` is
+            empty: devices come later, :meth:`add`).
     """
 
     def __init__(
-        self, detectors: list[FallDetector], sample_rate_hz: float, max_hold_s: float = 2.0
+        self,
+        detectors: list[FallDetector],
+        sample_rate_hz: float,
+        max_hold_s: float = 2.0,
+        settings: FallSettings | None = None,
     ) -> None:
         self.detectors = detectors
         devices = len(detectors)
-        s = detectors[0].settings
+        s = settings if settings is not None else detectors[0].settings
         self._trigger2 = s.trigger_acc_g**2
         # In samples, as the detector counts them: a peak is looked at once
         # its +-merge neighbourhood is in; a detection comes no sooner than
@@ -70,29 +76,58 @@ class FallFeed:
         self._since_trigger = np.full(devices, _NEVER, dtype=np.int64)
         # The sample index by which each detector must have been called.
         self._due = np.full(devices, _NEVER, dtype=np.int64)
-        max_hold = max(1, round(max_hold_s * sample_rate_hz))
-        # Devices take turns: eight groups with limits from 1/2 to 15/16 of the span.
-        self._max_hold = (max_hold * (8 + np.arange(devices) % 8)) // 16
+        self._max_hold_span = max(1, round(max_hold_s * sample_rate_hz))
+        self._max_hold = self._hold_limits(np.arange(devices))
         self._held: list[list[tuple[FloatArray, FloatArray, FloatArray | None, FloatArray]]] = [
             [] for _ in range(devices)
         ]
         self._held_samples = np.zeros(devices, dtype=np.int64)
 
-    def triggers(self, acc_mag2: FloatArray) -> None:
-        """Note the block's impact-level samples; ``acc_mag2`` (n, D) is ``|a|²`` in g²."""
+    def _hold_limits(self, devices: NDArray[np.intp]) -> NDArray[np.int64]:
+        # Devices take turns: eight groups with limits from 1/2 to 15/16 of the span.
+        return np.asarray((self._max_hold_span * (8 + devices % 8)) // 16, dtype=np.int64)
+
+    def add(self, detectors: list[FallDetector]) -> None:
+        """Feed ``detectors`` too, as new devices after the present ones."""
+        first = len(self.detectors)
+        k = len(detectors)
+        self.detectors.extend(detectors)
+        self._seen = np.concatenate((self._seen, np.zeros(k, dtype=np.int64)))
+        self._since_trigger = np.concatenate((self._since_trigger, np.full(k, _NEVER)))
+        self._due = np.concatenate((self._due, np.full(k, _NEVER)))
+        self._max_hold = np.concatenate(
+            (self._max_hold, self._hold_limits(np.arange(first, first + k)))
+        )
+        self._held.extend([] for _ in range(k))
+        self._held_samples = np.concatenate((self._held_samples, np.zeros(k, dtype=np.int64)))
+
+    def replace(self, device: int, detector: FallDetector) -> None:
+        """``device`` starts over with ``detector``; its held samples are dropped."""
+        self.detectors[device] = detector
+        self._seen[device] = 0
+        self._since_trigger[device] = _NEVER
+        self._due[device] = _NEVER
+        self._held[device] = []
+        self._held_samples[device] = 0
+
+    def triggers(self, acc_mag2: FloatArray, devices: NDArray[np.intp] | None = None) -> None:
+        """Note the block's impact-level samples; ``acc_mag2`` (n, S) is ``|a|²`` in g²
+        of ``devices`` (indices; None: all, S = D)."""
         n = acc_mag2.shape[0]
+        cols = slice(None) if devices is None else devices
         hit = acc_mag2 >= self._trigger2
         if np.count_nonzero(hit) == 0:
-            self._since_trigger += n
-            self._seen += n
+            self._since_trigger[cols] += n
+            self._seen[cols] += n
             return
+        seen, since, due_now = self._seen[cols], self._since_trigger[cols], self._due[cols]
         any_hit = hit.any(axis=0)
         first = np.argmax(hit, axis=0)
-        due = self._seen + first + self._n_confirm
-        self._due = np.where(any_hit, np.minimum(self._due, due), self._due)
+        due = seen + first + self._n_confirm
+        self._due[cols] = np.where(any_hit, np.minimum(due_now, due), due_now)
         last = n - 1 - np.argmax(hit[::-1], axis=0)
-        self._since_trigger = np.where(any_hit, n - 1 - last, self._since_trigger + n)
-        self._seen += n
+        self._since_trigger[cols] = np.where(any_hit, n - 1 - last, since + n)
+        self._seen[cols] = seen + n
 
     def must_call(self, device: int, n: int) -> bool:
         """Whether ``device``'s samples must go to its detector with this block of ``n``."""

@@ -18,44 +18,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from device_gateway.interim_batch import InterimBatchEngine
 from posture import EngineConfig, EngineStats, SlouchSettings
 from posture.batch import BatchBlock, BatchEngine
-from posture.calibration import Calibration
 
 __all__ = ["EngineSlots", "SlotHolder", "StreamShape"]
 
 _log = logging.getLogger(__name__)
-
-
-class SlotEngine(Protocol):
-    """The device-subset API of :class:`posture.batch.BatchEngine` this module uses."""
-
-    def add_device(self, slouch: SlouchSettings | None = None) -> int: ...
-    def reset_device(self, device: int, slouch: SlouchSettings | None = None) -> None: ...
-    def calibration(self, device: int) -> Calibration | None: ...
-    def request_calibration(self, device: int) -> None: ...
-    def set_calibration(self, device: int, calibration: Calibration) -> None: ...
-    def stats(self, device: int) -> EngineStats: ...
-    def process(
-        self,
-        t_s: NDArray[np.float64],
-        acc_g: NDArray[np.float64],
-        gyr_dps: NDArray[np.float64] | None = None,
-        *,
-        devices: NDArray[np.intp],
-    ) -> BatchBlock: ...
-
-
-def _new_engine(config: EngineConfig) -> SlotEngine:
-    if hasattr(BatchEngine, "add_device"):
-        return BatchEngine(config, devices=0)  # type: ignore[return-value]
-    return InterimBatchEngine(config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +55,15 @@ class EngineSlots:
     """One :class:`BatchEngine` per stream shape and the wearables' slots in them."""
 
     def __init__(self) -> None:
-        self._engines: dict[StreamShape, SlotEngine] = {}
+        self._engines: dict[StreamShape, BatchEngine] = {}
         self._free: dict[StreamShape, list[int]] = {}
 
     @property
-    def engines(self) -> dict[StreamShape, SlotEngine]:
+    def engines(self) -> dict[StreamShape, BatchEngine]:
         """The engines made so far, by stream shape (for metrics and tests)."""
         return self._engines
 
-    def place(self, holder: SlotHolder, shape: StreamShape) -> SlotEngine:
+    def place(self, holder: SlotHolder, shape: StreamShape) -> BatchEngine:
         """``holder``'s engine for a block of ``shape``; gives it a slot there if needed."""
         if holder.shape != shape:
             self._move(holder, shape)
@@ -134,8 +106,9 @@ class EngineSlots:
             self._free.setdefault(holder.shape, []).append(holder.slot)
         engine = self._engines.get(shape)
         if engine is None:
-            engine = self._engines[shape] = _new_engine(
-                EngineConfig(sample_rate_hz=shape.sample_rate_hz, has_gyro=shape.has_gyro)
+            engine = self._engines[shape] = BatchEngine(
+                EngineConfig(sample_rate_hz=shape.sample_rate_hz, has_gyro=shape.has_gyro),
+                devices=0,
             )
         free = self._free.get(shape)
         if free:

@@ -39,14 +39,18 @@ class StreamShape:
 
 
 class SlotHolder:
-    """A wearable's place in the engines: set by :class:`EngineSlots` only."""
+    """A wearable's place in the engines: set by :class:`EngineSlots` only.
 
-    __slots__ = ("calibration_requested", "shape", "slot", "slouch")
+    ``placed`` is (stream shape, slot), or None before the first samples:
+    one attribute, replaced whole, because the event loop reads it (for
+    the patient state) while the tick's worker thread may be moving it.
+    """
+
+    __slots__ = ("calibration_requested", "placed", "slouch")
 
     def __init__(self, slouch: SlouchSettings) -> None:
         self.slouch = slouch
-        self.shape: StreamShape | None = None
-        self.slot = -1
+        self.placed: tuple[StreamShape, int] | None = None
         self.calibration_requested = False
         """Capture the upright again before the next samples (a long absence)."""
 
@@ -63,15 +67,14 @@ class EngineSlots:
         """The engines made so far, by stream shape (for metrics and tests)."""
         return self._engines
 
-    def place(self, holder: SlotHolder, shape: StreamShape) -> BatchEngine:
-        """``holder``'s engine for a block of ``shape``; gives it a slot there if needed."""
-        if holder.shape != shape:
-            self._move(holder, shape)
-        engine = self._engines[shape]
+    def place(self, holder: SlotHolder, shape: StreamShape) -> int:
+        """``holder``'s slot in ``shape``'s engine (given one there if needed)."""
+        placed = holder.placed
+        slot = self._move(holder, shape) if placed is None or placed[0] != shape else placed[1]
         if holder.calibration_requested:
             holder.calibration_requested = False
-            engine.request_calibration(holder.slot)
-        return engine
+            self._engines[shape].request_calibration(slot)
+        return slot
 
     def process(
         self,
@@ -85,25 +88,25 @@ class EngineSlots:
         return self._engines[shape].process(t_s, acc_g, gyr_dps, devices=slots)
 
     def calibrated(self, holder: SlotHolder) -> bool:
-        if holder.shape is None:
+        placed = holder.placed
+        if placed is None:
             return False
-        return self._engines[holder.shape].calibration(holder.slot) is not None
+        return self._engines[placed[0]].calibration(placed[1]) is not None
 
     def stats(self, holder: SlotHolder) -> EngineStats | None:
         """The counters of ``holder``'s slot (since it got that slot); None before."""
-        if holder.shape is None:
+        placed = holder.placed
+        if placed is None:
             return None
-        return self._engines[holder.shape].stats(holder.slot)
+        return self._engines[placed[0]].stats(placed[1])
 
-    def _move(self, holder: SlotHolder, shape: StreamShape) -> None:
+    def _move(self, holder: SlotHolder, shape: StreamShape) -> int:
         calibration = None
-        if holder.shape is not None:
-            old = self._engines[holder.shape]
-            calibration = old.calibration(holder.slot)
-            _log.info(
-                "stream changed from %s to %s; the wearable moves engine", holder.shape, shape
-            )
-            self._free.setdefault(holder.shape, []).append(holder.slot)
+        if holder.placed is not None:
+            old_shape, old_slot = holder.placed
+            calibration = self._engines[old_shape].calibration(old_slot)
+            _log.info("stream changed from %s to %s; the wearable moves engine", old_shape, shape)
+            self._free.setdefault(old_shape, []).append(old_slot)
         engine = self._engines.get(shape)
         if engine is None:
             engine = self._engines[shape] = BatchEngine(
@@ -119,5 +122,5 @@ class EngineSlots:
         if calibration is not None:
             # Same patient, same mounting: only the sample rate changed.
             engine.set_calibration(slot, calibration)
-        holder.shape = shape
-        holder.slot = slot
+        holder.placed = (shape, slot)
+        return slot

@@ -100,7 +100,7 @@ class TickedWearable:
 
     def request_calibration(self) -> None:
         """Capture the upright again before this wearable's next samples."""
-        if self.holder.shape is not None:
+        if self.holder.placed is not None:
             self.holder.calibration_requested = True
 
 
@@ -248,9 +248,9 @@ class EngineTick:
     def _engine_call(self, key: ChunkKey, members: list[tuple[TickedWearable, Chunk]]) -> None:
         shape = StreamShape(1e6 / key.interval_us, key.has_gyro)
         place = self.slots.place
-        for w, _ in members:
-            place(w.holder, shape)
-        slots = np.fromiter((w.holder.slot for w, _ in members), dtype=np.intp, count=len(members))
+        slots = np.fromiter(
+            (place(w.holder, shape) for w, _ in members), dtype=np.intp, count=len(members)
+        )
         t_s, acc_g, gyr_dps = chunk_arrays([c for _, c in members])
         out = self.slots.process(shape, slots, t_s, acc_g, gyr_dps)
         self.engine_calls += 1

@@ -30,6 +30,7 @@ from device_gateway.engine_tick import EngineTick
 from device_gateway.link import WearableSupervisor
 from device_gateway.patient import PatientMonitor
 from device_gateway.scanner import DeviceDirectory, RadioHealth
+from posture.kernels import warm_up
 
 if TYPE_CHECKING:
     from device_gateway.bluez import BluezWatch
@@ -86,6 +87,11 @@ class Gateway:
                 the scan did not start; on BlueZ: no system bus at all).
         """
         addresses = [w.address for w in self.config.wearables]
+        # The engine's compiled kernels, before any wearable is connected: a
+        # first compile takes seconds, which would stall every link's loop.
+        ready_s = await asyncio.to_thread(warm_up)
+        if ready_s is not None:
+            _log.info("engine kernels ready in %.2f s", ready_s)
         async with AsyncExitStack() as stack:
             watch = await self._watch_bluez(stack)
             directory = await stack.enter_async_context(

@@ -29,8 +29,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lab.batch_bench import run_bench, synthetic_devices
+from lab.kernel_bench import bench_engines, bench_gravity, describe_first_call, first_call
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
+from posture.kernels import selected_kernel
 
 __all__ = ["bench_engine", "configure_parser", "run", "synthetic_stream"]
 
@@ -179,7 +181,7 @@ class _PacketReference:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``engine`` subcommand to ``parser``."""
-    sub = parser.add_subparsers(dest="bench_command", metavar="{engine,gateway}")
+    sub = parser.add_subparsers(dest="bench_command", metavar="{engine,gateway,simulator}")
     sub.required = True
     eng = sub.add_parser(
         "engine", help="throughput and memory of PostureEngine", description=__doc__
@@ -205,6 +207,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    from lab import sim_bench
+
+    sim_bench.configure_simulator_parser(
+        sub.add_parser(
+            "simulator",
+            help="what the simulator costs per wearable, through the bleak backend",
+            description=sim_bench.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         from lab.gateway_bench import run_gateway
 
         return run_gateway(args)
+    if args.bench_command == "simulator":
+        from lab.sim_bench import run_simulator
+
+        return run_simulator(args)
     try:
         counts = [int(v) for v in str(args.devices).split(",") if v.strip()]
         if not counts or min(counts) < 1 or max(counts) > 100_000:
@@ -235,24 +251,38 @@ def run(args: argparse.Namespace) -> int:
         for n in counts
         if n >= 10
     ]
+    # The compiled kernel: its first-call cost (fresh processes) and what it
+    # gives against the NumPy reference, alone and in the whole engine.
+    kernel = selected_kernel()
+    first = first_call()
+    many = max(counts)
+    kernel_pairs = []
+    if first is not None:  # without numba "compiled" would time NumPy twice
+        kernel_pairs = [
+            bench_gravity(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
+            bench_engines(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
+        ]
+        if many > 1:
+            kernel_pairs.insert(1, bench_gravity(many, args.rate, has_gyro, args.packet, 10.0))
+            kernel_pairs.append(bench_engines(many, args.rate, has_gyro, args.packet, 5.0, 5.0))
     report: dict[str, Any] = {
         "rate_hz": args.rate,
         "packet_samples": args.packet,
         "has_gyro": has_gyro,
+        "kernel": kernel.value,
         "timing": "CPU time of this process; references interleaved A/B with ours",
-        # No compiled kernel yet: the engine is NumPy throughout, so there is no
-        # first-call (JIT or load) cost to report.
-        "compiled_kernel": None,
+        "compiled_kernel": None if first is None else asdict(first),
         "engine": [asdict(r) for r in results],
         "batched_path": [{**asdict(b), "ratio_vs_vqf": b.ratio_vs_vqf} for b in batched],
+        "kernels": [{**asdict(k), "speedup": k.speedup} for k in kernel_pairs],
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     sensors = "gyroscope + accelerometer" if has_gyro else "accelerometer only"
     print(
-        f"PostureEngine at {args.rate:g} Hz, {args.packet}-sample packets, {sensors} "
-        "(CPU time; VQF per packet interleaved on the same data)"
+        f"PostureEngine at {args.rate:g} Hz, {args.packet}-sample packets, {sensors}, "
+        f"{kernel.value} kernel (CPU time; VQF per packet interleaved on the same data)"
     )
     head = ("devices", "samples/s/core", "us/sample", "core/wearable", "memory/device", "x VQF")
     print(f"{head[0]:>8} {head[1]:>15} {head[2]:>10} {head[3]:>14} {head[4]:>14} {head[5]:>8}")
@@ -264,7 +294,10 @@ def run(args: argparse.Namespace) -> int:
             f"{ratio:>8.3f}"
         )
     if batched:
-        print(f"batched path (BatchEngine, {sensors}, CPU time, VQF updateBatch interleaved):")
+        print(
+            f"batched path (BatchEngine, {sensors}, {kernel.value} kernel, CPU time, "
+            "VQF updateBatch interleaved):"
+        )
         print(
             f"{'devices':>8} {'samples/s':>12} {'x VQF batch':>12} {'w/o falls':>12} "
             f"{'x VQF':>7} {'memory/device':>14}"
@@ -276,5 +309,18 @@ def run(args: argparse.Namespace) -> int:
                 f"{b.ratio_without_falls_vs_vqf:>7.2f} "
                 f"{b.batch_memory_per_device_bytes / 1024:>11.1f} KiB"
             )
-    print("compiled kernel: none (NumPy engine; no first-call cost)")
+    print(describe_first_call(first))
+    if kernel_pairs:
+        print(
+            "compiled against NumPy, block by block in turn (CPU time; VQF updateBatch over "
+            "whole recordings, same data):"
+        )
+        head = ("", "devices", "compiled/s", "NumPy/s", "x NumPy", "VQF/s")
+        print(f"{head[0]:>16} {head[1]:>8} {head[2]:>12} {head[3]:>12} {head[4]:>8} {head[5]:>12}")
+    for k in kernel_pairs:
+        vqf = "" if math.isnan(k.vqf_samples_per_s) else f"{k.vqf_samples_per_s:>12,.0f}"
+        print(
+            f"{k.what:>16} {k.devices:>8} {k.compiled_samples_per_s:>12,.0f} "
+            f"{k.numpy_samples_per_s:>12,.0f} {k.speedup:>8.2f} {vqf}"
+        )
     return 0

@@ -40,7 +40,9 @@ Rules (thresholds in :class:`ActivitySettings`):
 ``vigorous_acc_g``; the slouch detector pauses its dwell timer there.
 
 One classifier serves ``devices`` wearables of the same rate side by side
-(arrays ``(n, D)`` and ``(n, 3, D)``, see :mod:`posture.rotation`).
+(arrays ``(n, D)`` and ``(n, 3, D)``, see :mod:`posture.rotation`); it holds
+the thresholds and filter coefficients, and what it remembers per device is
+its :class:`ActivityState` (:mod:`posture.state`).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class GaitBlock:
     settled: BoolArray
 
 
-@dataclass
+@dataclass(slots=True)
 class ActivityState:
     """What :class:`ActivityClassifier` carries between blocks, one column per
     device (:mod:`posture.state`).

@@ -1,13 +1,13 @@
 """Finding the upright pose of many wearables: the rules of :mod:`posture.calibration`.
 
-:class:`CalibrationCapture` keeps, per device, a stage (:class:`Stage`), the
-current still run, the last still pose with a vertical back and the walking
-bout in progress, and turns each block's samples into :class:`Capture`
-records. The per-sample tests are array operations over all devices; the
-few devices where something may happen are then resolved in time order one
-by one, so a device's captures depend neither on the other devices nor on
-where its stream is cut into blocks. Nothing runs for a device once it is
-confirmed and no request is pending.
+:class:`CalibrationCapture` keeps, per device (in a :class:`CaptureState`),
+a stage (:class:`Stage`), the current still run, the last still pose with a
+vertical back and the walking bout in progress, and turns each block's
+samples into :class:`Capture` records. The per-sample tests are array
+operations over all devices; the few devices where something may happen are
+then resolved in time order one by one, so a device's captures depend
+neither on the other devices nor on where its stream is cut into blocks.
+Nothing runs for a device once it is confirmed and no request is pending.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Capture:
     refined: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class CaptureState:
     """What :class:`CalibrationCapture` carries between blocks, one column per
     device (:mod:`posture.state`).

@@ -117,6 +117,7 @@ class EngineCore:
         # and the state bound to the components (the store, or a part of it
         # during a call on a subset).
         self._store = self.fresh_state(devices)
+        self._capacity = devices
         self.state = self._store
         self._bind(self._store)
 
@@ -136,7 +137,7 @@ class EngineCore:
     @property
     def capacity(self) -> int:
         """Devices the stored state has room for (>= :attr:`devices`)."""
-        return st.device_count(self._store.core)
+        return self._capacity
 
     @property
     def slouch_params(self) -> SlouchParams:
@@ -175,6 +176,7 @@ class EngineCore:
         capacity = self.capacity
         if device == capacity:
             self._store = st.grow(self._store, self.fresh_state(max(capacity, 1)))
+            self._capacity = st.device_count(self._store)
             self._bind(self._store)
         self.devices += 1
         if slouch is not None:
@@ -249,7 +251,7 @@ class EngineCore:
             Arrays (n, S) and events keyed by the position in ``devices``.
         """
         if devices is None:
-            if self.devices == self.capacity:
+            if self.devices == self._capacity:
                 return self._process(t_s, acc_g, gyr_dps, rows, None)
             devices = np.arange(self.devices)
         part = st.take(self._store, devices)

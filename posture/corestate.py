@@ -30,7 +30,7 @@ IntArray = NDArray[np.int64]
 ObjectArray = NDArray[np.object_]
 
 
-@dataclass
+@dataclass(slots=True)
 class CoreState:
     """The core's own memory, one column per device.
 
@@ -67,7 +67,7 @@ class CoreState:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class EngineState:
     """Everything an :class:`~posture.core.EngineCore` remembers per device
     (module docstring); ``slouch_params`` is each device's slouch rule."""

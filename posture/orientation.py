@@ -16,9 +16,10 @@ Two paths, chosen by whether the wearable has a gyroscope:
 * Accelerometer only: the accelerometer is low-pass filtered in the sensor
   frame (second-order Butterworth, ``acc_only_cutoff_hz``).
 
-Every LTI part is a :class:`~posture.lti.SosFilter` with carried state and
-the gyroscope integration is a sequential running product, so the output does
-not depend on how the stream is cut into blocks. Only the integration is
+Every LTI part is a :class:`~posture.lti.SosFilter` whose state is carried
+in :class:`GravityState` and the gyroscope integration is a sequential
+running product, so the output does not depend on how the stream is cut
+into blocks. Only the integration is
 sequential; in the inertial frame the correction is an LTI filter run over
 the whole block. One :class:`GravityFilter` serves ``devices`` wearables of
 the same rate side by side (arrays in the *time, component, device* layout of
@@ -38,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
+from posture.kernels import Kernel, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import (
     cumulative_product,
@@ -117,7 +119,7 @@ def _butter_lowpass_tau(tau_s: float, sample_rate_hz: float) -> FloatArray:
     return np.asarray(signal.butter(2, cutoff_hz, fs=sample_rate_hz, output="sos"))
 
 
-@dataclass
+@dataclass(slots=True)
 class GravityState:
     """What :class:`GravityFilter` carries between blocks, one column per device
     (:mod:`posture.state`).
@@ -200,10 +202,17 @@ class GravityFilter:
     The filter holds its parameters and coefficients; what it remembers per
     device is :attr:`state` (a :class:`GravityState`), which the engine may
     swap for another state of any number of devices between blocks.
+
+    ``kernel`` picks the implementation (:func:`posture.kernels.selected_kernel`:
+    ``$POSTURE_KERNEL``, else the compiled kernel where numba imports); the
+    NumPy code below is the reference the compiled one is tested against.
     """
 
-    def __init__(self, params: GravityFilterParams, devices: int = 1) -> None:
+    def __init__(
+        self, params: GravityFilterParams, devices: int = 1, kernel: Kernel | str | None = None
+    ) -> None:
         self.params = params
+        self.kernel = selected_kernel(kernel)
         fs = params.sample_rate_hz
         # The filters' own states are unused: each block runs from the
         # columns in self.state (SosFilter.run is pure).
@@ -224,6 +233,9 @@ class GravityFilter:
         self._rest_acc2 = params.rest_acc_g**2
         self._rest_thresholds = np.array([self._rest_acc2, self._rest_gyr2])
         self.state = self.fresh_state(devices)
+        if self.kernel is Kernel.COMPILED:
+            self._coefficients = _KernelCoefficients.of(self)
+            self._scratch_rows = np.empty((5, 0))
 
     def fresh_state(self, devices: int) -> GravityState:
         """The state of ``devices`` wearables never seen."""
@@ -249,6 +261,8 @@ class GravityFilter:
         Raises:
             ValueError: gyroscope data presence does not match ``has_gyro``.
         """
+        if self.kernel is Kernel.COMPILED:
+            return self._process_compiled(acc_g, gyr_dps, dt_s)
         n = acc_g.shape[0]
         st = self.state
         if st.count.shape[0] == 1 and st.count[0] > 0:
@@ -276,6 +290,87 @@ class GravityFilter:
         return GravityBlock(
             up_sensor=up, settled=settled, rest=rest, acc_lp_g=lp[:, :3], acc_dev2_g2=dev2
         )
+
+    # -- the compiled kernel (posture.kernels.gravity) --------------------------
+
+    def _process_compiled(
+        self, acc_g: FloatArray, gyr_dps: FloatArray | None, dt_s: FloatArray
+    ) -> GravityBlock:
+        """:meth:`process` by the compiled kernel: the same filter, one pass per sample."""
+        from posture.kernels import gravity as kernels
+
+        if self.params.has_gyro and gyr_dps is None:
+            raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
+        n, _, d = acc_g.shape
+        st, co = self.state, self._coefficients
+        if st.count.shape != (d,) or st.lp_rest.shape[:2] != (2, self._rest_signals):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"gravity state of {st.count.shape[0]} devices (filters {st.lp_rest.shape}) "
+                f"for a block of {d} devices"
+            )
+        out = GravityBlock(
+            up_sensor=np.empty((n, 3, d)),
+            settled=np.empty((n, d), dtype=bool),
+            rest=np.empty((n, d), dtype=bool),
+            acc_lp_g=np.empty((n, 3, d)),
+            acc_dev2_g2=np.empty((n, d)),
+        )
+        acc = _c_array(acc_g)
+        for name in _STATE_FIELDS:
+            setattr(st, name, _c_array(getattr(st, name)))
+        rest_lp = _rows(st.lp_rest, d)
+        if self.params.has_gyro and gyr_dps is not None:
+            kernels.gravity_gyro(
+                acc,
+                _c_array(gyr_dps),
+                _c_array(dt_s),
+                out.up_sensor,
+                out.settled,
+                out.rest,
+                out.acc_lp_g,
+                out.acc_dev2_g2,
+                st.count,
+                st.quiet_run,
+                _rows(st.quat_si, d),
+                _rows(st.gyr_prev_rps, d),
+                _rows(st.init_sum, d),
+                _rows(st.bias_rps, d),
+                rest_lp,
+                _rows(st.lp_inertial, d),
+                self._scratch(d),
+                co.rest_sos,
+                co.main_sos,
+                co.thresholds,
+                co.samples,
+                self.params.gyr_delay_s,
+                1.0 / self.params.sample_rate_hz,
+            )
+        else:
+            kernels.gravity_acc_only(
+                acc,
+                out.up_sensor,
+                out.settled,
+                out.rest,
+                out.acc_lp_g,
+                out.acc_dev2_g2,
+                st.count,
+                st.quiet_run,
+                rest_lp,
+                _rows(st.lp_acc_only, d),
+                co.rest_sos,
+                co.main_sos,
+                co.thresholds,
+                co.samples,
+            )
+        return out
+
+    def _scratch(self, devices: int) -> FloatArray:
+        """The gyroscope kernel's workspace, 5 rows of ``devices`` values (kept
+        between calls; not state: nothing in it outlives a sample)."""
+        if self._scratch_rows.shape[1] != devices:
+            self._scratch_rows = np.empty((5, devices))
+        return self._scratch_rows
 
     # -- one device: row layout, few array operations --------------------------
 
@@ -487,6 +582,61 @@ class GravityFilter:
         norm = np.sqrt(np.add.reduce(lp * lp, axis=1))
         lp /= np.maximum(norm, 1e-300)[:, None]
         return lp
+
+
+def _c_array(a: FloatArray) -> FloatArray:
+    """``a`` itself when C-contiguous float64/int64/bool (the layouts the kernel is
+    compiled for), else a C-contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+# The state the kernels update in place (made C-contiguous first).
+_STATE_FIELDS = (
+    "count",
+    "quat_si",
+    "gyr_prev_rps",
+    "init_sum",
+    "quiet_run",
+    "bias_rps",
+    "lp_inertial",
+    "lp_rest",
+    "lp_acc_only",
+)
+
+
+def _rows(state: FloatArray, devices: int) -> FloatArray:
+    """``state`` (..., D) as the (k, D) view of rows the kernels take."""
+    return state.reshape(-1, devices)
+
+
+@dataclass(frozen=True)
+class _KernelCoefficients:
+    """What the compiled kernel takes besides data and state: each biquad as
+    ``(b0, b1, b2, a1, a2, zi0, zi1)`` (``zi`` its unit-step steady state),
+    the rest thresholds and the sample counts (rest, start-up mean, settle)."""
+
+    rest_sos: FloatArray
+    main_sos: FloatArray
+    thresholds: FloatArray
+    samples: IntArray
+
+    @staticmethod
+    def of(f: GravityFilter) -> _KernelCoefficients:
+        main = f._lp_inertial if f.params.has_gyro else f._lp_acc_only
+        return _KernelCoefficients(
+            rest_sos=_biquad_coefficients(f._lp_rest.sos),
+            main_sos=_biquad_coefficients(main.sos),
+            thresholds=np.array([f._rest_acc2, f._rest_gyr2, f._bias_clip2]),
+            samples=np.array([f._rest_samples, f._init_samples, f._settle_samples], dtype=np.int64),
+        )
+
+
+def _biquad_coefficients(sos: FloatArray) -> FloatArray:
+    if sos.shape != (1, 6) or sos[0, 3] != 1.0:
+        raise ValueError(f"the compiled kernel runs one normalised biquad, got sos {sos!r}")
+    zi = signal.sosfilt_zi(sos).reshape(-1)
+    b0, b1, b2, _, a1, a2 = sos[0]
+    return np.array([b0, b1, b2, a1, a2, zi[0], zi[1]])
 
 
 def estimate_up(

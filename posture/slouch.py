@@ -69,7 +69,7 @@ class SlouchTransition:
     device: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class SlouchParams:
     """Each device's :class:`~posture.types.SlouchSettings` (a per-patient
     rule), one column per device: ``threshold_deg``, ``hysteresis_deg``,
@@ -108,7 +108,7 @@ class SlouchParams:
         self.while_walking[device] = settings.while_walking
 
 
-@dataclass
+@dataclass(slots=True)
 class SlouchState:
     """What :class:`SlouchDetector` carries between blocks, one column per
     device (:mod:`posture.state`): ``slouching`` and ``timing`` (D,) bool,

@@ -118,6 +118,21 @@ class FaultSchedule:
             level -= rate * (min(t_s, end) - start) / 3600.0
         return max(level, 0.0)
 
+    def time_at_level(self, level_pct: float) -> float:
+        """When the charge is first down to ``level_pct`` (inf: never; 0 if it already is)."""
+        remaining = self._config.battery_pct
+        if level_pct < 0.0:
+            return math.inf
+        if remaining <= level_pct:
+            return 0.0
+        for i, (start, rate) in enumerate(self._drain):
+            end = self._drain[i + 1][0] if i + 1 < len(self._drain) else math.inf
+            use = rate * (end - start) / 3600.0 if math.isfinite(end) else math.inf
+            if rate > 0.0 and remaining - use <= level_pct:
+                return start + (remaining - level_pct) * 3600.0 / rate
+            remaining -= 0.0 if math.isinf(use) else use
+        return math.inf
+
     def _empty_time(self, level: float) -> float:
         for i, (start, rate) in enumerate(self._drain):
             end = self._drain[i + 1][0] if i + 1 < len(self._drain) else math.inf

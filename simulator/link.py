@@ -157,4 +157,4 @@ class Link:
         if isinstance(command, BuzzCommand):
             self.haptics.append((now_s, command))
         else:
-            self.wearable.request_sample_rate(command.rate_hz)
+            self.wearable.request_sample_rate(command.rate_hz, now_s=now_s)

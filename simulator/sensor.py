@@ -34,7 +34,14 @@ from simulator.config import Mounting, WearableConfig
 from simulator.noise import normal, stream_key, uniform
 from simulator.trajectory import TrunkTrajectory
 
-__all__ = ["NOMINAL_MOUNTING", "SensorModel", "mounting_rotation", "quantise"]
+__all__ = [
+    "GYRO_WARMUP_S",
+    "NOMINAL_MOUNTING",
+    "SUBSAMPLES",
+    "SensorModel",
+    "mounting_rotation",
+    "quantise",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -45,8 +52,8 @@ NOMINAL_MOUNTING = Rotation.from_matrix(
 )
 """Sensor -> trunk rotation of the nominal mounting."""
 
-_SUBSAMPLES = (-0.375, -0.125, 0.125, 0.375)  # fractions of the window
-_WARMUP_S = 300.0  # gyro bias settles with the die temperature after power-on
+SUBSAMPLES = (-0.375, -0.125, 0.125, 0.375)  # fractions of the window
+GYRO_WARMUP_S = 300.0  # gyro bias settles with the die temperature after power-on
 
 
 def mounting_rotation(mounting: Mounting) -> Rotation:
@@ -62,8 +69,8 @@ def mounting_rotation(mounting: Mounting) -> Rotation:
     )
 
 
-def quantise(values: FloatArray, lsb_per_unit: float) -> NDArray[np.int16]:
-    """Round to int16 counts at ``lsb_per_unit``, clipping at full range."""
+def quantise(values: FloatArray, lsb_per_unit: float | FloatArray) -> NDArray[np.int16]:
+    """Round to int16 counts at ``lsb_per_unit`` (broadcasting), clipping at full range."""
     counts = np.rint(values * lsb_per_unit)
     return np.clip(counts, -32768, 32767).astype(np.int16)
 
@@ -78,15 +85,15 @@ class SensorModel:
         self.trajectory = trajectory
         self.config = config
         self.r_ts = mounting_rotation(config.mounting)
-        self._key = key
+        self.key = key
         err = config.errors
         axes = np.arange(3)
-        self._acc_bias_g = err.acc_bias_g * normal(stream_key(key, "acc_bias"), axes)
-        self._gyr_bias_dps = err.gyr_bias_dps * normal(stream_key(key, "gyr_bias"), axes)
-        self._gyr_warmup_dps = err.gyr_drift_dps * normal(stream_key(key, "gyr_warmup"), axes)
-        self._gyr_wander_dps = 0.5 * err.gyr_drift_dps * normal(stream_key(key, "wander"), axes)
-        self._wander_period_s = 300.0 + 600.0 * uniform(stream_key(key, "wander_period"), axes)
-        self._wander_phase = 2 * math.pi * uniform(stream_key(key, "wander_phase"), axes)
+        self.acc_bias_g = err.acc_bias_g * normal(stream_key(key, "acc_bias"), axes)
+        self.gyr_bias_dps = err.gyr_bias_dps * normal(stream_key(key, "gyr_bias"), axes)
+        self.gyr_warmup_dps = err.gyr_drift_dps * normal(stream_key(key, "gyr_warmup"), axes)
+        self.gyr_wander_dps = 0.5 * err.gyr_drift_dps * normal(stream_key(key, "wander"), axes)
+        self.wander_period_s = 300.0 + 600.0 * uniform(stream_key(key, "wander_period"), axes)
+        self.wander_phase_rad = 2 * math.pi * uniform(stream_key(key, "wander_phase"), axes)
 
     def orientation(self, t_s: FloatArray) -> Rotation:
         """Sensor orientation ``R_ws`` (sensor -> world) at times (n,)."""
@@ -101,9 +108,9 @@ class SensorModel:
         t = np.asarray(t_s, dtype=np.float64).reshape(-1)
         w = np.broadcast_to(np.asarray(window_s, dtype=np.float64), t.shape)
         n = t.shape[0]
-        sub = (t[:, None] + w[:, None] * np.asarray(_SUBSAMPLES)).reshape(-1)
+        sub = (t[:, None] + w[:, None] * np.asarray(SUBSAMPLES)).reshape(-1)
         _, f_trunk = self.trajectory.kinematics(sub)
-        acc = self.r_ts.inv().apply(f_trunk).reshape(n, len(_SUBSAMPLES), 3).mean(axis=1)
+        acc = self.r_ts.inv().apply(f_trunk).reshape(n, len(SUBSAMPLES), 3).mean(axis=1)
         ends = self.orientation(np.concatenate([t - w / 2.0, t + w / 2.0]))
         delta = (ends[:n].inv() * ends[n:]).as_rotvec().reshape(n, 3)
         gyr = np.degrees(delta / w[:, None])
@@ -129,19 +136,19 @@ class SensorModel:
         rate_hz = 1.0 / np.broadcast_to(np.asarray(window_s, dtype=np.float64), t.shape)
         bandwidth = np.sqrt(rate_hz / 2.0)[:, None]
         err = self.config.errors
-        noise_key = stream_key(self._key, "noise", boot)
+        noise_key = stream_key(self.key, "noise", boot)
         idx = np.asarray(sample_index, dtype=np.int64)[:, None] * 8 + np.arange(6)
         white = normal(noise_key, idx.reshape(-1)).reshape(-1, 6)
-        acc = acc + self._acc_bias_g + white[:, :3] * (err.acc_noise_ug_rthz * 1e-6) * bandwidth
+        acc = acc + self.acc_bias_g + white[:, :3] * (err.acc_noise_ug_rthz * 1e-6) * bandwidth
         acc_counts = quantise(acc, ACC_LSB_PER_G[self.config.acc_range])
         if not self.config.has_gyro:
             return acc_counts, None
         since = np.asarray(since_boot_s, dtype=np.float64).reshape(-1, 1)
         bias = (
-            self._gyr_bias_dps
-            + self._gyr_warmup_dps * (1.0 - np.exp(-since / _WARMUP_S))
-            + self._gyr_wander_dps
-            * np.sin(2 * np.pi * since / self._wander_period_s + self._wander_phase)
+            self.gyr_bias_dps
+            + self.gyr_warmup_dps * (1.0 - np.exp(-since / GYRO_WARMUP_S))
+            + self.gyr_wander_dps
+            * np.sin(2 * np.pi * since / self.wander_period_s + self.wander_phase_rad)
         )
         gyr = gyr + bias + white[:, 3:] * err.gyr_noise_dps_rthz * bandwidth
         limit = float(self.config.gyr_range_dps)

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
 __all__ = [
+    "DIFF_STEP_S",
     "G_MPS2",
     "SENSOR_SITE_M",
     "FallTruth",
@@ -49,7 +50,7 @@ SENSOR_SITE_M = (-0.10, 0.0, 0.45)
 """Where the wearable sits in the trunk frame, metres from the pivot at the
 pelvis: 45 cm up the spine (upper thoracic) and 10 cm behind its axis."""
 
-_DIFF_STEP_S = 2e-3  # central-difference step for the lever-arm acceleration
+DIFF_STEP_S = 2e-3  # central-difference step for the lever-arm acceleration
 
 
 def posture_rotation(flexion_deg: float, lateral_deg: float, heading_rad: float = 0.0) -> Rotation:
@@ -273,6 +274,27 @@ class TrunkTrajectory:
     def moves(self) -> tuple[Move, ...]:
         return self._moves
 
+    @property
+    def initial(self) -> Rotation:
+        """``R_wt`` before the first move."""
+        return self._initial
+
+    @property
+    def sway(self) -> tuple[Oscillation, ...]:
+        """The small oscillating rotations (trunk frame, rad)."""
+        return self._sway
+
+    @property
+    def acc_parts(self) -> tuple[Oscillation | Pulse | Transfer, ...]:
+        """What the pelvis acceleration sums: gait, pulses, transfers (world, g)."""
+        return self._acc
+
+    @property
+    def site_m(self) -> tuple[float, float, float]:
+        """The sensor site, trunk frame, metres from the pivot at the pelvis."""
+        x, y, z = (float(v) for v in self._site_m)
+        return (x, y, z)
+
     def base_orientation(self, t_s: FloatArray) -> Rotation:
         """``R_wt`` without the small oscillations, for times (n,)."""
         t = np.asarray(t_s, dtype=np.float64).reshape(-1)
@@ -320,7 +342,7 @@ class TrunkTrajectory:
         """
         t = np.asarray(t_s, dtype=np.float64).reshape(-1)
         n = t.shape[0]
-        h = _DIFF_STEP_S
+        h = DIFF_STEP_S
         r_all = self.orientation(np.concatenate([t - h, t, t + h]))
         p = r_all.apply(self._site_m)
         lever_g = (p[2 * n :] - 2.0 * p[n : 2 * n] + p[:n]) / (h * h * G_MPS2)

@@ -11,19 +11,29 @@ packet is assembled (and its sequence number used) every
 ``samples_per_packet`` samples whether or not anyone listens; the samples
 themselves are only computed for packets someone will receive. A packet is
 emitted when scenario time passes its last sample's time.
+
+``advance`` is three steps a world takes apart to measure many wearables
+together: :meth:`~SimulatedWearable.step` runs the state machine (the scalar
+path: packets' slots, faults, battery), :meth:`~SimulatedWearable.block_request`
+says which samples the packets due need (simulator/blocks.py measures every
+wearable's request in one call), and :meth:`~SimulatedWearable.emissions`
+turns the slots into bytes. :attr:`~SimulatedWearable.next_due_s` is when
+stepping next changes anything, so a world skips the wearables with
+nothing due.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from common.ids import mask_id
-from device_gateway.protocol import ACC_LSB_PER_G, GYR_LSB_PER_DPS, encode_imu_packet
+from device_gateway.protocol import ACC_LSB_PER_G, GYR_LSB_PER_DPS
+from simulator.blocks import ALIGN_S, BlockRequest, SampleBlock, measure_blocks
 from simulator.choreography import compile_choreography
 from simulator.config import Patient
 from simulator.emissions import (
@@ -36,15 +46,18 @@ from simulator.emissions import (
 )
 from simulator.faults import EventKind, FaultEvent, FaultSchedule, PowerSpan
 from simulator.noise import stream_key, uniform
+from simulator.packets import PacketEncoder
 from simulator.sensor import SensorModel
 from simulator.trajectory import inclinations_deg
-from simulator.truth import SampleBlock, Truth
+from simulator.truth import SampleBlock as DecodedSamples
+from simulator.truth import Truth
+from simulator.ward import WardSensors
 
 __all__ = ["SimulatedWearable"]
 
 logger = logging.getLogger(__name__)
 
-_AHEAD_S = 1.0  # samples are computed this far ahead, in one vectorised call
+_RENDER_SAMPLES = 4096  # render() measures in pieces of this many samples
 
 
 @dataclass(slots=True)
@@ -62,6 +75,11 @@ class _Stream:
     t0_s: float | None = None
     step_s: float = 0.0
     until_s: float = math.inf  # a flood stream ends when its packets pass this
+    tag: tuple[int, int, int] = field(init=False)
+    """What identifies the sample grid (boot, first sample, interval): a block's key."""
+
+    def __post_init__(self) -> None:
+        self.tag = (self.span.boot, self.first_index, self.interval_us)
 
     def device_us(self, index: int) -> int:
         """Device time (µs since boot) of sample ``index``."""
@@ -93,7 +111,28 @@ class SimulatedWearable:
         self._flood: tuple[float, float, float] | None = None  # next_s, period_s, until_s
         self._last_sent: tuple[bytes, int] | None = None
         self._battery_pct = math.ceil(self.faults.battery_pct(0.0))
-        self._cache: _Block | None = None
+        self._battery_next_s = self.faults.time_at_level(self._battery_pct - 1)
+        self._cache: SampleBlock | None = None
+        self._out: list[_Pending] = []
+        self._unmeasured = False  # a slot in _out has no samples yet
+        self._ward: WardSensors | None = None
+        self._row = 0
+        self._encoder = PacketEncoder(self.config.acc_range, self.config.has_gyro)
+        self._boot_keys: dict[int, tuple[int, int]] = {}  # boot -> (noise key, link key)
+        self.next_due_s = 0.0
+        """Scenario time at which :meth:`step` next has something to do."""
+        self._update_due()
+
+    def join_ward(self, ward: WardSensors, row: int) -> None:
+        """Measure as row ``row`` of ``ward`` (a world's wearables share one)."""
+        self._ward, self._row = ward, row
+
+    @property
+    def ward(self) -> WardSensors:
+        """The ward this wearable is measured in (its own, unless it joined one)."""
+        if self._ward is None:
+            self._ward, self._row = WardSensors([self.sensor]), 0
+        return self._ward
 
     # -- public state -------------------------------------------------------
     @property
@@ -122,10 +161,13 @@ class SimulatedWearable:
         """The level the Battery Level characteristic reads (0..100)."""
         return self._battery_pct
 
-    def request_sample_rate(self, rate_hz: int) -> None:
-        """Apply a set-sample-rate command after the packet being assembled."""
+    def request_sample_rate(self, rate_hz: int, *, now_s: float | None = None) -> None:
+        """Apply a set-sample-rate command after the packet being assembled.
+
+        ``now_s``: when the command arrived (default: the last step's time).
+        """
         self._pending_rate = rate_hz
-        self.stats.rate_changes.append((self._now_s, rate_hz))
+        self.stats.rate_changes.append((self._now_s if now_s is None else now_s, rate_hz))
 
     # -- time ---------------------------------------------------------------
     def _scenario_s(
@@ -147,16 +189,24 @@ class SimulatedWearable:
     ) -> _Stream:
         return _Stream(span, start_us, round(1e6 / rate_hz), first_index, first_index)
 
-    def _stream_s(self, stream: _Stream, index: int | NDArray[np.int64]) -> NDArray[np.float64]:
-        """Scenario time (s) at which ``stream`` samples ``index``."""
+    def _stream_s(self, stream: _Stream, index: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Scenario times (s) at which ``stream`` samples ``index`` (n,)."""
         if stream.t0_s is None:
-            return self._scenario_s(stream.span, stream.device_us(index))  # type: ignore[arg-type]
-        return np.asarray(stream.t0_s + (np.asarray(index) - stream.first_index) * stream.step_s)
+            device_us = stream.start_us + (index - stream.first_index) * stream.interval_us
+            return self._scenario_s(stream.span, device_us)
+        offset = (index - stream.first_index).astype(np.float64)
+        return np.asarray(stream.t0_s + offset * stream.step_s, dtype=np.float64)
+
+    def _sample_s(self, stream: _Stream, index: int) -> float:
+        """:meth:`_stream_s` of one sample, in plain floats (the same arithmetic)."""
+        if stream.t0_s is None:
+            return stream.span.on_s + float(stream.device_us(index)) * 1e-6 / self._drift
+        return stream.t0_s + (index - stream.first_index) * stream.step_s
 
     def _next_packet_s(self, stream: _Stream) -> float:
         """Scenario time of the next packet's last sample (when it is emitted)."""
         last = stream.next_index + self.config.samples_per_packet - 1
-        t = float(self._stream_s(stream, last))
+        t = self._sample_s(stream, last)
         if t > stream.until_s:
             # The distinct flood is over: the normal rate resumes now, from
             # the device clock the headers reached.
@@ -171,7 +221,7 @@ class SimulatedWearable:
                 step_s=stream.interval_us * 1e-6 / self._drift,
             )
             self._stream = resumed
-            return float(self._stream_s(resumed, last))
+            return self._sample_s(resumed, last)
         return t
 
     def _packet_indices(self, stream: _Stream) -> tuple[int, int, int]:
@@ -180,6 +230,14 @@ class SimulatedWearable:
         t_first = stream.device_us(first)
         return first, t_first, t_first + (self.config.samples_per_packet - 1) * stream.interval_us
 
+    def _keys(self, boot: int) -> tuple[int, int]:
+        """(noise key, link key) of a boot; hashed once per boot."""
+        keys = self._boot_keys.get(boot)
+        if keys is None:
+            keys = (stream_key(self._key, "noise", boot), stream_key(self._key, "link", boot))
+            self._boot_keys[boot] = keys
+        return keys
+
     # -- the state machine ----------------------------------------------------
     def advance(self, now_s: float, *, streaming: bool) -> list[Emission]:
         """Run to ``now_s``; return the emissions since the last call.
@@ -187,28 +245,44 @@ class SimulatedWearable:
         ``streaming``: someone is subscribed to the IMU notifications, so
         packets are computed and returned (when the wearable is reachable).
         """
-        out: list[_Pending] = []
+        self.step(now_s, streaming=streaming)
+        request = self.block_request()
+        if request is not None:
+            measure_blocks(self.ward, [request])
+        return self.emissions()
+
+    def step(self, now_s: float, *, streaming: bool) -> None:
+        """Run the state machine to ``now_s``; :meth:`emissions` gives what it emitted."""
+        out = self._out
         while True:
             t_packet = math.inf
             if self._stream is not None:
                 t_packet = self._next_packet_s(self._stream)
             t_dup = self._flood[0] if self._flood is not None else math.inf
             t_event = self._events[0].t_s if self._events else math.inf
-            t = min(t_packet, t_dup, t_event)
+            t_battery = self._battery_next_s
+            t = min(t_packet, t_dup, t_event, t_battery)
             if t > now_s:
+                self.next_due_s = t
                 break
             if t == t_packet:
                 self._assemble(t, streaming and self._vanished == 0, out)
             elif t == t_dup:
                 self._duplicate(t, streaming and self.reachable, out)
-            else:
+            elif t == t_event:
                 self._apply(self._events.pop(0), out)
+            else:
+                # The characteristic shows the charge rounded up: one level at a time.
+                self._battery_pct -= 1
+                self._battery_next_s = self.faults.time_at_level(self._battery_pct - 1)
+                out.append(BatteryLevel(t, self._battery_pct))
         self._now_s = max(self._now_s, now_s)
-        level = math.ceil(self.faults.battery_pct(self._now_s))
-        if level != self._battery_pct:
-            self._battery_pct = level
-            out.append(BatteryLevel(self._now_s, level))
-        return self._resolve(out)
+
+    def _update_due(self) -> None:
+        t_packet = math.inf if self._stream is None else self._next_packet_s(self._stream)
+        t_dup = self._flood[0] if self._flood is not None else math.inf
+        t_event = self._events[0].t_s if self._events else math.inf
+        self.next_due_s = min(t_packet, t_dup, t_event, self._battery_next_s)
 
     def _assemble(self, t_s: float, deliver: bool, out: list[_Pending]) -> None:
         stream = self._stream
@@ -217,7 +291,9 @@ class SimulatedWearable:
         seq = stream.span.sequence_start + stream.packets
         self.stats.packets_assembled += 1
         if deliver:
-            out.append(_Slot(t_s, stream, first, seq))
+            slot = _Slot(t_s, stream, first, seq)
+            out.append(slot)
+            self._unmeasured = self._unmeasured or not self._covered(slot)
         stream.packets += 1
         stream.next_index = first + self.config.samples_per_packet
         if self._pending_rate is not None:
@@ -283,7 +359,59 @@ class SimulatedWearable:
             out.append(RadioChange(event.t_s, self.reachable, event.reason))
 
     # -- turning slots into bytes ---------------------------------------------
-    def _resolve(self, out: list[_Pending]) -> list[Emission]:
+    def block_request(self) -> BlockRequest | None:
+        """The samples the packets due need, if they are not measured yet.
+
+        From the first packet due of that stream to the end of the last
+        packet sent before the next whole ``ALIGN_S`` of scenario time after
+        the last one due, so the wearables of a world come back for samples
+        together.
+        """
+        if not self._unmeasured:
+            return None
+        self._unmeasured = False
+        uncovered = next(
+            (item for item in self._out if isinstance(item, _Slot) and not self._covered(item)),
+            None,
+        )
+        if uncovered is None:
+            return None
+        # One block for every packet due of that stream: the cache holds one.
+        stream, spp = uncovered.stream, self.config.samples_per_packet
+        due = [i for i in self._out if isinstance(i, _Slot) and i.stream is stream]
+        slot = due[0]
+        period_s = self._sample_s(stream, slot.first + spp) - self._sample_s(stream, slot.first)
+        boundary_s = (math.floor(due[-1].t_s / ALIGN_S) + 1.0) * ALIGN_S
+        packets = max(1, math.ceil((boundary_s - slot.t_s) / period_s - 1e-9))
+        count = max(packets * spp, due[-1].first + spp - slot.first)
+        index = slot.first + np.arange(count, dtype=np.int64)
+        device_us = stream.start_us + (index - stream.first_index) * stream.interval_us
+        return BlockRequest(
+            row=self._row,
+            tag=stream.tag,
+            index=index,
+            t_s=self._stream_s(stream, index),
+            since_boot_s=device_us.astype(np.float64) * 1e-6,
+            window_s=stream.interval_us * 1e-6,
+            noise_key=self._keys(stream.span.boot)[0],
+            has_gyro=self.config.has_gyro,
+            deliver=self._take_block,
+        )
+
+    def _take_block(self, block: SampleBlock) -> None:
+        self._cache = block
+
+    def _covered(self, slot: _Slot) -> bool:
+        cache = self._cache
+        return (
+            cache is not None
+            and cache.tag == slot.stream.tag
+            and cache.covers(slot.first, self.config.samples_per_packet)
+        )
+
+    def emissions(self) -> list[Emission]:
+        """What the last steps emitted, in time order, packets filled with samples."""
+        out, self._out = self._out, []
         result: list[Emission] = []
         for item in out:
             if isinstance(item, _Slot):
@@ -301,23 +429,26 @@ class SimulatedWearable:
 
     def _packet(self, slot: _Slot) -> Notification | None:
         span = slot.stream.span
-        link_key = stream_key(self._key, "link", span.boot)
-        draws = uniform(link_key, np.arange(4) + 4 * slot.sequence)
-        if draws[0] < self.faults.loss_probability(slot.t_s):
-            self.stats.packets_lost += 1
-            return None
-        acc, gyr = self._samples(slot)
-        data = encode_imu_packet(
+        loss = self.faults.loss_probability(slot.t_s)
+        probability, truncated = self.faults.corruption(slot.t_s)
+        draws = None
+        if loss > 0.0 or probability > 0.0:  # a uniform draw is never below 0
+            link_key = self._keys(span.boot)[1]
+            draws = uniform(link_key, np.arange(4) + 4 * slot.sequence)
+            if draws[0] < loss:
+                self.stats.packets_lost += 1
+                return None
+        block = self._block_for(slot)
+        spp = self.config.samples_per_packet
+        data = self._encoder.encode(
             sequence=slot.sequence,
             t0_ms=span.clock_start_ms + slot.stream.device_us(slot.first) // 1000,
             interval_us=slot.stream.interval_us,
-            acc_range=self.config.acc_range,
-            acc_counts=acc,
-            gyr_counts=gyr,
+            body=block.body_of(slot.first, spp),
         )
-        probability, truncated = self.faults.corruption(slot.t_s)
         kind = "packet"
-        if draws[1] < probability:
+        if draws is not None and draws[1] < probability:
+            link_key = self._keys(span.boot)[1]
             data = corrupt(data, truncate=draws[2] < truncated, key=int(link_key ^ slot.sequence))
             kind = "corrupted"
             self.stats.packets_corrupted += 1
@@ -325,28 +456,24 @@ class SimulatedWearable:
         self._last_sent = (data, slot.sequence & 0xFFFF)
         return Notification(slot.t_s, data, slot.sequence & 0xFFFF, kind)
 
-    def _samples(self, slot: _Slot) -> tuple[NDArray[np.int16], NDArray[np.int16] | None]:
-        """Counts of one packet's samples; computed ahead in ~1 s blocks."""
-        stream, spp = slot.stream, self.config.samples_per_packet
-        tag = (stream.span.boot, stream.first_index, stream.interval_us)
-        cache = self._cache
-        if not (cache is not None and cache.tag == tag and cache.covers(slot.first, spp)):
-            rate_hz = 1e6 / stream.interval_us
-            count = spp * max(1, math.ceil(_AHEAD_S * rate_hz / spp))
-            index = slot.first + np.arange(count, dtype=np.int64)
-            device_us = stream.start_us + (index - stream.first_index) * stream.interval_us
-            acc, gyr = self.sensor.measure(
-                self._stream_s(stream, index),
-                window_s=stream.interval_us * 1e-6,
-                since_boot_s=device_us.astype(np.float64) * 1e-6,
-                sample_index=index,
-                boot=stream.span.boot,
-            )
-            cache = self._cache = _Block(tag, slot.first, acc, gyr)
-        return cache.slice(slot.first, spp)
+    def _block_for(self, slot: _Slot) -> SampleBlock:
+        """The measured block holding ``slot``'s samples; measured now if it is not.
+
+        A world measures every wearable's block before asking for emissions;
+        this is the path of a packet of a new stream (a reboot, a rate
+        change) within the same step.
+        """
+        if not self._covered(slot):
+            self._out, self._unmeasured = [slot], True
+            request = self.block_request()
+            self._out = []
+            assert request is not None
+            measure_blocks(self.ward, [request])
+        assert self._cache is not None
+        return self._cache
 
     # -- offline access (tests, numerics) -------------------------------------
-    def render(self, t_start_s: float, t_end_s: float) -> SampleBlock:
+    def render(self, t_start_s: float, t_end_s: float) -> DecodedSamples:
         """The samples of ``[t_start_s, t_end_s)`` as the gateway would decode them.
 
         On the first boot's sample grid at the configured rate, ignoring link
@@ -361,17 +488,25 @@ class SimulatedWearable:
         index = np.arange(first, max(first, last), dtype=np.int64)
         device_us = index * interval_us
         t = self._scenario_s(span, device_us)
-        acc, gyr = self.sensor.measure(
-            t,
-            window_s=interval_us * 1e-6,
-            since_boot_s=device_us.astype(np.float64) * 1e-6,
-            sample_index=index,
-            boot=span.boot,
-        )
+        since_boot_s = device_us.astype(np.float64) * 1e-6
+        acc = np.empty((index.shape[0], 3), dtype=np.int16)
+        gyr = np.empty((index.shape[0], 3), dtype=np.int16)
+        ward, row = self.ward, self._row
+        for lo in range(0, index.shape[0], _RENDER_SAMPLES):
+            part = slice(lo, lo + _RENDER_SAMPLES)
+            part_acc, part_gyr = ward.measure(
+                np.asarray([row], dtype=np.intp),
+                t[None, part],
+                window_s=np.asarray([interval_us * 1e-6]),
+                since_boot_s=since_boot_s[None, part],
+                sample_index=index[None, part],
+                noise_key=np.asarray([self._keys(span.boot)[0]], dtype=np.uint64),
+            )
+            acc[part], gyr[part] = part_acc[0], part_gyr[0]
         acc_g = acc / ACC_LSB_PER_G[self.config.acc_range]
-        gyr_dps = None if gyr is None else gyr / GYR_LSB_PER_DPS
+        gyr_dps = gyr / GYR_LSB_PER_DPS if self.config.has_gyro else None
         device_t = device_us.astype(np.float64) * 1e-6 + span.clock_start_ms / 1000.0
-        return SampleBlock(t, device_t, acc_g, gyr_dps, self.config.sample_rate_hz)
+        return DecodedSamples(t, device_t, acc_g, gyr_dps, self.config.sample_rate_hz)
 
     def truth(self, t_s: NDArray[np.float64]) -> Truth:
         """The true trunk angles and activity at scenario times (n,)."""
@@ -380,24 +515,6 @@ class SimulatedWearable:
         last = float(t.max()) if t.size else 0.0
         falls = tuple(f for f in self.trajectory.falls if f.onset_s <= last)
         return Truth(t, self.device_time_s(t), flexion, lateral, self.trajectory.activity(t), falls)
-
-
-@dataclass(frozen=True, slots=True)
-class _Block:
-    """Samples computed ahead: indices ``start .. start + len`` of one stream."""
-
-    tag: tuple[int, int, int]
-    start: int
-    acc: NDArray[np.int16]
-    gyr: NDArray[np.int16] | None
-
-    def covers(self, first: int, count: int) -> bool:
-        return self.start <= first and first + count <= self.start + self.acc.shape[0]
-
-    def slice(self, first: int, count: int) -> tuple[NDArray[np.int16], NDArray[np.int16] | None]:
-        lo = first - self.start
-        gyr = None if self.gyr is None else self.gyr[lo : lo + count]
-        return self.acc[lo : lo + count], gyr
 
 
 class _Slot:

@@ -33,11 +33,13 @@ from numpy.typing import ArrayLike
 
 from device_gateway.protocol import POSTURE_SERVICE_UUID, BuzzCommand
 from simulator.backend import make_backends
+from simulator.blocks import measure_blocks
 from simulator.config import Scenario
 from simulator.emissions import WearableStats
 from simulator.link import Link
 from simulator.noise import normal, stream_key, uniform
 from simulator.truth import Truth
+from simulator.ward import WardSensors
 from simulator.wearable import SimulatedWearable
 
 if TYPE_CHECKING:
@@ -105,6 +107,14 @@ class SimulatedWorld:
         for index, patient in enumerate(scenario.patients):
             wearable = SimulatedWearable(patient, index=index, seed=seed)
             self._links[wearable.address] = Link(wearable, stream_key("link", seed, index))
+        # Every wearable's samples are measured together (simulator/ward.py);
+        # the pump steps only the wearables with something due.
+        self._order = list(self._links.values())
+        self._ward = WardSensors([link.wearable.sensor for link in self._order])
+        for row, link in enumerate(self._order):
+            link.wearable.join_ward(self._ward, row)
+        self._due_s = np.array([link.wearable.next_due_s for link in self._order])
+        self._silent: set[Link] = set()  # connected links whose radio went quiet
         self._scanners: set[SimulatedScanner] = set()
         self._state = WorldState.NEW
         self._t0_loop = 0.0
@@ -276,8 +286,7 @@ class SimulatedWorld:
             if behind_s > 0.0:
                 self._slip(behind_s)
                 now = self.scenario_time()
-            for link in self._links.values():
-                self._advance(link, now)
+            self._advance(now)
             self._pumped_to_s = now
             await asyncio.sleep(self._tick_s)
 
@@ -290,10 +299,26 @@ class SimulatedWorld:
         self._t0_loop += scenario_s / self.speed
         self.slipped_s += scenario_s
 
-    def _advance(self, link: Link, now: float) -> None:
-        for emission in link.wearable.advance(now, streaming=link.streaming):
-            link.deliver(emission)
-        link.supervise(now)
+    def _advance(self, now: float) -> None:
+        """Every wearable with something due to ``now``: step, measure together, deliver."""
+        rows = np.flatnonzero(self._due_s <= now).tolist()
+        for row in rows:
+            link = self._order[row]
+            link.wearable.step(now, streaming=link.streaming)
+        requests = [r for row in rows if (r := self._order[row].wearable.block_request())]
+        if requests:
+            measure_blocks(self._ward, requests)
+        for row in rows:
+            link = self._order[row]
+            for emission in link.wearable.emissions():
+                link.deliver(emission)
+            self._due_s[row] = link.wearable.next_due_s
+            if link.radio_lost_s is not None:
+                self._silent.add(link)
+        for link in list(self._silent):
+            link.supervise(now)
+            if link.client is None or link.radio_lost_s is None:
+                self._silent.discard(link)
 
     async def _advertise(self) -> None:
         while True:

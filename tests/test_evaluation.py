@@ -17,6 +17,7 @@ import scipy.io
 from scipy.spatial.transform import Rotation
 from test_falls import Scenario, forward_fall, jump, lie_down_on_bed, sit_down_quickly, synth
 
+import posture.kernels as kernels
 from lab import bench, evaluate
 from lab.datasets import (
     SISFALL_ACC_G_PER_LSB,
@@ -334,6 +335,22 @@ def test_bench_engine_reports_throughput_and_memory(capsys: pytest.CaptureFixtur
         # VQF (the bench extra) may be absent: then the reference reads NaN, never a made-up figure.
         vqf = r["vqf_packets_samples_per_s"]
         assert vqf > 0 if _has_vqf() else math.isnan(vqf)
+    # The compiled kernel's first call, measured in fresh processes: compiling
+    # costs more than loading the on-disk cache.
+    first = out["compiled_kernel"]
+    pairs = {(k["what"], k["devices"]): k for k in out["kernels"]}
+    if kernels.compiled_available():
+        assert first["numba_version"] and first["uncached_s"] > first["cached_s"] > 0.0
+        assert set(pairs) == {
+            ("gravity filter", 1),
+            ("gravity filter", 3),
+            ("PostureEngine", 1),
+            ("BatchEngine", 3),
+        }
+        for k in pairs.values():
+            assert k["compiled_samples_per_s"] > 0 and k["numpy_samples_per_s"] > 0
+    else:  # never NumPy timed twice and called compiled
+        assert first is None and not pairs
     assert bench.run(p.parse_args(["engine", "--devices", "0"])) == 2
     assert bench.run(p.parse_args(["engine", "--devices", "1", "--packet", "0"])) == 2
 

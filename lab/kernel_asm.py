@@ -1,0 +1,60 @@
+"""What the compiler made of the engine's compiled kernels: packed (vector) and
+scalar double-precision arithmetic in their machine code.
+
+``python -m lab.kernel_asm`` compiles each gravity kernel afresh (no cache)
+for this machine's CPU, or for another one named the numba way
+(``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``), and counts
+instructions by register width: ``xmm`` packed is SSE (2 doubles), ``ymm``
+AVX2 (4), ``zmm`` AVX-512 (8); scalar ones (``...sd``) work one double at a
+time. Loops LLVM vectorised show as packed arithmetic.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+
+import numpy as np
+
+__all__ = ["arithmetic_by_width", "main"]
+
+_PACKED = re.compile(r"\bv?(?:mul|add|sub|div|sqrt|max|min|fmadd\w*)pd\s+[^\n]*%([xyz]mm)\d+\s*$")
+_SCALAR = re.compile(r"\bv?(?:mul|add|sub|div|sqrt|max|min|fmadd\w*)sd\b")
+
+
+def arithmetic_by_width(asm: str) -> dict[str, int]:
+    """Counts of double arithmetic in ``asm`` (AT&T syntax): packed by register, and scalar."""
+    counts: Counter[str] = Counter()
+    for line in asm.splitlines():
+        packed = _PACKED.search(line)
+        if packed:
+            counts[f"packed {packed.group(1)}"] += 1
+        elif _SCALAR.search(line):
+            counts["scalar"] += 1
+    return dict(counts)
+
+
+def main() -> int:
+    import numba
+
+    from posture.kernels import gravity
+    from posture.kernels.jit import KERNEL_OPTIONS
+    from posture.orientation import GravityFilter, GravityFilterParams
+
+    cpu = getattr(numba.config, "CPU_NAME", None) or "host"
+    print(f"numba {numba.__version__}, CPU {cpu}")
+    for has_gyro, fn in ((True, gravity.gravity_gyro), (False, gravity.gravity_acc_only)):
+        # One call types the kernel; then a fresh, uncached compile to read.
+        f = GravityFilter(GravityFilterParams(50.0, has_gyro), 4, kernel="compiled")
+        acc = np.zeros((2, 3, 4))
+        acc[:, 2] = 1.0
+        f.process(acc, np.zeros((2, 3, 4)) if has_gyro else None, np.full((2, 4), 0.02))
+        sig = fn.signatures[0]
+        fresh = numba.njit(sig, **{**KERNEL_OPTIONS, "cache": False})(fn.py_func)
+        print(f"{fn.__name__}: {arithmetic_by_width(fresh.inspect_asm(sig))}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - command line
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Compiled kernels of the posture engine (numba), and which implementation runs.
+
+The engine's NumPy code (block operations across devices) is the tested
+reference; a compiled kernel computes the same per-sample recursions in one
+pass over the samples with the device loop innermost. Which one a filter uses
+is chosen when it is built:
+
+* ``POSTURE_KERNEL=numpy`` forces the NumPy reference;
+* ``POSTURE_KERNEL=compiled`` (the default) uses the compiled kernel when numba
+  imports, and falls back to NumPy (logged once) when it does not, e.g. on a
+  platform without numba wheels.
+
+Kernels are compiled on first use and cached on disk (numba's ``cache=True``:
+next to the package, or in numba's user cache directory when the package
+directory is read-only; ``NUMBA_CACHE_DIR`` overrides both).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from functools import cache
+
+__all__ = [
+    "KERNEL_ENV",
+    "Kernel",
+    "compiled_available",
+    "numba_version",
+    "selected_kernel",
+    "warm_up",
+]
+
+_log = logging.getLogger(__name__)
+
+KERNEL_ENV = "POSTURE_KERNEL"
+"""Environment variable naming the implementation: ``numpy`` or ``compiled``."""
+
+
+class Kernel(enum.StrEnum):
+    """Which implementation of the per-sample recursions runs."""
+
+    NUMPY = "numpy"
+    COMPILED = "compiled"
+
+
+@cache
+def numba_version() -> str | None:
+    """numba's version if it imports here, else None (the reason is logged once)."""
+    try:
+        import numba
+
+        import posture.kernels.gravity  # noqa: F401 - its kernels are declared at import
+    except ImportError as exc:
+        _log.warning("numba does not import (%s): the posture engine runs NumPy", exc)
+        return None
+    except Exception as exc:  # llvmlite or the kernels' declaration failed
+        _log.warning("the compiled kernels do not load (%s): the engine runs NumPy", exc)
+        return None
+    return str(numba.__version__)
+
+
+def compiled_available() -> bool:
+    """Whether the compiled kernels can run on this machine."""
+    return numba_version() is not None
+
+
+def selected_kernel(requested: Kernel | str | None = None) -> Kernel:
+    """The implementation to use: ``requested``, else ``$POSTURE_KERNEL``, else compiled;
+    compiled falls back to NumPy where numba is unavailable.
+
+    Raises:
+        ValueError: ``requested`` or the environment names no known kernel.
+    """
+    raw = requested if requested is not None else os.environ.get(KERNEL_ENV, "") or "compiled"
+    try:
+        kernel = Kernel(str(raw).strip().lower())
+    except ValueError:
+        source = "kernel" if requested is not None else KERNEL_ENV
+        raise ValueError(f"{source} must be 'numpy' or 'compiled', got {raw!r}") from None
+    if kernel is Kernel.COMPILED and not compiled_available():
+        return Kernel.NUMPY
+    return kernel
+
+
+def warm_up() -> float | None:
+    """Compile (or load from the on-disk cache) every compiled kernel the engine
+    uses, so the first block of a wearable does not pay for it; returns the
+    seconds it took, or None when the engine runs NumPy.
+
+    A gateway calls this on a worker thread before it connects any wearable:
+    a first compile takes seconds (``bench engine`` measures it), which the
+    event loop must not wait for.
+    """
+    if selected_kernel() is not Kernel.COMPILED:
+        return None
+    import numpy as np
+
+    from posture.orientation import GravityFilter, GravityFilterParams
+
+    start = time.perf_counter()
+    for has_gyro in (True, False):
+        f = GravityFilter(GravityFilterParams(50.0, has_gyro), 1, kernel=Kernel.COMPILED)
+        acc_g = np.zeros((2, 3, 1))
+        acc_g[:, 2] = 1.0
+        gyr_dps = np.zeros((2, 3, 1)) if has_gyro else None
+        f.process(acc_g, gyr_dps, np.full((2, 1), 0.02))
+    return time.perf_counter() - start

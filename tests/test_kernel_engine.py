@@ -1,0 +1,70 @@
+"""The whole engine gives the same angles and events with the compiled kernels as
+with the NumPy reference (POSTURE_KERNEL=numpy), batched and single."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+from test_posture_batch import CONFIG, WARD, assert_same, assert_same_calibration, blocks
+
+import posture.kernels as kernels
+from posture import PostureEngine, PostureEventKind
+from posture.batch import BatchEngine
+from posture.kernels import KERNEL_ENV, Kernel
+
+T = TypeVar("T")
+
+pytestmark = pytest.mark.skipif(
+    not kernels.compiled_available(), reason="numba does not import here"
+)
+
+
+def engines(monkeypatch: pytest.MonkeyPatch, kernel: Kernel, make: Callable[[], T]) -> T:
+    """``make()`` built with ``$POSTURE_KERNEL`` set to ``kernel`` (read at construction)."""
+    with monkeypatch.context() as m:
+        m.setenv(KERNEL_ENV, kernel.value)
+        built = make()
+    return built
+
+
+@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
+def test_batch_engine_same_both_ways(monkeypatch: pytest.MonkeyPatch, gyro: bool) -> None:
+    devices = 12
+    t, acc, gyr = (x[:devices] for x in WARD)
+    ref = engines(monkeypatch, Kernel.NUMPY, lambda: BatchEngine(CONFIG[gyro], devices))
+    new = engines(monkeypatch, Kernel.COMPILED, lambda: BatchEngine(CONFIG[gyro], devices))
+    assert ref._core.gravity.kernel is Kernel.NUMPY
+    assert new._core.gravity.kernel is Kernel.COMPILED
+    seen: set[PostureEventKind] = set()
+    for sl in blocks(t.shape[1], [10, 10, 7, 23, 1, 50]):
+        args = (t[:, sl], acc[:, sl], gyr[:, sl] if gyro else None)
+        a, b = new.process(*args), ref.process(*args)
+        for d in range(devices):
+            assert_same(a.device(d), b.device(d))
+            seen |= {e.kind for e in b.device(d).events}
+    assert {
+        PostureEventKind.CALIBRATED,
+        PostureEventKind.SLOUCH_STARTED,
+        PostureEventKind.FALL_DETECTED,
+    } <= seen
+    for d in range(devices):
+        assert new.stats(d) == ref.stats(d)
+        assert_same_calibration(new.calibration(d), ref.calibration(d))
+
+
+@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
+def test_posture_engine_same_both_ways(monkeypatch: pytest.MonkeyPatch, gyro: bool) -> None:
+    for d in (0, 1, 2):  # a slouch, a fall, a slumped sitter; gaps and a clock reset
+        t, acc, gyr = (x[d] for x in WARD)
+        ref = engines(monkeypatch, Kernel.NUMPY, lambda: PostureEngine(CONFIG[gyro]))
+        new = engines(monkeypatch, Kernel.COMPILED, lambda: PostureEngine(CONFIG[gyro]))
+        events = 0
+        for sl in blocks(t.size, [10, 3, 25]):
+            args = (t[sl], acc[sl], gyr[sl] if gyro else None)
+            a, b = new.process(*args), ref.process(*args)
+            assert_same(a, b)
+            events += len(b.events)
+        assert events > 0
+        assert new.stats == ref.stats

@@ -82,7 +82,13 @@ class WardSensors:
         the wearable's boot, ``stream_key(key, "noise", boot)``) select the
         noise. Rows of accelerometer-only wearables get gyro counts too; the
         caller drops them.
+
+        Raises:
+            ValueError: a wearable is listed twice.
         """
+        if np.unique(wearables).size != len(wearables):
+            # Each wearable's parts are summed into its one row.
+            raise ValueError("measure: each wearable at most once per call")
         k, n = t_s.shape
         acc = np.empty((k, n, 3), dtype=np.int16)
         gyr = np.empty((k, n, 3), dtype=np.int16)

@@ -164,3 +164,19 @@ def test_packets_carry_the_reference_samples() -> None:
         assert ref_gyr is not None and packet.gyr_dps is not None
         assert np.abs(packet.acc_g * 4096 - ref_acc).max() <= 1
         assert np.abs(packet.gyr_dps * 16.384 - ref_gyr).max() <= 1
+
+
+def test_a_wearable_twice_in_one_call_is_refused() -> None:
+    wearables = ward_of_many()[:2]
+    ward = WardSensors([w.sensor for w in wearables])
+    t = np.zeros((2, 3))
+    index = np.zeros((2, 3), dtype=np.int64)
+    with pytest.raises(ValueError, match="at most once"):
+        ward.measure(
+            np.asarray([1, 1]),
+            t,
+            window_s=np.full(2, 0.02),
+            since_boot_s=t,
+            sample_index=index,
+            noise_key=np.zeros(2, dtype=np.uint64),
+        )

@@ -26,6 +26,7 @@ from bleak.backends.scanner import BaseBleakScanner
 from alerts.sink import AlertSink
 from common.errors import BluetoothUnavailableError
 from device_gateway.config import GatewayConfig, WearableConfig
+from device_gateway.engine_tick import EngineTick
 from device_gateway.link import WearableSupervisor
 from device_gateway.patient import PatientMonitor
 from device_gateway.scanner import DeviceDirectory, RadioHealth
@@ -73,6 +74,8 @@ class Gateway:
         self._client_backend = client_backend
         self._wall_clock = wall_clock
         self.supervisors: list[WearableSupervisor] = []
+        self.tick: EngineTick | None = None
+        """Every wearable's samples through the engines, once per tick (while running)."""
         self.directory: DeviceDirectory | None = None
         self.radio_health: RadioHealth | None = None
 
@@ -101,8 +104,10 @@ class Gateway:
                 )
             )
             self.directory = directory
+            ble = self.config.ble
+            tick = self.tick = EngineTick(ble.engine_batch_s, in_thread=ble.engine_thread)
             self.supervisors = [
-                self._supervisor(w, directory, watch) for w in self.config.wearables
+                self._supervisor(w, directory, tick, watch) for w in self.config.wearables
             ]
             _log.info(
                 "gateway %s supervising %d wearables",
@@ -113,6 +118,7 @@ class Gateway:
                 async with asyncio.TaskGroup() as tasks:
                     for supervisor in self.supervisors:
                         tasks.create_task(supervisor.run(), name=f"wearable {supervisor.label}")
+                    tasks.create_task(tick.run(), name="engine tick")
                     tasks.create_task(self._report_metrics(), name="gateway metrics")
                     tasks.create_task(directory.supervise(), name="scanner")
             finally:
@@ -166,7 +172,11 @@ class Gateway:
         }
 
     def _supervisor(
-        self, wearable: WearableConfig, directory: DeviceDirectory, watch: BluezWatch | None
+        self,
+        wearable: WearableConfig,
+        directory: DeviceDirectory,
+        tick: EngineTick,
+        watch: BluezWatch | None,
     ) -> WearableSupervisor:
         def monitor(request_buzz: Callable[[], None]) -> PatientMonitor:
             return PatientMonitor(
@@ -183,6 +193,7 @@ class Gateway:
             wearable.address,
             self.config.ble,
             directory,
+            tick,
             client_backend=self._client_backend,
             wall_clock=self._wall_clock,
             bluez=watch,

@@ -1,12 +1,13 @@
 """The supervisor of one wearable's BLE link.
 
 It finds the wearable, connects with a timeout, subscribes to its IMU and
-battery notifications, feeds packets to the patient's monitor and reconnects
-with backoff whenever the radio fails. Notification callbacks only enqueue
-onto a bounded queue: under a flood the oldest raw packets are dropped and
-counted rather than letting memory grow or the event loop stall. Nothing a
-wearable sends can raise out of here; only a bug can, and then the traceback
-names this module.
+battery notifications, hands packets to the gateway's engine tick
+(``engine_tick.py``, which decodes them and runs every wearable's samples in
+one pass) and reconnects with backoff whenever the radio fails. Notification
+callbacks only enqueue onto the wearable's bounded inbox: under a flood the
+newest raw packets are dropped and counted rather than letting memory grow
+or the event loop stall. Nothing a wearable sends can raise out of here; only
+a bug can, and then the traceback names this module.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from alerts.topics import mask_id
 from common.backoff import Backoff
 from common.errors import PacketError
 from device_gateway.config import BleSettings
+from device_gateway.engine_tick import EngineTick
 from device_gateway.patient import PatientMonitor
 from device_gateway.protocol import (
     BATTERY_LEVEL_CHAR_UUID,
@@ -35,11 +37,9 @@ from device_gateway.protocol import (
     IMU_CHAR_UUID,
     BuzzPattern,
     decode_battery_level,
-    decode_imu_packet,
     encode_buzz,
 )
 from device_gateway.scanner import DeviceDirectory
-from device_gateway.timeline import SampleBlock
 
 if TYPE_CHECKING:
     from device_gateway.bluez import BluezWatch
@@ -56,8 +56,6 @@ _BUZZ_TIMEOUT_S = 3.0
 _STABLE_SESSION_S = 10.0
 # The notification watchdog trusts its clock only if the loop woke it this promptly.
 _LOOP_LAG_S = 0.5
-# At most this many queued packets go to the engine in one call (2 s at 50 Hz).
-_MAX_PACKETS_PER_CALL = 10
 
 
 class WearableSupervisor:
@@ -69,6 +67,7 @@ class WearableSupervisor:
         address: str,
         settings: BleSettings,
         directory: DeviceDirectory,
+        tick: EngineTick,
         *,
         client_backend: type[BaseBleakClient] | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -83,7 +82,8 @@ class WearableSupervisor:
         self._directory = directory
         self._client_backend = client_backend
         self._wall_clock = wall_clock
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.queue_packets)
+        self._tick = tick
+        self._ticked = tick.register(self.monitor, self.label, settings.queue_packets)
         self._battery_readings: asyncio.Queue[int] = asyncio.Queue(16)
         self._buzz_pending = asyncio.Event()
         self._reported_connected: bool | None = None
@@ -143,15 +143,13 @@ class WearableSupervisor:
                 grace.cancel()
             stop_battery = await self._on_connected(client, device)
             async with asyncio.TaskGroup() as tasks:
-                consumer = tasks.create_task(self._consume(), name=f"samples {self.label}")
                 buzzer = tasks.create_task(self._buzz_loop(client), name=f"buzz {self.label}")
                 battery = tasks.create_task(self._battery_loop(), name=f"battery {self.label}")
                 stream = tasks.create_task(self._watch_stream(lost), name=f"stream {self.label}")
                 await lost.wait()
                 _log.info("wearable %s: disconnected", self.label)
                 # Packets already queued may hold the fall: process them all.
-                await self._queue.join()
-                consumer.cancel()
+                await self._tick.flush(self._ticked)
                 buzzer.cancel()
                 battery.cancel()
                 stream.cancel()
@@ -219,9 +217,7 @@ class WearableSupervisor:
     def _on_imu_notify(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         # Runs in bleak's callback: enqueue only.
         self._last_packet_s = asyncio.get_running_loop().time()
-        try:
-            self._queue.put_nowait(bytes(data))
-        except asyncio.QueueFull:
+        if not self._ticked.offer(bytes(data), self._wall_clock()):
             self.counters.queue_dropped += 1
             if (
                 self.counters.queue_dropped in (1, 10, 100)
@@ -256,65 +252,6 @@ class WearableSupervisor:
         except PacketError as exc:
             self.counters.malformed += 1
             _log.warning("wearable %s: %s", self.label, exc)
-
-    async def _consume(self) -> None:
-        loop = asyncio.get_running_loop()
-        gather_s = self._settings.engine_batch_s
-        while True:
-            batch = [await self._queue.get()]
-            # A backlog (a busy gateway, a flood), and with engine_batch_s
-            # whatever arrives within that time, is processed in one engine
-            # call: the engine's output does not depend on how the stream is
-            # split, and one call costs far less than many.
-            deadline = loop.time() + gather_s
-            while len(batch) < _MAX_PACKETS_PER_CALL:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining_s = deadline - loop.time()
-                if remaining_s <= 0.0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining_s):
-                        batch.append(await self._queue.get())
-                except TimeoutError:
-                    break
-            try:
-                await self._handle_packets(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _handle_packets(self, batch: list[bytes]) -> None:
-        pending: list[SampleBlock] = []
-        pending_rate_hz = 0.0
-        for data in batch:
-            try:
-                packet = decode_imu_packet(data)
-            except PacketError as exc:
-                self.counters.malformed += 1
-                if self.counters.malformed in (1, 10, 100) or self.counters.malformed % 1000 == 0:
-                    _log.warning(
-                        "wearable %s: malformed packet (%s); %d so far",
-                        self.label,
-                        exc,
-                        self.counters.malformed,
-                    )
-                continue
-            block = self.monitor.timeline.accept(packet, self._wall_clock())
-            if block is None:
-                continue
-            same_stream = pending and (
-                packet.sample_rate_hz == pending_rate_hz
-                and (block.gyr_dps is None) == (pending[0].gyr_dps is None)
-            )
-            if pending and not same_stream:
-                await self.monitor.process(SampleBlock.concatenate(pending), pending_rate_hz)
-                pending = []
-            pending.append(block)
-            pending_rate_hz = packet.sample_rate_hz
-        if pending:
-            await self.monitor.process(SampleBlock.concatenate(pending), pending_rate_hz)
 
     def _request_buzz(self) -> None:
         self._buzz_pending.set()

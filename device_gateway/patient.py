@@ -1,8 +1,11 @@
-"""One patient's monitoring: engine, events, live state and slouch reminders.
+"""One patient's monitoring: events, live state and slouch reminders.
 
-The supervisor (``link.py``) owns the radio; this class owns what the samples
-mean. It is synchronous apart from handing events to the alert sink, so the
-whole path from packet to event can be driven by a test without a radio.
+The supervisor (``link.py``) owns the radio; the gateway's tick
+(``engine_tick.py``) runs every wearable's samples through the batched
+engines and hands each patient's results here; this class owns what they
+mean for the patient: the events it publishes (in order), the slouch buzz,
+and the live state. It is synchronous apart from handing events to the alert
+sink.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 
@@ -20,17 +23,10 @@ from alerts.clock import mono_wall_now
 from alerts.sink import AlertSink
 from alerts.state import Activity as WireActivity
 from device_gateway.config import WearableConfig
-from device_gateway.timeline import SampleBlock, Timeline
-from posture import (
-    Activity,
-    EngineConfig,
-    EngineStats,
-    PostureEngine,
-    PostureEvent,
-    PostureEventKind,
-)
+from device_gateway.timeline import Timeline
+from posture import Activity, EngineStats, PostureEvent, PostureEventKind
 
-__all__ = ["PatientMonitor"]
+__all__ = ["EngineView", "PatientMonitor"]
 
 _log = logging.getLogger(__name__)
 
@@ -41,11 +37,18 @@ _EVENT_TYPES = {
     PostureEventKind.FALL_CANCELLED: EventType.FALL_CANCELLED,
 }
 
+# The engine's IntEnum becomes the contract's enum by name, once, here.
+_WIRE_ACTIVITY = {int(a): WireActivity(a.name.lower()) for a in Activity}
 
-@dataclass(frozen=True, slots=True)
-class _StreamShape:
-    sample_rate_hz: float
-    has_gyro: bool
+
+class EngineView(Protocol):
+    """What a monitor sees of its wearable's place in the engines (the tick's)."""
+
+    @property
+    def calibrated(self) -> bool: ...
+    @property
+    def stats(self) -> EngineStats | None: ...
+    def request_calibration(self) -> None: ...
 
 
 class PatientMonitor:
@@ -75,8 +78,8 @@ class PatientMonitor:
         self._request_buzz = request_buzz
         self._battery_low_pct = battery_low_pct
         self._wall_clock = wall_clock
-        self._engine: PostureEngine | None = None
-        self._shape: _StreamShape | None = None
+        self.engine_view: EngineView | None = None
+        """Set by the tick that runs this patient's samples."""
         self._connected = False
         self._battery_pct: int | None = None
         self._battery_low_sent = False
@@ -87,6 +90,7 @@ class PatientMonitor:
             False,
         )
         self._last_t_s: float | None = None
+        self._fresh = False  # samples processed since the state was last built
 
     @property
     def connected(self) -> bool:
@@ -95,15 +99,15 @@ class PatientMonitor:
     @property
     def engine_stats(self) -> EngineStats | None:
         """The current engine's counters (samples, blocks, ...); None before any sample."""
-        return None if self._engine is None else self._engine.stats
+        return None if self.engine_view is None else self.engine_view.stats
 
     async def link_up(self, *, recalibrate: bool) -> None:
         """The wearable (re)connected. ``recalibrate`` after a reboot or long absence,
         when the sensor may have been taken off and put back on differently."""
         self.timeline.new_connection()
         self._connected = True
-        if recalibrate and self._engine is not None:
-            self._engine.request_calibration()
+        if recalibrate and self.engine_view is not None:
+            self.engine_view.request_calibration()
         self._push_state()
 
     async def link_down(self) -> None:
@@ -126,40 +130,23 @@ class PatientMonitor:
             self._battery_low_sent = False  # re-arm after a charge, with hysteresis
         self._push_state()
 
-    async def process(self, block: SampleBlock, sample_rate_hz: float) -> None:
-        """Run one block through the engine and publish what it found."""
-        engine = self._engine_for(sample_rate_hz, block.gyr_dps is not None)
-        out = engine.process(block.t_s, block.acc_g, block.gyr_dps)
-        for found in out.events:
-            await self._on_posture_event(found)
-        self._last_t_s = float(out.t_s[-1])
-        self._last = (
-            float(out.flexion_deg[-1]),
-            float(out.lateral_deg[-1]),
-            # The engine's IntEnum becomes the contract's enum here, once, by name.
-            WireActivity(Activity(int(out.activity[-1])).name.lower()),
-            bool(out.slouching[-1]),
-        )
-        self._push_state()
+    def latest(
+        self, t_s: float, flexion_deg: float, lateral_deg: float, activity: int, slouching: bool
+    ) -> None:
+        """The engine's newest sample (angles, Activity value, slouch flag); the
+        state carries it at the next :meth:`push_state_if_changed`."""
+        self._last_t_s = t_s
+        self._last = (flexion_deg, lateral_deg, _WIRE_ACTIVITY[activity], slouching)
+        self._fresh = True
 
-    def _engine_for(self, sample_rate_hz: float, has_gyro: bool) -> PostureEngine:
-        shape = _StreamShape(sample_rate_hz, has_gyro)
-        if self._engine is None or shape != self._shape:
-            previous = self._engine
-            if previous is not None:
-                _log.info("patient %s: stream changed to %s; new engine", self._log_id, shape)
-            self._engine = PostureEngine(
-                EngineConfig(
-                    sample_rate_hz=sample_rate_hz,
-                    has_gyro=has_gyro,
-                    slouch=self.wearable.slouch,
-                )
-            )
-            self._shape = shape
-            if previous is not None and previous.calibration is not None:
-                # Same patient, same mounting: only the sample rate changed.
-                self._engine.set_calibration(previous.calibration)
-        return self._engine
+    async def posture_event(self, found: PostureEvent) -> None:
+        """Publish one event of this patient's engine (in the engine's order)."""
+        await self._on_posture_event(found)
+
+    def push_state_if_changed(self) -> None:
+        """Build and hand over the state if samples came since it was last built."""
+        if self._fresh:
+            self._push_state()
 
     async def _on_posture_event(self, found: PostureEvent) -> None:
         if found.kind is PostureEventKind.CALIBRATED:
@@ -202,8 +189,9 @@ class PatientMonitor:
         _log.info("patient %s: %s queued", self._log_id, kind.value)
 
     def _push_state(self) -> None:
+        self._fresh = False
         flexion, lateral, activity, slouching = self._last
-        calibrated = self._engine is not None and self._engine.calibrated
+        calibrated = self.engine_view is not None and self.engine_view.calibrated
         self._sink.update_state(
             PatientState(
                 patient_id=self.patient_id,

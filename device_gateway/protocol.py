@@ -14,6 +14,7 @@ import binascii
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,15 +37,18 @@ __all__ = [
     "BuzzCommand",
     "BuzzPattern",
     "ControlCommand",
+    "ImuHeader",
     "ImuPacket",
     "SetSampleRateCommand",
     "decode_battery_level",
     "decode_control",
+    "decode_imu_header",
     "decode_imu_packet",
     "encode_battery_level",
     "encode_buzz",
     "encode_imu_packet",
     "encode_set_sample_rate",
+    "imu_samples",
     "max_samples_per_packet",
 ]
 
@@ -156,8 +160,32 @@ def encode_imu_packet(
     return payload + _CRC.pack(binascii.crc_hqx(payload, 0xFFFF))
 
 
-def decode_imu_packet(data: bytes | bytearray | memoryview) -> ImuPacket:
-    """Validate and decode one IMU notification.
+class ImuHeader(NamedTuple):
+    """A validated IMU notification's header; its samples stay raw bytes.
+
+    The gateway's tick converts the samples of many packets in one NumPy
+    operation (:func:`imu_samples`), so per packet only this header is
+    decoded in Python (a named tuple: several times cheaper to make than a
+    frozen dataclass, and made for every packet). ``body`` holds
+    ``sample_count`` rows of int16 counts, 3 (accelerometer) or 6 (and
+    gyroscope) per row.
+    """
+
+    sequence: int
+    t0_ms: int
+    interval_us: int
+    acc_range: AccRange
+    has_gyro: bool
+    sample_count: int
+    body: bytes
+
+    @property
+    def sample_rate_hz(self) -> float:
+        return 1e6 / self.interval_us
+
+
+def decode_imu_header(data: bytes | bytearray | memoryview) -> ImuHeader:
+    """Validate one IMU notification (length, version, flags, CRC, interval).
 
     Raises:
         PacketError: wrong length, unknown version or flags, bad CRC, or an
@@ -183,11 +211,41 @@ def decode_imu_packet(data: bytes | bytearray | memoryview) -> ImuPacket:
     if not 500 <= interval_us <= 200_000:
         raise PacketError(f"implausible sample interval {interval_us} us")
     acc_range = AccRange.G16 if flags & _FLAG_ACC_16G else AccRange.G8
-    counts = np.frombuffer(raw, dtype="<i2", count=n * per_sample // 2, offset=HEADER_SIZE)
-    counts = counts.reshape(n, per_sample // 2).astype(np.float64)
+    return ImuHeader(
+        sequence, t0_ms, interval_us, acc_range, has_gyro, n, raw[HEADER_SIZE : -_CRC.size]
+    )
+
+
+def imu_samples(
+    bodies: bytes, rows: int, has_gyro: bool, acc_range: AccRange
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """The samples of packet bodies laid end to end (one range, one layout).
+
+    Returns ``acc_g`` (rows, 3) in g and ``gyr_dps`` (rows, 3) in °/s or
+    None; ``rows`` is the total sample count. The same arithmetic as
+    :func:`decode_imu_packet`, so the values are bit for bit the same.
+    """
+    per_sample = 6 if has_gyro else 3
+    counts = np.frombuffer(bodies, dtype="<i2", count=rows * per_sample)
+    counts = counts.reshape(rows, per_sample).astype(np.float64)
     acc_g = counts[:, :3] / ACC_LSB_PER_G[acc_range]
     gyr_dps = counts[:, 3:6] / GYR_LSB_PER_DPS if has_gyro else None
-    return ImuPacket(sequence, t0_ms, interval_us, acc_range, acc_g, gyr_dps)
+    return acc_g, gyr_dps
+
+
+def decode_imu_packet(data: bytes | bytearray | memoryview) -> ImuPacket:
+    """Validate and decode one IMU notification.
+
+    Raises:
+        PacketError: as :func:`decode_imu_header`.
+    """
+    header = decode_imu_header(data)
+    acc_g, gyr_dps = imu_samples(
+        header.body, header.sample_count, header.has_gyro, header.acc_range
+    )
+    return ImuPacket(
+        header.sequence, header.t0_ms, header.interval_us, header.acc_range, acc_g, gyr_dps
+    )
 
 
 class ControlCommand(enum.IntEnum):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from device_gateway.protocol import ImuPacket
 
-__all__ = ["SampleBlock", "StreamCounters", "Timeline"]
+__all__ = ["PacketTiming", "SampleBlock", "StreamCounters", "Timeline"]
 
 _log = logging.getLogger(__name__)
 
@@ -34,6 +35,19 @@ _REBOOT_BACKSTEP_MS = 1000
 # (timer jitter) or behind it (BLE connection interval, queueing).
 _MAX_CLOCK_LEAD_S = 0.05
 _MAX_CLOCK_LAG_S = 2.0
+
+
+class PacketTiming(Protocol):
+    """What the timeline reads of a packet (an ``ImuPacket`` or an ``ImuHeader``)."""
+
+    @property
+    def sequence(self) -> int: ...
+    @property
+    def t0_ms(self) -> int: ...
+    @property
+    def interval_us(self) -> int: ...
+    @property
+    def sample_count(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -101,6 +115,20 @@ class Timeline:
 
         ``received_wall_s`` is the UTC epoch time the notification arrived.
         """
+        start_s = self.place(packet, received_wall_s)
+        if start_s is None:
+            return None
+        interval_s = packet.interval_us * 1e-6
+        t_s = start_s + interval_s * np.arange(packet.sample_count, dtype=np.float64)
+        return SampleBlock(t_s, packet.acc_g, packet.gyr_dps)
+
+    def place(self, packet: PacketTiming, received_wall_s: float) -> float | None:
+        """The engine time of a packet's first sample, or None for a duplicate/stale one.
+
+        Sample ``i`` is at ``start + i * interval_us * 1e-6`` (computed so, it is
+        bit for bit what :meth:`accept` gives). ``received_wall_s`` is the UTC
+        epoch time the notification arrived.
+        """
         self.counters.packets += 1
         t0_ms = packet.t0_ms
         if self._last_t0_ms is not None:
@@ -116,18 +144,17 @@ class Timeline:
         self._last_t0_ms = t0_ms
         self._last_seq = packet.sequence
 
-        n = packet.sample_count
         interval_s = packet.interval_us * 1e-6
         t_device_s = (self._wraps * _CLOCK_WRAP_MS + t0_ms) * 1e-3
-        t_s = t_device_s + self._offset_s + interval_s * np.arange(n, dtype=np.float64)
-        if self._end_t_s is not None and t_s[0] <= self._end_t_s:
+        start_s = t_device_s + self._offset_s
+        if self._end_t_s is not None and start_s <= self._end_t_s:
             # Overlaps what we already have (a replayed or reordered packet).
             self.counters.duplicates += 1
             return None
-        self._end_t_s = float(t_s[-1])
+        self._end_t_s = start_s + interval_s * float(packet.sample_count - 1)
         self._end_wall_s = received_wall_s
         self._follow_wall_clock(self._end_t_s, received_wall_s)
-        return SampleBlock(t_s, packet.acc_g, packet.gyr_dps)
+        return start_s
 
     def _follow_wall_clock(self, last_t_s: float, received_wall_s: float) -> None:
         """Keep the UTC mapping honest when the wearable's clock drifts.
@@ -152,7 +179,7 @@ class Timeline:
         base = datetime.fromtimestamp(anchor_wall_s, UTC)
         return base + timedelta(seconds=t_s - anchor_t_s)
 
-    def _is_duplicate(self, packet: ImuPacket, step_ms: int) -> bool:
+    def _is_duplicate(self, packet: PacketTiming, step_ms: int) -> bool:
         if step_ms == 0 and packet.sequence == self._last_seq:
             return True
         # A small step back is a stale or replayed packet, not a reboot.
@@ -165,7 +192,7 @@ class Timeline:
         if 0 < missing < _SEQ_WRAP // 2:
             self.counters.lost += missing
 
-    def _rebooted(self, packet: ImuPacket, received_wall_s: float) -> None:
+    def _rebooted(self, packet: PacketTiming, received_wall_s: float) -> None:
         """Continue engine time after a reboot by the wall time that passed."""
         self.counters.reboots += 1
         _log.warning("wearable clock restarted (reboot); continuing the timeline")

@@ -136,14 +136,16 @@ def run_gateway_bench(
     recordings: Sequence[Recording],
     *,
     fall_every: int = 25,
+    ble: BleSettings | None = None,
 ) -> GatewayBenchResult:
     """Replay ``wearables`` wearables for ``seconds`` through the gateway; measure.
 
     Every ``fall_every``-th wearable replays the fall; the others cycle
     through the ward's other patients. Start times spread over a few seconds so
-    packets and falls do not arrive in lockstep.
+    packets and falls do not arrive in lockstep. ``ble``: the gateway's BLE
+    settings (default: the defaults).
     """
-    config_defaults = BleSettings()
+    config_defaults = ble or BleSettings()
     faller = next(i for i, r in enumerate(recordings) if r.fall_impacts_s)
     others = [i for i in range(len(recordings)) if i != faller]
     assignment = [
@@ -171,6 +173,7 @@ def run_gateway_bench(
                     for i, a in enumerate(ward.addresses)
                 ),
                 outbox_path=Path(tmp) / "outbox.sqlite",
+                ble=config_defaults,
             )
             measured = asyncio.run(_measure(config, broker_url, ward, seconds))
             falls = _expected_falls(ward, measured["wall_minus_loop_s"], measured["end_loop_s"])
@@ -341,6 +344,17 @@ def configure_gateway_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured span per count")
     parser.add_argument("--broker", metavar="URL", help="broker (default: a private Mosquitto)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--tick",
+        type=float,
+        metavar="S",
+        help="the gateway's engine tick, ble.engine_batch_s (default: the default)",
+    )
+    parser.add_argument(
+        "--engine-on-loop",
+        action="store_true",
+        help="run the engine pass on the event loop, not in a worker thread",
+    )
 
 
 def run_gateway(args: argparse.Namespace) -> int:
@@ -354,16 +368,25 @@ def run_gateway(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.seconds) and 10.0 <= args.seconds <= 3600.0):
         print(f"bench gateway: --seconds must be in 10..3600, got {args.seconds!r}")
         return 2
+    ble = BleSettings(
+        engine_batch_s=BleSettings().engine_batch_s if args.tick is None else args.tick,
+        engine_thread=not args.engine_on_loop,
+    )
+    if not 0.0 <= ble.engine_batch_s <= 1.0:
+        print(f"bench gateway: --tick must be in 0..1 s, got {args.tick!r}")
+        return 2
     recordings = ward_recordings(args.seconds + 15.0)
     with contextlib.ExitStack() as stack:
         url = args.broker or stack.enter_context(private_mosquitto())
-        results = [run_gateway_bench(n, args.seconds, url, recordings) for n in counts]
+        results = [run_gateway_bench(n, args.seconds, url, recordings, ble=ble) for n in counts]
     if args.json:
         print(json.dumps([{**asdict(r), "real_time": r.real_time} for r in results], indent=2))
         return 0
     print(
         "gateway path (decode, engine, outbox, MQTT to a real broker) over replayed "
-        f"50 Hz wearables, {args.seconds:g} s each, CPU time of this process:"
+        f"50 Hz wearables, {args.seconds:g} s each, engine tick {ble.engine_batch_s:g} s "
+        f"{'on the loop' if args.engine_on_loop else 'in a worker thread'}, "
+        "CPU time of this process (all its threads):"
     )
     print(
         f"{'wearables':>9} {'core/wearable':>14} {'per core':>9} {'falls':>7} "

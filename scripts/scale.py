@@ -584,9 +584,9 @@ def main() -> int:
     parser.add_argument(
         "--engine-batch",
         type=float,
-        default=0.0,
+        default=0.1,
         metavar="S",
-        help="ble.engine_batch_s of every gateway (default 0: each packet)",
+        help="ble.engine_batch_s, the engine tick, of every gateway (default 0.1)",
     )
     parser.add_argument(
         "--no-kills",

@@ -65,7 +65,7 @@ async def test_gathered_packets_give_the_same_alerts_with_fewer_engine_calls() -
 
 def test_engine_batch_is_bounded() -> None:
     base = {"gateway_id": "g", "wearables": [{"address": "C0:FF:EE:00:00:01", "patient_id": "p"}]}
-    assert GatewayConfig.from_mapping(base).ble.engine_batch_s == 0.0
+    assert GatewayConfig.from_mapping(base).ble.engine_batch_s == 0.1
     with pytest.raises(ConfigError, match=r"ble\.engine_batch_s must be 0\.\.1 s"):
         GatewayConfig.from_mapping({**base, "ble": {"engine_batch_s": 3}})
     with pytest.raises(ConfigError, match=r"ble\.engine_batch_s"):

@@ -1,0 +1,99 @@
+"""A tick's packets as engine input: runs of packets per wearable, arrays per call.
+
+Per packet the gateway decodes only the header in Python (CRC, validation,
+the timeline); the samples of every packet that goes into one engine call are
+converted in one NumPy operation, and their times in another. The values are
+bit for bit those of decoding each packet on its own
+(``device_gateway.protocol.decode_imu_packet`` and ``Timeline.accept``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from device_gateway.protocol import AccRange, ImuHeader, imu_samples
+
+__all__ = ["Chunk", "ChunkKey", "chunk_arrays"]
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkKey:
+    """Chunks with equal keys go into one engine call (equal n per device)."""
+
+    interval_us: int
+    has_gyro: bool
+    acc_range: AccRange
+    samples: int
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive packets of one wearable with one layout, in arrival order.
+
+    ``starts_s`` are the engine times of each packet's first sample
+    (``Timeline.place``); ``bodies`` the packets' raw int16 samples.
+    """
+
+    interval_us: int
+    has_gyro: bool
+    acc_range: AccRange
+    starts_s: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    samples: int = 0
+
+    @staticmethod
+    def of(header: ImuHeader) -> Chunk:
+        return Chunk(header.interval_us, header.has_gyro, header.acc_range)
+
+    def fits(self, header: ImuHeader, max_packets: int) -> bool:
+        """Whether ``header``'s packet continues this chunk (same layout, room left)."""
+        return (
+            header.interval_us == self.interval_us
+            and header.has_gyro == self.has_gyro
+            and header.acc_range == self.acc_range
+            and len(self.bodies) < max_packets
+        )
+
+    def add(self, header: ImuHeader, start_s: float) -> None:
+        self.starts_s.append(start_s)
+        self.counts.append(header.sample_count)
+        self.bodies.append(header.body)
+        self.samples += header.sample_count
+
+    @property
+    def key(self) -> ChunkKey:
+        return ChunkKey(self.interval_us, self.has_gyro, self.acc_range, self.samples)
+
+
+def chunk_arrays(
+    chunks: list[Chunk],
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    """``t_s`` (D, n), ``acc_g`` (D, n, 3), ``gyr_dps`` (D, n, 3) or None of
+    ``D`` chunks sharing one :class:`ChunkKey`."""
+    first = chunks[0]
+    d, n = len(chunks), first.samples
+    bodies = b"".join([body for c in chunks for body in c.bodies])
+    acc, gyr = imu_samples(bodies, d * n, first.has_gyro, first.acc_range)
+    interval_s = first.interval_us * 1e-6
+    starts = np.array([s for c in chunks for s in c.starts_s], dtype=np.float64)
+    per_packet = first.counts[0]
+    if starts.size * per_packet == d * n and all(k == per_packet for c in chunks for k in c.counts):
+        # The usual tick: packets of one length (start + interval * i, as
+        # Timeline.accept computes it).
+        t = starts[:, None] + interval_s * np.arange(per_packet, dtype=np.float64)
+    else:
+        counts = np.array([k for c in chunks for k in c.counts], dtype=np.intp)
+        first_row = np.cumsum(counts) - counts
+        within = np.arange(d * n, dtype=np.intp) - np.repeat(first_row, counts)
+        t = np.repeat(starts, counts) + interval_s * within.astype(np.float64)
+    return (
+        t.reshape(d, n),
+        acc.reshape(d, n, 3),
+        None if gyr is None else gyr.reshape(d, n, 3),
+    )

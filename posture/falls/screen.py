@@ -72,17 +72,26 @@ class PeakScreen:
                 passes on any peak).
             peak_row: (k,) each device's first row not yet checked for a peak.
         """
-        s, o = self._o.settings, self._o
+        i, col = self.peaks(mag, first_row, peak_row)
+        return self.judge(mag, first_row, i, col)
+
+    def peaks(
+        self, mag: FloatArray, first_row: IntArray, peak_row: IntArray
+    ) -> tuple[IntArray, IntArray]:
+        """The completed peaks of :meth:`screen`'s rows: their rows and columns of
+        ``mag``, by row then column (:func:`posture.kernels.falls.ring_peaks`
+        finds the same in one compiled pass)."""
+        s = self._o.settings
         k, back = self.merge, self.back
         n = mag.shape[0] - back - k
+        none = np.zeros(0, dtype=np.int64)
         trig = mag[back : back + n] >= s.trigger_acc_g
         valid_from = np.maximum(first_row, peak_row)
         if int(valid_from.max(initial=0)) > back:  # some rows were looked at, or are none
             trig &= np.arange(back, back + n)[:, None] >= valid_from[None, :]
-        passed = np.zeros(mag.shape[1], dtype=bool)
         cols = np.flatnonzero(trig.any(axis=0))
         if not cols.size:
-            return passed
+            return none, none
         sub = mag[:, cols]
         lead = sub[back - k : back + n - 1]
         if int(first_row.max(initial=0)) > 0:
@@ -93,31 +102,37 @@ class PeakScreen:
         peak = trig[:, cols] & (rolling_max(lead, k) < c)
         peak &= rolling_max(sub[back + 1 : back + n + k], k) <= c
         j, col = np.nonzero(peak)
-        if not j.size:
+        return (back + j).astype(np.int64), cols[col].astype(np.int64)
+
+    def judge(self, mag: FloatArray, first_row: IntArray, i: IntArray, col: IntArray) -> BoolArray:
+        """Devices (k,) with one of the peaks at rows ``i``, columns ``col`` of
+        ``mag`` that could open a candidate (:meth:`screen`)."""
+        s, o = self._o.settings, self._o
+        passed = np.zeros(mag.shape[1], dtype=bool)
+        if not i.size:
             return passed
-        young = first_row[cols[col]] > 0
-        i = back + j  # rows of the peaks in ``sub``
+        young = first_row[col] > 0
         lo = 1.0 - _MARGIN
-        impulse = self._impulse(sub, i, col, o.n_imp)
+        impulse = self._impulse(mag, i, col, o.n_imp)
         # Most walking steps end here, on their impulse.
         keep = (impulse >= s.min_impulse_gs * lo) | young
         if not keep.any():
             return passed
         i, col, impulse, young = i[keep], col[keep], impulse[keep], young[keep]
-        lp = self._smoothed_peaks(sub, i, col)
+        lp = self._smoothed_peaks(mag, i, col)
         features = {"log_impulse_gs": np.log(np.maximum(impulse, 1e-300)), "peak_lp_acc_g": lp}
         names = self._model.feature_names
         if "log_impulse_short_gs" in names:
-            short = self._impulse(sub, i, col, o.n_imp_short)
+            short = self._impulse(mag, i, col, o.n_imp_short)
             features["log_impulse_short_gs"] = np.log(np.maximum(short, 1e-3))
         if "min_acc_before_g" in names:
-            before = sub[i[:, None] - o.n_before + np.arange(o.n_before), col[:, None]]
+            before = mag[i[:, None] - o.n_before + np.arange(o.n_before), col[:, None]]
             features["min_acc_before_g"] = before.min(axis=1)
         strong = self._probability(features) >= self._p_min - _MARGIN
         soft = (lp >= s.soft_min_peak_lp_g * lo) & (impulse >= s.soft_min_impulse_gs * lo)
         hard = impulse >= s.unmoving_impulse_gs * lo
         ok = (impulse >= s.min_impulse_gs * lo) & (strong | hard | soft)
-        passed[cols[col[ok | young]]] = True
+        passed[col[ok | young]] = True
         return passed
 
     def _impulse(self, sub: FloatArray, i: IntArray, col: IntArray, half: int) -> FloatArray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +34,7 @@ from posture.falls.judging import Judge
 from posture.falls.model import FallModel, load_fall_model
 from posture.falls.screen import PeakScreen
 from posture.falls.types import FallCandidate, FallFinding, FallSettings
+from posture.kernels import Kernel, selected_kernel
 
 __all__ = ["FallStage", "ReferenceChange"]
 
@@ -60,6 +62,9 @@ class FallStage:
             evaluation); every block then takes the per-device path.
         screen: False sends every device through the per-device path every
             block: the reference the screen is tested against.
+        kernel: stage 0, the ring write and the screen's peak finding in NumPy
+            (the reference) or compiled (:mod:`posture.kernels.falls`);
+            None: :func:`posture.kernels.selected_kernel`.
 
     Raises:
         ValueError: sample rate outside 10-2000 Hz.
@@ -75,10 +80,12 @@ class FallStage:
         *,
         on_candidate: Callable[[FallCandidate], None] | None = None,
         screen: bool = True,
+        kernel: Kernel | str | None = None,
     ) -> None:
         if not (math.isfinite(sample_rate_hz) and 10.0 <= sample_rate_hz <= 2000.0):
             raise ValueError(f"sample_rate_hz must be in 10..2000, got {sample_rate_hz!r}")
         s = self.settings = settings
+        self.kernel = selected_kernel(kernel)
         fs = self.sample_rate_hz = float(sample_rate_hz)
         self.model: FallModel = load_fall_model(settings.model_path)
         p_min = settings.min_fall_probability
@@ -159,23 +166,80 @@ class FallStage:
         found: dict[int, list[FallFinding]] = {}
         for a in range(0, n, self.chunk):
             b = min(n, a + self.chunk)
-            rows = derive_rows(
-                acc_g[a:b],
-                up_sensor[a:b],
-                None if gyr_dps is None else gyr_dps[a:b],
-                st.prev_gyr_dps[:, sel],
-                self.settings.gyro_clip_min_dps,
-            )
-            if gyr_dps is not None:
-                st.prev_gyr_dps[:, sel] = gyr_dps[b - 1]
             first = st.seen[sel].copy()
-            st.write(rows, t_s[a:b], cols)
-            hit = rows[:, _MAG] >= self._trigger
-            if hit.any():
-                at = b - a - 1 - np.argmax(hit[::-1], axis=0)
-                st.last_trigger[sel] = np.where(hit.any(axis=0), first + at, st.last_trigger[sel])
+            g = None if gyr_dps is None else gyr_dps[a:b]
+            if self.kernel is Kernel.COMPILED:
+                self._rows_compiled(t_s[a:b], acc_g[a:b], g, up_sensor[a:b], cols)
+            else:
+                self._rows(t_s[a:b], acc_g[a:b], g, up_sensor[a:b], cols, sel, first)
             self._chunk(cols, sel, first, a, b, references or {}, found)
         return found
+
+    def _rows(
+        self,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        up_sensor: FloatArray,
+        cols: IntArray,
+        sel: slice | IntArray,
+        first: IntArray,
+    ) -> None:
+        """Stage 0 of a piece, appended to the rings; the trigger cursor moved (NumPy)."""
+        st = self.state
+        rows = derive_rows(
+            acc_g, up_sensor, gyr_dps, st.prev_gyr_dps[:, sel], self.settings.gyro_clip_min_dps
+        )
+        if gyr_dps is not None:
+            st.prev_gyr_dps[:, sel] = gyr_dps[-1]
+        st.write(rows, t_s, cols)
+        hit = rows[:, _MAG] >= self._trigger
+        if hit.any():
+            at = t_s.shape[0] - 1 - np.argmax(hit[::-1], axis=0)
+            st.last_trigger[sel] = np.where(hit.any(axis=0), first + at, st.last_trigger[sel])
+
+    def _rows_compiled(
+        self,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        up_sensor: FloatArray,
+        cols: IntArray,
+    ) -> None:
+        """:meth:`_rows` by the compiled kernel: the same rows, bit for bit."""
+        from posture.kernels import falls as kernels
+
+        st = self.state
+        k = cols.size
+        if acc_g.shape[2] != k or up_sensor.shape[2] != k or t_s.shape[1] != k:
+            raise ValueError(f"a block of {acc_g.shape[2]} devices for {k} columns")
+        if k and not (int(cols.min()) >= 0 and int(cols.max()) < st.seen.size):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(f"devices {cols!r} outside the state's {st.seen.size}")
+        self._contiguous_state()
+        gyr = _EMPTY_GYRO if gyr_dps is None else _c_array(gyr_dps)
+        kernels.fall_rows(
+            _c_array(t_s),
+            _c_array(acc_g),
+            _c_array(up_sensor),
+            gyr,
+            gyr_dps is not None,
+            _c_array(cols.astype(np.int64, copy=False)),
+            float(self.settings.gyro_clip_min_dps),
+            float(self._trigger),
+            st.rows,
+            st.t_s,
+            st.seen,
+            st.prev_gyr_dps,
+            st.last_trigger,
+        )
+
+    def _contiguous_state(self) -> None:
+        """The arrays the compiled kernels update in place, C-contiguous (state
+        put together by :mod:`posture.state` may hold other layouts)."""
+        st = self.state
+        for name in ("rows", "t_s", "seen", "prev_gyr_dps", "last_trigger"):
+            setattr(st, name, _c_array(getattr(st, name)))
 
     def _chunk(
         self,
@@ -225,10 +289,31 @@ class FallStage:
         # Rows: the look-back of the earliest possible peak (k before the
         # piece) up to the piece's last sample.
         start = first - k - back
-        mag = st.magnitudes(start, back + n + k, cols)
         first_row = np.maximum(-start, 0)
         peak_row = st.peak_next[sel] - start
-        return self._screen.screen(mag, first_row, peak_row)
+        if self.kernel is not Kernel.COMPILED:
+            mag = st.magnitudes(start, back + n + k, cols)
+            return self._screen.screen(mag, first_row, peak_row)
+        from posture.kernels import falls as kernels
+
+        self._contiguous_state()
+        mag = np.empty((back + n + k, cols.size))
+        at = np.empty(n * cols.size, dtype=np.int64)
+        col = np.empty(n * cols.size, dtype=np.int64)
+        found = kernels.ring_peaks(
+            st.rows,
+            _c_array(cols.astype(np.int64, copy=False)),
+            _c_array(start),
+            _c_array(first_row),
+            _c_array(peak_row),
+            back,
+            k,
+            float(self.settings.trigger_acc_g),
+            mag,
+            at,
+            col,
+        )
+        return self._screen.judge(mag, first_row, at[:found], col[:found])
 
     def _device(
         self, d: int, first: int, n: int, changes: list[ReferenceChange]
@@ -258,3 +343,13 @@ class FallStage:
 def _held(objects: NDArray[np.object_]) -> BoolArray:
     """(k,) which entries of an object array are not None."""
     return np.asarray(objects != np.array(None), dtype=bool)
+
+
+# The gyroscope the compiled stage 0 is given when there is none (never read).
+_EMPTY_GYRO = np.zeros((1, 3, 1))
+
+
+def _c_array(a: NDArray[Any]) -> NDArray[Any]:
+    """``a`` itself when C-contiguous (the layout the kernels are compiled for),
+    else a C-contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

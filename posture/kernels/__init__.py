@@ -51,7 +51,9 @@ def numba_version() -> str | None:
     try:
         import numba
 
-        import posture.kernels.gravity  # noqa: F401 - its kernels are declared at import
+        # Their kernels are declared at import.
+        import posture.kernels.falls
+        import posture.kernels.gravity  # noqa: F401
     except ImportError as exc:
         _log.warning("numba does not import (%s): the posture engine runs NumPy", exc)
         return None
@@ -106,4 +108,25 @@ def warm_up() -> float | None:
         acc_g[:, 2] = 1.0
         gyr_dps = np.zeros((2, 3, 1)) if has_gyro else None
         f.process(acc_g, gyr_dps, np.full((2, 1), 0.02))
+    _warm_up_falls()
     return time.perf_counter() - start
+
+
+def _warm_up_falls() -> None:
+    """The fall stage's kernels (:mod:`posture.kernels.falls`), with and
+    without a gyroscope, on a block with a peak so the screen runs too."""
+    import numpy as np
+
+    from posture.falls import FallSettings, FallStage
+
+    n = 64
+    t_s = np.asarray(np.arange(n)[:, None] * 0.02, dtype=np.float64)
+    acc_g = np.zeros((n, 3, 1))
+    acc_g[:, 2] = 1.0
+    acc_g[n // 2, 2] = 3.0
+    up = acc_g.copy()
+    for gyr_dps in (np.zeros((n, 3, 1)), None):
+        stage = FallStage(
+            FallSettings(), 50.0, 1, np.array([0.0, 0.0, 1.0]), kernel=Kernel.COMPILED
+        )
+        stage.process(t_s, acc_g, gyr_dps, up)

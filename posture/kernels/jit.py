@@ -50,7 +50,7 @@ def _jit(fn: Callable[..., Any], **extra: Any) -> Any:
         return numba.njit(**{**KERNEL_OPTIONS, "cache": False}, **extra)(fn)
 
 
-def kernel(fn: Callable[..., None]) -> Any:
+def kernel(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` as an engine kernel."""
     return _jit(fn)
 

@@ -1,0 +1,193 @@
+"""The fall stage's compiled kernels (posture.kernels.falls) give what the NumPy
+reference gives: the same float32 ring, bit for bit, the same peaks, and the
+same findings at the same samples, on the simulated ward of
+test_falls_batch, for any block split and any subset of devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_falls_batch import FS, Findings, collect, random_blocks, stage_inputs
+
+import posture.kernels as kernels
+from posture import state
+from posture.falls import FallSettings, FallStage
+from posture.falls.history import FallState
+from posture.kernels import Kernel
+
+pytestmark = pytest.mark.skipif(
+    not kernels.compiled_available(), reason="numba does not import here"
+)
+
+
+def pair(devices: int, *, screen: bool = True) -> tuple[FallStage, FallStage]:
+    """(NumPy reference, compiled) stages of ``devices`` wearables."""
+    return tuple(  # type: ignore[return-value]
+        FallStage(FallSettings(), FS, devices, np.array([0.0, 1.0, 0.0]), screen=screen, kernel=k)
+        for k in (Kernel.NUMPY, Kernel.COMPILED)
+    )
+
+
+def assert_same_state(a: FallState, b: FallState) -> None:
+    assert a.rows.tobytes() == b.rows.tobytes()  # float32 bits, NaNs included
+    np.testing.assert_array_equal(a.t_s, b.t_s)
+    for name in ("seen", "peak_next", "last_trigger"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_array_equal(a.prev_gyr_dps, b.prev_gyr_dps)
+
+
+@pytest.mark.parametrize("screen", [True, False], ids=["screened", "everyone"])
+@pytest.mark.parametrize("model", ["acc_gyro", "acc_only"])
+def test_ward_findings_and_rings_identical(model: str, screen: bool) -> None:
+    t, acc, gyr, up = stage_inputs(model)
+    n, devices = t.shape
+    ref, new = pair(devices, screen=screen)
+    assert ref.kernel is Kernel.NUMPY and new.kernel is Kernel.COMPILED
+    at = 1000  # half the devices get a calibrated upright inside a block
+    results: list[Findings] = [{}, {}]
+    for a, b in random_blocks(n, seed=7):
+        changes = None
+        if a < at < b:
+            changes = {int(d): [(at - a, up[at, :, d] * 2.0)] for d in range(0, devices, 2)}
+        g = None if gyr is None else gyr[a:b]
+        for st, res in zip((ref, new), results, strict=True):
+            collect(
+                res,
+                st.process(t[a:b], acc[a:b], g, up[a:b], references=changes),
+                np.arange(devices),
+            )
+        assert_same_state(ref.state, new.state)
+    assert results[0] == results[1]
+    assert sum(1 for fs in results[0].values() for k, _, _ in fs if k == "detected") >= 6
+    assert new.device_runs == ref.device_runs
+
+
+def test_subsets_of_devices_identical() -> None:
+    """Each tick only some devices have samples, in blocks of any size (rings
+    at different rows, wrapping); devices listed out of order."""
+    t, acc, gyr, up = stage_inputs("acc_gyro")
+    assert gyr is not None
+    n, devices = t.shape
+    ref, new = pair(devices)
+    rng = np.random.default_rng(11)
+    pos = np.zeros(devices, dtype=int)
+    results: list[Findings] = [{}, {}]
+    while (pos < n).any():
+        size = int(rng.choice([1, 5, 10, 19, 64]))
+        ready = np.flatnonzero((pos + size <= n) & (rng.random(devices) < 0.6))
+        if not ready.size:
+            size, ready = 1, np.flatnonzero(pos < n)
+        ready = rng.permutation(ready)
+        rows = pos[ready][None, :] + np.arange(size)[:, None]
+        block = (
+            t[rows, ready],
+            acc[rows, :, ready].transpose(0, 2, 1),
+            gyr[rows, :, ready].transpose(0, 2, 1),
+            up[rows, :, ready].transpose(0, 2, 1),
+        )
+        for st, res in zip((ref, new), results, strict=True):
+            collect(res, st.process(*block, devices=ready), ready)
+        pos[ready] += size
+    assert_same_state(ref.state, new.state)
+    assert results[0] == results[1]
+    assert any(k == "detected" for fs in results[0].values() for k, _, _ in fs)
+
+
+def test_taken_state_runs_compiled_the_same() -> None:
+    """The engine runs a part of the state (posture.state.take / put): the
+    compiled stage updates that part as the reference does."""
+    t, acc, _, up = stage_inputs("acc_only")
+    _, devices = t.shape
+    ref, new = pair(devices)
+    ready = np.arange(1, devices, 3)
+    for a in range(0, 600, 10):
+        b = a + 10
+        for st in (ref, new):
+            whole = st.state
+            st.state = state.take(whole, ready)
+            st.process(t[a:b, ready], acc[a:b][:, :, ready], None, up[a:b][:, :, ready])
+            state.put(whole, ready, st.state)
+            st.state = whole
+    assert_same_state(ref.state, new.state)
+
+
+def test_rows_of_awkward_samples_identical() -> None:
+    """NaN and zero up vectors, saturated and repeated gyroscope readings,
+    magnitudes at the trigger's float32 rounding."""
+    rng = np.random.default_rng(3)
+    n, devices = 40, 9
+    ref, new = pair(devices)
+    trig = FallSettings().trigger_acc_g
+    for _ in range(3):
+        t = np.cumsum(np.full((n, devices), 1.0 / FS), axis=0)
+        acc = rng.normal(0.0, 1.0, (n, 3, devices))
+        acc[::7, :, 2] = [trig, 0.0, 0.0]  # |a| exactly the trigger
+        acc[::7, :, 0] = trig
+        acc[::7, :, 1:] = 0.0
+        up = rng.normal(0.0, 1.0, (n, 3, devices))
+        up[:5, :, 0] = np.nan
+        up[7, :, 1] = 0.0
+        gyr = rng.normal(0.0, 100.0, (n, 3, devices))
+        gyr[10:20, 1, :4] = 2000.0
+        gyr[15:25, 2, 4:] = -2000.0
+        gyr[0, :, 3] = 2000.0  # the same as the last sample of the block before
+        for st in (ref, new):
+            st.process(t, acc, gyr, up)
+        assert_same_state(ref.state, new.state)
+    assert (ref.state.rows[:, 7] == 1.0).any() and np.isnan(ref.state.rows[:, 4]).any()
+
+
+def test_peaks_identical_to_the_screen() -> None:
+    """ring_peaks against PeakScreen.peaks on random rows: plateaus, young
+    streams (first_row > 0) and cursors inside the piece."""
+    from posture.kernels.falls import ring_peaks
+
+    stage = pair(1)[0]
+    screen = stage._screen
+    back, merge = screen.back, screen.merge
+    rng = np.random.default_rng(5)
+    ring_len = 400
+    peaks = 0
+    for trial in range(200):
+        k = int(rng.integers(1, 12))
+        n = int(rng.integers(1, 60))
+        ring = np.zeros((ring_len, 8, k + 2), dtype=np.float32)
+        # Coarse values: many equal neighbours (plateaus).
+        ring[:, 3] = np.round(rng.gamma(2.0, 0.6, (ring_len, k + 2)), 1)
+        cols = rng.permutation(k + 2)[:k].astype(np.int64)
+        start = rng.integers(-back - merge - 5, 3 * ring_len, k).astype(np.int64)
+        rows = back + n + merge
+        first_row = np.maximum(-start, 0)
+        peak_row = rng.integers(0, back + n + 2, k).astype(np.int64)
+        at = (start[None, :] + np.arange(rows)[:, None]) % ring_len
+        mag = ring[at, 3, cols[None, :]].astype(np.float64)
+        want = screen.peaks(mag, first_row, peak_row)
+        got_mag = np.empty((rows, k))
+        i = np.empty(n * k, dtype=np.int64)
+        c = np.empty(n * k, dtype=np.int64)
+        count = ring_peaks(
+            ring,
+            cols,
+            start,
+            first_row,
+            peak_row,
+            back,
+            merge,
+            FallSettings().trigger_acc_g,
+            got_mag,
+            i,
+            c,
+        )
+        np.testing.assert_array_equal(got_mag, mag)
+        np.testing.assert_array_equal(i[:count], want[0], err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(c[:count], want[1], err_msg=f"trial {trial}")
+        peaks += count
+    assert peaks > 100
+
+
+def test_warm_up_compiles_the_fall_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posture.kernels import KERNEL_ENV, falls, warm_up
+
+    monkeypatch.delenv(KERNEL_ENV, raising=False)
+    assert warm_up() is not None
+    assert falls.fall_rows.signatures and falls.ring_peaks.signatures

@@ -29,7 +29,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lab.batch_bench import run_bench, synthetic_devices
-from lab.kernel_bench import bench_engines, bench_gravity, describe_first_call, first_call
+from lab.kernel_bench import (
+    bench_engines,
+    bench_fall_stage,
+    bench_gravity,
+    describe_first_call,
+    first_call,
+)
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
 from posture.kernels import selected_kernel
@@ -260,10 +266,12 @@ def run(args: argparse.Namespace) -> int:
     if first is not None:  # without numba "compiled" would time NumPy twice
         kernel_pairs = [
             bench_gravity(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
+            bench_fall_stage(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
             bench_engines(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
         ]
         if many > 1:
             kernel_pairs.insert(1, bench_gravity(many, args.rate, has_gyro, args.packet, 10.0))
+            kernel_pairs.insert(3, bench_fall_stage(many, args.rate, has_gyro, args.packet, 10.0))
             kernel_pairs.append(bench_engines(many, args.rate, has_gyro, args.packet, 5.0, 5.0))
     report: dict[str, Any] = {
         "rate_hz": args.rate,

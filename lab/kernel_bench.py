@@ -36,6 +36,7 @@ from lab.batch_bench import _Vqf, synthetic_devices
 from posture.batch import BatchEngine
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
+from posture.falls import FallSettings, FallStage
 from posture.kernels import KERNEL_ENV, Kernel, numba_version
 from posture.orientation import GravityFilter, GravityFilterParams
 
@@ -43,6 +44,7 @@ __all__ = [
     "FirstCall",
     "KernelPair",
     "bench_engines",
+    "bench_fall_stage",
     "bench_gravity",
     "describe_first_call",
     "first_call",
@@ -223,6 +225,53 @@ def bench_engines(
     samples = len(starts) * block * devices
     return KernelPair(
         what="BatchEngine" if devices > 1 else "PostureEngine",
+        devices=devices,
+        block=block,
+        compiled_samples_per_s=samples / max(cpu[0], 1e-9),
+        numpy_samples_per_s=samples / max(cpu[1], 1e-9),
+    )
+
+
+def bench_fall_stage(
+    devices: int,
+    rate_hz: float = 50.0,
+    has_gyro: bool = True,
+    block: int = 10,
+    seconds: float = 10.0,
+    warm_s: float = 5.0,
+) -> KernelPair:
+    """The fall stage alone (stage 0, ring write, screen, the per-device path
+    where needed) with each kernel, block by block in turn on the same data;
+    the up direction is the normalised accelerometer (the stage only reads it)."""
+    t, acc_rows, gyr_rows = synthetic_devices(devices, warm_s + seconds, rate_hz)
+    t_l = np.ascontiguousarray(t.T)
+    acc = np.ascontiguousarray(acc_rows.transpose(1, 2, 0))
+    gyr = np.ascontiguousarray(gyr_rows.transpose(1, 2, 0)) if has_gyro else None
+    up = acc / np.linalg.norm(acc, axis=1, keepdims=True)
+    stages = [
+        FallStage(FallSettings(), rate_hz, devices, np.array([0.0, 0.0, 1.0]), kernel=k)
+        for k in (Kernel.COMPILED, Kernel.NUMPY)
+    ]
+
+    def step(st: FallStage) -> Callable[[int], None]:
+        def run(a: int) -> None:
+            b = a + block
+            st.process(t_l[a:b], acc[a:b], None if gyr is None else gyr[a:b], up[a:b])
+
+        return run
+
+    steps = [step(st) for st in stages]
+    n = t.shape[1]
+    warm = round(warm_s * rate_hz) // block * block
+    for a in range(0, warm, block):
+        for s in steps:
+            s(a)
+    gc.collect()
+    starts = list(range(warm, n - block + 1, block))
+    cpu = _interleaved(steps, starts)
+    samples = len(starts) * block * devices
+    return KernelPair(
+        what="fall stage",
         devices=devices,
         block=block,
         compiled_samples_per_s=samples / max(cpu[0], 1e-9),

@@ -178,7 +178,8 @@ def test_peaks_identical_to_the_screen() -> None:
             i,
             c,
         )
-        np.testing.assert_array_equal(got_mag, mag)
+        with_peak = np.unique(c[:count])
+        np.testing.assert_array_equal(got_mag[:, with_peak], mag[:, with_peak])
         np.testing.assert_array_equal(i[:count], want[0], err_msg=f"trial {trial}")
         np.testing.assert_array_equal(c[:count], want[1], err_msg=f"trial {trial}")
         peaks += count

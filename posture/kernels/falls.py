@@ -13,11 +13,12 @@ innermost:
   rounded once to float32, so the ring holds the same bits; written straight
   into each device's ring row; the saturation check against the previous
   gyroscope sample; the last sample at the trigger;
-* :func:`ring_peaks`: ``|a|`` of the screen's rows gathered from the rings
-  (float64) and the completed peaks among them (the screen's rule:
-  at the trigger, strictly above the ``merge`` rows before that exist, at
-  least the ``merge`` rows after), in the reference's order (sample, then
-  device).
+* :func:`ring_peaks`: the completed peaks of the screen's rows, read in the
+  rings (the screen's rule: at the trigger, strictly above the ``merge``
+  rows before that exist, at least the ``merge`` rows after), in the
+  reference's order (sample, then device), and ``|a|`` (float64) of the
+  screen's rows gathered for the devices with a peak only (the reference
+  gathers every device with a trigger sample).
 
 Only comparisons and the rounding the reference does: the rows and the peaks
 are identical, not merely close. What follows a peak (its impulse, model
@@ -70,10 +71,17 @@ def fall_rows(
     n = acc_g.shape[0]
     k = acc_g.shape[2]
     ring_rows = ring.shape[0]
+    # Each device's ring row of the piece's first sample (one division per
+    # device, not per sample).
+    row0 = np.empty(k, dtype=np.int64)
+    for j in range(k):
+        row0[j] = seen[cols[j]] % ring_rows
     for i in range(n):
         for j in range(k):
             d = cols[j]
-            r = (seen[d] + i) % ring_rows
+            r = row0[j] + i
+            if r >= ring_rows:
+                r -= ring_rows
             a0 = acc_g[i, 0, j]
             a1 = acc_g[i, 1, j]
             a2 = acc_g[i, 2, j]
@@ -126,38 +134,61 @@ def ring_peaks(
 ) -> int:
     """The screen's rows of ``k`` devices and their completed peaks; returns how many.
 
-    ``mag_out`` (back + n + merge, k) is filled with ``|a|`` (float64) of
-    samples ``start[j] + 0..`` of device ``cols[j]`` (rows of samples not
-    yet written, or before the stream, hold stale values); peaks are looked
-    for at rows ``back .. back + n - 1`` from row ``max(first_row[j],
-    peak_row[j])`` on: ``|a| >= trigger_g``, strictly larger than each of
+    Row ``r`` is ``|a|`` (float64) of sample ``start[j] + r`` of device
+    ``cols[j]`` (rows of samples not yet written, or before the stream, hold
+    stale values; ``back + n + merge <= R``). Peaks are looked for at rows
+    ``back .. back + n - 1`` from row ``max(first_row[j], peak_row[j])`` on:
+    ``|a| >= trigger_g``, strictly larger than each of
     the ``merge`` rows before that exist (row ``>= first_row[j]``), at least
     as large as each of the ``merge`` rows after. Their (row, column) go to
-    ``peak_at_out``, ``peak_col_out`` (room for n * k), by row then column.
+    ``peak_at_out``, ``peak_col_out`` (room for n * k), by row then column;
+    the columns of ``mag_out`` (back + n + merge, k) of the devices with a
+    peak are filled with their rows (the others are not touched: only the
+    peaks' neighbourhoods are read after).
     """
     rows, k = mag_out.shape
     ring_rows = ring.shape[0]
-    for r in range(rows):
-        for j in range(k):
-            mag_out[r, j] = np.float64(ring[(start[j] + r) % ring_rows, _MAG, cols[j]])
+    row0 = np.empty(k, dtype=np.int64)  # ring row of each device's row 0 of mag
+    for j in range(k):
+        row0[j] = start[j] % ring_rows
     found = 0
     for r in range(back, rows - merge):
         for j in range(k):
-            c = mag_out[r, j]
-            if not (c >= trigger_g) or r < first_row[j] or r < peak_row[j]:
+            if r < first_row[j] or r < peak_row[j]:
+                continue
+            d = cols[j]
+            at = row0[j] + r
+            c = np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
+            if not (c >= trigger_g):
                 continue
             peak = True
             for p in range(max(r - merge, first_row[j]), r):
-                if not (mag_out[p, j] < c):  # NaN is no peak, as in the reference
+                at = row0[j] + p
+                v = np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
+                if not (v < c):  # NaN is no peak, as in the reference
                     peak = False
                     break
             if peak:
                 for p in range(r + 1, r + merge + 1):
-                    if not (mag_out[p, j] <= c):
+                    at = row0[j] + p
+                    v = np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
+                    if not (v <= c):
                         peak = False
                         break
             if peak:
                 peak_at_out[found] = r
                 peak_col_out[found] = j
                 found += 1
+    # The rows of the devices with a peak, for what is computed from them.
+    filled = np.zeros(k, dtype=np.bool_)
+    for q in range(found):
+        j = peak_col_out[q]
+        if filled[j]:
+            continue
+        filled[j] = True
+        for r in range(rows):
+            at = row0[j] + r
+            mag_out[r, j] = np.float64(
+                ring[at - ring_rows if at >= ring_rows else at, _MAG, cols[j]]
+            )
     return found

@@ -17,7 +17,10 @@ cost, whether the world kept real time (scenario time slipped less than 1 %
 of the span), and
 where the time goes: a second, shorter pass under :mod:`cProfile` whose
 time is attributed to the simulator's stages (``--profile-seconds 0`` skips
-it). CPU time, so a busy machine slows the run more than it moves the share.
+it). It also times the physics alone against its per-wearable reference
+(``SensorModel.measure``, what the simulator did before issue 13) on the
+same samples, interleaved A/B/B/A. CPU time, so a busy machine slows the
+run more than it moves the share.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 from bleak import BleakClient, BleakGATTCharacteristic
 
 from device_gateway.protocol import IMU_CHAR_UUID
-from simulator import Scenario, SimulatedWorld, demo_scenario
+from simulator import Scenario, SimulatedWearable, SimulatedWorld, demo_scenario
+from simulator.noise import stream_key
+from simulator.ward import WardSensors
 
 __all__ = [
     "SimulatorBenchResult",
@@ -93,6 +99,11 @@ class SimulatorBenchResult:
     packets_expected: int
     stages_s: dict[str, float]
     """Profiled pass: CPU seconds by stage (profiling inflates them; compare shares)."""
+    physics_us_per_wearable_s: float
+    """The batched physics alone (``WardSensors``), CPU µs per wearable-second."""
+    reference_physics_us_per_wearable_s: float
+    """The per-wearable reference (``SensorModel.measure``) on the same samples,
+    interleaved with it."""
 
     @property
     def real_time(self) -> bool:
@@ -190,6 +201,55 @@ def _cumulative(raw: dict[Any, Any], entries: Iterable[tuple[str, str]]) -> Iter
                 yield ct
 
 
+def physics_ab(
+    scenario: Scenario, seconds: int = 4, reference_wearables: int = 100
+) -> tuple[float, float]:
+    """CPU µs per wearable-second of the batched physics and of the per-wearable
+    reference, on the same second-long blocks of samples, interleaved A/B/B/A.
+
+    The reference runs on the first ``reference_wearables`` (its cost per
+    wearable does not depend on how many there are).
+    """
+    wearables = [SimulatedWearable(p, index=i, seed=0) for i, p in enumerate(scenario.patients)]
+    ward = WardSensors([w.sensor for w in wearables])
+    keys = np.asarray([stream_key(w.sensor.key, "noise", 0) for w in wearables], dtype=np.uint64)
+    spent = {"batched": 0.0, "reference": 0.0}
+    for second in range(seconds):
+        index = second * _SAMPLE_RATE_HZ + np.arange(_SAMPLE_RATE_HZ, dtype=np.int64)
+        order = ("batched", "reference") if second % 2 == 0 else ("reference", "batched")
+        for path in order:
+            cpu0 = time.process_time()
+            if path == "batched":
+                _measure_batched(ward, keys, index)
+            else:
+                _measure_reference(wearables[:reference_wearables], index)
+            spent[path] += time.process_time() - cpu0
+    per_batched = spent["batched"] / (seconds * len(wearables)) * 1e6
+    per_reference = spent["reference"] / (seconds * min(reference_wearables, len(wearables)))
+    return per_batched, per_reference * 1e6
+
+
+def _measure_batched(ward: WardSensors, keys: np.ndarray, index: np.ndarray) -> None:
+    k = keys.shape[0]
+    t = np.tile(index / _SAMPLE_RATE_HZ, (k, 1))
+    ward.measure(
+        np.arange(k),
+        t,
+        window_s=np.full(k, 1.0 / _SAMPLE_RATE_HZ),
+        since_boot_s=t,
+        sample_index=np.tile(index, (k, 1)),
+        noise_key=keys,
+    )
+
+
+def _measure_reference(wearables: list[SimulatedWearable], index: np.ndarray) -> None:
+    t = index / _SAMPLE_RATE_HZ
+    for w in wearables:
+        w.sensor.measure(
+            t, window_s=1.0 / _SAMPLE_RATE_HZ, since_boot_s=t, sample_index=index, boot=0
+        )
+
+
 def run_simulator_bench(
     wearables: int, seconds: float, *, profile_seconds: float = 0.0
 ) -> SimulatorBenchResult:
@@ -203,6 +263,7 @@ def run_simulator_bench(
         stats = pstats.Stats(profiler)
         pump = list(_cumulative(stats.stats, [_PUMP]))  # type: ignore[attr-defined]
         stages = _stage_times(stats, sum(pump))
+    physics_us, reference_us = physics_ab(scenario)
     wearable_s = measured["packets"] * _SAMPLES_PER_PACKET / _SAMPLE_RATE_HZ
     share = measured["cpu_s"] / max(wearable_s, 1e-9)
     return SimulatorBenchResult(
@@ -218,6 +279,8 @@ def run_simulator_bench(
             wearables * measured["scenario_s"] * _SAMPLE_RATE_HZ / _SAMPLES_PER_PACKET
         ),
         stages_s=stages,
+        physics_us_per_wearable_s=physics_us,
+        reference_physics_us_per_wearable_s=reference_us,
     )
 
 
@@ -267,11 +330,24 @@ def run_simulator(args: argparse.Namespace) -> int:
             f"{r.packets_received:>8}/{r.packets_expected:<8} {r.slipped_s:>9.2f} "
             f"{'yes' if r.real_time else 'NO':>9}"
         )
+    print("physics alone, CPU per wearable-second (batched vs per-wearable reference, A/B):")
+    for r in results:
+        ratio = r.reference_physics_us_per_wearable_s / r.physics_us_per_wearable_s
+        print(
+            f"{r.wearables:>9} wearables: {r.physics_us_per_wearable_s:,.0f} µs batched, "
+            f"{r.reference_physics_us_per_wearable_s:,.0f} µs reference ({ratio:.1f}x); "
+            f"the physics is {r.physics_us_per_wearable_s / (r.core_share_per_wearable * 1e6):.0%}"
+            " of the whole"
+        )
     for r in results:
         if not r.stages_s:
             continue
         total = sum(r.stages_s.values())
-        print(f"where the time goes, {r.wearables} wearables (profiled pass, share of its CPU):")
+        print(
+            f"where the time goes, {r.wearables} wearables (profiled pass, share of its CPU; "
+            "the profiler slows Python calls more than array work, so the scalar stages "
+            "read high):"
+        )
         for stage, seconds in r.stages_s.items():
             print(f"  {seconds / total:>6.1%}  {stage}")
     return 0

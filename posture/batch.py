@@ -6,7 +6,9 @@ go through one array operation per step (:mod:`posture.core`, the same code
 :class:`~posture.engine.PostureEngine` runs with ``D = 1``). Each device's
 results equal those of its own :class:`~posture.engine.PostureEngine` fed
 the same blocks (to rounding, ~1e-15; the tests hold them to 1e-9 and the
-events and activities exactly). The fall detector runs per device.
+events and activities exactly). The fall detector's per-sample stage runs
+across devices too; only devices with an impact that could be a fall, or a
+fall under way, take its per-device path (:mod:`posture.falls.stage`).
 
 A block is ``n`` samples of every device, or of a subset of them (a
 gateway tick: the latest packet of each wearable that sent one; the others'
@@ -138,8 +140,8 @@ class BatchEngine:
 
         Everything it remembered goes: calibration (and any pending request),
         filters, activity and slouch state, counters (:meth:`stats`,
-        :meth:`dropped_blocks`), clock; its fall detector is a new one (a
-        fall in progress and held samples are forgotten).
+        :meth:`dropped_blocks`), clock; its fall detector starts over (a
+        fall in progress and its recent samples are forgotten).
 
         Args:
             device: an index in use.
@@ -291,7 +293,6 @@ class BatchEngine:
                 t.T,
                 np.ascontiguousarray(acc.transpose(1, 2, 0)),
                 None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
-                (t, acc, gyr),
                 ids,
             )
             return BatchBlock(
@@ -329,7 +330,6 @@ class BatchEngine:
                 tk.T,
                 np.ascontiguousarray(acck.transpose(1, 2, 0)),
                 None if gyrk is None else np.ascontiguousarray(gyrk.transpose(1, 2, 0)),
-                (tk, acck, gyrk),
                 rows[keep],
             )
             flexion[keep] = out.flexion_deg.T

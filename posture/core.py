@@ -7,8 +7,9 @@ devices (one array per quantity, a column per device) and a block of samples
 of every device goes through one array operation per step: the gravity
 filter (:mod:`posture.orientation`), activity (:mod:`posture.activity`),
 calibration (:mod:`posture.capture`), angles, slouch
-(:mod:`posture.slouch`); the fall detector (:mod:`posture.falls`) runs per
-device.
+(:mod:`posture.slouch`) and the fall detector (:mod:`posture.falls`: its
+per-sample stage and impact screen across devices, the rest only for the
+devices with an impact that could be a fall, or a fall under way).
 
 Discontinuities: a step between consecutive samples of more than 2.5
 nominal intervals (lost packets) resets the gravity filter, the activity
@@ -25,7 +26,11 @@ in use (the rest are fresh, so devices are added at amortised cost). A
 block of a subset of the devices runs on a :func:`~posture.state.take` of
 their columns, bound to the components for the call and
 :func:`~posture.state.put` back after; the other devices are untouched.
-The fall detectors are per-device objects, called by global index.
+The fall detector's state (:class:`~posture.falls.history.FallState`, the
+largest: a ring of recent samples) follows the same protocol but is kept
+beside, at the same capacity: a subset's columns are updated in place
+(:meth:`~posture.falls.FallStage.process` with the devices' indices)
+instead of being copied out and back every call.
 """
 
 from __future__ import annotations
@@ -44,10 +49,8 @@ from posture.calibration import Calibration, angles_tcd, face_tilt_deg
 from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
 from posture.corestate import CoreState, EngineState
-from posture.falls import FallDetector, FallFinding
-from posture.falls.feed import FallFeed
+from posture.falls import FallFinding, FallStage
 from posture.orientation import GravityFilter, GravityFilterParams
-from posture.rotation import dot_tcd
 from posture.slouch import SlouchDetector, SlouchParams, SlouchState
 from posture.types import PostureEvent, PostureEventKind, SlouchSettings
 
@@ -108,11 +111,10 @@ class EngineCore:
         self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices)
         nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
         self.nominal_up = nominal / np.linalg.norm(nominal)
-        self.falls = [self._fall_detector() for _ in range(devices)]
-        self._feed = FallFeed(self.falls, fs, settings=config.fall)
-        # Findings of samples handed over between blocks (set_calibration);
-        # by the feed's rules there are none, but none would be lost either.
-        self._late: dict[int, list[FallFinding]] = {}
+        # Until calibrated, the nominal upright is unmeasured: the fall
+        # detector then judges an impact whose trunk was far from it against
+        # the trunk's direction before the impact.
+        self.falls = FallStage(config.fall, fs, devices, self.nominal_up)
         # Every device's state (capacity columns; the first `devices` in use)
         # and the state bound to the components (the store, or a part of it
         # during a call on a subset).
@@ -159,13 +161,6 @@ class EngineCore:
         self.slouch.state = state.slouch
         self.slouch.params = state.slouch_params
 
-    def _fall_detector(self) -> FallDetector:
-        f = FallDetector(self.config.fall, float(self.config.sample_rate_hz))
-        # Unmeasured: the fall detector then judges an impact whose trunk
-        # was far from it against the trunk's direction before the impact.
-        f.set_reference_up(self.nominal_up, calibrated=False)
-        return f
-
     def add_device(self, slouch: SlouchSettings | None = None) -> int:
         """A new device (fresh state, ``slouch`` or the config's rule); its index.
 
@@ -178,10 +173,11 @@ class EngineCore:
             self._store = st.grow(self._store, self.fresh_state(max(capacity, 1)))
             self._capacity = st.device_count(self._store)
             self._bind(self._store)
+            falls = self.falls
+            falls.state = st.grow(falls.state, falls.fresh_state(max(capacity, 1)))
         self.devices += 1
         if slouch is not None:
             self._store.slouch_params.set(device, slouch)
-        self._feed.add([self._fall_detector()])
         return device
 
     def reset_device(self, device: int, slouch: SlouchSettings | None = None) -> None:
@@ -189,8 +185,7 @@ class EngineCore:
         st.put(self._store, np.array([device]), self.fresh_state(1))
         if slouch is not None:
             self._store.slouch_params.set(device, slouch)
-        self._late.pop(device, None)
-        self._feed.replace(device, self._fall_detector())
+        st.put(self.falls.state, np.array([device]), self.falls.fresh_state(1))
 
     def set_slouch_settings(self, device: int, slouch: SlouchSettings) -> None:
         """Device ``device`` uses ``slouch`` from its next sample on."""
@@ -212,11 +207,8 @@ class EngineCore:
     def set_calibration(self, device: int, calibration: Calibration) -> None:
         self.capture.restore(device, calibration)
         self._use(device, calibration)
-        # Held samples are judged against the reference they came with.
-        late = self._feed.flush(device)
-        if late:
-            self._late.setdefault(device, []).extend(late)
-        self.falls[device].set_reference_up(np.asarray(calibration.up_sensor), calibrated=True)
+        up = np.asarray(calibration.up_sensor, dtype=np.float64)
+        self.falls.set_reference_up(device, up / np.linalg.norm(up), calibrated=True)
 
     def _use(self, device: int, calibration: Calibration) -> None:
         """Angles of ``device`` (a column of the bound state) use
@@ -234,7 +226,6 @@ class EngineCore:
         t_s: FloatArray,
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
-        rows: tuple[FloatArray, FloatArray, FloatArray | None],
         devices: IndexArray | None = None,
     ) -> CoreBlock:
         """Process one block of ``n >= 1`` samples of ``S`` devices.
@@ -242,8 +233,6 @@ class EngineCore:
         Args:
             t_s: (n, S) sample times; acc_g: (n, 3, S) in g; gyr_dps: (n, 3, S)
                 in °/s or None. All finite; validated by the caller.
-            rows: the same samples device-major, ``(S, n)``, ``(S, n, 3)``,
-                ``(S, n, 3)`` or None, handed to the per-device fall detectors.
             devices: (S,) indices of the devices, distinct, in use (None: all
                 :attr:`devices`, in order). The others' state is untouched.
 
@@ -252,12 +241,12 @@ class EngineCore:
         """
         if devices is None:
             if self.devices == self._capacity:
-                return self._process(t_s, acc_g, gyr_dps, rows, None)
+                return self._process(t_s, acc_g, gyr_dps, None)
             devices = np.arange(self.devices)
         part = st.take(self._store, devices)
         self._bind(part)
         try:
-            return self._process(t_s, acc_g, gyr_dps, rows, devices)
+            return self._process(t_s, acc_g, gyr_dps, devices)
         finally:
             st.put(self._store, devices, part)
             self._bind(self._store)
@@ -267,7 +256,6 @@ class EngineCore:
         t_s: FloatArray,
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
-        rows: tuple[FloatArray, FloatArray, FloatArray | None],
         ids: IndexArray | None,
     ) -> CoreBlock:
         """The block on the bound state (its ``d`` columns); ``ids`` the
@@ -332,7 +320,7 @@ class EngineCore:
                 {"duration_s": tr.duration_s},
             )
             events.setdefault(dev, []).append((i, 1, event))
-        self._falls(rows, acc_g, up, captures, flexion, lateral, events, ids)
+        self._falls(t_s, acc_g, gyr_dps, up, captures, flexion, lateral, events, ids)
         core.last_t_s = t_s[-1].copy()
         core.last_angles = np.array((flexion[-1], lateral[-1]))
         ordered: dict[int, list[PostureEvent]] = {}
@@ -402,8 +390,9 @@ class EngineCore:
 
     def _falls(
         self,
-        rows: tuple[FloatArray, FloatArray, FloatArray | None],
+        t_s: FloatArray,
         acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
         up: FloatArray,
         captures: list[Capture],
         flexion: FloatArray,
@@ -411,63 +400,18 @@ class EngineCore:
         events: dict[int, list[Ordered]],
         ids: IndexArray | None,
     ) -> None:
-        """Hand the block to the per-device fall detectors (through the feed).
-
-        Column ``dev`` of the block is device ``ids[dev]`` (``dev`` if None):
-        its detector, held samples and late findings are those of that index.
-        """
-        t_rows, acc_rows, gyr_rows = rows
-        n, d = t_rows.shape[1], t_rows.shape[0]
-        feed = self._feed
-        feed.triggers(dot_tcd(acc_g, acc_g), ids)
-        changes: dict[int, list[Capture]] = {}
-        for c in captures:
-            changes.setdefault(c.device, []).append(c)
-        glob = range(d) if ids is None else ids.tolist()
-        # Device-major copy: one cheap row per detector below. The inputs are
-        # copied once if any device holds its samples back (callers may
-        # reuse their buffers).
-        up_rows = np.ascontiguousarray(up.transpose(2, 0, 1))
-        copied = False
-        for dev, g in enumerate(glob):
-            gyr = None if gyr_rows is None else gyr_rows[dev]
-            found: list[FallFinding] = self._late.pop(g, [])
-            if dev in changes:
-                start = 0
-                # The reference changes at each capture: split the call there.
-                for c in changes[dev]:
-                    if c.index > start:
-                        found += feed.call(
-                            g,
-                            t_rows[dev, start : c.index],
-                            acc_rows[dev, start : c.index],
-                            None if gyr is None else gyr[start : c.index],
-                            up_rows[dev, start : c.index],
-                        )
-                    else:
-                        found += feed.flush(g)
-                    up_ref = np.asarray(c.calibration.up_sensor)
-                    self.falls[g].set_reference_up(up_ref, calibrated=True)
-                    start = c.index
-                found += feed.call(
-                    g,
-                    t_rows[dev, start:n],
-                    acc_rows[dev, start:n],
-                    None if gyr is None else gyr[start:n],
-                    up_rows[dev, start:n],
-                )
-            elif feed.must_call(g, n):
-                found += feed.call(g, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
-            else:
-                if not copied:
-                    t_rows, acc_rows = t_rows.copy(), acc_rows.copy()
-                    gyr_rows = None if gyr_rows is None else gyr_rows.copy()
-                    copied = True
-                gyr = None if gyr_rows is None else gyr_rows[dev]
-                feed.hold(g, t_rows[dev], acc_rows[dev], gyr, up_rows[dev])
-            for f in found:
+        """The block through the fall detector; column ``dev`` of the block is
+        device ``ids[dev]`` (``dev`` if None). A calibration captured in the
+        block is the device's reference upright from its sample on."""
+        references: dict[int, list[tuple[int, FloatArray]]] = {}
+        for c in sorted(captures, key=lambda c: c.index):
+            up_ref = np.asarray(c.calibration.up_sensor, dtype=np.float64)
+            references.setdefault(c.device, []).append((c.index, up_ref))
+        found = self.falls.process(t_s, acc_g, gyr_dps, up, ids, references)
+        for dev, findings in found.items():
+            for f in findings:
                 events.setdefault(dev, []).append(
-                    self._fall_event(dev, f, t_rows[dev], flexion, lateral)
+                    self._fall_event(dev, f, t_s[:, dev], flexion, lateral)
                 )
 
     def _count_breaks(

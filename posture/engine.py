@@ -130,7 +130,6 @@ class PostureEngine:
             t[:, None],
             acc[:, :, None],
             None if gyr is None else gyr[:, :, None],
-            (t[None], acc[None], None if gyr is None else gyr[None]),
         )
         return EngineBlock(
             t_s=t.copy(),

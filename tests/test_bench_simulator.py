@@ -31,6 +31,8 @@ def test_bench_simulator_streams_every_wearable_through_bleak(
     stages = result["stages_s"]
     assert stages["physics (trajectory, sensor, noise, quantisation)"] > 0
     assert stages["packet encoding"] > 0 and stages["delivery (link, bleak, consumer)"] > 0
+    assert result["physics_us_per_wearable_s"] > 0
+    assert result["reference_physics_us_per_wearable_s"] > 0
 
 
 def test_bench_simulator_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:

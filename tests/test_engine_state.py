@@ -74,8 +74,8 @@ def test_fields_that_disagree_on_the_device_count_are_reported() -> None:
 def test_an_engine_core_keeps_all_its_memory_in_its_engine_state() -> None:
     # Put a copy of the state back and run the same block again: the same
     # numbers, so nothing the numerics remember lives outside the state (the
-    # fall detectors are per-device objects beside it; this stream has no
-    # impact for them to remember).
+    # fall detector's state is kept beside it; this stream has no impact for
+    # it to remember).
     from test_posture_synth import gait_acc, keyframes, synthesize
 
     from posture import EngineConfig, SlouchSettings
@@ -93,12 +93,7 @@ def test_an_engine_core_keeps_all_its_memory_in_its_engine_state() -> None:
     gyr = np.stack([m.gyr_dps] * 3, axis=2)
 
     def block(a: int, b: int) -> tuple[np.ndarray, ...]:
-        rows = (
-            t[a:b].T.copy(),
-            acc[a:b].transpose(2, 0, 1).copy(),
-            gyr[a:b].transpose(2, 0, 1).copy(),
-        )
-        out = core.process(t[a:b], acc[a:b], gyr[a:b], rows)
+        out = core.process(t[a:b], acc[a:b], gyr[a:b])
         return out.flexion_deg, out.activity, out.slouching
 
     block(0, 600)

@@ -49,18 +49,18 @@ class CandidateOpener:
             return max(1, round(seconds * fs))
 
         self.settings, self.model, self._p_min, self.sample_rate_hz = s, model, p_min, fs
-        self._n_imp = n(s.impact_window_s)
-        self._n_imp_short = n(s.impact_window_s / 2.0)
-        self._n_before = n(_MIN_BEFORE_S)
+        self.n_imp = n(s.impact_window_s)
+        self.n_imp_short = n(s.impact_window_s / 2.0)
+        self.n_before = n(_MIN_BEFORE_S)
         self._n_pre, self._n_pre_end = n(s.pre_window_s), n(_PRE_END_S)
         self._n_pre_dir = (n(PRE_DIR_S[0]), n(PRE_DIR_S[1]))
-        self._n_lp = (n(PEAK_LP_SPAN_S[0]), n(PEAK_LP_SPAN_S[1]))
-        self._hann = hann_taps(_HANN_S, fs)
-        self._n_merge = n(s.peak_merge_s)
+        self.n_lp = (n(PEAK_LP_SPAN_S[0]), n(PEAK_LP_SPAN_S[1]))
+        self.hann = hann_taps(_HANN_S, fs)
+        self.n_merge = n(s.peak_merge_s)
         self._n_confirm_max = n(s.confirm_max_s)
         self._n_two_stage = n(s.two_stage_max_s)
         self._n_soft_max = n(s.soft_confirm_max_s)
-        self.reach = max(self._n_pre + self._n_lp[0] + self._hann.size, self._n_pre_dir[0])
+        self.reach = max(self._n_pre + self.n_lp[0] + self.hann.size, self._n_pre_dir[0])
         """Samples of history an opening looks back."""
 
     def open(
@@ -77,17 +77,17 @@ class CandidateOpener:
         observer wants every candidate)."""
         s, fs = self.settings, self.sample_rate_hz
         mag = work[:, _MAG]
-        impulse = impulse_gs(mag[max(0, i - self._n_imp) : i + self._n_imp + 1], fs)
+        impulse = impulse_gs(mag[max(0, i - self.n_imp) : i + self.n_imp + 1], fs)
         if impulse < s.min_impulse_gs:
             return None
-        short = impulse_gs(mag[max(0, i - self._n_imp_short) : i + self._n_imp_short + 1], fs)
-        lp_lo = max(0, i - self._n_lp[0] - self._hann.size + 1)
-        lp_seg = mag[lp_lo : i + self._n_lp[1] + 1]
-        before = mag[max(0, i - self._n_before) : i]
+        short = impulse_gs(mag[max(0, i - self.n_imp_short) : i + self.n_imp_short + 1], fs)
+        lp_lo = max(0, i - self.n_lp[0] - self.hann.size + 1)
+        lp_seg = mag[lp_lo : i + self.n_lp[1] + 1]
+        before = mag[max(0, i - self.n_before) : i]
         features = {
             "log_impulse_gs": math.log(impulse),
             "log_impulse_short_gs": math.log(max(short, 1e-3)),
-            "peak_lp_acc_g": smoothed_peak(lp_seg, self._hann[: lp_seg.size]),
+            "peak_lp_acc_g": smoothed_peak(lp_seg, self.hann[: lp_seg.size]),
             "min_acc_before_g": float(before.min()) if before.size else float(mag[i]),
         }
         probability = self.model.probability(features)
@@ -124,7 +124,7 @@ class CandidateOpener:
                     origin = "lying"
                 else:
                     ref = pre_dir
-        clip = work[max(0, i - a) : i + self._n_merge + 1, _CLIP]
+        clip = work[max(0, i - a) : i + self.n_merge + 1, _CLIP]
         clipped = bool(clip.size and clip.max() > 0.0)
         rules: set[str] = set()
         if origin == "lying":
@@ -144,7 +144,7 @@ class CandidateOpener:
                 # Only if the trunk is already near lying by the end of the
                 # peak's neighbourhood (a collapse ends at the floor): spares
                 # the look at every walking step.
-                near = engine_tilt(work[i : i + self._n_merge + 1], ref)
+                near = engine_tilt(work[i : i + self.n_merge + 1], ref)
                 fine = clipped or bool(
                     np.nanmax(near, initial=0.0) >= s.lying_tilt_deg - ENGINE_TILT_MARGIN_DEG
                 )

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettings
+from posture.kernels import Kernel, selected_kernel
 from posture.rotation import dot_tcd
 from posture.runs import last_true, run_length
 
@@ -129,6 +130,9 @@ class CalibrationCapture:
         nominal_up_sensor: up of an upright wearer in the nominal mounting.
         auto: whether automatic calibration is on (else only requests).
         devices: number of devices side by side.
+        kernel: the per-sample runs in NumPy (the reference) or compiled
+            (:mod:`posture.kernels.capture`); None:
+            :func:`posture.kernels.selected_kernel`.
     """
 
     def __init__(
@@ -139,8 +143,10 @@ class CalibrationCapture:
         *,
         auto: bool,
         devices: int = 1,
+        kernel: Kernel | str | None = None,
     ) -> None:
         s = self.settings = settings
+        self.kernel = selected_kernel(kernel)
         self.sample_rate_hz = sample_rate_hz
         self._still_samples = max(2, round(s.still_s * sample_rate_hz))
         self._gait_samples = max(2, round(s.gait_s * sample_rate_hz))
@@ -207,27 +213,20 @@ class CalibrationCapture:
         pending = self.pending()
         if not pending.any():
             return []
-        s = self.settings
-        mag2 = dot_tcd(acc_g, acc_g)
-        quiet = acc_dev2_g2 < s.still_acc_g**2
-        quiet &= mag2 > self._acc_lo2
-        quiet &= mag2 < self._acc_hi2
-        if gyr_dps is not None:
-            quiet &= dot_tcd(gyr_dps, gyr_dps) < s.still_gyr_dps**2
-        run = run_length(quiet, self.state.still_run)
+        waiting = self.state.stage == Stage.WAITING
+        any_waiting = bool(waiting.any())
+        if self.kernel is Kernel.COMPILED:
+            run, bout = self._runs_compiled(acc_g, gyr_dps, acc_dev2_g2, walking, waiting)
+        else:
+            run, bout = self._runs(acc_g, gyr_dps, acc_dev2_g2, walking, waiting, any_waiting)
         self.state.still_run = run[-1].copy()
         still = run >= self._still_samples
         any_still = bool(still.any())
-        waiting = self.state.stage == Stage.WAITING
-        any_waiting = bool(waiting.any())
         if any_waiting:
             walking = walking & waiting
-            bout = run_length(walking, self.state.bout_run)
             checks = self._gait_checks(bout) & gait
             any_gait = bool(checks.any())
         else:
-            # Only waiting devices follow walking bouts (and none can wait again).
-            bout = np.zeros(walking.shape, dtype=np.int64)
             checks = np.zeros(walking.shape, dtype=bool)
             any_gait = False
         if any_still:
@@ -246,6 +245,66 @@ class CalibrationCapture:
         if any_waiting:
             self._carry(b, waiting)
         return captures
+
+    def _runs(
+        self,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        acc_dev2_g2: FloatArray,
+        walking: BoolArray,
+        waiting: BoolArray,
+        any_waiting: bool,
+    ) -> tuple[IntArray, IntArray]:
+        """(n, D) the quiet run and the walking bout (of waiting devices) at
+        each sample (NumPy, the reference)."""
+        s = self.settings
+        mag2 = dot_tcd(acc_g, acc_g)
+        quiet = acc_dev2_g2 < s.still_acc_g**2
+        quiet &= mag2 > self._acc_lo2
+        quiet &= mag2 < self._acc_hi2
+        if gyr_dps is not None:
+            quiet &= dot_tcd(gyr_dps, gyr_dps) < s.still_gyr_dps**2
+        run = run_length(quiet, self.state.still_run)
+        if not any_waiting:
+            # Only waiting devices follow walking bouts (and none can wait again).
+            return run, np.zeros(walking.shape, dtype=np.int64)
+        return run, run_length(walking & waiting, self.state.bout_run)
+
+    def _runs_compiled(
+        self,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        acc_dev2_g2: FloatArray,
+        walking: BoolArray,
+        waiting: BoolArray,
+    ) -> tuple[IntArray, IntArray]:
+        """:meth:`_runs` by the compiled kernel: the same counts."""
+        from posture.kernels import capture as kernels
+
+        s, st = self.settings, self.state
+        n, _, d = acc_g.shape
+        if not (acc_dev2_g2.shape == walking.shape == (n, d) and st.still_run.shape == (d,)):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"capture state of {st.still_run.shape} devices for a block {acc_g.shape}"
+            )
+        run = np.empty((n, d), dtype=np.int64)
+        bout = np.empty((n, d), dtype=np.int64)
+        limits = np.array([s.still_acc_g**2, self._acc_lo2, self._acc_hi2, s.still_gyr_dps**2])
+        kernels.capture_runs(
+            _c_array(acc_g),
+            _NO_GYRO if gyr_dps is None else _c_array(gyr_dps),
+            gyr_dps is not None,
+            _c_array(acc_dev2_g2),
+            _c_array(walking),
+            _c_array(waiting),
+            limits,
+            _c_array(st.still_run.astype(np.int64, copy=False)),
+            _c_array(st.bout_run.astype(np.int64, copy=False)),
+            run,
+            bout,
+        )
+        return run, bout
 
     def _still_candidates(self, b: _Block) -> BoolArray:
         """(D,) devices with a still sample where a capture may happen (a superset)."""
@@ -397,3 +456,13 @@ def _first(flags: BoolArray, offset: int) -> int:
     """Index of the first True in ``flags`` plus ``offset``, or -1."""
     i = int(np.argmax(flags)) if flags.size else 0
     return i + offset if flags.size and flags[i] else -1
+
+
+# The gyroscope the compiled runs are given when there is none (never read).
+_NO_GYRO = np.zeros((1, 3, 1))
+
+
+def _c_array(a: NDArray[np.generic]) -> NDArray[np.generic]:
+    """``a`` itself when C-contiguous (the layout the kernels are compiled for),
+    else a C-contiguous copy."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -52,6 +52,7 @@ def numba_version() -> str | None:
         import numba
 
         # Their kernels are declared at import.
+        import posture.kernels.capture
         import posture.kernels.falls
         import posture.kernels.gravity  # noqa: F401
     except ImportError as exc:
@@ -109,7 +110,28 @@ def warm_up() -> float | None:
         gyr_dps = np.zeros((2, 3, 1)) if has_gyro else None
         f.process(acc_g, gyr_dps, np.full((2, 1), 0.02))
     _warm_up_falls()
+    _warm_up_capture()
     return time.perf_counter() - start
+
+
+def _warm_up_capture() -> None:
+    """The calibration capture's runs (:mod:`posture.kernels.capture`), with
+    and without a gyroscope."""
+    import numpy as np
+
+    from posture.calibration import CalibrationSettings
+    from posture.capture import CalibrationCapture
+
+    n = 4
+    acc_g = np.zeros((n, 3, 1))
+    acc_g[:, 2] = 1.0
+    flags = np.zeros((n, 1), dtype=bool)
+    t_s = np.asarray(np.arange(n)[:, None] * 0.02, dtype=np.float64)
+    for gyr_dps in (np.zeros((n, 3, 1)), None):
+        capture = CalibrationCapture(
+            CalibrationSettings(), 50.0, (0.0, 0.0, 1.0), auto=True, kernel=Kernel.COMPILED
+        )
+        capture.process(t_s, acc_g, gyr_dps, acc_g, np.zeros((n, 1)), flags, flags)
 
 
 def _warm_up_falls() -> None:

@@ -35,8 +35,9 @@ def test_batch_engine_same_both_ways(monkeypatch: pytest.MonkeyPatch, gyro: bool
     t, acc, gyr = (x[:devices] for x in WARD)
     ref = engines(monkeypatch, Kernel.NUMPY, lambda: BatchEngine(CONFIG[gyro], devices))
     new = engines(monkeypatch, Kernel.COMPILED, lambda: BatchEngine(CONFIG[gyro], devices))
-    assert ref._core.gravity.kernel is Kernel.NUMPY
-    assert new._core.gravity.kernel is Kernel.COMPILED
+    for part in ("gravity", "activity", "slouch"):
+        assert getattr(ref._core, part).kernel is Kernel.NUMPY
+        assert getattr(new._core, part).kernel is Kernel.COMPILED
     seen: set[PostureEventKind] = set()
     for sl in blocks(t.shape[1], [10, 10, 7, 23, 1, 50]):
         args = (t[:, sl], acc[:, sl], gyr[:, sl] if gyro else None)

@@ -211,3 +211,20 @@ def test_slouch_compiled_equals_reference(devices: int) -> None:
         assert_states_close(new.state, ref.state)
         a = b
     assert {started for started, _ in kinds} == {True, False}
+
+
+def test_warm_up_compiles_the_activity_and_slouch_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from posture.kernels import activity, slouch, warm_up
+
+    monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+    assert warm_up() is not None
+    for compiled in (activity.activity_features, activity.activity_classify, slouch.slouch_steps):
+        assert compiled.signatures, compiled
+
+
+def test_without_numba_activity_and_slouch_run_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "compiled_available", lambda: False)
+    assert (
+        ActivityClassifier(ActivitySettings(), FS, True, kernel="compiled").kernel is Kernel.NUMPY
+    )
+    assert SlouchDetector(SlouchSettings(), 0.1, kernel="compiled").kernel is Kernel.NUMPY

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from alerts import AlertPublisher, EmbeddedBroker, MqttSettings
 from device_gateway import Gateway, GatewayConfig
 from physio.watch import watch_live
+from posture.kernels import warm_up
 from simulator import Scenario, SimulatedWorld, demo_scenario
 
 __all__ = ["configure_parser", "demo_config", "run", "run_demo"]
@@ -63,6 +64,11 @@ async def run_demo(
     """Run the demo until ``duration_s`` of scenario time (or until cancelled)."""
     scenario = demo_scenario(patients)
     config = demo_config(scenario)
+    # The engine's compiled kernels first (seconds on a first run, from the
+    # disk cache after): the simulated world's clock starts when it is
+    # entered, and a compile holding the interpreter would let the patients
+    # act out their scenario before anyone watches.
+    await asyncio.to_thread(warm_up)
     async with AsyncExitStack() as stack:
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())

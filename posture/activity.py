@@ -43,17 +43,23 @@ One classifier serves ``devices`` wearables of the same rate side by side
 (arrays ``(n, D)`` and ``(n, 3, D)``, see :mod:`posture.rotation`); it holds
 the thresholds and filter coefficients, and what it remembers per device is
 its :class:`ActivityState` (:mod:`posture.state`).
+
+``kernel`` picks the implementation (:func:`posture.kernels.selected_kernel`);
+the NumPy code here is the reference that :mod:`posture.kernels.activity` is
+tested against.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
+from posture.kernels import Kernel, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import dot_tcd
 from posture.runs import forward_fill, run_length
@@ -158,9 +164,15 @@ class ActivityClassifier:
     """Streaming activity classification of ``devices`` wearables (module docstring)."""
 
     def __init__(
-        self, settings: ActivitySettings, sample_rate_hz: float, has_gyro: bool, devices: int = 1
+        self,
+        settings: ActivitySettings,
+        sample_rate_hz: float,
+        has_gyro: bool,
+        devices: int = 1,
+        kernel: Kernel | str | None = None,
     ) -> None:
         self.settings = settings
+        self.kernel = selected_kernel(kernel)
         self.has_gyro = has_gyro
         fs = sample_rate_hz
         self._fs = fs
@@ -182,6 +194,8 @@ class ActivityClassifier:
         self._min_cross = settings.walk_min_crossings_per_s / fs
         self._max_cross = settings.walk_max_crossings_per_s / fs
         self.state = self.fresh_state(devices)
+        if self.kernel is Kernel.COMPILED:
+            self._coefficients = _KernelCoefficients.of(self)
 
     def fresh_state(self, devices: int) -> ActivityState:
         """The state of ``devices`` wearables never seen."""
@@ -215,6 +229,8 @@ class ActivityClassifier:
             up_sensor: (n, 3, D) unit up-directions from the gravity filter.
             settled: (n, D) whether the gravity filter has settled.
         """
+        if self.kernel is Kernel.COMPILED:
+            return self._features_compiled(acc_g, gyr_dps, up_sensor, settled)
         s = self.settings
         n, _, d = acc_g.shape
         if self.has_gyro:
@@ -265,6 +281,8 @@ class ActivityClassifier:
     def classify(self, gait: GaitBlock, inclination_deg: FloatArray) -> NDArray[np.int8]:
         """Activity (n, D) int8 from the block's features and the trunk's
         inclination (n, D) in degrees from upright."""
+        if self.kernel is Kernel.COMPILED:
+            return self._classify_compiled(gait, inclination_deg)
         s = self.settings
         upright = inclination_deg < s.lying_enter_deg
         # Gait with the trunk far from upright (a rhythmic motion while bent
@@ -324,3 +342,156 @@ class ActivityClassifier:
         steps = np.diff(filled, axis=0, prepend=st.sign[None])
         st.sign = filled[-1].copy()
         return (np.abs(steps) == 2).astype(np.float64)
+
+    # -- the compiled kernels (posture.kernels.activity) ------------------------
+
+    def _features_compiled(
+        self,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        up_sensor: FloatArray,
+        settled: BoolArray,
+    ) -> GaitBlock:
+        """:meth:`features` by the compiled kernel: the same stages, one pass per sample."""
+        from posture.kernels import activity as kernels
+
+        if self.has_gyro and gyr_dps is None:
+            raise ValueError("this classifier was configured with a gyroscope; gyr_dps is None")
+        n, _, d = acc_g.shape
+        st, co = self.state, self._coefficients
+        if st.walk_run.shape != (d,) or up_sensor.shape != acc_g.shape or settled.shape != (n, d):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"activity state of {st.walk_run.shape[0]} devices for a block of shape "
+                f"{acc_g.shape} (up {up_sensor.shape}, settled {settled.shape})"
+            )
+        for name in _STATE_FIELDS:
+            setattr(st, name, _c_array(getattr(st, name)))
+        out = GaitBlock(
+            walking=np.empty((n, d), dtype=bool),
+            gait=np.empty((n, d), dtype=bool),
+            quiet=np.empty((n, d), dtype=bool),
+            vigorous=np.empty((n, d), dtype=bool),
+            settled=settled,
+        )
+        kernels.activity_features(
+            _c_array(acc_g),
+            _NO_GYRO if gyr_dps is None or not self.has_gyro else _c_array(gyr_dps),
+            _c_array(up_sensor),
+            _c_array(settled),
+            self.has_gyro,
+            out.walking,
+            out.gait,
+            out.quiet,
+            out.vigorous,
+            st.gait_lp.reshape(-1, d),
+            st.envelope_lp.reshape(-1, 4 * d),
+            st.prev_up,
+            st.fresh,
+            st.sign,
+            st.walk_run,
+            st.since_walk,
+            co.gait_sos,
+            co.envelope_sos,
+            co.thresholds,
+            co.samples,
+        )
+        return out
+
+    def _classify_compiled(self, gait: GaitBlock, inclination_deg: FloatArray) -> NDArray[np.int8]:
+        """:meth:`classify` by the compiled kernel."""
+        from posture.kernels import activity as kernels
+
+        st, co = self.state, self._coefficients
+        n, d = inclination_deg.shape
+        flags = (gait.walking, gait.quiet, gait.settled)
+        if st.still_run.shape != (d,) or any(f.shape != (n, d) for f in flags):
+            raise ValueError(
+                f"activity state of {st.still_run.shape[0]} devices for a block of shape {(n, d)}"
+            )
+        st.still_run = _c_array(st.still_run)
+        st.lying = _c_array(st.lying)
+        activity = np.empty((n, d), dtype=np.int8)
+        kernels.activity_classify(
+            _c_array(gait.walking),
+            _c_array(gait.quiet),
+            _c_array(gait.settled),
+            _c_array(np.asarray(inclination_deg, dtype=np.float64)),
+            activity,
+            st.still_run,
+            st.lying,
+            co.lying_deg,
+            self._lying_enter,
+            _CLASSIFY_CODES,
+        )
+        return activity
+
+
+# The state the kernels update in place (made C-contiguous first).
+_STATE_FIELDS = (
+    "gait_lp",
+    "envelope_lp",
+    "prev_up",
+    "fresh",
+    "sign",
+    "walk_run",
+    "since_walk",
+    "still_run",
+    "lying",
+)
+_A = TypeVar("_A", bound=NDArray[np.generic])
+# What the features kernel takes for the gyroscope without one (never read).
+_NO_GYRO = np.zeros((1, 3, 1))
+_CLASSIFY_CODES = np.array(
+    [Activity.UNKNOWN, Activity.UPRIGHT, Activity.MOVING, Activity.WALKING, Activity.LYING],
+    dtype=np.int8,
+)
+
+
+def _c_array(a: _A) -> _A:
+    """``a`` itself when C-contiguous, else a C-contiguous copy (the layout the
+    kernels are compiled for)."""
+    return a if a.flags.c_contiguous else cast(_A, np.ascontiguousarray(a))
+
+
+@dataclass(frozen=True)
+class _KernelCoefficients:
+    """What the compiled kernels take besides data and state: the filters as
+    (S, 5) rows ``(b0, b1, b2, a1, a2)``, the thresholds and sample counts in
+    the order :func:`posture.kernels.activity.activity_features` reads them,
+    and the lying angles (enter, exit) in degrees."""
+
+    gait_sos: FloatArray
+    envelope_sos: FloatArray
+    thresholds: FloatArray
+    samples: IntArray
+    lying_deg: FloatArray
+
+    @staticmethod
+    def of(c: ActivityClassifier) -> _KernelCoefficients:
+        s = c.settings
+        return _KernelCoefficients(
+            gait_sos=_sections(c._gait.sos),
+            envelope_sos=_sections(c._envelope.sos),
+            thresholds=np.array(
+                [
+                    c._walk_ms,
+                    c._still_ms,
+                    c._vigorous_ms,
+                    c._min_cross,
+                    c._max_cross,
+                    s.walk_min_vertical_share,
+                    s.still_max_tilt_dps,
+                    s.crossing_deadband_g,
+                    c._fs,
+                ]
+            ),
+            samples=np.array([c._walk_enter, c._walk_hold], dtype=np.int64),
+            lying_deg=np.array([s.lying_enter_deg, s.lying_exit_deg]),
+        )
+
+
+def _sections(sos: FloatArray) -> FloatArray:
+    if sos.ndim != 2 or sos.shape[1] != 6 or not np.all(sos[:, 3] == 1.0):
+        raise ValueError(f"the compiled kernel runs normalised biquads, got sos {sos!r}")
+    return np.ascontiguousarray(sos[:, [0, 1, 2, 4, 5]])

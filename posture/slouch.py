@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
+from posture.kernels import Kernel, selected_kernel
 from posture.types import Activity, SlouchSettings
 
 __all__ = ["SlouchDetector", "SlouchParams", "SlouchState", "SlouchTransition"]
@@ -138,11 +140,20 @@ class SlouchDetector:
     The rule is per device (:attr:`params`, from ``settings`` until changed);
     the memory is :attr:`state`. A block runs as a few array operations over
     all devices, and the per-sample loop only for devices whose state may
-    change in it.
+    change in it. ``kernel`` picks the implementation
+    (:func:`posture.kernels.selected_kernel`); this NumPy code is the
+    reference that :mod:`posture.kernels.slouch` is tested against.
     """
 
-    def __init__(self, settings: SlouchSettings, max_interval_s: float, devices: int = 1) -> None:
+    def __init__(
+        self,
+        settings: SlouchSettings,
+        max_interval_s: float,
+        devices: int = 1,
+        kernel: Kernel | str | None = None,
+    ) -> None:
         self.settings = settings
+        self.kernel = selected_kernel(kernel)
         self._max_interval_s = max_interval_s
         self.params = SlouchParams.fresh(devices, settings)
         self.state = SlouchState.fresh(devices)
@@ -160,6 +171,8 @@ class SlouchDetector:
 
         NaN angles (uncalibrated) count as not beyond and clear.
         """
+        if self.kernel is Kernel.COMPILED:
+            return self._process_compiled(t_s, flexion_deg, lateral_deg, activity, vigorous)
         p, st = self.params, self.state
         # NaN angles compare False: never beyond (and clear, below). The
         # rule's (D,) arrays broadcast over the samples.
@@ -203,6 +216,70 @@ class SlouchDetector:
                         d, t_s[:, d], may_start[:, d], clear[:, d], counting[:, d], out[:, d]
                     )
         st.last_t_s = t_s[-1].copy()
+        return out, transitions
+
+    def _process_compiled(
+        self,
+        t_s: FloatArray,
+        flexion_deg: FloatArray,
+        lateral_deg: FloatArray,
+        activity: NDArray[np.int8],
+        vigorous: BoolArray,
+    ) -> tuple[BoolArray, list[SlouchTransition]]:
+        """:meth:`process` by the compiled kernel (:mod:`posture.kernels.slouch`)."""
+        from posture.kernels import slouch as kernels
+
+        p, st = self.params, self.state
+        n, d = t_s.shape
+        blocks = (flexion_deg, lateral_deg, activity, vigorous)
+        if (
+            st.slouching.shape != (d,)
+            or p.dwell_s.shape != (d,)
+            or any(b.shape != (n, d) for b in blocks)
+        ):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"slouch state of {st.slouching.shape[0]} devices (rule "
+                f"{p.dwell_s.shape[0]}) for a block of shape {(n, d)}"
+            )
+        for obj, names in ((st, _STATE_FIELDS), (p, _PARAM_FIELDS)):
+            for name in names:
+                setattr(obj, name, _c_array(getattr(obj, name)))
+        out = np.empty((n, d), dtype=bool)
+        marks = np.empty((n, d), dtype=np.int8)
+        durations = np.empty((n, d))
+        kernels.slouch_steps(
+            _c_array(t_s),
+            _c_array(flexion_deg),
+            _c_array(lateral_deg),
+            _c_array(np.asarray(activity, dtype=np.int8)),
+            _c_array(vigorous),
+            out,
+            marks,
+            durations,
+            st.slouching,
+            st.count_s,
+            st.timing,
+            st.started_t_s,
+            st.last_t_s,
+            p.threshold_deg,
+            p.hysteresis_deg,
+            p.dwell_s,
+            p.lateral_threshold_deg,
+            p.while_walking,
+            self._max_interval_s,
+            _KERNEL_CODES,
+        )
+        transitions: list[SlouchTransition] = []
+        if np.count_nonzero(marks):
+            # By device, in time order (the reference's order).
+            devices, samples = np.nonzero(marks.T)
+            for dev, i in zip(devices.tolist(), samples.tolist(), strict=True):
+                transitions.append(
+                    SlouchTransition(
+                        i, bool(marks[i, dev] > 0), round(float(durations[i, dev]), 6), device=dev
+                    )
+                )
         return out, transitions
 
     def _clear(
@@ -324,3 +401,22 @@ class SlouchDetector:
         st.count_s[d] = count_s
         st.started_t_s[d] = started_t_s
         return transitions
+
+
+# The state and rule the kernel reads and updates in place (made C-contiguous first).
+_STATE_FIELDS = ("slouching", "count_s", "timing", "started_t_s", "last_t_s")
+_PARAM_FIELDS = (
+    "threshold_deg",
+    "hysteresis_deg",
+    "dwell_s",
+    "lateral_threshold_deg",
+    "while_walking",
+)
+_A = TypeVar("_A", bound=NDArray[np.generic])
+_KERNEL_CODES = np.array([_UPRIGHT, _MOVING, _WALKING, _LYING], dtype=np.int8)
+
+
+def _c_array(a: _A) -> _A:
+    """``a`` itself when C-contiguous, else a C-contiguous copy (the layout the
+    kernel is compiled for)."""
+    return a if a.flags.c_contiguous else cast(_A, np.ascontiguousarray(a))

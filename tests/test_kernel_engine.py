@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import numpy as np
 import pytest
 from test_posture_batch import CONFIG, WARD, assert_same, assert_same_calibration, blocks
 
 import posture.kernels as kernels
-from posture import PostureEngine, PostureEventKind
+from posture import PostureEngine, PostureEventKind, SlouchSettings
 from posture.batch import BatchEngine
 from posture.kernels import KERNEL_ENV, Kernel
 
@@ -35,8 +36,9 @@ def test_batch_engine_same_both_ways(monkeypatch: pytest.MonkeyPatch, gyro: bool
     t, acc, gyr = (x[:devices] for x in WARD)
     ref = engines(monkeypatch, Kernel.NUMPY, lambda: BatchEngine(CONFIG[gyro], devices))
     new = engines(monkeypatch, Kernel.COMPILED, lambda: BatchEngine(CONFIG[gyro], devices))
-    assert ref._core.gravity.kernel is Kernel.NUMPY
-    assert new._core.gravity.kernel is Kernel.COMPILED
+    for part in ("gravity", "activity", "slouch"):
+        assert getattr(ref._core, part).kernel is Kernel.NUMPY
+        assert getattr(new._core, part).kernel is Kernel.COMPILED
     seen: set[PostureEventKind] = set()
     for sl in blocks(t.shape[1], [10, 10, 7, 23, 1, 50]):
         args = (t[:, sl], acc[:, sl], gyr[:, sl] if gyro else None)
@@ -68,3 +70,48 @@ def test_posture_engine_same_both_ways(monkeypatch: pytest.MonkeyPatch, gyro: bo
             events += len(b.events)
         assert events > 0
         assert new.stats == ref.stats
+
+
+def test_batch_engine_subsets_and_own_rules_same_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ticks in which only some wearables sent samples (in any order), each
+    # patient with their own slouch rule, one changed midway.
+    devices = 12
+    t, acc, gyr = (x[:devices] for x in WARD)
+    ref = engines(monkeypatch, Kernel.NUMPY, lambda: BatchEngine(CONFIG[True], devices))
+    new = engines(monkeypatch, Kernel.COMPILED, lambda: BatchEngine(CONFIG[True], devices))
+    rng = np.random.default_rng(13)
+    for d in range(devices):
+        rule = SlouchSettings(
+            threshold_deg=float(rng.uniform(15.0, 30.0)),
+            dwell_s=float(rng.uniform(1.0, 8.0)),
+            while_walking=bool(d % 2),
+        )
+        ref.set_slouch_settings(d, rule)
+        new.set_slouch_settings(d, rule)
+    done = np.zeros(devices, dtype=np.int64)  # samples each device has been fed
+    n = t.shape[1]
+    events = 0
+    while done.min() < n:
+        waiting = np.flatnonzero(done < n)
+        subset = rng.permutation(waiting)[: int(rng.integers(1, waiting.size + 1))]
+        size = int(min(rng.integers(1, 30), *(n - done[subset])))
+        if rng.random() < 0.02:
+            d = int(subset[0])
+            rule = SlouchSettings(threshold_deg=18.0, dwell_s=2.0, while_walking=False)
+            ref.set_slouch_settings(d, rule)
+            new.set_slouch_settings(d, rule)
+        rows = [slice(int(done[d]), int(done[d]) + size) for d in subset]
+        args = (
+            np.stack([t[d, r] for d, r in zip(subset, rows, strict=True)]),
+            np.stack([acc[d, r] for d, r in zip(subset, rows, strict=True)]),
+            np.stack([gyr[d, r] for d, r in zip(subset, rows, strict=True)]),
+        )
+        a = new.process(*args, devices=subset)
+        b = ref.process(*args, devices=subset)
+        for row in range(subset.size):
+            assert_same(a.device(row), b.device(row))
+            events += len(b.device(row).events)
+        done[subset] += size
+    assert events > 0
+    for d in range(devices):
+        assert new.stats(d) == ref.stats(d)

@@ -51,10 +51,12 @@ def numba_version() -> str | None:
     try:
         import numba
 
-        # Their kernels are declared at import.
+        # The kernels are declared at import.
+        import posture.kernels.activity
         import posture.kernels.capture
         import posture.kernels.falls
-        import posture.kernels.gravity  # noqa: F401
+        import posture.kernels.gravity
+        import posture.kernels.slouch  # noqa: F401
     except ImportError as exc:
         _log.warning("numba does not import (%s): the posture engine runs NumPy", exc)
         return None
@@ -100,7 +102,10 @@ def warm_up() -> float | None:
         return None
     import numpy as np
 
+    from posture.activity import ActivityClassifier, ActivitySettings
     from posture.orientation import GravityFilter, GravityFilterParams
+    from posture.slouch import SlouchDetector
+    from posture.types import SlouchSettings
 
     start = time.perf_counter()
     for has_gyro in (True, False):
@@ -108,7 +113,14 @@ def warm_up() -> float | None:
         acc_g = np.zeros((2, 3, 1))
         acc_g[:, 2] = 1.0
         gyr_dps = np.zeros((2, 3, 1)) if has_gyro else None
-        f.process(acc_g, gyr_dps, np.full((2, 1), 0.02))
+        grav = f.process(acc_g, gyr_dps, np.full((2, 1), 0.02))
+        a = ActivityClassifier(ActivitySettings(), 50.0, has_gyro, 1, kernel=Kernel.COMPILED)
+        feats = a.features(acc_g, gyr_dps, grav.up_sensor, grav.settled)
+        activity = a.classify(feats, np.zeros((2, 1)))
+    s = SlouchDetector(SlouchSettings(), 0.5, 1, kernel=Kernel.COMPILED)
+    s.process(
+        np.array([[0.0], [0.02]]), np.zeros((2, 1)), np.zeros((2, 1)), activity, feats.vigorous
+    )
     _warm_up_falls()
     _warm_up_capture()
     return time.perf_counter() - start

@@ -344,6 +344,8 @@ def test_bench_engine_reports_throughput_and_memory(capsys: pytest.CaptureFixtur
         assert set(pairs) == {
             ("gravity filter", 1),
             ("gravity filter", 3),
+            ("fall stage", 1),
+            ("fall stage", 3),
             ("PostureEngine", 1),
             ("BatchEngine", 3),
         }

@@ -53,13 +53,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from posture.kernels import Kernel, selected_kernel
+from posture.kernels import Kernel, c_array, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import dot_tcd
 from posture.runs import forward_fill, run_length
@@ -366,7 +365,7 @@ class ActivityClassifier:
                 f"{acc_g.shape} (up {up_sensor.shape}, settled {settled.shape})"
             )
         for name in _STATE_FIELDS:
-            setattr(st, name, _c_array(getattr(st, name)))
+            setattr(st, name, c_array(getattr(st, name)))
         out = GaitBlock(
             walking=np.empty((n, d), dtype=bool),
             gait=np.empty((n, d), dtype=bool),
@@ -375,10 +374,10 @@ class ActivityClassifier:
             settled=settled,
         )
         kernels.activity_features(
-            _c_array(acc_g),
-            _NO_GYRO if gyr_dps is None or not self.has_gyro else _c_array(gyr_dps),
-            _c_array(up_sensor),
-            _c_array(settled),
+            c_array(acc_g),
+            _NO_GYRO if gyr_dps is None or not self.has_gyro else c_array(gyr_dps),
+            c_array(up_sensor),
+            c_array(settled),
             self.has_gyro,
             out.walking,
             out.gait,
@@ -409,14 +408,14 @@ class ActivityClassifier:
             raise ValueError(
                 f"activity state of {st.still_run.shape[0]} devices for a block of shape {(n, d)}"
             )
-        st.still_run = _c_array(st.still_run)
-        st.lying = _c_array(st.lying)
+        st.still_run = c_array(st.still_run)
+        st.lying = c_array(st.lying)
         activity = np.empty((n, d), dtype=np.int8)
         kernels.activity_classify(
-            _c_array(gait.walking),
-            _c_array(gait.quiet),
-            _c_array(gait.settled),
-            _c_array(np.asarray(inclination_deg, dtype=np.float64)),
+            c_array(gait.walking),
+            c_array(gait.quiet),
+            c_array(gait.settled),
+            c_array(np.asarray(inclination_deg, dtype=np.float64)),
             activity,
             st.still_run,
             st.lying,
@@ -439,19 +438,12 @@ _STATE_FIELDS = (
     "still_run",
     "lying",
 )
-_A = TypeVar("_A", bound=NDArray[np.generic])
 # What the features kernel takes for the gyroscope without one (never read).
 _NO_GYRO = np.zeros((1, 3, 1))
 _CLASSIFY_CODES = np.array(
     [Activity.UNKNOWN, Activity.UPRIGHT, Activity.MOVING, Activity.WALKING, Activity.LYING],
     dtype=np.int8,
 )
-
-
-def _c_array(a: _A) -> _A:
-    """``a`` itself when C-contiguous, else a C-contiguous copy (the layout the
-    kernels are compiled for)."""
-    return a if a.flags.c_contiguous else cast(_A, np.ascontiguousarray(a))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettings
-from posture.kernels import Kernel, selected_kernel
+from posture.kernels import Kernel, c_array, selected_kernel
 from posture.rotation import dot_tcd
 from posture.runs import last_true, run_length
 
@@ -292,15 +292,15 @@ class CalibrationCapture:
         bout = np.empty((n, d), dtype=np.int64)
         limits = np.array([s.still_acc_g**2, self._acc_lo2, self._acc_hi2, s.still_gyr_dps**2])
         kernels.capture_runs(
-            _c_array(acc_g),
-            _NO_GYRO if gyr_dps is None else _c_array(gyr_dps),
+            c_array(acc_g),
+            _NO_GYRO if gyr_dps is None else c_array(gyr_dps),
             gyr_dps is not None,
-            _c_array(acc_dev2_g2),
-            _c_array(walking),
-            _c_array(waiting),
+            c_array(acc_dev2_g2),
+            c_array(walking),
+            c_array(waiting),
             limits,
-            _c_array(st.still_run.astype(np.int64, copy=False)),
-            _c_array(st.bout_run.astype(np.int64, copy=False)),
+            c_array(st.still_run.astype(np.int64, copy=False)),
+            c_array(st.bout_run.astype(np.int64, copy=False)),
             run,
             bout,
         )
@@ -460,9 +460,3 @@ def _first(flags: BoolArray, offset: int) -> int:
 
 # The gyroscope the compiled runs are given when there is none (never read).
 _NO_GYRO = np.zeros((1, 3, 1))
-
-
-def _c_array(a: NDArray[np.generic]) -> NDArray[np.generic]:
-    """``a`` itself when C-contiguous (the layout the kernels are compiled for),
-    else a C-contiguous copy."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from posture.kernels import Kernel, selected_kernel
+from posture.kernels import Kernel, c_array, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import (
     cumulative_product,
@@ -316,15 +316,15 @@ class GravityFilter:
             acc_lp_g=np.empty((n, 3, d)),
             acc_dev2_g2=np.empty((n, d)),
         )
-        acc = _c_array(acc_g)
+        acc = c_array(acc_g)
         for name in _STATE_FIELDS:
-            setattr(st, name, _c_array(getattr(st, name)))
+            setattr(st, name, c_array(getattr(st, name)))
         rest_lp = _rows(st.lp_rest, d)
         if self.params.has_gyro and gyr_dps is not None:
             kernels.gravity_gyro(
                 acc,
-                _c_array(gyr_dps),
-                _c_array(dt_s),
+                c_array(gyr_dps),
+                c_array(dt_s),
                 out.up_sensor,
                 out.settled,
                 out.rest,
@@ -582,12 +582,6 @@ class GravityFilter:
         norm = np.sqrt(np.add.reduce(lp * lp, axis=1))
         lp /= np.maximum(norm, 1e-300)[:, None]
         return lp
-
-
-def _c_array(a: FloatArray) -> FloatArray:
-    """``a`` itself when C-contiguous float64/int64/bool (the layouts the kernel is
-    compiled for), else a C-contiguous copy."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 # The state the kernels update in place (made C-contiguous first).

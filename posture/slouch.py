@@ -38,12 +38,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.kernels import Kernel, selected_kernel
+from posture.kernels import Kernel, c_array, selected_kernel
 from posture.types import Activity, SlouchSettings
 
 __all__ = ["SlouchDetector", "SlouchParams", "SlouchState", "SlouchTransition"]
@@ -244,16 +243,16 @@ class SlouchDetector:
             )
         for obj, names in ((st, _STATE_FIELDS), (p, _PARAM_FIELDS)):
             for name in names:
-                setattr(obj, name, _c_array(getattr(obj, name)))
+                setattr(obj, name, c_array(getattr(obj, name)))
         out = np.empty((n, d), dtype=bool)
         marks = np.empty((n, d), dtype=np.int8)
         durations = np.empty((n, d))
         kernels.slouch_steps(
-            _c_array(t_s),
-            _c_array(flexion_deg),
-            _c_array(lateral_deg),
-            _c_array(np.asarray(activity, dtype=np.int8)),
-            _c_array(vigorous),
+            c_array(t_s),
+            c_array(flexion_deg),
+            c_array(lateral_deg),
+            c_array(np.asarray(activity, dtype=np.int8)),
+            c_array(vigorous),
             out,
             marks,
             durations,
@@ -412,11 +411,4 @@ _PARAM_FIELDS = (
     "lateral_threshold_deg",
     "while_walking",
 )
-_A = TypeVar("_A", bound=NDArray[np.generic])
 _KERNEL_CODES = np.array([_UPRIGHT, _MOVING, _WALKING, _LYING], dtype=np.int8)
-
-
-def _c_array(a: _A) -> _A:
-    """``a`` itself when C-contiguous, else a C-contiguous copy (the layout the
-    kernel is compiled for)."""
-    return a if a.flags.c_contiguous else cast(_A, np.ascontiguousarray(a))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,7 +33,7 @@ from posture.falls.judging import Judge
 from posture.falls.model import FallModel, load_fall_model
 from posture.falls.screen import PeakScreen
 from posture.falls.types import FallCandidate, FallFinding, FallSettings
-from posture.kernels import Kernel, selected_kernel
+from posture.kernels import Kernel, c_array, selected_kernel
 
 __all__ = ["FallStage", "ReferenceChange"]
 
@@ -217,14 +216,14 @@ class FallStage:
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(f"devices {cols!r} outside the state's {st.seen.size}")
         self._contiguous_state()
-        gyr = _EMPTY_GYRO if gyr_dps is None else _c_array(gyr_dps)
+        gyr = _EMPTY_GYRO if gyr_dps is None else c_array(gyr_dps)
         kernels.fall_rows(
-            _c_array(t_s),
-            _c_array(acc_g),
-            _c_array(up_sensor),
+            c_array(t_s),
+            c_array(acc_g),
+            c_array(up_sensor),
             gyr,
             gyr_dps is not None,
-            _c_array(cols.astype(np.int64, copy=False)),
+            c_array(cols.astype(np.int64, copy=False)),
             float(self.settings.gyro_clip_min_dps),
             float(self._trigger),
             st.rows,
@@ -239,7 +238,7 @@ class FallStage:
         put together by :mod:`posture.state` may hold other layouts)."""
         st = self.state
         for name in ("rows", "t_s", "seen", "prev_gyr_dps", "last_trigger"):
-            setattr(st, name, _c_array(getattr(st, name)))
+            setattr(st, name, c_array(getattr(st, name)))
 
     def _chunk(
         self,
@@ -302,10 +301,10 @@ class FallStage:
         col = np.empty(n * cols.size, dtype=np.int64)
         found = kernels.ring_peaks(
             st.rows,
-            _c_array(cols.astype(np.int64, copy=False)),
-            _c_array(start),
-            _c_array(first_row),
-            _c_array(peak_row),
+            c_array(cols.astype(np.int64, copy=False)),
+            c_array(start),
+            c_array(first_row),
+            c_array(peak_row),
             back,
             k,
             float(self.settings.trigger_acc_g),
@@ -347,9 +346,3 @@ def _held(objects: NDArray[np.object_]) -> BoolArray:
 
 # The gyroscope the compiled stage 0 is given when there is none (never read).
 _EMPTY_GYRO = np.zeros((1, 3, 1))
-
-
-def _c_array(a: NDArray[Any]) -> NDArray[Any]:
-    """``a`` itself when C-contiguous (the layout the kernels are compiled for),
-    else a C-contiguous copy."""
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)

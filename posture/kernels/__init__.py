@@ -22,10 +22,15 @@ import logging
 import os
 import time
 from functools import cache
+from typing import TypeVar, cast
+
+import numpy as np
+from numpy.typing import NDArray
 
 __all__ = [
     "KERNEL_ENV",
     "Kernel",
+    "c_array",
     "compiled_available",
     "numba_version",
     "selected_kernel",
@@ -36,6 +41,8 @@ _log = logging.getLogger(__name__)
 
 KERNEL_ENV = "POSTURE_KERNEL"
 """Environment variable naming the implementation: ``numpy`` or ``compiled``."""
+
+_A = TypeVar("_A", bound=NDArray[np.generic])
 
 
 class Kernel(enum.StrEnum):
@@ -64,6 +71,12 @@ def numba_version() -> str | None:
         _log.warning("the compiled kernels do not load (%s): the engine runs NumPy", exc)
         return None
     return str(numba.__version__)
+
+
+def c_array(a: _A) -> _A:
+    """``a`` itself when C-contiguous, else a C-contiguous copy (the layout the
+    kernels are compiled for)."""
+    return a if a.flags.c_contiguous else cast(_A, np.ascontiguousarray(a))
 
 
 def compiled_available() -> bool:
@@ -100,7 +113,6 @@ def warm_up() -> float | None:
     """
     if selected_kernel() is not Kernel.COMPILED:
         return None
-    import numpy as np
 
     from posture.activity import ActivityClassifier, ActivitySettings
     from posture.orientation import GravityFilter, GravityFilterParams
@@ -129,7 +141,6 @@ def warm_up() -> float | None:
 def _warm_up_capture() -> None:
     """The calibration capture's runs (:mod:`posture.kernels.capture`), with
     and without a gyroscope."""
-    import numpy as np
 
     from posture.calibration import CalibrationSettings
     from posture.capture import CalibrationCapture
@@ -149,7 +160,6 @@ def _warm_up_capture() -> None:
 def _warm_up_falls() -> None:
     """The fall stage's kernels (:mod:`posture.kernels.falls`), with and
     without a gyroscope, on a block with a peak so the screen runs too."""
-    import numpy as np
 
     from posture.falls import FallSettings, FallStage
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from ward import HANG_S
+from bluez_harness import until
 
 from alerts import EventType, MemorySink
 from common.errors import PacketError
@@ -159,15 +159,6 @@ def reference_events(
 def _angle(value: float) -> float | None:
     """As the event carries it (rounded to 0.01°, None when not finite)."""
     return round(value, 2) if math.isfinite(value) else None
-
-
-async def until(check: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(HANG_S):
-            while not check():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"not within {HANG_S} s: {what}") from None
 
 
 @pytest.mark.timeout(120)

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from test_posture_engine import FS
+from test_posture_slouch import walking_hunched
 from test_posture_synth import Motion, gait_acc, gait_sway, keyframes, mounting, synthesize
 
 from common.errors import PostureMonitorError
@@ -439,14 +440,7 @@ def test_each_device_follows_its_own_slouch_rule_in_one_batch(devices: int) -> N
     # Slouched, then walking hunched: whether the slouch goes on while
     # walking, and its threshold and dwell, differ per device. Above 8
     # devices the slouch detector steps arrays instead of looping.
-    start = 20.0
-    flex = keyframes([(0, 0), (5, 0), (6, 35), (40, 35)])
-    m = synthesize(
-        40.0,
-        FS,
-        lambda t: flex(t) + gait_sway(start_s=start)(t),
-        linear_acc_g=gait_acc(start_s=start),
-    )
+    m = walking_hunched(start_s=20.0)
     rules = [
         SlouchSettings(
             dwell_s=(4.0, 7.0, 5.0)[d % 3],

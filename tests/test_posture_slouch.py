@@ -160,15 +160,20 @@ def test_sitting_down_raises_no_slouch(gyro: bool) -> None:
     assert (out.activity[out.t_s > 10.0] == Activity.UPRIGHT).all()
 
 
-def test_a_slouch_goes_on_while_walking_hunched_or_ends_when_walking_does_not_count() -> None:
-    start = 20.0
+def walking_hunched(start_s: float) -> Motion:
+    """40 s slouched at 35° (from 6 s on), walking hunched from ``start_s``."""
     flex = keyframes([(0, 0), (5, 0), (6, 35), (40, 35)])
-    m = synthesize(
+    return synthesize(
         40.0,
         FS,
-        lambda t: flex(t) + gait_sway(start_s=start)(t),
-        linear_acc_g=gait_acc(start_s=start),
+        lambda t: flex(t) + gait_sway(start_s=start_s)(t),
+        linear_acc_g=gait_acc(start_s=start_s),
     )
+
+
+def test_a_slouch_goes_on_while_walking_hunched_or_ends_when_walking_does_not_count() -> None:
+    start = 20.0
+    m = walking_hunched(start)
     out = run(engine(True, dwell_s=5.0), m, BLOCK)
     assert kinds(out) == [PostureEventKind.CALIBRATED, PostureEventKind.SLOUCH_STARTED]
     assert out.slouching[-1]

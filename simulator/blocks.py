@@ -27,13 +27,11 @@ ALIGN_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class SampleBlock:
-    """Samples ``start .. start + count`` of one stream, as counts and as packet body bytes."""
+    """Samples ``start .. start + count`` of one stream, as packet body bytes."""
 
     tag: tuple[int, int, int]
     start: int
     count: int
-    acc: NDArray[np.int16]
-    gyr: NDArray[np.int16] | None
     body: bytes
     """Little-endian int16 per sample: acc x, y, z[, gyr x, y, z]."""
     bytes_per_sample: int
@@ -44,13 +42,6 @@ class SampleBlock:
     def body_of(self, first: int, count: int) -> bytes:
         lo = (first - self.start) * self.bytes_per_sample
         return self.body[lo : lo + count * self.bytes_per_sample]
-
-    def counts_of(
-        self, first: int, count: int
-    ) -> tuple[NDArray[np.int16], NDArray[np.int16] | None]:
-        lo = first - self.start
-        gyr = None if self.gyr is None else self.gyr[lo : lo + count]
-        return self.acc[lo : lo + count], gyr
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +80,7 @@ def measure_blocks(ward: WardSensors, requests: Sequence[BlockRequest]) -> None:
         for i, request in enumerate(group):
             start, count = int(request.index[0]), request.index.shape[0]
             if request.has_gyro:
-                block_gyr: NDArray[np.int16] | None = gyr[i]
                 body, per_sample = full[i].tobytes(), 12
             else:
-                block_gyr = None
                 body, per_sample = acc[i].astype("<i2", copy=False).tobytes(), 6
-            request.deliver(
-                SampleBlock(request.tag, start, count, acc[i], block_gyr, body, per_sample)
-            )
+            request.deliver(SampleBlock(request.tag, start, count, body, per_sample))

@@ -85,6 +85,21 @@ class _Stream:
         """Device time (µs since boot) of sample ``index``."""
         return self.start_us + (index - self.first_index) * self.interval_us
 
+    def from_next(self, *, t0_s: float, step_s: float, until_s: float = math.inf) -> _Stream:
+        """This stream from ``next_index`` on (same device clock, interval and
+        packet count), its samples ``step_s`` apart in scenario time from ``t0_s``."""
+        return _Stream(
+            self.span,
+            self.device_us(self.next_index),
+            self.interval_us,
+            self.next_index,
+            self.next_index,
+            self.packets,
+            t0_s=t0_s,
+            step_s=step_s,
+            until_s=until_s,
+        )
+
 
 class SimulatedWearable:
     """A patient's wearable. ``index`` and ``seed`` select its random numbers."""
@@ -210,15 +225,8 @@ class SimulatedWearable:
         if t > stream.until_s:
             # The distinct flood is over: the normal rate resumes now, from
             # the device clock the headers reached.
-            resumed = _Stream(
-                stream.span,
-                stream.device_us(stream.next_index),
-                stream.interval_us,
-                stream.next_index,
-                stream.next_index,
-                stream.packets,
-                t0_s=stream.until_s,
-                step_s=stream.interval_us * 1e-6 / self._drift,
+            resumed = stream.from_next(
+                t0_s=stream.until_s, step_s=stream.interval_us * 1e-6 / self._drift
             )
             self._stream = resumed
             return self._sample_s(resumed, last)
@@ -340,16 +348,8 @@ class SimulatedWearable:
             # header clock at the nominal interval), packets come at rate_hz.
             stream, spp = self._stream, self.config.samples_per_packet
             step = 1.0 / (event.flood.rate_hz * spp)
-            self._stream = _Stream(
-                stream.span,
-                stream.device_us(stream.next_index),
-                stream.interval_us,
-                stream.next_index,
-                stream.next_index,
-                stream.packets,
-                t0_s=event.t_s + step,
-                step_s=step,
-                until_s=event.t_s + event.flood.duration_s,
+            self._stream = stream.from_next(
+                t0_s=event.t_s + step, step_s=step, until_s=event.t_s + event.flood.duration_s
             )
             self._cache = None
         elif event.flood is not None and self._stream is not None:

@@ -68,7 +68,8 @@ def assert_states_close(a: object, b: object) -> None:
 
 
 @pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
-@pytest.mark.parametrize("devices", [1, 5, 40], ids=["one", "few", "many"])
+# 150 devices: the features kernel runs devices in chunks of 64 (two whole, one part).
+@pytest.mark.parametrize("devices", [1, 5, 40, 150], ids=["one", "few", "many", "chunks"])
 def test_activity_compiled_equals_reference(gyro: bool, devices: int) -> None:
     n = 4000
     acc, gyr = wearers(devices, n, seed=devices + 10 * gyro)

@@ -207,7 +207,7 @@ def test_slouch_compiled_equals_reference(devices: int) -> None:
         (out_ref, tr_ref), (out_new, tr_new) = results
         np.testing.assert_array_equal(out_new, out_ref)
         key = lambda tr: (tr.device, tr.index)  # noqa: E731 - the order within a device counts
-        assert sorted(tr_new, key=key) == sorted(tr_ref, key=key)
+        assert tr_new == sorted(tr_ref, key=key)  # the compiled path's order: by device
         kinds |= {(tr.started, subset.size) for tr in tr_ref}
         assert_states_close(new.state, ref.state)
         a = b

@@ -117,9 +117,7 @@ def test_compiled_block_equals_reference(gyro: bool) -> None:
             ref.request(d)
             new.request(d)
         subset = (
-            np.flatnonzero(rng.random(devices) < 0.6)
-            if rng.random() < 0.2
-            else np.arange(devices)
+            np.flatnonzero(rng.random(devices) < 0.6) if rng.random() < 0.2 else np.arange(devices)
         )
         args = (
             t[a:b][:, subset],
@@ -139,15 +137,15 @@ def test_compiled_block_equals_reference(gyro: bool) -> None:
             c.state = whole
         same_captures(found[1], found[0])
         same_state(new.state, ref.state)
-        for c in found[0]:
-            cal = c.calibration
+        for capture in found[0]:
+            cal = capture.calibration
             kinds.add(
                 "requested"
                 if cal.requested
                 else "gait"
                 if cal.provisional
                 else "refined"
-                if c.refined
+                if capture.refined
                 else "still"
             )
         pending = ref.pending()[subset]

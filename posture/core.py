@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np

@@ -312,11 +312,10 @@ class CalibrationCapture:
         for name in _STATE_FIELDS:
             setattr(st, name, c_array(getattr(st, name)))
         candidates = np.empty(d, dtype=bool)
-        # The times are read only when a device waits (the carry); the
-        # engine's are a view of (D, n), copied when not contiguous.
+        # The times are read only when a device waits (the carry).
         waiting = bool(st.stage.size) and int(st.stage.min()) == Stage.WAITING
         found = kernels.capture_block(
-            c_array(t_s.T) if waiting else _NO_TIMES,
+            c_array(t_s) if waiting else _NO_TIMES,
             c_array(acc_g),
             _NO_GYRO if gyr_dps is None else c_array(gyr_dps),
             gyr_dps is not None,

@@ -247,8 +247,7 @@ class SlouchDetector:
         # touched (a transition is rare), so the pages of the rest never are.
         transitions = np.empty((n * d, 4))
         found = kernels.slouch_steps(
-            # The engine's times are a transposed view of (D, n): read as they lie.
-            c_array(t_s.T),
+            c_array(t_s),
             c_array(flexion_deg),
             c_array(lateral_deg),
             c_array(np.asarray(activity, dtype=np.int8)),

@@ -48,7 +48,7 @@ _CHUNK = 64
 def _device(
     d: int,
     quiet: BoolArray,
-    t_by_device: FloatArray,
+    t_s: FloatArray,
     acc_g: FloatArray,
     acc_lp_g: FloatArray,
     walking: BoolArray,
@@ -137,10 +137,10 @@ def _device(
             c0, c1, c2 = c0 + bout_sum[0, d], c1 + bout_sum[1, d], c2 + bout_sum[2, d]
         bout_sum[0, d], bout_sum[1, d], bout_sum[2, d] = c0, c1, c2
         if bout <= n:
-            bout_start_t[d] = t_by_device[d, n - bout]
+            bout_start_t[d] = t_s[n - bout, d]
     bout_run[d] = bout if waiting else 0
     if last >= 0:
-        last_still_t[d] = t_by_device[d, last]
+        last_still_t[d] = t_s[last, d]
         l0, l1, l2 = acc_lp_g[last, 0, d], acc_lp_g[last, 1, d], acc_lp_g[last, 2, d]
         root = math.sqrt((l0 * l0 + l1 * l1) + l2 * l2)
         last_still_up[0, d] = l0 / root
@@ -151,7 +151,7 @@ def _device(
 
 @kernel
 def capture_block(
-    t_by_device: FloatArray,
+    t_s: FloatArray,
     acc_g: FloatArray,
     gyr_dps: FloatArray,
     has_gyro: bool,
@@ -178,8 +178,8 @@ def capture_block(
     in ``candidate_out`` (D,) and left untouched), or -1 when no device is
     pending (nothing is changed then, as in the reference).
 
-    Inputs: ``t_by_device`` (D, n) sample times, device-major, read only
-    when a device is waiting (only then is anything carried); ``acc_g``,
+    Inputs: ``t_s`` (n, D) sample times, read only when a device is waiting
+    (only then is anything carried); ``acc_g``,
     ``acc_lp_g`` (n, 3, D) accelerometer and its rest low-pass; ``gyr_dps``
     (n, 3, D), read only when ``has_gyro``; ``acc_dev2_g2``, ``walking``,
     ``gait`` (n, D). Per device (D,): ``stage`` (:class:`~posture.capture.Stage`),
@@ -233,7 +233,7 @@ def capture_block(
             if _device(
                 d,
                 quiet[:, k],
-                t_by_device,
+                t_s,
                 acc_g,
                 acc_lp_g,
                 walking,

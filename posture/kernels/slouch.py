@@ -32,7 +32,7 @@ Int8Array = NDArray[np.int8]
 
 @kernel
 def slouch_steps(
-    t_by_device: FloatArray,
+    t_s: FloatArray,
     flexion_deg: FloatArray,
     lateral_deg: FloatArray,
     activity: Int8Array,
@@ -54,8 +54,7 @@ def slouch_steps(
 ) -> int:
     """``SlouchDetector.process`` for one block; returns the number of transitions.
 
-    Inputs: times ``t_by_device`` (D, n), device-major (the engine's layout,
-    read as it lies); (n, D) angles (NaN while uncalibrated), activity codes,
+    Inputs (n, D): times, angles (NaN while uncalibrated), activity codes,
     vigorous. Outputs: ``slouching_out`` (n, D), filled; ``transitions_out``
     (>= n * D, 4), its first rows (as many as returned) the transitions in
     time order: device, sample, 1.0 started or 0.0 ended, and the dwell count
@@ -73,7 +72,7 @@ def slouch_steps(
     upright_code, moving_code, walking_code, lying_code = codes[0], codes[1], codes[2], codes[3]
     for i in range(n):
         for d in range(d_count):
-            t = t_by_device[d, i]
+            t = t_s[i, d]
             interval = t - last_t_s[d]
             last_t_s[d] = t
             flexion = flexion_deg[i, d]

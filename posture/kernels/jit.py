@@ -20,10 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
+from numba import types
+from numba.extending import intrinsic
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["KERNEL_OPTIONS", "helper", "kernel"]
+__all__ = ["KERNEL_OPTIONS", "helper", "kernel", "select"]
 
 KERNEL_OPTIONS: dict[str, Any] = {
     # Machine code kept on disk (next to the package, or numba's user cache
@@ -58,3 +60,22 @@ def kernel(fn: Callable[..., Any]) -> Any:
 def helper(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` as a helper inlined (in numba's IR) into the kernels that call it."""
     return _jit(fn, inline="always")
+
+
+@intrinsic
+def select(typingctx: Any, cond: Any, if_true: Any, if_false: Any) -> Any:
+    """``if_true if cond else if_false`` as one LLVM ``select``, for use in kernels.
+
+    numba lowers a conditional expression to a branch; LLVM then sinks the
+    loads and stores used on one side into it, and a vectorised loop has to
+    mask them (slow) or is left scalar. A ``select`` keeps both sides
+    unconditional. Both values must be of one type; ``cond`` a boolean.
+    """
+    if not isinstance(cond, types.Boolean) or if_true != if_false:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        c, x, y = args
+        return builder.select(c, x, y)
+
+    return if_true(cond, if_true, if_false), codegen

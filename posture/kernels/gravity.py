@@ -57,6 +57,12 @@ BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]
 # State as rows of D values: a (k, D) array (a tuple of k (D,) arrays works too).
 Rows = FloatArray | tuple[FloatArray, ...]
+# gravity_gyro's arguments grouped for its helpers: outputs; state (count,
+# quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp);
+# coefficients (rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s).
+GyroOutputs = tuple[FloatArray, BoolArray, BoolArray, FloatArray, FloatArray]
+GyroState = tuple[IntArray, IntArray, Rows, Rows, Rows, Rows, Rows, Rows]
+GyroCoefficients = tuple[FloatArray, FloatArray, FloatArray, IntArray, float, float]
 
 _DEG = math.pi / 180.0
 # cos(h) and sin(h)/h to h^8, h^9 (as posture.rotation): exact to rounding for
@@ -186,39 +192,27 @@ def _lowpass_or_mean(
 
 
 @helper
-def _to_lanes(w: FloatArray, r: int, row: FloatArray | IntArray, first: int, m: int) -> None:
-    """Workspace row ``r`` from ``row[first : first + m]``."""
-    for lane in range(m):
-        w[r, lane] = row[first + lane]
+def _copy_row(
+    w: FloatArray, r: int, row: FloatArray | IntArray, first: int, m: int, into_lanes: bool
+) -> None:
+    """Workspace row ``r`` from ``row[first : first + m]`` (``into_lanes``), or back."""
+    if into_lanes:
+        for lane in range(m):
+            w[r, lane] = row[first + lane]
+    else:
+        for lane in range(m):
+            row[first + lane] = w[r, lane]
 
 
 @helper
-def _from_lanes(w: FloatArray, r: int, row: FloatArray, first: int, m: int) -> None:
-    """``row[first : first + m]`` from workspace row ``r``."""
-    for lane in range(m):
-        row[first + lane] = w[r, lane]
-
-
-@helper
-def _gyro_block(
-    acc_g: FloatArray,
-    gyr_dps: FloatArray,
-    dt_s: FloatArray,
-    up_out: FloatArray,
-    settled_out: BoolArray,
-    rest_out: BoolArray,
-    acc_lp_out: FloatArray,
-    acc_dev2_out: FloatArray,
+def _gyro_samples(
+    data: tuple[FloatArray, FloatArray, FloatArray],
+    outputs: GyroOutputs,
+    coefficients: GyroCoefficients,
+    w: FloatArray,
     first: int,
     lanes: int,
     m: int,
-    w: FloatArray,
-    rest_sos: FloatArray,
-    inertial_sos: FloatArray,
-    thresholds: FloatArray,
-    samples: IntArray,
-    lead_s: float,
-    fresh_dt_s: float,
 ) -> None:
     """Every sample of the lane block whose state is in ``w`` and whose
     devices are columns ``first ... first + lanes - 1`` of the data arrays.
@@ -226,7 +220,10 @@ def _gyro_block(
     ``lanes`` is a constant at each call (:data:`LANES`, or 1 for the
     devices left over), the trip count of the two passes; ``m`` the same
     number as a run-time value, the trip count of the loops that copy the
-    outputs out."""
+    outputs out. The other arguments are :func:`gravity_gyro`'s, grouped in tuples."""
+    acc_g, gyr_dps, dt_s = data
+    up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out = outputs
+    rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s = coefficients
     n = acc_g.shape[0]
     rb0, rb1, rb2, ra1, ra2 = rest_sos[0], rest_sos[1], rest_sos[2], rest_sos[3], rest_sos[4]
     ib0, ib1, ib2, ia1, ia2 = (
@@ -444,61 +441,45 @@ def _gyro_block(
 
 
 @helper
-def _state_to_lanes(
-    w: FloatArray,
-    count: IntArray,
-    quiet_run: IntArray,
-    quat_si: Rows,
-    gyr_prev_rps: Rows,
-    init_sum: Rows,
-    bias_rps: Rows,
-    rest_lp: Rows,
-    inertial_lp: Rows,
-    first: int,
-    m: int,
-) -> None:
-    """The state of devices ``first ... first + m - 1`` into the workspace's lanes."""
+def _copy_state(w: FloatArray, state: GyroState, first: int, m: int, into_lanes: bool) -> None:
+    """The state of devices ``first ... first + m - 1`` (:func:`gravity_gyro`'s,
+    as a tuple) into the workspace's lanes (``into_lanes``), or back (``count``
+    then advances after the whole block)."""
+    count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp = state
     for j in range(4):
-        _to_lanes(w, _QUAT + j, quat_si[j], first, m)
+        _copy_row(w, _QUAT + j, quat_si[j], first, m, into_lanes)
     for j in range(3):
-        _to_lanes(w, _GYR_PREV + j, gyr_prev_rps[j], first, m)
-        _to_lanes(w, _INIT_SUM + j, init_sum[j], first, m)
-        _to_lanes(w, _BIAS + j, bias_rps[j], first, m)
+        _copy_row(w, _GYR_PREV + j, gyr_prev_rps[j], first, m, into_lanes)
+        _copy_row(w, _INIT_SUM + j, init_sum[j], first, m, into_lanes)
+        _copy_row(w, _BIAS + j, bias_rps[j], first, m, into_lanes)
     for j in range(12):
-        _to_lanes(w, _REST_LP + j, rest_lp[j], first, m)
+        _copy_row(w, _REST_LP + j, rest_lp[j], first, m, into_lanes)
     for j in range(6):
-        _to_lanes(w, _INERTIAL_LP + j, inertial_lp[j], first, m)
-    _to_lanes(w, _SINCE, count, first, m)
-    _to_lanes(w, _RUN, quiet_run, first, m)
+        _copy_row(w, _INERTIAL_LP + j, inertial_lp[j], first, m, into_lanes)
+    if into_lanes:
+        _copy_row(w, _SINCE, count, first, m, True)
+        _copy_row(w, _RUN, quiet_run, first, m, True)
+    else:
+        for lane in range(m):
+            quiet_run[first + lane] = int(w[_RUN, lane])
 
 
 @helper
-def _state_from_lanes(
+def _gyro_block(
+    data: tuple[FloatArray, FloatArray, FloatArray],
+    outputs: GyroOutputs,
+    state: GyroState,
+    coefficients: GyroCoefficients,
     w: FloatArray,
-    quiet_run: IntArray,
-    quat_si: Rows,
-    gyr_prev_rps: Rows,
-    init_sum: Rows,
-    bias_rps: Rows,
-    rest_lp: Rows,
-    inertial_lp: Rows,
     first: int,
+    lanes: int,
     m: int,
 ) -> None:
-    """The workspace's lanes back into the state of devices ``first ... first + m - 1``
-    (``count`` advances after the whole block)."""
-    for j in range(4):
-        _from_lanes(w, _QUAT + j, quat_si[j], first, m)
-    for j in range(3):
-        _from_lanes(w, _GYR_PREV + j, gyr_prev_rps[j], first, m)
-        _from_lanes(w, _INIT_SUM + j, init_sum[j], first, m)
-        _from_lanes(w, _BIAS + j, bias_rps[j], first, m)
-    for j in range(12):
-        _from_lanes(w, _REST_LP + j, rest_lp[j], first, m)
-    for j in range(6):
-        _from_lanes(w, _INERTIAL_LP + j, inertial_lp[j], first, m)
-    for lane in range(m):
-        quiet_run[first + lane] = int(w[_RUN, lane])
+    """Devices ``first ... first + lanes - 1``, every sample: their state into
+    the workspace ``w``, :func:`_gyro_samples`, their state back."""
+    _copy_state(w, state, first, m, True)
+    _gyro_samples(data, outputs, coefficients, w, first, lanes, m)
+    _copy_state(w, state, first, m, False)
 
 
 @kernel
@@ -552,6 +533,10 @@ def gravity_gyro(
                 g = gyr_dps[0, c, d] * _DEG
                 rest_lp[3 + c][d] = rz0 * g
                 rest_lp[9 + c][d] = rz1 * g
+    data = (acc_g, gyr_dps, dt_s)
+    outputs = (up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out)
+    state = (count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp)
+    coefficients = (rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s)
     # Allocated here, so LLVM sees its shape as a constant.
     w = np.empty((_ROWS, LANES))
     full = d_count - d_count % LANES
@@ -559,32 +544,11 @@ def gravity_gyro(
         # m is LANES, but LLVM cannot tell: the loops copying state and
         # outputs then get vectorised rather than unrolled into scalar copies.
         m = min(LANES, d_count - first)
-        _state_to_lanes(
-            w, count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp,
-            inertial_lp, first, m,
-        )  # fmt: skip
-        _gyro_block(
-            acc_g, gyr_dps, dt_s, up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out,
-            first, LANES, m, w, rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s,
-        )  # fmt: skip
-        _state_from_lanes(
-            w, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp,
-            first, m,
-        )  # fmt: skip
+        _gyro_block(data, outputs, state, coefficients, w, first, LANES, m)
     # The devices left over (fewer than LANES), one at a time: the same code
     # run scalar, with no padding lanes to pay for.
     for d in range(full, d_count):
-        _state_to_lanes(
-            w, count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp,
-            inertial_lp, d, 1,
-        )  # fmt: skip
-        _gyro_block(
-            acc_g, gyr_dps, dt_s, up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out,
-            d, 1, 1, w, rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s,
-        )  # fmt: skip
-        _state_from_lanes(
-            w, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp, d, 1
-        )
+        _gyro_block(data, outputs, state, coefficients, w, d, 1, 1)
     for d in range(d_count):
         count[d] += n
 

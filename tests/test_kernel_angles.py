@@ -1,7 +1,8 @@
 """The compiled angles (posture.kernels.angles) equal the NumPy reference
 (posture.calibration.angles_tcd, face_tilt_deg): on many wearables' samples,
-calibrated and not, at upright (no sideways part) and upside down, after a
-capture mid-block, and through the whole BatchEngine."""
+calibrated and not, at upright (no sideways part) and upside down, over the
+whole sphere with signed zeros and NaN up-directions, after a capture
+mid-block, and through the whole BatchEngine."""
 
 from __future__ import annotations
 

@@ -47,6 +47,11 @@ Special cases, as C99's ``atan2`` gives them: ``atan2(+-0, +0) = +-0``,
 gives an odd multiple of pi/4. Finite arguments both above 8e307 in
 magnitude may overflow ``a + b`` to the wrong quadrant's eighth (not a
 domain a kernel here meets). ``asin(z)`` is NaN for |z| > 1, as in C.
+
+numba's on-disk cache keys a kernel on its own source file only, not on the
+modules of the helpers it inlines: after editing this module, touch the
+kernels' modules that use it (:mod:`posture.kernels.angles`) or clear their
+``__pycache__``, or they keep running the old machine code.
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ loop of :func:`angles_of_devices` vectorises: 64 packed ``ymm`` instructions
 (four devices at a time) and the loop's scalar remainder, counted the way
 ``lab/kernel_asm.py`` counts (numba 0.68, LLVM 20) for this machine's AVX2
 CPU and for ``NUMBA_CPU_NAME=haswell`` alike, no FMA (no fastmath). At
-1000 devices that is 13 ns per sample against 36-41 ns with the C library
-(2.8-3.2x, both kernels in one process, block by block in turn, CPU time).
+1000 devices that is 11-13 ns per sample against 27-41 ns with the C
+library (2.5-3.2x in five runs, both kernels in one process, block by block
+in turn, CPU time), and the whole batched engine 1.04-1.08x faster.
 :func:`angles_of_device` (one device's column after a capture) walks the
 samples of one device and stays scalar; it runs once per capture.
 """

@@ -289,9 +289,7 @@ class FallStage:
                 need |= self._screened(cols, sel, first, n)
             elif look.size:
                 need[look] |= self._screened(cols[look], cols[look], first[look], n)
-        for j in references:
-            if any(a <= i < b for i, _ in references[j]):
-                need[j] = True
+        need[_changed_in(references, a, b)] = True
         self._run_devices(cols, np.flatnonzero(need), a, b, references, found)
         rest = cols[~need]
         last = st.seen[rest] - 1
@@ -330,9 +328,8 @@ class FallStage:
             self._need = np.zeros(cols.size, dtype=bool)
         need = self._need[: cols.size]
         need.fill(self._everyone)
-        for j in references:
-            if any(a <= i < b for i, _ in references[j]):
-                need[j] = True
+        if references:
+            need[_changed_in(references, a, b)] = True
         runs = kernels.fall_screen(
             st.rows,
             c_array(cols.astype(np.int64, copy=False)),
@@ -390,6 +387,11 @@ class FallStage:
             out += self._path.run(dev, work, base, start, last)
         dev.store(st, d)
         return out
+
+
+def _changed_in(references: Mapping[int, Sequence[ReferenceChange]], a: int, b: int) -> list[int]:
+    """Columns whose reference upright changes at a sample in ``a..b-1``."""
+    return [j for j, changes in references.items() if any(a <= i < b for i, _ in changes)]
 
 
 def _held(objects: NDArray[np.object_]) -> BoolArray:

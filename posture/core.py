@@ -45,7 +45,7 @@ from numpy.typing import NDArray
 
 from posture import state as st
 from posture.activity import ActivityClassifier
-from posture.calibration import Calibration, angles_tcd, face_tilt_deg
+from posture.calibration import Calibration, TrunkAngles
 from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
 from posture.corestate import CoreState, EngineState
@@ -109,6 +109,7 @@ class EngineCore:
         )
         self.activity = ActivityClassifier(config.activity, fs, config.has_gyro, devices)
         self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices)
+        self.angles = TrunkAngles()
         nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
         self.nominal_up = nominal / np.linalg.norm(nominal)
         # Until calibrated, the nominal upright is unmeasured: the fall
@@ -354,15 +355,11 @@ class EngineCore:
             t_s, acc_g, gyr_dps, grav.acc_lp_g, grav.acc_dev2_g2, feats.walking, feats.gait
         )
         flexion, lateral, incl = self._angles(up)
-        matrix = self.state.core.matrix
         for c in found:
             self._use(c.device, c.calibration)
             self._log_capture(c, c.device if ids is None else int(ids[c.device]))
             j, dev = c.index, c.device
-            f, lat, tilt = angles_tcd(up[j:, :, dev : dev + 1], matrix[:, :, dev : dev + 1])
-            flexion[j:, dev] = f[:, 0]
-            lateral[j:, dev] = lat[:, 0]
-            incl[j:, dev] = tilt[:, 0]
+            self.angles.redo_device(up, self.state.core.matrix, dev, j, flexion, lateral, incl)
             captures.append(replace(c, index=offset + j))
         activity = self.activity.classify(feats, incl)
         return up, flexion, lateral, activity, feats.vigorous
@@ -374,19 +371,7 @@ class EngineCore:
         one) and the inclination from upright (n, D): calibrated, or the
         back's tilt from vertical before."""
         core = self.state.core
-        cal = core.calibrated
-        count = np.count_nonzero(cal)
-        if count == cal.size:
-            return angles_tcd(up, core.matrix)
-        incl = face_tilt_deg(up)
-        shape = incl.shape
-        if count == 0:
-            return np.full(shape, math.nan), np.full(shape, math.nan), incl
-        flexion, lateral, tilt = angles_tcd(up, core.matrix)
-        flexion[:, ~cal] = math.nan
-        lateral[:, ~cal] = math.nan
-        incl[:, cal] = tilt[:, cal]
-        return flexion, lateral, incl
+        return self.angles.of_devices(up, core.matrix, core.calibrated)
 
     def _falls(
         self,

@@ -60,6 +60,7 @@ def numba_version() -> str | None:
 
         # The kernels are declared at import.
         import posture.kernels.activity
+        import posture.kernels.angles
         import posture.kernels.capture
         import posture.kernels.falls
         import posture.kernels.gravity
@@ -135,7 +136,23 @@ def warm_up() -> float | None:
     )
     _warm_up_falls()
     _warm_up_capture()
+    _warm_up_angles()
     return time.perf_counter() - start
+
+
+def _warm_up_angles() -> None:
+    """The angles' kernels (:mod:`posture.kernels.angles`): every device's,
+    one device calibrated and one not, then the re-angling after a capture."""
+
+    from posture.calibration import Calibration, TrunkAngles
+
+    angles = TrunkAngles(Kernel.COMPILED)
+    up = np.zeros((2, 3, 2))
+    up[:, 1] = 1.0
+    matrix = np.zeros((3, 3, 2))
+    matrix[:, :, 0] = Calibration.from_up((0.0, 1.0, 0.0)).matrix
+    flexion, lateral, incl = angles.of_devices(up, matrix, np.array([True, False]))
+    angles.redo_device(up, matrix, 0, 1, flexion, lateral, incl)
 
 
 def _warm_up_capture() -> None:

@@ -207,7 +207,7 @@ def test_screen_kernel_decides_as_the_screen(settings: FallSettings) -> None:
         decided["dropped"] += int(np.count_nonzero(has_peak & ~passes))
 
         count = fall_screen(
-            ring, cols, seen, peak_next, last_trigger, busy, n, *screen.kernel_args, need
+            ring, cols, seen, peak_next, last_trigger, busy, n, screen.kernel_args, need
         )
         np.testing.assert_array_equal(need, want, err_msg=f"trial {trial}")
         assert count == np.count_nonzero(want)

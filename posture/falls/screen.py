@@ -18,11 +18,16 @@ passes on any peak.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.impact import CandidateOpener
 from posture.falls.model import FEATURE_NAMES, FallModel
+
+if TYPE_CHECKING:
+    from posture.kernels.falls import ScreenParams
 
 __all__ = ["PeakScreen", "rolling_max"]
 
@@ -61,7 +66,7 @@ class PeakScreen:
         # Samples each candidate row needs before it (peak rule and features).
         self.back = max(o.n_merge, o.n_imp, o.n_before, o.n_lp[0] + o.hann.size - 1, o.n_imp_short)
         s, lo = o.settings, 1.0 - _MARGIN
-        self.kernel_args = (
+        self.kernel_args: ScreenParams = (
             np.array(
                 [o.n_merge, self.back, o.n_imp, o.n_imp_short, o.n_before, *o.n_lp],
                 dtype=np.int64,

@@ -338,7 +338,7 @@ class FallStage:
             st.last_trigger,
             st.busy,
             b - a,
-            *self._screen.kernel_args,
+            self._screen.kernel_args,
             need,
         )
         if runs:

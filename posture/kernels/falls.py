@@ -37,10 +37,15 @@ from numpy.typing import NDArray
 
 from posture.kernels.jit import helper, kernel
 
-__all__ = ["fall_rows", "fall_screen"]
+__all__ = ["ScreenParams", "fall_rows", "fall_screen"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+
+ScreenParams = tuple[IntArray, FloatArray, FloatArray, IntArray, FloatArray]
+"""What :func:`fall_screen` needs of one configuration: windows, limits, low-pass
+taps, model feature codes, model terms (built by
+:class:`posture.falls.screen.PeakScreen`; layout in :func:`fall_screen`)."""
 
 _MAG, _CLIP = 3, 7  # history columns (posture.falls.history.COLUMNS)
 
@@ -154,13 +159,10 @@ def _peak_could_open(
     d: int,
     row0: int,
     r: int,
-    windows: IntArray,
-    limits: FloatArray,
-    taps: FloatArray,
-    model_features: IntArray,
-    model_terms: FloatArray,
+    screen: ScreenParams,
 ) -> bool:
     """PeakScreen.judge for one peak at row ``r`` of a device old enough for its look-back."""
+    windows, limits, taps, model_features, model_terms = screen
     rate = limits[_L_RATE]
     impulse = _excess_sum(ring, d, row0, r - windows[_W_IMP], r + windows[_W_IMP]) / rate
     # Most walking steps end here, on their impulse.
@@ -205,14 +207,11 @@ def _device_could_open(
     first: int,
     peak_next: int,
     n: int,
-    windows: IntArray,
-    limits: FloatArray,
-    taps: FloatArray,
-    model_features: IntArray,
-    model_terms: FloatArray,
+    screen: ScreenParams,
 ) -> bool:
     """Whether one of device ``d``'s peaks completed by this piece (samples
     ``first .. first + n - 1``) could open a candidate (PeakScreen.screen)."""
+    windows, limits = screen[0], screen[1]
     merge, back = windows[_W_MERGE], windows[_W_BACK]
     # Row r is sample start + r: the look-back of the earliest possible peak
     # (merge before the piece) up to the piece's last sample.
@@ -239,7 +238,7 @@ def _device_could_open(
             continue
         if first_row > 0:
             return True  # a stream younger than the look-back passes on any peak
-        if _peak_could_open(ring, d, row0, r, windows, limits, taps, model_features, model_terms):
+        if _peak_could_open(ring, d, row0, r, screen):
             return True
     return False
 
@@ -253,11 +252,7 @@ def fall_screen(
     last_trigger: IntArray,
     busy: NDArray[np.bool_],
     n: int,
-    windows: IntArray,
-    limits: FloatArray,
-    taps: FloatArray,
-    model_features: IntArray,
-    model_terms: FloatArray,
+    screen: ScreenParams,
     need: NDArray[np.bool_],
 ) -> int:
     """Which of ``k`` devices take the per-device path after a piece of ``n``
@@ -276,22 +271,23 @@ def fall_screen(
 
     ``ring`` (R, 8, D) float32, ``seen`` (D,) (after the piece),
     ``peak_next``, ``last_trigger`` (D,) and ``busy`` (D,): the state;
-    ``windows`` (7,) samples (merge, look-back, impulse half-window, short
-    impulse half-window, free-fall look-back, low-pass span before and
-    after), ``limits`` (8,) (trigger, impulse, soft low-passed peak, soft
-    impulse, hard impulse, probability, all lowered by the screen's margin;
-    the sample rate in Hz; the model's bias), ``taps`` the Hann low-pass,
+    ``screen`` (:data:`ScreenParams`): ``windows`` (7,) samples (merge,
+    look-back, impulse half-window, short impulse half-window, free-fall
+    look-back, low-pass span before and after), ``limits`` (8,) (trigger,
+    impulse, soft low-passed peak, soft impulse, hard impulse, probability,
+    all lowered by the screen's margin; the sample rate in Hz; the model's
+    bias), ``taps`` the Hann low-pass,
     ``model_features`` (F,) feature codes and ``model_terms`` (3, F) their
     mean, scale and weight.
     """
-    merge = windows[_W_MERGE]
+    merge = screen[0][_W_MERGE]
     count = 0
     for j in range(cols.shape[0]):
         d = cols[j]
         if not need[j] and not busy[d]:
             first = seen[d] - n
             if last_trigger[d] >= peak_next[d] and _device_could_open(
-                ring, d, first, peak_next[d], n, windows, limits, taps, model_features, model_terms
+                ring, d, first, peak_next[d], n, screen
             ):
                 need[j] = True
             elif seen[d] - 1 - merge >= peak_next[d]:

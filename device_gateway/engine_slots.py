@@ -84,8 +84,11 @@ class EngineSlots:
         acc_g: NDArray[np.float64],
         gyr_dps: NDArray[np.float64] | None,
     ) -> BatchBlock:
-        """One call of ``shape``'s engine over ``slots`` (S,): rows in that order."""
-        return self._engines[shape].process(t_s, acc_g, gyr_dps, devices=slots)
+        """One call of ``shape``'s engine over ``slots`` (S,), arrays device last:
+        ``t_s`` (n, S), ``acc_g`` and ``gyr_dps`` (n, 3, S)
+        (:meth:`~posture.batch.BatchEngine.process_device_last`); the block's
+        rows are the slots in that order."""
+        return self._engines[shape].process_device_last(t_s, acc_g, gyr_dps, devices=slots)
 
     def calibrated(self, holder: SlotHolder) -> bool:
         placed = holder.placed

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from device_gateway.protocol import AccRange, ImuHeader, imu_samples
+from device_gateway.protocol import ACC_LSB_PER_G, GYR_LSB_PER_DPS, AccRange, ImuHeader
 
 __all__ = ["Chunk", "ChunkKey", "chunk_arrays"]
 
@@ -74,26 +74,37 @@ class Chunk:
 def chunk_arrays(
     chunks: list[Chunk],
 ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
-    """``t_s`` (D, n), ``acc_g`` (D, n, 3), ``gyr_dps`` (D, n, 3) or None of
-    ``D`` chunks sharing one :class:`ChunkKey`."""
+    """``t_s`` (n, D), ``acc_g`` (n, 3, D), ``gyr_dps`` (n, 3, D) or None of
+    ``D`` chunks sharing one :class:`ChunkKey`: device last, the layout the
+    engine keeps (:meth:`posture.batch.BatchEngine.process_device_last`), so
+    the samples are converted straight into it and never copied again."""
     first = chunks[0]
     d, n = len(chunks), first.samples
     bodies = b"".join([body for c in chunks for body in c.bodies])
-    acc, gyr = imu_samples(bodies, d * n, first.has_gyro, first.acc_range)
+    per_sample = 6 if first.has_gyro else 3
+    # (n, per_sample, D) view of the int16 counts; the division converts
+    # each to float64 first, as imu_samples does, so the values are its own.
+    counts = np.frombuffer(bodies, dtype="<i2", count=d * n * per_sample)
+    counts = counts.reshape(d, n, per_sample).transpose(1, 2, 0)
+    acc = np.empty((n, 3, d))
+    np.divide(counts[:, :3], ACC_LSB_PER_G[first.acc_range], out=acc, dtype=np.float64)
+    gyr = None
+    if first.has_gyro:
+        gyr = np.empty((n, 3, d))
+        np.divide(counts[:, 3:], GYR_LSB_PER_DPS, out=gyr, dtype=np.float64)
     interval_s = first.interval_us * 1e-6
     starts = np.array([s for c in chunks for s in c.starts_s], dtype=np.float64)
     per_packet = first.counts[0]
     if starts.size * per_packet == d * n and all(k == per_packet for c in chunks for k in c.counts):
         # The usual tick: packets of one length (start + interval * i, as
-        # Timeline.accept computes it).
-        t = starts[:, None] + interval_s * np.arange(per_packet, dtype=np.float64)
+        # Timeline.accept computes it); packet p of every device is a row.
+        within = interval_s * np.arange(per_packet, dtype=np.float64)
+        t = starts.reshape(d, n // per_packet).T[:, None, :] + within[None, :, None]
+        t = t.reshape(n, d)
     else:
-        counts = np.array([k for c in chunks for k in c.counts], dtype=np.intp)
-        first_row = np.cumsum(counts) - counts
-        within = np.arange(d * n, dtype=np.intp) - np.repeat(first_row, counts)
-        t = np.repeat(starts, counts) + interval_s * within.astype(np.float64)
-    return (
-        t.reshape(d, n),
-        acc.reshape(d, n, 3),
-        None if gyr is None else gyr.reshape(d, n, 3),
-    )
+        counts_per = np.array([k for c in chunks for k in c.counts], dtype=np.intp)
+        first_row = np.cumsum(counts_per) - counts_per
+        rows = np.arange(d * n, dtype=np.intp) - np.repeat(first_row, counts_per)
+        flat = np.repeat(starts, counts_per) + interval_s * rows.astype(np.float64)
+        t = np.ascontiguousarray(flat.reshape(d, n).T)
+    return t, acc, gyr

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from lab.batch_bench import run_bench, synthetic_devices
 from lab.kernel_bench import (
+    bench_angles,
     bench_engines,
     bench_fall_stage,
     bench_gravity,
@@ -267,11 +268,13 @@ def run(args: argparse.Namespace) -> int:
         kernel_pairs = [
             bench_gravity(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
             bench_fall_stage(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
+            bench_angles(1, args.rate, block=args.packet, seconds=60.0),
             bench_engines(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
         ]
         if many > 1:
             kernel_pairs.insert(1, bench_gravity(many, args.rate, has_gyro, args.packet, 10.0))
             kernel_pairs.insert(3, bench_fall_stage(many, args.rate, has_gyro, args.packet, 10.0))
+            kernel_pairs.insert(5, bench_angles(many, args.rate, args.packet, 10.0))
             kernel_pairs.append(bench_engines(many, args.rate, has_gyro, args.packet, 5.0, 5.0))
     report: dict[str, Any] = {
         "rate_hz": args.rate,

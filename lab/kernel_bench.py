@@ -11,6 +11,8 @@ alone and the whole engine, compiled against the NumPy reference.
   compiled and NumPy over the same devices in the same blocks, and VQF's
   ``updateBatch`` (its fastest path: whole recordings) on the same samples,
   interleaved block by block in CPU time of this process.
+* The angles alone: :class:`~posture.calibration.TrunkAngles` compiled and
+  NumPy over the same devices in the same blocks.
 * The whole engine: :class:`~posture.batch.BatchEngine` (many devices) and
   :class:`~posture.engine.PostureEngine` (one), compiled and NumPy, block by
   block in turn on the same data.
@@ -35,6 +37,7 @@ from numpy.typing import NDArray
 
 from lab.batch_bench import _Vqf, synthetic_devices
 from posture.batch import BatchEngine
+from posture.calibration import Calibration, TrunkAngles
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
 from posture.falls import FallSettings, FallStage
@@ -44,6 +47,7 @@ from posture.orientation import GravityFilter, GravityFilterParams
 __all__ = [
     "FirstCall",
     "KernelPair",
+    "bench_angles",
     "bench_engines",
     "bench_fall_stage",
     "bench_gravity",
@@ -157,6 +161,22 @@ def _interleaved(steps: list[Callable[[int], None]], starts: list[int]) -> list[
     return spent
 
 
+def _compiled_against_numpy(
+    what: str, devices: int, block: int, steps: list[Callable[[int], None]], starts: list[int]
+) -> KernelPair:
+    """Throughput of the compiled step (``steps[0]``) and the NumPy one
+    (``steps[1]``), taking turns over every block start."""
+    cpu = _interleaved(steps, starts)
+    samples = len(starts) * block * devices
+    return KernelPair(
+        what=what,
+        devices=devices,
+        block=block,
+        compiled_samples_per_s=samples / max(cpu[0], 1e-9),
+        numpy_samples_per_s=samples / max(cpu[1], 1e-9),
+    )
+
+
 def bench_gravity(
     devices: int,
     rate_hz: float = 50.0,
@@ -225,14 +245,8 @@ def bench_engines(
             s(a)
     gc.collect()
     starts = list(range(warm, n - block + 1, block))
-    cpu = _interleaved(steps, starts)
-    samples = len(starts) * block * devices
-    return KernelPair(
-        what="BatchEngine" if devices > 1 else "PostureEngine",
-        devices=devices,
-        block=block,
-        compiled_samples_per_s=samples / max(cpu[0], 1e-9),
-        numpy_samples_per_s=samples / max(cpu[1], 1e-9),
+    return _compiled_against_numpy(
+        "BatchEngine" if devices > 1 else "PostureEngine", devices, block, steps, starts
     )
 
 
@@ -272,15 +286,38 @@ def bench_fall_stage(
             s(a)
     gc.collect()
     starts = list(range(warm, n - block + 1, block))
-    cpu = _interleaved(steps, starts)
-    samples = len(starts) * block * devices
-    return KernelPair(
-        what="fall stage",
-        devices=devices,
-        block=block,
-        compiled_samples_per_s=samples / max(cpu[0], 1e-9),
-        numpy_samples_per_s=samples / max(cpu[1], 1e-9),
-    )
+    return _compiled_against_numpy("fall stage", devices, block, steps, starts)
+
+
+def bench_angles(
+    devices: int,
+    rate_hz: float = 50.0,
+    block: int = 10,
+    seconds: float = 10.0,
+) -> KernelPair:
+    """The engine's angles alone (:class:`~posture.calibration.TrunkAngles`)
+    with each kernel, block by block in turn on the same data: up-directions
+    the normalised accelerometer, each device calibrated to its first sample
+    except every tenth (a wearable not yet calibrated)."""
+    _, acc, _ = synthetic_devices(devices, seconds, rate_hz)
+    up = np.ascontiguousarray(acc.transpose(1, 2, 0))
+    up /= np.linalg.norm(up, axis=1, keepdims=True)
+    matrix = np.stack([Calibration.from_up(up[0, :, d]).matrix for d in range(devices)], axis=2)
+    calibrated = np.arange(devices) % 10 != 9
+    angles = [TrunkAngles(k) for k in (Kernel.COMPILED, Kernel.NUMPY)]
+
+    def step(a: TrunkAngles) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            a.of_devices(up[i : i + block], matrix, calibrated)
+
+        return run
+
+    steps = [step(a) for a in angles]
+    for s in steps:  # compile (or load) before timing
+        s(0)
+    gc.collect()
+    starts = list(range(0, up.shape[0] - block + 1, block))
+    return _compiled_against_numpy("angles", devices, block, steps, starts)
 
 
 def _engine_step(

@@ -38,6 +38,7 @@ from posture.calibration import Calibration
 from posture.config import EngineConfig
 from posture.core import EngineCore
 from posture.engine import EngineStats
+from posture.steps import BlockSteps, block_steps
 from posture.types import EngineBlock, PostureEvent, SampleError, SlouchSettings
 
 __all__ = ["BatchBlock", "BatchEngine"]
@@ -264,22 +265,69 @@ class BatchEngine:
             ValueError: ``devices`` is not a 1-D array of distinct indices in use.
         """
         ids = self._check_devices(devices)
-        t, acc, gyr = self._validate(t_s, acc_g, gyr_dps, self.devices if ids is None else ids.size)
-        s, n = t.shape
-        rows = np.arange(s) if ids is None else ids
-        finite: BoolArray = np.asarray(
-            np.isfinite(t).all(axis=1) & np.isfinite(acc).all(axis=(1, 2)), dtype=bool
+        s = self.devices if ids is None else ids.size
+        t, acc, gyr = self._validate(t_s, acc_g, gyr_dps, (s, -1), (s, -1, 3))
+        # The core's layout (time first, device last): one copy of each.
+        return self._run(
+            np.ascontiguousarray(t.T),
+            np.ascontiguousarray(acc.transpose(1, 2, 0)),
+            None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
+            ids,
         )
-        if gyr is not None:
-            finite &= np.isfinite(gyr).all(axis=(1, 2))
+
+    def process_device_last(
+        self,
+        t_s: ArrayLike,
+        acc_g: ArrayLike,
+        gyr_dps: ArrayLike | None = None,
+        devices: ArrayLike | None = None,
+    ) -> BatchBlock:
+        """:meth:`process` for arrays laid out as the engine keeps them: time
+        first, device last (a gateway builds its tick's arrays so).
+
+        Args:
+            t_s: (n, S) seconds, each device on its own clock.
+            acc_g: (n, 3, S) accelerometer in g, sensor axes.
+            gyr_dps: (n, 3, S) gyroscope in °/s, or None.
+            devices: as for :meth:`process`.
+
+        C-contiguous float64 arrays go in without a copy; the results, the
+        errors and the drops are those of :meth:`process` fed the same
+        samples as (S, n) and (S, n, 3). Inputs are never mutated.
+
+        Raises:
+            SampleError, ValueError: as :meth:`process`.
+        """
+        ids = self._check_devices(devices)
+        s = self.devices if ids is None else ids.size
+        t, acc, gyr = self._validate(t_s, acc_g, gyr_dps, (-1, s), (-1, 3, s))
+        return self._run(t, acc, gyr, ids)
+
+    def _run(
+        self, t: FloatArray, acc: FloatArray, gyr: FloatArray | None, ids: IndexArray | None
+    ) -> BatchBlock:
+        """The block, device last (``t`` (n, S), ``acc``/``gyr`` (n, 3, S)), validated."""
+        n, s = t.shape
+        rows = np.arange(s) if ids is None else ids
+        core = self._core
+        last_t_s = core.stored.last_t_s
+        steps = block_steps(
+            t,
+            acc,
+            gyr,
+            last_t_s[:s] if ids is None else last_t_s[ids],
+            core.max_interval_s,
+            core.steps_kernel,
+        )
+        finite = steps.finite
         dropped = ~finite
         if dropped.any():
             self._count_dropped(rows[dropped])
         if n == 0 or s == 0:
             if n == 0:
-                self._core.count_empty_block(rows[finite])
+                core.count_empty_block(rows[finite])
             return BatchBlock(
-                t.copy(),
+                t.T.copy(),
                 np.full((s, n), np.nan),
                 np.full((s, n), np.nan),
                 np.zeros((s, n), np.int8),
@@ -289,14 +337,10 @@ class BatchEngine:
                 rows.copy(),
             )
         if finite.all():
-            out = self._core.process(
-                t.T,
-                np.ascontiguousarray(acc.transpose(1, 2, 0)),
-                None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
-                ids,
-            )
+            out = core.process(t, acc, gyr, ids, steps)
+            # The core's (n, S) results, read as (S, n) without a copy.
             return BatchBlock(
-                t_s=t.copy(),
+                t_s=t.copy().T,
                 flexion_deg=out.flexion_deg.T,
                 lateral_deg=out.lateral_deg.T,
                 activity=out.activity.T,
@@ -305,32 +349,31 @@ class BatchEngine:
                 dropped=dropped,
                 devices=rows.copy(),
             )
-        return self._process_finite(t, acc, gyr, rows, finite)
+        return self._run_finite(t, acc, gyr, rows, steps)
 
-    def _process_finite(
+    def _run_finite(
         self,
         t: FloatArray,
         acc: FloatArray,
         gyr: FloatArray | None,
         rows: IndexArray,
-        finite: BoolArray,
+        steps: BlockSteps,
     ) -> BatchBlock:
         """The block of the rows with finite samples; the others' outputs are empty."""
-        s, n = t.shape
+        n, s = t.shape
         flexion = np.full((s, n), np.nan)
         lateral = np.full((s, n), np.nan)
         activity = np.zeros((s, n), np.int8)
         slouching = np.zeros((s, n), bool)
         events: list[tuple[PostureEvent, ...]] = [()] * s
-        keep = np.flatnonzero(finite)
+        keep = np.flatnonzero(steps.finite)
         if keep.size:
-            tk, acck = t[keep], acc[keep]
-            gyrk = None if gyr is None else gyr[keep]
             out = self._core.process(
-                tk.T,
-                np.ascontiguousarray(acck.transpose(1, 2, 0)),
-                None if gyrk is None else np.ascontiguousarray(gyrk.transpose(1, 2, 0)),
+                t[:, keep],
+                acc[:, :, keep],
+                None if gyr is None else gyr[:, :, keep],
                 rows[keep],
+                steps.columns(keep),
             )
             flexion[keep] = out.flexion_deg.T
             lateral[keep] = out.lateral_deg.T
@@ -339,7 +382,14 @@ class BatchEngine:
             for k, evs in out.events.items():
                 events[int(keep[k])] = tuple(evs)
         return BatchBlock(
-            t.copy(), flexion, lateral, activity, slouching, tuple(events), ~finite, rows.copy()
+            t.T.copy(),
+            flexion,
+            lateral,
+            activity,
+            slouching,
+            tuple(events),
+            ~steps.finite,
+            rows.copy(),
         )
 
     def _check_device(self, device: int) -> None:
@@ -352,35 +402,48 @@ class BatchEngine:
         ids = np.asarray(devices)
         if ids.ndim != 1 or not (ids.size == 0 or np.issubdtype(ids.dtype, np.integer)):
             raise ValueError(f"devices must be a 1-D array of device indices, got {ids!r}")
-        ids = ids.astype(np.intp)
+        ids = ids.astype(np.intp, copy=False)
         if ids.size and (ids.min() < 0 or ids.max() >= self.devices):
             raise ValueError(
                 f"devices must be indices in 0..{self.devices - 1}, got {ids.tolist()!r}"
             )
-        if np.unique(ids).size != ids.size:
+        # Marking is O(D); np.unique sorts (a tenth of a gateway tick's entry cost).
+        seen = np.zeros(self.devices, dtype=bool)
+        seen[ids] = True
+        if np.count_nonzero(seen) != ids.size:
             raise ValueError(f"devices must be distinct, got {ids.tolist()!r}")
         return ids
 
     def _validate(
-        self, t_s: ArrayLike, acc_g: ArrayLike, gyr_dps: ArrayLike | None, d: int
+        self,
+        t_s: ArrayLike,
+        acc_g: ArrayLike,
+        gyr_dps: ArrayLike | None,
+        t_shape: tuple[int, int],
+        imu_shape: tuple[int, int, int],
     ) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+        """The samples as float64 arrays of the layout given by ``t_shape`` and
+        ``imu_shape``, whose -1 stands for the samples per device ``n``."""
         try:
             t = np.asarray(t_s, dtype=np.float64)
             acc = np.asarray(acc_g, dtype=np.float64)
             gyr = None if gyr_dps is None else np.asarray(gyr_dps, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise SampleError(f"samples must be numeric arrays: {exc}") from exc
-        if t.ndim != 2 or t.shape[0] != d:
-            raise SampleError(f"t_s must have shape ({d}, n), got {t.shape}")
-        n = t.shape[1]
-        if acc.shape != (d, n, 3):
-            raise SampleError(f"acc_g must have shape ({d}, {n}, 3), got {acc.shape}")
+        axis = t_shape.index(-1)
+        if t.ndim != 2 or t.shape[1 - axis] != t_shape[1 - axis]:
+            want = tuple("n" if k == -1 else k for k in t_shape)
+            raise SampleError(f"t_s must have shape ({want[0]}, {want[1]}), got {t.shape}")
+        n = t.shape[axis]
+        imu = tuple(n if k == -1 else k for k in imu_shape)
+        if acc.shape != imu:
+            raise SampleError(f"acc_g must have shape {imu}, got {acc.shape}")
         if self.config.has_gyro and gyr is None:
             raise SampleError("this engine is configured with a gyroscope; gyr_dps is None")
         if not self.config.has_gyro and gyr is not None:
             raise SampleError("this engine is configured without a gyroscope; got gyr_dps")
-        if gyr is not None and gyr.shape != (d, n, 3):
-            raise SampleError(f"gyr_dps must have shape ({d}, {n}, 3), got {gyr.shape}")
+        if gyr is not None and gyr.shape != imu:
+            raise SampleError(f"gyr_dps must have shape {imu}, got {gyr.shape}")
         return t, acc, gyr
 
     def _count_dropped(self, devices: IndexArray) -> None:

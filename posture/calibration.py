@@ -85,17 +85,20 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import PostureMonitorError
+from posture.kernels import Kernel, c_array, selected_kernel
 from posture.types import check_positive_fields
 
 __all__ = [
     "Calibration",
     "CalibrationError",
     "CalibrationSettings",
+    "TrunkAngles",
     "angles_tcd",
     "face_tilt_deg",
 ]
 
 FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
 
 # -z within 30° of up leaves "forward" ill-defined (the puck would lie almost
 # horizontal on an upright back, which a back cannot hold).
@@ -221,6 +224,110 @@ def face_tilt_deg(up_sensor: FloatArray) -> FloatArray:
     """
     z = np.minimum(np.abs(up_sensor[:, 2]), 1.0)
     return np.degrees(np.arcsin(z))
+
+
+class TrunkAngles:
+    """The engine's angles of many devices' up-directions, each under its own
+    calibration or none.
+
+    ``kernel`` picks the implementation (:func:`posture.kernels.selected_kernel`);
+    the NumPy code (:func:`angles_tcd`, :func:`face_tilt_deg`) is the
+    reference that :mod:`posture.kernels.angles` is tested against.
+    """
+
+    def __init__(self, kernel: Kernel | str | None = None) -> None:
+        self.kernel = selected_kernel(kernel)
+
+    def of_devices(
+        self, up_sensor: FloatArray, matrix: FloatArray, calibrated: BoolArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Flexion, lateral (n, D), NaN where ``calibrated`` (D,) is False, and
+        the inclination (n, D): the tilt from the calibrated upright, else the
+        back's tilt from vertical (:func:`face_tilt_deg`); all degrees.
+
+        ``up_sensor`` (n, 3, D) unit vectors; ``matrix`` (3, 3, D) each
+        device's :attr:`Calibration.matrix` (ignored where uncalibrated).
+
+        Raises:
+            ValueError: the shapes do not match.
+        """
+        n, d = _check_shapes(up_sensor, matrix)
+        if calibrated.shape != (d,):
+            raise ValueError(f"calibrated flags of shape {calibrated.shape} for {d} devices")
+        if self.kernel is Kernel.COMPILED:
+            from posture.kernels import angles as kernels
+
+            flexion, lateral, incl = np.empty((n, d)), np.empty((n, d)), np.empty((n, d))
+            kernels.angles_of_devices(
+                c_array(up_sensor),
+                c_array(matrix),
+                c_array(calibrated),
+                flexion,
+                lateral,
+                incl,
+            )
+            return flexion, lateral, incl
+        count = np.count_nonzero(calibrated)
+        if count == d:
+            return angles_tcd(up_sensor, matrix)
+        incl = face_tilt_deg(up_sensor)
+        if count == 0:
+            return np.full((n, d), math.nan), np.full((n, d), math.nan), incl
+        flexion, lateral, tilt = angles_tcd(up_sensor, matrix)
+        flexion[:, ~calibrated] = math.nan
+        lateral[:, ~calibrated] = math.nan
+        incl[:, calibrated] = tilt[:, calibrated]
+        return flexion, lateral, incl
+
+    def redo_device(
+        self,
+        up_sensor: FloatArray,
+        matrix: FloatArray,
+        device: int,
+        first: int,
+        flexion: FloatArray,
+        lateral: FloatArray,
+        incl: FloatArray,
+    ) -> None:
+        """Device ``device``'s angles from sample ``first`` on under its
+        calibration in ``matrix`` (just captured): rewrites rows ``first:`` of
+        its column of ``flexion``, ``lateral`` and ``incl`` (n, D, as
+        :meth:`of_devices` returned them; the inclination becomes the tilt).
+
+        Raises:
+            ValueError: the shapes do not match, or ``device``/``first`` is
+                out of range.
+        """
+        n, d = _check_shapes(up_sensor, matrix)
+        if not (0 <= device < d and 0 <= first <= n):
+            raise ValueError(f"device {device}, sample {first} of a block of {(n, d)}")
+        if any(a.shape != (n, d) for a in (flexion, lateral, incl)):
+            raise ValueError(f"angle arrays {flexion.shape}, {lateral.shape}, {incl.shape}")
+        if self.kernel is Kernel.COMPILED and all(
+            a.flags.c_contiguous for a in (flexion, lateral, incl)
+        ):
+            from posture.kernels import angles as kernels
+
+            kernels.angles_of_device(
+                c_array(up_sensor), c_array(matrix), device, first, flexion, lateral, incl
+            )
+            return
+        column = slice(device, device + 1)
+        f, lat, tilt = angles_tcd(up_sensor[first:, :, column], matrix[:, :, column])
+        flexion[first:, device] = f[:, 0]
+        lateral[first:, device] = lat[:, 0]
+        incl[first:, device] = tilt[:, 0]
+
+
+def _check_shapes(up_sensor: FloatArray, matrix: FloatArray) -> tuple[int, int]:
+    """(n, D) of ``up_sensor`` (n, 3, D) and ``matrix`` (3, 3, D); the compiled
+    kernels index without bounds checks, so a mismatch never reaches them."""
+    if up_sensor.ndim != 3 or up_sensor.shape[1] != 3 or matrix.shape != (3, 3, up_sensor.shape[2]):
+        raise ValueError(
+            f"up-directions (n, 3, D) and matrices (3, 3, D) expected, got {up_sensor.shape}"
+            f" and {matrix.shape}"
+        )
+    return up_sensor.shape[0], up_sensor.shape[2]
 
 
 @dataclass(frozen=True)

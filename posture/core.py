@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,13 +44,15 @@ from numpy.typing import NDArray
 
 from posture import state as st
 from posture.activity import ActivityClassifier
-from posture.calibration import Calibration, angles_tcd, face_tilt_deg
+from posture.calibration import Calibration, TrunkAngles
 from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
 from posture.corestate import CoreState, EngineState
 from posture.falls import FallFinding, FallStage
+from posture.kernels import selected_kernel
 from posture.orientation import GravityFilter, GravityFilterParams
 from posture.slouch import SlouchDetector, SlouchParams, SlouchState
+from posture.steps import BlockSteps, block_steps
 from posture.types import PostureEvent, PostureEventKind, SlouchSettings
 
 __all__ = ["GAP_INTERVALS", "CoreBlock", "EngineCore"]
@@ -91,6 +92,8 @@ class EngineCore:
         """Devices in use (indices 0 .. devices-1)."""
         fs = float(config.sample_rate_hz)
         self.max_interval_s = GAP_INTERVALS / fs
+        self.steps_kernel = selected_kernel()
+        """Which implementation computes a block's :func:`~posture.steps.block_steps`."""
         o = config.orientation
         params = GravityFilterParams(
             sample_rate_hz=fs,
@@ -109,6 +112,7 @@ class EngineCore:
         )
         self.activity = ActivityClassifier(config.activity, fs, config.has_gyro, devices)
         self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices)
+        self.angles = TrunkAngles()
         nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
         self.nominal_up = nominal / np.linalg.norm(nominal)
         # Until calibrated, the nominal upright is unmeasured: the fall
@@ -227,26 +231,31 @@ class EngineCore:
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
         devices: IndexArray | None = None,
+        steps: BlockSteps | None = None,
     ) -> CoreBlock:
         """Process one block of ``n >= 1`` samples of ``S`` devices.
 
         Args:
             t_s: (n, S) sample times; acc_g: (n, 3, S) in g; gyr_dps: (n, 3, S)
                 in °/s or None. All finite; validated by the caller.
+                C-contiguous saves the kernels a copy each.
             devices: (S,) indices of the devices, distinct, in use (None: all
                 :attr:`devices`, in order). The others' state is untouched.
+            steps: the block's :func:`~posture.steps.block_steps` if the
+                caller has them already (from the devices' stored last
+                sample times), else computed here.
 
         Returns:
             Arrays (n, S) and events keyed by the position in ``devices``.
         """
         if devices is None:
             if self.devices == self._capacity:
-                return self._process(t_s, acc_g, gyr_dps, None)
+                return self._process(t_s, acc_g, gyr_dps, None, steps)
             devices = np.arange(self.devices)
         part = st.take(self._store, devices)
         self._bind(part)
         try:
-            return self._process(t_s, acc_g, gyr_dps, devices)
+            return self._process(t_s, acc_g, gyr_dps, devices, steps)
         finally:
             st.put(self._store, devices, part)
             self._bind(self._store)
@@ -257,6 +266,7 @@ class EngineCore:
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
         ids: IndexArray | None,
+        steps: BlockSteps | None,
     ) -> CoreBlock:
         """The block on the bound state (its ``d`` columns); ``ids`` the
         devices' global indices (None: the same as the columns)."""
@@ -264,17 +274,13 @@ class EngineCore:
         core = self.state.core
         core.blocks += 1
         core.samples += n
-        dt = np.empty((n, d))
-        np.subtract(t_s[0], core.last_t_s, out=dt[0])
-        np.subtract(t_s[1:], t_s[:-1], out=dt[1:])
-        breaks = dt > self.max_interval_s
-        breaks |= dt <= 0.0
-        fresh = np.isnan(dt[0])
-        if np.count_nonzero(fresh):
-            dt[0, fresh] = math.inf
-            breaks[0, fresh] = True
-        if np.count_nonzero(breaks):
-            self._count_breaks(dt, breaks, fresh, ids)
+        if steps is None:
+            steps = block_steps(
+                t_s, acc_g, gyr_dps, core.last_t_s, self.max_interval_s, self.steps_kernel
+            )
+        dt, breaks = steps.dt_s, steps.breaks
+        if steps.break_count:
+            self._count_breaks(dt, breaks, steps.fresh, ids)
             cuts = np.flatnonzero(breaks[1:].any(axis=1)) + 1
             bounds = [0, *cuts.tolist(), n]
         else:
@@ -354,15 +360,11 @@ class EngineCore:
             t_s, acc_g, gyr_dps, grav.acc_lp_g, grav.acc_dev2_g2, feats.walking, feats.gait
         )
         flexion, lateral, incl = self._angles(up)
-        matrix = self.state.core.matrix
         for c in found:
             self._use(c.device, c.calibration)
             self._log_capture(c, c.device if ids is None else int(ids[c.device]))
             j, dev = c.index, c.device
-            f, lat, tilt = angles_tcd(up[j:, :, dev : dev + 1], matrix[:, :, dev : dev + 1])
-            flexion[j:, dev] = f[:, 0]
-            lateral[j:, dev] = lat[:, 0]
-            incl[j:, dev] = tilt[:, 0]
+            self.angles.redo_device(up, self.state.core.matrix, dev, j, flexion, lateral, incl)
             captures.append(replace(c, index=offset + j))
         activity = self.activity.classify(feats, incl)
         return up, flexion, lateral, activity, feats.vigorous
@@ -374,19 +376,7 @@ class EngineCore:
         one) and the inclination from upright (n, D): calibrated, or the
         back's tilt from vertical before."""
         core = self.state.core
-        cal = core.calibrated
-        count = np.count_nonzero(cal)
-        if count == cal.size:
-            return angles_tcd(up, core.matrix)
-        incl = face_tilt_deg(up)
-        shape = incl.shape
-        if count == 0:
-            return np.full(shape, math.nan), np.full(shape, math.nan), incl
-        flexion, lateral, tilt = angles_tcd(up, core.matrix)
-        flexion[:, ~cal] = math.nan
-        lateral[:, ~cal] = math.nan
-        incl[:, cal] = tilt[:, cal]
-        return flexion, lateral, incl
+        return self.angles.of_devices(up, core.matrix, core.calibrated)
 
     def _falls(
         self,

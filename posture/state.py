@@ -25,6 +25,7 @@ can rebuild them) and are made for ``D`` fresh devices by a class method
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, TypeVar
 
 import numpy as np
@@ -40,21 +41,32 @@ def _fields(state: object) -> list[tuple[str, Any]]:
     if not dataclasses.is_dataclass(state) or isinstance(state, type):
         raise TypeError(f"engine state must be a dataclass instance, got {type(state).__name__}")
     out = []
-    for f in dataclasses.fields(state):
-        value = getattr(state, f.name)
+    for name in _field_names(type(state)):
+        value = getattr(state, name)
         if not (isinstance(value, np.ndarray) or dataclasses.is_dataclass(value)):
             raise TypeError(
-                f"{type(state).__name__}.{f.name} is a {type(value).__name__}: engine state "
+                f"{type(state).__name__}.{name} is a {type(value).__name__}: engine state "
                 "fields must be arrays (device on the last axis) or state dataclasses"
             )
-        out.append((f.name, value))
+        out.append((name, value))
     return out
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() builds its tuple anew at every call; take and put
+    # run on some fifty fields per engine call on a subset of devices.
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def take(state: S, devices: IntArray) -> S:
     """A new state holding copies of ``devices``' columns (in that order)."""
     values = {
-        name: take(value, devices) if dataclasses.is_dataclass(value) else value[..., devices]
+        # np.take along the last axis: the same copy as value[..., devices], in
+        # half the time (measured on an engine's state of 1000 devices).
+        name: np.take(value, devices, axis=-1)
+        if isinstance(value, np.ndarray)
+        else take(value, devices)
         for name, value in _fields(state)
     }
     return dataclasses.replace(state, **values)  # type: ignore[type-var]
@@ -63,10 +75,10 @@ def take(state: S, devices: IntArray) -> S:
 def put(state: S, devices: IntArray, part: S) -> None:
     """Write ``part`` (from :func:`take`, possibly advanced) into ``devices``' columns."""
     for name, value in _fields(state):
-        if dataclasses.is_dataclass(value):
-            put(value, devices, getattr(part, name))
-        else:
+        if isinstance(value, np.ndarray):
             value[..., devices] = getattr(part, name)
+        else:
+            put(value, devices, getattr(part, name))
 
 
 def grow(state: S, fresh: S) -> S:

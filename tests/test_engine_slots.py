@@ -34,7 +34,7 @@ def still_upright(
         acc = np.tile(gravity, (10, 1)) + rng.normal(0.0, 0.002, (10, 3))
         gyr = rng.normal(0.0, 0.1, (10, 3))
         slot = slots.place(holder, shape)
-        slots.process(shape, np.array([slot]), t[None], acc[None], gyr[None])
+        slots.process(shape, np.array([slot]), t[:, None], acc[:, :, None], gyr[:, :, None])
 
 
 @pytest.mark.timeout(60)

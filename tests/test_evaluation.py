@@ -346,6 +346,8 @@ def test_bench_engine_reports_throughput_and_memory(capsys: pytest.CaptureFixtur
             ("gravity filter", 3),
             ("fall stage", 1),
             ("fall stage", 3),
+            ("angles", 1),
+            ("angles", 3),
             ("PostureEngine", 1),
             ("BatchEngine", 3),
         }

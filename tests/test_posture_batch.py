@@ -280,9 +280,13 @@ class _Slot:
         self.engine = PostureEngine(replace(CONFIG[gyro], slouch=rule))
 
 
-@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
+@pytest.mark.parametrize(
+    ("gyro", "device_last"),
+    [(True, False), (False, False), (True, True)],
+    ids=["gyro", "acc_only", "gyro_device_last"],
+)
 def test_random_subsets_joins_and_reused_slots_give_each_wearable_its_own_results(
-    gyro: bool,
+    gyro: bool, device_last: bool
 ) -> None:
     rng = np.random.default_rng(5 if gyro else 6)
     t_all, acc_all, gyr_all = WARD
@@ -328,7 +332,16 @@ def test_random_subsets_joins_and_reused_slots_give_each_wearable_its_own_result
         acc = np.stack([acc_all[k, sl] for k, sl in rows])
         gyr = np.stack([gyr_all[k, sl] for k, sl in rows]) if gyro else None
         everyone = len(order) == len(slots) and (order == np.arange(len(slots))).all()
-        out = batch.process(t, acc, gyr, devices=None if everyone else order)
+        subset = None if everyone else order
+        if device_last:  # as the gateway's tick lays its arrays out
+            out = batch.process_device_last(
+                np.ascontiguousarray(t.T),
+                np.ascontiguousarray(acc.transpose(1, 2, 0)),
+                None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0)),
+                devices=subset,
+            )
+        else:
+            out = batch.process(t, acc, gyr, devices=subset)
         np.testing.assert_array_equal(out.devices, order)
         for r, d in enumerate(order.tolist()):
             slot = slots[d]

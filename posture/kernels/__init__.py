@@ -60,10 +60,12 @@ def numba_version() -> str | None:
 
         # The kernels are declared at import.
         import posture.kernels.activity
+        import posture.kernels.angles
         import posture.kernels.capture
         import posture.kernels.falls
         import posture.kernels.gravity
-        import posture.kernels.slouch  # noqa: F401
+        import posture.kernels.slouch
+        import posture.kernels.steps  # noqa: F401
     except ImportError as exc:
         _log.warning("numba does not import (%s): the posture engine runs NumPy", exc)
         return None
@@ -135,7 +137,36 @@ def warm_up() -> float | None:
     )
     _warm_up_falls()
     _warm_up_capture()
+    _warm_up_angles()
+    _warm_up_steps()
     return time.perf_counter() - start
+
+
+def _warm_up_angles() -> None:
+    """The angles' kernels (:mod:`posture.kernels.angles`): every device's,
+    one device calibrated and one not, then the re-angling after a capture."""
+
+    from posture.calibration import Calibration, TrunkAngles
+
+    angles = TrunkAngles(Kernel.COMPILED)
+    up = np.zeros((2, 3, 2))
+    up[:, 1] = 1.0
+    matrix = np.zeros((3, 3, 2))
+    matrix[:, :, 0] = Calibration.from_up((0.0, 1.0, 0.0)).matrix
+    flexion, lateral, incl = angles.of_devices(up, matrix, np.array([True, False]))
+    angles.redo_device(up, matrix, 0, 1, flexion, lateral, incl)
+
+
+def _warm_up_steps() -> None:
+    """A block's entry checks (:mod:`posture.kernels.steps`), with and without
+    a gyroscope."""
+
+    from posture.steps import block_steps
+
+    t_s = np.array([[0.0], [0.02]])
+    acc_g = np.zeros((2, 3, 1))
+    for gyr_dps in (np.zeros((2, 3, 1)), None):
+        block_steps(t_s, acc_g, gyr_dps, np.full(1, np.nan), 0.05, Kernel.COMPILED)
 
 
 def _warm_up_capture() -> None:

@@ -80,7 +80,16 @@ def chunk_arrays(
     the samples are converted straight into it and never copied again."""
     first = chunks[0]
     d, n = len(chunks), first.samples
-    bodies = b"".join([body for c in chunks for body in c.bodies])
+    # One Python loop over the chunks (a tick has one per wearable) gathers
+    # the bodies, start times and packet lengths.
+    body_list: list[bytes] = []
+    start_list: list[float] = []
+    count_list: list[int] = []
+    for c in chunks:
+        body_list += c.bodies
+        start_list += c.starts_s
+        count_list += c.counts
+    bodies = b"".join(body_list)
     per_sample = 6 if first.has_gyro else 3
     # (n, per_sample, D) view of the int16 counts; the division converts
     # each to float64 first, as imu_samples does, so the values are its own.
@@ -93,16 +102,16 @@ def chunk_arrays(
         gyr = np.empty((n, 3, d))
         np.divide(counts[:, 3:], GYR_LSB_PER_DPS, out=gyr, dtype=np.float64)
     interval_s = first.interval_us * 1e-6
-    starts = np.array([s for c in chunks for s in c.starts_s], dtype=np.float64)
+    starts = np.array(start_list, dtype=np.float64)
     per_packet = first.counts[0]
-    if starts.size * per_packet == d * n and all(k == per_packet for c in chunks for k in c.counts):
+    if starts.size * per_packet == d * n and count_list.count(per_packet) == len(count_list):
         # The usual tick: packets of one length (start + interval * i, as
         # Timeline.accept computes it); packet p of every device is a row.
         within = interval_s * np.arange(per_packet, dtype=np.float64)
         t = starts.reshape(d, n // per_packet).T[:, None, :] + within[None, :, None]
         t = t.reshape(n, d)
     else:
-        counts_per = np.array([k for c in chunks for k in c.counts], dtype=np.intp)
+        counts_per = np.array(count_list, dtype=np.intp)
         first_row = np.cumsum(counts_per) - counts_per
         rows = np.arange(d * n, dtype=np.intp) - np.repeat(first_row, counts_per)
         flat = np.repeat(starts, counts_per) + interval_s * rows.astype(np.float64)

@@ -235,7 +235,6 @@ class GravityFilter:
         self.state = self.fresh_state(devices)
         if self.kernel is Kernel.COMPILED:
             self._coefficients = _KernelCoefficients.of(self)
-            self._scratch_rows = np.empty((5, 0))
 
     def fresh_state(self, devices: int) -> GravityState:
         """The state of ``devices`` wearables never seen."""
@@ -338,7 +337,6 @@ class GravityFilter:
                 _rows(st.bias_rps, d),
                 rest_lp,
                 _rows(st.lp_inertial, d),
-                self._scratch(d),
                 co.rest_sos,
                 co.main_sos,
                 co.thresholds,
@@ -364,13 +362,6 @@ class GravityFilter:
                 co.samples,
             )
         return out
-
-    def _scratch(self, devices: int) -> FloatArray:
-        """The gyroscope kernel's workspace, 5 rows of ``devices`` values (kept
-        between calls; not state: nothing in it outlives a sample)."""
-        if self._scratch_rows.shape[1] != devices:
-            self._scratch_rows = np.empty((5, devices))
-        return self._scratch_rows
 
     # -- one device: row layout, few array operations --------------------------
 

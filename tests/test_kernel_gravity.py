@@ -11,7 +11,7 @@ import pytest
 
 import posture.kernels as kernels
 from posture.kernels import KERNEL_ENV, Kernel, selected_kernel
-from posture.orientation import GravityBlock, GravityFilter, GravityFilterParams
+from posture.orientation import GravityBlock, GravityFilter, GravityFilterParams, GravityState
 
 pytestmark = pytest.mark.skipif(
     not kernels.compiled_available(), reason="numba does not import here"
@@ -83,8 +83,10 @@ def test_compiled_equals_reference(gyro: bool, devices: int, lead_s: float) -> N
         for a in rng.choice(starts[(starts > 0) & (starts < n)], 4, replace=False)
     }
     g = gyr if gyro else None
-    ref = run(GravityFilter(params, devices, kernel="numpy"), acc, g, dt, sizes, resets)
-    out = run(GravityFilter(params, devices, kernel="compiled"), acc, g, dt, sizes, resets)
+    ref_filter = GravityFilter(params, devices, kernel="numpy")
+    out_filter = GravityFilter(params, devices, kernel="compiled")
+    ref = run(ref_filter, acc, g, dt, sizes, resets)
+    out = run(out_filter, acc, g, dt, sizes, resets)
     np.testing.assert_allclose(out.up_sensor, ref.up_sensor, rtol=0.0, atol=1e-12)
     np.testing.assert_allclose(out.acc_lp_g, ref.acc_lp_g, rtol=0.0, atol=1e-12)
     np.testing.assert_allclose(out.acc_dev2_g2, ref.acc_dev2_g2, rtol=1e-9, atol=1e-15)
@@ -94,6 +96,45 @@ def test_compiled_equals_reference(gyro: bool, devices: int, lead_s: float) -> N
     # starts after the resets.
     assert ref.rest.any() and not ref.rest.all()
     assert not ref.settled.all()
+    # The state carried to the next block too, field by field.
+    assert_states_close(out_filter.state, ref_filter.state)
+
+
+def assert_states_close(out: GravityState, ref: GravityState) -> None:
+    for name in GravityState.__slots__:
+        a, b = getattr(out, name), getattr(ref, name)
+        if a.dtype.kind == "i":
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "left_over"),
+    [(0, 1), (0, -1), (1, 0), (1, 1), (2, 7)],
+    ids=["one", "partial", "block", "block_and_one", "blocks_and_more"],
+)
+def test_compiled_equals_reference_around_lane_blocks(blocks: int, left_over: int) -> None:
+    # Device counts around the kernel's lane blocks: devices left over alone,
+    # whole blocks, whole blocks and some left over.
+    from posture.kernels.gravity import LANES
+
+    devices = blocks * LANES + (left_over % LANES)
+    n = 1000
+    acc, gyr, dt = stream(devices, n, seed=11 + devices)
+    params = GravityFilterParams(sample_rate_hz=FS, has_gyro=True, gyr_delay_s=0.012)
+    ref_filter = GravityFilter(params, devices, kernel="numpy")
+    out_filter = GravityFilter(params, devices, kernel="compiled")
+    resets = {120: list(range(0, devices, 3)), 640: [devices - 1]}
+    ref = run(ref_filter, acc, gyr, dt, [10, 3, 25], resets)
+    out = run(out_filter, acc, gyr, dt, [10, 3, 25], resets)
+    np.testing.assert_allclose(out.up_sensor, ref.up_sensor, rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(out.acc_lp_g, ref.acc_lp_g, rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(out.acc_dev2_g2, ref.acc_dev2_g2, rtol=1e-9, atol=1e-15)
+    np.testing.assert_array_equal(out.settled, ref.settled)
+    np.testing.assert_array_equal(out.rest, ref.rest)
+    assert_states_close(out_filter.state, ref_filter.state)
+    assert ref.rest.any() and not ref.rest.all()
 
 
 @pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])

@@ -1,29 +1,57 @@
 """How the engine's kernels are compiled: numba, cached on disk, without the GIL.
 
-Measured on the gravity kernel (numba 0.68, LLVM 20; README and
-docs/architecture.md): LLVM does not vectorise its device loops as numba
-hands them over. numba marks no array argument ``noalias``, so every store
-may overlap every load and the loop over some twenty arrays needs more run-time
-overlap checks than LLVM's vectoriser allows ("too many memory checks
-needed"). Forcing numba's internal ``noalias`` flag (the one it sets for
-``parallel=True`` loops) and passing each state row as its own argument got
-the loops vectorised (zmm with AVX-512, ymm with AVX2 for one of the two
-passes) but no faster: the loops keep one pointer per state row live, about
-forty, which spill to the stack, and that, not the arithmetic, sets the
-time. So the kernels stay on numba's default pipeline.
+What LLVM (numba 0.68, LLVM 20) makes of a loop across devices, measured on
+the gravity kernel (``python -m lab.kernel_asm`` counts packed and scalar
+arithmetic, for this CPU or an AVX2 one named the numba way; LLVM's own
+remarks, ``llvmlite.binding.set_option("", "-pass-remarks=loop-vectorize")``
+and ``-pass-remarks-missed=loop-vectorize``, say which loops and why not):
+
+* One loop over all devices per sample, about twenty state arrays: not
+  vectorised. numba marks no array argument ``noalias``, so every store may
+  overlap every load and the loop needs more run-time overlap checks than
+  LLVM's vectoriser allows ("too many memory checks needed"). Forcing
+  numba's internal ``noalias`` flag and passing each state row as its own
+  argument got it vectorised but no faster: the loop keeps one pointer per
+  state row live, about forty, which spill to the stack.
+* What works (:mod:`posture.kernels.gravity`, 2.0x the loop above at 1000
+  devices, ymm with AVX2): lane blocks. A block's state goes into one small
+  workspace allocated in the kernel (its shape a constant, so every state
+  value is at a constant offset from one pointer); the loop over the block's
+  lanes has a literal trip count and touches only the inputs (read) and the
+  workspace (read and written): three overlap checks, which LLVM accepts for
+  32 lanes (below 16 it leaves a loop that needs any check scalar). Outputs
+  are staged in the workspace and copied out by loops of their own.
+* Conditional expressions: numba lowers ``a if c else b`` to a branch, LLVM
+  sinks the loads and stores used on one side into it, and the vectorised
+  loop then masks them (``vmaskmov``: slower) or the cost model leaves it
+  scalar. :func:`select` emits an LLVM ``select`` instead.
+* Signed indices: numba wraps negative indices around with a select, which
+  hides from LLVM that ``base + lane`` columns are consecutive (it gathers
+  them one by one); unsigned indices (``np.uint64``) have no wrap-around.
+* Loops with a constant trip count and a small body (copies) are unrolled
+  into scalar code before the vectoriser runs; a trip count LLVM cannot see
+  keeps them loops it vectorises.
+* Writing the outputs straight from the lane loops instead of staging them
+  added overlap checks past the limit, and the loops went scalar (1.3x-1.5x
+  slower).
+
+Fast-math stays off (below), so reductions and reassociation are not
+available to the vectoriser; the kernels need neither.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numba
+from numba import types
+from numba.extending import intrinsic
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["KERNEL_OPTIONS", "helper", "kernel"]
+__all__ = ["KERNEL_OPTIONS", "helper", "kernel", "select"]
 
 KERNEL_OPTIONS: dict[str, Any] = {
     # Machine code kept on disk (next to the package, or numba's user cache
@@ -58,3 +86,30 @@ def kernel(fn: Callable[..., Any]) -> Any:
 def helper(fn: Callable[..., Any]) -> Any:
     """Compile ``fn`` as a helper inlined (in numba's IR) into the kernels that call it."""
     return _jit(fn, inline="always")
+
+
+@intrinsic
+def _select(typingctx: Any, cond: Any, if_true: Any, if_false: Any) -> Any:
+    """:func:`select`'s typing and code generation.
+
+    ``select(cond, if_true, if_false)``, in kernels: ``if_true if cond else
+    if_false`` as one LLVM ``select``.
+
+    numba lowers a conditional expression to a branch; LLVM then sinks the
+    loads and stores used on one side into it, and a vectorised loop has to
+    mask them (slow) or is left scalar. A ``select`` keeps both sides
+    unconditional. Both values must be of one type; ``cond`` a boolean.
+    """
+    if not isinstance(cond, types.Boolean) or if_true != if_false:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        c, x, y = args
+        return builder.select(c, x, y)
+
+    return if_true(cond, if_true, if_false), codegen
+
+
+# The intrinsic as kernels call it (its own signature, with numba's typing
+# context first, is not what a caller sees).
+select = cast("Callable[[bool, float, float], float]", _select)

@@ -463,8 +463,10 @@ class _KernelCoefficients:
     def of(c: ActivityClassifier) -> _KernelCoefficients:
         s = c.settings
         return _KernelCoefficients(
-            gait_sos=_sections(c._gait.sos),
-            envelope_sos=_sections(c._envelope.sos),
+            # The kernel holds each filter's state in registers: the second-
+            # order band-pass is two biquads, the envelope low-pass one.
+            gait_sos=_sections(c._gait.sos, 2),
+            envelope_sos=_sections(c._envelope.sos, 1),
             thresholds=np.array(
                 [
                     c._walk_ms,
@@ -483,7 +485,10 @@ class _KernelCoefficients:
         )
 
 
-def _sections(sos: FloatArray) -> FloatArray:
-    if sos.ndim != 2 or sos.shape[1] != 6 or not np.all(sos[:, 3] == 1.0):
-        raise ValueError(f"the compiled kernel runs normalised biquads, got sos {sos!r}")
+def _sections(sos: FloatArray, count: int) -> FloatArray:
+    """``sos`` (count, 6) as the kernel's (count, 5) rows ``(b0, b1, b2, a1, a2)``."""
+    if sos.shape != (count, 6) or not np.all(sos[:, 3] == 1.0):
+        raise ValueError(
+            f"the compiled kernel runs {count} normalised biquad(s) here, got sos {sos!r}"
+        )
     return np.ascontiguousarray(sos[:, [0, 1, 2, 4, 5]])

@@ -8,17 +8,24 @@ operations over all devices; the few devices where something may happen are
 then resolved in time order one by one, so a device's captures depend
 neither on the other devices nor on where its stream is cut into blocks.
 Nothing runs for a device once it is confirmed and no request is pending.
+
+``kernel`` picks the implementation (:func:`posture.kernels.selected_kernel`).
+Compiled, one call (:func:`posture.kernels.capture.capture_block`) does the
+whole block of every device where nothing can happen, and marks the others
+(the candidates: in the benchmark's ward, one or two devices in every other
+block); this NumPy code, the reference, then runs on their columns only.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
+from posture import state
 from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettings
 from posture.kernels import Kernel, c_array, selected_kernel
 from posture.rotation import dot_tcd
@@ -159,6 +166,19 @@ class CalibrationCapture:
         self._acc_hi2 = (1.0 + s.gravity_tolerance_g) ** 2
         self.auto = auto
         self.state = self.fresh_state(devices)
+        # What the compiled kernel takes, in its order.
+        self._limits = np.array(
+            [
+                s.still_acc_g**2,
+                self._acc_lo2,
+                self._acc_hi2,
+                s.still_gyr_dps**2,
+                self._sin_face,
+                self._cos_auto,
+                self._cos_refine,
+            ]
+        )
+        self._counts = np.array([self._still_samples, self._gait_samples], dtype=np.int64)
 
     def fresh_state(self, devices: int) -> CaptureState:
         """The state of ``devices`` wearables never seen."""
@@ -210,15 +230,31 @@ class CalibrationCapture:
             acc_dev2_g2: (n, D) squared distance of ``acc_g`` from ``acc_lp_g``.
             walking: (n, D) gait detected; gait: (n, D) gait criteria hold now.
         """
+        if self.kernel is Kernel.COMPILED:
+            return self._process_compiled(t_s, acc_g, gyr_dps, acc_lp_g, acc_dev2_g2, walking, gait)
+        return self._process_numpy(t_s, acc_g, gyr_dps, acc_lp_g, acc_dev2_g2, walking, gait)
+
+    def _process_numpy(
+        self,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        acc_lp_g: FloatArray,
+        acc_dev2_g2: FloatArray,
+        walking: BoolArray,
+        gait: BoolArray,
+        carry: bool | None = None,
+    ) -> list[Capture]:
+        """:meth:`process` in NumPy (the reference). ``carry``: whether the
+        walking bouts and still poses are carried (None: when a device of
+        the block waits; the compiled path passes whether one of the whole
+        block does, for the part of it it hands over)."""
         pending = self.pending()
         if not pending.any():
             return []
         waiting = self.state.stage == Stage.WAITING
         any_waiting = bool(waiting.any())
-        if self.kernel is Kernel.COMPILED:
-            run, bout = self._runs_compiled(acc_g, gyr_dps, acc_dev2_g2, walking, waiting)
-        else:
-            run, bout = self._runs(acc_g, gyr_dps, acc_dev2_g2, walking, waiting, any_waiting)
+        run, bout = self._runs(acc_g, gyr_dps, acc_dev2_g2, walking, waiting, any_waiting)
         self.state.still_run = run[-1].copy()
         still = run >= self._still_samples
         any_still = bool(still.any())
@@ -242,9 +278,84 @@ class CalibrationCapture:
                 found |= self._still_candidates(b)
             for d in np.flatnonzero(found & pending).tolist():
                 captures += self._resolve(b, d)
-        if any_waiting:
+        if any_waiting if carry is None else carry:
             self._carry(b, waiting)
         return captures
+
+    def _process_compiled(
+        self,
+        t_s: FloatArray,
+        acc_g: FloatArray,
+        gyr_dps: FloatArray | None,
+        acc_lp_g: FloatArray,
+        acc_dev2_g2: FloatArray,
+        walking: BoolArray,
+        gait: BoolArray,
+    ) -> list[Capture]:
+        """:meth:`process` by the compiled kernel (:mod:`posture.kernels.capture`)
+        for the devices where nothing can happen, and the reference for the
+        few where something may (on their columns of the block and state)."""
+        from posture.kernels import capture as kernels
+
+        st = self.state
+        n, _, d = acc_g.shape
+        if not (
+            t_s.shape == acc_dev2_g2.shape == walking.shape == gait.shape == (n, d)
+            and acc_lp_g.shape == acc_g.shape
+            and (gyr_dps is None or gyr_dps.shape == acc_g.shape)
+            and st.still_run.shape == (d,)
+        ):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"capture state of {st.still_run.shape} devices for a block {acc_g.shape}"
+            )
+        for name in _STATE_FIELDS:
+            setattr(st, name, c_array(getattr(st, name)))
+        candidates = np.empty(d, dtype=bool)
+        # The times are read only when a device waits (the carry).
+        waiting = bool(st.stage.size) and int(st.stage.min()) == Stage.WAITING
+        found = kernels.capture_block(
+            c_array(t_s) if waiting else _NO_TIMES,
+            c_array(acc_g),
+            _NO_GYRO if gyr_dps is None else c_array(gyr_dps),
+            gyr_dps is not None,
+            c_array(acc_lp_g),
+            c_array(acc_dev2_g2),
+            c_array(walking),
+            c_array(gait),
+            st.stage,
+            st.requested,
+            st.provisional_up,
+            self._nominal_up,
+            self._limits,
+            self._counts,
+            st.still_run,
+            st.bout_run,
+            st.bout_sum,
+            st.bout_start_t,
+            st.last_still_t,
+            st.last_still_up,
+            candidates,
+        )
+        if found <= 0:
+            return []
+        devices = np.flatnonzero(candidates)
+        self.state = state.take(st, devices)
+        try:
+            found_here = self._process_numpy(
+                t_s[:, devices],
+                acc_g[:, :, devices],
+                None if gyr_dps is None else gyr_dps[:, :, devices],
+                acc_lp_g[:, :, devices],
+                acc_dev2_g2[:, devices],
+                walking[:, devices],
+                gait[:, devices],
+                carry=waiting,
+            )
+            state.put(st, devices, self.state)
+        finally:
+            self.state = st
+        return [replace(c, device=int(devices[c.device])) for c in found_here]
 
     def _runs(
         self,
@@ -269,42 +380,6 @@ class CalibrationCapture:
             # Only waiting devices follow walking bouts (and none can wait again).
             return run, np.zeros(walking.shape, dtype=np.int64)
         return run, run_length(walking & waiting, self.state.bout_run)
-
-    def _runs_compiled(
-        self,
-        acc_g: FloatArray,
-        gyr_dps: FloatArray | None,
-        acc_dev2_g2: FloatArray,
-        walking: BoolArray,
-        waiting: BoolArray,
-    ) -> tuple[IntArray, IntArray]:
-        """:meth:`_runs` by the compiled kernel: the same counts."""
-        from posture.kernels import capture as kernels
-
-        s, st = self.settings, self.state
-        n, _, d = acc_g.shape
-        if not (acc_dev2_g2.shape == walking.shape == (n, d) and st.still_run.shape == (d,)):
-            # The kernel indexes without bounds checks: never run it on a mismatch.
-            raise ValueError(
-                f"capture state of {st.still_run.shape} devices for a block {acc_g.shape}"
-            )
-        run = np.empty((n, d), dtype=np.int64)
-        bout = np.empty((n, d), dtype=np.int64)
-        limits = np.array([s.still_acc_g**2, self._acc_lo2, self._acc_hi2, s.still_gyr_dps**2])
-        kernels.capture_runs(
-            c_array(acc_g),
-            _NO_GYRO if gyr_dps is None else c_array(gyr_dps),
-            gyr_dps is not None,
-            c_array(acc_dev2_g2),
-            c_array(walking),
-            c_array(waiting),
-            limits,
-            c_array(st.still_run.astype(np.int64, copy=False)),
-            c_array(st.bout_run.astype(np.int64, copy=False)),
-            run,
-            bout,
-        )
-        return run, bout
 
     def _still_candidates(self, b: _Block) -> BoolArray:
         """(D,) devices with a still sample where a capture may happen (a superset)."""
@@ -458,5 +533,18 @@ def _first(flags: BoolArray, offset: int) -> int:
     return i + offset if flags.size and flags[i] else -1
 
 
-# The gyroscope the compiled runs are given when there is none (never read).
+# The gyroscope and times the compiled kernel is given when they are not read.
 _NO_GYRO = np.zeros((1, 3, 1))
+_NO_TIMES = np.zeros((1, 1))
+# The state the compiled kernel reads and updates in place (made C-contiguous first).
+_STATE_FIELDS = (
+    "stage",
+    "requested",
+    "provisional_up",
+    "still_run",
+    "bout_run",
+    "bout_sum",
+    "bout_start_t",
+    "last_still_t",
+    "last_still_up",
+)

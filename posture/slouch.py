@@ -230,11 +230,9 @@ class SlouchDetector:
 
         p, st = self.params, self.state
         n, d = t_s.shape
-        blocks = (flexion_deg, lateral_deg, activity, vigorous)
-        if (
-            st.slouching.shape != (d,)
-            or p.dwell_s.shape != (d,)
-            or any(b.shape != (n, d) for b in blocks)
+        if not (
+            st.slouching.shape == p.dwell_s.shape == (d,)
+            and flexion_deg.shape == lateral_deg.shape == activity.shape == vigorous.shape == (n, d)
         ):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(
@@ -245,17 +243,17 @@ class SlouchDetector:
             for name in names:
                 setattr(obj, name, c_array(getattr(obj, name)))
         out = np.empty((n, d), dtype=bool)
-        marks = np.empty((n, d), dtype=np.int8)
-        durations = np.empty((n, d))
-        kernels.slouch_steps(
+        # Room for a transition at every sample; only the rows written are
+        # touched (a transition is rare), so the pages of the rest never are.
+        transitions = np.empty((n * d, 4))
+        found = kernels.slouch_steps(
             c_array(t_s),
             c_array(flexion_deg),
             c_array(lateral_deg),
             c_array(np.asarray(activity, dtype=np.int8)),
             c_array(vigorous),
             out,
-            marks,
-            durations,
+            transitions,
             st.slouching,
             st.count_s,
             st.timing,
@@ -269,17 +267,13 @@ class SlouchDetector:
             self._max_interval_s,
             _KERNEL_CODES,
         )
-        transitions: list[SlouchTransition] = []
-        if np.count_nonzero(marks):
-            # By device, in time order (the reference's order).
-            devices, samples = np.nonzero(marks.T)
-            for dev, i in zip(devices.tolist(), samples.tolist(), strict=True):
-                transitions.append(
-                    SlouchTransition(
-                        i, bool(marks[i, dev] > 0), round(float(durations[i, dev]), 6), device=dev
-                    )
-                )
-        return out, transitions
+        if not found:
+            return out, []
+        # By device, in time order (the reference's order; the kernel's is by time).
+        return out, [
+            SlouchTransition(int(i), started == 1.0, round(duration, 6), device=int(dev))
+            for dev, i, started, duration in sorted(transitions[:found].tolist())
+        ]
 
     def _clear(
         self, flexion_deg: FloatArray, lateral_abs_deg: FloatArray, resetting: BoolArray

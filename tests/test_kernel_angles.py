@@ -1,7 +1,8 @@
 """The compiled angles (posture.kernels.angles) equal the NumPy reference
 (posture.calibration.angles_tcd, face_tilt_deg): on many wearables' samples,
-calibrated and not, at upright (no sideways part) and upside down, after a
-capture mid-block, and through the whole BatchEngine."""
+calibrated and not, at upright (no sideways part) and upside down, over the
+whole sphere with signed zeros and NaN up-directions, after a capture
+mid-block, and through the whole BatchEngine."""
 
 from __future__ import annotations
 
@@ -77,6 +78,40 @@ def test_compiled_equals_reference(share: float) -> None:
     # Uncalibrated: the back's tilt from vertical, spin-free.
     np.testing.assert_allclose(
         incl[:, ~calibrated], np.degrees(np.arcsin(np.abs(up[:, 2, ~calibrated]))), atol=1e-12
+    )
+
+
+def test_whole_sphere_zeros_and_nan() -> None:
+    # Every tilt from 0 to 180 (random directions and ones a hair off each
+    # axis), exact axes with signed zeros, and NaN up-directions (a sensor
+    # fault), on calibrated devices and not.
+    devices = 64
+    rng = np.random.default_rng(19)
+    up = rng.standard_normal((400, 3, devices))
+    up /= np.linalg.norm(up, axis=1, keepdims=True)
+    axes = [(0.0, 0.0, 1.0), (-0.0, 0.0, 1.0), (0.0, -0.0, -1.0), (-0.0, -0.0, -1.0)]
+    axes += [(1.0, 0.0, -0.0), (0.0, -1.0, 0.0), (1e-9, 0.0, -1.0), (0.0, 1e-9, 1.0)]
+    for row, axis in enumerate(axes):
+        up[row] = np.array(axis)[:, None]
+    up[len(axes), :, ::2] = np.nan
+    up[len(axes) + 1, 2] = np.nan
+    matrix = np.broadcast_to(np.eye(3)[:, :, None], (3, 3, devices)).copy()
+    uprights = [(0.0, 1.0, 0.0), (0.6, 0.8, 0.0), (0.3, 0.9, 0.3), (-0.5, 0.8, -0.2)]
+    for d in range(devices // 2, devices):
+        upright = np.array(uprights[d % len(uprights)])
+        matrix[:, :, d] = Calibration.from_up(upright / np.linalg.norm(upright)).matrix
+    calibrated = np.arange(devices) % 4 != 3
+    ref, new = (angles.of_devices(up, matrix, calibrated) for angles in ANGLES)
+    assert_same_angles(new, ref)
+    incl = new[2]
+    assert np.nanmax(incl[:, calibrated]) > 179.0 and np.nanmin(incl[:, calibrated]) < 1.0
+    assert np.isnan(incl[len(axes), ::2]).all() and np.isnan(incl[len(axes) + 1]).all()
+    # Exactly upright or upside down under the identity: 0 (never -0) and 180.
+    eye = calibrated & (np.arange(devices) < devices // 2)
+    for x in new[:2]:
+        assert (x[:4, eye] == 0.0).all() and not np.signbit(x[:4, eye]).any()
+    np.testing.assert_array_equal(
+        incl[:4, eye], np.repeat([[0.0], [0.0], [180.0], [180.0]], eye.sum(), axis=1)
     )
 
 

@@ -1,62 +1,171 @@
-"""The calibration capture's compiled runs (posture.kernels.capture) count what
-the NumPy reference counts: the same quiet runs and walking bouts, carried
-across blocks, for waiting and other devices. The whole engine both ways
-(captures from still poses and from walking included) is
-tests/test_kernel_engine.py."""
+"""The calibration capture's compiled block (posture.kernels.capture) does what
+the NumPy reference does: the same captures at the same samples (still,
+from walking, refined, requested), and the same state after every block,
+bit for bit, over many devices (more than one chunk of the kernel), blocks of
+any length, subsets of devices, gaps, requests and restored calibrations. The
+whole engine both ways is tests/test_kernel_engine.py."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 import posture.kernels as kernels
-from posture.calibration import CalibrationSettings
-from posture.capture import CalibrationCapture, Stage
+import posture.state as st
+from posture.activity import ActivityClassifier, ActivitySettings
+from posture.calibration import Calibration, CalibrationSettings
+from posture.capture import CalibrationCapture, Capture, Stage
 from posture.kernels import Kernel
+from posture.orientation import GravityFilter, GravityFilterParams
 
 pytestmark = pytest.mark.skipif(
     not kernels.compiled_available(), reason="numba does not import here"
 )
 
+FS = 50.0
+NOMINAL_UP = (0.0, 1.0, 0.0)
 
-def capture(kernel: Kernel) -> CalibrationCapture:
-    return CalibrationCapture(
-        CalibrationSettings(), 50.0, (0.0, 0.0, 1.0), auto=True, devices=7, kernel=kernel
-    )
+
+def wearers(devices: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3, D) accelerometer (g) and gyroscope (°/s): each device holds
+    still poses (upright near the nominal mounting, or tilted by up to 60°),
+    walks (a vertical bounce along its up), shakes, in random order."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / FS
+    acc = rng.normal(0.0, 0.004, (n, 3, devices))
+    gyr = rng.normal(0.0, 0.4, (n, 3, devices))
+    for d in range(devices):
+        a = 0
+        while a < n:
+            b = min(n, a + int(rng.integers(60, 700)))
+            tilt = Rotation.from_rotvec(rng.normal(0.0, 1.0, 3) * math.radians(rng.uniform(0, 60)))
+            up = tilt.apply(NOMINAL_UP)
+            kind = rng.choice(["still", "still", "walk", "shake"])
+            acc[a:b, :, d] += up
+            if kind == "walk":
+                f = rng.uniform(1.5, 2.2)
+                acc[a:b, :, d] += np.outer(0.25 * np.sin(2 * np.pi * f * t[a:b]), up)
+                gyr[a:b, 0, d] += 12.0 * np.sin(np.pi * f * t[a:b])
+            elif kind == "shake":
+                acc[a:b, :, d] += rng.normal(0.0, 0.3, (b - a, 3))
+                gyr[a:b, :, d] += rng.normal(0.0, 60.0, (b - a, 3))
+            a = b
+    return acc, gyr
+
+
+def same_captures(got: list[Capture], want: list[Capture]) -> None:
+    assert [(c.device, c.index) for c in got] == [(c.device, c.index) for c in want]
+    for a, b in zip(got, want, strict=True):
+        assert (a.tilt_from_nominal_deg, a.still_s, a.gait_s, a.refined) == (
+            b.tilt_from_nominal_deg,
+            b.still_s,
+            b.gait_s,
+            b.refined,
+        )
+        assert (a.calibration.requested, a.calibration.provisional, a.calibration.t_s) == (
+            b.calibration.requested,
+            b.calibration.provisional,
+            b.calibration.t_s,
+        )
+        np.testing.assert_array_equal(a.calibration.matrix, b.calibration.matrix)
+
+
+def same_state(a: object, b: object) -> None:
+    for name in a.__slots__:  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 @pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
-def test_runs_identical_on_random_blocks(gyro: bool) -> None:
-    rng = np.random.default_rng(8)
-    ref, new = capture(Kernel.NUMPY), capture(Kernel.COMPILED)
-    assert new.kernel is Kernel.COMPILED
-    quiet_seen = bouts_seen = 0
-    for trial in range(300):
-        n = int(rng.choice([1, 3, 10, 37]))
-        d = 7
-        # Mostly quiet samples near 1 g, some moving; |a|² right at the bounds too.
-        acc = np.zeros((n, 3, d))
-        acc[:, 2] = rng.choice([1.0, 1.0, 1.0, 1.3, 0.7], size=(n, d))
-        acc[:, 0] = rng.normal(0.0, 0.02, (n, d))
-        gyr = rng.choice([0.5, 1.0, 40.0], size=(n, 3, d)) if gyro else None
-        dev2 = rng.choice([0.0, 1e-4, 0.5], size=(n, d))
-        walking = rng.random((n, d)) < 0.8
-        waiting = rng.random(d) < 0.6
-        carried = rng.integers(0, 300, d)
+def test_compiled_block_equals_reference(gyro: bool) -> None:
+    devices, n = 150, 6000
+    acc, gyr = wearers(devices, n, seed=3 + gyro)
+    g = GravityFilter(GravityFilterParams(FS, gyro), devices).process(
+        acc, gyr if gyro else None, np.full((n, devices), 1.0 / FS)
+    )
+    activity = ActivityClassifier(ActivitySettings(), FS, gyro, devices)
+    feats = activity.features(acc, gyr if gyro else None, g.up_sensor, g.settled)
+    t = np.asarray(np.broadcast_to(np.arange(n)[:, None] / FS, (n, devices)))
+    ref, new = (
+        CalibrationCapture(
+            CalibrationSettings(), FS, NOMINAL_UP, auto=True, devices=devices, kernel=k
+        )
+        for k in (Kernel.NUMPY, Kernel.COMPILED)
+    )
+    assert (ref.kernel, new.kernel) == (Kernel.NUMPY, Kernel.COMPILED)
+    rng = np.random.default_rng(7)
+    for d in np.flatnonzero(rng.random(devices) < 0.3).tolist():  # restored calibrations
+        up = Rotation.from_rotvec(rng.normal(0.0, 0.4, 3)).apply(NOMINAL_UP)
+        cal = Calibration.from_up(up, provisional=bool(rng.random() < 0.7))
+        ref.restore(d, cal)
+        new.restore(d, cal)
+    kinds: set[str] = set()
+    mixed_blocks = 0
+    a = 0
+    while a < n:
+        b = min(n, a + int(rng.choice([1, 3, 10, 10, 10, 24, 77, 200])))
+        if rng.random() < 0.02:  # a gap: some devices start their still periods over
+            resets = np.flatnonzero(rng.random(devices) < 0.3)
+            ref.reset(resets)
+            new.reset(resets)
+        if rng.random() < 0.03:  # a clinician asks
+            d = int(rng.integers(devices))
+            ref.request(d)
+            new.request(d)
+        subset = (
+            np.flatnonzero(rng.random(devices) < 0.6) if rng.random() < 0.2 else np.arange(devices)
+        )
+        args = (
+            t[a:b][:, subset],
+            acc[a:b][..., subset],
+            gyr[a:b][..., subset] if gyro else None,
+            g.acc_lp_g[a:b][..., subset],
+            g.acc_dev2_g2[a:b][:, subset],
+            feats.walking[a:b][:, subset],
+            feats.gait[a:b][:, subset],
+        )
+        found = []
         for c in (ref, new):
-            c.state.still_run = carried.copy() if trial == 0 else c.state.still_run
-            c.state.bout_run = np.where(waiting, np.arange(d) * 40, 0)
-            c.state.stage = np.where(waiting, Stage.WAITING, Stage.PROVISIONAL).astype(np.int8)
-        args = (acc, gyr, dev2, walking, waiting)
-        want = ref._runs(*args, bool(waiting.any()))
-        got = new._runs_compiled(*args)
-        np.testing.assert_array_equal(got[0], want[0], err_msg=f"quiet run, trial {trial}")
-        np.testing.assert_array_equal(got[1], want[1], err_msg=f"walking bout, trial {trial}")
-        for c, (run, _) in ((ref, want), (new, got)):
-            c.state.still_run = run[-1].copy()
-        quiet_seen += int(np.count_nonzero(want[0]))
-        bouts_seen += int(np.count_nonzero(want[1]))
-    assert quiet_seen > 1000 and bouts_seen > 1000
+            whole = c.state
+            c.state = st.take(whole, subset)
+            found.append(c.process(*args))
+            st.put(whole, subset, c.state)
+            c.state = whole
+        same_captures(found[1], found[0])
+        same_state(new.state, ref.state)
+        for capture in found[0]:
+            cal = capture.calibration
+            kinds.add(
+                "requested"
+                if cal.requested
+                else "gait"
+                if cal.provisional
+                else "refined"
+                if capture.refined
+                else "still"
+            )
+        pending = ref.pending()[subset]
+        mixed_blocks += bool(found[0]) and int(pending.sum()) > len(found[0])
+        a = b
+    assert kinds == {"requested", "gait", "refined", "still"}
+    assert mixed_blocks > 10
+    assert np.count_nonzero(ref.state.stage == Stage.CONFIRMED) > devices // 2
+
+
+def test_nothing_pending_changes_nothing() -> None:
+    capture = CalibrationCapture(
+        CalibrationSettings(), FS, NOMINAL_UP, auto=False, devices=3, kernel=Kernel.COMPILED
+    )
+    before = st.copy(capture.state)
+    n = 20
+    acc = np.zeros((n, 3, 3))
+    acc[:, 1] = 1.0
+    t = np.asarray(np.broadcast_to(np.arange(n)[:, None] / FS, (n, 3)))
+    flags = np.zeros((n, 3), dtype=bool)
+    assert capture.process(t, acc, None, acc, np.zeros((n, 3)), flags, flags) == []
+    same_state(capture.state, before)
 
 
 def test_warm_up_compiles_the_capture_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,4 +174,4 @@ def test_warm_up_compiles_the_capture_kernel(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.delenv(KERNEL_ENV, raising=False)
     assert warm_up() is not None
-    assert capture_kernels.capture_runs.signatures
+    assert capture_kernels.capture_block.signatures

@@ -137,53 +137,83 @@ def test_rows_of_awkward_samples_identical() -> None:
     assert (ref.state.rows[:, 7] == 1.0).any() and np.isnan(ref.state.rows[:, 4]).any()
 
 
-def test_peaks_identical_to_the_screen() -> None:
-    """ring_peaks against PeakScreen.peaks on random rows: plateaus, young
-    streams (first_row > 0) and cursors inside the piece."""
-    from posture.kernels.falls import ring_peaks
+@pytest.mark.parametrize(
+    "settings",
+    [
+        FallSettings(),
+        # The model and the soft rule out of the way: the hard impulse decides.
+        FallSettings(min_fall_probability=1.0, soft_min_peak_lp_g=50.0),
+        # Only the soft rule can pass a peak.
+        FallSettings(min_fall_probability=1.0, unmoving_impulse_gs=50.0),
+    ],
+    ids=["default", "hard", "soft"],
+)
+def test_screen_kernel_decides_as_the_screen(settings: FallSettings) -> None:
+    """fall_screen against PeakScreen.screen on random rings: walking-like and
+    impact-like magnitudes, plateaus, young streams, cursors inside the piece,
+    devices without a trigger since their cursor, busy devices and devices
+    already marked; the spared devices' cursors move as _chunk moves them."""
+    from posture.kernels.falls import fall_screen
 
-    stage = pair(1)[0]
+    stage = FallStage(settings, FS, 1, np.array([0.0, 1.0, 0.0]), kernel=Kernel.NUMPY)
     screen = stage._screen
     back, merge = screen.back, screen.merge
     rng = np.random.default_rng(5)
     ring_len = 400
-    peaks = 0
-    for trial in range(200):
+    decided = {"young": 0, "passed": 0, "dropped": 0}
+    for trial in range(300):
         k = int(rng.integers(1, 12))
         n = int(rng.integers(1, 60))
-        ring = np.zeros((ring_len, 8, k + 2), dtype=np.float32)
-        # Coarse values: many equal neighbours (plateaus).
-        ring[:, 3] = np.round(rng.gamma(2.0, 0.6, (ring_len, k + 2)), 1)
-        cols = rng.permutation(k + 2)[:k].astype(np.int64)
-        start = rng.integers(-back - merge - 5, 3 * ring_len, k).astype(np.int64)
+        devices = k + 2
+        ring = np.zeros((ring_len, 8, devices), dtype=np.float32)
+        # Each device its own spread about 1 g: walking steps to hard impacts;
+        # some rounded coarsely (plateaus).
+        spread = rng.uniform(0.05, 1.2, devices)
+        mag = np.abs(1.0 + spread * rng.standard_normal((ring_len, devices)))
+        coarse = rng.random(devices) < 0.3
+        mag[:, coarse] = np.round(mag[:, coarse], 1)
+        ring[:, 3] = mag
+        cols = rng.permutation(devices)[:k].astype(np.int64)
+        first = rng.integers(0, 3 * ring_len, k)
+        young = rng.random(k) < 0.2
+        first[young] = rng.integers(0, back + merge, int(young.sum()))
+        start = first - merge - back
+        seen = np.zeros(devices, dtype=np.int64)
+        seen[cols] = first + n
+        peak_next = np.zeros(devices, dtype=np.int64)
+        peak_next[cols] = start + rng.integers(0, back + n + 2, k)
+        last_trigger = np.zeros(devices, dtype=np.int64)
+        look = rng.random(k) < 0.85
+        last_trigger[cols] = np.where(look, peak_next[cols], peak_next[cols] - 1)
+        busy = rng.random(devices) < 0.1
+        need = rng.random(k) < 0.1
+        # What the NumPy screen and _chunk do.
         rows = back + n + merge
-        first_row = np.maximum(-start, 0)
-        peak_row = rng.integers(0, back + n + 2, k).astype(np.int64)
         at = (start[None, :] + np.arange(rows)[:, None]) % ring_len
-        mag = ring[at, 3, cols[None, :]].astype(np.float64)
-        want = screen.peaks(mag, first_row, peak_row)
-        got_mag = np.empty((rows, k))
-        i = np.empty(n * k, dtype=np.int64)
-        c = np.empty(n * k, dtype=np.int64)
-        count = ring_peaks(
-            ring,
-            cols,
-            start,
-            first_row,
-            peak_row,
-            back,
-            merge,
-            FallSettings().trigger_acc_g,
-            got_mag,
-            i,
-            c,
+        first_row = np.maximum(-start, 0)
+        passes = screen.screen(
+            ring[at, 3, cols[None, :]].astype(np.float64), first_row, peak_next[cols] - start
         )
-        with_peak = np.unique(c[:count])
-        np.testing.assert_array_equal(got_mag[:, with_peak], mag[:, with_peak])
-        np.testing.assert_array_equal(i[:count], want[0], err_msg=f"trial {trial}")
-        np.testing.assert_array_equal(c[:count], want[1], err_msg=f"trial {trial}")
-        peaks += count
-    assert peaks > 100
+        want = need | busy[cols] | (look & passes)
+        want_next = peak_next.copy()
+        spared = cols[~want]
+        moved = spared[seen[spared] - 1 - merge >= peak_next[spared]]
+        want_next[moved] = seen[moved] - merge
+        has_peak = np.isin(
+            np.arange(k), screen.peaks(ring[at, 3, cols[None, :]], first_row, first_row)[1]
+        )
+        decided["young"] += int(np.count_nonzero(passes & (first_row > 0)))
+        decided["passed"] += int(np.count_nonzero(passes & (first_row == 0)))
+        decided["dropped"] += int(np.count_nonzero(has_peak & ~passes))
+
+        count = fall_screen(
+            ring, cols, seen, peak_next, last_trigger, busy, n, screen.kernel_args, need
+        )
+        np.testing.assert_array_equal(need, want, err_msg=f"trial {trial}")
+        assert count == np.count_nonzero(want)
+        np.testing.assert_array_equal(peak_next, want_next, err_msg=f"trial {trial}")
+    # Not vacuous: each way of deciding happened often.
+    assert min(decided.values()) > 50, decided
 
 
 def test_warm_up_compiles_the_fall_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,4 +221,4 @@ def test_warm_up_compiles_the_fall_kernels(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.delenv(KERNEL_ENV, raising=False)
     assert warm_up() is not None
-    assert falls.fall_rows.signatures and falls.ring_peaks.signatures
+    assert falls.fall_rows.signatures and falls.fall_screen.signatures

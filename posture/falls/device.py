@@ -65,6 +65,7 @@ class DeviceFalls:
         state.peak_next[d] = self.peak_next
         state.pending[d] = tuple(self.pending) if self.pending else None
         state.fallen[d] = self.fallen
+        state.busy[d] = bool(self.pending) or self.fallen is not None
         state.ref_up[:, d] = self.ref_up
         state.ref_calibrated[d] = self.ref_calibrated
 

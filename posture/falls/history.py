@@ -45,7 +45,9 @@ class FallState:
     judged against; ``pending`` (D,) object: a tuple of
     :class:`~posture.falls.types.FallCandidate` awaiting their aftermath, or
     None; ``fallen`` (D,) object: the active fall (detection index, impact
-    time, detection time, its upright) or None. The objects are never
+    time, detection time, its upright) or None; ``busy`` (D,): whether
+    ``pending`` or ``fallen`` is set (the device takes the per-device path
+    every block; the compiled screen cannot read objects). The objects are never
     changed once stored (the per-device path works on copies), so a
     :func:`posture.state.copy` is a true snapshot.
     """
@@ -60,6 +62,7 @@ class FallState:
     ref_calibrated: NDArray[np.bool_]
     pending: NDArray[np.object_]
     fallen: NDArray[np.object_]
+    busy: NDArray[np.bool_]
 
     @classmethod
     def fresh(cls, devices: int, ring_rows: int, ref_up: FloatArray) -> FallState:
@@ -76,6 +79,7 @@ class FallState:
             ref_calibrated=np.zeros(devices, dtype=bool),
             pending=np.full(devices, None, dtype=object),
             fallen=np.full(devices, None, dtype=object),
+            busy=np.zeros(devices, dtype=bool),
         )
 
     @property

@@ -18,11 +18,16 @@ passes on any peak.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.impact import CandidateOpener
-from posture.falls.model import FallModel
+from posture.falls.model import FEATURE_NAMES, FallModel
+
+if TYPE_CHECKING:
+    from posture.kernels.falls import ScreenParams
 
 __all__ = ["PeakScreen", "rolling_max"]
 
@@ -60,6 +65,30 @@ class PeakScreen:
         self.merge = o.n_merge
         # Samples each candidate row needs before it (peak rule and features).
         self.back = max(o.n_merge, o.n_imp, o.n_before, o.n_lp[0] + o.hann.size - 1, o.n_imp_short)
+        s, lo = o.settings, 1.0 - _MARGIN
+        self.kernel_args: ScreenParams = (
+            np.array(
+                [o.n_merge, self.back, o.n_imp, o.n_imp_short, o.n_before, *o.n_lp],
+                dtype=np.int64,
+            ),
+            np.array(
+                [
+                    s.trigger_acc_g,
+                    s.min_impulse_gs * lo,
+                    s.soft_min_peak_lp_g * lo,
+                    s.soft_min_impulse_gs * lo,
+                    s.unmoving_impulse_gs * lo,
+                    p_min - _MARGIN,
+                    o.sample_rate_hz,
+                    model.bias,
+                ]
+            ),
+            np.ascontiguousarray(o.hann, dtype=np.float64),
+            np.array([FEATURE_NAMES.index(f) for f in model.feature_names], dtype=np.int64),
+            np.ascontiguousarray(np.stack((model.mean, model.scale, model.weights))),
+        )
+        """This screen's windows, thresholds (margin applied), low-pass taps and
+        model as :func:`posture.kernels.falls.fall_screen` takes them."""
 
     def screen(self, mag: FloatArray, first_row: IntArray, peak_row: IntArray) -> BoolArray:
         """Devices (k,) with a peak that could open a candidate.
@@ -79,8 +108,8 @@ class PeakScreen:
         self, mag: FloatArray, first_row: IntArray, peak_row: IntArray
     ) -> tuple[IntArray, IntArray]:
         """The completed peaks of :meth:`screen`'s rows: their rows and columns of
-        ``mag``, by row then column (:func:`posture.kernels.falls.ring_peaks`
-        finds the same in one compiled pass)."""
+        ``mag``, by row then column (:func:`posture.kernels.falls.fall_screen`
+        finds the same, device by device, in the rings)."""
         s = self._o.settings
         k, back = self.merge, self.back
         n = mag.shape[0] - back - k

@@ -13,6 +13,10 @@ the engine's ``(n, 3, D)`` layout:
    reference upright in the block; every other device only moves its peak
    cursor (any peak it had would have been dropped unopened).
 
+With the compiled kernel (:mod:`posture.kernels.falls`) steps 1 and 2 and
+the cursor moves are two calls per piece (``fall_rows``, ``fall_screen``);
+a piece in which no device needs step 3 ends there.
+
 A block longer than ``chunk`` samples goes through in pieces (the ring holds
 the history and one piece); the findings do not depend on how the stream
 is split, so they are the same, at the same samples.
@@ -61,9 +65,9 @@ class FallStage:
             evaluation); every block then takes the per-device path.
         screen: False sends every device through the per-device path every
             block: the reference the screen is tested against.
-        kernel: stage 0, the ring write and the screen's peak finding in NumPy
-            (the reference) or compiled (:mod:`posture.kernels.falls`);
-            None: :func:`posture.kernels.selected_kernel`.
+        kernel: stage 0, the ring write, the screen and the cursor moves in
+            NumPy (the reference) or compiled (:mod:`posture.kernels.falls`:
+            two calls per piece); None: :func:`posture.kernels.selected_kernel`.
 
     Raises:
         ValueError: sample rate outside 10-2000 Hz.
@@ -114,6 +118,10 @@ class FallStage:
         self.state = self.fresh_state(devices)
         self.device_runs = 0
         """Device-pieces that took the per-device path (a statistic, for benches)."""
+        # The compiled path's buffers, kept between blocks: the state's columns
+        # in order, and which columns need the per-device path.
+        self._all = np.zeros(0, dtype=np.int64)
+        self._need = np.zeros(0, dtype=bool)
 
     def fresh_state(self, devices: int) -> FallState:
         """The state of ``devices`` new wearables (for :func:`posture.state.grow`)."""
@@ -158,21 +166,34 @@ class FallStage:
             have any, in time order.
         """
         st = self.state
+        n = t_s.shape[0]
+        found: dict[int, list[FallFinding]] = {}
+        if self.kernel is Kernel.COMPILED:
+            cols = self._every_device() if devices is None else np.asarray(devices)
+            for a in range(0, n, self.chunk):
+                b = min(n, a + self.chunk)
+                g = None if gyr_dps is None else gyr_dps[a:b]
+                self._rows_compiled(
+                    t_s[a:b], acc_g[a:b], g, up_sensor[a:b], cols, checked=devices is None
+                )
+                self._screen_compiled(cols, a, b, references or {}, found)
+            return found
         cols = np.arange(st.seen.size) if devices is None else np.asarray(devices)
         # All devices: slices, not gathers (one wearable's engine calls this every packet).
         sel: slice | IntArray = slice(None) if devices is None else cols
-        n = t_s.shape[0]
-        found: dict[int, list[FallFinding]] = {}
         for a in range(0, n, self.chunk):
             b = min(n, a + self.chunk)
             first = st.seen[sel].copy()
             g = None if gyr_dps is None else gyr_dps[a:b]
-            if self.kernel is Kernel.COMPILED:
-                self._rows_compiled(t_s[a:b], acc_g[a:b], g, up_sensor[a:b], cols)
-            else:
-                self._rows(t_s[a:b], acc_g[a:b], g, up_sensor[a:b], cols, sel, first)
+            self._rows(t_s[a:b], acc_g[a:b], g, up_sensor[a:b], cols, sel, first)
             self._chunk(cols, sel, first, a, b, references or {}, found)
         return found
+
+    def _every_device(self) -> IntArray:
+        """(D,) the state's columns in order (kept: made once, not every block)."""
+        if self._all.size != self.state.seen.size:
+            self._all = np.arange(self.state.seen.size, dtype=np.int64)
+        return self._all
 
     def _rows(
         self,
@@ -204,21 +225,25 @@ class FallStage:
         gyr_dps: FloatArray | None,
         up_sensor: FloatArray,
         cols: IntArray,
+        *,
+        checked: bool,
     ) -> None:
-        """:meth:`_rows` by the compiled kernel: the same rows, bit for bit."""
+        """:meth:`_rows` by the compiled kernel: the same rows, bit for bit
+        (``checked``: ``cols`` are the state's own columns). The engine's
+        ``t_s`` is a transposed (D, n) array: its ``.T`` goes in uncopied."""
         from posture.kernels import falls as kernels
 
         st = self.state
         k = cols.size
         if acc_g.shape[2] != k or up_sensor.shape[2] != k or t_s.shape[1] != k:
             raise ValueError(f"a block of {acc_g.shape[2]} devices for {k} columns")
-        if k and not (int(cols.min()) >= 0 and int(cols.max()) < st.seen.size):
+        if not checked and k and not (int(cols.min()) >= 0 and int(cols.max()) < st.seen.size):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(f"devices {cols!r} outside the state's {st.seen.size}")
         self._contiguous_state()
         gyr = _EMPTY_GYRO if gyr_dps is None else c_array(gyr_dps)
         kernels.fall_rows(
-            c_array(t_s),
+            c_array(t_s.T),
             c_array(acc_g),
             c_array(up_sensor),
             gyr,
@@ -237,7 +262,7 @@ class FallStage:
         """The arrays the compiled kernels update in place, C-contiguous (state
         put together by :mod:`posture.state` may hold other layouts)."""
         st = self.state
-        for name in ("rows", "t_s", "seen", "prev_gyr_dps", "last_trigger"):
+        for name in ("rows", "t_s", "seen", "peak_next", "last_trigger", "prev_gyr_dps", "busy"):
             setattr(st, name, c_array(getattr(st, name)))
 
     def _chunk(
@@ -264,16 +289,8 @@ class FallStage:
                 need |= self._screened(cols, sel, first, n)
             elif look.size:
                 need[look] |= self._screened(cols[look], cols[look], first[look], n)
-        for j in references:
-            if any(a <= i < b for i, _ in references[j]):
-                need[j] = True
-        self.device_runs += int(np.count_nonzero(need))
-        for j in np.flatnonzero(need).tolist():
-            d = int(cols[j])
-            changes = [(i - a, up) for i, up in references.get(j, ()) if a <= i < b]
-            out = self._device(d, int(first[j]), n, changes)
-            if out:
-                found.setdefault(j, []).extend(out)
+        need[_changed_in(references, a, b)] = True
+        self._run_devices(cols, np.flatnonzero(need), a, b, references, found)
         rest = cols[~need]
         last = st.seen[rest] - 1
         # What the per-device path would have done: no peak opened anything.
@@ -290,29 +307,62 @@ class FallStage:
         start = first - k - back
         first_row = np.maximum(-start, 0)
         peak_row = st.peak_next[sel] - start
-        if self.kernel is not Kernel.COMPILED:
-            mag = st.magnitudes(start, back + n + k, cols)
-            return self._screen.screen(mag, first_row, peak_row)
+        mag = st.magnitudes(start, back + n + k, cols)
+        return self._screen.screen(mag, first_row, peak_row)
+
+    def _screen_compiled(
+        self,
+        cols: IntArray,
+        a: int,
+        b: int,
+        references: Mapping[int, Sequence[ReferenceChange]],
+        found: dict[int, list[FallFinding]],
+    ) -> None:
+        """:meth:`_chunk` by the compiled screen (the piece already in the
+        rings): one kernel call decides who needs the per-device path and moves
+        everybody else's cursor; a piece without a candidate ends there."""
         from posture.kernels import falls as kernels
 
-        self._contiguous_state()
-        mag = np.empty((back + n + k, cols.size))
-        at = np.empty(n * cols.size, dtype=np.int64)
-        col = np.empty(n * cols.size, dtype=np.int64)
-        found = kernels.ring_peaks(
+        st = self.state
+        if self._need.size < cols.size:
+            self._need = np.zeros(cols.size, dtype=bool)
+        need = self._need[: cols.size]
+        need.fill(self._everyone)
+        if references:
+            need[_changed_in(references, a, b)] = True
+        runs = kernels.fall_screen(
             st.rows,
             c_array(cols.astype(np.int64, copy=False)),
-            c_array(start),
-            c_array(first_row),
-            c_array(peak_row),
-            back,
-            k,
-            float(self.settings.trigger_acc_g),
-            mag,
-            at,
-            col,
+            st.seen,
+            st.peak_next,
+            st.last_trigger,
+            st.busy,
+            b - a,
+            self._screen.kernel_args,
+            need,
         )
-        return self._screen.judge(mag, first_row, at[:found], col[:found])
+        if runs:
+            self._run_devices(cols, np.flatnonzero(need), a, b, references, found)
+
+    def _run_devices(
+        self,
+        cols: IntArray,
+        which: IntArray,
+        a: int,
+        b: int,
+        references: Mapping[int, Sequence[ReferenceChange]],
+        found: dict[int, list[FallFinding]],
+    ) -> None:
+        """The per-device path of columns ``which`` on samples ``a..b-1`` of the
+        block (the piece just written to their rings)."""
+        st, n = self.state, b - a
+        self.device_runs += which.size
+        for j in which.tolist():
+            d = int(cols[j])
+            changes = [(i - a, up) for i, up in references.get(j, ()) if a <= i < b]
+            out = self._device(d, int(st.seen[d]) - n, n, changes)
+            if out:
+                found.setdefault(j, []).extend(out)
 
     def _device(
         self, d: int, first: int, n: int, changes: list[ReferenceChange]
@@ -337,6 +387,11 @@ class FallStage:
             out += self._path.run(dev, work, base, start, last)
         dev.store(st, d)
         return out
+
+
+def _changed_in(references: Mapping[int, Sequence[ReferenceChange]], a: int, b: int) -> list[int]:
+    """Columns whose reference upright changes at a sample in ``a..b-1``."""
+    return [j for j, changes in references.items() if any(a <= i < b for i, _ in changes)]
 
 
 def _held(objects: NDArray[np.object_]) -> BoolArray:

@@ -1,28 +1,31 @@
-"""The fall detector's per-sample work across devices as compiled passes.
+"""The fall detector's per-block work across devices as compiled passes.
 
 :class:`~posture.falls.stage.FallStage` (NumPy, the reference) runs stage 0
 (:func:`~posture.falls.history.derive_rows`), the ring write
-(:meth:`~posture.falls.history.FallState.write`), the last-trigger cursor
-and the screen's peak finding (:meth:`~posture.falls.screen.PeakScreen.peaks`
-on :meth:`~posture.falls.history.FallState.magnitudes`) as a dozen block
-operations; here they are two loops over the samples with the devices
-innermost:
+(:meth:`~posture.falls.history.FallState.write`), the last-trigger cursor,
+the screen (:meth:`~posture.falls.screen.PeakScreen.screen` on
+:meth:`~posture.falls.history.FallState.magnitudes`) and the cursor moves of
+the devices it spares as some thirty block operations; here they are two
+loops with the devices innermost, and a block in which no device could open
+a candidate ends there:
 
 * :func:`fall_rows`: each sample's history row (``ax, ay, az, |a|, ux, uy,
   uz, gyro_stuck``) computed in float64 in the reference's order of terms and
   rounded once to float32, so the ring holds the same bits; written straight
   into each device's ring row; the saturation check against the previous
   gyroscope sample; the last sample at the trigger;
-* :func:`ring_peaks`: the completed peaks of the screen's rows, read in the
-  rings (the screen's rule: at the trigger, strictly above the ``merge``
-  rows before that exist, at least the ``merge`` rows after), in the
-  reference's order (sample, then device), and ``|a|`` (float64) of the
-  screen's rows gathered for the devices with a peak only (the reference
-  gathers every device with a trigger sample).
+* :func:`fall_screen`: per device, read in the ring, the completed peaks of
+  the piece (the screen's rule: at the trigger, strictly above the ``merge``
+  samples before that exist, at least the ``merge`` samples after) and, for
+  each until one passes, what the screen decides on: the impulse, the Hann
+  low-passed peak, the model's probability; which devices take the
+  per-device path, and the peak cursor of every other one moved on.
 
-Only comparisons and the rounding the reference does: the rows and the peaks
-are identical, not merely close. What follows a peak (its impulse, model
-probability) and the per-device path stay in NumPy and Python.
+Stage 0 and the peaks are only comparisons and the rounding the reference
+does: identical, not merely close. The screen's features are sums in
+sample order where NumPy may sum pairwise; the screen compares them with
+its relative margin of 1e-6, far above that rounding, and the per-device
+path decides exactly, so the findings are the same.
 """
 
 from __future__ import annotations
@@ -32,19 +35,24 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.kernels.jit import kernel
+from posture.kernels.jit import helper, kernel
 
-__all__ = ["fall_rows", "ring_peaks"]
+__all__ = ["ScreenParams", "fall_rows", "fall_screen"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+
+ScreenParams = tuple[IntArray, FloatArray, FloatArray, IntArray, FloatArray]
+"""What :func:`fall_screen` needs of one configuration: windows, limits, low-pass
+taps, model feature codes, model terms (built by
+:class:`posture.falls.screen.PeakScreen`; layout in :func:`fall_screen`)."""
 
 _MAG, _CLIP = 3, 7  # history columns (posture.falls.history.COLUMNS)
 
 
 @kernel
 def fall_rows(
-    t_s: FloatArray,
+    t_by_device: FloatArray,
     acc_g: FloatArray,
     up_sensor: FloatArray,
     gyr_dps: FloatArray,
@@ -60,7 +68,8 @@ def fall_rows(
 ) -> None:
     """Stage 0 and the ring write of one piece of ``k`` devices (``n <= R``).
 
-    Inputs: ``t_s`` (n, k); ``acc_g``, ``up_sensor`` (n, 3, k); ``gyr_dps``
+    Inputs: ``t_by_device`` (k, n) the sample times, device first (the
+    engine's blocks arrive that way: no copy); ``acc_g``, ``up_sensor`` (n, 3, k); ``gyr_dps``
     (n, 3, k), read only when ``has_gyro``; ``cols`` (k,) the devices (state
     columns) of the input columns. State, updated: ``ring`` (R, 8, D)
     float32 and ``ring_t_s`` (R, D) (device ``d``'s sample ``s`` in row
@@ -107,7 +116,7 @@ def fall_rows(
                     if abs(g) >= gyro_clip_min_dps and g == prev:
                         stuck = True
             ring[r, _CLIP, d] = np.float32(1.0) if stuck else np.float32(0.0)
-            ring_t_s[r, d] = t_s[i, j]
+            ring_t_s[r, d] = t_by_device[j, i]
             if np.float64(mag) >= trigger_g:
                 last_trigger[d] = seen[d] + i
     for j in range(k):
@@ -118,77 +127,173 @@ def fall_rows(
                 prev_gyr_dps[c, d] = gyr_dps[n - 1, c, j]
 
 
-@kernel
-def ring_peaks(
-    ring: NDArray[np.float32],
-    cols: IntArray,
-    start: IntArray,
-    first_row: IntArray,
-    peak_row: IntArray,
-    back: int,
-    merge: int,
-    trigger_g: float,
-    mag_out: FloatArray,
-    peak_at_out: IntArray,
-    peak_col_out: IntArray,
-) -> int:
-    """The screen's rows of ``k`` devices and their completed peaks; returns how many.
+# Layout of fall_screen's ``windows`` (samples) and ``limits`` (built by
+# posture.falls.screen.PeakScreen, which names them).
+_W_MERGE, _W_BACK, _W_IMP, _W_IMP_SHORT, _W_BEFORE, _W_LP_LO, _W_LP_HI = range(7)
+_L_TRIGGER, _L_IMPULSE, _L_SOFT_LP, _L_SOFT_IMPULSE, _L_HARD_IMPULSE, _L_P_MIN, _L_RATE = range(7)
+_L_BIAS = 7
+# Model feature codes (posture.falls.model.FEATURE_NAMES, in that order).
+_F_LOG_IMPULSE, _F_LOG_IMPULSE_SHORT, _F_PEAK_LP, _F_MIN_BEFORE = range(4)
 
-    Row ``r`` is ``|a|`` (float64) of sample ``start[j] + r`` of device
-    ``cols[j]`` (rows of samples not yet written, or before the stream, hold
-    stale values; ``back + n + merge <= R``). Peaks are looked for at rows
-    ``back .. back + n - 1`` from row ``max(first_row[j], peak_row[j])`` on:
-    ``|a| >= trigger_g``, strictly larger than each of
-    the ``merge`` rows before that exist (row ``>= first_row[j]``), at least
-    as large as each of the ``merge`` rows after. Their (row, column) go to
-    ``peak_at_out``, ``peak_col_out`` (room for n * k), by row then column;
-    the columns of ``mag_out`` (back + n + merge, k) of the devices with a
-    peak are filled with their rows (the others are not touched: only the
-    peaks' neighbourhoods are read after).
-    """
-    rows, k = mag_out.shape
+
+@helper
+def _mag(ring: NDArray[np.float32], d: int, row0: int, r: int) -> float:
+    """``|a|`` (float64) of row ``r`` of a device whose row 0 is ring row ``row0``."""
+    at = row0 + r
     ring_rows = ring.shape[0]
-    row0 = np.empty(k, dtype=np.int64)  # ring row of each device's row 0 of mag
-    for j in range(k):
-        row0[j] = start[j] % ring_rows
-    found = 0
-    for r in range(back, rows - merge):
-        for j in range(k):
-            if r < first_row[j] or r < peak_row[j]:
-                continue
-            d = cols[j]
-            at = row0[j] + r
-            c = np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
-            if not (c >= trigger_g):
-                continue
-            peak = True
-            for p in range(max(r - merge, first_row[j]), r):
-                at = row0[j] + p
-                v = np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
-                if not (v < c):  # NaN is no peak, as in the reference
+    return np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
+
+
+@helper
+def _excess_sum(ring: NDArray[np.float32], d: int, row0: int, lo: int, hi: int) -> float:
+    """Sum of ``max(|a| - 1, 0)`` over rows ``lo..hi`` (the impulse before ``/ rate``)."""
+    total = 0.0
+    for p in range(lo, hi + 1):
+        total += max(_mag(ring, d, row0, p) - 1.0, 0.0)
+    return total
+
+
+@helper
+def _peak_could_open(
+    ring: NDArray[np.float32],
+    d: int,
+    row0: int,
+    r: int,
+    screen: ScreenParams,
+) -> bool:
+    """PeakScreen.judge for one peak at row ``r`` of a device old enough for its look-back."""
+    windows, limits, taps, model_features, model_terms = screen
+    rate = limits[_L_RATE]
+    impulse = _excess_sum(ring, d, row0, r - windows[_W_IMP], r + windows[_W_IMP]) / rate
+    # Most walking steps end here, on their impulse.
+    if not (impulse >= limits[_L_IMPULSE]):
+        return False
+    # The Hann low-passed peak: each output a fresh sum in the reference's
+    # order of taps (the same bits as PeakScreen._smoothed_peaks).
+    t = taps.shape[0]
+    seg0 = r - windows[_W_LP_LO] - t + 1
+    lp = -math.inf
+    for q in range(windows[_W_LP_LO] + windows[_W_LP_HI] + 1):
+        acc = 0.0
+        for j in range(t):
+            acc += taps[t - 1 - j] * _mag(ring, d, row0, seg0 + q + j)
+        lp = max(lp, acc)
+    if lp >= limits[_L_SOFT_LP] and impulse >= limits[_L_SOFT_IMPULSE]:
+        return True  # could be a soft impact
+    if impulse >= limits[_L_HARD_IMPULSE]:
+        return True  # a hard one
+    z = limits[_L_BIAS]
+    for f in range(model_features.shape[0]):
+        code = model_features[f]
+        if code == _F_LOG_IMPULSE:
+            x = math.log(max(impulse, 1e-300))
+        elif code == _F_LOG_IMPULSE_SHORT:
+            short = _excess_sum(ring, d, row0, r - windows[_W_IMP_SHORT], r + windows[_W_IMP_SHORT])
+            x = math.log(max(short / rate, 1e-3))
+        elif code == _F_PEAK_LP:
+            x = lp
+        else:
+            x = math.inf
+            for p in range(r - windows[_W_BEFORE], r):
+                x = min(x, _mag(ring, d, row0, p))
+        z += (x - model_terms[0, f]) / model_terms[1, f] * model_terms[2, f]
+    return 0.5 * (1.0 + math.tanh(0.5 * z)) >= limits[_L_P_MIN]  # fall-grade
+
+
+@helper
+def _device_could_open(
+    ring: NDArray[np.float32],
+    d: int,
+    first: int,
+    peak_next: int,
+    n: int,
+    screen: ScreenParams,
+) -> bool:
+    """Whether one of device ``d``'s peaks completed by this piece (samples
+    ``first .. first + n - 1``) could open a candidate (PeakScreen.screen)."""
+    windows, limits = screen[0], screen[1]
+    merge, back = windows[_W_MERGE], windows[_W_BACK]
+    # Row r is sample start + r: the look-back of the earliest possible peak
+    # (merge before the piece) up to the piece's last sample.
+    start = first - merge - back
+    row0 = start % ring.shape[0]
+    first_row = max(-start, 0)  # rows before the stream are no neighbours
+    trigger = limits[_L_TRIGGER]
+    for r in range(max(back, first_row, peak_next - start), back + n):
+        c = _mag(ring, d, row0, r)
+        if not (c >= trigger):
+            continue
+        # Strictly above the merge rows before (that exist), at least the merge after.
+        peak = True
+        for p in range(max(r - merge, first_row), r):
+            if not (_mag(ring, d, row0, p) < c):
+                peak = False
+                break
+        if peak:
+            for p in range(r + 1, r + merge + 1):
+                if not (_mag(ring, d, row0, p) <= c):
                     peak = False
                     break
-            if peak:
-                for p in range(r + 1, r + merge + 1):
-                    at = row0[j] + p
-                    v = np.float64(ring[at - ring_rows if at >= ring_rows else at, _MAG, d])
-                    if not (v <= c):
-                        peak = False
-                        break
-            if peak:
-                peak_at_out[found] = r
-                peak_col_out[found] = j
-                found += 1
-    # The rows of the devices with a peak, for what is computed from them.
-    filled = np.zeros(k, dtype=np.bool_)
-    for q in range(found):
-        j = peak_col_out[q]
-        if filled[j]:
+        if not peak:
             continue
-        filled[j] = True
-        for r in range(rows):
-            at = row0[j] + r
-            mag_out[r, j] = np.float64(
-                ring[at - ring_rows if at >= ring_rows else at, _MAG, cols[j]]
-            )
-    return found
+        if first_row > 0:
+            return True  # a stream younger than the look-back passes on any peak
+        if _peak_could_open(ring, d, row0, r, screen):
+            return True
+    return False
+
+
+@kernel
+def fall_screen(
+    ring: NDArray[np.float32],
+    cols: IntArray,
+    seen: IntArray,
+    peak_next: IntArray,
+    last_trigger: IntArray,
+    busy: NDArray[np.bool_],
+    n: int,
+    screen: ScreenParams,
+    need: NDArray[np.bool_],
+) -> int:
+    """Which of ``k`` devices take the per-device path after a piece of ``n``
+    samples (already in the rings); every other device's peak cursor moved on.
+    Returns how many need the path.
+
+    Device ``cols[j]`` needs it when ``need[j]`` is already set (a reference
+    change in the piece), when it is ``busy`` (a pending candidate or an
+    active fall), or when it has a trigger sample since its cursor
+    (``last_trigger >= peak_next``) and one of its completed peaks could open
+    a candidate (:meth:`posture.falls.screen.PeakScreen.screen`: the same
+    peaks, features and margins; a stream younger than the look-back passes
+    on any peak). ``need`` (k,) is set for those. Any other device's
+    ``peak_next`` moves past its last sample whose ``merge`` samples after
+    are in, as if the per-device path had dropped its peaks.
+
+    ``ring`` (R, 8, D) float32, ``seen`` (D,) (after the piece),
+    ``peak_next``, ``last_trigger`` (D,) and ``busy`` (D,): the state;
+    ``screen`` (:data:`ScreenParams`): ``windows`` (7,) samples (merge,
+    look-back, impulse half-window, short impulse half-window, free-fall
+    look-back, low-pass span before and after), ``limits`` (8,) (trigger,
+    impulse, soft low-passed peak, soft impulse, hard impulse, probability,
+    all lowered by the screen's margin; the sample rate in Hz; the model's
+    bias), ``taps`` the Hann low-pass,
+    ``model_features`` (F,) feature codes and ``model_terms`` (3, F) their
+    mean, scale and weight.
+    """
+    merge = screen[0][_W_MERGE]
+    count = 0
+    for j in range(cols.shape[0]):
+        d = cols[j]
+        if not need[j] and not busy[d]:
+            first = seen[d] - n
+            if last_trigger[d] >= peak_next[d] and _device_could_open(
+                ring, d, first, peak_next[d], n, screen
+            ):
+                need[j] = True
+            elif seen[d] - 1 - merge >= peak_next[d]:
+                # What the per-device path would have done: no peak opened anything.
+                peak_next[d] = seen[d] - merge
+        if need[j] or busy[d]:
+            need[j] = True
+            count += 1
+    return count

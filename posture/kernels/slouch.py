@@ -6,8 +6,9 @@ operations and then steps the dwell timer only for the devices whose state
 may change; here one loop over the samples with the devices innermost does
 both, with each device's own rule (:class:`~posture.slouch.SlouchParams`).
 
-The kernel marks transitions in an (n, D) array (+1 a slouch started, -1 one
-ended) with the raw duration beside it; the caller turns them into
+The kernel lists the transitions (device, sample, started, raw duration) in
+a buffer, and returns how many (instead of marking every sample: the
+transitions are rare); the caller turns them into
 :class:`~posture.slouch.SlouchTransition` objects, rounding as the reference
 does. The arithmetic (the sums of intervals, the comparisons) is the
 reference's, in the same order, so the results are identical, not just close.
@@ -37,8 +38,7 @@ def slouch_steps(
     activity: Int8Array,
     vigorous: BoolArray,
     slouching_out: BoolArray,
-    transition_out: Int8Array,
-    duration_out: FloatArray,
+    transitions_out: FloatArray,
     slouching: BoolArray,
     count_s: FloatArray,
     timing: BoolArray,
@@ -51,27 +51,30 @@ def slouch_steps(
     while_walking: BoolArray,
     max_interval_s: float,
     codes: Int8Array,
-) -> None:
-    """``SlouchDetector.process`` for one block.
+) -> int:
+    """``SlouchDetector.process`` for one block; returns the number of transitions.
 
     Inputs (n, D): times, angles (NaN while uncalibrated), activity codes,
-    vigorous. Outputs (n, D), filled: ``slouching_out``; ``transition_out``
-    (+1 started, -1 ended, 0 none) and ``duration_out`` (the dwell count at a
-    start, the seconds since the start at an end; else 0). State (D,),
+    vigorous. Outputs: ``slouching_out`` (n, D), filled; ``transitions_out``
+    (>= n * D, 4), its first rows (as many as returned) the transitions in
+    time order: device, sample, 1.0 started or 0.0 ended, and the dwell count
+    at a start or the seconds since the start at an end. State (D,),
     updated: ``slouching``, ``count_s``, ``timing``, ``started_t_s``,
-    ``last_t_s``. Rule (D,): the :class:`~posture.slouch.SlouchParams` fields.
-    ``codes``: the Activity values UPRIGHT, MOVING, WALKING, LYING.
+    ``last_t_s``. Rule (D,): the :class:`~posture.slouch.SlouchParams`
+    fields. ``codes``: the Activity values UPRIGHT, MOVING, WALKING, LYING.
+
+    (Each device's samples in registers, the device loop outermost, measured
+    slower: the (n, D) inputs are then read across rows.)
     """
-    n = t_s.shape[0]
-    d_count = t_s.shape[1]
+    n = flexion_deg.shape[0]
+    d_count = flexion_deg.shape[1]
+    found = 0
     upright_code, moving_code, walking_code, lying_code = codes[0], codes[1], codes[2], codes[3]
     for i in range(n):
         for d in range(d_count):
             t = t_s[i, d]
             interval = t - last_t_s[d]
             last_t_s[d] = t
-            transition_out[i, d] = 0
-            duration_out[i, d] = 0.0
             flexion = flexion_deg[i, d]
             lateral_abs = abs(lateral_deg[i, d])
             code = activity[i, d]
@@ -90,8 +93,11 @@ def slouch_steps(
                     slouching[d] = False
                     timing[d] = False
                     count_s[d] = 0.0
-                    transition_out[i, d] = -1
-                    duration_out[i, d] = t - started_t_s[d]
+                    transitions_out[found, 0] = d
+                    transitions_out[found, 1] = i
+                    transitions_out[found, 2] = 0.0
+                    transitions_out[found, 3] = t - started_t_s[d]
+                    found += 1
                 slouching_out[i, d] = slouching[d]
                 continue
             slouching_out[i, d] = False
@@ -116,6 +122,10 @@ def slouch_steps(
             if upright and count_s[d] >= dwell_s[d] - 1e-9:
                 slouching[d] = True
                 started_t_s[d] = t
-                transition_out[i, d] = 1
-                duration_out[i, d] = count_s[d]
+                transitions_out[found, 0] = d
+                transitions_out[found, 1] = i
+                transitions_out[found, 2] = 1.0
+                transitions_out[found, 3] = count_s[d]
+                found += 1
                 slouching_out[i, d] = True
+    return found

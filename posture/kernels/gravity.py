@@ -145,6 +145,25 @@ def _biquad_lane(
 
 
 @helper
+def _acc_rest_lane(
+    w: FloatArray, lane: int, signals: int, a0: float, a1: float, a2: float, sos: FloatArray
+) -> float:
+    """The rest detector's accelerometer part for ``lane``: its low-pass (state
+    rows ``_REST_LP + c`` and ``+ signals``, for ``signals`` low-passed side
+    by side) staged as an output with the squared deviation, which it returns."""
+    b0, b1, b2, a_1, a_2 = sos[0], sos[1], sos[2], sos[3], sos[4]
+    f0 = _biquad_lane(w, _REST_LP + 0, _REST_LP + signals, lane, a0, b0, b1, b2, a_1, a_2)
+    f1 = _biquad_lane(w, _REST_LP + 1, _REST_LP + signals + 1, lane, a1, b0, b1, b2, a_1, a_2)
+    f2 = _biquad_lane(w, _REST_LP + 2, _REST_LP + signals + 2, lane, a2, b0, b1, b2, a_1, a_2)
+    w[_ACC_LP + 0, lane] = f0
+    w[_ACC_LP + 1, lane] = f1
+    w[_ACC_LP + 2, lane] = f2
+    acc_dev2 = _sum_sq(a0 - f0, a1 - f1, a2 - f2)
+    w[_ACC_DEV2, lane] = acc_dev2
+    return acc_dev2
+
+
+@helper
 def _lowpass_or_mean(
     w: FloatArray,
     r0: int,
@@ -257,17 +276,10 @@ def _gyro_samples(
             g1 = gyr_dps[i, 1, d] * _DEG
             g2 = gyr_dps[i, 2, d] * _DEG
             dt_in = dt_s[i, d]
-            f0 = _biquad_lane(w, _REST_LP + 0, _REST_LP + 6, lane, a0, rb0, rb1, rb2, ra1, ra2)
-            f1 = _biquad_lane(w, _REST_LP + 1, _REST_LP + 7, lane, a1, rb0, rb1, rb2, ra1, ra2)
-            f2 = _biquad_lane(w, _REST_LP + 2, _REST_LP + 8, lane, a2, rb0, rb1, rb2, ra1, ra2)
+            acc_dev2 = _acc_rest_lane(w, lane, 6, a0, a1, a2, rest_sos)
             h0 = _biquad_lane(w, _REST_LP + 3, _REST_LP + 9, lane, g0, rb0, rb1, rb2, ra1, ra2)
             h1 = _biquad_lane(w, _REST_LP + 4, _REST_LP + 10, lane, g1, rb0, rb1, rb2, ra1, ra2)
             h2 = _biquad_lane(w, _REST_LP + 5, _REST_LP + 11, lane, g2, rb0, rb1, rb2, ra1, ra2)
-            w[_ACC_LP + 0, lane] = f0
-            w[_ACC_LP + 1, lane] = f1
-            w[_ACC_LP + 2, lane] = f2
-            acc_dev2 = _sum_sq(a0 - f0, a1 - f1, a2 - f2)
-            w[_ACC_DEV2, lane] = acc_dev2
             quiet = (
                 (acc_dev2 < rest_acc2)
                 & (_sum_sq(g0 - h0, g1 - h1, g2 - h2) < rest_gyr2)
@@ -558,7 +570,6 @@ def _acc_only_block(
     copied into the workspace ``w`` and back."""
     count, quiet_run, rest_lp, acc_lp = state
     rest_sos, acc_sos, thresholds, samples = coefficients
-    rb0, rb1, rb2, ra1, ra2 = rest_sos[0], rest_sos[1], rest_sos[2], rest_sos[3], rest_sos[4]
     ab0, ab1, ab2, aa1, aa2 = acc_sos[0], acc_sos[1], acc_sos[2], acc_sos[3], acc_sos[4]
     rest_acc2 = thresholds[0]
     rest_samples = float(samples[0])
@@ -575,14 +586,7 @@ def _acc_only_block(
             a0 = acc_g[i, 0, d]
             a1 = acc_g[i, 1, d]
             a2 = acc_g[i, 2, d]
-            f0 = _biquad_lane(w, _REST_LP + 0, _REST_LP + 3, lane, a0, rb0, rb1, rb2, ra1, ra2)
-            f1 = _biquad_lane(w, _REST_LP + 1, _REST_LP + 4, lane, a1, rb0, rb1, rb2, ra1, ra2)
-            f2 = _biquad_lane(w, _REST_LP + 2, _REST_LP + 5, lane, a2, rb0, rb1, rb2, ra1, ra2)
-            w[_ACC_LP + 0, lane] = f0
-            w[_ACC_LP + 1, lane] = f1
-            w[_ACC_LP + 2, lane] = f2
-            acc_dev2 = _sum_sq(a0 - f0, a1 - f1, a2 - f2)
-            w[_ACC_DEV2, lane] = acc_dev2
+            acc_dev2 = _acc_rest_lane(w, lane, 3, a0, a1, a2, rest_sos)
             run = select(acc_dev2 < rest_acc2, w[_RUN, lane] + 1.0, 0.0)
             w[_RUN, lane] = run
             w[_REST, lane] = select(run >= rest_samples, 1.0, 0.0)

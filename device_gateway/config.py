@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _MAX_ENGINE_BATCH_S = 1.0
+MAX_PROCESSES = 64
 
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f-]{36}$")
 _ADAPTER = re.compile(r"^hci[0-9]{1,3}$")
@@ -125,6 +126,10 @@ class BleSettings:
     notify_timeout_s: float = 5.0
     # The BlueZ adapter to use (``hci1``); None: the first powered one.
     adapter: str | None = None
+    # Worker processes the allow-list is spread over (device_gateway.shards),
+    # each a gateway of its own on its own core; None: chosen from the
+    # wearables and this machine's cores (shards.process_count).
+    processes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +346,14 @@ def _broker(reader: _Reader) -> BrokerConfig:
 
 def _ble(reader: _Reader) -> BleSettings:
     base = BleSettings()
-    special = ("battery_low_pct", "queue_packets", "engine_batch_s", "engine_thread", "adapter")
+    special = (
+        "battery_low_pct",
+        "queue_packets",
+        "engine_batch_s",
+        "engine_thread",
+        "adapter",
+        "processes",
+    )
     names = [n for n in BleSettings.__slots__ if n not in special]
     values: dict[str, Any] = {n: reader.positive(n, getattr(base, n)) for n in names}
     battery = reader.get("battery_low_pct", int, base.battery_low_pct)
@@ -364,6 +376,9 @@ def _ble(reader: _Reader) -> BleSettings:
         raise ConfigError(
             f"{reader.key('adapter')} must be an adapter name like hci0, got {adapter!r}"
         )
+    processes = reader.get("processes", int, None)
+    if processes is not None and not 1 <= processes <= MAX_PROCESSES:
+        raise ConfigError(f"{reader.key('processes')} must be 1..{MAX_PROCESSES}, got {processes}")
     reader.reject_unknown(set(BleSettings.__slots__))
     return BleSettings(
         **values,
@@ -372,4 +387,5 @@ def _ble(reader: _Reader) -> BleSettings:
         engine_batch_s=batch_s,
         engine_thread=engine_thread,
         adapter=adapter,
+        processes=processes,
     )

@@ -13,6 +13,12 @@ event-loop lag, and packets the gateway had to drop. A count keeps real time
 when nothing was dropped, every fall arrived, and the fall latency p99 is at
 most 2.5 s.
 
+With ``--processes P`` the wearables are split into the gateway's shards
+(``device_gateway.shards``, as ``run --processes P`` splits them) and each
+shard's gateway runs in a process of its own; the CPU share is then summed
+over those processes, and the fall latency is still timed by the one
+subscriber. ``--processes 1,2`` measures both, alternating, count by count.
+
 The broker is a private Mosquitto on a free loopback port (``--broker`` to
 use another); figures are CPU time, so a busy machine slows the run but
 shifts the share per wearable far less than wall-clock timing would.
@@ -24,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -41,6 +48,8 @@ import numpy as np
 
 from alerts import AlertPublisher, MqttSettings
 from device_gateway import BleSettings, Gateway, GatewayConfig, WearableConfig
+from device_gateway.config import MAX_PROCESSES
+from device_gateway.shards import Shard, shards
 from lab.replay import Recording, ReplayWard, record
 from simulator import parse_scenario
 
@@ -102,7 +111,8 @@ class GatewayBenchResult:
     wearables: int
     seconds: float
     cpu_share_per_wearable: float
-    """Fraction of one core per wearable (this process's CPU time / wall time / wearables)."""
+    """Fraction of one core per wearable (the gateway processes' CPU time / wall time,
+    summed over the processes, / wearables)."""
     wearables_per_core: float
     """How many wearables one core serves at that cost."""
     packets_delivered: int
@@ -112,7 +122,10 @@ class GatewayBenchResult:
     fall_latency_p50_s: float
     fall_latency_p99_s: float
     loop_lag_p99_s: float
+    """The worst of the processes' event-loop lag p99."""
     replay_late_max_s: float
+    processes: int = 1
+    """Gateway processes the wearables were spread over."""
 
     @property
     def real_time(self) -> bool:
@@ -137,13 +150,15 @@ def run_gateway_bench(
     *,
     fall_every: int = 25,
     ble: BleSettings | None = None,
+    processes: int = 1,
 ) -> GatewayBenchResult:
     """Replay ``wearables`` wearables for ``seconds`` through the gateway; measure.
 
     Every ``fall_every``-th wearable replays the fall; the others cycle
     through the ward's other patients. Start times spread over a few seconds so
     packets and falls do not arrive in lockstep. ``ble``: the gateway's BLE
-    settings (default: the defaults).
+    settings (default: the defaults). ``processes`` > 1: the gateway's shards,
+    each in a process of its own (the replay of its wearables beside it).
     """
     config_defaults = ble or BleSettings()
     faller = next(i for i, r in enumerate(recordings) if r.fall_impacts_s)
@@ -156,10 +171,11 @@ def run_gateway_bench(
     spread_s = min(0.8 * config_defaults.notify_timeout_s, seconds / 3)
     offsets = [spread_s * i / max(wearables, 1) for i in range(wearables)]
     ward = ReplayWard(recordings, assignment, offsets)
+    spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-        receipts: Any = multiprocessing.get_context("spawn").Queue()
-        ready: Any = multiprocessing.get_context("spawn").Event()
-        subscriber = multiprocessing.get_context("spawn").Process(
+        receipts: Any = spawn.Queue()
+        ready: Any = spawn.Event()
+        subscriber = spawn.Process(
             target=_subscribe, args=(broker_url, receipts, ready), daemon=True
         )
         subscriber.start()
@@ -175,28 +191,108 @@ def run_gateway_bench(
                 outbox_path=Path(tmp) / "outbox.sqlite",
                 ble=config_defaults,
             )
-            measured = asyncio.run(_measure(config, broker_url, ward, seconds))
-            falls = _expected_falls(ward, measured["wall_minus_loop_s"], measured["end_loop_s"])
+            if processes == 1:
+                measured = [_measure_in_process(config, broker_url, ward, seconds)]
+            else:
+                parts = shards(config, processes)
+                measured = _measure_in_processes(
+                    parts, broker_url, recordings, assignment, offsets, seconds
+                )
+            falls = {k: v for m in measured for k, v in m["falls"].items()}
             latencies = _fall_latencies(receipts, falls, deadline_s=10.0)
         finally:
             subscriber.terminate()
             subscriber.join(5.0)
     lat = np.asarray(latencies) if latencies else np.asarray([math.nan])
-    share = measured["cpu_s"] / measured["wall_s"] / wearables
+    share = sum(m["cpu_s"] / m["wall_s"] for m in measured) / wearables
     return GatewayBenchResult(
         wearables=wearables,
         seconds=seconds,
         cpu_share_per_wearable=share,
         wearables_per_core=1.0 / share if share > 0 else math.inf,
-        packets_delivered=measured["delivered"],
-        packets_dropped=measured["dropped"],
+        packets_delivered=sum(m["delivered"] for m in measured),
+        packets_dropped=sum(m["dropped"] for m in measured),
         falls_expected=len(falls),
         falls_received=len(latencies),
         fall_latency_p50_s=float(np.percentile(lat, 50)),
         fall_latency_p99_s=float(np.percentile(lat, 99)),
-        loop_lag_p99_s=measured["loop_lag_p99_s"],
-        replay_late_max_s=ward.late_s_max,
+        loop_lag_p99_s=max(m["loop_lag_p99_s"] for m in measured),
+        replay_late_max_s=max(m["replay_late_max_s"] for m in measured),
+        processes=len(measured),
     )
+
+
+def _measure_in_process(
+    config: GatewayConfig, broker_url: str, ward: ReplayWard, seconds: float
+) -> dict[str, Any]:
+    """One gateway process's figures (:func:`_measure`) and the falls it should report."""
+    measured = asyncio.run(_measure(config, broker_url, ward, seconds))
+    measured["falls"] = _expected_falls(ward, measured["wall_minus_loop_s"], measured["end_loop_s"])
+    measured["replay_late_max_s"] = ward.late_s_max
+    return measured
+
+
+def _measure_in_processes(
+    parts: Sequence[Shard],
+    broker_url: str,
+    recordings: Sequence[Recording],
+    assignment: Sequence[int],
+    offsets: Sequence[float],
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """Each shard's gateway in a spawned process of its own; their figures."""
+    spawn = multiprocessing.get_context("spawn")
+    results: Any = spawn.Queue()
+    workers = [
+        spawn.Process(
+            target=_shard_worker,
+            args=(shard, broker_url, recordings, assignment, offsets, seconds, results),
+            name=shard.id,
+        )
+        for shard in parts
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        # A shard's figures come once its whole measured span and drain are done.
+        measured = [results.get(timeout=seconds + 300.0) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(30.0)
+            if worker.is_alive():
+                worker.kill()
+    failed = [m["error"] for m in measured if "error" in m]
+    if failed:
+        raise RuntimeError(f"a bench gateway process failed: {failed[0]}")
+    return measured
+
+
+def _shard_worker(
+    shard: Shard,
+    broker_url: str,
+    recordings: Sequence[Recording],
+    assignment: Sequence[int],
+    offsets: Sequence[float],
+    seconds: float,
+    results: Any,
+) -> None:
+    """Child process: replay the ward to one shard's gateway and report its figures.
+
+    The whole ward advertises (as every wearable in range would); the shard's
+    gateway connects only its own wearables, and only they are replayed.
+    """
+    # A spawned process has no logging set up: warnings (a reconnecting
+    # wearable) name the shard they come from.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format=f"%(asctime)s %(levelname)s [{shard.id}] %(name)s: %(message)s",
+    )
+    try:
+        ward = ReplayWard(recordings, assignment, offsets)
+        results.put(_measure_in_process(shard.config, broker_url, ward, seconds))
+    except BaseException as exc:  # reported to the parent, which raises it
+        results.put({"error": f"{shard.id}: {exc!r}"})
+        raise
 
 
 async def _measure(
@@ -219,7 +315,7 @@ async def _measure(
         async with asyncio.TaskGroup() as tasks:
             gateway_task = tasks.create_task(gateway.run(), name="gateway")
             replay_task = tasks.create_task(ward.run(), name="replay")
-            while ward.subscribed_count() < len(ward.addresses):
+            while ward.subscribed_count() < len(config.wearables):
                 await asyncio.sleep(0.05)  # polling a count: set-up, not measured
             wall_minus_loop_s = time.time() - loop.time()
             cpu0, wall0 = time.process_time(), loop.time()
@@ -257,6 +353,8 @@ def _expected_falls(
     """
     out: dict[str, float] = {}
     for i, address in enumerate(ward.addresses):
+        if address not in ward.started_at:
+            continue  # another gateway process's wearable
         for impact_s in ward.recording_of(address).fall_impacts_s:
             impact_loop_s = ward.started_at[address] + impact_s
             if impact_loop_s + 4.0 <= end_loop_s:
@@ -351,6 +449,13 @@ def configure_gateway_parser(parser: argparse.ArgumentParser) -> None:
         help="the gateway's engine tick, ble.engine_batch_s (default: the default)",
     )
     parser.add_argument(
+        "--processes",
+        default="1",
+        metavar="P",
+        help="gateway processes the wearables are spread over (comma-separated: each "
+        "count is measured with each, alternating), as `run --processes`",
+    )
+    parser.add_argument(
         "--engine-on-loop",
         action="store_true",
         help="run the engine pass on the event loop, not in a worker thread",
@@ -365,6 +470,16 @@ def run_gateway(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"bench gateway: --wearables must be counts like 100,500, got {args.wearables!r}")
         return 2
+    try:
+        process_counts = [int(v) for v in str(args.processes).split(",") if v.strip()]
+        if not process_counts or min(process_counts) < 1 or max(process_counts) > MAX_PROCESSES:
+            raise ValueError
+    except ValueError:
+        print(
+            f"bench gateway: --processes must be counts in 1..{MAX_PROCESSES} like 1,2, "
+            f"got {args.processes!r}"
+        )
+        return 2
     if not (math.isfinite(args.seconds) and 10.0 <= args.seconds <= 3600.0):
         print(f"bench gateway: --seconds must be in 10..3600, got {args.seconds!r}")
         return 2
@@ -378,7 +493,11 @@ def run_gateway(args: argparse.Namespace) -> int:
     recordings = ward_recordings(args.seconds + 15.0)
     with contextlib.ExitStack() as stack:
         url = args.broker or stack.enter_context(private_mosquitto())
-        results = [run_gateway_bench(n, args.seconds, url, recordings, ble=ble) for n in counts]
+        results = [
+            run_gateway_bench(n, args.seconds, url, recordings, ble=ble, processes=p)
+            for n in counts
+            for p in process_counts
+        ]
     if args.json:
         print(json.dumps([{**asdict(r), "real_time": r.real_time} for r in results], indent=2))
         return 0
@@ -386,15 +505,16 @@ def run_gateway(args: argparse.Namespace) -> int:
         "gateway path (decode, engine, outbox, MQTT to a real broker) over replayed "
         f"50 Hz wearables, {args.seconds:g} s each, engine tick {ble.engine_batch_s:g} s "
         f"{'on the loop' if args.engine_on_loop else 'in a worker thread'}, "
-        "CPU time of this process (all its threads):"
+        "CPU time of the gateway process(es) (all their threads, summed):"
     )
     print(
-        f"{'wearables':>9} {'core/wearable':>14} {'per core':>9} {'falls':>7} "
+        f"{'wearables':>9} {'procs':>5} {'core/wearable':>14} {'per core':>9} {'falls':>7} "
         f"{'p50 s':>6} {'p99 s':>6} {'loop lag p99':>13} {'dropped':>8} {'real time':>9}"
     )
     for r in results:
         print(
-            f"{r.wearables:>9} {r.cpu_share_per_wearable:>13.3%} {r.wearables_per_core:>9,.0f} "
+            f"{r.wearables:>9} {r.processes:>5} {r.cpu_share_per_wearable:>13.3%} "
+            f"{r.wearables_per_core:>9,.0f} "
             f"{r.falls_received:>3}/{r.falls_expected:<3} {r.fall_latency_p50_s:>6.2f} "
             f"{r.fall_latency_p99_s:>6.2f} {r.loop_lag_p99_s:>12.3f}s {r.packets_dropped:>8} "
             f"{'yes' if r.real_time else 'NO':>9}"

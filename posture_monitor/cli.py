@@ -18,7 +18,7 @@ from importlib import metadata
 
 from common.errors import PostureMonitorError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "own_error"]
 
 # (command, "module:configure_function:run_function", one-line help).
 _COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (PostureMonitorError, BaseExceptionGroup) as exc:
         # A TaskGroup wraps what its tasks raise: find our own error inside.
-        ours = _own_error(exc)
+        ours = own_error(exc)
         if ours is None:
             raise
         print(f"posture-monitor {args.command}: error: {ours}", file=sys.stderr)
@@ -111,13 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _own_error(exc: BaseException) -> PostureMonitorError | None:
+def own_error(exc: BaseException) -> PostureMonitorError | None:
     """The service error in ``exc`` (possibly nested in exception groups), if any."""
     if isinstance(exc, PostureMonitorError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _own_error(inner)
+            found = own_error(inner)
             if found is not None:
                 return found
     return None

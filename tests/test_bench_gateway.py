@@ -36,9 +36,28 @@ def test_bench_gateway_replays_wearables_through_the_gateway_to_a_broker(
     assert 0 < result["fall_latency_p50_s"] < 10
 
 
+def test_bench_gateway_spreads_the_wearables_over_gateway_processes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser(prog="posture-monitor bench")
+    bench.configure_parser(parser)
+    argv = ["gateway", "--wearables", "6", "--seconds", "15", "--processes", "2", "--json"]
+    assert bench.run(parser.parse_args(argv)) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["wearables"] == 6 and result["processes"] == 2
+    # Every wearable was served by one of the two processes, none dropped.
+    assert result["packets_delivered"] >= 6 * 5 * 12
+    assert result["packets_dropped"] == 0
+    assert 0 < result["cpu_share_per_wearable"] < 1
+    # The fall, served by one shard's process, crossed the broker to the subscriber.
+    assert result["falls_expected"] == 1 and result["falls_received"] == 1
+
+
 def test_bench_gateway_rejects_bad_counts(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="posture-monitor bench")
     bench.configure_parser(parser)
     assert bench.run(parser.parse_args(["gateway", "--wearables", "0"])) == 2
     assert bench.run(parser.parse_args(["gateway", "--seconds", "1"])) == 2
-    assert "--wearables" in capsys.readouterr().out
+    assert bench.run(parser.parse_args(["gateway", "--processes", "0"])) == 2
+    out = capsys.readouterr().out
+    assert "--wearables" in out and "--processes must be counts in 1..64" in out

@@ -20,12 +20,13 @@ The gyroscope kernel works on lane blocks of :data:`LANES` devices: a
 block's state is copied into one small ``(rows, LANES)`` workspace (every
 state value at a constant offset from one pointer), the block runs all its
 samples, and the state is copied back. Within a block each sample is two
-loops over the lanes (a literal trip count, no branches, no calls) that LLVM
-vectorises with AVX2 as well as AVX-512, reading the inputs in place and
-writing only the workspace; the outputs are copied out per sample
-(:mod:`posture.kernels.jit` says why each of these choices). The devices
-left over after the last whole block run one at a time through the same
-code (scalar). The accelerometer-only kernel is laid out the same way.
+loops over the lanes (no branches, no calls) that LLVM vectorises with AVX2
+as well as AVX-512, reading the inputs in place and writing only the
+workspace; the outputs are copied out per sample (:mod:`posture.kernels.jit`
+says why each of these choices). The last block may be partial: the lane
+loops run over the block's devices (a trip count LLVM does not know), so
+one copy of the code serves every block. The accelerometer-only kernel is
+laid out the same way.
 
 The functions take plain arrays: inputs, preallocated outputs, and the
 filter's state arrays (device on the last axis), which they update in place,
@@ -54,7 +55,9 @@ __all__ = ["LANES", "gravity_acc_only", "gravity_gyro"]
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 IntArray = NDArray[np.int64]
-# State as rows of D values: a (k, D) array (a tuple of k (D,) arrays works too).
+# State as rows of D values: a (k, D) array (for the accelerometer-only kernel
+# a tuple of k (D,) arrays works too; the gyroscope kernel's state copy loops
+# over its state rows, which needs them all of one type).
 Rows = FloatArray | tuple[FloatArray, ...]
 # gravity_gyro's arguments grouped for its helpers: outputs; state (count,
 # quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp);
@@ -90,12 +93,11 @@ def _sum_sq(x: float, y: float, z: float) -> float:
 
 
 LANES = 32
-"""Devices per lane block of the gyroscope kernel: a literal trip count that
-LLVM vectorises (8 iterations of 4 doubles with AVX2, 4 of 8 with AVX-512).
-Below 16 its vectoriser leaves a loop that needs run-time overlap checks
-scalar (too short to pay for them). At 1024 devices 32 lanes ran 1.3x as
-fast as 16 and 64 about as fast as 32; the workspace of 32 (12 KiB) stays
-in the L1 cache, and fewer devices are left over for the scalar path."""
+"""Devices per lane block: 8 iterations of 4 doubles with AVX2, 4 of 8 with
+AVX-512. As a literal trip count, below 16 LLVM's vectoriser leaves a loop
+that needs run-time overlap checks scalar (too short to pay for them). At
+1024 devices 32 lanes ran 1.3x as fast as 16 and 64 about as fast as 32;
+the workspace of 32 (12 KiB) stays in the L1 cache."""
 
 # Rows of the lane-block workspace (each LANES values): the filter state...
 _QUAT = 0  # quat_si w, x, y, z
@@ -234,16 +236,20 @@ def _gyro_samples(
     coefficients: GyroCoefficients,
     w: FloatArray,
     first: int,
-    lanes: int,
     m: int,
 ) -> None:
     """Every sample of the lane block whose state is in ``w`` and whose
-    devices are columns ``first ... first + lanes - 1`` of the data arrays.
+    devices are columns ``first ... first + m - 1`` of the data arrays
+    (``m`` at most :data:`LANES`). The other arguments are
+    :func:`gravity_gyro`'s, grouped in tuples.
 
-    ``lanes`` is a constant at each call (:data:`LANES`, or 1 for the
-    devices left over), the trip count of the two passes; ``m`` the same
-    number as a run-time value, the trip count of the loops that copy the
-    outputs out. The other arguments are :func:`gravity_gyro`'s, grouped in tuples."""
+    The lane loops run ``m`` times, a trip count LLVM does not know: it
+    vectorises them all the same (with a remainder loop), and the last,
+    partial block runs through this same code. With :data:`LANES` as a
+    literal trip count the partial block needed a second copy of the body
+    (run with one lane), and numba's front end and LLVM then did all their
+    work twice: the first compile took ~23 s of CPU, ~6.5 s now; the kernel
+    at 1000 devices is ~5% slower than with the literal count."""
     acc_g, gyr_dps, dt_s = data
     rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s = coefficients
     n = acc_g.shape[0]
@@ -267,7 +273,7 @@ def _gyro_samples(
     for i in range(n):
         # Pass 1: rest detector, bias, rate, rotation vector and its cos /
         # sinc series. Every load and store unconditional, choices by select.
-        for lane in range(lanes):
+        for lane in range(m):
             d = base + np.uint64(lane)
             a0 = acc_g[i, 0, d]
             a1 = acc_g[i, 1, d]
@@ -340,7 +346,7 @@ def _gyro_samples(
             w[_HALF2, lane] = half2
             w[_COS, lane] = (((half2 * _C0 + _C1) * half2 + _C2) * half2 + _C3) * half2 + _C4
             w[_SINC, lane] = (((half2 * _S0 + _S1) * half2 + _S2) * half2 + _S3) * half2 + _S4
-        for lane in range(lanes):  # turns over 11° in one sample: the exact functions (rare)
+        for lane in range(m):  # turns over 11° in one sample: the exact functions (rare)
             half2 = w[_HALF2, lane]
             if half2 > _SERIES_MAX_HALF2:
                 half = math.sqrt(half2)
@@ -348,7 +354,7 @@ def _gyro_samples(
                 w[_SINC, lane] = math.sin(half) / half
         # Pass 2, likewise: the running quaternion, the inertial low-pass,
         # the up direction.
-        for lane in range(lanes):
+        for lane in range(m):
             d = base + np.uint64(lane)
             since_reset = w[_SINCE, lane]
             half_sinc = w[_SINC, lane] * 0.5
@@ -445,42 +451,26 @@ def _gyro_samples(
 def _copy_state(w: FloatArray, state: GyroState, first: int, m: int, into_lanes: bool) -> None:
     """The state of devices ``first ... first + m - 1`` (:func:`gravity_gyro`'s,
     as a tuple) into the workspace's lanes (``into_lanes``), or back (``count``
-    then advances after the whole block)."""
+    then advances after the whole block).
+
+    The float rows go through one loop over them: numba's front end copies
+    an inlined function's IR into every call site, and a call of
+    :func:`_copy_row` per state array cost it ~1 s. (Compiled on its own
+    rather than inlined it compiled no faster, numba specialising it on the
+    literal ``into_lanes``, and the kernel at 1000 devices ran ~8% slower.)"""
     count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp = state
-    for j in range(4):
-        _copy_row(w, _QUAT + j, quat_si[j], first, m, into_lanes)
-    for j in range(3):
-        _copy_row(w, _GYR_PREV + j, gyr_prev_rps[j], first, m, into_lanes)
-        _copy_row(w, _INIT_SUM + j, init_sum[j], first, m, into_lanes)
-        _copy_row(w, _BIAS + j, bias_rps[j], first, m, into_lanes)
-    for j in range(12):
-        _copy_row(w, _REST_LP + j, rest_lp[j], first, m, into_lanes)
-    for j in range(6):
-        _copy_row(w, _INERTIAL_LP + j, inertial_lp[j], first, m, into_lanes)
+    # The float state's rows sit in the workspace in this order from _QUAT on.
+    r = _QUAT
+    for rows in (quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp):
+        for j in range(len(rows)):
+            _copy_row(w, r + j, rows[j], first, m, into_lanes)
+        r += len(rows)
     if into_lanes:
         _copy_row(w, _SINCE, count, first, m, True)
         _copy_row(w, _RUN, quiet_run, first, m, True)
     else:
         for lane in range(m):
             quiet_run[first + lane] = int(w[_RUN, lane])
-
-
-@helper
-def _gyro_block(
-    data: tuple[FloatArray, FloatArray, FloatArray],
-    outputs: GyroOutputs,
-    state: GyroState,
-    coefficients: GyroCoefficients,
-    w: FloatArray,
-    first: int,
-    lanes: int,
-    m: int,
-) -> None:
-    """Devices ``first ... first + lanes - 1``, every sample: their state into
-    the workspace ``w``, :func:`_gyro_samples`, their state back."""
-    _copy_state(w, state, first, m, True)
-    _gyro_samples(data, outputs, coefficients, w, first, lanes, m)
-    _copy_state(w, state, first, m, False)
 
 
 @kernel
@@ -540,16 +530,12 @@ def gravity_gyro(
     coefficients = (rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s)
     # Allocated here, so LLVM sees its shape as a constant.
     w = np.empty((_ROWS, LANES))
-    full = d_count - d_count % LANES
-    for first in range(0, full, LANES):
-        # m is LANES, but LLVM cannot tell: the loops copying state and
-        # outputs then get vectorised rather than unrolled into scalar copies.
+    for first in range(0, d_count, LANES):
+        # One call site of the (inlined) body for whole and partial blocks.
         m = min(LANES, d_count - first)
-        _gyro_block(data, outputs, state, coefficients, w, first, LANES, m)
-    # The devices left over (fewer than LANES), one at a time: the same code
-    # run scalar, with no padding lanes to pay for.
-    for d in range(full, d_count):
-        _gyro_block(data, outputs, state, coefficients, w, d, 1, 1)
+        _copy_state(w, state, first, m, True)
+        _gyro_samples(data, outputs, coefficients, w, first, m)
+        _copy_state(w, state, first, m, False)
     for d in range(d_count):
         count[d] += n
 
@@ -565,9 +551,14 @@ def _acc_only_block(
     lanes: int,
     m: int,
 ) -> None:
-    """The accelerometer-only path of devices ``first ... first + lanes - 1``
-    (``lanes`` and ``m`` as :func:`_gyro_samples`), every sample, their state
-    copied into the workspace ``w`` and back."""
+    """The accelerometer-only path of devices ``first ... first + lanes - 1``,
+    every sample, their state copied into the workspace ``w`` and back.
+
+    ``lanes`` is a constant at each call (:data:`LANES`, or 1 for the
+    devices left over), the trip count of the lane loop; ``m`` the same
+    number as a run-time value, the trip count of the copies. (Two copies of
+    this small body cost under a second to compile; the gyroscope kernel's
+    cost ~8 s, so it runs its partial block through the same code instead.)"""
     count, quiet_run, rest_lp, acc_lp = state
     rest_sos, acc_sos, thresholds, samples = coefficients
     ab0, ab1, ab2, aa1, aa2 = acc_sos[0], acc_sos[1], acc_sos[2], acc_sos[3], acc_sos[4]
@@ -581,7 +572,7 @@ def _acc_only_block(
     _copy_row(w, _RUN, quiet_run, first, m, True)
     base = np.uint64(first)
     for i in range(acc_g.shape[0]):
-        for lane in range(lanes):
+        for lane in range(m):
             d = base + np.uint64(lane)
             a0 = acc_g[i, 0, d]
             a1 = acc_g[i, 1, d]

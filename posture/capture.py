@@ -448,7 +448,10 @@ class CalibrationCapture:
         sums = csum[at, :, k] - np.where(
             (start >= 0)[:, None], csum[np.maximum(start, 0), :, k], 0.0
         )
-        began_before = run > at
+        # The bout began in an earlier block: run covers more than samples
+        # 0..at (a bout that began at sample 0 has run == at + 1, and the
+        # carried sum is then an older bout's).
+        began_before = run > at + 1
         sums[began_before] += self.state.bout_sum[:, devices[began_before]].T
         return sums
 

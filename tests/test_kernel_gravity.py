@@ -114,7 +114,10 @@ def assert_states_close(out: GravityState, ref: GravityState) -> None:
     [(0, 1), (0, -1), (1, 0), (1, 1), (2, 7)],
     ids=["one", "partial", "block", "block_and_one", "blocks_and_more"],
 )
-def test_compiled_equals_reference_around_lane_blocks(blocks: int, left_over: int) -> None:
+@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
+def test_compiled_equals_reference_around_lane_blocks(
+    blocks: int, left_over: int, gyro: bool
+) -> None:
     # Device counts around the kernel's lane blocks: devices left over alone,
     # whole blocks, whole blocks and some left over.
     from posture.kernels.gravity import LANES
@@ -122,12 +125,13 @@ def test_compiled_equals_reference_around_lane_blocks(blocks: int, left_over: in
     devices = blocks * LANES + (left_over % LANES)
     n = 1000
     acc, gyr, dt = stream(devices, n, seed=11 + devices)
-    params = GravityFilterParams(sample_rate_hz=FS, has_gyro=True, gyr_delay_s=0.012)
+    params = GravityFilterParams(sample_rate_hz=FS, has_gyro=gyro, gyr_delay_s=0.012 * gyro)
+    g = gyr if gyro else None
     ref_filter = GravityFilter(params, devices, kernel="numpy")
     out_filter = GravityFilter(params, devices, kernel="compiled")
     resets = {120: list(range(0, devices, 3)), 640: [devices - 1]}
-    ref = run(ref_filter, acc, gyr, dt, [10, 3, 25], resets)
-    out = run(out_filter, acc, gyr, dt, [10, 3, 25], resets)
+    ref = run(ref_filter, acc, g, dt, [10, 3, 25], resets)
+    out = run(out_filter, acc, g, dt, [10, 3, 25], resets)
     np.testing.assert_allclose(out.up_sensor, ref.up_sensor, rtol=0.0, atol=1e-12)
     np.testing.assert_allclose(out.acc_lp_g, ref.acc_lp_g, rtol=0.0, atol=1e-12)
     np.testing.assert_allclose(out.acc_dev2_g2, ref.acc_dev2_g2, rtol=1e-9, atol=1e-15)

@@ -308,3 +308,57 @@ def test_calibration_round_trips_the_provisional_flag() -> None:
 def test_calibration_settings_are_validated(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         CalibrationSettings(**kwargs)
+
+
+def _walks(up_a: np.ndarray, up_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A device's capture inputs (n = 400 samples, one device): a 2 s walk
+    along ``up_a`` (too short to calibrate), 1 s of fidgeting, then a 5 s
+    walk along ``up_b`` from sample 150 on (long enough to calibrate)."""
+    n = 400
+    t = (np.arange(n) / FS)[:, None]
+    acc = np.empty((n, 3, 1))
+    acc[:100, :, 0] = up_a
+    acc[100:150, :, 0] = up_b
+    acc[150:, :, 0] = up_b
+    walking = np.zeros((n, 1), dtype=bool)
+    walking[:100] = True
+    walking[150:] = True
+    dev2 = np.full((n, 1), 0.05)  # moving: never still
+    return t, acc, acc.copy(), dev2, walking, walking.copy()
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
+def test_a_walk_starting_at_a_block_boundary_calibrates_as_in_one_block(kernel: str) -> None:
+    """The calibration from walking uses that walk's direction alone, however
+    the samples were cut into blocks: an earlier, shorter walk's sum must not
+    leak into a walk that starts exactly at a block's first sample."""
+    from posture.capture import CalibrationCapture
+    from posture.kernels import compiled_available
+
+    if kernel == "compiled" and not compiled_available():
+        pytest.skip("numba does not import here")
+    tilt = np.radians(40.0)
+    up_a = np.array([np.sin(tilt), np.cos(tilt), 0.0])  # the short walk, leaning
+    up_b = np.array([0.0, 1.0, 0.0])  # the long walk, upright
+    inputs = _walks(up_a, up_b)
+
+    def captures(cuts: Sequence[int]) -> list:
+        capture = CalibrationCapture(
+            CalibrationSettings(), FS, (0.0, 1.0, 0.0), auto=True, kernel=kernel
+        )
+        found = []
+        for a, b in zip([0, *cuts], [*cuts, 400], strict=True):
+            found += capture.process(
+                *(x[a:b] for x in inputs[:2]), None, *(x[a:b] for x in inputs[2:])
+            )
+        return found
+
+    whole = captures([])
+    assert [(c.index, c.calibration.provisional) for c in whole] == [(349, True)]
+    np.testing.assert_allclose(whole[0].calibration.up_sensor, up_b, atol=1e-12)
+    for cuts in ([150], [100, 150], [150, 300]):
+        split = captures(cuts)
+        assert [c.calibration.t_s for c in split] == [whole[0].calibration.t_s], cuts
+        np.testing.assert_allclose(
+            split[0].calibration.up_sensor, whole[0].calibration.up_sensor, atol=1e-12
+        )

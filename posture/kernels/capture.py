@@ -131,9 +131,9 @@ def _device(
     if waiting and bout > 0:
         if broke:
             c0, c1, c2 = c0 - b0, c1 - b1, c2 - b2
-        # (The reference's test: a bout that began at the block's first
-        # sample counts as begun before it.)
-        if bout > n - 1:
+        # The bout began in an earlier block (not at this block's first
+        # sample, where bout == n): add what it summed there.
+        if bout > n:
             c0, c1, c2 = c0 + bout_sum[0, d], c1 + bout_sum[1, d], c2 + bout_sum[2, d]
         bout_sum[0, d], bout_sum[1, d], bout_sum[2, d] = c0, c1, c2
         if bout <= n:

@@ -25,8 +25,7 @@ vectorises with AVX2 as well as AVX-512, reading the inputs in place and
 writing only the workspace; the outputs are copied out per sample
 (:mod:`posture.kernels.jit` says why each of these choices). The devices
 left over after the last whole block run one at a time through the same
-code (scalar). The accelerometer-only kernel is still one loop over all
-devices per sample.
+code (scalar). The accelerometer-only kernel is laid out the same way.
 
 The functions take plain arrays: inputs, preallocated outputs, and the
 filter's state arrays (device on the last axis), which they update in place,
@@ -85,26 +84,6 @@ _SERIES_MAX_HALF2 = 0.1 * 0.1
 
 
 @helper
-def _biquad(
-    z0: FloatArray,
-    z1: FloatArray,
-    d: int,
-    x: float,
-    b0: float,
-    b1: float,
-    b2: float,
-    a1: float,
-    a2: float,
-) -> float:
-    """One sample of a biquad (transposed direct form II, as ``scipy.signal.sosfilt``)
-    of device ``d``, whose two state values ``z0[d]``, ``z1[d]`` are updated."""
-    y = b0 * x + z0[d]
-    z0[d] = b1 * x - a1 * y + z1[d]
-    z1[d] = b2 * x - a2 * y
-    return y
-
-
-@helper
 def _sum_sq(x: float, y: float, z: float) -> float:
     """x² + y² + z², summed in the reference's order."""
     return (x * x + y * y) + z * z
@@ -139,6 +118,9 @@ _ACC_DEV2 = 45
 _REST = 46
 _SETTLED = 47
 _ROWS = 48
+# The accelerometer-only kernel's sensor-frame low-pass (6 rows) sits where
+# the gyroscope kernel keeps its inertial one; the other rows are shared.
+_ACC_ONLY_LP = _INERTIAL_LP
 
 
 @helper
@@ -154,11 +136,31 @@ def _biquad_lane(
     a1: float,
     a2: float,
 ) -> float:
-    """:func:`_biquad` on workspace rows ``r0``, ``r1`` of ``lane``."""
+    """One sample of a biquad (transposed direct form II, as ``scipy.signal.sosfilt``)
+    whose two state values are workspace rows ``r0``, ``r1`` of ``lane``."""
     y = b0 * x + w[r0, lane]
     w[r0, lane] = b1 * x - a1 * y + w[r1, lane]
     w[r1, lane] = b2 * x - a2 * y
     return y
+
+
+@helper
+def _acc_rest_lane(
+    w: FloatArray, lane: int, signals: int, a0: float, a1: float, a2: float, sos: FloatArray
+) -> float:
+    """The rest detector's accelerometer part for ``lane``: its low-pass (state
+    rows ``_REST_LP + c`` and ``+ signals``, for ``signals`` low-passed side
+    by side) staged as an output with the squared deviation, which it returns."""
+    b0, b1, b2, a_1, a_2 = sos[0], sos[1], sos[2], sos[3], sos[4]
+    f0 = _biquad_lane(w, _REST_LP + 0, _REST_LP + signals, lane, a0, b0, b1, b2, a_1, a_2)
+    f1 = _biquad_lane(w, _REST_LP + 1, _REST_LP + signals + 1, lane, a1, b0, b1, b2, a_1, a_2)
+    f2 = _biquad_lane(w, _REST_LP + 2, _REST_LP + signals + 2, lane, a2, b0, b1, b2, a_1, a_2)
+    w[_ACC_LP + 0, lane] = f0
+    w[_ACC_LP + 1, lane] = f1
+    w[_ACC_LP + 2, lane] = f2
+    acc_dev2 = _sum_sq(a0 - f0, a1 - f1, a2 - f2)
+    w[_ACC_DEV2, lane] = acc_dev2
+    return acc_dev2
 
 
 @helper
@@ -205,6 +207,27 @@ def _copy_row(
 
 
 @helper
+def _copy_outputs(outputs: GyroOutputs, w: FloatArray, i: int, base: np.uint64, m: int) -> None:
+    """Sample ``i``'s outputs from the workspace to the output arrays (their
+    columns ``base ...``): a loop each, one array and the workspace. Over the
+    ``m`` real lanes: a trip count LLVM does not know, so it vectorises these
+    loops rather than unrolling them into scalar copies."""
+    up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out = outputs
+    for c in range(3):
+        for lane in range(m):
+            up_out[i, c, base + np.uint64(lane)] = w[_UP + c, lane]
+    for c in range(3):
+        for lane in range(m):
+            acc_lp_out[i, c, base + np.uint64(lane)] = w[_ACC_LP + c, lane]
+    for lane in range(m):
+        acc_dev2_out[i, base + np.uint64(lane)] = w[_ACC_DEV2, lane]
+    for lane in range(m):
+        rest_out[i, base + np.uint64(lane)] = w[_REST, lane] != 0.0
+    for lane in range(m):
+        settled_out[i, base + np.uint64(lane)] = w[_SETTLED, lane] != 0.0
+
+
+@helper
 def _gyro_samples(
     data: tuple[FloatArray, FloatArray, FloatArray],
     outputs: GyroOutputs,
@@ -222,7 +245,6 @@ def _gyro_samples(
     number as a run-time value, the trip count of the loops that copy the
     outputs out. The other arguments are :func:`gravity_gyro`'s, grouped in tuples."""
     acc_g, gyr_dps, dt_s = data
-    up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out = outputs
     rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s = coefficients
     n = acc_g.shape[0]
     rb0, rb1, rb2, ra1, ra2 = rest_sos[0], rest_sos[1], rest_sos[2], rest_sos[3], rest_sos[4]
@@ -254,17 +276,10 @@ def _gyro_samples(
             g1 = gyr_dps[i, 1, d] * _DEG
             g2 = gyr_dps[i, 2, d] * _DEG
             dt_in = dt_s[i, d]
-            f0 = _biquad_lane(w, _REST_LP + 0, _REST_LP + 6, lane, a0, rb0, rb1, rb2, ra1, ra2)
-            f1 = _biquad_lane(w, _REST_LP + 1, _REST_LP + 7, lane, a1, rb0, rb1, rb2, ra1, ra2)
-            f2 = _biquad_lane(w, _REST_LP + 2, _REST_LP + 8, lane, a2, rb0, rb1, rb2, ra1, ra2)
+            acc_dev2 = _acc_rest_lane(w, lane, 6, a0, a1, a2, rest_sos)
             h0 = _biquad_lane(w, _REST_LP + 3, _REST_LP + 9, lane, g0, rb0, rb1, rb2, ra1, ra2)
             h1 = _biquad_lane(w, _REST_LP + 4, _REST_LP + 10, lane, g1, rb0, rb1, rb2, ra1, ra2)
             h2 = _biquad_lane(w, _REST_LP + 5, _REST_LP + 11, lane, g2, rb0, rb1, rb2, ra1, ra2)
-            w[_ACC_LP + 0, lane] = f0
-            w[_ACC_LP + 1, lane] = f1
-            w[_ACC_LP + 2, lane] = f2
-            acc_dev2 = _sum_sq(a0 - f0, a1 - f1, a2 - f2)
-            w[_ACC_DEV2, lane] = acc_dev2
             quiet = (
                 (acc_dev2 < rest_acc2)
                 & (_sum_sq(g0 - h0, g1 - h1, g2 - h2) < rest_gyr2)
@@ -423,21 +438,7 @@ def _gyro_samples(
             w[_UP + 2, lane] = u2 / norm
             w[_SETTLED, lane] = select(since_reset >= settle_samples, 1.0, 0.0)
             w[_SINCE, lane] = seen
-        # The sample's outputs: a loop each, one array and the workspace. Over
-        # the m real lanes: a trip count LLVM does not know, so it vectorises
-        # these loops rather than unrolling them into scalar copies.
-        for c in range(3):
-            for lane in range(m):
-                up_out[i, c, base + np.uint64(lane)] = w[_UP + c, lane]
-        for c in range(3):
-            for lane in range(m):
-                acc_lp_out[i, c, base + np.uint64(lane)] = w[_ACC_LP + c, lane]
-        for lane in range(m):
-            acc_dev2_out[i, base + np.uint64(lane)] = w[_ACC_DEV2, lane]
-        for lane in range(m):
-            rest_out[i, base + np.uint64(lane)] = w[_REST, lane] != 0.0
-        for lane in range(m):
-            settled_out[i, base + np.uint64(lane)] = w[_SETTLED, lane] != 0.0
+        _copy_outputs(outputs, w, i, base, m)
 
 
 @helper
@@ -553,6 +554,68 @@ def gravity_gyro(
         count[d] += n
 
 
+@helper
+def _acc_only_block(
+    acc_g: FloatArray,
+    outputs: GyroOutputs,
+    state: tuple[IntArray, IntArray, Rows, Rows],
+    coefficients: tuple[FloatArray, FloatArray, FloatArray, IntArray],
+    w: FloatArray,
+    first: int,
+    lanes: int,
+    m: int,
+) -> None:
+    """The accelerometer-only path of devices ``first ... first + lanes - 1``
+    (``lanes`` and ``m`` as :func:`_gyro_samples`), every sample, their state
+    copied into the workspace ``w`` and back."""
+    count, quiet_run, rest_lp, acc_lp = state
+    rest_sos, acc_sos, thresholds, samples = coefficients
+    ab0, ab1, ab2, aa1, aa2 = acc_sos[0], acc_sos[1], acc_sos[2], acc_sos[3], acc_sos[4]
+    rest_acc2 = thresholds[0]
+    rest_samples = float(samples[0])
+    settle_samples = float(samples[2])
+    for j in range(6):
+        _copy_row(w, _REST_LP + j, rest_lp[j], first, m, True)
+        _copy_row(w, _ACC_ONLY_LP + j, acc_lp[j], first, m, True)
+    _copy_row(w, _SINCE, count, first, m, True)
+    _copy_row(w, _RUN, quiet_run, first, m, True)
+    base = np.uint64(first)
+    for i in range(acc_g.shape[0]):
+        for lane in range(lanes):
+            d = base + np.uint64(lane)
+            a0 = acc_g[i, 0, d]
+            a1 = acc_g[i, 1, d]
+            a2 = acc_g[i, 2, d]
+            acc_dev2 = _acc_rest_lane(w, lane, 3, a0, a1, a2, rest_sos)
+            run = select(acc_dev2 < rest_acc2, w[_RUN, lane] + 1.0, 0.0)
+            w[_RUN, lane] = run
+            w[_REST, lane] = select(run >= rest_samples, 1.0, 0.0)
+            u0 = _biquad_lane(
+                w, _ACC_ONLY_LP + 0, _ACC_ONLY_LP + 3, lane, a0, ab0, ab1, ab2, aa1, aa2
+            )
+            u1 = _biquad_lane(
+                w, _ACC_ONLY_LP + 1, _ACC_ONLY_LP + 4, lane, a1, ab0, ab1, ab2, aa1, aa2
+            )
+            u2 = _biquad_lane(
+                w, _ACC_ONLY_LP + 2, _ACC_ONLY_LP + 5, lane, a2, ab0, ab1, ab2, aa1, aa2
+            )
+            # max(norm, 1e-300) as Python's max (and NumPy's maximum) takes it.
+            norm = math.sqrt(_sum_sq(u0, u1, u2))
+            norm = select(norm < 1e-300, 1e-300, norm)
+            w[_UP + 0, lane] = u0 / norm
+            w[_UP + 1, lane] = u1 / norm
+            w[_UP + 2, lane] = u2 / norm
+            since_reset = w[_SINCE, lane]
+            w[_SETTLED, lane] = select(since_reset >= settle_samples, 1.0, 0.0)
+            w[_SINCE, lane] = since_reset + 1.0
+        _copy_outputs(outputs, w, i, base, m)
+    for j in range(6):
+        _copy_row(w, _REST_LP + j, rest_lp[j], first, m, False)
+        _copy_row(w, _ACC_ONLY_LP + j, acc_lp[j], first, m, False)
+    for lane in range(m):
+        quiet_run[first + lane] = int(w[_RUN, lane])
+
+
 @kernel
 def gravity_acc_only(
     acc_g: FloatArray,
@@ -572,15 +635,12 @@ def gravity_acc_only(
 ) -> None:
     """The accelerometer-only path of ``GravityFilter.process`` (arrays as
     :func:`gravity_gyro`; ``rest_lp`` and ``acc_lp``, the sensor-frame
-    low-pass, are 6 rows each: the two state values of x, y, z)."""
+    low-pass, are 6 rows each: the two state values of x, y, z), in lane
+    blocks as the gyroscope kernel."""
     n = acc_g.shape[0]
     d_count = acc_g.shape[2]
-    rb0, rb1, rb2, ra1, ra2 = rest_sos[0], rest_sos[1], rest_sos[2], rest_sos[3], rest_sos[4]
     rz0, rz1 = rest_sos[5], rest_sos[6]
-    ab0, ab1, ab2, aa1, aa2 = acc_sos[0], acc_sos[1], acc_sos[2], acc_sos[3], acc_sos[4]
     az0, az1 = acc_sos[5], acc_sos[6]
-    rest_acc2 = thresholds[0]
-    rest_samples, settle_samples = samples[0], samples[2]
     for d in range(d_count):
         if count[d] == 0:
             quiet_run[d] = 0
@@ -589,29 +649,16 @@ def gravity_acc_only(
                 rest_lp[3 + c][d] = rz1 * acc_g[0, c, d]
                 acc_lp[c][d] = az0 * acc_g[0, c, d]
                 acc_lp[3 + c][d] = az1 * acc_g[0, c, d]
-    for i in range(n):
-        for d in range(d_count):
-            a0 = acc_g[i, 0, d]
-            a1 = acc_g[i, 1, d]
-            a2 = acc_g[i, 2, d]
-            f0 = _biquad(rest_lp[0], rest_lp[3], d, a0, rb0, rb1, rb2, ra1, ra2)
-            f1 = _biquad(rest_lp[1], rest_lp[4], d, a1, rb0, rb1, rb2, ra1, ra2)
-            f2 = _biquad(rest_lp[2], rest_lp[5], d, a2, rb0, rb1, rb2, ra1, ra2)
-            acc_lp_out[i, 0, d] = f0
-            acc_lp_out[i, 1, d] = f1
-            acc_lp_out[i, 2, d] = f2
-            acc_dev2 = _sum_sq(a0 - f0, a1 - f1, a2 - f2)
-            acc_dev2_out[i, d] = acc_dev2
-            run = quiet_run[d] + 1 if acc_dev2 < rest_acc2 else 0
-            quiet_run[d] = run
-            rest_out[i, d] = run >= rest_samples
-            u0 = _biquad(acc_lp[0], acc_lp[3], d, a0, ab0, ab1, ab2, aa1, aa2)
-            u1 = _biquad(acc_lp[1], acc_lp[4], d, a1, ab0, ab1, ab2, aa1, aa2)
-            u2 = _biquad(acc_lp[2], acc_lp[5], d, a2, ab0, ab1, ab2, aa1, aa2)
-            norm = max(math.sqrt(_sum_sq(u0, u1, u2)), 1e-300)
-            up_out[i, 0, d] = u0 / norm
-            up_out[i, 1, d] = u1 / norm
-            up_out[i, 2, d] = u2 / norm
-            settled_out[i, d] = count[d] + i >= settle_samples
+    outputs = (up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out)
+    state = (count, quiet_run, rest_lp, acc_lp)
+    coefficients = (rest_sos, acc_sos, thresholds, samples)
+    w = np.empty((_ROWS, LANES))  # as gravity_gyro's
+    full = d_count - d_count % LANES
+    for first in range(0, full, LANES):
+        _acc_only_block(
+            acc_g, outputs, state, coefficients, w, first, LANES, min(LANES, d_count - first)
+        )
+    for d in range(full, d_count):
+        _acc_only_block(acc_g, outputs, state, coefficients, w, d, 1, 1)
     for d in range(d_count):
         count[d] += n

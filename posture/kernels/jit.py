@@ -37,16 +37,27 @@ and ``-pass-remarks-missed=loop-vectorize``, say which loops and why not):
 
 Fast-math stays off (below), so reductions and reassociation are not
 available to the vectoriser; the kernels need neither.
+
+The on-disk cache is keyed on every source file of the kernel's package,
+not only the kernel's own (numba's default): kernels inline helpers from
+sibling modules (:mod:`posture.kernels.trig`, the ``@helper`` functions),
+and an upgrade that changes only a helper's module would otherwise run the
+old machine code from the cache, which pip leaves behind (the cache files
+are not part of the installed package).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import numba
 from numba import types
+from numba.core import caching
 from numba.extending import intrinsic
 
 _log = logging.getLogger(__name__)
@@ -70,12 +81,60 @@ KERNEL_OPTIONS: dict[str, Any] = {
 }
 
 
+@functools.cache
+def package_digest(folder: str) -> bytes:
+    """SHA-256 over the names and contents of the ``.py`` files in ``folder``
+    (a kernel's package), read once per process."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.digest()
+
+
+class _PackageStamp:
+    """A cache locator mixin: the source stamp is numba's (the kernel's own
+    file) and the digest of every module beside it."""
+
+    _py_file: str
+
+    def get_source_stamp(self) -> Any:
+        own = super().get_source_stamp()  # type: ignore[misc]
+        return own, package_digest(str(Path(self._py_file).parent))
+
+
+class _UserProvidedLocator(_PackageStamp, caching.UserProvidedCacheLocator):
+    pass
+
+
+class _InTreeLocator(_PackageStamp, caching.InTreeCacheLocator):
+    pass
+
+
+class _UserWideLocator(_PackageStamp, caching.UserWideCacheLocator):
+    pass
+
+
+class _PackageCacheImpl(caching.CompileResultCacheImpl):
+    # numba's own order: NUMBA_CACHE_DIR, next to the package, the user's cache.
+    _locator_classes = [_UserProvidedLocator, _InTreeLocator, _UserWideLocator]  # noqa: RUF012
+
+
+class _PackageCache(caching.FunctionCache):
+    """numba's function cache, invalidated by a change to any module of the package."""
+
+    _impl_class = _PackageCacheImpl
+
+
 def _jit(fn: Callable[..., Any], **extra: Any) -> Any:
+    dispatcher = numba.njit(**{**KERNEL_OPTIONS, "cache": False}, **extra)(fn)
     try:
-        return numba.njit(**KERNEL_OPTIONS, **extra)(fn)
+        # What numba's ``cache=True`` does (Dispatcher.enable_caching), with
+        # the package-wide stamp.
+        dispatcher._cache = _PackageCache(dispatcher.py_func)
     except RuntimeError as exc:  # numba found no writable cache directory
         _log.warning("%s; compiling %s at every start instead", exc, fn.__name__)
-        return numba.njit(**{**KERNEL_OPTIONS, "cache": False}, **extra)(fn)
+    return dispatcher
 
 
 def kernel(fn: Callable[..., Any]) -> Any:

@@ -36,6 +36,7 @@ whole gateway with status 2.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import logging
@@ -45,6 +46,7 @@ import multiprocessing.connection
 import os
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +81,7 @@ _MAX_ID = 64
 # A worker's status for "a restart cannot help" (the CLI's status for a
 # user's error: bad config, no Bluetooth adapter).
 EXIT_PERMANENT = 2
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def shard_index(address: str, processes: int) -> int:
@@ -196,9 +199,26 @@ def warn_of_leftover_outboxes(config: GatewayConfig, processes: int) -> None:
         )
 
 
-def _worker_main(target: Callable[[Shard], int], shard: Shard) -> None:
+def _worker_main(target: Callable[[Shard], int], shard: Shard, parent_pid: int) -> None:
     """The worker process: ``target``'s return value becomes its exit status."""
+    _stop_with_parent(parent_pid)
     raise SystemExit(target(shard))
+
+
+def _stop_with_parent(parent_pid: int) -> None:
+    """Have Linux send this worker SIGTERM (its clean stop) when the parent dies.
+
+    A parent killed with SIGKILL (or by a test harness) cannot stop its
+    workers; an orphaned worker would keep its wearables' links and its
+    gateway id, and fight the next run's worker for that MQTT client id.
+    (systemd kills the whole unit anyway; a manual run has no such guard.)
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            _log.warning("cannot ask to be stopped with the parent: errno %d", ctypes.get_errno())
+    if os.getppid() != parent_pid:  # the parent died before that took effect
+        raise SystemExit(0)
 
 
 def _shard_outbox(path: Path | None, index: int) -> Path | None:
@@ -327,7 +347,9 @@ class ShardProcesses:
         before = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             process = self._context.Process(
-                target=_worker_main, args=(self._target, worker.shard), name=worker.shard.id
+                target=_worker_main,
+                args=(self._target, worker.shard, os.getpid()),
+                name=worker.shard.id,
             )
             process.start()
         finally:

@@ -6,7 +6,9 @@ noise, gyroscope bias; every device starts at a different point of it and
 wears its puck at a different spin) through
 
 * :class:`~posture.batch.BatchEngine` over all devices, ``--block`` samples
-  per device per call (a gateway tick), timing the fall detectors apart;
+  per device per call (a gateway tick), in the layout the gateway's tick
+  hands it (:meth:`~posture.batch.BatchEngine.process_device_last`: time
+  first, device last), timing the fall detectors apart;
 * :class:`~posture.engine.PostureEngine`, one device in 10-sample packets;
 * VQF's fastest path, ``VQF(Ts).updateBatch(gyr, acc)`` over each device's
   whole recording (a C++ loop), on the same samples, in the same run;
@@ -174,18 +176,27 @@ def _time_batch(
     ``between`` runs (untimed) after every timed block: the interleaved reference.
     """
 
-    def gyr_of(a: int) -> FloatArray | None:
-        return None if gyr is None else gyr[:, a : a + block]
+    # The layout a gateway's tick hands the engine (time first, device last),
+    # made once, untimed: VQF likewise gets each device's samples contiguous.
+    t_last = np.ascontiguousarray(t.T)
+    acc_last = np.ascontiguousarray(acc.transpose(1, 2, 0))
+    gyr_last = None if gyr is None else np.ascontiguousarray(gyr.transpose(1, 2, 0))
+
+    def run(a: int) -> None:
+        b = a + block
+        engine.process_device_last(
+            t_last[a:b], acc_last[a:b], None if gyr_last is None else gyr_last[a:b]
+        )
 
     n = t.shape[1]
     for a in range(0, warm, block):
-        engine.process(t[:, a : a + block], acc[:, a : a + block], gyr_of(a))
+        run(a)
     gc.collect()
     cpu = 0.0
     blocks = 0
     for a in range(warm, n - block + 1, block):
         cpu0 = time.process_time()
-        engine.process(t[:, a : a + block], acc[:, a : a + block], gyr_of(a))
+        run(a)
         cpu += time.process_time() - cpu0
         blocks += 1
         between()

@@ -343,3 +343,31 @@ def test_a_worker_that_cannot_start_stops_the_whole_gateway(
     assert supervisor.restarts == 0
     assert f"shard {parts[0].id} (pid " in caplog.text
     assert "failed: exit status 2 (its error is above); stopping the gateway" in caplog.text
+
+
+@pytest.mark.timeout(300)
+async def test_workers_stop_cleanly_when_the_parent_is_killed(
+    tmp_path: Path, broker: MosquittoBroker, collector: MakeCollector
+) -> None:
+    if not isinstance(broker, MosquittoBroker):
+        pytest.skip("needs mosquitto")
+    config = tmp_path / "gateway.toml"
+    config.write_text(gateway_toml(broker.url, tmp_path / "outbox.sqlite"))
+    scenario = tmp_path / "ward.toml"
+    scenario.write_text(SCENARIO_TOML)
+    watcher = await collector(broker, ["posture/v1/gateways/+/status"])
+    await asyncio.to_thread(warm_up)
+    async with program("run", "--config", str(config), "--simulate", str(scenario)) as gateway:
+        both = {f"{GW}-p1", f"{GW}-p2"}
+        await watcher.wait_for(lambda ms: statuses_of(ms) == dict.fromkeys(both, "online"), 150.0)
+        gateway.kill()  # SIGKILL: the parent cannot stop its workers itself
+        # Returns once every process holding its pipes (the workers) is gone.
+        await asyncio.wait_for(gateway.wait(), 60.0)
+    # Each worker got SIGTERM from the kernel and stopped cleanly: "offline"
+    # with its metrics, from the worker itself, not the broker's Will (no
+    # metrics, and only after its 10 s delay).
+    last = await watcher.wait_for(
+        lambda ms: statuses_of(ms) == dict.fromkeys(both, "offline"), 60.0
+    )
+    offline = [s for s in payloads(last, "/status") if s["status"] == "offline"]
+    assert {str(s["gateway_id"]) for s in offline if s["metrics"]} == both

@@ -348,9 +348,8 @@ def test_a_walk_starting_at_a_block_boundary_calibrates_as_in_one_block(kernel: 
         )
         found = []
         for a, b in zip([0, *cuts], [*cuts, 400], strict=True):
-            found += capture.process(
-                *(x[a:b] for x in inputs[:2]), None, *(x[a:b] for x in inputs[2:])
-            )
+            t, acc, acc_lp, dev2, walking, gait = (x[a:b] for x in inputs)
+            found += capture.process(t, acc, None, acc_lp, dev2, walking, gait)
         return found
 
     whole = captures([])

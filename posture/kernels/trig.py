@@ -48,10 +48,9 @@ gives an odd multiple of pi/4. Finite arguments both above 8e307 in
 magnitude may overflow ``a + b`` to the wrong quadrant's eighth (not a
 domain a kernel here meets). ``asin(z)`` is NaN for |z| > 1, as in C.
 
-numba's on-disk cache keys a kernel on its own source file only, not on the
-modules of the helpers it inlines: after editing this module, touch the
-kernels' modules that use it (:mod:`posture.kernels.angles`) or clear their
-``__pycache__``, or they keep running the old machine code.
+The kernels that inline these helpers are recompiled when this module
+changes: their on-disk cache is keyed on every module of the package
+(:mod:`posture.kernels.jit`).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.device import DeviceFalls, DevicePath
-from posture.falls.history import FallState, derive_rows
+from posture.falls.history import FallState, WorkRows, derive_rows
 from posture.falls.impact import CandidateOpener
 from posture.falls.judging import Judge
 from posture.falls.model import FallModel, load_fall_model
@@ -373,7 +373,7 @@ class FallStage:
         dev = DeviceFalls.load(st, d)
         base = first - min(first, self.history_len)
         last = first + n - 1
-        work = st.work_rows(d, base, last)
+        work = WorkRows(st, d, base, last)
         out: list[FallFinding] = []
         start = first
         for i, up in changes:
@@ -386,6 +386,9 @@ class FallStage:
         if start <= last:
             out += self._path.run(dev, work, base, start, last)
         dev.store(st, d)
+        # A busy device runs again next piece: keep its rows (they never
+        # change; the ring would overwrite them only R samples on).
+        st.work[d] = (last, work.rows) if st.busy[d] else None
         return out
 
 

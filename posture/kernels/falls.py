@@ -259,8 +259,8 @@ def fall_screen(
     samples (already in the rings); every other device's peak cursor moved on.
     Returns how many need the path.
 
-    Device ``cols[j]`` needs it when ``need[j]`` is already set (a reference
-    change in the piece), when it is ``busy`` (a pending candidate or an
+    Device ``cols[j]`` needs it when ``need[j]`` is already set (every
+    device does: an observer, or no screen), when it is ``busy`` (a pending candidate or an
     active fall), or when it has a trigger sample since its cursor
     (``last_trigger >= peak_next``) and one of its completed peaks could open
     a candidate (:meth:`posture.falls.screen.PeakScreen.screen`: the same

@@ -223,14 +223,22 @@ def _device_could_open(
         c = _mag(ring, d, row0, r)
         if not (c >= trigger):
             continue
-        # Strictly above the merge rows before (that exist), at least the merge after.
+        # Strictly above the merge rows before (that exist), at least the
+        # merge after. The nearest two first: most trigger-level rows are on
+        # a peak's flanks and fail there, not after a whole window (the same
+        # comparisons, in another order).
+        lo = max(r - merge, first_row)
+        if lo < r and not (_mag(ring, d, row0, r - 1) < c):
+            continue
+        if not (_mag(ring, d, row0, r + 1) <= c):
+            continue
         peak = True
-        for p in range(max(r - merge, first_row), r):
+        for p in range(lo, r - 1):
             if not (_mag(ring, d, row0, p) < c):
                 peak = False
                 break
         if peak:
-            for p in range(r + 1, r + merge + 1):
+            for p in range(r + 2, r + merge + 1):
                 if not (_mag(ring, d, row0, p) <= c):
                     peak = False
                     break

@@ -2,12 +2,11 @@
 scalar double-precision arithmetic in their machine code.
 
 ``python -m lab.kernel_asm`` compiles the gravity and activity-feature
-kernels afresh (no cache)
-for this machine's CPU, or for another one named the numba way
-(``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``), and counts
-instructions by register width: ``xmm`` packed is SSE (2 doubles), ``ymm``
-AVX2 (4), ``zmm`` AVX-512 (8); scalar ones (``...sd``) work one double at a
-time. Loops LLVM vectorised show as packed arithmetic.
+kernels afresh (no cache) for this machine's CPU, or for another one named
+the numba way (``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``),
+and counts instructions by register width: ``xmm`` packed is SSE (2
+doubles), ``ymm`` AVX2 (4), ``zmm`` AVX-512 (8); scalar ones (``...sd``) work
+one double at a time. Loops LLVM vectorised show as packed arithmetic.
 """
 
 from __future__ import annotations

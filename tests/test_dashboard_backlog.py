@@ -3,11 +3,11 @@
 Against a real Mosquitto configured to queue without limit (``max_queued_messages
 0``; the default of 1000 drops the rest before any client sees them): 30,000
 QoS 1 events (three times the client's incoming queue of 10,000) queue for the
-dashboard's persistent session while it is stopped, then a fall. The dashboard must apply every one of them in publish order and
-show the fall. Before the receive path held back what its queue could not
-take on the broker (manual PUBACK), more than 10,000 queued messages
-overflowed the client's own queue after paho had already acknowledged them:
-lost.
+dashboard's persistent session while it is stopped, then a fall. The dashboard
+must apply every one of them in publish order and show the fall. Before the
+receive path held back what its queue could not take on the broker (manual
+PUBACK), more than 10,000 queued messages overflowed the client's own queue
+after paho had already acknowledged them: lost.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from alerts.events import AlertEvent, EventType
 from alerts.mqtt import Message, MqttClient, MqttSettings
 from physio.dashboard import record_ops as ops
 from physio.dashboard.cli import configure_parser, configure_report_parser, run, run_report
+from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.store import SqlStore
 from physio.dashboard.summary_book import SummaryBook
 
@@ -292,7 +293,8 @@ async def test_two_instances_share_the_record_and_escalate_exactly_once(
         await first.wait()
         late_id, late = event_json("p-100", "fall_detected", old_s)
         await peer.publish(f"{root}/patients/p-100/events", late, qos=1)
-        await eventually(lambda: len(escalations()) >= 22, timeout_s=60)
+        # Both levels of it, by name: a count would also be met by a level sent twice.
+        await eventually(lambda: {(late_id, 1), (late_id, 2)} <= set(escalations()), 60)
         await until_shown(http, url_b, late_id)
         second.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(second.wait(), 20) == 0
@@ -335,6 +337,39 @@ async def test_a_claim_left_by_a_dead_instance_expires_and_the_level_still_goes_
     trail = read_record(database, lambda s: ops.actions_of(s, "p-001", 0, 4e9))
     (escalated,) = [a for a in trail if a.action == "escalated"]
     assert escalated.level == 1 and escalated.source.startswith("dashboard ")
+
+
+@pytest.mark.timeout(90)
+async def test_level_2_waits_for_level_1_whose_claim_a_dead_instance_left(
+    broker_url: str, database: str
+) -> None:
+    """Both levels are due while a dead instance's claim on level 1 still runs:
+    nothing goes out until the lease ends, then level 1 and level 2. Sending
+    level 2 alone would count level 1 as done, and it would never be sent."""
+    clock = JumpClock()
+    policy = EscalationPolicy(30.0, 35.0)
+    async with running(broker_url, clock, database=database, escalation=policy) as (
+        service,
+        peer,
+    ):
+        fall_id, fall = event_json("p-001", "fall_detected", time.time())
+        await peer.publish("patients/p-001/events", fall)
+        await eventually(lambda: service.model.alert(fall_id))
+        await service.record.flush()
+        claim = await service.record.call(
+            lambda s: ops.claim_escalation(s, fall_id, 1, "dead-instance", clock() + 30, 10.0)
+        )
+        assert claim is ops.Claim.CLAIMED
+        clock.advance(36)  # both levels due, the dead instance's lease runs 4 s more
+        ticks = service.ticks
+        await eventually(lambda: service.ticks >= ticks + 2)
+        assert peer.on("p-001/escalations") == []
+        clock.advance(5)  # the lease ran out
+        sent = await peer.wait_for("p-001/escalations", 2, timeout_s=30)
+        assert sorted((e["event_id"], e["level"]) for e in sent) == [(fall_id, 1), (fall_id, 2)]
+        await service.record.flush()
+    trail = read_record(database, lambda s: ops.actions_of(s, "p-001", 0, 4e9))
+    assert sorted(a.level or 0 for a in trail if a.action == "escalated") == [1, 2]
 
 
 def test_a_dashboard_whose_record_cannot_be_reached_says_so(

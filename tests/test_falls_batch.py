@@ -164,8 +164,35 @@ def test_the_screen_changes_no_finding_and_spares_most_devices(model: str) -> No
             collect(res, found, np.arange(devices))
     assert results[0] == results[1]
     assert sum(1 for fs in results[0].values() for k, _, _ in fs if k == "detected") >= 6
+    # The devices the screen spared stored their new uprights as the path does.
+    for name in ("ref_up", "ref_calibrated", "peak_next", "busy"):
+        want, got = getattr(everyone.state, name), getattr(screened.state, name)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert (
+        screened.state.ref_calibrated[::2].all() and not screened.state.ref_calibrated[1::2].any()
+    )
     # Even on a ward where everybody falls, most device-blocks skip the per-device path.
     assert screened.device_runs < 0.5 * everyone.device_runs
+
+
+@pytest.mark.parametrize("model", ["acc_gyro", "acc_only"])
+def test_kept_work_rows_are_the_rings_rows(model: str) -> None:
+    """A busy device's per-device runs start from the rows it kept; a stage
+    made to gather every run's rows afresh from the ring finds the same."""
+    t, acc, gyr, up = stage_inputs(model)
+    n, devices = t.shape
+    kept, fresh = stage(devices), stage(devices)
+    results: list[Findings] = [{}, {}]
+    used = 0
+    for a, b in random_blocks(n, seed=13):
+        used += sum(w is not None for w in kept.state.work)
+        fresh.state.work[:] = None
+        g = None if gyr is None else gyr[a:b]
+        for st, res in zip((kept, fresh), results, strict=True):
+            collect(res, st.process(t[a:b], acc[a:b], g, up[a:b]), np.arange(devices))
+    assert results[0] == results[1]
+    assert sum(1 for fs in results[0].values() for k, _, _ in fs if k == "detected") >= 6
+    assert used > 100  # device-blocks that started from kept rows
 
 
 def test_walkers_rarely_take_the_per_device_path() -> None:

@@ -268,14 +268,37 @@ def claim_escalation(
     claiming and :func:`finish_escalation` loses it, and another sends the
     level instead (so a kill loses no escalation; at worst, a kill after
     sending and before finishing sends that level twice).
+
+    Levels go out in order: ``level`` is claimed only once the level below it
+    was sent, or by the owner of the claim on that level (one instance claims
+    both levels of an overdue fall in one go, before its first send is
+    recorded). Anything else would lose the lower level for good, because
+    ``escalated_level`` (and every instance's escalator) takes a higher level
+    as covering the lower ones.
     """
     with store.transaction() as cur:
         claimed = cur.all(
             "UPDATE alerts SET claim_level = ?, claim_owner = ?, claim_until_s = ?"
             " WHERE event_id = ? AND escalated_level < ? AND status = 'open'"
             " AND cancelled_s IS NULL"
-            " AND (claim_level < ? OR claim_until_s < ? OR claim_owner = ?) RETURNING event_id",
-            (level, owner, now_s + lease_s, event_id, level, level, now_s, owner),
+            " AND (escalated_level >= ? OR (claim_level = ? AND claim_owner = ?))"
+            # No lease time is no live claim (a row written before finish_escalation
+            # kept higher claims had its lease wiped and would be stuck forever).
+            " AND (claim_level < ? OR claim_until_s IS NULL OR claim_until_s < ?"
+            " OR claim_owner = ?) RETURNING event_id",
+            (
+                level,
+                owner,
+                now_s + lease_s,
+                event_id,
+                level,
+                level - 1,
+                level - 1,
+                owner,
+                level,
+                now_s,
+                owner,
+            ),
         )
         if claimed:
             return Claim.CLAIMED
@@ -306,9 +329,13 @@ def finish_escalation(
     with store.transaction() as cur:
         cur.execute(
             "UPDATE alerts SET escalated_level = CASE WHEN escalated_level < ? THEN ?"
-            " ELSE escalated_level END, claim_owner = NULL, claim_until_s = NULL"
+            " ELSE escalated_level END,"
+            # A claim on a higher level stays: its owner may die before sending
+            # it, and only its lease running out lets another instance send it.
+            " claim_owner = CASE WHEN claim_level <= ? THEN NULL ELSE claim_owner END,"
+            " claim_until_s = CASE WHEN claim_level <= ? THEN NULL ELSE claim_until_s END"
             " WHERE event_id = ?",
-            (level, level, event_id),
+            (level, level, level, level, event_id),
         )
         _action(
             cur,

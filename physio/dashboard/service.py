@@ -494,8 +494,13 @@ class DashboardService:
         return claim is Claim.CLAIMED
 
     async def _publish_escalations(self) -> None:
-        for due in self.escalator.due(self._clock()):
-            if not await self._claim(due):
+        held_back: set[str] = set()
+        for due in self.escalator.due(self._clock()):  # a fall's level 1 before its level 2
+            # A level goes out only after the one below it: sending level 2
+            # marks level 1 issued here and in the record, so it would never go out.
+            if due.event_id in held_back or not await self._claim(due):
+                if self.escalator.level(due.event_id) < due.level:  # not sent by anyone yet
+                    held_back.add(due.event_id)
                 continue  # another instance's, or not recorded yet: asked again next tick
             now_s = self._clock()
             # Marked issued at once: from here the notifier owns the delivery

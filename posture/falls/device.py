@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.features import column_means, first_recovery
-from posture.falls.history import FallState
+from posture.falls.history import FallState, WorkRows
 from posture.falls.impact import CandidateOpener
 from posture.falls.judging import Judge, angle_deg, engine_tilt
 from posture.falls.rules import RuleInputs, first_hit
@@ -103,11 +103,14 @@ class DevicePath:
         self._n_upright = n(s.cancel_upright_s)
 
     def run(
-        self, dev: DeviceFalls, work: FloatArray, base: int, first: int, last: int
+        self, dev: DeviceFalls, rows: WorkRows, base: int, first: int, last: int
     ) -> list[FallFinding]:
         """Samples ``first..last`` (work rows hold ``base..last`` and, before
         ``first``, the history): open, judge, detect, recover; findings in time order."""
-        self._find_candidates(dev, work, base, last)
+        self._find_candidates(dev, rows, base, last)
+        if not dev.pending and dev.fallen is None:
+            return []  # nothing to judge (a walking step): |a| was all it read
+        work = rows.rows
         findings: list[FallFinding] = []
         # Per sample the order is: the recovery from an active fall, then a
         # detection. Each step finds the earliest event in [pos, last]
@@ -129,14 +132,14 @@ class DevicePath:
         self._expire(dev, last)
         return findings
 
-    def _find_candidates(self, dev: DeviceFalls, work: FloatArray, base: int, last: int) -> None:
+    def _find_candidates(self, dev: DeviceFalls, work: WorkRows, base: int, last: int) -> None:
         """Open candidates at peaks whose ±merge neighbourhood completes by ``last``."""
         k = self._n_merge
         lo, hi = max(dev.peak_next, base) - base, last - k - base  # work indices
         if hi < lo:
             return
         dev.peak_next = hi + base + 1
-        mag = work[:, _MAG]
+        mag = work.mag
         for i in lo + np.flatnonzero(mag[lo : hi + 1] >= self.settings.trigger_acc_g):
             left = mag[max(0, i - k) : i]
             # Strict on the left, loose on the right: a plateau opens one candidate.

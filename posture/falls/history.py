@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["COLUMNS", "FallState", "derive_rows"]
+__all__ = ["COLUMNS", "FallState", "WorkRows", "derive_rows"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -47,9 +47,14 @@ class FallState:
     None; ``fallen`` (D,) object: the active fall (detection index, impact
     time, detection time, its upright) or None; ``busy`` (D,): whether
     ``pending`` or ``fallen`` is set (the device takes the per-device path
-    every block; the compiled screen cannot read objects). The objects are never
-    changed once stored (the per-device path works on copies), so a
-    :func:`posture.state.copy` is a true snapshot.
+    every block; the compiled screen cannot read objects); ``work`` (D,)
+    object: the work rows (:meth:`work_rows`) of a busy device's last
+    per-device run as ``(last sample, read-only (m, 9) rows)``, or None (a
+    busy device runs every piece: its next rows are these and the new
+    samples, not a fresh gather of its whole history from the ring, whose
+    device-last layout puts each sample's values on lines of their own).
+    The objects are never changed once stored (the per-device path works on
+    copies), so a :func:`posture.state.copy` is a true snapshot.
     """
 
     rows: NDArray[np.float32]
@@ -63,6 +68,7 @@ class FallState:
     pending: NDArray[np.object_]
     fallen: NDArray[np.object_]
     busy: NDArray[np.bool_]
+    work: NDArray[np.object_]
 
     @classmethod
     def fresh(cls, devices: int, ring_rows: int, ref_up: FloatArray) -> FallState:
@@ -80,6 +86,7 @@ class FallState:
             pending=np.full(devices, None, dtype=object),
             fallen=np.full(devices, None, dtype=object),
             busy=np.zeros(devices, dtype=bool),
+            work=np.full(devices, None, dtype=object),
         )
 
     @property
@@ -122,12 +129,74 @@ class FallState:
         return self.rows[at, _MAG, devices[None, :]].astype(np.float64)
 
     def work_rows(self, device: int, first: int, last: int) -> FloatArray:
-        """Samples ``first..last`` of ``device`` as (m, 9) float64 rows, ``t`` last."""
-        at = np.arange(first, last + 1) % self.ring_rows
-        work = np.empty((at.size, len(COLUMNS) + 1))
-        work[:, : len(COLUMNS)] = self.rows[at, :, device]
-        work[:, len(COLUMNS)] = self.t_s[at, device]
+        """Samples ``first..last`` of ``device`` as (m, 9) float64 rows, ``t``
+        last (read-only); from the rows kept in ``work`` where they hold the
+        start, the rest from the ring."""
+        kept = self.work[device]
+        start = first
+        head: FloatArray | None = None
+        if kept is not None:
+            kept_last, rows = kept
+            kept_first = kept_last - rows.shape[0] + 1
+            if kept_first <= first <= kept_last < last:
+                head = rows[first - kept_first :]
+                start = kept_last + 1
+        work = np.empty((last - first + 1, len(COLUMNS) + 1))
+        skip = start - first
+        if head is not None:
+            work[:skip] = head
+        # Two slices where the span wraps: a gather by an index array costs
+        # more than the copy itself.
+        r0 = start % self.ring_rows
+        m = last - start + 1
+        a = min(m, self.ring_rows - r0)
+        work[skip : skip + a, : len(COLUMNS)] = self.rows[r0 : r0 + a, :, device]
+        work[skip : skip + a, len(COLUMNS)] = self.t_s[r0 : r0 + a, device]
+        if a < m:
+            work[skip + a :, : len(COLUMNS)] = self.rows[: m - a, :, device]
+            work[skip + a :, len(COLUMNS)] = self.t_s[: m - a, device]
+        work.flags.writeable = False
         return work
+
+
+class WorkRows:
+    """Samples ``first..last`` of one device's ring, gathered when first asked for.
+
+    :attr:`mag` gathers ``|a|`` alone: most per-device runs (a walking step
+    whose peak passed the screen) end on it, and in the ring's device-last
+    layout each sample's columns sit on cache lines of their own, so the
+    whole rows cost about nine times the memory traffic.
+    """
+
+    __slots__ = ("_device", "_mag", "_rows", "_state", "first", "last")
+
+    def __init__(self, state: FallState, device: int, first: int, last: int) -> None:
+        self._state, self._device, self.first, self.last = state, device, first, last
+        self._mag: FloatArray | None = None
+        self._rows: FloatArray | None = None
+
+    @property
+    def mag(self) -> FloatArray:
+        """(m,) ``|a|`` float64 (read-only)."""
+        if self._rows is not None:
+            return self._rows[:, _MAG]
+        if self._mag is None:
+            st, m = self._state, self.last - self.first + 1
+            mag = np.empty(m)
+            r0 = self.first % st.ring_rows
+            a = min(m, st.ring_rows - r0)
+            mag[:a] = st.rows[r0 : r0 + a, _MAG, self._device]
+            mag[a:] = st.rows[: m - a, _MAG, self._device]
+            mag.flags.writeable = False
+            self._mag = mag
+        return self._mag
+
+    @property
+    def rows(self) -> FloatArray:
+        """(m, 9) the rows (:meth:`FallState.work_rows`)."""
+        if self._rows is None:
+            self._rows = self._state.work_rows(self._device, self.first, self.last)
+        return self._rows
 
 
 def derive_rows(

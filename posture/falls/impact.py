@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.features import column_means, dot3, hann_taps, impulse_gs, smoothed_peak
+from posture.falls.history import WorkRows
 from posture.falls.judging import angle_deg, engine_tilt
 from posture.falls.model import FallModel
 from posture.falls.rules import ENGINE_TILT_MARGIN_DEG
@@ -65,7 +66,7 @@ class CandidateOpener:
 
     def open(
         self,
-        work: FloatArray,
+        rows: WorkRows,
         base: int,
         i: int,
         ref_up: FloatArray,
@@ -76,7 +77,7 @@ class CandidateOpener:
         None when no rule can confirm it (and ``keep_all`` is false: an
         observer wants every candidate)."""
         s, fs = self.settings, self.sample_rate_hz
-        mag = work[:, _MAG]
+        mag = rows.mag
         impulse = impulse_gs(mag[max(0, i - self.n_imp) : i + self.n_imp + 1], fs)
         if impulse < s.min_impulse_gs:
             return None
@@ -100,6 +101,7 @@ class CandidateOpener:
         )
         if not (strong or unmoving or soft) and not keep_all:
             return None  # most walking steps end here, before the look-back below
+        work = rows.rows
         a, b = self._n_pre_dir
         pre_rows = work[max(0, i - a) : max(1, i - b)]
         pre_dir = column_means(pre_rows)

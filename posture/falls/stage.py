@@ -9,9 +9,10 @@ the engine's ``(n, 3, D)`` layout:
 2. the screen (:class:`~posture.falls.screen.PeakScreen`): the completed
    peaks of ``|a|`` of every device and whether any could open a candidate;
 3. the per-device path (:class:`~posture.falls.device.DevicePath`) for the
-   devices with such a peak, a pending candidate, an active fall or a new
-   reference upright in the block; every other device only moves its peak
-   cursor (any peak it had would have been dropped unopened).
+   devices with such a peak, a pending candidate or an active fall; every
+   other device only moves its peak cursor (any peak it had would have been
+   dropped unopened) and stores a new reference upright of the block as its
+   own (nothing else would have read it).
 
 With the compiled kernel (:mod:`posture.kernels.falls`) steps 1 and 2 and
 the cursor moves are two calls per piece (``fall_rows``, ``fall_screen``);
@@ -31,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.falls.device import DeviceFalls, DevicePath
-from posture.falls.history import FallState, derive_rows
+from posture.falls.history import FallState, WorkRows, derive_rows
 from posture.falls.impact import CandidateOpener
 from posture.falls.judging import Judge
 from posture.falls.model import FallModel, load_fall_model
@@ -289,8 +290,8 @@ class FallStage:
                 need |= self._screened(cols, sel, first, n)
             elif look.size:
                 need[look] |= self._screened(cols[look], cols[look], first[look], n)
-        need[_changed_in(references, a, b)] = True
         self._run_devices(cols, np.flatnonzero(need), a, b, references, found)
+        self._set_references(cols, need, a, b, references)
         rest = cols[~need]
         last = st.seen[rest] - 1
         # What the per-device path would have done: no peak opened anything.
@@ -328,8 +329,6 @@ class FallStage:
             self._need = np.zeros(cols.size, dtype=bool)
         need = self._need[: cols.size]
         need.fill(self._everyone)
-        if references:
-            need[_changed_in(references, a, b)] = True
         runs = kernels.fall_screen(
             st.rows,
             c_array(cols.astype(np.int64, copy=False)),
@@ -343,6 +342,34 @@ class FallStage:
         )
         if runs:
             self._run_devices(cols, np.flatnonzero(need), a, b, references, found)
+        if references:
+            self._set_references(cols, need, a, b, references)
+
+    def _set_references(
+        self,
+        cols: IntArray,
+        need: BoolArray,
+        a: int,
+        b: int,
+        references: Mapping[int, Sequence[ReferenceChange]],
+    ) -> None:
+        """The reference changes in samples ``a..b-1`` of the columns that did
+        not take the per-device path: their last one becomes the device's
+        reference upright.
+
+        Such a device has no pending candidate nor active fall, and none of
+        its peaks in the piece could open a candidate (the screen does not
+        read the reference): the per-device path, split at the changes, would
+        only have moved its peak cursor as the screen did and stored the last
+        upright, normalised the same way. A calibration, every few blocks in
+        a ward, then costs no per-device run.
+        """
+        for j in _changed_in(references, a, b):
+            if need[j]:
+                continue  # the per-device path took the changes in order
+            ups = [up for i, up in references[j] if a <= i < b]
+            v = np.asarray(ups[-1], dtype=np.float64)
+            self.set_reference_up(int(cols[j]), v / np.linalg.norm(v), calibrated=True)
 
     def _run_devices(
         self,
@@ -373,7 +400,7 @@ class FallStage:
         dev = DeviceFalls.load(st, d)
         base = first - min(first, self.history_len)
         last = first + n - 1
-        work = st.work_rows(d, base, last)
+        work = WorkRows(st, d, base, last)
         out: list[FallFinding] = []
         start = first
         for i, up in changes:
@@ -386,6 +413,9 @@ class FallStage:
         if start <= last:
             out += self._path.run(dev, work, base, start, last)
         dev.store(st, d)
+        # A busy device runs again next piece: keep its rows (they never
+        # change; the ring would overwrite them only R samples on).
+        st.work[d] = (last, work.rows) if st.busy[d] else None
         return out
 
 

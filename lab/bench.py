@@ -39,7 +39,7 @@ from lab.kernel_bench import (
 )
 from posture.config import EngineConfig
 from posture.engine import PostureEngine
-from posture.kernels import selected_kernel
+from posture.kernels import compiled_available, selected_kernel
 
 __all__ = ["bench_engine", "configure_parser", "run", "synthetic_stream"]
 
@@ -203,6 +203,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"samples per engine call on the single-device path ({PACKET}, one packet; "
         "the gateway hands a backlog over in one call)",
     )
+    eng.add_argument(
+        "--skip-first-call",
+        action="store_true",
+        help="leave out the compiled kernels' first-call cost (two fresh processes, "
+        "one compiling every kernel: about half a minute)",
+    )
     eng.add_argument("--json", action="store_true", help="print JSON instead of a table")
     from lab import gateway_bench
 
@@ -261,10 +267,10 @@ def run(args: argparse.Namespace) -> int:
     # The compiled kernel: its first-call cost (fresh processes) and what it
     # gives against the NumPy reference, alone and in the whole engine.
     kernel = selected_kernel()
-    first = first_call()
+    first = None if args.skip_first_call else first_call()
     many = max(counts)
     kernel_pairs = []
-    if first is not None:  # without numba "compiled" would time NumPy twice
+    if compiled_available():  # without numba "compiled" would time NumPy twice
         kernel_pairs = [
             bench_gravity(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
             bench_fall_stage(1, args.rate, has_gyro, block=args.packet, seconds=60.0),
@@ -320,7 +326,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{b.ratio_without_falls_vs_vqf:>7.2f} "
                 f"{b.batch_memory_per_device_bytes / 1024:>11.1f} KiB"
             )
-    print(describe_first_call(first))
+    if first is not None or not compiled_available():
+        print(describe_first_call(first))
     if kernel_pairs:
         print(
             "compiled against NumPy, block by block in turn (CPU time; VQF updateBatch over "

@@ -1,12 +1,12 @@
 """What the compiler made of the engine's compiled kernels: packed (vector) and
 scalar double-precision arithmetic in their machine code.
 
-``python -m lab.kernel_asm`` compiles each gravity kernel afresh (no cache)
-for this machine's CPU, or for another one named the numba way
-(``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``), and counts
-instructions by register width: ``xmm`` packed is SSE (2 doubles), ``ymm``
-AVX2 (4), ``zmm`` AVX-512 (8); scalar ones (``...sd``) work one double at a
-time. Loops LLVM vectorised show as packed arithmetic.
+``python -m lab.kernel_asm`` compiles the gravity and activity-feature
+kernels afresh (no cache) for this machine's CPU, or for another one named
+the numba way (``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``),
+and counts instructions by register width: ``xmm`` packed is SSE (2
+doubles), ``ymm`` AVX2 (4), ``zmm`` AVX-512 (8); scalar ones (``...sd``) work
+one double at a time. Loops LLVM vectorised show as packed arithmetic.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,26 @@ def main() -> int:
         sig = fn.signatures[0]
         fresh = numba.njit(sig, **{**KERNEL_OPTIONS, "cache": False})(fn.py_func)
         print(f"{fn.__name__}: {arithmetic_by_width(fresh.inspect_asm(sig))}")
+    _activity(KERNEL_OPTIONS)
     return 0
+
+
+def _activity(options: dict[str, Any]) -> None:
+    """The activity features kernel, typed by one call as :func:`main` does the
+    gravity kernels (one signature serves both paths: ``has_gyro`` is an argument)."""
+    import numba
+
+    from posture.activity import ActivityClassifier, ActivitySettings
+    from posture.kernels import activity
+
+    acc = np.zeros((2, 3, 4))
+    acc[:, 2] = 1.0
+    a = ActivityClassifier(ActivitySettings(), 50.0, True, 4, kernel="compiled")
+    a.features(acc, np.zeros((2, 3, 4)), acc, np.ones((2, 4), dtype=bool))
+    fn = activity.activity_features
+    sig = fn.signatures[0]
+    fresh = numba.njit(sig, **{**options, "cache": False})(fn.py_func)
+    print(f"{fn.__name__}: {arithmetic_by_width(fresh.inspect_asm(sig))}")
 
 
 if __name__ == "__main__":  # pragma: no cover - command line

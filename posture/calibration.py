@@ -141,25 +141,32 @@ class Calibration:
             CalibrationError: ``up_sensor`` is zero, not finite, or within 30°
                 of the device's ±z axis (forward would be undefined).
         """
-        up = np.asarray(up_sensor, dtype=np.float64).reshape(3)
-        norm = float(np.linalg.norm(up))
+        # Python floats, in a fixed order: faster than NumPy on one
+        # 3-vector, and the compiled capture (posture.kernels.capture)
+        # normalises the up the same way, bit for bit (BLAS's dot may fuse
+        # or reorder).
+        x, y, z = (float(v) for v in np.asarray(up_sensor, dtype=np.float64).reshape(3))
+        norm = math.sqrt((x * x + y * y) + z * z)
         if not (math.isfinite(norm) and norm > 1e-9):
-            raise CalibrationError(f"upright direction must be a finite non-zero vector, got {up}")
-        up = up / norm
-        back = np.array([0.0, 0.0, 1.0])
-        forward = -back + float(up @ back) * up
-        f_norm = float(np.linalg.norm(forward))
+            raise CalibrationError(
+                f"upright direction must be a finite non-zero vector, got {[x, y, z]}"
+            )
+        up = (x / norm, y / norm, z / norm)
+        # forward = -back + (up·back) up with back = +z, made unit.
+        fx, fy, fz = up[2] * up[0], up[2] * up[1], -1.0 + up[2] * up[2]
+        f_norm = math.sqrt((fx * fx + fy * fy) + fz * fz)
         if f_norm < MIN_FORWARD_NORM:
             raise CalibrationError(
                 "device z axis is within 30° of vertical in the upright pose; "
                 "is the wearable flat on the upper back?"
             )
-        forward /= f_norm
-        right = np.cross(forward, up)
+        fx, fy, fz = fx / f_norm, fy / f_norm, fz / f_norm
+        # right = forward x up (np.cross's order of operations)
+        right = (fy * up[2] - fz * up[1], fz * up[0] - fx * up[2], fx * up[1] - fy * up[0])
         return cls(
-            up_sensor=_as_tuple(up),
-            forward_sensor=_as_tuple(forward),
-            right_sensor=_as_tuple(right),
+            up_sensor=up,
+            forward_sensor=(fx, fy, fz),
+            right_sensor=right,
             t_s=float(t_s),
             requested=requested,
             provisional=provisional,
@@ -183,10 +190,6 @@ class Calibration:
             np.asarray(up_sensor, dtype=np.float64)[:, :, None], self.matrix[:, :, None]
         )
         return flexion[:, 0], lateral[:, 0], tilt[:, 0]
-
-
-def _as_tuple(v: FloatArray) -> tuple[float, float, float]:
-    return (float(v[0]), float(v[1]), float(v[2]))
 
 
 def angles_tcd(

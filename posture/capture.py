@@ -11,21 +11,24 @@ Nothing runs for a device once it is confirmed and no request is pending.
 
 ``kernel`` picks the implementation (:func:`posture.kernels.selected_kernel`).
 Compiled, one call (:func:`posture.kernels.capture.capture_block`) does the
-whole block of every device where nothing can happen, and marks the others
-(the candidates: in the benchmark's ward, one or two devices in every other
-block); this NumPy code, the reference, then runs on their columns only.
+whole block, captures included, and hands back a record of each capture
+(device, sample, kind, up); only the :class:`Capture` objects are built
+here (:meth:`CalibrationCapture._record`, shared with the reference). This
+NumPy code is the reference it is tested against. Both sum every dot
+product and norm in one order (x, then y, then z), never by BLAS, whose
+order and fused multiply-adds vary by build: the captures and the state are
+identical, not just close.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from posture import state
 from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettings
 from posture.kernels import Kernel, c_array, selected_kernel
 from posture.rotation import dot_tcd
@@ -176,9 +179,13 @@ class CalibrationCapture:
                 self._sin_face,
                 self._cos_auto,
                 self._cos_refine,
+                s.pre_walk_gap_s,
+                _MAX_FORWARD_Z,
             ]
         )
         self._counts = np.array([self._still_samples, self._gait_samples], dtype=np.int64)
+        # The compiled kernel's capture records (_process_compiled).
+        self._records = (np.empty((0, 5), dtype=np.int64), np.empty((0, 3)))
 
     def fresh_state(self, devices: int) -> CaptureState:
         """The state of ``devices`` wearables never seen."""
@@ -311,8 +318,16 @@ class CalibrationCapture:
             )
         for name in _STATE_FIELDS:
             setattr(st, name, c_array(getattr(st, name)))
-        candidates = np.empty(d, dtype=bool)
-        # The times are read only when a device waits (the carry).
+        # Three rows a device: its captures in a block are at most a gait,
+        # its refinement and a request. Kept from block to block (the kernel
+        # writes only the rows it returns).
+        if self._records[0].shape[0] != 3 * d:
+            self._records = (
+                np.empty((3 * d, len(kernels.RECORD_FIELDS)), dtype=np.int64),
+                np.empty((3 * d, 3)),
+            )
+        record_int, record_up = self._records
+        # The times are read only when a device waits (the carry, a gait capture).
         waiting = bool(st.stage.size) and int(st.stage.min()) == Stage.WAITING
         found = kernels.capture_block(
             c_array(t_s) if waiting else _NO_TIMES,
@@ -335,27 +350,19 @@ class CalibrationCapture:
             st.bout_start_t,
             st.last_still_t,
             st.last_still_up,
-            candidates,
+            record_int,
+            record_up,
         )
         if found <= 0:
             return []
-        devices = np.flatnonzero(candidates)
-        self.state = state.take(st, devices)
-        try:
-            found_here = self._process_numpy(
-                t_s[:, devices],
-                acc_g[:, :, devices],
-                None if gyr_dps is None else gyr_dps[:, :, devices],
-                acc_lp_g[:, :, devices],
-                acc_dev2_g2[:, devices],
-                walking[:, devices],
-                gait[:, devices],
-                carry=waiting,
-            )
-            state.put(st, devices, self.state)
-        finally:
-            self.state = st
-        return [replace(c, device=int(devices[c.device])) for c in found_here]
+        if found > record_int.shape[0]:  # pragma: no cover - see record_int
+            raise RuntimeError(f"{found} captures in a block of {d} devices")
+        out = []
+        for (dev, j, kind, bout, retro), up in zip(
+            record_int[:found].tolist(), record_up[:found], strict=True
+        ):
+            out.append(self._record(dev, j, _Kind(kind), up, float(t_s[j, dev]), bout, retro))
+        return out
 
     def _runs(
         self,
@@ -407,11 +414,11 @@ class CalibrationCapture:
                 options.append((_first(ok, pos), _Kind.REQUESTED))
             stage = self.state.stage[d]
             if stage == Stage.WAITING:
-                near = pose[pos:] @ self._nominal_up >= self._cos_auto
+                near = _dot(pose[pos:], self._nominal_up) >= self._cos_auto
                 options.append((_first(b.upright_still[pos:, d] & near, pos), _Kind.STILL))
                 options.append((self._first_gait(b, d, pos), _Kind.GAIT))
             elif stage == Stage.PROVISIONAL:
-                near = pose[pos:] @ self.state.provisional_up[:, d] >= self._cos_refine
+                near = _dot(pose[pos:], self.state.provisional_up[:, d]) >= self._cos_refine
                 options.append((_first(b.upright_still[pos:, d] & near, pos), _Kind.REFINED))
             options = [o for o in options if o[0] >= 0]
             if not options:
@@ -456,37 +463,44 @@ class CalibrationCapture:
         return sums
 
     def _capture(self, b: _Block, d: int, j: int, kind: _Kind) -> Capture:
-        s = self.settings
-        t = float(b.t[j, d])
-        still_s, gait_s = s.still_s, 0.0
+        bout, retro = 0, False
         if kind is _Kind.GAIT:
             up = self._bout_sums(b, np.array([d]), np.array([j]))[0]
-            gait_s = float(b.bout[j, d]) / self.sample_rate_hz
-            still_s = 0.0
-            provisional = True
-            retro = self._preceding_still(b, d, j, up)
-            if retro is not None:
-                up, provisional, still_s = retro, False, s.still_s
+            bout = int(b.bout[j, d])
+            still_up = self._preceding_still(b, d, j, up)
+            if still_up is not None:
+                up, retro = still_up, True
         else:
             up = b.pose[j, :, d].copy()
-            provisional = False
+        c = self._record(d, j, kind, up, float(b.t[j, d]), bout, retro)
+        if kind is _Kind.REQUESTED:
+            self.state.requested[d] = False
+        self.state.stage[d] = Stage.PROVISIONAL if c.calibration.provisional else Stage.CONFIRMED
+        self.state.provisional_up[:, d] = c.calibration.up_sensor
+        return c
+
+    def _record(
+        self, d: int, j: int, kind: _Kind, up: FloatArray, t_s: float, bout: int, retro: bool
+    ) -> Capture:
+        """The capture of ``kind`` at sample ``j`` of device ``d`` from ``up``
+        (a still pose, or a walking bout's sum over ``bout`` samples, or with
+        ``retro`` the still pose just before that bout)."""
+        s = self.settings
+        provisional = kind is _Kind.GAIT and not retro
         # Every candidate pose has a defined forward (back within 50-60° of
         # vertical; CalibrationSettings checks the limit), so this cannot fail.
         cal = Calibration.from_up(
-            up, t_s=t, requested=kind is _Kind.REQUESTED, provisional=provisional
+            up, t_s=t_s, requested=kind is _Kind.REQUESTED, provisional=provisional
         )
-        if kind is _Kind.REQUESTED:
-            self.state.requested[d] = False
-        self.state.stage[d] = Stage.PROVISIONAL if provisional else Stage.CONFIRMED
-        self.state.provisional_up[:, d] = cal.up_sensor
-        cos = float(np.dot(cal.up_sensor, self._nominal_up))
+        u, nominal = cal.up_sensor, self._nominal_up
+        cos = float((u[0] * nominal[0] + u[1] * nominal[1]) + u[2] * nominal[2])
         return Capture(
             device=d,
             index=j,
             calibration=cal,
             tilt_from_nominal_deg=math.degrees(math.acos(max(-1.0, min(1.0, cos)))),
-            still_s=still_s,
-            gait_s=gait_s,
+            still_s=0.0 if provisional else s.still_s,
+            gait_s=bout / self.sample_rate_hz if kind is _Kind.GAIT else 0.0,
             refined=kind is _Kind.REFINED,
         )
 
@@ -507,7 +521,11 @@ class CalibrationCapture:
             math.isfinite(still_t) and 0.0 <= start_t - still_t <= self.settings.pre_walk_gap_s
         ):
             return None
-        cos = float(still_up @ gait_up) / max(float(np.linalg.norm(gait_up)), 1e-12)
+        # Summed in the compiled kernel's order (not BLAS's), so both decide alike.
+        g0, g1, g2 = (float(x) for x in gait_up)
+        s0, s1, s2 = (float(x) for x in still_up)
+        norm = math.sqrt((g0 * g0 + g1 * g1) + g2 * g2)
+        cos = ((s0 * g0 + s1 * g1) + s2 * g2) / max(norm, 1e-12)
         return still_up if cos >= self._cos_refine else None
 
     def _carry(self, b: _Block, waiting: BoolArray) -> None:
@@ -528,6 +546,13 @@ class CalibrationCapture:
         if seen.size:
             self.state.last_still_t[seen] = b.t[last[seen], seen]
             self.state.last_still_up[:, seen] = b.pose[last[seen], :, seen].T
+
+
+def _dot(rows: FloatArray, v: FloatArray) -> FloatArray:
+    """(n,) dot products of rows (n, 3) with ``v`` (3,), summed as
+    :func:`posture.rotation.dot_tcd` and the compiled kernel sum (a matrix
+    product may round otherwise)."""
+    return (rows[:, 0] * v[0] + rows[:, 1] * v[1]) + rows[:, 2] * v[2]
 
 
 def _first(flags: BoolArray, offset: int) -> int:

@@ -359,25 +359,25 @@ def test_bench_engine_reports_throughput_and_memory(capsys: pytest.CaptureFixtur
     assert bench.run(p.parse_args(["engine", "--devices", "1", "--packet", "0"])) == 2
 
 
-def test_bench_engine_batched_path_honours_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_engine_honours_every_flag_on_both_paths(capsys: pytest.CaptureFixture[str]) -> None:
     p = argparse.ArgumentParser(prog="posture-monitor bench")
     bench.configure_parser(p)
-    argv = ["engine", "--devices", "10", "--packet", "20", "--acc-only", "--json"]
-    assert bench.run(p.parse_args(argv)) == 0
+    argv = ["engine", "--devices", "10", "--packet", "50", "--acc-only", "--skip-first-call"]
+    assert bench.run(p.parse_args([*argv, "--json"])) == 0
     out = json.loads(capsys.readouterr().out)
+    assert out["packet_samples"] == 50 and out["has_gyro"] is False
+    # The single-device path in 50-sample packets...
+    (single,) = out["engine"]
+    assert single["devices"] == 10 and single["samples"] >= 30_000
+    assert single["samples"] % 50 == 0
+    # ...and the batched path in 50-sample blocks, without the gyroscope.
     (batched,) = out["batched_path"]
-    assert batched["devices"] == 10 and batched["block"] == 20 and batched["has_gyro"] is False
-    assert out["engine"][0]["samples"] % 20 == 0
+    assert batched["devices"] == 10 and batched["block"] == 50 and batched["has_gyro"] is False
+    # Asked to, it leaves the first-call cost out, and says nothing of it.
+    assert out["compiled_kernel"] is None
+    if kernels.compiled_available():
+        assert {k["block"] for k in out["kernels"]} == {50}
 
 
 def _has_vqf() -> bool:
     return importlib.util.find_spec("vqf") is not None
-
-
-def test_bench_engine_single_device_with_longer_blocks(capsys: pytest.CaptureFixture[str]) -> None:
-    p = argparse.ArgumentParser(prog="posture-monitor bench")
-    bench.configure_parser(p)
-    assert bench.run(p.parse_args(["engine", "--devices", "1", "--packet", "50", "--json"])) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["packet_samples"] == 50
-    assert out["engine"][0]["samples"] >= 30_000 and out["engine"][0]["samples"] % 50 == 0

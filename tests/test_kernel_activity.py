@@ -68,8 +68,11 @@ def assert_states_close(a: object, b: object) -> None:
 
 
 @pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
-# 150 devices: the features kernel runs devices in chunks of 64 (two whole, one part).
-@pytest.mark.parametrize("devices", [1, 5, 40, 150], ids=["one", "few", "many", "chunks"])
+# The features kernel runs devices in lane blocks of 32: 64 devices are two whole
+# blocks, 150 four whole and one part.
+@pytest.mark.parametrize(
+    "devices", [1, 5, 40, 64, 150], ids=["one", "few", "many", "whole_blocks", "blocks"]
+)
 def test_activity_compiled_equals_reference(gyro: bool, devices: int) -> None:
     n = 4000
     acc, gyr = wearers(devices, n, seed=devices + 10 * gyro)

@@ -7,6 +7,7 @@ whole engine both ways is tests/test_kernel_engine.py."""
 
 from __future__ import annotations
 
+import collections
 import math
 
 import numpy as np
@@ -29,20 +30,26 @@ FS = 50.0
 NOMINAL_UP = (0.0, 1.0, 0.0)
 
 
-def wearers(devices: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def wearers(
+    devices: int, n: int, seed: int, keep_pose: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(n, 3, D) accelerometer (g) and gyroscope (°/s): each device holds
     still poses (upright near the nominal mounting, or tilted by up to 60°),
-    walks (a vertical bounce along its up), shakes, in random order."""
+    walks (a vertical bounce along its up), shakes, in random order; with
+    probability ``keep_pose`` a stretch keeps the pose of the one before
+    (standing still, then walking off: a retroactive confirmation)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n) / FS
     acc = rng.normal(0.0, 0.004, (n, 3, devices))
     gyr = rng.normal(0.0, 0.4, (n, 3, devices))
     for d in range(devices):
         a = 0
+        up = np.asarray(NOMINAL_UP)
         while a < n:
             b = min(n, a + int(rng.integers(60, 700)))
-            tilt = Rotation.from_rotvec(rng.normal(0.0, 1.0, 3) * math.radians(rng.uniform(0, 60)))
-            up = tilt.apply(NOMINAL_UP)
+            if a == 0 or keep_pose == 0.0 or rng.random() >= keep_pose:
+                turn = rng.normal(0.0, 1.0, 3) * math.radians(rng.uniform(0, 60))
+                up = Rotation.from_rotvec(turn).apply(NOMINAL_UP)
             kind = rng.choice(["still", "still", "walk", "shake"])
             acc[a:b, :, d] += up
             if kind == "walk":
@@ -78,10 +85,21 @@ def same_state(a: object, b: object) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
-def test_compiled_block_equals_reference(gyro: bool) -> None:
-    devices, n = 150, 6000
-    acc, gyr = wearers(devices, n, seed=3 + gyro)
+def compare(
+    gyro: bool,
+    devices: int,
+    n: int,
+    seed: int,
+    blocks: list[int],
+    keep_pose: float = 0.0,
+) -> tuple[collections.Counter[str], CalibrationCapture]:
+    """Both implementations over the same wearers in blocks of lengths drawn
+    from ``blocks`` (with gaps, requests, restored calibrations, subsets of
+    devices), asserting the same captures and state after every block;
+    returns what was seen (capture kinds, blocks with captures and devices
+    left pending, devices with more than one capture in a block) and the
+    reference."""
+    acc, gyr = wearers(devices, n, seed=seed, keep_pose=keep_pose)
     g = GravityFilter(GravityFilterParams(FS, gyro), devices).process(
         acc, gyr if gyro else None, np.full((n, devices), 1.0 / FS)
     )
@@ -101,11 +119,10 @@ def test_compiled_block_equals_reference(gyro: bool) -> None:
         cal = Calibration.from_up(up, provisional=bool(rng.random() < 0.7))
         ref.restore(d, cal)
         new.restore(d, cal)
-    kinds: set[str] = set()
-    mixed_blocks = 0
+    seen: collections.Counter[str] = collections.Counter()
     a = 0
     while a < n:
-        b = min(n, a + int(rng.choice([1, 3, 10, 10, 10, 24, 77, 200])))
+        b = min(n, a + int(rng.choice(blocks)))
         if rng.random() < 0.02:  # a gap: some devices start their still periods over
             resets = np.flatnonzero(rng.random(devices) < 0.3)
             ref.reset(resets)
@@ -137,21 +154,41 @@ def test_compiled_block_equals_reference(gyro: bool) -> None:
         same_state(new.state, ref.state)
         for capture in found[0]:
             cal = capture.calibration
-            kinds.add(
+            seen[
                 "requested"
                 if cal.requested
                 else "gait"
                 if cal.provisional
+                else "retro"
+                if capture.gait_s > 0.0
                 else "refined"
                 if capture.refined
                 else "still"
-            )
+            ] += 1
         pending = ref.pending()[subset]
-        mixed_blocks += bool(found[0]) and int(pending.sum()) > len(found[0])
+        seen["mixed blocks"] += bool(found[0]) and int(pending.sum()) > len(found[0])
+        per_device = collections.Counter(c.device for c in found[0])
+        seen["several in a block"] += sum(k > 1 for k in per_device.values())
         a = b
-    assert kinds == {"requested", "gait", "refined", "still"}
-    assert mixed_blocks > 10
-    assert np.count_nonzero(ref.state.stage == Stage.CONFIRMED) > devices // 2
+    return seen, ref
+
+
+@pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
+def test_compiled_block_equals_reference(gyro: bool) -> None:
+    seen, ref = compare(gyro, 150, 6000, 3 + gyro, [1, 3, 10, 10, 10, 24, 77, 200])
+    assert {"requested", "gait", "refined", "still"} <= set(seen)
+    assert seen["mixed blocks"] > 10
+    assert np.count_nonzero(ref.state.stage == Stage.CONFIRMED) > 150 // 2
+
+
+def test_compiled_block_equals_reference_in_long_blocks() -> None:
+    """Blocks of many seconds: a device captures several times in one block
+    (a gait, then its refinement or a request), and still poses kept while
+    walking off are confirmed retroactively."""
+    seen, _ = compare(True, 100, 9000, 11, [500, 1500, 3000], keep_pose=0.6)
+    assert seen["several in a block"] >= 3
+    assert seen["retro"] >= 3
+    assert {"gait", "refined", "still"} <= set(seen)
 
 
 def test_nothing_pending_changes_nothing() -> None:

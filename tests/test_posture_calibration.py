@@ -8,6 +8,7 @@ confirmed retroactively. Sequences are synthetic (tests/test_posture_synth.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from posture import (
     PostureEventKind,
     SlouchSettings,
 )
-from posture.calibration import CalibrationSettings
+from posture.calibration import CalibrationError, CalibrationSettings
 
 SPINS = [float(s) for s in range(0, 360, 30)]
 GYRO = pytest.mark.parametrize("gyro", [True, False], ids=["gyro", "acc_only"])
@@ -294,6 +295,29 @@ def test_calibration_round_trips_the_provisional_flag() -> None:
     cal = Calibration.from_up((0.1, -0.9, 0.2), provisional=True, t_s=3.0)
     assert cal.provisional and not cal.requested and cal.t_s == 3.0
     assert not Calibration.from_up((0.0, 1.0, 0.0)).provisional
+
+
+def test_calibration_frame_is_the_orthonormal_frame_of_its_up() -> None:
+    """from_up (plain float arithmetic) against the frame written with NumPy:
+    up normalised, forward = -z levelled, right = forward x up."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for v in rng.normal(0.0, 1.0, (200, 3)) * rng.uniform(0.1, 10.0, (200, 1)):
+        up = v / np.linalg.norm(v)
+        level = math.sqrt(1.0 - up[2] ** 2)  # |forward| before it is made unit
+        if level < 0.5 - 1e-9:  # -z within 30° of up
+            with pytest.raises(CalibrationError):
+                Calibration.from_up(v)
+            continue
+        forward = np.array([0.0, 0.0, -1.0]) + up[2] * up
+        forward /= np.linalg.norm(forward)
+        want = np.array([forward, np.cross(forward, up), up])
+        np.testing.assert_allclose(Calibration.from_up(v).matrix, want, rtol=0, atol=1e-15)
+        checked += 1
+    assert checked > 100
+    for bad in ((0.0, 0.0, 0.0), (math.nan, 1.0, 0.0), (0.0, 0.1, 1.0)):
+        with pytest.raises(CalibrationError):
+            Calibration.from_up(bad)
 
 
 @pytest.mark.parametrize(

@@ -89,7 +89,7 @@ class CaptureState:
     (D,) samples of the current quiet run; ``bout_run`` (D,) samples of the
     walking bout in progress, ``bout_sum`` (3, D) its accelerometer sum and
     ``bout_start_t`` (D,) its start; ``last_still_t`` (D,) and
-    ``last_still_up`` (3, D) the last still upright pose.
+    ``last_still_up`` (3, D) the last still upright pose of a waiting device.
     """
 
     stage: NDArray[np.int8]
@@ -542,7 +542,9 @@ class CalibrationCapture:
         if not b.upright_still.any():
             return
         last = last_true(b.upright_still)
-        seen = np.flatnonzero(last >= 0)
+        # Only a waiting device reads its last still pose (a walk's capture
+        # confirmed by the still upright before it); no other carries one.
+        seen = np.flatnonzero((last >= 0) & waiting)
         if seen.size:
             self.state.last_still_t[seen] = b.t[last[seen], seen]
             self.state.last_still_up[:, seen] = b.pose[last[seen], :, seen].T

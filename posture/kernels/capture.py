@@ -104,9 +104,9 @@ def _device(
     b0 = b1 = b2 = 0.0
     broke = False
     last = -1
-    # Still poses matter to a device that may capture, and to every device
-    # when one waits (the reference then carries the last still pose of all).
-    look = asked or waiting or provisional or any_waiting
+    # Still poses matter only to a device that may capture (a waiting one
+    # also carries its last still upright pose to the next block).
+    look = asked or waiting or provisional
     r0, r1, r2 = provisional_up[0, d], provisional_up[1, d], provisional_up[2, d]
     for i in range(n):
         run = run + 1 if quiet[i] else 0
@@ -158,7 +158,7 @@ def _device(
         if bout <= n:
             bout_start_t[d] = t_s[n - bout, d]
     bout_run[d] = bout if waiting else 0
-    if last >= 0:
+    if waiting and last >= 0:
         last_still_t[d] = t_s[last, d]
         l0, l1, l2 = acc_lp_g[last, 0, d], acc_lp_g[last, 1, d], acc_lp_g[last, 2, d]
         root = math.sqrt((l0 * l0 + l1 * l1) + l2 * l2)
@@ -331,7 +331,7 @@ def _resolve_device(
         if bout <= n:
             bout_start_t[d] = t_s[n - bout, d]
     bout_run[d] = bout if waiting else 0
-    if last >= 0:
+    if waiting and last >= 0:
         last_still_t[d] = t_s[last, d]
         l0, l1, l2 = acc_lp_g[last, 0, d], acc_lp_g[last, 1, d], acc_lp_g[last, 2, d]
         root = math.sqrt((l0 * l0 + l1 * l1) + l2 * l2)
@@ -408,29 +408,49 @@ def capture_block(
     # devices innermost, reading the inputs row by row, into a scratch; then
     # each device of the chunk runs over its samples.
     quiet = np.empty((n, min(_CHUNK, d_count)), dtype=np.bool_)
+    # The quiet run of each device of a chunk, for those that can capture
+    # nothing (confirmed, nothing asked: most of a ward): their whole block.
+    runs = np.empty(min(_CHUNK, d_count), dtype=np.int64)
     for first in range(0, d_count, _CHUNK):
         width = min(_CHUNK, d_count - first)
+        # Unsigned indices: numba's wrap-around of negative ones would keep
+        # LLVM from seeing consecutive columns (posture.kernels.jit).
+        base = np.uint64(first)
+        for k in range(width):
+            runs[np.uint64(k)] = still_run[base + np.uint64(k)]
         for i in range(n):
             if has_gyro:
                 for k in range(width):
-                    d = first + k
-                    a0, a1, a2 = acc_g[i, 0, d], acc_g[i, 1, d], acc_g[i, 2, d]
-                    g0, g1, g2 = gyr_dps[i, 0, d], gyr_dps[i, 1, d], gyr_dps[i, 2, d]
+                    lane = np.uint64(k)
+                    col = base + lane
+                    a0, a1, a2 = acc_g[i, 0, col], acc_g[i, 1, col], acc_g[i, 2, col]
+                    g0, g1, g2 = gyr_dps[i, 0, col], gyr_dps[i, 1, col], gyr_dps[i, 2, col]
                     mag2 = (a0 * a0 + a1 * a1) + a2 * a2
-                    quiet[i, k] = (
-                        (acc_dev2_g2[i, d] < still_acc2)
+                    q = (
+                        (acc_dev2_g2[i, col] < still_acc2)
                         & (mag2 > lo2)
                         & (mag2 < hi2)
                         & (((g0 * g0 + g1 * g1) + g2 * g2) < still_gyr2)
                     )
+                    quiet[i, lane] = q
+                    runs[lane] = (runs[lane] + 1) * q  # run + 1 if quiet else 0, branch-free
             else:
                 for k in range(width):
-                    d = first + k
-                    a0, a1, a2 = acc_g[i, 0, d], acc_g[i, 1, d], acc_g[i, 2, d]
+                    lane = np.uint64(k)
+                    col = base + lane
+                    a0, a1, a2 = acc_g[i, 0, col], acc_g[i, 1, col], acc_g[i, 2, col]
                     mag2 = (a0 * a0 + a1 * a1) + a2 * a2
-                    quiet[i, k] = (acc_dev2_g2[i, d] < still_acc2) & (mag2 > lo2) & (mag2 < hi2)
+                    q = (acc_dev2_g2[i, col] < still_acc2) & (mag2 > lo2) & (mag2 < hi2)
+                    quiet[i, lane] = q
+                    runs[lane] = (runs[lane] + 1) * q
         for k in range(width):
             d = first + k
+            if not (requested[d] or stage[d] <= _PROVISIONAL):
+                # _device's outcome for such a device, without its loop.
+                still_run[d] = runs[k]
+                if any_waiting:
+                    bout_run[d] = 0
+                continue
             if _device(
                 d,
                 quiet[:, k],

@@ -192,9 +192,26 @@ class ActivityClassifier:
         self._vigorous_ms = settings.vigorous_acc_g**2
         self._min_cross = settings.walk_min_crossings_per_s / fs
         self._max_cross = settings.walk_max_crossings_per_s / fs
-        self.state = self.fresh_state(devices)
         if self.kernel is Kernel.COMPILED:
             self._coefficients = _KernelCoefficients.of(self)
+            from posture.kernels import activity
+
+            self._kernels = activity
+        self.state = self.fresh_state(devices)
+
+    @property
+    def state(self) -> ActivityState:
+        """What the classifier remembers per device; the engine may swap it
+        between blocks. Its arrays are updated in place: a field replaced by
+        another array takes effect once the state is assigned here again (the
+        compiled kernels' arguments are made from the state bound)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: ActivityState) -> None:
+        self._state = state
+        self._args: tuple[tuple[object, ...], tuple[object, ...]] = ((), ())
+        self._args_devices = -1
 
     def fresh_state(self, devices: int) -> ActivityState:
         """The state of ``devices`` wearables never seen."""
@@ -352,20 +369,20 @@ class ActivityClassifier:
         settled: BoolArray,
     ) -> GaitBlock:
         """:meth:`features` by the compiled kernel: the same stages, one pass per sample."""
-        from posture.kernels import activity as kernels
-
         if self.has_gyro and gyr_dps is None:
             raise ValueError("this classifier was configured with a gyroscope; gyr_dps is None")
         n, _, d = acc_g.shape
-        st, co = self.state, self._coefficients
-        if st.walk_run.shape != (d,) or up_sensor.shape != acc_g.shape or settled.shape != (n, d):
+        args = self._args if self._args_devices == d else self._bound_args(d)
+        if (
+            up_sensor.shape != acc_g.shape
+            or settled.shape != (n, d)
+            or (self.has_gyro and gyr_dps is not None and gyr_dps.shape != acc_g.shape)
+        ):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(
-                f"activity state of {st.walk_run.shape[0]} devices for a block of shape "
-                f"{acc_g.shape} (up {up_sensor.shape}, settled {settled.shape})"
+                f"activity features of a block of shape {acc_g.shape} "
+                f"(up {up_sensor.shape}, settled {settled.shape})"
             )
-        for name in _STATE_FIELDS:
-            setattr(st, name, c_array(getattr(st, name)))
         out = GaitBlock(
             walking=np.empty((n, d), dtype=bool),
             gait=np.empty((n, d), dtype=bool),
@@ -373,16 +390,65 @@ class ActivityClassifier:
             vigorous=np.empty((n, d), dtype=bool),
             settled=settled,
         )
-        kernels.activity_features(
-            c_array(acc_g),
-            _NO_GYRO if gyr_dps is None or not self.has_gyro else c_array(gyr_dps),
-            c_array(up_sensor),
-            c_array(settled),
+        self._kernels.activity_features(
+            np.ascontiguousarray(acc_g),
+            _NO_GYRO if gyr_dps is None or not self.has_gyro else np.ascontiguousarray(gyr_dps),
+            np.ascontiguousarray(up_sensor),
+            np.ascontiguousarray(settled),
             self.has_gyro,
             out.walking,
             out.gait,
             out.quiet,
             out.vigorous,
+            *args[0],
+        )
+        return out
+
+    def _classify_compiled(self, gait: GaitBlock, inclination_deg: FloatArray) -> NDArray[np.int8]:
+        """:meth:`classify` by the compiled kernel."""
+        n, d = inclination_deg.shape
+        args = self._args if self._args_devices == d else self._bound_args(d)
+        shape = (n, d)
+        if not (gait.walking.shape == gait.quiet.shape == gait.settled.shape == shape):
+            raise ValueError(f"activity flags {gait.walking.shape} for a block of shape {shape}")
+        activity = np.empty(shape, dtype=np.int8)
+        self._kernels.activity_classify(
+            np.ascontiguousarray(gait.walking),
+            np.ascontiguousarray(gait.quiet),
+            np.ascontiguousarray(gait.settled),
+            np.ascontiguousarray(np.asarray(inclination_deg, dtype=np.float64)),
+            activity,
+            *args[1],
+        )
+        return activity
+
+    def _bound_args(self, devices: int) -> tuple[tuple[object, ...], tuple[object, ...]]:
+        """The kernels' state and coefficient arguments (features, classify)
+        for blocks of ``devices`` devices: the bound state's arrays, made
+        C-contiguous once (the kernels update them in place), kept while
+        blocks of as many devices come.
+
+        Raises:
+            ValueError: the state is not of ``devices`` devices.
+        """
+        st, co, d = self._state, self._coefficients, devices
+        for name in _STATE_FIELDS:
+            setattr(st, name, c_array(getattr(st, name)))
+        sizes = {name: getattr(st, name).size for name in _STATE_FIELDS}
+        expected = {
+            "gait_lp": 2 * co.gait_sos.shape[0] * d,
+            "envelope_lp": 2 * 4 * co.envelope_sos.shape[0] * d,
+            "prev_up": 3 * d,
+        }
+        if any(
+            getattr(st, name).shape[-1] != d or sizes[name] != expected.get(name, d)
+            for name in _STATE_FIELDS
+        ):
+            # The kernels index without bounds checks: never run them on a mismatch.
+            raise ValueError(
+                f"activity state of {st.walk_run.shape[0]} devices for a block of {d} devices"
+            )
+        features = (
             st.gait_lp.reshape(-1, d),
             st.envelope_lp.reshape(-1, 4 * d),
             st.prev_up,
@@ -395,35 +461,15 @@ class ActivityClassifier:
             co.thresholds,
             co.samples,
         )
-        return out
-
-    def _classify_compiled(self, gait: GaitBlock, inclination_deg: FloatArray) -> NDArray[np.int8]:
-        """:meth:`classify` by the compiled kernel."""
-        from posture.kernels import activity as kernels
-
-        st, co = self.state, self._coefficients
-        n, d = inclination_deg.shape
-        flags = (gait.walking, gait.quiet, gait.settled)
-        if st.still_run.shape != (d,) or any(f.shape != (n, d) for f in flags):
-            raise ValueError(
-                f"activity state of {st.still_run.shape[0]} devices for a block of shape {(n, d)}"
-            )
-        st.still_run = c_array(st.still_run)
-        st.lying = c_array(st.lying)
-        activity = np.empty((n, d), dtype=np.int8)
-        kernels.activity_classify(
-            c_array(gait.walking),
-            c_array(gait.quiet),
-            c_array(gait.settled),
-            c_array(np.asarray(inclination_deg, dtype=np.float64)),
-            activity,
+        classify = (
             st.still_run,
             st.lying,
             co.lying_deg,
             self._lying_enter,
             _CLASSIFY_CODES,
         )
-        return activity
+        self._args, self._args_devices = (features, classify), d
+        return features, classify
 
 
 # The state the kernels update in place (made C-contiguous first).

@@ -308,7 +308,6 @@ class BatchEngine:
     ) -> BatchBlock:
         """The block, device last (``t`` (n, S), ``acc``/``gyr`` (n, 3, S)), validated."""
         n, s = t.shape
-        rows = np.arange(s) if ids is None else ids
         core = self._core
         last_t_s = core.stored.last_t_s
         steps = block_steps(
@@ -321,6 +320,22 @@ class BatchEngine:
         )
         finite = steps.finite
         dropped = ~finite
+        if n and s and np.count_nonzero(finite) == s:  # the usual block: all finite
+            # The times as returned, (S, n): also the layout the fall stage reads.
+            t_rows = np.ascontiguousarray(t.T)
+            out = core.process(t, acc, gyr, ids, steps, t_rows)
+            # The core's (n, S) results, read as (S, n) without a copy.
+            return BatchBlock(
+                t_s=t_rows,
+                flexion_deg=out.flexion_deg.T,
+                lateral_deg=out.lateral_deg.T,
+                activity=out.activity.T,
+                slouching=out.slouching.T,
+                events=_per_device(out.events, s),
+                dropped=dropped,
+                devices=np.arange(s) if ids is None else ids.copy(),
+            )
+        rows = np.arange(s) if ids is None else ids
         if dropped.any():
             self._count_dropped(rows[dropped])
         if n == 0 or s == 0:
@@ -335,19 +350,6 @@ class BatchEngine:
                 ((),) * s,
                 dropped,
                 rows.copy(),
-            )
-        if finite.all():
-            out = core.process(t, acc, gyr, ids, steps)
-            # The core's (n, S) results, read as (S, n) without a copy.
-            return BatchBlock(
-                t_s=t.copy().T,
-                flexion_deg=out.flexion_deg.T,
-                lateral_deg=out.lateral_deg.T,
-                activity=out.activity.T,
-                slouching=out.slouching.T,
-                events=_per_device(out.events, s),
-                dropped=dropped,
-                devices=rows.copy(),
             )
         return self._run_finite(t, acc, gyr, rows, steps)
 
@@ -458,6 +460,8 @@ class BatchEngine:
 def _per_device(
     events: dict[int, list[PostureEvent]], devices: int
 ) -> tuple[tuple[PostureEvent, ...], ...]:
+    if not events:
+        return ((),) * devices
     per: list[tuple[PostureEvent, ...]] = [()] * devices
     for dev, evs in events.items():
         per[dev] = tuple(evs)

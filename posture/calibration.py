@@ -240,6 +240,10 @@ class TrunkAngles:
 
     def __init__(self, kernel: Kernel | str | None = None) -> None:
         self.kernel = selected_kernel(kernel)
+        if self.kernel is Kernel.COMPILED:
+            from posture.kernels import angles
+
+            self._kernels = angles
 
     def of_devices(
         self, up_sensor: FloatArray, matrix: FloatArray, calibrated: BoolArray
@@ -258,13 +262,11 @@ class TrunkAngles:
         if calibrated.shape != (d,):
             raise ValueError(f"calibrated flags of shape {calibrated.shape} for {d} devices")
         if self.kernel is Kernel.COMPILED:
-            from posture.kernels import angles as kernels
-
             flexion, lateral, incl = np.empty((n, d)), np.empty((n, d)), np.empty((n, d))
-            kernels.angles_of_devices(
-                c_array(up_sensor),
-                c_array(matrix),
-                c_array(calibrated),
+            self._kernels.angles_of_devices(
+                np.ascontiguousarray(up_sensor),
+                np.ascontiguousarray(matrix),
+                np.ascontiguousarray(calibrated),
                 flexion,
                 lateral,
                 incl,
@@ -309,9 +311,7 @@ class TrunkAngles:
         if self.kernel is Kernel.COMPILED and all(
             a.flags.c_contiguous for a in (flexion, lateral, incl)
         ):
-            from posture.kernels import angles as kernels
-
-            kernels.angles_of_device(
+            self._kernels.angles_of_device(
                 c_array(up_sensor), c_array(matrix), device, first, flexion, lateral, incl
             )
             return

@@ -168,7 +168,10 @@ class CalibrationCapture:
         self._acc_lo2 = (1.0 - s.gravity_tolerance_g) ** 2
         self._acc_hi2 = (1.0 + s.gravity_tolerance_g) ** 2
         self.auto = auto
-        self.state = self.fresh_state(devices)
+        if self.kernel is Kernel.COMPILED:
+            from posture.kernels import capture
+
+            self._kernels = capture
         # What the compiled kernel takes, in its order.
         self._limits = np.array(
             [
@@ -186,6 +189,21 @@ class CalibrationCapture:
         self._counts = np.array([self._still_samples, self._gait_samples], dtype=np.int64)
         # The compiled kernel's capture records (_process_compiled).
         self._records = (np.empty((0, 5), dtype=np.int64), np.empty((0, 3)))
+        self.state = self.fresh_state(devices)
+
+    @property
+    def state(self) -> CaptureState:
+        """What the capture remembers per device; the engine may swap it between
+        blocks. Its arrays are updated in place: a field replaced by another
+        array takes effect once the state is assigned here again (the compiled
+        kernel's arguments are made from the state bound)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: CaptureState) -> None:
+        self._state = state
+        self._args: tuple[object, ...] = ()
+        self._args_devices = -1
 
     def fresh_state(self, devices: int) -> CaptureState:
         """The state of ``devices`` wearables never seen."""
@@ -302,42 +320,70 @@ class CalibrationCapture:
         """:meth:`process` by the compiled kernel (:mod:`posture.kernels.capture`)
         for the devices where nothing can happen, and the reference for the
         few where something may (on their columns of the block and state)."""
-        from posture.kernels import capture as kernels
-
         st = self.state
         n, _, d = acc_g.shape
         if not (
             t_s.shape == acc_dev2_g2.shape == walking.shape == gait.shape == (n, d)
             and acc_lp_g.shape == acc_g.shape
             and (gyr_dps is None or gyr_dps.shape == acc_g.shape)
-            and st.still_run.shape == (d,)
+        ):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(f"capture block {acc_g.shape} with mismatched inputs")
+        args = self._args if self._args_devices == d else self._bound_args(d)
+        record_int = self._records[0]
+        # The times are read only when a device waits (the carry, a gait capture).
+        waiting = d > 0 and int(np.minimum.reduce(st.stage)) == Stage.WAITING
+        found = self._kernels.capture_block(
+            np.ascontiguousarray(t_s) if waiting else _NO_TIMES,
+            np.ascontiguousarray(acc_g),
+            _NO_GYRO if gyr_dps is None else np.ascontiguousarray(gyr_dps),
+            gyr_dps is not None,
+            np.ascontiguousarray(acc_lp_g),
+            np.ascontiguousarray(acc_dev2_g2),
+            np.ascontiguousarray(walking),
+            np.ascontiguousarray(gait),
+            *args,
+        )
+        if found <= 0:
+            return []
+        if found > record_int.shape[0]:  # pragma: no cover - see record_int
+            raise RuntimeError(f"{found} captures in a block of {d} devices")
+        out = []
+        for (dev, j, kind, bout, retro), up in zip(
+            record_int[:found].tolist(), self._records[1][:found], strict=True
+        ):
+            out.append(self._record(dev, j, _Kind(kind), up, float(t_s[j, dev]), bout, retro))
+        return out
+
+    def _bound_args(self, devices: int) -> tuple[object, ...]:
+        """The kernel's arguments after the block's: the bound state (its arrays
+        made C-contiguous once, as the kernel updates them in place), the
+        limits and the capture records, for blocks of ``devices`` devices; kept
+        while blocks of as many devices come.
+
+        Raises:
+            ValueError: the state is not of ``devices`` devices.
+        """
+        st, d = self._state, devices
+        for name in _STATE_FIELDS:
+            setattr(st, name, c_array(getattr(st, name)))
+        if any(
+            getattr(st, name).shape != ((3, d) if name in _VECTORS else (d,))
+            for name in _STATE_FIELDS
         ):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(
-                f"capture state of {st.still_run.shape} devices for a block {acc_g.shape}"
+                f"capture state of {st.still_run.shape} devices for a block of {d} devices"
             )
-        for name in _STATE_FIELDS:
-            setattr(st, name, c_array(getattr(st, name)))
         # Three rows a device: its captures in a block are at most a gait,
         # its refinement and a request. Kept from block to block (the kernel
         # writes only the rows it returns).
         if self._records[0].shape[0] != 3 * d:
             self._records = (
-                np.empty((3 * d, len(kernels.RECORD_FIELDS)), dtype=np.int64),
+                np.empty((3 * d, len(self._kernels.RECORD_FIELDS)), dtype=np.int64),
                 np.empty((3 * d, 3)),
             )
-        record_int, record_up = self._records
-        # The times are read only when a device waits (the carry, a gait capture).
-        waiting = bool(st.stage.size) and int(st.stage.min()) == Stage.WAITING
-        found = kernels.capture_block(
-            c_array(t_s) if waiting else _NO_TIMES,
-            c_array(acc_g),
-            _NO_GYRO if gyr_dps is None else c_array(gyr_dps),
-            gyr_dps is not None,
-            c_array(acc_lp_g),
-            c_array(acc_dev2_g2),
-            c_array(walking),
-            c_array(gait),
+        args = (
             st.stage,
             st.requested,
             st.provisional_up,
@@ -350,19 +396,10 @@ class CalibrationCapture:
             st.bout_start_t,
             st.last_still_t,
             st.last_still_up,
-            record_int,
-            record_up,
+            *self._records,
         )
-        if found <= 0:
-            return []
-        if found > record_int.shape[0]:  # pragma: no cover - see record_int
-            raise RuntimeError(f"{found} captures in a block of {d} devices")
-        out = []
-        for (dev, j, kind, bout, retro), up in zip(
-            record_int[:found].tolist(), record_up[:found], strict=True
-        ):
-            out.append(self._record(dev, j, _Kind(kind), up, float(t_s[j, dev]), bout, retro))
-        return out
+        self._args, self._args_devices = args, d
+        return args
 
     def _runs(
         self,
@@ -578,3 +615,5 @@ _STATE_FIELDS = (
     "last_still_t",
     "last_still_up",
 )
+# Its fields of shape (3, D); the others are (D,).
+_VECTORS = frozenset({"provisional_up", "bout_sum", "last_still_up"})

@@ -232,6 +232,7 @@ class EngineCore:
         gyr_dps: FloatArray | None,
         devices: IndexArray | None = None,
         steps: BlockSteps | None = None,
+        t_rows: FloatArray | None = None,
     ) -> CoreBlock:
         """Process one block of ``n >= 1`` samples of ``S`` devices.
 
@@ -244,18 +245,22 @@ class EngineCore:
             steps: the block's :func:`~posture.steps.block_steps` if the
                 caller has them already (from the devices' stored last
                 sample times), else computed here.
+            t_rows: ``t_s`` as a C-contiguous (S, n) array if the caller has
+                one (the layout the fall stage reads; only read).
 
         Returns:
             Arrays (n, S) and events keyed by the position in ``devices``.
         """
+        if t_rows is not None and t_rows.shape != t_s.shape[::-1]:
+            raise ValueError(f"t_rows of shape {t_rows.shape} for t_s of shape {t_s.shape}")
         if devices is None:
             if self.devices == self._capacity:
-                return self._process(t_s, acc_g, gyr_dps, None, steps)
+                return self._process(t_s, acc_g, gyr_dps, None, steps, t_rows)
             devices = np.arange(self.devices)
         part = st.take(self._store, devices)
         self._bind(part)
         try:
-            return self._process(t_s, acc_g, gyr_dps, devices, steps)
+            return self._process(t_s, acc_g, gyr_dps, devices, steps, t_rows)
         finally:
             st.put(self._store, devices, part)
             self._bind(self._store)
@@ -267,6 +272,7 @@ class EngineCore:
         gyr_dps: FloatArray | None,
         ids: IndexArray | None,
         steps: BlockSteps | None,
+        t_rows: FloatArray | None = None,
     ) -> CoreBlock:
         """The block on the bound state (its ``d`` columns); ``ids`` the
         devices' global indices (None: the same as the columns)."""
@@ -289,7 +295,7 @@ class EngineCore:
         captures: list[Capture] = []
         if len(bounds) == 2:  # the usual block: no gap inside
             up, flexion, lateral, activity, vigorous = self._segment(
-                t_s, acc_g, gyr_dps, dt, breaks[0], 0, captures, ids
+                t_s, acc_g, gyr_dps, dt, breaks[0] if steps.break_count else None, 0, captures, ids
             )
         else:
             flexion = np.empty((n, d))
@@ -326,9 +332,14 @@ class EngineCore:
                 {"duration_s": tr.duration_s},
             )
             events.setdefault(dev, []).append((i, 1, event))
-        self._falls(t_s, acc_g, gyr_dps, up, captures, flexion, lateral, events, ids)
+        # The fall stage reads the times device-major: the caller's copy so
+        # laid out, if any, goes in (transposed, uncopied).
+        t_falls = t_s if t_rows is None else t_rows.T
+        self._falls(t_falls, acc_g, gyr_dps, up, captures, flexion, lateral, events, ids)
         core.last_t_s = t_s[-1].copy()
-        core.last_angles = np.array((flexion[-1], lateral[-1]))
+        last = core.last_angles = np.empty((2, d))
+        last[0] = flexion[-1]
+        last[1] = lateral[-1]
         ordered: dict[int, list[PostureEvent]] = {}
         for dev, evs in events.items():
             evs.sort(key=lambda e: (e[0], e[1]))
@@ -341,14 +352,15 @@ class EngineCore:
         acc_g: FloatArray,
         gyr_dps: FloatArray | None,
         dt: FloatArray,
-        breaks: BoolArray,
+        breaks: BoolArray | None,
         offset: int,
         captures: list[Capture],
         ids: IndexArray | None,
     ) -> tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], BoolArray]:
         """One gap-free stretch of every device (starting at sample ``offset``
-        of the block); resets the devices that break at its first sample."""
-        if np.count_nonzero(breaks):
+        of the block); resets the devices that break at its first sample
+        (``breaks`` (D,), None: none does)."""
+        if breaks is not None and np.count_nonzero(breaks):
             resets = np.flatnonzero(breaks)
             self.gravity.reset(resets)
             self.capture.reset(resets)
@@ -394,9 +406,10 @@ class EngineCore:
         device ``ids[dev]`` (``dev`` if None). A calibration captured in the
         block is the device's reference upright from its sample on."""
         references: dict[int, list[tuple[int, FloatArray]]] = {}
-        for c in sorted(captures, key=lambda c: c.index):
-            up_ref = np.asarray(c.calibration.up_sensor, dtype=np.float64)
-            references.setdefault(c.device, []).append((c.index, up_ref))
+        if captures:
+            for c in sorted(captures, key=lambda c: c.index):
+                up_ref = np.asarray(c.calibration.up_sensor, dtype=np.float64)
+                references.setdefault(c.device, []).append((c.index, up_ref))
         found = self.falls.process(t_s, acc_g, gyr_dps, up, ids, references)
         for dev, findings in found.items():
             for f in findings:

@@ -232,9 +232,26 @@ class GravityFilter:
         self._bias_clip2 = math.radians(params.bias_clip_dps) ** 2
         self._rest_acc2 = params.rest_acc_g**2
         self._rest_thresholds = np.array([self._rest_acc2, self._rest_gyr2])
-        self.state = self.fresh_state(devices)
         if self.kernel is Kernel.COMPILED:
             self._coefficients = _KernelCoefficients.of(self)
+            from posture.kernels import gravity
+
+            self._kernels = gravity
+        self.state = self.fresh_state(devices)
+
+    @property
+    def state(self) -> GravityState:
+        """What the filter remembers per device; the engine may swap it between
+        blocks. Its arrays are updated in place: a field replaced by another
+        array takes effect once the state is assigned here again (the compiled
+        kernel's arguments are made from the state bound, see :meth:`_bound_args`)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: GravityState) -> None:
+        self._state = state
+        self._args: tuple[object, ...] = ()
+        self._args_devices = -1
 
     def fresh_state(self, devices: int) -> GravityState:
         """The state of ``devices`` wearables never seen."""
@@ -296,17 +313,20 @@ class GravityFilter:
         self, acc_g: FloatArray, gyr_dps: FloatArray | None, dt_s: FloatArray
     ) -> GravityBlock:
         """:meth:`process` by the compiled kernel: the same filter, one pass per sample."""
-        from posture.kernels import gravity as kernels
-
-        if self.params.has_gyro and gyr_dps is None:
+        has_gyro = self.params.has_gyro
+        if has_gyro and gyr_dps is None:
             raise ValueError("this filter was configured with a gyroscope; gyr_dps is None")
         n, _, d = acc_g.shape
-        st, co = self.state, self._coefficients
-        if st.count.shape != (d,) or st.lp_rest.shape[:2] != (2, self._rest_signals):
+        args = self._args if self._args_devices == d else self._bound_args(d)
+        if (
+            has_gyro
+            and gyr_dps is not None
+            and not (gyr_dps.shape == acc_g.shape and dt_s.shape == (n, d))
+        ):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(
-                f"gravity state of {st.count.shape[0]} devices (filters {st.lp_rest.shape}) "
-                f"for a block of {d} devices"
+                f"gravity filter block of shape {acc_g.shape} with gyroscope "
+                f"{gyr_dps.shape} and intervals {dt_s.shape}"
             )
         out = GravityBlock(
             up_sensor=np.empty((n, 3, d)),
@@ -315,20 +335,54 @@ class GravityFilter:
             acc_lp_g=np.empty((n, 3, d)),
             acc_dev2_g2=np.empty((n, d)),
         )
-        acc = c_array(acc_g)
+        outs = (out.up_sensor, out.settled, out.rest, out.acc_lp_g, out.acc_dev2_g2)
+        if has_gyro and gyr_dps is not None:
+            self._kernels.gravity_gyro(
+                np.ascontiguousarray(acc_g),
+                np.ascontiguousarray(gyr_dps),
+                np.ascontiguousarray(dt_s),
+                *outs,
+                *args,
+            )
+        else:
+            self._kernels.gravity_acc_only(np.ascontiguousarray(acc_g), *outs, *args)
+        return out
+
+    def _bound_args(self, devices: int) -> tuple[object, ...]:
+        """The kernel's arguments after the block's and its outputs: the bound
+        state (its arrays made C-contiguous once, as the kernel updates them in
+        place) and the coefficients; checked against a block of ``devices``.
+
+        Made when a state is bound and kept while blocks of as many devices
+        come (the state's arrays are the same objects from block to block).
+
+        Raises:
+            ValueError: the state is not of ``devices`` devices.
+        """
+        st, co, d = self._state, self._coefficients, devices
         for name in _STATE_FIELDS:
             setattr(st, name, c_array(getattr(st, name)))
+        order = st.lp_rest.shape[0]
+        expected = {
+            "count": (d,),
+            "quiet_run": (d,),
+            "quat_si": (4, d),
+            "gyr_prev_rps": (3, d),
+            "init_sum": (3, d),
+            "bias_rps": (3, d),
+            "lp_rest": (2, self._rest_signals, d),
+            "lp_inertial": (order, 3, d),
+            "lp_acc_only": (order, 3, d),
+        }
+        if order != 2 or any(getattr(st, k).shape != v for k, v in expected.items()):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"gravity state of {st.count.shape[0]} devices (filters {st.lp_rest.shape}) "
+                f"for a block of {d} devices"
+            )
         rest_lp = _rows(st.lp_rest, d)
-        if self.params.has_gyro and gyr_dps is not None:
-            kernels.gravity_gyro(
-                acc,
-                c_array(gyr_dps),
-                c_array(dt_s),
-                out.up_sensor,
-                out.settled,
-                out.rest,
-                out.acc_lp_g,
-                out.acc_dev2_g2,
+        if self.params.has_gyro:
+            args: tuple[object, ...] = (
                 st.count,
                 st.quiet_run,
                 _rows(st.quat_si, d),
@@ -345,13 +399,7 @@ class GravityFilter:
                 1.0 / self.params.sample_rate_hz,
             )
         else:
-            kernels.gravity_acc_only(
-                acc,
-                out.up_sensor,
-                out.settled,
-                out.rest,
-                out.acc_lp_g,
-                out.acc_dev2_g2,
+            args = (
                 st.count,
                 st.quiet_run,
                 rest_lp,
@@ -361,7 +409,8 @@ class GravityFilter:
                 co.thresholds,
                 co.samples,
             )
-        return out
+        self._args, self._args_devices = args, d
+        return args
 
     # -- one device: row layout, few array operations --------------------------
 

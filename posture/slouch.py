@@ -154,8 +154,42 @@ class SlouchDetector:
         self.settings = settings
         self.kernel = selected_kernel(kernel)
         self._max_interval_s = max_interval_s
-        self.params = SlouchParams.fresh(devices, settings)
+        if self.kernel is Kernel.COMPILED:
+            from posture.kernels import slouch
+
+            self._kernels = slouch
+        # Room for a transition at every sample of the compiled kernel's block;
+        # only the rows written are touched (a transition is rare), so the
+        # pages of the rest never are. Kept from block to block.
+        self._transitions = np.empty((0, 4))
+        self._params = SlouchParams.fresh(devices, settings)
         self.state = SlouchState.fresh(devices)
+
+    @property
+    def state(self) -> SlouchState:
+        """What the detector remembers per device; the engine may swap it
+        between blocks. Its arrays are updated in place: a field replaced by
+        another array takes effect once the state is assigned here again (the
+        compiled kernel's arguments are made from the state and rule bound)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: SlouchState) -> None:
+        self._state = state
+        self._args: tuple[object, ...] = ()
+        self._args_devices = -1
+
+    @property
+    def params(self) -> SlouchParams:
+        """Each device's rule (changed in place by :meth:`SlouchParams.set`, or
+        swapped with the state)."""
+        return self._params
+
+    @params.setter
+    def params(self, params: SlouchParams) -> None:
+        self._params = params
+        self._args = ()
+        self._args_devices = -1
 
     def process(
         self,
@@ -226,34 +260,59 @@ class SlouchDetector:
         vigorous: BoolArray,
     ) -> tuple[BoolArray, list[SlouchTransition]]:
         """:meth:`process` by the compiled kernel (:mod:`posture.kernels.slouch`)."""
-        from posture.kernels import slouch as kernels
-
-        p, st = self.params, self.state
         n, d = t_s.shape
         if not (
-            st.slouching.shape == p.dwell_s.shape == (d,)
-            and flexion_deg.shape == lateral_deg.shape == activity.shape == vigorous.shape == (n, d)
+            flexion_deg.shape == lateral_deg.shape == activity.shape == vigorous.shape == (n, d)
+        ):
+            # The kernel indexes without bounds checks: never run it on a mismatch.
+            raise ValueError(
+                f"slouch inputs {flexion_deg.shape}, {lateral_deg.shape}, {activity.shape}, "
+                f"{vigorous.shape} for a block of shape {(n, d)}"
+            )
+        args = self._args if self._args_devices == d else self._bound_args(d)
+        out = np.empty((n, d), dtype=bool)
+        if self._transitions.shape[0] < n * d:
+            self._transitions = np.empty((n * d, 4))
+        transitions = self._transitions
+        found = self._kernels.slouch_steps(
+            np.ascontiguousarray(t_s),
+            np.ascontiguousarray(flexion_deg),
+            np.ascontiguousarray(lateral_deg),
+            np.ascontiguousarray(np.asarray(activity, dtype=np.int8)),
+            np.ascontiguousarray(vigorous),
+            out,
+            transitions,
+            *args,
+        )
+        if not found:
+            return out, []
+        # By device, in time order (the reference's order; the kernel's is by time).
+        return out, [
+            SlouchTransition(int(i), started == 1.0, round(duration, 6), device=int(dev))
+            for dev, i, started, duration in sorted(transitions[:found].tolist())
+        ]
+
+    def _bound_args(self, devices: int) -> tuple[object, ...]:
+        """The kernel's state and rule arguments for blocks of ``devices``
+        devices: the bound arrays, made C-contiguous once (the kernel updates
+        the state's in place), kept while blocks of as many devices come.
+
+        Raises:
+            ValueError: the state or the rule is not of ``devices`` devices.
+        """
+        p, st = self._params, self._state
+        for obj, names in ((st, _STATE_FIELDS), (p, _PARAM_FIELDS)):
+            for name in names:
+                setattr(obj, name, c_array(getattr(obj, name)))
+        if any(getattr(st, name).shape != (devices,) for name in _STATE_FIELDS) or any(
+            getattr(p, name).shape != (devices,) for name in _PARAM_FIELDS
         ):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(
                 f"slouch state of {st.slouching.shape[0]} devices (rule "
-                f"{p.dwell_s.shape[0]}) for a block of shape {(n, d)}"
+                f"{p.dwell_s.shape[0]}) for a block of {devices} devices"
             )
-        for obj, names in ((st, _STATE_FIELDS), (p, _PARAM_FIELDS)):
-            for name in names:
-                setattr(obj, name, c_array(getattr(obj, name)))
-        out = np.empty((n, d), dtype=bool)
-        # Room for a transition at every sample; only the rows written are
-        # touched (a transition is rare), so the pages of the rest never are.
-        transitions = np.empty((n * d, 4))
-        found = kernels.slouch_steps(
-            c_array(t_s),
-            c_array(flexion_deg),
-            c_array(lateral_deg),
-            c_array(np.asarray(activity, dtype=np.int8)),
-            c_array(vigorous),
-            out,
-            transitions,
+        args = (
             st.slouching,
             st.count_s,
             st.timing,
@@ -267,13 +326,8 @@ class SlouchDetector:
             self._max_interval_s,
             _KERNEL_CODES,
         )
-        if not found:
-            return out, []
-        # By device, in time order (the reference's order; the kernel's is by time).
-        return out, [
-            SlouchTransition(int(i), started == 1.0, round(duration, 6), device=int(dev))
-            for dev, i, started, duration in sorted(transitions[:found].tolist())
-        ]
+        self._args, self._args_devices = args, devices
+        return args
 
     def _clear(
         self, flexion_deg: FloatArray, lateral_abs_deg: FloatArray, resetting: BoolArray

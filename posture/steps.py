@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.kernels import Kernel, c_array
+from posture.kernels import Kernel
 
 __all__ = ["BlockSteps", "block_steps"]
 
@@ -84,17 +85,16 @@ def block_steps(
     """
     n, d = t_s.shape
     if kernel is Kernel.COMPILED:
-        from posture.kernels import steps as kernels
-
+        kernels = _compiled()
         finite: BoolArray = np.empty(d, dtype=bool)
         dt = np.empty((n, d))
         breaks = np.empty((n, d), dtype=bool)
         fresh = np.empty(d, dtype=bool)
         count = kernels.block_steps(
-            c_array(t_s),
-            c_array(acc_g),
-            _NO_GYRO if gyr_dps is None else c_array(gyr_dps),
-            c_array(last_t_s),
+            np.ascontiguousarray(t_s),
+            np.ascontiguousarray(acc_g),
+            _NO_GYRO if gyr_dps is None else np.ascontiguousarray(gyr_dps),
+            np.ascontiguousarray(last_t_s),
             max_interval_s,
             finite,
             dt,
@@ -119,3 +119,17 @@ def block_steps(
         dt[0, fresh] = math.inf
         breaks[0, fresh] = True
     return BlockSteps(finite, dt, breaks, fresh, int(np.count_nonzero(breaks)))
+
+
+def _compiled() -> ModuleType:
+    """:mod:`posture.kernels.steps`, imported at the first compiled block (not
+    with this module: numba loads only where the compiled kernels run)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from posture.kernels import steps
+
+        _KERNELS = steps
+    return _KERNELS
+
+
+_KERNELS: ModuleType | None = None

@@ -116,6 +116,10 @@ class FallStage:
         self._ring_rows = max(self.history_len, self._merge + self._screen.back) + self.chunk
         nominal = np.asarray(nominal_up, dtype=np.float64)
         self._nominal = nominal / np.linalg.norm(nominal)
+        if self.kernel is Kernel.COMPILED:
+            from posture.kernels import falls
+
+            self._kernels = falls
         self.state = self.fresh_state(devices)
         self.device_runs = 0
         """Device-pieces that took the per-device path (a statistic, for benches)."""
@@ -127,6 +131,19 @@ class FallStage:
     def fresh_state(self, devices: int) -> FallState:
         """The state of ``devices`` new wearables (for :func:`posture.state.grow`)."""
         return FallState.fresh(devices, self._ring_rows, self._nominal)
+
+    @property
+    def state(self) -> FallState:
+        """Every device's fall detector state; the engine may swap it between
+        blocks. The arrays the compiled kernels update are updated in place: a
+        field replaced by another array takes effect once the state is
+        assigned here again (they are made C-contiguous when it is bound)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: FallState) -> None:
+        self._state = state
+        self._contiguous = False
 
     # -- per device ------------------------------------------------------------
 
@@ -232,8 +249,6 @@ class FallStage:
         """:meth:`_rows` by the compiled kernel: the same rows, bit for bit
         (``checked``: ``cols`` are the state's own columns). The engine's
         ``t_s`` is a transposed (D, n) array: its ``.T`` goes in uncopied."""
-        from posture.kernels import falls as kernels
-
         st = self.state
         k = cols.size
         if acc_g.shape[2] != k or up_sensor.shape[2] != k or t_s.shape[1] != k:
@@ -241,15 +256,16 @@ class FallStage:
         if not checked and k and not (int(cols.min()) >= 0 and int(cols.max()) < st.seen.size):
             # The kernel indexes without bounds checks: never run it on a mismatch.
             raise ValueError(f"devices {cols!r} outside the state's {st.seen.size}")
-        self._contiguous_state()
-        gyr = _EMPTY_GYRO if gyr_dps is None else c_array(gyr_dps)
-        kernels.fall_rows(
-            c_array(t_s.T),
-            c_array(acc_g),
-            c_array(up_sensor),
+        if not self._contiguous:
+            self._contiguous_state()
+        gyr = _EMPTY_GYRO if gyr_dps is None else np.ascontiguousarray(gyr_dps)
+        self._kernels.fall_rows(
+            np.ascontiguousarray(t_s.T),
+            np.ascontiguousarray(acc_g),
+            np.ascontiguousarray(up_sensor),
             gyr,
             gyr_dps is not None,
-            c_array(cols.astype(np.int64, copy=False)),
+            cols if checked else np.ascontiguousarray(cols.astype(np.int64, copy=False)),
             float(self.settings.gyro_clip_min_dps),
             float(self._trigger),
             st.rows,
@@ -265,6 +281,7 @@ class FallStage:
         st = self.state
         for name in ("rows", "t_s", "seen", "peak_next", "last_trigger", "prev_gyr_dps", "busy"):
             setattr(st, name, c_array(getattr(st, name)))
+        self._contiguous = True
 
     def _chunk(
         self,
@@ -322,16 +339,14 @@ class FallStage:
         """:meth:`_chunk` by the compiled screen (the piece already in the
         rings): one kernel call decides who needs the per-device path and moves
         everybody else's cursor; a piece without a candidate ends there."""
-        from posture.kernels import falls as kernels
-
         st = self.state
         if self._need.size < cols.size:
             self._need = np.zeros(cols.size, dtype=bool)
         need = self._need[: cols.size]
         need.fill(self._everyone)
-        runs = kernels.fall_screen(
+        runs = self._kernels.fall_screen(
             st.rows,
-            c_array(cols.astype(np.int64, copy=False)),
+            cols if cols is self._all else c_array(cols.astype(np.int64, copy=False)),
             st.seen,
             st.peak_next,
             st.last_trigger,

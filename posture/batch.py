@@ -437,7 +437,12 @@ class BatchEngine:
             want = tuple("n" if k == -1 else k for k in t_shape)
             raise SampleError(f"t_s must have shape ({want[0]}, {want[1]}), got {t.shape}")
         n = t.shape[axis]
-        imu = tuple(n if k == -1 else k for k in imu_shape)
+        # -1 is the first or second axis: (n, 3, S) or (S, n, 3).
+        imu = (
+            (n, imu_shape[1], imu_shape[2])
+            if imu_shape[0] == -1
+            else (imu_shape[0], n, imu_shape[2])
+        )
         if acc.shape != imu:
             raise SampleError(f"acc_g must have shape {imu}, got {acc.shape}")
         if self.config.has_gyro and gyr is None:

@@ -85,7 +85,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from common.errors import PostureMonitorError
-from posture.kernels import Kernel, c_array, selected_kernel
+from posture.kernels import Kernel, selected_kernel
 from posture.types import check_positive_fields
 
 __all__ = [
@@ -306,13 +306,22 @@ class TrunkAngles:
         n, d = _check_shapes(up_sensor, matrix)
         if not (0 <= device < d and 0 <= first <= n):
             raise ValueError(f"device {device}, sample {first} of a block of {(n, d)}")
-        if any(a.shape != (n, d) for a in (flexion, lateral, incl)):
+        if not (flexion.shape == lateral.shape == incl.shape == (n, d)):
             raise ValueError(f"angle arrays {flexion.shape}, {lateral.shape}, {incl.shape}")
-        if self.kernel is Kernel.COMPILED and all(
-            a.flags.c_contiguous for a in (flexion, lateral, incl)
+        if (
+            self.kernel is Kernel.COMPILED
+            and flexion.flags.c_contiguous
+            and lateral.flags.c_contiguous
+            and incl.flags.c_contiguous
         ):
             self._kernels.angles_of_device(
-                c_array(up_sensor), c_array(matrix), device, first, flexion, lateral, incl
+                np.ascontiguousarray(up_sensor),
+                np.ascontiguousarray(matrix),
+                device,
+                first,
+                flexion,
+                lateral,
+                incl,
             )
             return
         column = slice(device, device + 1)

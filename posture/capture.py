@@ -62,6 +62,10 @@ class _Kind(enum.IntEnum):
     REFINED = 3
 
 
+# The kinds by value (0, 1, 2, 3): an index instead of the enum's call.
+_KINDS = tuple(_Kind)
+
+
 @dataclass(frozen=True)
 class Capture:
     """A calibration of ``device`` in use from sample ``index`` of the block on.
@@ -352,7 +356,7 @@ class CalibrationCapture:
         for (dev, j, kind, bout, retro), up in zip(
             record_int[:found].tolist(), self._records[1][:found], strict=True
         ):
-            out.append(self._record(dev, j, _Kind(kind), up, float(t_s[j, dev]), bout, retro))
+            out.append(self._record(dev, j, _KINDS[kind], up, float(t_s[j, dev]), bout, retro))
         return out
 
     def _bound_args(self, devices: int) -> tuple[object, ...]:

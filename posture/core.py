@@ -220,7 +220,12 @@ class EngineCore:
         where its samples reach the capture)."""
         core = self.state.core
         core.calibrations[device] = calibration
-        core.matrix[:, :, device] = calibration.matrix
+        # Calibration.matrix's rows, without building (and caching) its array.
+        core.matrix[:, :, device] = (
+            calibration.forward_sensor,
+            calibration.right_sensor,
+            calibration.up_sensor,
+        )
         core.calibrated[device] = True
 
     # -- processing ----------------------------------------------------------
@@ -377,7 +382,7 @@ class EngineCore:
             self._log_capture(c, c.device if ids is None else int(ids[c.device]))
             j, dev = c.index, c.device
             self.angles.redo_device(up, self.state.core.matrix, dev, j, flexion, lateral, incl)
-            captures.append(replace(c, index=offset + j))
+            captures.append(replace(c, index=offset + j) if offset else c)
         activity = self.activity.classify(feats, incl)
         return up, flexion, lateral, activity, feats.vigorous
 

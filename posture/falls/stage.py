@@ -183,7 +183,7 @@ class FallStage:
             Findings by column (position in ``devices``) of the columns that
             have any, in time order.
         """
-        st = self.state
+        st = self._state
         n = t_s.shape[0]
         found: dict[int, list[FallFinding]] = {}
         if self.kernel is Kernel.COMPILED:
@@ -209,8 +209,8 @@ class FallStage:
 
     def _every_device(self) -> IntArray:
         """(D,) the state's columns in order (kept: made once, not every block)."""
-        if self._all.size != self.state.seen.size:
-            self._all = np.arange(self.state.seen.size, dtype=np.int64)
+        if self._all.size != self._state.seen.size:
+            self._all = np.arange(self._state.seen.size, dtype=np.int64)
         return self._all
 
     def _rows(
@@ -249,7 +249,7 @@ class FallStage:
         """:meth:`_rows` by the compiled kernel: the same rows, bit for bit
         (``checked``: ``cols`` are the state's own columns). The engine's
         ``t_s`` is a transposed (D, n) array: its ``.T`` goes in uncopied."""
-        st = self.state
+        st = self._state
         k = cols.size
         if acc_g.shape[2] != k or up_sensor.shape[2] != k or t_s.shape[1] != k:
             raise ValueError(f"a block of {acc_g.shape[2]} devices for {k} columns")
@@ -339,7 +339,7 @@ class FallStage:
         """:meth:`_chunk` by the compiled screen (the piece already in the
         rings): one kernel call decides who needs the per-device path and moves
         everybody else's cursor; a piece without a candidate ends there."""
-        st = self.state
+        st = self._state
         if self._need.size < cols.size:
             self._need = np.zeros(cols.size, dtype=bool)
         need = self._need[: cols.size]
@@ -384,7 +384,8 @@ class FallStage:
                 continue  # the per-device path took the changes in order
             ups = [up for i, up in references[j] if a <= i < b]
             v = np.asarray(ups[-1], dtype=np.float64)
-            self.set_reference_up(int(cols[j]), v / np.linalg.norm(v), calibrated=True)
+            # np.linalg.norm's own arithmetic (sqrt of v.dot(v)), without its checks.
+            self.set_reference_up(int(cols[j]), v / math.sqrt(v.dot(v)), calibrated=True)
 
     def _run_devices(
         self,

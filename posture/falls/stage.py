@@ -188,6 +188,10 @@ class FallStage:
         found: dict[int, list[FallFinding]] = {}
         if self.kernel is Kernel.COMPILED:
             cols = self._every_device() if devices is None else np.asarray(devices)
+            if n <= self.chunk:  # one piece (a gateway tick's block): no slices
+                self._rows_compiled(t_s, acc_g, gyr_dps, up_sensor, cols, checked=devices is None)
+                self._screen_compiled(cols, 0, n, references or {}, found)
+                return found
             for a in range(0, n, self.chunk):
                 b = min(n, a + self.chunk)
                 g = None if gyr_dps is None else gyr_dps[a:b]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,20 @@ from brokers import (
 )
 
 AnyBroker = MosquittoBroker | EmbeddedTestBroker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The Ctrl-C tests send SIGINT to the programs they start, as a user at a
+    terminal does. A runner that starts the suite as a background job of a
+    non-interactive shell (``cmd &`` in a script) starts it with SIGINT
+    ignored, every child inherits that, and our programs rightly keep an
+    inherited SIG_IGN (as Python and shells do, so a Ctrl-C in the terminal
+    never stops a background job): the tests would then wait on programs
+    that were never asked to stop. A terminal's programs start with the
+    default disposition; so do this suite's."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # The private system bus and BlueZ stand-in fixtures (tests marked bluez).
 pytest_plugins = ["bluez_harness"]

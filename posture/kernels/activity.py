@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.kernels.jit import helper, kernel, select
+from posture.kernels.lanes import biquad_lane
 
 __all__ = ["LANES", "activity_classify", "activity_features"]
 
@@ -76,27 +77,6 @@ _DYN2 = 2  # squared dynamic acceleration
 Outputs = tuple[BoolArray, BoolArray, BoolArray, BoolArray]
 State = tuple[FloatArray, FloatArray, IntArray, IntArray, IntArray]
 Coefficients = tuple[FloatArray, FloatArray, FloatArray, IntArray]
-
-
-@helper
-def _biquad_lane(
-    w: FloatArray,
-    r0: int,
-    r1: int,
-    lane: int,
-    x: float,
-    b0: float,
-    b1: float,
-    b2: float,
-    a1: float,
-    a2: float,
-) -> float:
-    """One sample of a biquad (transposed direct form II, as ``scipy.signal.sosfilt``)
-    whose two state values are workspace rows ``r0``, ``r1`` of ``lane``."""
-    y = b0 * x + w[r0, lane]
-    w[r0, lane] = b1 * x - a1 * y + w[r1, lane]
-    w[r1, lane] = b2 * x - a2 * y
-    return y
 
 
 @helper
@@ -281,24 +261,22 @@ def _block_samples(
         for lane in range(m):
             d = base + np.uint64(lane)
             vertical = signals[block, i, _VERTICAL, lane]
-            band = _biquad_lane(
+            band = biquad_lane(
                 w, _GAIT_LP + 0, _GAIT_LP + 1, lane, vertical, pb0, pb1, pb2, pa1, pa2
             )
-            gait = _biquad_lane(w, _GAIT_LP + 2, _GAIT_LP + 3, lane, band, qb0, qb1, qb2, qa1, qa2)
+            gait = biquad_lane(w, _GAIT_LP + 2, _GAIT_LP + 3, lane, band, qb0, qb1, qb2, qa1, qa2)
             # The side of the dead band last left; a crossing is a change of
             # side (+1 to -1 or back: the product of the two sides is -1).
             side = select(gait > deadband, 1.0, select(gait < -deadband, -1.0, 0.0))
             last_side = w[_SIGN, lane]
             crossing = select(side * last_side < 0.0, 1.0, 0.0)
             w[_SIGN, lane] = select(side != 0.0, side, last_side)
-            gait_ms = _biquad_lane(
-                w, _ENV + 0, _ENV + 1, lane, gait * gait, eb0, eb1, eb2, ea1, ea2
-            )
+            gait_ms = biquad_lane(w, _ENV + 0, _ENV + 1, lane, gait * gait, eb0, eb1, eb2, ea1, ea2)
             dyn2 = signals[block, i, _DYN2, lane]
-            dyn_ms = _biquad_lane(w, _ENV + 2, _ENV + 3, lane, dyn2, eb0, eb1, eb2, ea1, ea2)
+            dyn_ms = biquad_lane(w, _ENV + 2, _ENV + 3, lane, dyn2, eb0, eb1, eb2, ea1, ea2)
             tilt = signals[block, i, _TILT, lane]
-            tilt_lp = _biquad_lane(w, _ENV + 4, _ENV + 5, lane, tilt, eb0, eb1, eb2, ea1, ea2)
-            crossings = _biquad_lane(w, _ENV + 6, _ENV + 7, lane, crossing, eb0, eb1, eb2, ea1, ea2)
+            tilt_lp = biquad_lane(w, _ENV + 4, _ENV + 5, lane, tilt, eb0, eb1, eb2, ea1, ea2)
+            crossings = biquad_lane(w, _ENV + 6, _ENV + 7, lane, crossing, eb0, eb1, eb2, ea1, ea2)
             gait_now = (
                 (gait_ms > walk_ms)
                 & (crossings >= min_cross)

@@ -64,6 +64,53 @@ _CHUNK = 64
 
 
 @helper
+def _carry(
+    d: int,
+    n: int,
+    waiting: bool,
+    bout: int,
+    broke: bool,
+    c0: float,
+    c1: float,
+    c2: float,
+    b0: float,
+    b1: float,
+    b2: float,
+    last: int,
+    t_s: FloatArray,
+    acc_lp_g: FloatArray,
+    bout_run: IntArray,
+    bout_sum: FloatArray,
+    bout_start_t: FloatArray,
+    last_still_t: FloatArray,
+    last_still_up: FloatArray,
+) -> None:
+    """The reference's ``_carry`` for device ``d`` at the end of its block of
+    ``n``: a waiting device's walking bout (``bout`` samples; ``c`` the running
+    sum of its walking samples, ``b`` that sum at the last sample that was
+    not walking, if ``broke``) and its last still upright pose (sample
+    ``last``, or none if < 0); the bout run of the others is 0."""
+    if waiting and bout > 0:
+        if broke:
+            c0, c1, c2 = c0 - b0, c1 - b1, c2 - b2
+        # The bout began in an earlier block (not at this block's first
+        # sample, where bout == n): add what it summed there.
+        if bout > n:
+            c0, c1, c2 = c0 + bout_sum[0, d], c1 + bout_sum[1, d], c2 + bout_sum[2, d]
+        bout_sum[0, d], bout_sum[1, d], bout_sum[2, d] = c0, c1, c2
+        if bout <= n:
+            bout_start_t[d] = t_s[n - bout, d]
+    bout_run[d] = bout if waiting else 0
+    if waiting and last >= 0:
+        last_still_t[d] = t_s[last, d]
+        l0, l1, l2 = acc_lp_g[last, 0, d], acc_lp_g[last, 1, d], acc_lp_g[last, 2, d]
+        root = math.sqrt((l0 * l0 + l1 * l1) + l2 * l2)
+        last_still_up[0, d] = l0 / root
+        last_still_up[1, d] = l1 / root
+        last_still_up[2, d] = l2 / root
+
+
+@helper
 def _device(
     d: int,
     quiet: BoolArray,
@@ -145,26 +192,28 @@ def _device(
                     if provisional and (p0 * r0 + p1 * r1) + p2 * r2 >= cos_refine:
                         return True
     still_run[d] = run
-    if not any_waiting:
-        return False  # the reference carries nothing then
-    if waiting and bout > 0:
-        if broke:
-            c0, c1, c2 = c0 - b0, c1 - b1, c2 - b2
-        # The bout began in an earlier block (not at this block's first
-        # sample, where bout == n): add what it summed there.
-        if bout > n:
-            c0, c1, c2 = c0 + bout_sum[0, d], c1 + bout_sum[1, d], c2 + bout_sum[2, d]
-        bout_sum[0, d], bout_sum[1, d], bout_sum[2, d] = c0, c1, c2
-        if bout <= n:
-            bout_start_t[d] = t_s[n - bout, d]
-    bout_run[d] = bout if waiting else 0
-    if waiting and last >= 0:
-        last_still_t[d] = t_s[last, d]
-        l0, l1, l2 = acc_lp_g[last, 0, d], acc_lp_g[last, 1, d], acc_lp_g[last, 2, d]
-        root = math.sqrt((l0 * l0 + l1 * l1) + l2 * l2)
-        last_still_up[0, d] = l0 / root
-        last_still_up[1, d] = l1 / root
-        last_still_up[2, d] = l2 / root
+    if any_waiting:  # else the reference carries nothing
+        _carry(
+            d,
+            n,
+            waiting,
+            bout,
+            broke,
+            c0,
+            c1,
+            c2,
+            b0,
+            b1,
+            b2,
+            last,
+            t_s,
+            acc_lp_g,
+            bout_run,
+            bout_sum,
+            bout_start_t,
+            last_still_t,
+            last_still_up,
+        )
     return False
 
 
@@ -320,24 +369,28 @@ def _resolve_device(
     stage[d] = now
     requested[d] = asked
     still_run[d] = run
-    if not any_waiting:
-        return count  # the reference carries nothing then
-    if waiting and bout > 0:
-        if broke:
-            c0, c1, c2 = c0 - b0, c1 - b1, c2 - b2
-        if bout > n:
-            c0, c1, c2 = c0 + bout_sum[0, d], c1 + bout_sum[1, d], c2 + bout_sum[2, d]
-        bout_sum[0, d], bout_sum[1, d], bout_sum[2, d] = c0, c1, c2
-        if bout <= n:
-            bout_start_t[d] = t_s[n - bout, d]
-    bout_run[d] = bout if waiting else 0
-    if waiting and last >= 0:
-        last_still_t[d] = t_s[last, d]
-        l0, l1, l2 = acc_lp_g[last, 0, d], acc_lp_g[last, 1, d], acc_lp_g[last, 2, d]
-        root = math.sqrt((l0 * l0 + l1 * l1) + l2 * l2)
-        last_still_up[0, d] = l0 / root
-        last_still_up[1, d] = l1 / root
-        last_still_up[2, d] = l2 / root
+    if any_waiting:  # else the reference carries nothing
+        _carry(
+            d,
+            n,
+            waiting,
+            bout,
+            broke,
+            c0,
+            c1,
+            c2,
+            b0,
+            b1,
+            b2,
+            last,
+            t_s,
+            acc_lp_g,
+            bout_run,
+            bout_sum,
+            bout_start_t,
+            last_still_t,
+            last_still_up,
+        )
     return count
 
 

@@ -49,6 +49,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.kernels.jit import helper, kernel, select
+from posture.kernels.lanes import biquad_lane
 
 __all__ = ["LANES", "gravity_acc_only", "gravity_gyro"]
 
@@ -126,27 +127,6 @@ _ACC_ONLY_LP = _INERTIAL_LP
 
 
 @helper
-def _biquad_lane(
-    w: FloatArray,
-    r0: int,
-    r1: int,
-    lane: int,
-    x: float,
-    b0: float,
-    b1: float,
-    b2: float,
-    a1: float,
-    a2: float,
-) -> float:
-    """One sample of a biquad (transposed direct form II, as ``scipy.signal.sosfilt``)
-    whose two state values are workspace rows ``r0``, ``r1`` of ``lane``."""
-    y = b0 * x + w[r0, lane]
-    w[r0, lane] = b1 * x - a1 * y + w[r1, lane]
-    w[r1, lane] = b2 * x - a2 * y
-    return y
-
-
-@helper
 def _acc_rest_lane(
     w: FloatArray, lane: int, signals: int, a0: float, a1: float, a2: float, sos: FloatArray
 ) -> float:
@@ -154,9 +134,9 @@ def _acc_rest_lane(
     rows ``_REST_LP + c`` and ``+ signals``, for ``signals`` low-passed side
     by side) staged as an output with the squared deviation, which it returns."""
     b0, b1, b2, a_1, a_2 = sos[0], sos[1], sos[2], sos[3], sos[4]
-    f0 = _biquad_lane(w, _REST_LP + 0, _REST_LP + signals, lane, a0, b0, b1, b2, a_1, a_2)
-    f1 = _biquad_lane(w, _REST_LP + 1, _REST_LP + signals + 1, lane, a1, b0, b1, b2, a_1, a_2)
-    f2 = _biquad_lane(w, _REST_LP + 2, _REST_LP + signals + 2, lane, a2, b0, b1, b2, a_1, a_2)
+    f0 = biquad_lane(w, _REST_LP + 0, _REST_LP + signals, lane, a0, b0, b1, b2, a_1, a_2)
+    f1 = biquad_lane(w, _REST_LP + 1, _REST_LP + signals + 1, lane, a1, b0, b1, b2, a_1, a_2)
+    f2 = biquad_lane(w, _REST_LP + 2, _REST_LP + signals + 2, lane, a2, b0, b1, b2, a_1, a_2)
     w[_ACC_LP + 0, lane] = f0
     w[_ACC_LP + 1, lane] = f1
     w[_ACC_LP + 2, lane] = f2
@@ -283,9 +263,9 @@ def _gyro_samples(
             g2 = gyr_dps[i, 2, d] * _DEG
             dt_in = dt_s[i, d]
             acc_dev2 = _acc_rest_lane(w, lane, 6, a0, a1, a2, rest_sos)
-            h0 = _biquad_lane(w, _REST_LP + 3, _REST_LP + 9, lane, g0, rb0, rb1, rb2, ra1, ra2)
-            h1 = _biquad_lane(w, _REST_LP + 4, _REST_LP + 10, lane, g1, rb0, rb1, rb2, ra1, ra2)
-            h2 = _biquad_lane(w, _REST_LP + 5, _REST_LP + 11, lane, g2, rb0, rb1, rb2, ra1, ra2)
+            h0 = biquad_lane(w, _REST_LP + 3, _REST_LP + 9, lane, g0, rb0, rb1, rb2, ra1, ra2)
+            h1 = biquad_lane(w, _REST_LP + 4, _REST_LP + 10, lane, g1, rb0, rb1, rb2, ra1, ra2)
+            h2 = biquad_lane(w, _REST_LP + 5, _REST_LP + 11, lane, g2, rb0, rb1, rb2, ra1, ra2)
             quiet = (
                 (acc_dev2 < rest_acc2)
                 & (_sum_sq(g0 - h0, g1 - h1, g2 - h2) < rest_gyr2)
@@ -581,13 +561,13 @@ def _acc_only_block(
             run = select(acc_dev2 < rest_acc2, w[_RUN, lane] + 1.0, 0.0)
             w[_RUN, lane] = run
             w[_REST, lane] = select(run >= rest_samples, 1.0, 0.0)
-            u0 = _biquad_lane(
+            u0 = biquad_lane(
                 w, _ACC_ONLY_LP + 0, _ACC_ONLY_LP + 3, lane, a0, ab0, ab1, ab2, aa1, aa2
             )
-            u1 = _biquad_lane(
+            u1 = biquad_lane(
                 w, _ACC_ONLY_LP + 1, _ACC_ONLY_LP + 4, lane, a1, ab0, ab1, ab2, aa1, aa2
             )
-            u2 = _biquad_lane(
+            u2 = biquad_lane(
                 w, _ACC_ONLY_LP + 2, _ACC_ONLY_LP + 5, lane, a2, ab0, ab1, ab2, aa1, aa2
             )
             # max(norm, 1e-300) as Python's max (and NumPy's maximum) takes it.

@@ -58,7 +58,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from posture.kernels import Kernel, c_array, selected_kernel
+from posture.kernels import Kernel, contiguous_fields, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import dot_tcd
 from posture.runs import forward_fill, run_length
@@ -432,8 +432,7 @@ class ActivityClassifier:
             ValueError: the state is not of ``devices`` devices.
         """
         st, co, d = self._state, self._coefficients, devices
-        for name in _STATE_FIELDS:
-            setattr(st, name, c_array(getattr(st, name)))
+        contiguous_fields(st, _STATE_FIELDS)
         sizes = {name: getattr(st, name).size for name in _STATE_FIELDS}
         expected = {
             "gait_lp": 2 * co.gait_sos.shape[0] * d,

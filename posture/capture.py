@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.calibration import MIN_FORWARD_NORM, Calibration, CalibrationSettings
-from posture.kernels import Kernel, c_array, selected_kernel
+from posture.kernels import Kernel, contiguous_fields, selected_kernel
 from posture.rotation import dot_tcd
 from posture.runs import last_true, run_length
 
@@ -369,8 +369,7 @@ class CalibrationCapture:
             ValueError: the state is not of ``devices`` devices.
         """
         st, d = self._state, devices
-        for name in _STATE_FIELDS:
-            setattr(st, name, c_array(getattr(st, name)))
+        contiguous_fields(st, _STATE_FIELDS)
         if any(
             getattr(st, name).shape != ((3, d) if name in _VECTORS else (d,))
             for name in _STATE_FIELDS

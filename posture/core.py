@@ -411,10 +411,9 @@ class EngineCore:
         device ``ids[dev]`` (``dev`` if None). A calibration captured in the
         block is the device's reference upright from its sample on."""
         references: dict[int, list[tuple[int, FloatArray]]] = {}
-        if captures:
-            for c in sorted(captures, key=lambda c: c.index):
-                up_ref = np.asarray(c.calibration.up_sensor, dtype=np.float64)
-                references.setdefault(c.device, []).append((c.index, up_ref))
+        for c in sorted(captures, key=lambda c: c.index):
+            up_ref = np.asarray(c.calibration.up_sensor, dtype=np.float64)
+            references.setdefault(c.device, []).append((c.index, up_ref))
         found = self.falls.process(t_s, acc_g, gyr_dps, up, ids, references)
         for dev, findings in found.items():
             for f in findings:

@@ -39,7 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import signal
 
-from posture.kernels import Kernel, c_array, selected_kernel
+from posture.kernels import Kernel, contiguous_fields, selected_kernel
 from posture.lti import SosFilter
 from posture.rotation import (
     cumulative_product,
@@ -360,8 +360,7 @@ class GravityFilter:
             ValueError: the state is not of ``devices`` devices.
         """
         st, co, d = self._state, self._coefficients, devices
-        for name in _STATE_FIELDS:
-            setattr(st, name, c_array(getattr(st, name)))
+        contiguous_fields(st, _STATE_FIELDS)
         order = st.lp_rest.shape[0]
         expected = {
             "count": (d,),

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.kernels import Kernel, c_array, selected_kernel
+from posture.kernels import Kernel, contiguous_fields, selected_kernel
 from posture.types import Activity, SlouchSettings
 
 __all__ = ["SlouchDetector", "SlouchParams", "SlouchState", "SlouchTransition"]
@@ -301,9 +301,8 @@ class SlouchDetector:
             ValueError: the state or the rule is not of ``devices`` devices.
         """
         p, st = self._params, self._state
-        for obj, names in ((st, _STATE_FIELDS), (p, _PARAM_FIELDS)):
-            for name in names:
-                setattr(obj, name, c_array(getattr(obj, name)))
+        contiguous_fields(st, _STATE_FIELDS)
+        contiguous_fields(p, _PARAM_FIELDS)
         if any(getattr(st, name).shape != (devices,) for name in _STATE_FIELDS) or any(
             getattr(p, name).shape != (devices,) for name in _PARAM_FIELDS
         ):

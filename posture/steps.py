@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,7 +84,8 @@ def block_steps(
     """
     n, d = t_s.shape
     if kernel is Kernel.COMPILED:
-        kernels = _compiled()
+        from posture.kernels import steps as kernels
+
         finite: BoolArray = np.empty(d, dtype=bool)
         dt = np.empty((n, d))
         breaks = np.empty((n, d), dtype=bool)
@@ -119,17 +119,3 @@ def block_steps(
         dt[0, fresh] = math.inf
         breaks[0, fresh] = True
     return BlockSteps(finite, dt, breaks, fresh, int(np.count_nonzero(breaks)))
-
-
-def _compiled() -> ModuleType:
-    """:mod:`posture.kernels.steps`, imported at the first compiled block (not
-    with this module: numba loads only where the compiled kernels run)."""
-    global _KERNELS
-    if _KERNELS is None:
-        from posture.kernels import steps
-
-        _KERNELS = steps
-    return _KERNELS
-
-
-_KERNELS: ModuleType | None = None

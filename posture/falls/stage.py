@@ -38,7 +38,7 @@ from posture.falls.judging import Judge
 from posture.falls.model import FallModel, load_fall_model
 from posture.falls.screen import PeakScreen
 from posture.falls.types import FallCandidate, FallFinding, FallSettings
-from posture.kernels import Kernel, c_array, selected_kernel
+from posture.kernels import Kernel, c_array, contiguous_fields, selected_kernel
 
 __all__ = ["FallStage", "ReferenceChange"]
 
@@ -283,8 +283,9 @@ class FallStage:
         """The arrays the compiled kernels update in place, C-contiguous (state
         put together by :mod:`posture.state` may hold other layouts)."""
         st = self.state
-        for name in ("rows", "t_s", "seen", "peak_next", "last_trigger", "prev_gyr_dps", "busy"):
-            setattr(st, name, c_array(getattr(st, name)))
+        contiguous_fields(
+            st, ("rows", "t_s", "seen", "peak_next", "last_trigger", "prev_gyr_dps", "busy")
+        )
         self._contiguous = True
 
     def _chunk(

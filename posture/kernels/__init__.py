@@ -21,6 +21,7 @@ import enum
 import logging
 import os
 import time
+from collections.abc import Iterable
 from functools import cache
 from typing import TypeVar, cast
 
@@ -79,6 +80,14 @@ def c_array(a: _A) -> _A:
     """``a`` itself when C-contiguous, else a C-contiguous copy (the layout the
     kernels are compiled for)."""
     return a if a.flags.c_contiguous else cast(_A, np.ascontiguousarray(a))
+
+
+def contiguous_fields(obj: object, names: Iterable[str]) -> None:
+    """Make each array field ``names`` of ``obj`` C-contiguous (:func:`c_array`),
+    in place: a component does this once when a state is bound, since its
+    kernel updates those arrays in place."""
+    for name in names:
+        setattr(obj, name, c_array(getattr(obj, name)))
 
 
 def compiled_available() -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from test_falls_batch import FS, Findings, collect, random_blocks, stage_inputs
 
 import posture.kernels as kernels
@@ -91,6 +92,42 @@ def test_subsets_of_devices_identical() -> None:
     assert_same_state(ref.state, new.state)
     assert results[0] == results[1]
     assert any(k == "detected" for fs in results[0].values() for k, _, _ in fs)
+
+
+def test_whole_ward_out_of_step_then_in_step_identical() -> None:
+    """Whole-ward blocks while the devices' rings are at different rows (the
+    per-device loop), then in step again (the vectorised one), wrapping."""
+    t, acc, gyr, up = stage_inputs("acc_gyro")
+    assert gyr is not None
+    devices = t.shape[1]
+    ref, new = pair(devices)
+    pos = np.zeros(devices, dtype=int)
+    late = np.arange(0, devices, 2)
+
+    def run(
+        rows: NDArray[np.int64], cols: NDArray[np.int64], ids: NDArray[np.int64] | None
+    ) -> None:
+        block = (
+            t[rows, cols],
+            acc[rows, :, cols].transpose(0, 2, 1),
+            gyr[rows, :, cols].transpose(0, 2, 1),
+            up[rows, :, cols].transpose(0, 2, 1),
+        )
+        for st in (ref, new):
+            st.process(*block, devices=ids)
+        pos[cols] += rows.shape[0]
+
+    every = np.arange(devices)
+    run(np.arange(7)[:, None] + pos[late][None, :], late, late)
+    for size in (10, 33, 50, 10, 50, 50):
+        run(pos[None, :] + np.arange(size)[:, None], every, None)
+        assert_same_state(ref.state, new.state)
+    ahead = np.arange(1, devices, 2)
+    run(np.arange(7)[:, None] + pos[ahead][None, :], ahead, ahead)
+    for size in (10, 50, 50, 49, 50, 50, 50, 50, 10, 50, 50, 50, 50):
+        run(pos[None, :] + np.arange(size)[:, None], every, None)
+        assert_same_state(ref.state, new.state)
+    assert (pos == pos[0]).all() and pos[0] > 2 * ref.state.ring_rows
 
 
 def test_taken_state_runs_compiled_the_same() -> None:

@@ -13,7 +13,9 @@ a candidate ends there:
   uz, gyro_stuck``) computed in float64 in the reference's order of terms and
   rounded once to float32, so the ring holds the same bits; written straight
   into each device's ring row; the saturation check against the previous
-  gyroscope sample; the last sample at the trigger;
+  gyroscope sample; the last sample at the trigger. A gateway tick of the
+  whole ward (every device at one ring row) runs vectorised across devices;
+  other pieces device by device through their columns;
 * :func:`fall_screen`: per device, read in the ring, the completed peaks of
   the piece (the screen's rule: at the trigger, strictly above the ``merge``
   samples before that exist, at least the ``merge`` samples after) and, for
@@ -35,7 +37,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from posture.kernels.jit import helper, kernel
+from posture.kernels.jit import helper, kernel, select
 
 __all__ = ["ScreenParams", "fall_rows", "fall_screen"]
 
@@ -48,6 +50,98 @@ taps, model feature codes, model terms (built by
 :class:`posture.falls.screen.PeakScreen`; layout in :func:`fall_screen`)."""
 
 _MAG, _CLIP = 3, 7  # history columns (posture.falls.history.COLUMNS)
+
+
+@helper
+def _in_step(cols: IntArray, seen: IntArray) -> bool:
+    """Whether the piece is every device of the state, in order, all at one
+    ring row (a gateway tick of the whole ward)."""
+    k = cols.shape[0]
+    if k != seen.shape[0]:
+        return False
+    for j in range(k):  # noqa: SIM110 (numba compiles no generator into all())
+        if cols[j] != j or seen[j] != seen[0]:
+            return False
+    return True
+
+
+@helper
+def _rows_in_step(
+    t_by_device: FloatArray,
+    acc_g: FloatArray,
+    up_sensor: FloatArray,
+    gyr_dps: FloatArray,
+    has_gyro: bool,
+    gyro_clip_min_dps: float,
+    trigger_g: float,
+    ring: NDArray[np.float32],
+    ring_t_s: FloatArray,
+    seen: IntArray,
+    prev_gyr_dps: FloatArray,
+    last_trigger: IntArray,
+) -> None:
+    """:func:`fall_rows` of a piece :func:`_in_step`: each sample's ring row
+    is one for every device, so the loops over devices read and write
+    consecutive columns (unsigned indices, no branches: LLVM vectorises them);
+    a loop per group of ring columns keeps the run-time overlap checks few."""
+    n = acc_g.shape[0]
+    k = acc_g.shape[2]
+    ring_rows = ring.shape[0]
+    first = seen[0]
+    row0 = first % ring_rows
+    for i in range(n):
+        r = row0 + i
+        if r >= ring_rows:
+            r -= ring_rows
+        ru = np.uint64(r)
+        at = first + i
+        for j in range(k):
+            d = np.uint64(j)
+            a0 = acc_g[i, 0, d]
+            a1 = acc_g[i, 1, d]
+            a2 = acc_g[i, 2, d]
+            ring[ru, 0, d] = np.float32(a0)
+            ring[ru, 1, d] = np.float32(a1)
+            ring[ru, 2, d] = np.float32(a2)
+            mag = np.float32(math.sqrt((a0 * a0 + a1 * a1) + a2 * a2))
+            ring[ru, _MAG, d] = mag
+            last_trigger[d] = select(float(mag) >= trigger_g, at, last_trigger[d])
+        for j in range(k):
+            d = np.uint64(j)
+            u0 = up_sensor[i, 0, d]
+            u1 = up_sensor[i, 1, d]
+            u2 = up_sensor[i, 2, d]
+            norm = math.sqrt((u0 * u0 + u1 * u1) + u2 * u2)
+            ring[ru, 4, d] = np.float32(u0 / norm)
+            ring[ru, 5, d] = np.float32(u1 / norm)
+            ring[ru, 6, d] = np.float32(u2 / norm)
+        if has_gyro:
+            prev = prev_gyr_dps if i == 0 else gyr_dps[i - 1]
+            for j in range(k):
+                d = np.uint64(j)
+                g0 = gyr_dps[i, 0, d]
+                g1 = gyr_dps[i, 1, d]
+                g2 = gyr_dps[i, 2, d]
+                stuck = (
+                    ((abs(g0) >= gyro_clip_min_dps) & (g0 == prev[0, d]))
+                    | ((abs(g1) >= gyro_clip_min_dps) & (g1 == prev[1, d]))
+                    | ((abs(g2) >= gyro_clip_min_dps) & (g2 == prev[2, d]))
+                )
+                ring[ru, _CLIP, d] = np.float32(select(stuck, 1.0, 0.0))
+        else:
+            for j in range(k):
+                ring[ru, _CLIP, np.uint64(j)] = np.float32(0.0)
+        # Strided loads (the times arrive device first): a loop of its own,
+        # which keeps the ones above vectorised.
+        for j in range(k):
+            d = np.uint64(j)
+            ring_t_s[ru, d] = t_by_device[d, i]
+    for j in range(k):
+        seen[np.uint64(j)] = first + n
+    if has_gyro:
+        for c in range(3):
+            for j in range(k):
+                prev_gyr_dps[c, np.uint64(j)] = gyr_dps[n - 1, c, np.uint64(j)]
 
 
 @kernel
@@ -76,7 +170,27 @@ def fall_rows(
     ``s % R``); ``seen`` (D,) += n; ``prev_gyr_dps`` (3, D) the last
     gyroscope sample (NaN: none); ``last_trigger`` (D,) the last sample whose
     float32 ``|a|`` is at ``trigger_g`` or above (a float32 value).
+
+    The whole ward in step (every device, in order, at one ring row: a
+    gateway tick) takes a vectorised path (:func:`_rows_in_step`); any other
+    piece goes sample by sample through ``cols``.
     """
+    if _in_step(cols, seen):
+        _rows_in_step(
+            t_by_device,
+            acc_g,
+            up_sensor,
+            gyr_dps,
+            has_gyro,
+            gyro_clip_min_dps,
+            trigger_g,
+            ring,
+            ring_t_s,
+            seen,
+            prev_gyr_dps,
+            last_trigger,
+        )
+        return
     n = acc_g.shape[0]
     k = acc_g.shape[2]
     ring_rows = ring.shape[0]

@@ -274,24 +274,38 @@ def _peak_could_open(
     row0: int,
     r: int,
     screen: ScreenParams,
+    scratch: FloatArray,
 ) -> bool:
-    """PeakScreen.judge for one peak at row ``r`` of a device old enough for its look-back."""
+    """PeakScreen.judge for one peak at row ``r`` of a device old enough for
+    its look-back; ``scratch`` at least ``2 * outputs + taps - 1`` values
+    (the low-pass's segment and outputs)."""
     windows, limits, taps, model_features, model_terms = screen
     rate = limits[_L_RATE]
     impulse = _excess_sum(ring, d, row0, r - windows[_W_IMP], r + windows[_W_IMP]) / rate
     # Most walking steps end here, on their impulse.
     if not (impulse >= limits[_L_IMPULSE]):
         return False
-    # The Hann low-passed peak: each output a fresh sum in the reference's
-    # order of taps (the same bits as PeakScreen._smoothed_peaks).
+    # The Hann low-passed peak: each output a sum in the reference's order
+    # of taps (the same bits as PeakScreen._smoothed_peaks). The segment is
+    # copied out of the ring first; then each tap is one loop across the
+    # outputs, consecutive and unsigned, which LLVM vectorises (the outputs'
+    # sums stay apart: no reassociation).
     t = taps.shape[0]
+    outputs = windows[_W_LP_LO] + windows[_W_LP_HI] + 1
     seg0 = r - windows[_W_LP_LO] - t + 1
+    acc = scratch[:outputs]
+    seg = scratch[outputs : 2 * outputs + t - 1]
+    for p in range(outputs + t - 1):
+        seg[np.uint64(p)] = _mag(ring, d, row0, seg0 + p)
+    for q in range(outputs):
+        acc[np.uint64(q)] = 0.0
+    for j in range(t):
+        tap = taps[np.uint64(t - 1 - j)]
+        for q in range(outputs):
+            acc[np.uint64(q)] += tap * seg[np.uint64(j + q)]
     lp = -math.inf
-    for q in range(windows[_W_LP_LO] + windows[_W_LP_HI] + 1):
-        acc = 0.0
-        for j in range(t):
-            acc += taps[t - 1 - j] * _mag(ring, d, row0, seg0 + q + j)
-        lp = max(lp, acc)
+    for q in range(outputs):
+        lp = max(lp, acc[np.uint64(q)])
     if lp >= limits[_L_SOFT_LP] and impulse >= limits[_L_SOFT_IMPULSE]:
         return True  # could be a soft impact
     if impulse >= limits[_L_HARD_IMPULSE]:
@@ -322,6 +336,7 @@ def _device_could_open(
     peak_next: int,
     n: int,
     screen: ScreenParams,
+    scratch: FloatArray,
 ) -> bool:
     """Whether one of device ``d``'s peaks completed by this piece (samples
     ``first .. first + n - 1``) could open a candidate (PeakScreen.screen)."""
@@ -360,7 +375,7 @@ def _device_could_open(
             continue
         if first_row > 0:
             return True  # a stream younger than the look-back passes on any peak
-        if _peak_could_open(ring, d, row0, r, screen):
+        if _peak_could_open(ring, d, row0, r, screen, scratch):
             return True
     return False
 
@@ -402,14 +417,17 @@ def fall_screen(
     ``model_features`` (F,) feature codes and ``model_terms`` (3, F) their
     mean, scale and weight.
     """
-    merge = screen[0][_W_MERGE]
+    windows = screen[0]
+    merge = windows[_W_MERGE]
+    outputs = windows[_W_LP_LO] + windows[_W_LP_HI] + 1
+    scratch = np.empty(2 * outputs + screen[2].shape[0] - 1)
     count = 0
     for j in range(cols.shape[0]):
         d = cols[j]
         if not need[j] and not busy[d]:
             first = seen[d] - n
             if last_trigger[d] >= peak_next[d] and _device_could_open(
-                ring, d, first, peak_next[d], n, screen
+                ring, d, first, peak_next[d], n, screen, scratch
             ):
                 need[j] = True
             elif seen[d] - 1 - merge >= peak_next[d]:

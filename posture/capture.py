@@ -321,10 +321,9 @@ class CalibrationCapture:
         walking: BoolArray,
         gait: BoolArray,
     ) -> list[Capture]:
-        """:meth:`process` by the compiled kernel (:mod:`posture.kernels.capture`)
-        for the devices where nothing can happen, and the reference for the
-        few where something may (on their columns of the block and state)."""
-        st = self.state
+        """:meth:`process` by the compiled kernel (:mod:`posture.kernels.capture`):
+        every device, the captures resolved in the kernel; the records become
+        :class:`Capture` objects here."""
         n, _, d = acc_g.shape
         if not (
             t_s.shape == acc_dev2_g2.shape == walking.shape == gait.shape == (n, d)
@@ -335,10 +334,8 @@ class CalibrationCapture:
             raise ValueError(f"capture block {acc_g.shape} with mismatched inputs")
         args = self._args if self._args_devices == d else self._bound_args(d)
         record_int = self._records[0]
-        # The times are read only when a device waits (the carry, a gait capture).
-        waiting = d > 0 and int(np.minimum.reduce(st.stage)) == Stage.WAITING
         found = self._kernels.capture_block(
-            np.ascontiguousarray(t_s) if waiting else _NO_TIMES,
+            np.ascontiguousarray(t_s),
             np.ascontiguousarray(acc_g),
             _NO_GYRO if gyr_dps is None else np.ascontiguousarray(gyr_dps),
             gyr_dps is not None,
@@ -603,9 +600,8 @@ def _first(flags: BoolArray, offset: int) -> int:
     return i + offset if flags.size and flags[i] else -1
 
 
-# The gyroscope and times the compiled kernel is given when they are not read.
+# The gyroscope the compiled kernel is given when there is none.
 _NO_GYRO = np.zeros((1, 3, 1))
-_NO_TIMES = np.zeros((1, 1))
 # The state the compiled kernel reads and updates in place (made C-contiguous first).
 _STATE_FIELDS = (
     "stage",

@@ -440,7 +440,10 @@ def capture_block(
     interval. State (D,) and (3, D), updated:
     :class:`~posture.capture.CaptureState`.
 
-    Most devices run :func:`_device`, which marks those where a capture may
+    A device that asks nothing and is confirmed, or provisional without a
+    still period in the block (its refinement needs one), can capture
+    nothing: it takes only the quiet run, vectorised across devices. The
+    others run :func:`_device`, which marks those where a capture may
     happen (the candidates: a superset, with the same arithmetic as the
     captures) and leaves their state as it was; :func:`_resolve_device`
     then runs their block again, capture by capture.
@@ -462,8 +465,11 @@ def capture_block(
     # each device of the chunk runs over its samples.
     quiet = np.empty((n, min(_CHUNK, d_count)), dtype=np.bool_)
     # The quiet run of each device of a chunk, for those that can capture
-    # nothing (confirmed, nothing asked: most of a ward): their whole block.
+    # nothing (confirmed, nothing asked: most of a ward): their whole block;
+    # and whether it reached a still period (a provisional device that asks
+    # nothing can capture only at such a sample: its refinement).
     runs = np.empty(min(_CHUNK, d_count), dtype=np.int64)
+    stilled = np.empty(min(_CHUNK, d_count), dtype=np.bool_)
     for first in range(0, d_count, _CHUNK):
         width = min(_CHUNK, d_count - first)
         # Unsigned indices: numba's wrap-around of negative ones would keep
@@ -471,6 +477,7 @@ def capture_block(
         base = np.uint64(first)
         for k in range(width):
             runs[np.uint64(k)] = still_run[base + np.uint64(k)]
+            stilled[np.uint64(k)] = False
         for i in range(n):
             if has_gyro:
                 for k in range(width):
@@ -487,6 +494,7 @@ def capture_block(
                     )
                     quiet[i, lane] = q
                     runs[lane] = (runs[lane] + 1) * q  # run + 1 if quiet else 0, branch-free
+                    stilled[lane] |= runs[lane] >= still_samples
             else:
                 for k in range(width):
                     lane = np.uint64(k)
@@ -496,9 +504,13 @@ def capture_block(
                     q = (acc_dev2_g2[i, col] < still_acc2) & (mag2 > lo2) & (mag2 < hi2)
                     quiet[i, lane] = q
                     runs[lane] = (runs[lane] + 1) * q
+                    stilled[lane] |= runs[lane] >= still_samples
         for k in range(width):
             d = first + k
-            if not (requested[d] or stage[d] <= _PROVISIONAL):
+            quiet_only = not requested[d] and (
+                stage[d] == _CONFIRMED or (stage[d] == _PROVISIONAL and not stilled[k])
+            )
+            if quiet_only:
                 # _device's outcome for such a device, without its loop.
                 still_run[d] = runs[k]
                 if any_waiting:

@@ -11,7 +11,8 @@ sample, every stage of a sample before the next sample:
   rate, their envelopes (one biquad each), the gait criteria, the walk run,
   the samples since walking, quiet and vigorous;
 * :func:`activity_classify`: the still run, lying (entered after a still run
-  far from upright, left near upright or walking) and the activity code.
+  far from upright, left near upright or walking) and the activity code,
+  in lane blocks as well.
 
 The functions take plain arrays and update the classifier's state arrays
 (device on the last axis) in place. :func:`activity_features` computes the
@@ -47,9 +48,11 @@ Int8Array = NDArray[np.int8]
 _DEGREES_PER_RAD = 180.0 / math.pi
 
 LANES = 32
-"""Devices per lane block of :func:`activity_features`, as the gravity
-kernel's (:data:`posture.kernels.gravity.LANES`): 8 iterations of 4 doubles
-with AVX2, 4 of 8 with AVX-512; the workspace, 19 x 32 doubles, stays in L1.
+"""Devices per lane block of :func:`activity_features` and
+:func:`activity_classify`, as the gravity kernel's
+(:data:`posture.kernels.gravity.LANES`): 8 iterations of 4 doubles with
+AVX2, 4 of 8 with AVX-512; the features' workspace, 19 x 32 doubles, stays
+in L1.
 64 and 128 lanes measured within the noise of 32 at 1000 devices."""
 
 # Rows of the lane-block workspace (each LANES values): the state...

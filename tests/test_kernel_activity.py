@@ -16,7 +16,7 @@ import posture.state as st
 from posture.activity import ActivityClassifier, ActivitySettings, GaitBlock
 from posture.kernels import Kernel
 from posture.orientation import GravityFilter, GravityFilterParams
-from posture.slouch import SlouchDetector, SlouchTransition
+from posture.slouch import SlouchDetector, SlouchParams, SlouchState, SlouchTransition
 from posture.types import Activity, SlouchSettings
 
 pytestmark = pytest.mark.skipif(
@@ -215,6 +215,43 @@ def test_slouch_compiled_equals_reference(devices: int) -> None:
         assert_states_close(new.state, ref.state)
         a = b
     assert {started for started, _ in kinds} == {True, False}
+
+
+def test_slouch_kernel_lists_transitions_by_sample_then_device() -> None:
+    from posture.kernels import slouch
+
+    devices, n = 40, 1500
+    s = angle_stream(devices, n, seed=7)
+    # Every other device upright all through (never beyond, never busy: the
+    # kernel's screen leaves it out of the dwell loop); the others slouch.
+    s["flexion_deg"][:, ::2] = 5.0
+    s["lateral_deg"][:, ::2] = 0.0
+    rule = SlouchSettings(dwell_s=0.5)
+    ref = SlouchDetector(rule, 0.1, devices, kernel=Kernel.NUMPY)
+    out_ref, tr_ref = ref.process(*s.values())
+    state, params = SlouchState.fresh(devices), SlouchParams.fresh(devices, rule)
+    out = np.empty((n, devices), dtype=bool)
+    rows = np.empty((n * devices, 4))
+    codes = np.array(
+        [Activity.UPRIGHT, Activity.MOVING, Activity.WALKING, Activity.LYING], dtype=np.int8
+    )
+    found = slouch.slouch_steps(
+        *s.values(),
+        out,
+        rows,
+        *(getattr(state, name) for name in state.__slots__),
+        *(getattr(params, name) for name in params.__slots__),
+        0.1,
+        codes,
+    )
+    np.testing.assert_array_equal(out, out_ref)
+    assert_states_close(state, ref.state)
+    assert found == len(tr_ref) >= 20
+    by_time = [(int(i), int(d)) for d, i in rows[:found, :2].tolist()]
+    assert by_time == sorted(by_time)
+    assert {(int(d), int(i), started == 1.0) for d, i, started, _ in rows[:found].tolist()} == {
+        (tr.device, tr.index, tr.started) for tr in tr_ref
+    }
 
 
 def test_warm_up_compiles_the_activity_and_slouch_kernels(monkeypatch: pytest.MonkeyPatch) -> None:

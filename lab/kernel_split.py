@@ -1,0 +1,121 @@
+"""Where a batched engine block's CPU time goes: each compiled kernel, and the rest.
+
+``python -m lab.kernel_split [--devices 1000] [--warm 30] [--seconds 10] [--cold]``
+runs :class:`~posture.batch.BatchEngine` over the benchmark's synthetic ward
+(:func:`lab.batch_bench.synthetic_devices`, 10-sample blocks, the layout a
+gateway tick hands it) and times every call of every kernel the
+``posture.kernels`` modules export, in CPU time, after ``--warm`` seconds of
+the ward (the default, 30, is ``bench engine``'s window: a ward that started
+at once, still calibrating; 120 is a settled one). What is left of the
+block's time is the Python and NumPy between the kernel calls. ``--cold``
+runs VQF's ``updateBatch`` between blocks (untimed), as ``bench engine``
+does, so each block starts with the caches another program left.
+
+Each kernel is replaced, in its module, by a wrapper that times it: the
+components look their kernels up in the module at every call. Only the
+exported kernels (each module's ``__all__``) are wrapped; the helpers they
+inline must stay numba functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lab.batch_bench import _Vqf, synthetic_devices
+
+__all__ = ["main", "split"]
+
+_MODULES = ("steps", "gravity", "activity", "capture", "angles", "slouch", "falls")
+_BLOCK = 10
+
+
+def _timed(kernel: Any, label: str, spent: dict[str, int]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        start = time.process_time_ns()
+        try:
+            return kernel(*args)
+        finally:
+            spent[label] = spent.get(label, 0) + time.process_time_ns() - start
+
+    return call
+
+
+def split(
+    devices: int, warm_s: float, seconds: float, cold: bool, rate_hz: float = 50.0
+) -> tuple[float, dict[str, float]]:
+    """``(ns per sample of the whole block, {kernel: ns per sample})``."""
+    spent: dict[str, int] = {}
+    originals = []
+    for name in _MODULES:
+        module = importlib.import_module(f"posture.kernels.{name}")
+        for export in module.__all__:
+            kernel = getattr(module, export)
+            if hasattr(kernel, "py_func"):  # a compiled kernel, not a constant
+                originals.append((module, export, kernel))
+                setattr(module, export, _timed(kernel, f"{name}.{export}", spent))
+    try:
+        from posture.batch import BatchEngine
+        from posture.config import EngineConfig
+
+        warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
+        t, acc, gyr = synthetic_devices(devices, warm_s + seconds, rate_hz)
+        engine = BatchEngine(EngineConfig(sample_rate_hz=rate_hz, has_gyro=True), devices)
+        t_last = np.ascontiguousarray(t.T)
+        acc_last = np.ascontiguousarray(acc.transpose(1, 2, 0))
+        gyr_last = np.ascontiguousarray(gyr.transpose(1, 2, 0))
+        n = t.shape[1]
+        for a in range(0, warm, _BLOCK):
+            engine.process_device_last(
+                t_last[a : a + _BLOCK], acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK]
+            )
+        spent.clear()
+        vqf = _Vqf(acc, gyr, rate_hz, chunks=max((n - warm) // _BLOCK, 1))
+        gc.collect()
+        total = blocks = 0
+        for a in range(warm, n - _BLOCK + 1, _BLOCK):
+            start = time.process_time_ns()
+            engine.process_device_last(
+                t_last[a : a + _BLOCK], acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK]
+            )
+            total += time.process_time_ns() - start
+            blocks += 1
+            if cold:
+                vqf.step()
+    finally:
+        for module, export, kernel in originals:
+            setattr(module, export, kernel)
+    samples = max(blocks * _BLOCK * devices, 1)
+    return total / samples, {k: v / samples for k, v in spent.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.kernel_split", description=__doc__)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument(
+        "--warm", type=float, default=30.0, help="untimed seconds of the ward first"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds")
+    parser.add_argument("--cold", action="store_true", help="VQF between blocks, as bench engine")
+    args = parser.parse_args(argv)
+    whole, kernels = split(args.devices, args.warm, args.seconds, args.cold)
+    inside = sum(kernels.values())
+    print(
+        f"BatchEngine, {args.devices} devices, {_BLOCK}-sample blocks, after {args.warm:g} s, "
+        f"{'cold (VQF between blocks)' if args.cold else 'warm'}; CPU ns per sample:"
+    )
+    print(f"  whole block                  {whole:7.1f}")
+    for label, ns in sorted(kernels.items(), key=lambda item: -item[1]):
+        print(f"  {label:<28} {ns:7.1f}")
+    print(f"  outside the kernels          {whole - inside:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,6 +7,9 @@ the numba way (``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2,+fma,...``),
 and counts instructions by register width: ``xmm`` packed is SSE (2
 doubles), ``ymm`` AVX2 (4), ``zmm`` AVX-512 (8); scalar ones (``...sd``) work
 one double at a time. Loops LLVM vectorised show as packed arithmetic.
+Masked stores (``vmaskmov``, what LLVM makes of ``w[r] = select(c, x,
+w[r])`` in a vectorised loop) are counted too: on AMD cores they cost many
+times a plain store (``posture/kernels/jit.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ __all__ = ["arithmetic_by_width", "main"]
 
 _PACKED = re.compile(r"\bv?(?:mul|add|sub|div|sqrt|max|min|fmadd\w*)pd\s+[^\n]*%([xyz]mm)\d+\s*$")
 _SCALAR = re.compile(r"\bv?(?:mul|add|sub|div|sqrt|max|min|fmadd\w*)sd\b")
+_MASKED_STORE = re.compile(r"\bvp?maskmov")
 
 
 def arithmetic_by_width(asm: str) -> dict[str, int]:
-    """Counts of double arithmetic in ``asm`` (AT&T syntax): packed by register, and scalar."""
+    """Counts of double arithmetic in ``asm`` (AT&T syntax): packed by register,
+    and scalar; and of masked stores."""
     counts: Counter[str] = Counter()
     for line in asm.splitlines():
         packed = _PACKED.search(line)
@@ -33,6 +38,8 @@ def arithmetic_by_width(asm: str) -> dict[str, int]:
             counts[f"packed {packed.group(1)}"] += 1
         elif _SCALAR.search(line):
             counts["scalar"] += 1
+        elif _MASKED_STORE.search(line):
+            counts["masked store"] += 1
     return dict(counts)
 
 

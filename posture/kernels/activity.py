@@ -273,7 +273,9 @@ def _block_samples(
             side = select(gait > deadband, 1.0, select(gait < -deadband, -1.0, 0.0))
             last_side = w[_SIGN, lane]
             crossing = select(side * last_side < 0.0, 1.0, 0.0)
-            w[_SIGN, lane] = select(side != 0.0, side, last_side)
+            # "+ 0.0" (exact: the side is -1.0, 0.0 or 1.0) keeps LLVM from
+            # making this a masked store (posture.kernels.jit).
+            w[_SIGN, lane] = select(side != 0.0, side, last_side + 0.0)
             gait_ms = biquad_lane(w, _ENV + 0, _ENV + 1, lane, gait * gait, eb0, eb1, eb2, ea1, ea2)
             dyn2 = signals[block, i, _DYN2, lane]
             dyn_ms = biquad_lane(w, _ENV + 2, _ENV + 3, lane, dyn2, eb0, eb1, eb2, ea1, ea2)

@@ -276,9 +276,13 @@ def _gyro_samples(
             resting = run >= rest_samples
             w[_REST, lane] = select(resting, 1.0, 0.0)
             # The bias: the low-passed rate at rest, held between rest periods.
-            b0 = select(resting, h0, w[_BIAS + 0, lane])
-            b1 = select(resting, h1, w[_BIAS + 1, lane])
-            b2 = select(resting, h2, w[_BIAS + 2, lane])
+            # "+ 0.0" (not foldable without fast-math: it turns a held -0.0
+            # into 0.0, a bias of exactly zero either way) keeps LLVM from
+            # making the store of the held value a masked store
+            # (posture.kernels.jit).
+            b0 = select(resting, h0, w[_BIAS + 0, lane] + 0.0)
+            b1 = select(resting, h1, w[_BIAS + 1, lane] + 0.0)
+            b2 = select(resting, h2, w[_BIAS + 2, lane] + 0.0)
             w[_BIAS + 0, lane] = b0
             w[_BIAS + 1, lane] = b1
             w[_BIAS + 2, lane] = b2

@@ -130,6 +130,30 @@ def test_whole_ward_out_of_step_then_in_step_identical() -> None:
     assert (pos == pos[0]).all() and pos[0] > 2 * ref.state.ring_rows
 
 
+def test_first_devices_in_step_identical() -> None:
+    """Blocks of the state's first devices only (a state with room for more
+    than are in use), in step: the vectorised path, the others untouched."""
+    t, acc, gyr, up = stage_inputs("acc_gyro")
+    assert gyr is not None
+    devices = t.shape[1]
+    ref, new = pair(devices)
+    first = np.arange(devices - 1)
+    a = 0
+    for size in (10, 50, 33, 50, 50, 50, 50, 10, 50, 50, 50):
+        block = (
+            t[a : a + size, first],
+            acc[a : a + size][..., first],
+            gyr[a : a + size][..., first],
+            up[a : a + size][..., first],
+        )
+        for st in (ref, new):
+            st.process(*block, devices=first)
+        assert_same_state(ref.state, new.state)
+        a += size
+    assert a > ref.state.ring_rows
+    assert (new.state.seen[first] == a).all() and new.state.seen[-1] == 0
+
+
 def test_taken_state_runs_compiled_the_same() -> None:
     """The engine runs a part of the state (posture.state.take / put): the
     compiled stage updates that part as the reference does."""

@@ -76,9 +76,7 @@ def _angles(
     # hold anything; its numbers are discarded. A NaN z stays NaN here as in
     # np.minimum.
     z = select(abs(u2) > 1.0, 1.0, abs(u2))
-    # cos_of_sin's argument (z >= 0, or NaN).
-    cos2 = select(z < 0.5, 1.0 - z * z, (1.0 - z) * (1.0 + z))
-    root = math.sqrt(select(calibrated, fwd * fwd + rgt * rgt, cos2))
+    root = math.sqrt(select(calibrated, fwd * fwd + rgt * rgt, trig.cos2_of_sin(z)))
     tilt = trig.atan2(select(calibrated, root, z), select(calibrated, upc, root))
     # NaN side (a NaN up) gives a NaN tilt, so the floor's choice there is moot.
     scale = tilt * _NEG_DEG / select(root > 1e-300, root, 1e-300)

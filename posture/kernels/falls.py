@@ -54,11 +54,12 @@ _MAG, _CLIP = 3, 7  # history columns (posture.falls.history.COLUMNS)
 
 @helper
 def _in_step(cols: IntArray, seen: IntArray) -> bool:
-    """Whether the piece is every device of the state, in order, all at one
-    ring row (a gateway tick of the whole ward)."""
+    """Whether the piece is the state's first ``k`` devices, in order, all at
+    one ring row (a gateway tick of the whole ward: the state may have room
+    for more devices than are in use)."""
     k = cols.shape[0]
-    if k != seen.shape[0]:
-        return False
+    if k == 0:
+        return False  # nothing to write (and no seen[0] to read)
     for j in range(k):  # noqa: SIM110 (numba compiles no generator into all())
         if cols[j] != j or seen[j] != seen[0]:
             return False
@@ -171,8 +172,8 @@ def fall_rows(
     gyroscope sample (NaN: none); ``last_trigger`` (D,) the last sample whose
     float32 ``|a|`` is at ``trigger_g`` or above (a float32 value).
 
-    The whole ward in step (every device, in order, at one ring row: a
-    gateway tick) takes a vectorised path (:func:`_rows_in_step`); any other
+    The whole ward in step (the devices in use, in order, at one ring row:
+    a gateway tick) takes a vectorised path (:func:`_rows_in_step`); any other
     piece goes sample by sample through ``cols``.
     """
     if _in_step(cols, seen):

@@ -57,9 +57,9 @@ from __future__ import annotations
 
 import math
 
-from posture.kernels.jit import helper
+from posture.kernels.jit import helper, select
 
-__all__ = ["asin", "atan2", "cos_of_sin"]
+__all__ = ["asin", "atan2", "cos2_of_sin", "cos_of_sin"]
 
 # tan(3 pi / 8) = 1 + sqrt(2): above it the argument is reduced by -1/t.
 _TAN_3PI_8 = 2.41421356237309504880
@@ -130,13 +130,20 @@ def atan2(y: float, x: float) -> float:
 
 
 @helper
-def cos_of_sin(s: float) -> float:
-    """``sqrt(1 - s**2)``: the cosine of an angle in [-pi/2, pi/2] from its
-    sine ``s`` (NaN for |s| > 1)."""
+def cos2_of_sin(s: float) -> float:
+    """``1 - s**2``, the square of :func:`cos_of_sin` before its root (a
+    caller that selects among square roots takes one root of the choice)."""
     # Near |s| = 1, 1 - s is exact and the factored form loses nothing; below
     # 1/2, 1 - s * s rounds once where the factors round twice (2.6 against
     # 2.3 ulp at most in asin).
-    return math.sqrt(1.0 - s * s if abs(s) < 0.5 else (1.0 - s) * (1.0 + s))
+    return select(abs(s) < 0.5, 1.0 - s * s, (1.0 - s) * (1.0 + s))
+
+
+@helper
+def cos_of_sin(s: float) -> float:
+    """``sqrt(1 - s**2)``: the cosine of an angle in [-pi/2, pi/2] from its
+    sine ``s`` (NaN for |s| > 1)."""
+    return math.sqrt(cos2_of_sin(s))
 
 
 @helper

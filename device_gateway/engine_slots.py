@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from posture import EngineConfig, EngineStats, SlouchSettings
 from posture.batch import BatchBlock, BatchEngine
+from posture.kernels import Kernel
 
 __all__ = ["EngineSlots", "SlotHolder", "StreamShape"]
 
@@ -58,9 +59,17 @@ class SlotHolder:
 class EngineSlots:
     """One :class:`BatchEngine` per stream shape and the wearables' slots in them."""
 
-    def __init__(self) -> None:
+    def __init__(self, kernel: Kernel | None = None) -> None:
         self._engines: dict[StreamShape, BatchEngine] = {}
         self._free: dict[StreamShape, list[int]] = {}
+        self._kernel = kernel
+
+    def use_kernel(self, kernel: Kernel) -> None:
+        """Every engine, and every engine made later, computes with ``kernel``
+        from its next block on (between engine calls)."""
+        self._kernel = kernel
+        for engine in self._engines.values():
+            engine.use_kernel(kernel)
 
     @property
     def engines(self) -> dict[StreamShape, BatchEngine]:
@@ -115,6 +124,7 @@ class EngineSlots:
             engine = self._engines[shape] = BatchEngine(
                 EngineConfig(sample_rate_hz=shape.sample_rate_hz, has_gyro=shape.has_gyro),
                 devices=0,
+                kernel=self._kernel,
             )
         free = self._free.get(shape)
         if free:

@@ -31,6 +31,7 @@ from device_gateway.engine_slots import EngineSlots, SlotHolder, StreamShape
 from device_gateway.protocol import decode_imu_header
 from device_gateway.tick_samples import Chunk, ChunkKey, chunk_arrays
 from posture import EngineStats, PostureEvent
+from posture.kernels import Kernel, selected_kernel
 
 if TYPE_CHECKING:
     from device_gateway.patient import PatientMonitor
@@ -111,12 +112,19 @@ class EngineTick:
         tick_s: how long packets gather between passes (0: a pass as soon as
             a packet waits and the previous pass is done).
         in_thread: run the engine pass in a worker thread (else on the loop).
+        kernel: the implementation the engines compute with (None:
+            ``$POSTURE_KERNEL``, else compiled); :meth:`use_kernel` changes it.
     """
 
-    def __init__(self, tick_s: float, *, in_thread: bool = True) -> None:
+    def __init__(
+        self, tick_s: float, *, in_thread: bool = True, kernel: Kernel | None = None
+    ) -> None:
         self.tick_s = tick_s
         self.in_thread = in_thread
-        self.slots = EngineSlots()
+        self.kernel = selected_kernel(kernel)
+        """The implementation the engines compute with (changes between passes)."""
+        self.slots = EngineSlots(self.kernel)
+        self._next_kernel: Kernel | None = None
         self.passes = 0
         """Passes run (for tests and metrics)."""
         self.engine_calls = 0
@@ -138,6 +146,14 @@ class EngineTick:
         self._ready.append(wearable)
         self._wake.set()
 
+    def use_kernel(self, kernel: Kernel) -> None:
+        """Every engine computes with ``kernel`` from the next pass on (each
+        wearable carries on where it was: the two implementations share the
+        state and agree to rounding). Called on the loop; the engines change
+        between passes, never under one."""
+        self._next_kernel = kernel
+        self._wake.set()
+
     async def flush(self, wearable: TickedWearable) -> None:
         """Return once every packet ``wearable`` has queued went through a pass."""
         async with self._pass_done:
@@ -149,9 +165,13 @@ class EngineTick:
         states_s = loop.time()
         while True:
             started_s = loop.time()
-            if not self._ready:
+            if not self._ready and self._next_kernel is None:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._next_kernel is not None:  # no pass runs now
+                self.slots.use_kernel(self._next_kernel)
+                self.kernel, self._next_kernel = self._next_kernel, None
+                _log.info("engines compute with the %s kernels from now on", self.kernel.value)
             taken, self._ready = self._ready, []
             work = [(w, self._chunks(w)) for w in taken]
             work = [(w, chunks) for w, chunks in work if chunks]

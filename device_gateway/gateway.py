@@ -16,7 +16,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -27,10 +27,11 @@ from alerts.sink import AlertSink
 from common.errors import BluetoothUnavailableError
 from device_gateway.config import GatewayConfig, WearableConfig
 from device_gateway.engine_tick import EngineTick
+from device_gateway.kernel_prep import prepare_compiled_kernels
 from device_gateway.link import WearableSupervisor
 from device_gateway.patient import PatientMonitor
 from device_gateway.scanner import DeviceDirectory, RadioHealth
-from posture.kernels import warm_up
+from posture.kernels import Kernel, selected_kernel
 
 if TYPE_CHECKING:
     from device_gateway.bluez import BluezWatch
@@ -56,7 +57,9 @@ class Gateway:
     (``alerts.AlertPublisher`` in production, ``alerts.MemorySink`` in tests
     and embedders). ``scanner_backend`` and ``client_backend`` are bleak
     backends; None picks the platform's (BlueZ on Linux). The simulator
-    passes its own.
+    passes its own. ``prepare_kernels`` makes the engine's compiled kernels
+    ready (:func:`device_gateway.kernel_prep.prepare_compiled_kernels`); the
+    wearables are watched with the NumPy engine until it returns.
     """
 
     def __init__(
@@ -67,8 +70,10 @@ class Gateway:
         scanner_backend: type[BaseBleakScanner] | None = None,
         client_backend: type[BaseBleakClient] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        prepare_kernels: Callable[[], Awaitable[float | None]] = prepare_compiled_kernels,
     ) -> None:
         self.config = config
+        self._prepare_kernels = prepare_kernels
         self._sink = sink
         self._scanner_backend = scanner_backend
         self._client_backend = client_backend
@@ -87,11 +92,9 @@ class Gateway:
                 the scan did not start; on BlueZ: no system bus at all).
         """
         addresses = [w.address for w in self.config.wearables]
-        # The engine's compiled kernels, before any wearable is connected: a
-        # first compile takes seconds, which would stall every link's loop.
-        ready_s = await asyncio.to_thread(warm_up)
-        if ready_s is not None:
-            _log.info("engine kernels ready in %.2f s", ready_s)
+        # A first compile of the engine's kernels takes seconds to minutes:
+        # the wearables are watched meanwhile by the NumPy engine.
+        compiled = selected_kernel() is Kernel.COMPILED
         async with AsyncExitStack() as stack:
             watch = await self._watch_bluez(stack)
             directory = await stack.enter_async_context(
@@ -105,7 +108,11 @@ class Gateway:
             )
             self.directory = directory
             ble = self.config.ble
-            tick = self.tick = EngineTick(ble.engine_batch_s, in_thread=ble.engine_thread)
+            tick = self.tick = EngineTick(
+                ble.engine_batch_s,
+                in_thread=ble.engine_thread,
+                kernel=Kernel.NUMPY if compiled else None,
+            )
             self.supervisors = [
                 self._supervisor(w, directory, tick, watch) for w in self.config.wearables
             ]
@@ -121,6 +128,8 @@ class Gateway:
                     tasks.create_task(tick.run(), name="engine tick")
                     tasks.create_task(self._report_metrics(), name="gateway metrics")
                     tasks.create_task(directory.supervise(), name="scanner")
+                    if compiled:
+                        tasks.create_task(self._compiled_engine(tick), name="engine kernels")
             finally:
                 # Each supervisor disconnected its wearable as it unwound.
                 _log.info(
@@ -128,6 +137,20 @@ class Gateway:
                     self.config.gateway_id,
                     len(self.supervisors),
                 )
+
+    async def _compiled_engine(self, tick: EngineTick) -> None:
+        """The engines move to the compiled kernels once they are ready; if
+        they cannot be made ready the NumPy engine carries on (logged)."""
+        _log.info("engine on NumPy until its compiled kernels are ready")
+        try:
+            ready_s = await self._prepare_kernels()
+        except Exception:
+            _log.exception("the engine's compiled kernels failed to build; staying on NumPy")
+            return
+        if ready_s is None:
+            return
+        _log.info("engine kernels ready in %.2f s", ready_s)
+        tick.use_kernel(Kernel.COMPILED)
 
     async def _watch_bluez(self, stack: AsyncExitStack) -> BluezWatch | None:
         """BlueZ's state, when bleak's default backend is BlueZ (else None).

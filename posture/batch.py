@@ -38,6 +38,7 @@ from posture.calibration import Calibration
 from posture.config import EngineConfig
 from posture.core import EngineCore
 from posture.engine import EngineStats
+from posture.kernels import Kernel
 from posture.steps import BlockSteps, block_steps
 from posture.types import EngineBlock, PostureEvent, SampleError, SlouchSettings
 
@@ -97,23 +98,44 @@ class BatchEngine:
             each device's slouch rule until :meth:`set_slouch_settings`).
         devices: number of wearables to start with (>= 0; add more with
             :meth:`add_device`).
+        kernel: the implementation to compute with (None: ``$POSTURE_KERNEL``,
+            else compiled; :meth:`use_kernel` changes it between blocks).
 
     Raises:
         ValueError: ``devices`` < 0.
         ConfigError: from :class:`EngineConfig` if the configuration is bad.
     """
 
-    def __init__(self, config: EngineConfig, devices: int) -> None:
+    def __init__(
+        self, config: EngineConfig, devices: int, kernel: Kernel | str | None = None
+    ) -> None:
         if not (isinstance(devices, int) and devices >= 0):
             raise ValueError(f"devices must be an int >= 0, got {devices!r}")
         self.config = config
-        self._core = EngineCore(config, devices)
+        self._core = EngineCore(config, devices, kernel)
         self._dropped = np.zeros(devices, dtype=np.int64)
 
     @property
     def devices(self) -> int:
         """Number of devices (indices 0 .. devices - 1)."""
         return self._core.devices
+
+    @property
+    def kernel(self) -> Kernel:
+        """The implementation the engine computes with."""
+        return self._core.kernel
+
+    def use_kernel(self, kernel: Kernel | str) -> Kernel:
+        """Compute with ``kernel`` from the next block on, every device carrying
+        on where it was; returns the implementation in use (compiled falls
+        back to NumPy where numba does not import). The two agree to rounding
+        (the same events at the same samples), so a gateway can start on NumPy
+        while the compiled kernels are being compiled and move over after.
+
+        Raises:
+            ValueError: ``kernel`` names no implementation.
+        """
+        return self._core.use_kernel(kernel)
 
     # -- devices joining, leaving, settings --------------------------------------
 

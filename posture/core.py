@@ -49,7 +49,7 @@ from posture.capture import CalibrationCapture, Capture
 from posture.config import EngineConfig
 from posture.corestate import CoreState, EngineState
 from posture.falls import FallFinding, FallStage
-from posture.kernels import selected_kernel
+from posture.kernels import Kernel, selected_kernel
 from posture.orientation import GravityFilter, GravityFilterParams
 from posture.slouch import SlouchDetector, SlouchParams, SlouchState
 from posture.steps import BlockSteps, block_steps
@@ -86,13 +86,32 @@ class CoreBlock:
 class EngineCore:
     """State and numerics of ``devices`` engines (module docstring)."""
 
-    def __init__(self, config: EngineConfig, devices: int) -> None:
+    def __init__(
+        self, config: EngineConfig, devices: int, kernel: Kernel | str | None = None
+    ) -> None:
         self.config = config
         self.devices = devices
         """Devices in use (indices 0 .. devices-1)."""
         fs = float(config.sample_rate_hz)
         self.max_interval_s = GAP_INTERVALS / fs
-        self.steps_kernel = selected_kernel()
+        nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
+        self.nominal_up = nominal / np.linalg.norm(nominal)
+        self._build(selected_kernel(kernel), devices)
+        # Every device's state (capacity columns; the first `devices` in use)
+        # and the state bound to the components (the store, or a part of it
+        # during a call on a subset).
+        self._store = self.fresh_state(devices)
+        self._capacity = devices
+        self.state = self._store
+        self._bind(self._store)
+
+    def _build(self, kernel: Kernel, devices: int) -> None:
+        """The components, computing with ``kernel``, with fresh state for
+        ``devices`` devices (the engine binds its own state to them)."""
+        config, fs = self.config, float(self.config.sample_rate_hz)
+        self.kernel = kernel
+        """Which implementation every component computes with."""
+        self.steps_kernel = kernel
         """Which implementation computes a block's :func:`~posture.steps.block_steps`."""
         o = config.orientation
         params = GravityFilterParams(
@@ -102,30 +121,40 @@ class EngineCore:
             acc_only_cutoff_hz=min(o.acc_only_cutoff_hz, 0.35 * fs),
             gyr_delay_s=o.gyr_delay_s,
         )
-        self.gravity = GravityFilter(params, devices)
+        self.gravity = GravityFilter(params, devices, kernel)
         self.capture = CalibrationCapture(
             config.calibration,
             fs,
             config.nominal_up_sensor,
             auto=config.auto_calibrate,
             devices=devices,
+            kernel=kernel,
         )
-        self.activity = ActivityClassifier(config.activity, fs, config.has_gyro, devices)
-        self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices)
-        self.angles = TrunkAngles()
-        nominal = np.asarray(config.nominal_up_sensor, dtype=np.float64)
-        self.nominal_up = nominal / np.linalg.norm(nominal)
+        self.activity = ActivityClassifier(config.activity, fs, config.has_gyro, devices, kernel)
+        self.slouch = SlouchDetector(config.slouch, self.max_interval_s, devices, kernel)
+        self.angles = TrunkAngles(kernel)
         # Until calibrated, the nominal upright is unmeasured: the fall
         # detector then judges an impact whose trunk was far from it against
         # the trunk's direction before the impact.
-        self.falls = FallStage(config.fall, fs, devices, self.nominal_up)
-        # Every device's state (capacity columns; the first `devices` in use)
-        # and the state bound to the components (the store, or a part of it
-        # during a call on a subset).
-        self._store = self.fresh_state(devices)
-        self._capacity = devices
-        self.state = self._store
-        self._bind(self._store)
+        self.falls = FallStage(config.fall, fs, devices, self.nominal_up, kernel=kernel)
+
+    def use_kernel(self, kernel: Kernel | str) -> Kernel:
+        """Compute with ``kernel`` from the next block on; returns the one in
+        use (compiled falls back to NumPy where numba does not import).
+
+        Every device carries on where it was: the state is the same for both
+        implementations (each kernel is tested against the NumPy reference
+        on it), so the components are rebuilt for the other implementation
+        and bound to the same state. A gateway starts on NumPy while the
+        kernels compile and moves over once they are ready.
+        """
+        chosen = selected_kernel(kernel)
+        if chosen is not self.kernel:
+            falls, runs = self.falls.state, self.falls.device_runs
+            self._build(chosen, 0)
+            self.falls.state, self.falls.device_runs = falls, runs
+            self._bind(self._store)
+        return chosen
 
     # -- state ---------------------------------------------------------------
 

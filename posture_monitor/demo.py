@@ -68,7 +68,7 @@ async def run_demo(
     # disk cache after): the simulated world's clock starts when it is
     # entered, and a compile holding the interpreter would let the patients
     # act out their scenario before anyone watches.
-    await asyncio.to_thread(warm_up)
+    await _warm_in_thread()
     async with AsyncExitStack() as stack:
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
@@ -84,6 +84,8 @@ async def run_demo(
             publisher,
             scanner_backend=world.scanner_backend,
             client_backend=world.client_backend,
+            # Compiled above: the engine starts on them (a load from memory).
+            prepare_kernels=_warm_in_thread,
         )
         async with asyncio.TaskGroup() as tasks:
             view = tasks.create_task(
@@ -154,3 +156,8 @@ def _positive(text: str, kind: Any) -> Any:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+async def _warm_in_thread() -> float | None:
+    """The engine's kernels compiled or loaded in this process (a worker thread)."""
+    return await asyncio.to_thread(warm_up)

@@ -115,3 +115,35 @@ def test_batch_engine_subsets_and_own_rules_same_both_ways(monkeypatch: pytest.M
     assert events > 0
     for d in range(devices):
         assert new.stats(d) == ref.stats(d)
+
+
+def test_engine_moves_from_numpy_to_compiled_between_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A gateway starts on NumPy while the kernels compile, then moves over:
+    # every device carries on where it was, as if compiled all along (to
+    # rounding, the same events at the same samples).
+    devices = 12
+    t, acc, gyr = (x[:devices] for x in WARD)
+    moving = BatchEngine(CONFIG[True], devices, kernel=Kernel.NUMPY)
+    compiled = BatchEngine(CONFIG[True], devices, kernel=Kernel.COMPILED)
+    assert moving.kernel is Kernel.NUMPY and compiled.kernel is Kernel.COMPILED
+    n = t.shape[1]
+    seen: set[PostureEventKind] = set()
+    for sl in blocks(n, [10, 10, 7, 23]):
+        if moving.kernel is Kernel.NUMPY and sl.start >= n // 3:
+            assert moving.use_kernel(Kernel.COMPILED) is Kernel.COMPILED
+            for part in ("gravity", "capture", "activity", "slouch", "angles", "falls"):
+                assert getattr(moving._core, part).kernel is Kernel.COMPILED, part
+        args = (t[:, sl], acc[:, sl], gyr[:, sl])
+        a, b = moving.process(*args), compiled.process(*args)
+        for d in range(devices):
+            assert_same(a.device(d), b.device(d))
+            if sl.start >= n // 3:
+                seen |= {e.kind for e in a.device(d).events}
+    assert moving.kernel is Kernel.COMPILED
+    # Events after the move: the fall detector and the slouch timer carried on.
+    assert {PostureEventKind.SLOUCH_STARTED, PostureEventKind.FALL_DETECTED} <= seen
+    for d in range(devices):
+        assert moving.stats(d) == compiled.stats(d)
+        assert_same_calibration(moving.calibration(d), compiled.calibration(d))

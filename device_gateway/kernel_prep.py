@@ -1,0 +1,71 @@
+"""The engine's compiled kernels made ready without leaving wearables unwatched.
+
+The first start after an install or an upgrade compiles the kernels: about
+25 s of CPU on a server core, minutes on a small ARM board. The gateway does
+not wait for that before it connects its wearables: its engines start on
+the NumPy reference (the same state, the same events at the same samples,
+to rounding; a ward of a thousand wearables needs a few percent of a core
+that way) and move to the compiled kernels once they are ready
+(:meth:`device_gateway.engine_tick.EngineTick.use_kernel`).
+
+The compile runs in a child process at a lower priority, so it neither holds
+the gateway's GIL nor takes its CPU; it leaves the machine code in numba's
+on-disk cache, from which the gateway then loads it (a fraction of a
+second). Where the child cannot do that (no writable cache, a child that
+fails), the gateway compiles on a worker thread instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+from posture.kernels import warm_up
+
+__all__ = ["prepare_compiled_kernels"]
+
+_log = logging.getLogger(__name__)
+
+# The child: lower priority than the gateway, then every kernel compiled (or
+# found in the cache) as the gateway will use them.
+_CHILD = "import os; os.nice(10); from posture.kernels import warm_up; warm_up()"
+
+
+async def prepare_compiled_kernels() -> float | None:
+    """Compile (or load) every engine kernel without blocking the event loop;
+    returns the seconds it took, or None where the engine runs NumPy
+    (``POSTURE_KERNEL=numpy``, or numba not importable)."""
+    start = time.perf_counter()
+    await _compile_in_child()
+    loaded = await asyncio.to_thread(warm_up)
+    return None if loaded is None else time.perf_counter() - start
+
+
+async def _compile_in_child() -> None:
+    """Fill the on-disk cache from a child process; a failure is logged (the
+    caller then compiles in this process)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await child.communicate()
+    except asyncio.CancelledError:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        raise
+    if child.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        _log.warning(
+            "compiling the engine kernels in a child process failed (exit %s: %s); "
+            "compiling them here instead",
+            child.returncode,
+            " / ".join(tail) or "no message",
+        )

@@ -71,6 +71,10 @@ async def test_falls_are_detected_before_and_after_the_kernels_are_ready() -> No
     scenario, config = _ward()
     sink = MemorySink()
     release = asyncio.Event()
+    # In the disk cache first (a fresh clone compiles here): the gateway's own
+    # preparation, let go below, then loads rather than compiles, which a
+    # busy machine would make take minutes in its low-priority child.
+    await asyncio.to_thread(kernels.warm_up)
 
     async def held_back() -> float | None:
         await release.wait()

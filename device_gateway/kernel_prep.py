@@ -12,25 +12,33 @@ The compile runs in a child process at a lower priority, so it neither holds
 the gateway's GIL nor takes its CPU; it leaves the machine code in numba's
 on-disk cache, from which the gateway then loads it (a fraction of a
 second). Where the child cannot do that (no writable cache, a child that
-fails), the gateway compiles on a worker thread instead.
+fails), the gateway compiles on a worker thread instead. The gateway
+processes of one machine (``run --processes N``) each start a child; the
+children take turns (a lock file beside the temporary files), so the first
+compiles and the others find the cache filled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import posture.kernels
 from posture.kernels import warm_up
 
 __all__ = ["prepare_compiled_kernels"]
 
 _log = logging.getLogger(__name__)
 
-# The child: lower priority than the gateway, then every kernel compiled (or
-# found in the cache) as the gateway will use them.
-_CHILD = "import os; os.nice(10); from posture.kernels import warm_up; warm_up()"
+# The child (this module run as a program).
+_CHILD = ("-m", __name__)
 
 
 async def prepare_compiled_kernels() -> float | None:
@@ -48,8 +56,7 @@ async def _compile_in_child() -> None:
     caller then compiles in this process)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        _CHILD,
+        *_CHILD,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -69,3 +76,22 @@ async def _compile_in_child() -> None:
             child.returncode,
             " / ".join(tail) or "no message",
         )
+
+
+def compile_in_turn() -> None:
+    """What the child runs: at a lower priority than the gateway, every kernel
+    compiled (or found in the cache) as the gateway will use them, one child
+    at a time per installed package."""
+    os.nice(10)
+    package = str(Path(posture.kernels.__file__).resolve().parent)
+    name = f"posture-kernels-{hashlib.sha256(package.encode()).hexdigest()[:16]}.lock"
+    with open(Path(tempfile.gettempdir()) / name, "a") as lock:
+        with contextlib.suppress(ImportError):  # no fcntl: no turns, still correct
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        warm_up()
+
+
+if __name__ == "__main__":
+    compile_in_turn()

@@ -143,7 +143,7 @@ async def test_a_failed_child_compile_falls_back_to_this_process(
     # No child that can compile (here: one that exits at once with an error):
     # the kernels are still made ready, in this process, and the failure is
     # logged with the child's own message.
-    monkeypatch.setattr(kernel_prep, "_CHILD", "raise SystemExit('no compiler here')")
+    monkeypatch.setattr(kernel_prep, "_CHILD", ("-c", "raise SystemExit('no compiler here')"))
     with caplog.at_level(logging.WARNING, logger="device_gateway.kernel_prep"):
         ready_s = await kernel_prep.prepare_compiled_kernels()
     assert ready_s is not None and ready_s >= 0.0

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 from alerts import AlertPublisher, EmbeddedBroker, MqttSettings
 from device_gateway import Gateway, GatewayConfig
 from physio.watch import watch_live
-from posture.kernels import warm_up
 from simulator import Scenario, SimulatedWorld, demo_scenario
 
 __all__ = ["configure_parser", "demo_config", "run", "run_demo"]
@@ -64,11 +63,6 @@ async def run_demo(
     """Run the demo until ``duration_s`` of scenario time (or until cancelled)."""
     scenario = demo_scenario(patients)
     config = demo_config(scenario)
-    # The engine's compiled kernels first (seconds on a first run, from the
-    # disk cache after): the simulated world's clock starts when it is
-    # entered, and a compile holding the interpreter would let the patients
-    # act out their scenario before anyone watches.
-    await _warm_in_thread()
     async with AsyncExitStack() as stack:
         if broker_url is None:
             broker = await stack.enter_async_context(EmbeddedBroker())
@@ -84,8 +78,6 @@ async def run_demo(
             publisher,
             scanner_backend=world.scanner_backend,
             client_backend=world.client_backend,
-            # Compiled above: the engine starts on them (a load from memory).
-            prepare_kernels=_warm_in_thread,
         )
         async with asyncio.TaskGroup() as tasks:
             view = tasks.create_task(
@@ -156,8 +148,3 @@ def _positive(text: str, kind: Any) -> Any:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
-
-
-async def _warm_in_thread() -> float | None:
-    """The engine's kernels compiled or loaded in this process (a worker thread)."""
-    return await asyncio.to_thread(warm_up)

@@ -83,7 +83,8 @@ def compile_in_turn() -> None:
     """What the child runs: at a lower priority than the gateway, every kernel
     compiled (or found in the cache) as the gateway will use them, one child
     at a time per installed package."""
-    os.nice(10)
+    if not _syscalls_filtered():
+        os.nice(10)
     package = str(Path(posture.kernels.__file__).resolve().parent)
     name = f"posture-kernels-{hashlib.sha256(package.encode()).hexdigest()[:16]}.lock"
     with open(Path(tempfile.gettempdir()) / name, "a") as lock:
@@ -92,6 +93,21 @@ def compile_in_turn() -> None:
 
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         warm_up()
+
+
+def _syscalls_filtered() -> bool:
+    """Whether this process runs under a seccomp filter (the shipped systemd
+    unit's ``SystemCallFilter=~@resources`` kills a process that calls
+    ``setpriority`` rather than failing the call): then the child keeps the
+    gateway's priority."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return True  # cannot tell: do not risk it
+    for line in status.splitlines():
+        if line.startswith("Seccomp:"):
+            return line.split(":", 1)[1].strip() != "0"
+    return False  # a kernel without seccomp
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ event is the one a PostureEngine of its own gives on the same packets.
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
 import logging
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -149,3 +153,40 @@ async def test_a_failed_child_compile_falls_back_to_this_process(
     assert ready_s is not None and ready_s >= 0.0
     assert "no compiler here" in caplog.text
     assert "compiling them here instead" in caplog.text
+
+
+# A process under a seccomp filter that kills on setpriority, as the shipped
+# systemd unit's SystemCallFilter=~@resources does (libseccomp through ctypes;
+# installed in that child only), then ``then``.
+_SECCOMP = """
+import ctypes, ctypes.util
+lib = ctypes.CDLL(ctypes.util.find_library("seccomp"))
+lib.seccomp_init.restype = ctypes.c_void_p
+lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+lib.seccomp_load.argtypes = [ctypes.c_void_p]
+ctx = lib.seccomp_init(0x7FFF0000)  # allow everything...
+nr = lib.seccomp_syscall_resolve_name(b"setpriority")
+assert lib.seccomp_rule_add(ctx, 0x80000000, nr, 0) == 0  # ...but setpriority kills
+assert lib.seccomp_load(ctx) == 0
+"""
+
+
+def _filtered(then: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _SECCOMP + then], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or ctypes.util.find_library("seccomp") is None,
+    reason="needs Linux and libseccomp",
+)
+def test_the_compile_child_runs_under_the_units_syscall_filter() -> None:
+    # Under the filter the child keeps its priority instead of being killed
+    # for asking to lower it; the filter is real (a plain os.nice dies).
+    kernels.warm_up()  # the child then loads from the cache
+    child = _filtered(
+        "import runpy; runpy.run_module('device_gateway.kernel_prep', run_name='__main__')"
+    )
+    assert child.returncode == 0, child.stderr
+    assert _filtered("import os; os.nice(1)").returncode == -signal.SIGSYS

@@ -55,13 +55,19 @@ async def prepare_compiled_kernels() -> float | None:
 async def _compile_in_child() -> None:
     """Fill the on-disk cache from a child process; a failure is logged (the
     caller then compiles in this process)."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *_CHILD,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *_CHILD,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:  # no interpreter to run, no process to spare
+        _log.warning(
+            "no child process to compile the engine kernels (%s); compiling them here", exc
+        )
+        return
     try:
         _, err = await child.communicate()
     except asyncio.CancelledError:

@@ -155,6 +155,17 @@ async def test_a_failed_child_compile_falls_back_to_this_process(
     assert "compiling them here instead" in caplog.text
 
 
+async def test_no_child_process_falls_back_to_this_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The child cannot even start (here: an interpreter that is not there).
+    monkeypatch.setattr(kernel_prep.sys, "executable", "/nonexistent/python3")
+    with caplog.at_level(logging.WARNING, logger="device_gateway.kernel_prep"):
+        ready_s = await kernel_prep.prepare_compiled_kernels()
+    assert ready_s is not None
+    assert "no child process to compile the engine kernels" in caplog.text
+
+
 # A process under a seccomp filter that kills on setpriority, as the shipped
 # systemd unit's SystemCallFilter=~@resources does (libseccomp through ctypes;
 # installed in that child only), then ``then``.

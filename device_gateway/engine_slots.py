@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from posture import EngineConfig, EngineStats, SlouchSettings
 from posture.batch import BatchBlock, BatchEngine
-from posture.kernels import Kernel
+from posture.kernels import Kernel, selected_kernel
 
 __all__ = ["EngineSlots", "SlotHolder", "StreamShape"]
 
@@ -62,12 +62,14 @@ class EngineSlots:
     def __init__(self, kernel: Kernel | None = None) -> None:
         self._engines: dict[StreamShape, BatchEngine] = {}
         self._free: dict[StreamShape, list[int]] = {}
-        self._kernel = kernel
+        self.kernel = selected_kernel(kernel)
+        """The implementation the engines compute with (None given:
+        ``$POSTURE_KERNEL``, else compiled)."""
 
     def use_kernel(self, kernel: Kernel) -> None:
         """Every engine, and every engine made later, computes with ``kernel``
         from its next block on (between engine calls)."""
-        self._kernel = kernel
+        self.kernel = kernel
         for engine in self._engines.values():
             engine.use_kernel(kernel)
 
@@ -124,7 +126,7 @@ class EngineSlots:
             engine = self._engines[shape] = BatchEngine(
                 EngineConfig(sample_rate_hz=shape.sample_rate_hz, has_gyro=shape.has_gyro),
                 devices=0,
-                kernel=self._kernel,
+                kernel=self.kernel,
             )
         free = self._free.get(shape)
         if free:

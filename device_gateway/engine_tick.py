@@ -31,7 +31,7 @@ from device_gateway.engine_slots import EngineSlots, SlotHolder, StreamShape
 from device_gateway.protocol import decode_imu_header
 from device_gateway.tick_samples import Chunk, ChunkKey, chunk_arrays
 from posture import EngineStats, PostureEvent
-from posture.kernels import Kernel, selected_kernel
+from posture.kernels import Kernel
 
 if TYPE_CHECKING:
     from device_gateway.patient import PatientMonitor
@@ -121,9 +121,7 @@ class EngineTick:
     ) -> None:
         self.tick_s = tick_s
         self.in_thread = in_thread
-        self.kernel = selected_kernel(kernel)
-        """The implementation the engines compute with (changes between passes)."""
-        self.slots = EngineSlots(self.kernel)
+        self.slots = EngineSlots(kernel)
         self._next_kernel: Kernel | None = None
         self.passes = 0
         """Passes run (for tests and metrics)."""
@@ -145,6 +143,11 @@ class EngineTick:
     def ready(self, wearable: TickedWearable) -> None:
         self._ready.append(wearable)
         self._wake.set()
+
+    @property
+    def kernel(self) -> Kernel:
+        """The implementation the engines compute with (changes between passes)."""
+        return self.slots.kernel
 
     def use_kernel(self, kernel: Kernel) -> None:
         """Every engine computes with ``kernel`` from the next pass on (each
@@ -170,7 +173,7 @@ class EngineTick:
                 await self._wake.wait()
             if self._next_kernel is not None:  # no pass runs now
                 self.slots.use_kernel(self._next_kernel)
-                self.kernel, self._next_kernel = self._next_kernel, None
+                self._next_kernel = None
                 _log.info("engines compute with the %s kernels from now on", self.kernel.value)
             taken, self._ready = self._ready, []
             work = [(w, self._chunks(w)) for w in taken]

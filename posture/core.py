@@ -111,8 +111,6 @@ class EngineCore:
         config, fs = self.config, float(self.config.sample_rate_hz)
         self.kernel = kernel
         """Which implementation every component computes with."""
-        self.steps_kernel = kernel
-        """Which implementation computes a block's :func:`~posture.steps.block_steps`."""
         o = config.orientation
         params = GravityFilterParams(
             sample_rate_hz=fs,
@@ -137,6 +135,11 @@ class EngineCore:
         # detector then judges an impact whose trunk was far from it against
         # the trunk's direction before the impact.
         self.falls = FallStage(config.fall, fs, devices, self.nominal_up, kernel=kernel)
+
+    @property
+    def steps_kernel(self) -> Kernel:
+        """Which implementation computes a block's :func:`~posture.steps.block_steps`."""
+        return self.kernel
 
     def use_kernel(self, kernel: Kernel | str) -> Kernel:
         """Compute with ``kernel`` from the next block on; returns the one in

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import posture.kernels.gravity as gravity
-from lab.kernel_split import split
+from lab.kernel_split import main, split
 
 
 def test_split_times_each_kernel_and_restores_them() -> None:
@@ -14,3 +16,16 @@ def test_split_times_each_kernel_and_restores_them() -> None:
     assert sum(kernels.values()) < whole
     # The engine's own kernels are back in their modules.
     assert gravity.gravity_gyro is kernel
+
+
+def test_the_command_spins_between_blocks_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--devices", "4", "--warm", "1", "--seconds", "1", "--gap-ms", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "4 devices, 10-sample blocks, after 1 s, a 5 ms spin between blocks" in out
+    assert "gravity.gravity_gyro" in out and "outside the kernels" in out
+
+
+def test_vqf_and_a_spin_between_blocks_are_one_or_the_other() -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--cold", "--gap-ms", "5"])
+    assert refused.value.code == 2

@@ -1,6 +1,7 @@
 """Where a batched engine block's CPU time goes: each compiled kernel, and the rest.
 
-``python -m lab.kernel_split [--devices 1000] [--warm 30] [--seconds 10] [--cold | --gap-ms MS]``
+``python -m lab.kernel_split [--devices 1000] [--warm 30] [--seconds 10] [--cold | --gap-ms MS]
+[--gravity-alone]``
 runs :class:`~posture.batch.BatchEngine` over the benchmark's synthetic ward
 (:func:`lab.batch_bench.synthetic_devices`, 10-sample blocks, the layout a
 gateway tick hands it) and times every call of every kernel the
@@ -16,6 +17,8 @@ machines what a block loses is the time it waited, not what ran meanwhile
 (2026-12-07, 1000 devices: 77 ns a sample straight after the last block,
 104 after a 1 ms spin, 121 after 3 ms, 159 after 10 ms, 132 after VQF's
 slice): a gateway, whose ticks are 200 ms apart, runs every block so.
+``--gravity-alone`` times the gravity filter's kernel alone over the same
+blocks, nothing else of the engine run: after a gap it too runs slow.
 """
 
 from __future__ import annotations
@@ -111,6 +114,34 @@ def split(
     return total / samples, {k: v / samples for k, v in spent.items()}
 
 
+def gravity_alone(
+    devices: int, warm_s: float, seconds: float, gap_ms: float, rate_hz: float = 50.0
+) -> float:
+    """CPU ns per sample of the gravity filter's kernel run alone over the
+    ward's blocks, a spin of ``gap_ms`` between blocks: one kernel and its own
+    arrays (about 140 bytes a sample), nothing else of the engine's."""
+    from posture.orientation import GravityFilter, GravityFilterParams
+
+    warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
+    _, acc, gyr = synthetic_devices(devices, warm_s + seconds, rate_hz)
+    acc_last = np.ascontiguousarray(acc.transpose(1, 2, 0))
+    gyr_last = np.ascontiguousarray(gyr.transpose(1, 2, 0))
+    dt = np.full((_BLOCK, devices), 1.0 / rate_hz)
+    gravity = GravityFilter(GravityFilterParams(sample_rate_hz=rate_hz, has_gyro=True), devices)
+    for a in range(0, warm, _BLOCK):
+        gravity.process(acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK], dt)
+    gc.collect()
+    total = blocks = 0
+    for a in range(warm, acc_last.shape[0] - _BLOCK + 1, _BLOCK):
+        if gap_ms > 0.0:
+            _spin(gap_ms / 1000.0)
+        start = time.process_time_ns()
+        gravity.process(acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK], dt)
+        total += time.process_time_ns() - start
+        blocks += 1
+    return total / max(blocks * _BLOCK * devices, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.kernel_split", description=__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -123,7 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     between.add_argument(
         "--gap-ms", type=float, default=0.0, help="spin this long between blocks instead"
     )
+    parser.add_argument(
+        "--gravity-alone",
+        action="store_true",
+        help="time only the gravity filter over the ward (with --gap-ms, gaps between blocks)",
+    )
     args = parser.parse_args(argv)
+    if args.gravity_alone:
+        if args.cold:
+            parser.error("--gravity-alone takes --gap-ms, not --cold")
+        ns = gravity_alone(args.devices, args.warm, args.seconds, args.gap_ms)
+        print(
+            f"GravityFilter alone, {args.devices} devices, {_BLOCK}-sample blocks, "
+            f"{args.gap_ms:g} ms spin between blocks: {ns:.1f} CPU ns per sample"
+        )
+        return 0
     whole, kernels = split(args.devices, args.warm, args.seconds, args.cold, gap_ms=args.gap_ms)
     if args.cold:
         between_blocks = "cold (VQF between blocks)"

@@ -29,3 +29,11 @@ def test_vqf_and_a_spin_between_blocks_are_one_or_the_other() -> None:
     with pytest.raises(SystemExit) as refused:
         main(["--cold", "--gap-ms", "5"])
     assert refused.value.code == 2
+
+
+def test_the_gravity_filter_can_be_timed_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--devices", "4", "--warm", "1", "--seconds", "1", "--gap-ms", "2", "--gravity-alone"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("GravityFilter alone, 4 devices, 10-sample blocks, 2 ms spin")
+    assert float(out.split(": ")[1].split()[0]) > 0.0

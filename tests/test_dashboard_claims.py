@@ -7,6 +7,8 @@ The times are made up (POSIX s), so leases run out when a test says so.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -18,6 +20,9 @@ from record_support import (  # noqa: F401  (fixtures, used by name)
 )
 
 from physio.dashboard import record_ops as ops
+from physio.dashboard.escalation import Escalation
+from physio.dashboard.record import AlertRecord
+from physio.dashboard.recorder import Recorder
 from physio.dashboard.store import SqlStore
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC).timestamp()
@@ -126,3 +131,40 @@ def test_level_2_seen_done_elsewhere_is_done_whatever_the_claims(
     finish(second, 2, "mqtt", T0 + 240)
     assert claim(second, 1, "b", T0 + 300) is DONE
     assert claim(second, 2, "b", T0 + 300) is DONE
+
+
+class SkewedClock:
+    """A host's wall clock, ``ahead_s`` off true time, plus the test's jumps."""
+
+    def __init__(self, ahead_s: float) -> None:
+        self.ahead_s = ahead_s
+        self.jumped_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead_s + self.jumped_s
+
+
+@pytest.mark.timeout(60)
+async def test_a_dead_instances_lease_ends_on_time_whatever_its_hosts_clock(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two dashboards on hosts whose clocks disagree by five minutes. The one
+    whose clock runs ahead claims level 1 and dies: the other sends the level
+    once the lease has run out in true time, not five minutes later."""
+    ahead, right = SkewedClock(300.0), SkewedClock(0.0)
+    due = Escalation("f1", "p-001", 1, T0)
+    async with AlertRecord(database) as record_a, AlertRecord(database) as record_b:
+        await record_a.call(lambda s: record_fall(s, "f1"))
+        a = Recorder(record_a, "a", ahead)
+        b = Recorder(record_b, "b", right)
+        with caplog.at_level(logging.WARNING, logger="physio.dashboard.recorder"):
+            await a.sync_clock()  # as each dashboard does when it starts
+            await b.sync_clock()
+        assert await a.claim(due, LEASE_S) is CLAIMED  # then "a" is killed
+        assert await b.claim(due, LEASE_S) is BUSY
+        for clock in (ahead, right):
+            clock.jumped_s += LEASE_S + 1
+        assert await b.claim(due, LEASE_S) is CLAIMED
+    # The operator learns which host is off, and by how much.
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "clock is 300 s ahead of the alert record's" in warning

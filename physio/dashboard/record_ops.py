@@ -26,6 +26,7 @@ __all__ = [
     "add_follow_up",
     "alerts_of",
     "claim_escalation",
+    "database_time_s",
     "finish_escalation",
     "open_alerts",
     "put_summary",
@@ -259,12 +260,27 @@ def add_ack(
     return new
 
 
+def database_time_s(store: SqlStore) -> float:
+    """The database server's wall clock, POSIX s: the one clock that every
+    dashboard instance on the record shares (their hosts' clocks may not agree)."""
+    if store.dialect.name == "postgresql":
+        sql = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
+    else:  # SQLite runs in this process: its clock is this host's
+        sql = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+    with store.transaction() as cur:
+        row = cur.one(sql)
+    assert row is not None  # a SELECT without FROM has one row
+    return float(row[0])
+
+
 def claim_escalation(
     store: SqlStore, event_id: str, level: int, owner: str, now_s: float, lease_s: float
 ) -> Claim:
     """Take the right to send escalation ``level`` of a fall, at most one instance at a time.
 
-    The claim is a lease until ``now_s + lease_s``: an instance killed between
+    The claim is a lease until ``now_s + lease_s``, ``now_s`` in the record's
+    time (:func:`database_time_s`; each instance corrects its own clock by
+    its offset from it): an instance killed between
     claiming and :func:`finish_escalation` loses it, and another sends the
     level instead (so a kill loses no escalation; at worst, a kill after
     sending and before finishing sends that level twice).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -29,6 +30,7 @@ from physio.dashboard import record_ops as ops
 from physio.dashboard.escalation import Escalation, Escalator
 from physio.dashboard.model import DashboardModel, Update
 from physio.dashboard.record import AlertRecord
+from physio.dashboard.store import SqlStore
 from physio.dashboard.summary_book import SummaryBook
 
 __all__ = ["Recorder"]
@@ -37,6 +39,10 @@ _log = logging.getLogger(__name__)
 
 # Open non-fall alerts older than this are not brought back to the feed at start.
 _RESTORE_OTHERS_S = 24 * 3600.0
+# How often an instance measures its clock against the record's again (hosts'
+# clocks drift and get stepped), and from what offset it warns the operator.
+_CLOCK_RESYNC_S = 3600.0
+_CLOCK_WARN_S = 2.0
 _NOTES = {
     "fall_detected": "cancelled by the wearable (patient got up)",
     "slouch_started": "slouch ended",
@@ -64,6 +70,10 @@ class Recorder:
         self.record = record
         self.instance = instance
         self._clock = clock
+        # The record's clock minus ours (None: not measured yet), and when
+        # (monotonic s) it was measured.
+        self._offset_s: float | None = None
+        self._offset_at = -math.inf
 
     # -- writes (queued, in order, never dropped) --------------------------------
 
@@ -161,9 +171,48 @@ class Recorder:
 
     # -- escalation claims ---------------------------------------------------------
 
+    async def sync_clock(self) -> float:
+        """Measure how far this host's clock is from the record's (the database
+        server's) and keep it: escalation leases are then stated in the
+        record's time, which every instance shares. Instances on hosts whose
+        clocks disagree would otherwise hold a dead instance's lease longer (or
+        shorter) by the difference: a level of a fall sent minutes late.
+
+        Returns:
+            The record's clock minus this host's, s.
+
+        Raises:
+            StoreError: the database failed (nothing is kept then).
+        """
+        clock = self._clock
+
+        def offset(store: SqlStore) -> float:
+            before = clock()
+            record_s = ops.database_time_s(store)
+            return record_s - (before + clock()) / 2.0
+
+        offset_s = await self.record.call(offset)
+        self._offset_s, self._offset_at = offset_s, time.monotonic()
+        if abs(offset_s) >= _CLOCK_WARN_S:
+            _log.warning(
+                "this host's clock is %.0f s %s the alert record's database; escalation"
+                " leases are kept in the record's time (check NTP on both)",
+                abs(offset_s),
+                "ahead of" if offset_s < 0.0 else "behind",
+            )
+        return offset_s
+
     async def claim(self, due: Escalation, lease_s: float) -> ops.Claim:
-        """Claim ``due`` in the record. Raises StoreError when the database fails."""
-        now_s = self._clock()
+        """Claim ``due`` in the record, the lease in the record's time
+        (:meth:`sync_clock`, measured again every hour).
+
+        Raises:
+            StoreError: the database failed.
+        """
+        if self._offset_s is None or time.monotonic() - self._offset_at >= _CLOCK_RESYNC_S:
+            await self.sync_clock()
+        assert self._offset_s is not None  # set by sync_clock
+        now_s = self._clock() + self._offset_s
         return await self.record.call(
             lambda s: ops.claim_escalation(
                 s, due.event_id, due.level, self.instance, now_s, lease_s

@@ -141,6 +141,8 @@ class DashboardService:
         await self.record.__aenter__()
         self._record_open = True
         try:
+            # Leases of escalation claims in the record's time, not this host's.
+            await self.recorder.sync_clock()
             # Before MQTT: what the record knows is on screen before anything new.
             self.broadcaster.publish(
                 await self.recorder.restore(self.model, self.escalator, self.book)

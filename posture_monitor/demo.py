@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 from alerts import AlertPublisher, EmbeddedBroker, MqttSettings
+from common.shutdown import run_until_terminated
 from device_gateway import Gateway, GatewayConfig
 from physio.watch import watch_live
 from simulator import Scenario, SimulatedWorld, demo_scenario
@@ -117,17 +118,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    demo = run_demo(
+        patients=args.patients,
+        duration_s=args.duration,
+        speed=args.speed,
+        seed=args.seed,
+        broker_url=args.broker,
+    )
     try:
-        asyncio.run(
-            run_demo(
-                patients=args.patients,
-                duration_s=args.duration,
-                speed=args.speed,
-                seed=args.seed,
-                broker_url=args.broker,
-            )
-        )
+        # SIGTERM (timeout, docker stop) unwinds as Ctrl-C does.
+        _result, terminated = asyncio.run(run_until_terminated(demo))
     except KeyboardInterrupt:
+        terminated = True
+    if terminated:
         print("\ndemo stopped", file=sys.stderr)
     return 0
 

@@ -155,3 +155,24 @@ async def test_demo_runs_on_its_embedded_broker() -> None:
     assert "Traceback" not in result.stderr
     assert "SLOUCH STARTED" in result.stdout
     assert "FALL DETECTED" in result.stdout
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_stops_the_demo_as_ctrl_c_does() -> None:
+    """``timeout``, ``docker stop`` and service managers stop with SIGTERM: the
+    demo then winds down as on Ctrl-C (says so, exit 0) instead of dying
+    with the signal's status."""
+    demo = await asyncio.create_subprocess_exec(
+        *CLI,
+        "demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
+    )
+    assert demo.stdout is not None
+    await read_until(demo.stdout, "DEVICE CONNECTED")  # running, patients streaming
+    demo.send_signal(signal.SIGTERM)
+    _out, err = await asyncio.wait_for(demo.communicate(), HANG_S)
+    assert demo.returncode == 0, err.decode()[-2000:]
+    assert "demo stopped" in err.decode()
+    assert "Traceback" not in err.decode()

@@ -35,6 +35,7 @@ from alerts.mqtt import Message, MqttClient
 from alerts.settings import MqttSettings
 from alerts.topics import DEFAULT_TOPIC_ROOT, Topics
 from common.errors import PostureMonitorError
+from common.shutdown import run_until_terminated
 from physio.broker_args import add_broker_arguments, add_connection_arguments, broker_settings
 from physio.watch_view import WatchModel
 
@@ -169,14 +170,17 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``posture-monitor watch``: 0 on a normal end, 2 when the
     broker is unreachable or the arguments are invalid (no traceback)."""
     try:
+        # SIGTERM (timeout, a service manager) ends it as Ctrl-C does: exit 0.
         asyncio.run(
-            watch_live(
-                broker_settings(args, insecure=True),  # a viewer: warn, do not refuse
-                topic_root=args.topic_root,
-                refresh_hz=args.refresh_hz,
-                duration_s=args.duration,
-                max_events=args.max_events,
-                bell=not getattr(args, "no_bell", False),
+            run_until_terminated(
+                watch_live(
+                    broker_settings(args, insecure=True),  # a viewer: warn, do not refuse
+                    topic_root=args.topic_root,
+                    refresh_hz=args.refresh_hz,
+                    duration_s=args.duration,
+                    max_events=args.max_events,
+                    bell=not getattr(args, "no_bell", False),
+                )
             )
         )
     except PostureMonitorError as exc:

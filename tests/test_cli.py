@@ -176,3 +176,22 @@ async def test_sigterm_stops_the_demo_as_ctrl_c_does() -> None:
     assert demo.returncode == 0, err.decode()[-2000:]
     assert "demo stopped" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_ends_watch_as_ctrl_c_does(broker: Any) -> None:
+    watch = await asyncio.create_subprocess_exec(
+        *CLI,
+        "watch",
+        "--broker",
+        broker.url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert watch.stdout is not None
+    await read_until(watch.stdout, "watching ")
+    watch.send_signal(signal.SIGTERM)
+    _out, err = await asyncio.wait_for(watch.communicate(), HANG_S)
+    assert watch.returncode == 0, err.decode()[-2000:]
+    assert "Traceback" not in err.decode()

@@ -25,16 +25,21 @@ async def run_cli(
     *args: str, timeout_s: float = 60.0, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``posture-monitor ARGS``; ``env`` adds to (or overrides) this environment."""
-    process = await asyncio.create_subprocess_exec(
+    process = await start_cli(*args, env=env)
+    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+
+async def start_cli(*args: str, env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
+    """``posture-monitor ARGS`` started, its output piped; ``env`` as for :func:`run_cli`."""
+    return await asyncio.create_subprocess_exec(
         *CLI,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1", **(env or {})},
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout_s)
-    assert process.returncode is not None
-    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
 
 async def read_until(stream: asyncio.StreamReader, phrase: str) -> str:
@@ -122,17 +127,7 @@ async def test_password_never_shown(tmp_path: Path, broker: Any) -> None:
 
 @pytest.mark.timeout(120)
 async def test_demo_publishes_to_a_broker_and_watch_shows_it(broker: Any) -> None:
-    watch = await asyncio.create_subprocess_exec(
-        *CLI,
-        "watch",
-        "--broker",
-        broker.url,
-        "--duration",
-        "600",  # stopped with Ctrl-C below
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
+    watch = await start_cli("watch", "--broker", broker.url, "--duration", "600")  # Ctrl-C below
     assert watch.stdout is not None
     await read_until(watch.stdout, "watching ")  # subscribed before the demo starts
     demo = await run_cli(
@@ -162,13 +157,7 @@ async def test_sigterm_stops_the_demo_as_ctrl_c_does() -> None:
     """``timeout``, ``docker stop`` and service managers stop with SIGTERM: the
     demo then winds down as on Ctrl-C (says so, exit 0) instead of dying
     with the signal's status."""
-    demo = await asyncio.create_subprocess_exec(
-        *CLI,
-        "demo",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
-    )
+    demo = await start_cli("demo", env={"PYTHONUNBUFFERED": "1"})
     assert demo.stdout is not None
     await read_until(demo.stdout, "DEVICE CONNECTED")  # running, patients streaming
     demo.send_signal(signal.SIGTERM)
@@ -180,15 +169,7 @@ async def test_sigterm_stops_the_demo_as_ctrl_c_does() -> None:
 
 @pytest.mark.timeout(120)
 async def test_sigterm_ends_watch_as_ctrl_c_does(broker: Any) -> None:
-    watch = await asyncio.create_subprocess_exec(
-        *CLI,
-        "watch",
-        "--broker",
-        broker.url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
+    watch = await start_cli("watch", "--broker", broker.url)
     assert watch.stdout is not None
     await read_until(watch.stdout, "watching ")
     watch.send_signal(signal.SIGTERM)

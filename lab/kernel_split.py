@@ -31,10 +31,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from lab.batch_bench import _Vqf, synthetic_devices
 
 __all__ = ["main", "split"]
+
+FloatArray = NDArray[np.float64]
 
 _MODULES = ("steps", "gravity", "activity", "capture", "angles", "slouch", "falls")
 _BLOCK = 10
@@ -56,6 +59,42 @@ def _spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
+
+
+def _device_last(
+    devices: int, seconds: float, rate_hz: float
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The synthetic ward laid out as a gateway tick hands it, time first and
+    device last: ``t (n, D)``, ``acc``, ``gyr`` (n, 3, D); and ``acc``,
+    ``gyr`` as generated (D, n, 3), which VQF reads."""
+    t, acc, gyr = synthetic_devices(devices, seconds, rate_hz)
+    return (
+        np.ascontiguousarray(t.T),
+        np.ascontiguousarray(acc.transpose(1, 2, 0)),
+        np.ascontiguousarray(gyr.transpose(1, 2, 0)),
+        acc,
+        gyr,
+    )
+
+
+def _time_blocks(
+    process: Callable[[slice], object], first: int, n: int, between: Callable[[], None]
+) -> tuple[int, int]:
+    """``(CPU ns, blocks)`` of ``process`` over the blocks of samples
+    ``first ... n - 1``, ``between`` run (untimed) after each."""
+    gc.collect()
+    total = blocks = 0
+    for a in range(first, n - _BLOCK + 1, _BLOCK):
+        start = time.process_time_ns()
+        process(slice(a, a + _BLOCK))
+        total += time.process_time_ns() - start
+        blocks += 1
+        between()
+    return total, blocks
+
+
+def _gap(gap_ms: float) -> Callable[[], None]:
+    return (lambda: _spin(gap_ms / 1000.0)) if gap_ms > 0.0 else (lambda: None)
 
 
 def split(
@@ -82,31 +121,18 @@ def split(
         from posture.config import EngineConfig
 
         warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
-        t, acc, gyr = synthetic_devices(devices, warm_s + seconds, rate_hz)
+        t, acc, gyr, acc_rows, gyr_rows = _device_last(devices, warm_s + seconds, rate_hz)
         engine = BatchEngine(EngineConfig(sample_rate_hz=rate_hz, has_gyro=True), devices)
-        t_last = np.ascontiguousarray(t.T)
-        acc_last = np.ascontiguousarray(acc.transpose(1, 2, 0))
-        gyr_last = np.ascontiguousarray(gyr.transpose(1, 2, 0))
-        n = t.shape[1]
+
+        def block(s: slice) -> object:
+            return engine.process_device_last(t[s], acc[s], gyr[s])
+
         for a in range(0, warm, _BLOCK):
-            engine.process_device_last(
-                t_last[a : a + _BLOCK], acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK]
-            )
+            block(slice(a, a + _BLOCK))
         spent.clear()
-        vqf = _Vqf(acc, gyr, rate_hz, chunks=max((n - warm) // _BLOCK, 1))
-        gc.collect()
-        total = blocks = 0
-        for a in range(warm, n - _BLOCK + 1, _BLOCK):
-            start = time.process_time_ns()
-            engine.process_device_last(
-                t_last[a : a + _BLOCK], acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK]
-            )
-            total += time.process_time_ns() - start
-            blocks += 1
-            if cold:
-                vqf.step()
-            elif gap_ms > 0.0:
-                _spin(gap_ms / 1000.0)
+        n = t.shape[0]
+        vqf = _Vqf(acc_rows, gyr_rows, rate_hz, chunks=max((n - warm) // _BLOCK, 1))
+        total, blocks = _time_blocks(block, warm, n, vqf.step if cold else _gap(gap_ms))
     finally:
         for module, export, kernel in originals:
             setattr(module, export, kernel)
@@ -123,22 +149,16 @@ def gravity_alone(
     from posture.orientation import GravityFilter, GravityFilterParams
 
     warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
-    _, acc, gyr = synthetic_devices(devices, warm_s + seconds, rate_hz)
-    acc_last = np.ascontiguousarray(acc.transpose(1, 2, 0))
-    gyr_last = np.ascontiguousarray(gyr.transpose(1, 2, 0))
+    _, acc, gyr, _, _ = _device_last(devices, warm_s + seconds, rate_hz)
     dt = np.full((_BLOCK, devices), 1.0 / rate_hz)
     gravity = GravityFilter(GravityFilterParams(sample_rate_hz=rate_hz, has_gyro=True), devices)
+
+    def block(s: slice) -> object:
+        return gravity.process(acc[s], gyr[s], dt)
+
     for a in range(0, warm, _BLOCK):
-        gravity.process(acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK], dt)
-    gc.collect()
-    total = blocks = 0
-    for a in range(warm, acc_last.shape[0] - _BLOCK + 1, _BLOCK):
-        if gap_ms > 0.0:
-            _spin(gap_ms / 1000.0)
-        start = time.process_time_ns()
-        gravity.process(acc_last[a : a + _BLOCK], gyr_last[a : a + _BLOCK], dt)
-        total += time.process_time_ns() - start
-        blocks += 1
+        block(slice(a, a + _BLOCK))
+    total, blocks = _time_blocks(block, warm, acc.shape[0], _gap(gap_ms))
     return total / max(blocks * _BLOCK * devices, 1)
 
 

@@ -70,9 +70,9 @@ class Recorder:
         self.record = record
         self.instance = instance
         self._clock = clock
-        # The record's clock minus ours (None: not measured yet), and when
-        # (monotonic s) it was measured.
-        self._offset_s: float | None = None
+        # The record's clock minus ours, and when (monotonic s) it was
+        # measured (never yet: measured before the first claim).
+        self._offset_s = 0.0
         self._offset_at = -math.inf
 
     # -- writes (queued, in order, never dropped) --------------------------------
@@ -209,9 +209,8 @@ class Recorder:
         Raises:
             StoreError: the database failed.
         """
-        if self._offset_s is None or time.monotonic() - self._offset_at >= _CLOCK_RESYNC_S:
+        if time.monotonic() - self._offset_at >= _CLOCK_RESYNC_S:
             await self.sync_clock()
-        assert self._offset_s is not None  # set by sync_clock
         now_s = self._clock() + self._offset_s
         return await self.record.call(
             lambda s: ops.claim_escalation(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,6 +20,7 @@ from amqtt.broker import Broker
 
 from alerts.settings import MqttSettings
 from common.errors import BrokerError, ConfigError
+from common.ports import free_port
 
 __all__ = ["EmbeddedBroker"]
 
@@ -29,13 +29,6 @@ logger = logging.getLogger(__name__)
 # amqtt's own loggers and the state-machine library it uses.
 _NOISY_LOGGERS = {"amqtt": logging.ERROR, "transitions": logging.WARNING}
 _START_ATTEMPTS = 3
-
-
-def _free_port(host: str) -> int:
-    """A TCP port the OS reports free on ``host`` now."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class EmbeddedBroker:
@@ -120,7 +113,7 @@ class EmbeddedBroker:
         last_error: Exception | None = None
         for _attempt in range(_START_ATTEMPTS):
             if self._requested_port == 0 and self._port == 0:
-                self._port = _free_port(self._host)
+                self._port = free_port(self._host)
             broker = Broker(self._config())
             try:
                 await broker.start()

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from alerts import AlertPublisher, MqttSettings
+from common.ports import free_port
 from device_gateway import BleSettings, Gateway, GatewayConfig, WearableConfig
 from device_gateway.config import MAX_PROCESSES
 from device_gateway.shards import Shard, shards
@@ -420,9 +421,7 @@ def private_mosquitto() -> Iterator[str]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.access(binary, os.X_OK):
         raise FileNotFoundError("mosquitto is not installed: pass --broker URL")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-mosquitto-") as tmp:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")

@@ -30,20 +30,15 @@ from typing import Any
 import aiohttp
 
 from alerts.mqtt import MqttSettings
+from common.ports import free_port
 from physio.dashboard.auth import Credentials, hash_secret
 from physio.dashboard.guard import Gate
 from physio.dashboard.service import DashboardConfig, DashboardService
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Broker:
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
         self.proc: subprocess.Popen[bytes] | None = None

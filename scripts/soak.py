@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from alerts import AlertPublisher, MemorySink, MqttClient, MqttSettings
+from common.ports import free_port
 from device_gateway import Gateway, GatewayConfig
 from simulator import SimulatedWorld, parse_scenario
 
@@ -108,16 +109,10 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def private_mosquitto() -> Iterator[str]:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "mosquitto.conf"
         # No queue limit for the subscriber, and no Nagle delay on acks.

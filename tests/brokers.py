@@ -32,6 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alerts import EmbeddedBroker, MqttSettings
+from common.ports import free_port
 
 # How long a helper waits for something that must happen before it calls the
 # test failed. Only a guard against a hang, never a measurement: with both
@@ -43,13 +44,6 @@ MOSQUITTO = shutil.which("mosquitto") or (
 )
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 OPENSSL = shutil.which("openssl")
-
-
-def free_port() -> int:
-    """A loopback TCP port that is free right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

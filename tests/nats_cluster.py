@@ -41,20 +41,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from alerts import MqttSettings
+from common.ports import free_port
 
 NATS_SERVER = shutil.which("nats-server") or (
     "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None
 )
 _MQTT_READY = "Listening for MQTT clients"
 _PROBE_TOPIC = "posture-test/probe"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -133,7 +126,7 @@ class NatsCluster:
         self.workdir = workdir
         self.ready_timeout_s = ready_timeout_s
         self.nodes = [
-            NatsNode(f"n{i + 1}", workdir, _free_port(), _free_port(), _free_port())
+            NatsNode(f"n{i + 1}", workdir, free_port(), free_port(), free_port())
             for i in range(size)
         ]
         self._cpu_of_ended_s = 0.0

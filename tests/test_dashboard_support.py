@@ -26,6 +26,7 @@ import pytest
 
 from alerts.mqtt import Message, MqttClient, MqttSettings
 from alerts.summary import format_time
+from common.ports import free_port
 from physio.dashboard.escalation import EscalationPolicy
 from physio.dashboard.server import CSRF_HEADER, CSRF_TOKEN_HEADER
 from physio.dashboard.service import DashboardConfig, DashboardService
@@ -42,13 +43,6 @@ async def ack_headers(http: Any, url: str) -> dict[str, str]:
     async with http.get(url + "api/snapshot") as response:
         token = (await response.json())["csrf_token"]
     return {**CSRF, CSRF_TOKEN_HEADER: token}
-
-
-def free_port() -> int:
-    """A loopback TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _own_mosquitto(workdir: Path) -> Iterator[str]:

@@ -57,7 +57,16 @@ def test_bench_gateway_rejects_bad_counts(capsys: pytest.CaptureFixture[str]) ->
     parser = argparse.ArgumentParser(prog="posture-monitor bench")
     bench.configure_parser(parser)
     assert bench.run(parser.parse_args(["gateway", "--wearables", "0"])) == 2
-    assert bench.run(parser.parse_args(["gateway", "--seconds", "1"])) == 2
+    # 10 s used to be accepted, and always said "real time: NO" (no fall inside it).
+    assert bench.run(parser.parse_args(["gateway", "--seconds", "10"])) == 2
     assert bench.run(parser.parse_args(["gateway", "--processes", "0"])) == 2
     out = capsys.readouterr().out
     assert "--wearables" in out and "--processes must be counts in 1..64" in out
+    assert "--seconds must be in 15..3600 (a shorter run ends before the ward's first fall" in out
+
+
+def test_the_shortest_run_allowed_times_the_wards_first_fall() -> None:
+    from lab.gateway_bench import FALL_LOOK_S, MIN_SECONDS, ward_recordings
+
+    impacts = [t for r in ward_recordings(MIN_SECONDS) for t in r.fall_impacts_s]
+    assert impacts and min(impacts) + FALL_LOOK_S <= MIN_SECONDS

@@ -233,6 +233,11 @@ class NatsCluster:
                 await asyncio.sleep(0.05)
         last_error = ""
         while True:
+            # A node that binds its MQTT port and then fails on its route port
+            # (taken) has logged the line above: say so now, not after the timeout.
+            for node in nodes:
+                if not node.running:
+                    raise RuntimeError(f"nats-server {node.name} exited: {node.log_text()[-800:]}")
             try:
                 await asyncio.to_thread(self._probe_round_trip, nodes)
                 return

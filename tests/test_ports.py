@@ -1,4 +1,5 @@
-"""Ports the tests and the embedded broker pick for their servers."""
+"""Ports the tests and the embedded broker pick for their servers, and what
+the NATS cluster helper says when one is taken all the same."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from nats_cluster import NATS_SERVER, NatsCluster
 
 from common import ports
 from common.ports import free_port
@@ -52,3 +54,19 @@ def test_an_ipv6_host_gets_a_port_it_can_bind() -> None:
         pytest.skip(f"no IPv6 loopback: {exc}")
     with socket.socket(socket.AF_INET6) as server:
         server.bind(("::1", port))
+
+
+@pytest.mark.skipif(NATS_SERVER is None, reason="nats-server not installed")
+async def test_a_cluster_node_that_cannot_bind_its_route_port_is_reported_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    # What the CI run met: n1's route port was taken when it started; the
+    # cluster then waited out its readiness timeout on a dead node.
+    cluster = NatsCluster(tmp_path, ready_timeout_s=120.0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", cluster.nodes[0].route_port))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="nats-server n1 exited") as failure:
+            await cluster.start()
+    assert "address already in use" in str(failure.value)
+    assert not any(node.running for node in cluster.nodes)

@@ -1,7 +1,7 @@
 """Where a batched engine block's CPU time goes: each compiled kernel, and the rest.
 
 ``python -m lab.kernel_split [--devices 1000] [--warm 30] [--seconds 10] [--cold | --gap-ms MS]
-[--gravity-alone]``
+[--gravity-alone | --vqf]``
 runs :class:`~posture.batch.BatchEngine` over the benchmark's synthetic ward
 (:func:`lab.batch_bench.synthetic_devices`, 10-sample blocks, the layout a
 gateway tick hands it) and times every call of every kernel the
@@ -19,6 +19,12 @@ machines what a block loses is the time it waited, not what ran meanwhile
 slice): a gateway, whose ticks are 200 ms apart, runs every block so.
 ``--gravity-alone`` times the gravity filter's kernel alone over the same
 blocks, nothing else of the engine run: after a gap it too runs slow.
+``--vqf`` times the reference instead, over the same ward, two ways: VQF's
+``updateBatch`` over each device's whole timed recording (a fresh ``VQF``
+per device, as ``bench engine`` calls it; ``--gap-ms`` between devices),
+and as a gateway would call it, one ``VQF`` per device kept from tick to
+tick and ``updateBatch`` on each device's 10 samples a tick (``--gap-ms``
+between ticks).
 """
 
 from __future__ import annotations
@@ -162,6 +168,48 @@ def gravity_alone(
     return total / max(blocks * _BLOCK * devices, 1)
 
 
+def vqf_two_ways(
+    devices: int, warm_s: float, seconds: float, gap_ms: float, rate_hz: float = 50.0
+) -> tuple[float, float]:
+    """CPU ns per sample of VQF's ``updateBatch`` over the ward's timed
+    samples: ``(whole recordings, per tick)`` (see the module docstring).
+
+    Raises:
+        ImportError: vqf is not installed (the ``bench`` extra).
+    """
+    from vqf import VQF
+
+    warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
+    _, _, _, acc, gyr = _device_last(devices, warm_s + seconds, rate_hz)
+    # VQF's units, each device's samples contiguous (as bench engine gives them).
+    acc_ms2 = np.ascontiguousarray(acc * 9.81)
+    gyr_rps = np.ascontiguousarray(np.radians(gyr))
+    n = acc.shape[1]
+    ts = 1.0 / rate_hz
+    gap = _gap(gap_ms)
+
+    gc.collect()
+    whole = 0
+    for d in range(devices):
+        start = time.process_time_ns()
+        VQF(ts).updateBatch(gyr_rps[d, warm:], acc_ms2[d, warm:])
+        whole += time.process_time_ns() - start
+        gap()
+
+    filters = [VQF(ts) for _ in range(devices)]
+
+    def tick(s: slice) -> object:
+        for d, v in enumerate(filters):
+            v.updateBatch(gyr_rps[d, s], acc_ms2[d, s])
+        return None
+
+    for a in range(0, warm, _BLOCK):
+        tick(slice(a, a + _BLOCK))
+    per_tick, ticks = _time_blocks(tick, warm, n, gap)
+    samples = devices * (n - warm)
+    return whole / max(samples, 1), per_tick / max(ticks * _BLOCK * devices, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.kernel_split", description=__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -174,12 +222,33 @@ def main(argv: list[str] | None = None) -> int:
     between.add_argument(
         "--gap-ms", type=float, default=0.0, help="spin this long between blocks instead"
     )
-    parser.add_argument(
+    alone = parser.add_mutually_exclusive_group()
+    alone.add_argument(
         "--gravity-alone",
         action="store_true",
         help="time only the gravity filter over the ward (with --gap-ms, gaps between blocks)",
     )
+    alone.add_argument(
+        "--vqf",
+        action="store_true",
+        help="time VQF over the ward instead: whole recordings, and per tick as a gateway would",
+    )
     args = parser.parse_args(argv)
+    if args.vqf:
+        if args.cold:
+            parser.error("--vqf takes --gap-ms, not --cold")
+        try:
+            whole_ns, tick_ns = vqf_two_ways(args.devices, args.warm, args.seconds, args.gap_ms)
+        except ImportError:
+            print("lab.kernel_split --vqf: vqf is not installed (pip install -e '.[bench]')")
+            return 2
+        print(
+            f"VQF updateBatch, {args.devices} devices, {args.seconds:g} s timed after "
+            f"{args.warm:g} s, {args.gap_ms:g} ms spin between calls; CPU ns per sample:"
+        )
+        print(f"  each device's whole recording, one call      {whole_ns:7.1f}")
+        print(f"  each device's {_BLOCK} samples a tick, one VQF kept {tick_ns:7.1f}")
+        return 0
     if args.gravity_alone:
         if args.cold:
             parser.error("--gravity-alone takes --gap-ms, not --cold")

@@ -37,3 +37,22 @@ def test_the_gravity_filter_can_be_timed_alone(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert out.startswith("GravityFilter alone, 4 devices, 10-sample blocks, 2 ms spin")
     assert float(out.split(": ")[1].split()[0]) > 0.0
+
+
+def test_vqf_is_timed_whole_and_per_tick_on_the_same_ward(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("vqf", reason="the bench extra (vqf) is not installed")
+    assert main(["--devices", "3", "--warm", "1", "--seconds", "1", "--vqf", "--gap-ms", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("VQF updateBatch, 3 devices, 1 s timed after 1 s, 1 ms spin")
+    whole, per_tick = (float(line.split()[-1]) for line in lines[1:3])
+    assert "whole recording" in lines[1] and "10 samples a tick" in lines[2]
+    assert whole > 0.0 and per_tick > 0.0
+
+
+@pytest.mark.parametrize("other", [["--cold"], ["--gravity-alone"]])
+def test_vqf_takes_neither_vqf_between_blocks_nor_the_gravity_filter(other: list[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--vqf", *other])
+    assert refused.value.code == 2

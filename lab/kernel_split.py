@@ -83,11 +83,24 @@ def _device_last(
     )
 
 
+def _warm_samples(warm_s: float, rate_hz: float) -> int:
+    """The untimed samples first: ``warm_s`` of them, in whole blocks."""
+    return round(warm_s * rate_hz) // _BLOCK * _BLOCK
+
+
 def _time_blocks(
-    process: Callable[[slice], object], first: int, n: int, between: Callable[[], None]
+    process: Callable[[slice], object],
+    first: int,
+    n: int,
+    between: Callable[[], None],
+    timing_starts: Callable[[], None] = lambda: None,
 ) -> tuple[int, int]:
     """``(CPU ns, blocks)`` of ``process`` over the blocks of samples
-    ``first ... n - 1``, ``between`` run (untimed) after each."""
+    ``first ... n - 1``, ``between`` run (untimed) after each; the blocks
+    before ``first`` run untimed, then ``timing_starts``."""
+    for a in range(0, first, _BLOCK):
+        process(slice(a, a + _BLOCK))
+    timing_starts()
     gc.collect()
     total = blocks = 0
     for a in range(first, n - _BLOCK + 1, _BLOCK):
@@ -126,19 +139,18 @@ def split(
         from posture.batch import BatchEngine
         from posture.config import EngineConfig
 
-        warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
+        warm = _warm_samples(warm_s, rate_hz)
         t, acc, gyr, acc_rows, gyr_rows = _device_last(devices, warm_s + seconds, rate_hz)
         engine = BatchEngine(EngineConfig(sample_rate_hz=rate_hz, has_gyro=True), devices)
 
         def block(s: slice) -> object:
             return engine.process_device_last(t[s], acc[s], gyr[s])
 
-        for a in range(0, warm, _BLOCK):
-            block(slice(a, a + _BLOCK))
-        spent.clear()
         n = t.shape[0]
         vqf = _Vqf(acc_rows, gyr_rows, rate_hz, chunks=max((n - warm) // _BLOCK, 1))
-        total, blocks = _time_blocks(block, warm, n, vqf.step if cold else _gap(gap_ms))
+        total, blocks = _time_blocks(
+            block, warm, n, vqf.step if cold else _gap(gap_ms), timing_starts=spent.clear
+        )
     finally:
         for module, export, kernel in originals:
             setattr(module, export, kernel)
@@ -154,7 +166,7 @@ def gravity_alone(
     arrays (about 140 bytes a sample), nothing else of the engine's."""
     from posture.orientation import GravityFilter, GravityFilterParams
 
-    warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
+    warm = _warm_samples(warm_s, rate_hz)
     _, acc, gyr, _, _ = _device_last(devices, warm_s + seconds, rate_hz)
     dt = np.full((_BLOCK, devices), 1.0 / rate_hz)
     gravity = GravityFilter(GravityFilterParams(sample_rate_hz=rate_hz, has_gyro=True), devices)
@@ -162,8 +174,6 @@ def gravity_alone(
     def block(s: slice) -> object:
         return gravity.process(acc[s], gyr[s], dt)
 
-    for a in range(0, warm, _BLOCK):
-        block(slice(a, a + _BLOCK))
     total, blocks = _time_blocks(block, warm, acc.shape[0], _gap(gap_ms))
     return total / max(blocks * _BLOCK * devices, 1)
 
@@ -179,7 +189,7 @@ def vqf_two_ways(
     """
     from vqf import VQF
 
-    warm = round(warm_s * rate_hz) // _BLOCK * _BLOCK
+    warm = _warm_samples(warm_s, rate_hz)
     _, _, _, acc, gyr = _device_last(devices, warm_s + seconds, rate_hz)
     # VQF's units, each device's samples contiguous (as bench engine gives them).
     acc_ms2 = np.ascontiguousarray(acc * 9.81)
@@ -198,13 +208,10 @@ def vqf_two_ways(
 
     filters = [VQF(ts) for _ in range(devices)]
 
-    def tick(s: slice) -> object:
+    def tick(s: slice) -> None:
         for d, v in enumerate(filters):
             v.updateBatch(gyr_rps[d, s], acc_ms2[d, s])
-        return None
 
-    for a in range(0, warm, _BLOCK):
-        tick(slice(a, a + _BLOCK))
     per_tick, ticks = _time_blocks(tick, warm, n, gap)
     samples = devices * (n - warm)
     return whole / max(samples, 1), per_tick / max(ticks * _BLOCK * devices, 1)

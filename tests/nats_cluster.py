@@ -50,6 +50,12 @@ _MQTT_READY = "Listening for MQTT clients"
 _PROBE_TOPIC = "posture-test/probe"
 
 
+def _raise_if_exited(nodes: list[NatsNode]) -> None:
+    for node in nodes:
+        if not node.running:
+            raise RuntimeError(f"nats-server {node.name} exited: {node.log_text()[-800:]}")
+
+
 @dataclass
 class NatsNode:
     """One ``nats-server`` of the cluster (ports stay fixed across restarts)."""
@@ -226,8 +232,7 @@ class NatsCluster:
         deadline = time.monotonic() + self.ready_timeout_s
         for node in nodes:
             while _MQTT_READY not in node.log_text():
-                if not node.running:
-                    raise RuntimeError(f"nats-server {node.name} exited: {node.log_text()[-800:]}")
+                _raise_if_exited([node])
                 if time.monotonic() > deadline:
                     raise RuntimeError(self._not_ready(f"{node.name} has no MQTT listener"))
                 await asyncio.sleep(0.05)
@@ -235,9 +240,7 @@ class NatsCluster:
         while True:
             # A node that binds its MQTT port and then fails on its route port
             # (taken) has logged the line above: say so now, not after the timeout.
-            for node in nodes:
-                if not node.running:
-                    raise RuntimeError(f"nats-server {node.name} exited: {node.log_text()[-800:]}")
+            _raise_if_exited(nodes)
             try:
                 await asyncio.to_thread(self._probe_round_trip, nodes)
                 return

@@ -1,7 +1,7 @@
 """Where a batched engine block's CPU time goes: each compiled kernel, and the rest.
 
 ``python -m lab.kernel_split [--devices 1000] [--warm 30] [--seconds 10] [--cold | --gap-ms MS]
-[--gravity-alone | --vqf]``
+[--gravity-alone | --vqf | --floor]``
 runs :class:`~posture.batch.BatchEngine` over the benchmark's synthetic ward
 (:func:`lab.batch_bench.synthetic_devices`, 10-sample blocks, the layout a
 gateway tick hands it) and times every call of every kernel the
@@ -24,7 +24,11 @@ blocks, nothing else of the engine run: after a gap it too runs slow.
 per device, as ``bench engine`` calls it; ``--gap-ms`` between devices),
 and as a gateway would call it, one ``VQF`` per device kept from tick to
 tick and ``updateBatch`` on each device's 10 samples a tick (``--gap-ms``
-between ticks).
+between ticks). ``--floor`` times the engine's block and the least a block
+must touch (:class:`lab.minimal_pass.MinimalPass`: the inputs, the outputs,
+a fall history row per sample, every device's state once; no stage's
+arithmetic) on the same blocks, alternately, the ``--gap-ms`` spin before
+each: the floor a fused pass of every stage would start from.
 """
 
 from __future__ import annotations
@@ -217,6 +221,42 @@ def vqf_two_ways(
     return whole / max(samples, 1), per_tick / max(ticks * _BLOCK * devices, 1)
 
 
+def floor(
+    devices: int, warm_s: float, seconds: float, gap_ms: float, rate_hz: float = 50.0
+) -> tuple[float, float, int]:
+    """``(engine ns, minimal pass ns, state bytes)``: CPU ns per sample of the
+    engine's block and of :class:`~lab.minimal_pass.MinimalPass` over the
+    ward's timed blocks, one after the other in alternating order, a spin of
+    ``gap_ms`` before each; and the state bytes per device the pass touches."""
+    from lab.minimal_pass import MinimalPass
+    from posture.batch import BatchEngine
+    from posture.config import EngineConfig
+
+    warm = _warm_samples(warm_s, rate_hz)
+    t, acc, gyr, _, _ = _device_last(devices, warm_s + seconds, rate_hz)
+    engine = BatchEngine(EngineConfig(sample_rate_hz=rate_hz, has_gyro=True), devices)
+    minimal = MinimalPass(engine)
+    runs: tuple[Callable[[slice], object], ...] = (
+        lambda s: engine.process_device_last(t[s], acc[s], gyr[s]),
+        lambda s: minimal.process(t[s], acc[s], gyr[s]),
+    )
+    gap = _gap(gap_ms)
+    spent = [0, 0]
+    blocks = 0
+    for a in range(0, t.shape[0] - _BLOCK + 1, _BLOCK):
+        s = slice(a, a + _BLOCK)
+        order = (0, 1) if (a // _BLOCK) % 2 == 0 else (1, 0)
+        for k in order:
+            gap()
+            start = time.process_time_ns()
+            runs[k](s)
+            if a >= warm:
+                spent[k] += time.process_time_ns() - start
+        blocks += a >= warm
+    samples = max(blocks * _BLOCK * devices, 1)
+    return spent[0] / samples, spent[1] / samples, minimal.state_bytes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.kernel_split", description=__doc__)
     parser.add_argument("--devices", type=int, default=1000)
@@ -240,7 +280,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time VQF over the ward instead: whole recordings, and per tick as a gateway would",
     )
+    alone.add_argument(
+        "--floor",
+        action="store_true",
+        help="time the engine and the least a block must touch, alternately (with --gap-ms)",
+    )
     args = parser.parse_args(argv)
+    if args.floor:
+        if args.cold:
+            parser.error("--floor takes --gap-ms, not --cold")
+        engine_ns, minimal_ns, state_bytes = floor(
+            args.devices, args.warm, args.seconds, args.gap_ms
+        )
+        print(
+            f"{args.devices} devices, {_BLOCK}-sample blocks, after {args.warm:g} s, "
+            f"{args.gap_ms:g} ms spin before each block, alternately; CPU ns per sample:"
+        )
+        print(f"  BatchEngine block                          {engine_ns:7.1f}")
+        print(f"  least a block touches ({state_bytes} B state/device) {minimal_ns:7.1f}")
+        return 0
     if args.vqf:
         if args.cold:
             parser.error("--vqf takes --gap-ms, not --cold")

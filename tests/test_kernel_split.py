@@ -56,3 +56,37 @@ def test_vqf_takes_neither_vqf_between_blocks_nor_the_gravity_filter(other: list
     with pytest.raises(SystemExit) as refused:
         main(["--vqf", *other])
     assert refused.value.code == 2
+
+
+def test_the_floor_is_timed_beside_the_engine_on_the_same_blocks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--devices", "40", "--warm", "1", "--seconds", "1", "--gap-ms", "1", "--floor"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("40 devices, 10-sample blocks, after 1 s, 1 ms spin before each")
+    engine_ns, minimal_ns = (float(line.split()[-1]) for line in lines[1:3])
+    assert "BatchEngine block" in lines[1] and "least a block touches" in lines[2]
+    # The pass does none of the stages' arithmetic: far below the engine.
+    assert 0.0 < minimal_ns < engine_ns
+
+
+def test_the_floor_touches_the_state_the_engine_keeps_besides_its_ring() -> None:
+    from lab.minimal_pass import state_bytes_per_device
+    from posture.batch import BatchEngine
+    from posture.config import EngineConfig
+
+    engine = BatchEngine(EngineConfig(sample_rate_hz=50.0, has_gyro=True), 8)
+    per_device = state_bytes_per_device(engine)
+    falls = engine._core.falls.state
+    ring = (falls.rows.nbytes + falls.t_s.nbytes) // 8
+    # More than the gravity filter's state alone (31 float64 rows), far less than the ring.
+    assert 31 * 8 < per_device < ring
+    engine.add_device()  # the capacity doubles: still per device
+    assert state_bytes_per_device(engine) == per_device
+
+
+def test_the_floor_takes_no_vqf_between_blocks() -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--floor", "--cold"])
+    assert refused.value.code == 2

@@ -27,8 +27,11 @@ tick and ``updateBatch`` on each device's 10 samples a tick (``--gap-ms``
 between ticks). ``--floor`` times the engine's block and the least a block
 must touch (:class:`lab.minimal_pass.MinimalPass`: the inputs, the outputs,
 a fall history row per sample, every device's state once; no stage's
-arithmetic) on the same blocks, alternately, the ``--gap-ms`` spin before
-each: the floor a fused pass of every stage would start from.
+arithmetic) in three orders (streaming across the ward, lane block by lane
+block as the engine's kernels go, lane blocks laid out contiguously) on the
+same blocks, in rotating order, the ``--gap-ms`` spin before each: the
+floor a fused pass of every stage would start from, and what its loops'
+order costs.
 """
 
 from __future__ import annotations
@@ -44,11 +47,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lab.batch_bench import _Vqf, synthetic_devices
+from lab.minimal_pass import Block, MinimalPass
 
 __all__ = ["main", "split"]
 
 FloatArray = NDArray[np.float64]
 
+_FLOOR_LABELS = {
+    "stream": "least a block touches, each sample across the ward",
+    "lanes": "the same, lane block by lane block",
+    "blocked": "the same, lane blocks laid out contiguously",
+}
 _MODULES = ("steps", "gravity", "activity", "capture", "angles", "slouch", "falls")
 _BLOCK = 10
 
@@ -221,40 +230,58 @@ def vqf_two_ways(
     return whole / max(samples, 1), per_tick / max(ticks * _BLOCK * devices, 1)
 
 
+def _by_block(minimal: MinimalPass, layouts: list[Block]) -> Callable[[int], None]:
+    """Run ``minimal`` on its ``b``-th block, laid out beforehand."""
+    return lambda b: minimal.process(layouts[b])
+
+
 def floor(
     devices: int, warm_s: float, seconds: float, gap_ms: float, rate_hz: float = 50.0
-) -> tuple[float, float, int]:
-    """``(engine ns, minimal pass ns, state bytes)``: CPU ns per sample of the
-    engine's block and of :class:`~lab.minimal_pass.MinimalPass` over the
-    ward's timed blocks, one after the other in alternating order, a spin of
-    ``gap_ms`` before each; and the state bytes per device the pass touches."""
-    from lab.minimal_pass import MinimalPass
+) -> tuple[dict[str, float], int]:
+    """``({label: CPU ns per sample}, state bytes per device)``: the engine's
+    block and :class:`~lab.minimal_pass.MinimalPass` in each of its orders
+    over the ward's timed blocks, one after the other in an order that
+    rotates every block, a spin of ``gap_ms`` before each."""
+    from lab.minimal_pass import Order
     from posture.batch import BatchEngine
     from posture.config import EngineConfig
 
     warm = _warm_samples(warm_s, rate_hz)
     t, acc, gyr, _, _ = _device_last(devices, warm_s + seconds, rate_hz)
     engine = BatchEngine(EngineConfig(sample_rate_hz=rate_hz, has_gyro=True), devices)
-    minimal = MinimalPass(engine)
-    runs: tuple[Callable[[slice], object], ...] = (
-        lambda s: engine.process_device_last(t[s], acc[s], gyr[s]),
-        lambda s: minimal.process(t[s], acc[s], gyr[s]),
-    )
+    passes = {order: MinimalPass(engine, order) for order in Order}
+    # Each pass's blocks in its own layout, made before timing (a gateway
+    # builds its tick in the layout its engine takes).
+    blocks = {
+        order: [
+            p.layout(t[a : a + _BLOCK], acc[a : a + _BLOCK], gyr[a : a + _BLOCK])
+            for a in range(0, t.shape[0] - _BLOCK + 1, _BLOCK)
+        ]
+        for order, p in passes.items()
+    }
+    runs: dict[str, Callable[[int], object]] = {
+        "BatchEngine block": lambda b: engine.process_device_last(
+            t[b * _BLOCK : (b + 1) * _BLOCK],
+            acc[b * _BLOCK : (b + 1) * _BLOCK],
+            gyr[b * _BLOCK : (b + 1) * _BLOCK],
+        ),
+        **{_FLOOR_LABELS[order]: _by_block(p, blocks[order]) for order, p in passes.items()},
+    }
+    labels = list(runs)
     gap = _gap(gap_ms)
-    spent = [0, 0]
-    blocks = 0
-    for a in range(0, t.shape[0] - _BLOCK + 1, _BLOCK):
-        s = slice(a, a + _BLOCK)
-        order = (0, 1) if (a // _BLOCK) % 2 == 0 else (1, 0)
-        for k in order:
+    spent = dict.fromkeys(labels, 0)
+    timed = 0
+    for b in range(len(blocks[Order.STREAM])):
+        shift = b % len(labels)
+        for label in labels[shift:] + labels[:shift]:
             gap()
             start = time.process_time_ns()
-            runs[k](s)
-            if a >= warm:
-                spent[k] += time.process_time_ns() - start
-        blocks += a >= warm
-    samples = max(blocks * _BLOCK * devices, 1)
-    return spent[0] / samples, spent[1] / samples, minimal.state_bytes
+            runs[label](b)
+            if b * _BLOCK >= warm:
+                spent[label] += time.process_time_ns() - start
+        timed += b * _BLOCK >= warm
+    samples = max(timed * _BLOCK * devices, 1)
+    return {label: ns / samples for label, ns in spent.items()}, passes[Order.STREAM].state_bytes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,15 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor:
         if args.cold:
             parser.error("--floor takes --gap-ms, not --cold")
-        engine_ns, minimal_ns, state_bytes = floor(
-            args.devices, args.warm, args.seconds, args.gap_ms
-        )
+        figures, state_bytes = floor(args.devices, args.warm, args.seconds, args.gap_ms)
         print(
             f"{args.devices} devices, {_BLOCK}-sample blocks, after {args.warm:g} s, "
-            f"{args.gap_ms:g} ms spin before each block, alternately; CPU ns per sample:"
+            f"{args.gap_ms:g} ms spin before each block, in rotating order; CPU ns per sample "
+            f"(the passes: inputs, outputs, fall ring, {state_bytes} B of state a device):"
         )
-        print(f"  BatchEngine block                          {engine_ns:7.1f}")
-        print(f"  least a block touches ({state_bytes} B state/device) {minimal_ns:7.1f}")
+        for label, ns in figures.items():
+            print(f"  {label:<52} {ns:7.1f}")
         return 0
     if args.vqf:
         if args.cold:

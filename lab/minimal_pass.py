@@ -19,15 +19,25 @@ on this shared host a block starts with caches other machines have used
   engine keeps besides that ring (:func:`state_bytes_per_device`).
 
 Each value written depends on values read, so the compiler can drop
-neither. ``python -m lab.kernel_split --floor`` times it and the engine on
-the same blocks, alternately, with the same spin between blocks: the
-floor a fused pass of every stage (one kernel, nothing written that a later
-stage reads back) would start from, and how far today's engine is above it.
+neither. The same bytes are touched in one of three orders (:class:`Order`):
+streaming (each sample across every device, the arrays' own order), in lane
+blocks of :data:`~posture.kernels.gravity.LANES` devices over the same
+device-last arrays (the order of the engine's lane-block kernels: every
+sample of a block of devices, then the next block), and in lane blocks
+laid out contiguously (arrays ``(blocks, ..., LANES)``, the ward padded to
+whole blocks, a block's samples and state one run of memory).
+
+``python -m lab.kernel_split --floor`` times the three and the engine on the
+same blocks, in rotating order, with the same spin before each: the floor a
+fused pass of every stage (one kernel, nothing written that a later stage
+reads back) would start from, what the order of its loops costs, and how far
+today's engine is above it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 
 import numba
@@ -35,8 +45,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from posture.batch import BatchEngine
+from posture.kernels.gravity import LANES
 
-__all__ = ["MinimalPass", "state_bytes_per_device"]
+__all__ = ["Block", "MinimalPass", "Order", "state_bytes_per_device"]
 
 FloatArray = NDArray[np.float64]
 
@@ -68,41 +79,49 @@ def state_bytes_per_device(engine: BatchEngine) -> int:
     return _numeric_bytes(core._store, capacity, ()) + _numeric_bytes(falls, capacity, ring)
 
 
+class Order(enum.StrEnum):
+    """The order in which a pass touches a block's bytes (module docstring)."""
+
+    STREAM = "stream"
+    LANES = "lanes"
+    BLOCKED = "blocked"
+
+
+@numba.njit(inline="always")
+def _derived(
+    a0: float, a1: float, a2: float, g0: float, g1: float, g2: float
+) -> tuple[float, float]:
+    """Two values of a sample that depend on every input value read."""
+    return (a0 + a1) + a2, (g0 + g1) + g2
+
+
 @numba.njit(nogil=True, error_model="numpy")
-def _touch(
+def _touch_stream(
     t: FloatArray,
     acc: FloatArray,
     gyr: FloatArray,
-    t_rows: FloatArray,
-    flexion: FloatArray,
-    lateral: FloatArray,
-    activity: NDArray[np.int8],
-    slouching: NDArray[np.bool_],
+    outputs: tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np.bool_]],
     ring: NDArray[np.float32],
     ring_t: FloatArray,
     first_row: int,
     state: FloatArray,
 ) -> None:
+    """Device-last arrays, each sample across every device: ``t`` (n, D),
+    ``acc``/``gyr`` (n, 3, D); outputs times (D, n), flexion, lateral,
+    activity, slouching (n, D); ring (R, 8, D), its times (R, D); state (k, D)."""
+    t_rows, flexion, lateral, activity, slouching = outputs
     n, devices = t.shape
-    rows = ring.shape[0]
     for i in range(n):
-        r = (first_row + i) % rows
+        r = (first_row + i) % ring.shape[0]
         for d in range(devices):
             a0, a1, a2 = acc[i, 0, d], acc[i, 1, d], acc[i, 2, d]
-            g = gyr[i, 0, d] + gyr[i, 1, d] + gyr[i, 2, d]
-            s = (a0 + a1) + a2
+            s, g = _derived(a0, a1, a2, gyr[i, 0, d], gyr[i, 1, d], gyr[i, 2, d])
             flexion[i, d] = s
             lateral[i, d] = g
             activity[i, d] = np.int8(s > 1.0)
             slouching[i, d] = g > 10.0
-            ring[r, 0, d] = np.float32(a0)
-            ring[r, 1, d] = np.float32(a1)
-            ring[r, 2, d] = np.float32(a2)
-            ring[r, 3, d] = np.float32(s)
-            ring[r, 4, d] = np.float32(g)
-            ring[r, 5, d] = np.float32(a0 * a1)
-            ring[r, 6, d] = np.float32(a2 * g)
-            ring[r, 7, d] = np.float32(a1 * g)
+            for c, v in enumerate((a0, a1, a2, s, g, a0 * a1, a2 * g, a1 * g)):
+                ring[r, c, d] = np.float32(v)
             ring_t[r, d] = t[i, d]
         # The times device first, as the block returns them (strided stores).
         for d in range(devices):
@@ -112,39 +131,145 @@ def _touch(
             state[k, d] = state[k, d] * 0.5 + flexion[n - 1, d]
 
 
-class MinimalPass:
-    """The bytes a block of ``engine``'s devices must touch, and nothing else
-    (module docstring); its own ring and state, sized as the engine's."""
+@numba.njit(nogil=True, error_model="numpy")
+def _touch_lanes(
+    t: FloatArray,
+    acc: FloatArray,
+    gyr: FloatArray,
+    outputs: tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np.bool_]],
+    ring: NDArray[np.float32],
+    ring_t: FloatArray,
+    first_row: int,
+    state: FloatArray,
+) -> None:
+    """:func:`_touch_stream`'s arrays and values, lane block by lane block:
+    every sample of devices ``base .. base + LANES - 1``, then their state."""
+    t_rows, flexion, lateral, activity, slouching = outputs
+    n, devices = t.shape
+    for base in range(0, devices, LANES):
+        m = min(LANES, devices - base)
+        for i in range(n):
+            r = (first_row + i) % ring.shape[0]
+            for j in range(m):
+                d = base + j
+                a0, a1, a2 = acc[i, 0, d], acc[i, 1, d], acc[i, 2, d]
+                s, g = _derived(a0, a1, a2, gyr[i, 0, d], gyr[i, 1, d], gyr[i, 2, d])
+                flexion[i, d] = s
+                lateral[i, d] = g
+                activity[i, d] = np.int8(s > 1.0)
+                slouching[i, d] = g > 10.0
+                for c, v in enumerate((a0, a1, a2, s, g, a0 * a1, a2 * g, a1 * g)):
+                    ring[r, c, d] = np.float32(v)
+                ring_t[r, d] = t[i, d]
+            for j in range(m):
+                t_rows[base + j, i] = t[i, base + j]
+        for k in range(state.shape[0]):
+            for j in range(m):
+                d = base + j
+                state[k, d] = state[k, d] * 0.5 + flexion[n - 1, d]
 
-    def __init__(self, engine: BatchEngine) -> None:
-        devices = engine.devices
-        ring_rows = engine._core.falls.state.ring_rows
+
+@numba.njit(nogil=True, error_model="numpy")
+def _touch_blocked(
+    t: FloatArray,
+    acc: FloatArray,
+    gyr: FloatArray,
+    outputs: tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np.bool_]],
+    ring: NDArray[np.float32],
+    ring_t: FloatArray,
+    first_row: int,
+    state: FloatArray,
+) -> None:
+    """The same values in lane blocks laid out contiguously: ``t`` (B, n, L),
+    ``acc``/``gyr`` (B, n, 3, L); outputs times (B, L, n), the others
+    (B, n, L); ring (R, B, 8, L), its times (R, B, L); state (B, k, L)."""
+    t_rows, flexion, lateral, activity, slouching = outputs
+    blocks, n, lanes = t.shape
+    for b in range(blocks):
+        for i in range(n):
+            r = (first_row + i) % ring.shape[0]
+            for j in range(lanes):
+                a0, a1, a2 = acc[b, i, 0, j], acc[b, i, 1, j], acc[b, i, 2, j]
+                s, g = _derived(a0, a1, a2, gyr[b, i, 0, j], gyr[b, i, 1, j], gyr[b, i, 2, j])
+                flexion[b, i, j] = s
+                lateral[b, i, j] = g
+                activity[b, i, j] = np.int8(s > 1.0)
+                slouching[b, i, j] = g > 10.0
+                for c, v in enumerate((a0, a1, a2, s, g, a0 * a1, a2 * g, a1 * g)):
+                    ring[r, b, c, j] = np.float32(v)
+                ring_t[r, b, j] = t[b, i, j]
+            for j in range(lanes):
+                t_rows[b, j, i] = t[b, i, j]
+        for k in range(state.shape[1]):
+            for j in range(lanes):
+                state[b, k, j] = state[b, k, j] * 0.5 + flexion[b, n - 1, j]
+
+
+_PASSES = {Order.STREAM: _touch_stream, Order.LANES: _touch_lanes, Order.BLOCKED: _touch_blocked}
+
+Block = tuple[FloatArray, FloatArray, FloatArray]
+
+
+class MinimalPass:
+    """The bytes a block of ``engine``'s devices must touch, and nothing else,
+    in ``order`` (module docstring); its own ring and state, sized as the
+    engine's (the blocked layout's padded to whole lane blocks)."""
+
+    def __init__(self, engine: BatchEngine, order: Order = Order.STREAM) -> None:
+        self.order = order
+        self.devices = engine.devices
+        rows = engine._core.falls.state.ring_rows
         self.state_bytes = state_bytes_per_device(engine)
-        self._ring = np.zeros((ring_rows, 8, devices), dtype=np.float32)
-        self._ring_t = np.zeros((ring_rows, devices))
-        self._state = np.zeros((math.ceil(self.state_bytes / 8), devices))
+        k = math.ceil(self.state_bytes / 8)
+        if order is Order.BLOCKED:
+            blocks = math.ceil(self.devices / LANES)
+            self._ring = np.zeros((rows, blocks, 8, LANES), dtype=np.float32)
+            self._ring_t = np.zeros((rows, blocks, LANES))
+            self._state = np.zeros((blocks, k, LANES))
+        else:
+            self._ring = np.zeros((rows, 8, self.devices), dtype=np.float32)
+            self._ring_t = np.zeros((rows, self.devices))
+            self._state = np.zeros((k, self.devices))
         self._seen = 0
 
-    def process(self, t: FloatArray, acc: FloatArray, gyr: FloatArray) -> FloatArray:
-        """One block (``t`` (n, D), ``acc`` and ``gyr`` (n, 3, D), C-contiguous);
-        returns the times device first, as :class:`~posture.batch.BatchBlock`."""
-        n, devices = t.shape
-        t_rows = np.empty((devices, n))
-        out = (np.empty((n, devices)), np.empty((n, devices)))
-        activity = np.empty((n, devices), dtype=np.int8)
-        slouching = np.empty((n, devices), dtype=bool)
-        _touch(
-            t,
-            acc,
-            gyr,
-            t_rows,
-            *out,
-            activity,
-            slouching,
-            self._ring,
-            self._ring_t,
-            self._seen,
-            self._state,
-        )
+    def layout(self, t: FloatArray, acc: FloatArray, gyr: FloatArray) -> Block:
+        """A block given device last (``t`` (n, D), ``acc``/``gyr`` (n, 3, D))
+        in this pass's layout: as it is, or (blocked) padded with zeros to whole
+        lane blocks and each block's samples made one run; as a gateway would
+        build its tick, so the caller does this before timing."""
+        if self.order is not Order.BLOCKED:
+            return t, acc, gyr
+        devices = t.shape[1]
+        blocks = math.ceil(devices / LANES)
+
+        def blocked(a: FloatArray) -> FloatArray:
+            padded = np.zeros((*a.shape[:-1], blocks * LANES))
+            padded[..., :devices] = a
+            split = padded.reshape(*a.shape[:-1], blocks, LANES)
+            return np.ascontiguousarray(np.moveaxis(split, -2, 0))
+
+        return blocked(t), blocked(acc), blocked(gyr)
+
+    def process(self, block: Block) -> None:
+        """One block in this pass's layout (:meth:`layout`)."""
+        t = block[0]
+        n = t.shape[-2]
+        if self.order is Order.BLOCKED:
+            blocks, _, lanes = t.shape
+            outputs = (
+                np.empty((blocks, lanes, n)),
+                np.empty(t.shape),
+                np.empty(t.shape),
+                np.empty(t.shape, dtype=np.int8),
+                np.empty(t.shape, dtype=bool),
+            )
+        else:
+            outputs = (
+                np.empty((self.devices, n)),
+                np.empty(t.shape),
+                np.empty(t.shape),
+                np.empty(t.shape, dtype=np.int8),
+                np.empty(t.shape, dtype=bool),
+            )
+        _PASSES[self.order](*block, outputs, self._ring, self._ring_t, self._seen, self._state)
         self._seen += n
-        return t_rows

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import posture.kernels.gravity as gravity
 from lab.kernel_split import main, split
+from lab.minimal_pass import MinimalPass, Order
+from posture.batch import BatchEngine
+from posture.config import EngineConfig
 
 
 def test_split_times_each_kernel_and_restores_them() -> None:
@@ -65,16 +69,47 @@ def test_the_floor_is_timed_beside_the_engine_on_the_same_blocks(
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("40 devices, 10-sample blocks, after 1 s, 1 ms spin before each")
-    engine_ns, minimal_ns = (float(line.split()[-1]) for line in lines[1:3])
-    assert "BatchEngine block" in lines[1] and "least a block touches" in lines[2]
-    # The pass does none of the stages' arithmetic: far below the engine.
-    assert 0.0 < minimal_ns < engine_ns
+    assert "B of state a device" in lines[0]
+    labels = [line.rsplit(maxsplit=1)[0].strip() for line in lines[1:5]]
+    assert labels == [
+        "BatchEngine block",
+        "least a block touches, each sample across the ward",
+        "the same, lane block by lane block",
+        "the same, lane blocks laid out contiguously",
+    ]
+    engine_ns, *passes_ns = (float(line.split()[-1]) for line in lines[1:5])
+    # The passes do none of the stages' arithmetic: far below the engine.
+    assert all(0.0 < ns < engine_ns for ns in passes_ns)
+
+
+@pytest.mark.parametrize("order", list(Order))
+def test_every_order_writes_the_same_values(order: Order) -> None:
+    """The three passes differ in the order they touch the bytes, not in what
+    they write: the fall ring, read back device by device, holds the same rows."""
+    from lab.kernel_split import _device_last
+
+    engine = BatchEngine(EngineConfig(sample_rate_hz=50.0, has_gyro=True), 37)
+    t, acc, gyr, _, _ = _device_last(37, 1.0, 50.0)
+    reference = MinimalPass(engine, Order.STREAM)
+    other = MinimalPass(engine, order)
+    for a in range(0, 30, 10):
+        block = (t[a : a + 10], acc[a : a + 10], gyr[a : a + 10])
+        reference.process(reference.layout(*block))
+        other.process(other.layout(*block))
+    assert _ring_by_device(other)[:30] == pytest.approx(_ring_by_device(reference)[:30])
+    assert _ring_by_device(reference)[:30].any()
+
+
+def _ring_by_device(minimal: MinimalPass) -> np.ndarray:
+    """The pass's fall ring as (rows, 8, devices) whatever its layout."""
+    ring: np.ndarray = minimal._ring
+    if ring.ndim == 4:  # (R, blocks, 8, lanes)
+        ring = np.moveaxis(ring, 1, 2).reshape(ring.shape[0], 8, -1)
+    return np.asarray(ring[:, :, : minimal.devices])
 
 
 def test_the_floor_touches_the_state_the_engine_keeps_besides_its_ring() -> None:
     from lab.minimal_pass import state_bytes_per_device
-    from posture.batch import BatchEngine
-    from posture.config import EngineConfig
 
     engine = BatchEngine(EngineConfig(sample_rate_hz=50.0, has_gyro=True), 8)
     per_device = state_bytes_per_device(engine)

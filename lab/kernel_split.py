@@ -18,7 +18,9 @@ machines what a block loses is the time it waited, not what ran meanwhile
 104 after a 1 ms spin, 121 after 3 ms, 159 after 10 ms, 132 after VQF's
 slice): a gateway, whose ticks are 200 ms apart, runs every block so.
 ``--gravity-alone`` times the gravity filter's kernel alone over the same
-blocks, nothing else of the engine run: after a gap it too runs slow.
+blocks, nothing else of the engine run (after a gap it too runs slow), on
+the engine's device-last arrays and on the same arrays laid out in lane
+blocks (:mod:`lab.blocked_layout`), alternately.
 ``--vqf`` times the reference instead, over the same ward, two ways: VQF's
 ``updateBatch`` over each device's whole timed recording (a fresh ``VQF``
 per device, as ``bench engine`` calls it; ``--gap-ms`` between devices),
@@ -173,22 +175,63 @@ def split(
 
 def gravity_alone(
     devices: int, warm_s: float, seconds: float, gap_ms: float, rate_hz: float = 50.0
-) -> float:
+) -> tuple[float, float]:
     """CPU ns per sample of the gravity filter's kernel run alone over the
-    ward's blocks, a spin of ``gap_ms`` between blocks: one kernel and its own
-    arrays (about 140 bytes a sample), nothing else of the engine's."""
+    ward's blocks, nothing else of the engine's: ``(device last, lane
+    blocks)``, on the engine's device-last arrays (about 140 bytes a sample)
+    and on the same arrays laid out in lane blocks
+    (:func:`lab.blocked_layout.gravity_by_lane_block`; per real device, the
+    padding to whole blocks charged), alternately, a spin of ``gap_ms``
+    before each."""
+    from lab.blocked_layout import gravity_by_lane_block, to_blocks
     from posture.orientation import GravityFilter, GravityFilterParams
 
     warm = _warm_samples(warm_s, rate_hz)
     _, acc, gyr, _, _ = _device_last(devices, warm_s + seconds, rate_hz)
     dt = np.full((_BLOCK, devices), 1.0 / rate_hz)
     gravity = GravityFilter(GravityFilterParams(sample_rate_hz=rate_hz, has_gyro=True), devices)
+    # The blocked run keeps its own copy of the filter's fresh state, its
+    # arrays and the ward's laid out in lane blocks beforehand (untimed).
+    args = gravity._bound_args(devices)
+    state = tuple(to_blocks(np.array(a)) for a in args[:8])
+    coefficients = args[8:]
+    dt_blocks = to_blocks(dt)
+    layouts = [
+        (to_blocks(acc[a : a + _BLOCK]), to_blocks(gyr[a : a + _BLOCK]))
+        for a in range(0, acc.shape[0] - _BLOCK + 1, _BLOCK)
+    ]
 
-    def block(s: slice) -> object:
-        return gravity.process(acc[s], gyr[s], dt)
+    def blocked(b: int) -> None:
+        acc_b, gyr_b = layouts[b]
+        lanes_shape = (acc_b.shape[0], _BLOCK, acc_b.shape[-1])
+        outputs = (
+            np.empty(acc_b.shape),
+            np.empty(lanes_shape, dtype=bool),
+            np.empty(lanes_shape, dtype=bool),
+            np.empty(acc_b.shape),
+            np.empty(lanes_shape),
+        )
+        gravity_by_lane_block((acc_b, gyr_b, dt_blocks), outputs, state, coefficients)
 
-    total, blocks = _time_blocks(block, warm, acc.shape[0], _gap(gap_ms))
-    return total / max(blocks * _BLOCK * devices, 1)
+    runs: tuple[Callable[[int], object], ...] = (
+        lambda b: gravity.process(
+            acc[b * _BLOCK : (b + 1) * _BLOCK], gyr[b * _BLOCK : (b + 1) * _BLOCK], dt
+        ),
+        blocked,
+    )
+    gap = _gap(gap_ms)
+    spent = [0, 0]
+    timed = 0
+    for b in range(len(layouts)):
+        for k in (0, 1) if b % 2 == 0 else (1, 0):
+            gap()
+            start = time.process_time_ns()
+            runs[k](b)
+            if b * _BLOCK >= warm:
+                spent[k] += time.process_time_ns() - start
+        timed += b * _BLOCK >= warm
+    samples = max(timed * _BLOCK * devices, 1)
+    return spent[0] / samples, spent[1] / samples
 
 
 def vqf_two_ways(
@@ -343,11 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.gravity_alone:
         if args.cold:
             parser.error("--gravity-alone takes --gap-ms, not --cold")
-        ns = gravity_alone(args.devices, args.warm, args.seconds, args.gap_ms)
+        device_last_ns, blocked_ns = gravity_alone(
+            args.devices, args.warm, args.seconds, args.gap_ms
+        )
         print(
             f"GravityFilter alone, {args.devices} devices, {_BLOCK}-sample blocks, "
-            f"{args.gap_ms:g} ms spin between blocks: {ns:.1f} CPU ns per sample"
+            f"{args.gap_ms:g} ms spin before each, alternately; CPU ns per sample:"
         )
+        print(f"  device-last arrays (the engine's)     {device_last_ns:7.1f}")
+        print(f"  the same kernel, lane blocks laid out {blocked_ns:7.1f}")
         return 0
     whole, kernels = split(args.devices, args.warm, args.seconds, args.cold, gap_ms=args.gap_ms)
     if args.cold:

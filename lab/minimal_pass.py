@@ -44,6 +44,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from lab.blocked_layout import to_blocks
 from posture.batch import BatchEngine
 from posture.kernels.gravity import LANES
 
@@ -239,16 +240,7 @@ class MinimalPass:
         build its tick, so the caller does this before timing."""
         if self.order is not Order.BLOCKED:
             return t, acc, gyr
-        devices = t.shape[1]
-        blocks = math.ceil(devices / LANES)
-
-        def blocked(a: FloatArray) -> FloatArray:
-            padded = np.zeros((*a.shape[:-1], blocks * LANES))
-            padded[..., :devices] = a
-            split = padded.reshape(*a.shape[:-1], blocks, LANES)
-            return np.ascontiguousarray(np.moveaxis(split, -2, 0))
-
-        return blocked(t), blocked(acc), blocked(gyr)
+        return to_blocks(t), to_blocks(acc), to_blocks(gyr)
 
     def process(self, block: Block) -> None:
         """One block in this pass's layout (:meth:`layout`)."""

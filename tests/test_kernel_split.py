@@ -35,12 +35,50 @@ def test_vqf_and_a_spin_between_blocks_are_one_or_the_other() -> None:
     assert refused.value.code == 2
 
 
-def test_the_gravity_filter_can_be_timed_alone(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--devices", "4", "--warm", "1", "--seconds", "1", "--gap-ms", "2", "--gravity-alone"]
+def test_the_gravity_filter_can_be_timed_alone_on_both_layouts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--devices", "40", "--warm", "1", "--seconds", "1", "--gap-ms", "2", "--gravity-alone"]
     assert main(args) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("GravityFilter alone, 4 devices, 10-sample blocks, 2 ms spin")
-    assert float(out.split(": ")[1].split()[0]) > 0.0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("GravityFilter alone, 40 devices, 10-sample blocks, 2 ms spin")
+    assert "device-last arrays" in lines[1] and "lane blocks laid out" in lines[2]
+    assert all(float(line.split()[-1]) > 0.0 for line in lines[1:3])
+
+
+def test_the_gravity_kernel_gives_the_same_bits_on_a_blocked_layout() -> None:
+    """Lane block by lane block on arrays laid out in blocks, the engine's
+    gravity kernel computes what it computes on device-last arrays: the same
+    outputs and state, bit for bit (the padded lanes aside)."""
+    from lab.blocked_layout import from_blocks, gravity_by_lane_block, to_blocks
+    from lab.kernel_split import _device_last
+    from posture.orientation import GravityFilter, GravityFilterParams
+
+    devices = 45  # one whole lane block and a padded one
+    _, acc, gyr, _, _ = _device_last(devices, 2.0, 50.0)
+    dt = np.full((10, devices), 0.02)
+    gravity = GravityFilter(GravityFilterParams(sample_rate_hz=50.0, has_gyro=True), devices)
+    args = gravity._bound_args(devices)
+    state = tuple(to_blocks(np.array(a)) for a in args[:8])
+    for a in range(0, 100, 10):
+        expected = gravity.process(acc[a : a + 10], gyr[a : a + 10], dt)
+        acc_b, gyr_b = to_blocks(acc[a : a + 10]), to_blocks(gyr[a : a + 10])
+        lanes_shape = (acc_b.shape[0], 10, acc_b.shape[-1])
+        outputs = (
+            np.empty(acc_b.shape),
+            np.empty(lanes_shape, dtype=bool),
+            np.empty(lanes_shape, dtype=bool),
+            np.empty(acc_b.shape),
+            np.empty(lanes_shape),
+        )
+        gravity_by_lane_block((acc_b, gyr_b, to_blocks(dt)), outputs, state, args[8:])
+        got = [from_blocks(o, devices) for o in outputs]
+        np.testing.assert_array_equal(got[0], expected.up_sensor)
+        np.testing.assert_array_equal(got[1], expected.settled)
+        np.testing.assert_array_equal(got[3], expected.acc_lp_g)
+        np.testing.assert_array_equal(got[4], expected.acc_dev2_g2)
+    for blocked, own in zip(state, gravity._bound_args(devices)[:8], strict=True):
+        np.testing.assert_array_equal(from_blocks(blocked, devices), own)
 
 
 def test_vqf_is_timed_whole_and_per_tick_on_the_same_ward(

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from posture.kernels.gravity import LANES, gravity_gyro
 
-__all__ = ["from_blocks", "gravity_by_lane_block", "to_blocks"]
+__all__ = ["from_blocks", "gravity_by_lane_block", "gravity_outputs", "to_blocks"]
 
 AnyArray = NDArray[Any]
 _A = TypeVar("_A", bound=NDArray[Any])
@@ -46,10 +46,24 @@ def from_blocks(b: _A, devices: int) -> _A:
     return cast(_A, joined.reshape(*joined.shape[:-2], -1)[..., :devices])
 
 
+def gravity_outputs(acc: AnyArray) -> tuple[AnyArray, ...]:
+    """Empty outputs of :func:`gravity_by_lane_block` for the blocked
+    accelerometer block ``acc`` (blocks, n, 3, lanes): up, settled, rest,
+    low-passed accelerometer, its squared deviation."""
+    blocks, n, _, lanes = acc.shape
+    return (
+        np.empty(acc.shape),
+        np.empty((blocks, n, lanes), dtype=bool),
+        np.empty((blocks, n, lanes), dtype=bool),
+        np.empty(acc.shape),
+        np.empty((blocks, n, lanes)),
+    )
+
+
 @numba.njit(nogil=True, error_model="numpy")
 def gravity_by_lane_block(
     data: tuple[AnyArray, AnyArray, AnyArray],
-    outputs: tuple[AnyArray, AnyArray, AnyArray, AnyArray, AnyArray],
+    outputs: tuple[AnyArray, ...],
     state: tuple[AnyArray, ...],
     coefficients: tuple[object, ...],
 ) -> None:

@@ -127,6 +127,26 @@ def _time_blocks(
     return total, blocks
 
 
+def _time_in_turn(
+    runs: dict[str, Callable[[int], object]], blocks: int, first: int, gap_ms: float
+) -> dict[str, float]:
+    """CPU ns of each of ``runs`` (called with a block number) summed over
+    blocks ``first ...``: every block runs them all, in an order that rotates
+    from block to block, a spin of ``gap_ms`` before each."""
+    labels = list(runs)
+    gap = _gap(gap_ms)
+    spent = dict.fromkeys(labels, 0)
+    for b in range(blocks):
+        shift = b % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            gap()
+            start = time.process_time_ns()
+            runs[label](b)
+            if b >= first:
+                spent[label] += time.process_time_ns() - start
+    return {label: float(ns) for label, ns in spent.items()}
+
+
 def _gap(gap_ms: float) -> Callable[[], None]:
     return (lambda: _spin(gap_ms / 1000.0)) if gap_ms > 0.0 else (lambda: None)
 
@@ -183,7 +203,7 @@ def gravity_alone(
     (:func:`lab.blocked_layout.gravity_by_lane_block`; per real device, the
     padding to whole blocks charged), alternately, a spin of ``gap_ms``
     before each."""
-    from lab.blocked_layout import gravity_by_lane_block, to_blocks
+    from lab.blocked_layout import gravity_by_lane_block, gravity_outputs, to_blocks
     from posture.orientation import GravityFilter, GravityFilterParams
 
     warm = _warm_samples(warm_s, rate_hz)
@@ -203,35 +223,19 @@ def gravity_alone(
 
     def blocked(b: int) -> None:
         acc_b, gyr_b = layouts[b]
-        lanes_shape = (acc_b.shape[0], _BLOCK, acc_b.shape[-1])
-        outputs = (
-            np.empty(acc_b.shape),
-            np.empty(lanes_shape, dtype=bool),
-            np.empty(lanes_shape, dtype=bool),
-            np.empty(acc_b.shape),
-            np.empty(lanes_shape),
-        )
+        outputs = gravity_outputs(acc_b)
         gravity_by_lane_block((acc_b, gyr_b, dt_blocks), outputs, state, coefficients)
 
-    runs: tuple[Callable[[int], object], ...] = (
-        lambda b: gravity.process(
+    runs: dict[str, Callable[[int], object]] = {
+        "device last": lambda b: gravity.process(
             acc[b * _BLOCK : (b + 1) * _BLOCK], gyr[b * _BLOCK : (b + 1) * _BLOCK], dt
         ),
-        blocked,
-    )
-    gap = _gap(gap_ms)
-    spent = [0, 0]
-    timed = 0
-    for b in range(len(layouts)):
-        for k in (0, 1) if b % 2 == 0 else (1, 0):
-            gap()
-            start = time.process_time_ns()
-            runs[k](b)
-            if b * _BLOCK >= warm:
-                spent[k] += time.process_time_ns() - start
-        timed += b * _BLOCK >= warm
-    samples = max(timed * _BLOCK * devices, 1)
-    return spent[0] / samples, spent[1] / samples
+        "lane blocks": blocked,
+    }
+    first = warm // _BLOCK
+    spent = _time_in_turn(runs, len(layouts), first, gap_ms)
+    samples = max((len(layouts) - first) * _BLOCK * devices, 1)
+    return spent["device last"] / samples, spent["lane blocks"] / samples
 
 
 def vqf_two_ways(
@@ -310,20 +314,10 @@ def floor(
         ),
         **{_FLOOR_LABELS[order]: _by_block(p, blocks[order]) for order, p in passes.items()},
     }
-    labels = list(runs)
-    gap = _gap(gap_ms)
-    spent = dict.fromkeys(labels, 0)
-    timed = 0
-    for b in range(len(blocks[Order.STREAM])):
-        shift = b % len(labels)
-        for label in labels[shift:] + labels[:shift]:
-            gap()
-            start = time.process_time_ns()
-            runs[label](b)
-            if b * _BLOCK >= warm:
-                spent[label] += time.process_time_ns() - start
-        timed += b * _BLOCK >= warm
-    samples = max(timed * _BLOCK * devices, 1)
+    count = len(blocks[Order.STREAM])
+    first = warm // _BLOCK
+    spent = _time_in_turn(runs, count, first, gap_ms)
+    samples = max((count - first) * _BLOCK * devices, 1)
     return {label: ns / samples for label, ns in spent.items()}, passes[Order.STREAM].state_bytes
 
 

@@ -89,15 +89,7 @@ class Order(enum.StrEnum):
 
 
 @numba.njit(inline="always")
-def _derived(
-    a0: float, a1: float, a2: float, g0: float, g1: float, g2: float
-) -> tuple[float, float]:
-    """Two values of a sample that depend on every input value read."""
-    return (a0 + a1) + a2, (g0 + g1) + g2
-
-
-@numba.njit(nogil=True, error_model="numpy")
-def _touch_stream(
+def _touch_devices(
     t: FloatArray,
     acc: FloatArray,
     gyr: FloatArray,
@@ -106,17 +98,21 @@ def _touch_stream(
     ring_t: FloatArray,
     first_row: int,
     state: FloatArray,
+    lo: int,
+    hi: int,
 ) -> None:
-    """Device-last arrays, each sample across every device: ``t`` (n, D),
-    ``acc``/``gyr`` (n, 3, D); outputs times (D, n), flexion, lateral,
-    activity, slouching (n, D); ring (R, 8, D), its times (R, D); state (k, D)."""
+    """Every sample of devices ``lo .. hi - 1`` of device-last arrays, then
+    their state: ``t`` (n, D), ``acc``/``gyr`` (n, 3, D); outputs times (D, n),
+    flexion, lateral, activity, slouching (n, D); ring (R, 8, D), its times
+    (R, D); state (k, D). Each pass below is this body in its own order."""
     t_rows, flexion, lateral, activity, slouching = outputs
-    n, devices = t.shape
+    n = t.shape[0]
     for i in range(n):
         r = (first_row + i) % ring.shape[0]
-        for d in range(devices):
+        for d in range(lo, hi):
             a0, a1, a2 = acc[i, 0, d], acc[i, 1, d], acc[i, 2, d]
-            s, g = _derived(a0, a1, a2, gyr[i, 0, d], gyr[i, 1, d], gyr[i, 2, d])
+            s = (a0 + a1) + a2
+            g = (gyr[i, 0, d] + gyr[i, 1, d]) + gyr[i, 2, d]
             flexion[i, d] = s
             lateral[i, d] = g
             activity[i, d] = np.int8(s > 1.0)
@@ -125,11 +121,29 @@ def _touch_stream(
                 ring[r, c, d] = np.float32(v)
             ring_t[r, d] = t[i, d]
         # The times device first, as the block returns them (strided stores).
-        for d in range(devices):
+        for d in range(lo, hi):
             t_rows[d, i] = t[i, d]
     for k in range(state.shape[0]):
-        for d in range(devices):
+        for d in range(lo, hi):
             state[k, d] = state[k, d] * 0.5 + flexion[n - 1, d]
+
+
+Outputs = tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np.bool_]]
+
+
+@numba.njit(nogil=True, error_model="numpy")
+def _touch_stream(
+    t: FloatArray,
+    acc: FloatArray,
+    gyr: FloatArray,
+    outputs: Outputs,
+    ring: NDArray[np.float32],
+    ring_t: FloatArray,
+    first_row: int,
+    state: FloatArray,
+) -> None:
+    """Each sample across the whole ward (arrays as :func:`_touch_devices`)."""
+    _touch_devices(t, acc, gyr, outputs, ring, ring_t, first_row, state, 0, t.shape[1])
 
 
 @numba.njit(nogil=True, error_model="numpy")
@@ -137,37 +151,18 @@ def _touch_lanes(
     t: FloatArray,
     acc: FloatArray,
     gyr: FloatArray,
-    outputs: tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np.bool_]],
+    outputs: Outputs,
     ring: NDArray[np.float32],
     ring_t: FloatArray,
     first_row: int,
     state: FloatArray,
 ) -> None:
-    """:func:`_touch_stream`'s arrays and values, lane block by lane block:
-    every sample of devices ``base .. base + LANES - 1``, then their state."""
-    t_rows, flexion, lateral, activity, slouching = outputs
-    n, devices = t.shape
+    """The same arrays lane block by lane block: every sample of devices
+    ``base .. base + LANES - 1``, then their state, then the next block."""
+    devices = t.shape[1]
     for base in range(0, devices, LANES):
-        m = min(LANES, devices - base)
-        for i in range(n):
-            r = (first_row + i) % ring.shape[0]
-            for j in range(m):
-                d = base + j
-                a0, a1, a2 = acc[i, 0, d], acc[i, 1, d], acc[i, 2, d]
-                s, g = _derived(a0, a1, a2, gyr[i, 0, d], gyr[i, 1, d], gyr[i, 2, d])
-                flexion[i, d] = s
-                lateral[i, d] = g
-                activity[i, d] = np.int8(s > 1.0)
-                slouching[i, d] = g > 10.0
-                for c, v in enumerate((a0, a1, a2, s, g, a0 * a1, a2 * g, a1 * g)):
-                    ring[r, c, d] = np.float32(v)
-                ring_t[r, d] = t[i, d]
-            for j in range(m):
-                t_rows[base + j, i] = t[i, base + j]
-        for k in range(state.shape[0]):
-            for j in range(m):
-                d = base + j
-                state[k, d] = state[k, d] * 0.5 + flexion[n - 1, d]
+        hi = min(base + LANES, devices)
+        _touch_devices(t, acc, gyr, outputs, ring, ring_t, first_row, state, base, hi)
 
 
 @numba.njit(nogil=True, error_model="numpy")
@@ -175,35 +170,24 @@ def _touch_blocked(
     t: FloatArray,
     acc: FloatArray,
     gyr: FloatArray,
-    outputs: tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np.bool_]],
+    outputs: Outputs,
     ring: NDArray[np.float32],
     ring_t: FloatArray,
     first_row: int,
     state: FloatArray,
 ) -> None:
-    """The same values in lane blocks laid out contiguously: ``t`` (B, n, L),
-    ``acc``/``gyr`` (B, n, 3, L); outputs times (B, L, n), the others
-    (B, n, L); ring (R, B, 8, L), its times (R, B, L); state (B, k, L)."""
+    """Lane blocks laid out contiguously (:func:`lab.blocked_layout.to_blocks`):
+    ``t`` (B, n, L), ``acc``/``gyr`` (B, n, 3, L); outputs times (B, L, n),
+    the others (B, n, L); ring (R, B, 8, L), its times (R, B, L); state
+    (B, k, L). Block ``b``'s slices are device-last arrays of ``L`` devices."""
     t_rows, flexion, lateral, activity, slouching = outputs
-    blocks, n, lanes = t.shape
-    for b in range(blocks):
-        for i in range(n):
-            r = (first_row + i) % ring.shape[0]
-            for j in range(lanes):
-                a0, a1, a2 = acc[b, i, 0, j], acc[b, i, 1, j], acc[b, i, 2, j]
-                s, g = _derived(a0, a1, a2, gyr[b, i, 0, j], gyr[b, i, 1, j], gyr[b, i, 2, j])
-                flexion[b, i, j] = s
-                lateral[b, i, j] = g
-                activity[b, i, j] = np.int8(s > 1.0)
-                slouching[b, i, j] = g > 10.0
-                for c, v in enumerate((a0, a1, a2, s, g, a0 * a1, a2 * g, a1 * g)):
-                    ring[r, b, c, j] = np.float32(v)
-                ring_t[r, b, j] = t[b, i, j]
-            for j in range(lanes):
-                t_rows[b, j, i] = t[b, i, j]
-        for k in range(state.shape[1]):
-            for j in range(lanes):
-                state[b, k, j] = state[b, k, j] * 0.5 + flexion[b, n - 1, j]
+    lanes = t.shape[2]
+    for b in range(t.shape[0]):
+        block_outputs = (t_rows[b], flexion[b], lateral[b], activity[b], slouching[b])
+        _touch_devices(
+            t[b], acc[b], gyr[b], block_outputs, ring[:, b], ring_t[:, b], first_row, state[b],
+            0, lanes,
+        )  # fmt: skip
 
 
 _PASSES = {Order.STREAM: _touch_stream, Order.LANES: _touch_lanes, Order.BLOCKED: _touch_blocked}

@@ -50,7 +50,7 @@ def test_the_gravity_kernel_gives_the_same_bits_on_a_blocked_layout() -> None:
     """Lane block by lane block on arrays laid out in blocks, the engine's
     gravity kernel computes what it computes on device-last arrays: the same
     outputs and state, bit for bit (the padded lanes aside)."""
-    from lab.blocked_layout import from_blocks, gravity_by_lane_block, to_blocks
+    from lab.blocked_layout import from_blocks, gravity_by_lane_block, gravity_outputs, to_blocks
     from lab.kernel_split import _device_last
     from posture.orientation import GravityFilter, GravityFilterParams
 
@@ -63,14 +63,7 @@ def test_the_gravity_kernel_gives_the_same_bits_on_a_blocked_layout() -> None:
     for a in range(0, 100, 10):
         expected = gravity.process(acc[a : a + 10], gyr[a : a + 10], dt)
         acc_b, gyr_b = to_blocks(acc[a : a + 10]), to_blocks(gyr[a : a + 10])
-        lanes_shape = (acc_b.shape[0], 10, acc_b.shape[-1])
-        outputs = (
-            np.empty(acc_b.shape),
-            np.empty(lanes_shape, dtype=bool),
-            np.empty(lanes_shape, dtype=bool),
-            np.empty(acc_b.shape),
-            np.empty(lanes_shape),
-        )
+        outputs = gravity_outputs(acc_b)
         gravity_by_lane_block((acc_b, gyr_b, to_blocks(dt)), outputs, state, args[8:])
         got = [from_blocks(o, devices) for o in outputs]
         np.testing.assert_array_equal(got[0], expected.up_sensor)

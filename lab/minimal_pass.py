@@ -230,22 +230,14 @@ class MinimalPass:
         """One block in this pass's layout (:meth:`layout`)."""
         t = block[0]
         n = t.shape[-2]
-        if self.order is Order.BLOCKED:
-            blocks, _, lanes = t.shape
-            outputs = (
-                np.empty((blocks, lanes, n)),
-                np.empty(t.shape),
-                np.empty(t.shape),
-                np.empty(t.shape, dtype=np.int8),
-                np.empty(t.shape, dtype=bool),
-            )
-        else:
-            outputs = (
-                np.empty((self.devices, n)),
-                np.empty(t.shape),
-                np.empty(t.shape),
-                np.empty(t.shape, dtype=np.int8),
-                np.empty(t.shape, dtype=bool),
-            )
+        # The times device first: (D, n), or (blocks, lanes, n) when blocked.
+        times_shape = (*t.shape[:-2], t.shape[-1], n) if t.ndim == 3 else (self.devices, n)
+        outputs = (
+            np.empty(times_shape),
+            np.empty(t.shape),
+            np.empty(t.shape),
+            np.empty(t.shape, dtype=np.int8),
+            np.empty(t.shape, dtype=bool),
+        )
         _PASSES[self.order](*block, outputs, self._ring, self._ring_t, self._seen, self._state)
         self._seen += n

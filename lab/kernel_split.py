@@ -49,16 +49,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lab.batch_bench import _Vqf, synthetic_devices
-from lab.minimal_pass import Block, MinimalPass
+from lab.minimal_pass import Block, MinimalPass, Order
 
 __all__ = ["main", "split"]
 
 FloatArray = NDArray[np.float64]
 
 _FLOOR_LABELS = {
-    "stream": "least a block touches, each sample across the ward",
-    "lanes": "the same, lane block by lane block",
-    "blocked": "the same, lane blocks laid out contiguously",
+    Order.STREAM: "least a block touches, each sample across the ward",
+    Order.LANES: "the same, lane block by lane block",
+    Order.BLOCKED: "the same, lane blocks laid out contiguously",
 }
 _MODULES = ("steps", "gravity", "activity", "capture", "angles", "slouch", "falls")
 _BLOCK = 10
@@ -96,6 +96,11 @@ def _device_last(
         acc,
         gyr,
     )
+
+
+def _block(b: int) -> slice:
+    """The samples of block ``b``."""
+    return slice(b * _BLOCK, (b + 1) * _BLOCK)
 
 
 def _warm_samples(warm_s: float, rate_hz: float) -> int:
@@ -217,8 +222,8 @@ def gravity_alone(
     coefficients = args[8:]
     dt_blocks = to_blocks(dt)
     layouts = [
-        (to_blocks(acc[a : a + _BLOCK]), to_blocks(gyr[a : a + _BLOCK]))
-        for a in range(0, acc.shape[0] - _BLOCK + 1, _BLOCK)
+        (to_blocks(acc[_block(b)]), to_blocks(gyr[_block(b)]))
+        for b in range(acc.shape[0] // _BLOCK)
     ]
 
     def blocked(b: int) -> None:
@@ -227,9 +232,7 @@ def gravity_alone(
         gravity_by_lane_block((acc_b, gyr_b, dt_blocks), outputs, state, coefficients)
 
     runs: dict[str, Callable[[int], object]] = {
-        "device last": lambda b: gravity.process(
-            acc[b * _BLOCK : (b + 1) * _BLOCK], gyr[b * _BLOCK : (b + 1) * _BLOCK], dt
-        ),
+        "device last": lambda b: gravity.process(acc[_block(b)], gyr[_block(b)], dt),
         "lane blocks": blocked,
     }
     first = warm // _BLOCK
@@ -289,7 +292,6 @@ def floor(
     block and :class:`~lab.minimal_pass.MinimalPass` in each of its orders
     over the ward's timed blocks, one after the other in an order that
     rotates every block, a spin of ``gap_ms`` before each."""
-    from lab.minimal_pass import Order
     from posture.batch import BatchEngine
     from posture.config import EngineConfig
 
@@ -301,16 +303,14 @@ def floor(
     # builds its tick in the layout its engine takes).
     blocks = {
         order: [
-            p.layout(t[a : a + _BLOCK], acc[a : a + _BLOCK], gyr[a : a + _BLOCK])
-            for a in range(0, t.shape[0] - _BLOCK + 1, _BLOCK)
+            p.layout(t[_block(b)], acc[_block(b)], gyr[_block(b)])
+            for b in range(t.shape[0] // _BLOCK)
         ]
         for order, p in passes.items()
     }
     runs: dict[str, Callable[[int], object]] = {
         "BatchEngine block": lambda b: engine.process_device_last(
-            t[b * _BLOCK : (b + 1) * _BLOCK],
-            acc[b * _BLOCK : (b + 1) * _BLOCK],
-            gyr[b * _BLOCK : (b + 1) * _BLOCK],
+            t[_block(b)], acc[_block(b)], gyr[_block(b)]
         ),
         **{_FLOOR_LABELS[order]: _by_block(p, blocks[order]) for order, p in passes.items()},
     }

@@ -132,7 +132,7 @@ Outputs = tuple[FloatArray, FloatArray, FloatArray, NDArray[np.int8], NDArray[np
 
 
 @numba.njit(nogil=True, error_model="numpy")
-def _touch_stream(
+def _touch_in_lane_blocks(
     t: FloatArray,
     acc: FloatArray,
     gyr: FloatArray,
@@ -141,27 +141,14 @@ def _touch_stream(
     ring_t: FloatArray,
     first_row: int,
     state: FloatArray,
+    lanes: int,
 ) -> None:
-    """Each sample across the whole ward (arrays as :func:`_touch_devices`)."""
-    _touch_devices(t, acc, gyr, outputs, ring, ring_t, first_row, state, 0, t.shape[1])
-
-
-@numba.njit(nogil=True, error_model="numpy")
-def _touch_lanes(
-    t: FloatArray,
-    acc: FloatArray,
-    gyr: FloatArray,
-    outputs: Outputs,
-    ring: NDArray[np.float32],
-    ring_t: FloatArray,
-    first_row: int,
-    state: FloatArray,
-) -> None:
-    """The same arrays lane block by lane block: every sample of devices
-    ``base .. base + LANES - 1``, then their state, then the next block."""
+    """Device-last arrays (as :func:`_touch_devices`) block by block: every
+    sample of devices ``base .. base + lanes - 1``, then their state, then the
+    next block. With ``lanes`` the ward's size, each sample across the ward."""
     devices = t.shape[1]
-    for base in range(0, devices, LANES):
-        hi = min(base + LANES, devices)
+    for base in range(0, devices, lanes):
+        hi = min(base + lanes, devices)
         _touch_devices(t, acc, gyr, outputs, ring, ring_t, first_row, state, base, hi)
 
 
@@ -189,8 +176,6 @@ def _touch_blocked(
             0, lanes,
         )  # fmt: skip
 
-
-_PASSES = {Order.STREAM: _touch_stream, Order.LANES: _touch_lanes, Order.BLOCKED: _touch_blocked}
 
 Block = tuple[FloatArray, FloatArray, FloatArray]
 
@@ -239,5 +224,11 @@ class MinimalPass:
             np.empty(t.shape, dtype=np.int8),
             np.empty(t.shape, dtype=bool),
         )
-        _PASSES[self.order](*block, outputs, self._ring, self._ring_t, self._seen, self._state)
+        ring, ring_t, state = self._ring, self._ring_t, self._state
+        if self.order is Order.BLOCKED:
+            _touch_blocked(*block, outputs, ring, ring_t, self._seen, state)
+        else:
+            # Streaming is one lane block as wide as the ward.
+            lanes = LANES if self.order is Order.LANES else max(self.devices, 1)
+            _touch_in_lane_blocks(*block, outputs, ring, ring_t, self._seen, state, lanes)
         self._seen += n

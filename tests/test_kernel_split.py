@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import posture.kernels.gravity as gravity
-from lab.kernel_split import main, split
+from lab.blocked_layout import from_blocks
+from lab.kernel_split import _device_last, main, split
 from lab.minimal_pass import MinimalPass, Order
 from posture.batch import BatchEngine
 from posture.config import EngineConfig
@@ -50,8 +51,7 @@ def test_the_gravity_kernel_gives_the_same_bits_on_a_blocked_layout() -> None:
     """Lane block by lane block on arrays laid out in blocks, the engine's
     gravity kernel computes what it computes on device-last arrays: the same
     outputs and state, bit for bit (the padded lanes aside)."""
-    from lab.blocked_layout import from_blocks, gravity_by_lane_block, gravity_outputs, to_blocks
-    from lab.kernel_split import _device_last
+    from lab.blocked_layout import gravity_by_lane_block, gravity_outputs, to_blocks
     from posture.orientation import GravityFilter, GravityFilterParams
 
     devices = 45  # one whole lane block and a padded one
@@ -117,8 +117,6 @@ def test_the_floor_is_timed_beside_the_engine_on_the_same_blocks(
 def test_every_order_writes_the_same_values(order: Order) -> None:
     """The three passes differ in the order they touch the bytes, not in what
     they write: the fall ring, read back device by device, holds the same rows."""
-    from lab.kernel_split import _device_last
-
     engine = BatchEngine(EngineConfig(sample_rate_hz=50.0, has_gyro=True), 37)
     t, acc, gyr, _, _ = _device_last(37, 1.0, 50.0)
     reference = MinimalPass(engine, Order.STREAM)
@@ -134,8 +132,8 @@ def test_every_order_writes_the_same_values(order: Order) -> None:
 def _ring_by_device(minimal: MinimalPass) -> np.ndarray:
     """The pass's fall ring as (rows, 8, devices) whatever its layout."""
     ring: np.ndarray = minimal._ring
-    if ring.ndim == 4:  # (R, blocks, 8, lanes)
-        ring = np.moveaxis(ring, 1, 2).reshape(ring.shape[0], 8, -1)
+    if ring.ndim == 4:  # (R, blocks, 8, lanes): the block axis first for from_blocks
+        return np.asarray(from_blocks(np.moveaxis(ring, 1, 0), minimal.devices))
     return np.asarray(ring[:, :, : minimal.devices])
 
 

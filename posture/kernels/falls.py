@@ -80,15 +80,19 @@ def _rows_in_step(
     seen: IntArray,
     prev_gyr_dps: FloatArray,
     last_trigger: IntArray,
+    columns: tuple[int, int],
 ) -> None:
-    """:func:`fall_rows` of a piece :func:`_in_step`: each sample's ring row
-    is one for every device, so the loops over devices read and write
+    """:func:`fall_rows` of a piece :func:`_in_step`, for its columns
+    ``first ... first + m - 1`` (``columns``: every column of the piece, or
+    one lane block of them in a pass that fuses stages): each sample's ring
+    row is one for every device, so the loops over devices read and write
     consecutive columns (unsigned indices, no branches: LLVM vectorises them);
     a loop per group of ring columns keeps the run-time overlap checks few."""
+    col0, m = columns
+    base = np.uint64(col0)
     n = acc_g.shape[0]
-    k = acc_g.shape[2]
     ring_rows = ring.shape[0]
-    first = seen[0]
+    first = seen[base]
     row0 = first % ring_rows
     for i in range(n):
         r = row0 + i
@@ -96,8 +100,8 @@ def _rows_in_step(
             r -= ring_rows
         ru = np.uint64(r)
         at = first + i
-        for j in range(k):
-            d = np.uint64(j)
+        for lane in range(m):
+            d = base + np.uint64(lane)
             a0 = acc_g[i, 0, d]
             a1 = acc_g[i, 1, d]
             a2 = acc_g[i, 2, d]
@@ -107,8 +111,8 @@ def _rows_in_step(
             mag = np.float32(math.sqrt((a0 * a0 + a1 * a1) + a2 * a2))
             ring[ru, _MAG, d] = mag
             last_trigger[d] = select(float(mag) >= trigger_g, at, last_trigger[d])
-        for j in range(k):
-            d = np.uint64(j)
+        for lane in range(m):
+            d = base + np.uint64(lane)
             u0 = up_sensor[i, 0, d]
             u1 = up_sensor[i, 1, d]
             u2 = up_sensor[i, 2, d]
@@ -118,8 +122,8 @@ def _rows_in_step(
             ring[ru, 6, d] = np.float32(u2 / norm)
         if has_gyro:
             prev = prev_gyr_dps if i == 0 else gyr_dps[i - 1]
-            for j in range(k):
-                d = np.uint64(j)
+            for lane in range(m):
+                d = base + np.uint64(lane)
                 g0 = gyr_dps[i, 0, d]
                 g1 = gyr_dps[i, 1, d]
                 g2 = gyr_dps[i, 2, d]
@@ -130,19 +134,20 @@ def _rows_in_step(
                 )
                 ring[ru, _CLIP, d] = np.float32(select(stuck, 1.0, 0.0))
         else:
-            for j in range(k):
-                ring[ru, _CLIP, np.uint64(j)] = np.float32(0.0)
+            for lane in range(m):
+                ring[ru, _CLIP, base + np.uint64(lane)] = np.float32(0.0)
         # Strided loads (the times arrive device first): a loop of its own,
         # which keeps the ones above vectorised.
-        for j in range(k):
-            d = np.uint64(j)
+        for lane in range(m):
+            d = base + np.uint64(lane)
             ring_t_s[ru, d] = t_by_device[d, i]
-    for j in range(k):
-        seen[np.uint64(j)] = first + n
+    for lane in range(m):
+        seen[base + np.uint64(lane)] = first + n
     if has_gyro:
         for c in range(3):
-            for j in range(k):
-                prev_gyr_dps[c, np.uint64(j)] = gyr_dps[n - 1, c, np.uint64(j)]
+            for lane in range(m):
+                d = base + np.uint64(lane)
+                prev_gyr_dps[c, d] = gyr_dps[n - 1, c, d]
 
 
 @kernel
@@ -190,6 +195,7 @@ def fall_rows(
             seen,
             prev_gyr_dps,
             last_trigger,
+            (0, acc_g.shape[2]),
         )
         return
     n = acc_g.shape[0]

@@ -1,9 +1,10 @@
 """What fusing two of the engine's kernels buys: the gravity filter and the fall rows in one pass.
 
-``python -m lab.fused_rows [--devices 1000] [--warm 60] [--seconds 20] [--gap-ms 3]``
-runs, over the benchmark's synthetic ward in 10-sample blocks (a gateway
-tick of the whole ward), three arms on their own copies of the same state,
-in an order that rotates every block, the ``--gap-ms`` spin before each:
+``python -m lab.fused_rows [--devices 1000] [--warm 60] [--seconds 20]
+[--gap-ms 3] [--activity]`` runs, over the benchmark's synthetic ward in
+10-sample blocks (a gateway tick of the whole ward), three arms on their own
+copies of the same state, in an order that rotates every block, the
+``--gap-ms`` spin before each:
 
 * **apart**, as the engine runs them: ``posture.kernels.gravity.gravity_gyro``
   over every device, then ``posture.kernels.falls.fall_rows`` over every
@@ -19,16 +20,23 @@ in an order that rotates every block, the ``--gap-ms`` spin before each:
   beforehand, as a gateway would build its tick; the padding to whole
   blocks charged).
 
+With ``--activity`` the activity features (``activity_features``, the
+stage between the two in the engine) run too, apart and in the laid-out
+pass (the device-last fusion of the activity features with the gravity
+filter was measured before: docs/architecture.md).
+
 Every arm does the same arithmetic in the same order: the command checks
 that the up directions, the gravity state, the rings and the fall cursors
-are the same bits in all three. It prints CPU ns per sample of each arm:
-what fusing saves on the stage pair easiest to measure, and whether it needs
-the blocked layout first (issue 13's plan, docs/architecture.md).
+(and the activity flags and state) are the same bits in every arm. It
+prints CPU ns per sample of each arm: what fusing saves on the stages
+easiest to measure, and whether it needs the blocked layout first (issue
+13's plan, docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -36,6 +44,7 @@ from numpy.typing import NDArray
 
 from lab.blocked_layout import from_blocks, gravity_outputs, to_blocks
 from lab.kernel_split import _BLOCK, _block, _device_last, _time_in_turn, _warm_samples
+from posture.kernels.activity import activity_features
 from posture.kernels.falls import _rows_in_step, fall_rows
 from posture.kernels.gravity import (
     _DEG,
@@ -108,11 +117,14 @@ def _fused_by_lane_block(
     clip: float,
     trigger: float,
     lanes: IntArray,
+    activity: tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...], tuple[object, ...]],
+    with_activity: bool,
 ) -> None:
-    """The engine's ``gravity_gyro`` then its ``fall_rows`` on each lane block
-    of arrays laid out in blocks (:func:`lab.blocked_layout.to_blocks`; the
-    times device first within a block): both kernels' own code, one block's
-    memory at a time."""
+    """The engine's ``gravity_gyro``, its ``activity_features`` (if
+    ``with_activity``: ``activity`` its outputs, state and coefficients) and
+    its ``fall_rows`` on each lane block of arrays laid out in blocks
+    (:func:`lab.blocked_layout.to_blocks`; the times device first within a
+    block): the kernels' own code, one block's memory at a time."""
     acc, gyr, dt, t_by_device = data
     up, settled, rest, acc_lp, acc_dev2 = outputs
     count, quiet_run, quat, gyr_prev, init_sum, bias, rest_lp, inertial_lp = state
@@ -126,6 +138,17 @@ def _fused_by_lane_block(
             rest_lp[b], inertial_lp[b],
             rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s,
         )  # fmt: skip
+        if with_activity:
+            flags, feature_state, feature_coefficients = activity
+            gait_sos, envelope_sos, feature_limits, feature_samples = feature_coefficients
+            activity_features(
+                acc[b], gyr[b], up[b], settled[b], True,
+                flags[0][b], flags[1][b], flags[2][b], flags[3][b],
+                feature_state[0][b], feature_state[1][b], feature_state[2][b],
+                feature_state[3][b], feature_state[4][b], feature_state[5][b],
+                feature_state[6][b],
+                gait_sos, envelope_sos, feature_limits, feature_samples,
+            )  # fmt: skip
         fall_rows(
             t_by_device[b], acc[b], up[b], gyr[b], True, lanes, clip, trigger,
             ring[b], ring_t_s[b], seen[b], prev_gyr[b], last_trigger[b],
@@ -143,17 +166,30 @@ def _outputs(devices: int) -> tuple[FloatArray, ...]:
 
 
 ARMS = (
-    "apart (the engine's two kernels)",
+    "apart (the engine's kernels)",
     "fused, lane block by lane block",
     "fused, lane blocks laid out",
 )
+"""The arms, in order (with the activity features: the first and the last)."""
+
+
+def _activity_flags(devices: int) -> tuple[np.ndarray, ...]:
+    """Empty outputs of ``activity_features``: walking, gait, quiet, vigorous."""
+    return tuple(np.empty((_BLOCK, devices), dtype=bool) for _ in range(4))
 
 
 def arms(
-    devices: int, warm_s: float, seconds: float, gap_ms: float, rate_hz: float = 50.0
+    devices: int,
+    warm_s: float,
+    seconds: float,
+    gap_ms: float,
+    rate_hz: float = 50.0,
+    activity: bool = False,
 ) -> dict[str, float]:
     """CPU ns per sample of each of :data:`ARMS` over the same blocks (module
-    docstring); raises AssertionError if the arms' results differ at all."""
+    docstring; with ``activity``, the activity features run between the two
+    stages in the first and the last arm, and the second is left out);
+    raises AssertionError if the arms' results differ at all."""
     from posture.batch import BatchEngine
     from posture.config import EngineConfig
 
@@ -183,20 +219,49 @@ def arms(
     lanes = np.arange(LANES, dtype=np.int64)
     st = falls.state
     rows_fields = (st.rows, st.t_s, st.seen, st.prev_gyr_dps, st.last_trigger)
+    # The activity features' state as the engine keeps it (device last; the
+    # kernel reads two of them flattened, which the blocked copies are too).
+    feature_args = core.activity._bound_args(devices)[0]
+    feature_fields = core.activity.state
+    feature_state = tuple(
+        getattr(feature_fields, name)
+        for name in ("gait_lp", "envelope_lp", "prev_up", "fresh", "sign", "walk_run", "since_walk")
+    )
+    feature_coefficients = feature_args[7:]
 
-    def fresh() -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-        return tuple(np.array(a) for a in gravity_args[:8]), tuple(np.array(a) for a in rows_fields)
+    def fresh() -> tuple[tuple[np.ndarray, ...], ...]:
+        return (
+            tuple(np.array(a) for a in gravity_args[:8]),
+            tuple(np.array(a) for a in rows_fields),
+            tuple(np.array(a) for a in feature_state),
+        )
 
-    (g_apart, r_apart), (g_fused, r_fused) = fresh(), fresh()
-    g_laid = tuple(to_blocks(a) for a in g_apart)
-    r_laid = tuple(to_blocks(a) for a in r_apart)
+    def flat(state: tuple[np.ndarray, ...], d: int) -> tuple[np.ndarray, ...]:
+        """The features' state as the kernel takes it for ``d`` devices."""
+        gait_lp, envelope_lp, *rest = state
+        return (gait_lp.reshape(-1, d), envelope_lp.reshape(-1, 4 * d), *rest)
+
+    (g_apart, r_apart, a_apart), (g_fused, r_fused, _) = fresh(), fresh()
+    g_laid, r_laid, a_laid = (tuple(to_blocks(a) for a in part) for part in fresh())
+    a_laid_flat = tuple(
+        a.reshape(a.shape[0], -1, LANES) if i == 0 else a.reshape(a.shape[0], -1, 4 * LANES)
+        if i == 1 else a
+        for i, a in enumerate(a_laid)
+    )  # fmt: skip
     ups: dict[str, FloatArray] = {}
+    flags: dict[str, tuple[np.ndarray, ...]] = {}
     apart_label, fused_label, laid_label = ARMS
 
     def apart(b: int) -> None:
         s = _block(b)
         out = _outputs(devices)
         gravity_gyro(acc[s], gyr[s], dt, *out, *g_apart, *coefficients)
+        if activity:
+            flags[apart_label] = _activity_flags(devices)
+            activity_features(
+                acc[s], gyr[s], out[0], out[1], True, *flags[apart_label],
+                *flat(a_apart, devices), *feature_coefficients,
+            )  # fmt: skip
         fall_rows(t_rows[b], acc[s], out[0], gyr[s], True, cols, clip, trigger, *r_apart)
         ups[apart_label] = out[0]
 
@@ -210,20 +275,36 @@ def arms(
 
     def laid(b: int) -> None:
         out = gravity_outputs(laid_out[b][0])
-        _fused_by_lane_block(laid_out[b], out, g_laid, coefficients, r_laid, clip, trigger, lanes)
+        block_flags = tuple(np.empty(f.shape, dtype=bool) for f in out[1:3] + out[1:3])
+        _fused_by_lane_block(
+            laid_out[b], out, g_laid, coefficients, r_laid, clip, trigger, lanes,
+            (block_flags, a_laid_flat, feature_coefficients), activity,
+        )  # fmt: skip
         ups[laid_label] = out[0]
+        flags[laid_label] = block_flags
 
+    runs: dict[str, Callable[[int], object]] = {
+        apart_label: apart,
+        fused_label: fused,
+        laid_label: laid,
+    }
+    if activity:
+        del runs[fused_label]
     first = warm // _BLOCK
-    spent = _time_in_turn(
-        {apart_label: apart, fused_label: fused, laid_label: laid}, blocks, first, gap_ms
-    )
-    np.testing.assert_array_equal(ups[fused_label], ups[apart_label])
+    spent = _time_in_turn(runs, blocks, first, gap_ms)
+    # Every arm's results, bit for bit the engine kernels'.
+    reference = g_apart + r_apart + (a_apart if activity else ())
+    if not activity:
+        np.testing.assert_array_equal(ups[fused_label], ups[apart_label])
+        for engine, fused_pass in zip(reference, g_fused + r_fused, strict=True):
+            np.testing.assert_array_equal(fused_pass, engine)
     np.testing.assert_array_equal(from_blocks(ups[laid_label], devices), ups[apart_label])
-    for engine, fused_pass, blocked in zip(
-        g_apart + r_apart, g_fused + r_fused, g_laid + r_laid, strict=True
-    ):
-        np.testing.assert_array_equal(fused_pass, engine)
-        np.testing.assert_array_equal(from_blocks(blocked, devices), engine)
+    blocked = g_laid + r_laid + (a_laid if activity else ())
+    for engine, laid_state in zip(reference, blocked, strict=True):
+        np.testing.assert_array_equal(from_blocks(laid_state, devices), engine)
+    if activity:
+        for engine, laid_flag in zip(flags[apart_label], flags[laid_label], strict=True):
+            np.testing.assert_array_equal(from_blocks(laid_flag, devices), engine)
     samples = max((blocks - first) * _BLOCK * devices, 1)
     return {label: ns / samples for label, ns in spent.items()}
 
@@ -234,10 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=float, default=60.0, help="untimed seconds first")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds")
     parser.add_argument("--gap-ms", type=float, default=3.0, help="spin before each block")
+    parser.add_argument(
+        "--activity",
+        action="store_true",
+        help="the activity features too, between the two (apart and laid out only)",
+    )
     args = parser.parse_args(argv)
-    figures = arms(args.devices, args.warm, args.seconds, args.gap_ms)
+    figures = arms(args.devices, args.warm, args.seconds, args.gap_ms, activity=args.activity)
+    stages = "gravity filter, activity features" if args.activity else "gravity filter"
     print(
-        f"gravity filter and fall rows, {args.devices} devices, {_BLOCK}-sample blocks, after "
+        f"{stages} and fall rows, {args.devices} devices, {_BLOCK}-sample blocks, after "
         f"{args.warm:g} s, {args.gap_ms:g} ms spin before each, in rotating order; "
         "CPU ns per sample (the same bits both ways, checked):"
     )

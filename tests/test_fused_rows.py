@@ -24,3 +24,20 @@ def test_the_command_prints_each_arm(capsys: pytest.CaptureFixture[str]) -> None
     assert "the same bits both ways, checked" in lines[0]
     assert [line.rsplit(None, 1)[0].strip() for line in lines[1:]] == list(ARMS)
     assert all(float(line.split()[-1]) > 0.0 for line in lines[1:])
+
+
+def test_with_the_activity_features_the_laid_out_pass_computes_the_same_bits() -> None:
+    # The flags and the features' state too (device last against blocks).
+    figures = arms(devices=LANES + 5, warm_s=1.0, seconds=1.0, gap_ms=0.0, activity=True)
+    assert list(figures) == [ARMS[0], ARMS[2]]
+    assert all(ns > 0.0 for ns in figures.values())
+
+
+def test_the_command_names_the_activity_stage_when_it_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--devices", "6", "--warm", "0.4", "--seconds", "0.4", "--activity"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("gravity filter, activity features and fall rows, 6 devices")
+    assert [line.rsplit(None, 1)[0].strip() for line in lines[1:]] == [ARMS[0], ARMS[2]]

@@ -23,7 +23,13 @@ from numpy.typing import NDArray
 
 from posture.kernels.gravity import LANES, gravity_gyro
 
-__all__ = ["from_blocks", "gravity_by_lane_block", "gravity_outputs", "to_blocks"]
+__all__ = [
+    "from_blocks",
+    "gravity_by_lane_block",
+    "gravity_of_block",
+    "gravity_outputs",
+    "to_blocks",
+]
 
 AnyArray = NDArray[Any]
 _A = TypeVar("_A", bound=NDArray[Any])
@@ -71,15 +77,28 @@ def gravity_by_lane_block(
     arrays from :func:`to_blocks` (its arguments, grouped, each with the
     block axis first): every block's slice is a C-contiguous array of
     ``LANES`` devices, so the kernel reads and writes one run per block."""
+    for b in range(data[0].shape[0]):
+        gravity_of_block(b, data, outputs, state, coefficients)
+
+
+@numba.njit(nogil=True, error_model="numpy")
+def gravity_of_block(
+    b: int,
+    data: tuple[AnyArray, AnyArray, AnyArray],
+    outputs: tuple[AnyArray, ...],
+    state: tuple[AnyArray, ...],
+    coefficients: tuple[object, ...],
+) -> None:
+    """:func:`~posture.kernels.gravity.gravity_gyro` on lane block ``b`` of
+    arrays from :func:`to_blocks` (as :func:`gravity_by_lane_block`)."""
     acc, gyr, dt = data
     up, settled, rest, acc_lp, acc_dev2 = outputs
     count, quiet_run, quat, gyr_prev, init_sum, bias, rest_lp, inertial_lp = state
     rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s = coefficients
-    for b in range(acc.shape[0]):
-        gravity_gyro(
-            acc[b], gyr[b], dt[b],
-            up[b], settled[b], rest[b], acc_lp[b], acc_dev2[b],
-            count[b], quiet_run[b], quat[b], gyr_prev[b], init_sum[b], bias[b],
-            rest_lp[b], inertial_lp[b],
-            rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s,
-        )  # fmt: skip
+    gravity_gyro(
+        acc[b], gyr[b], dt[b],
+        up[b], settled[b], rest[b], acc_lp[b], acc_dev2[b],
+        count[b], quiet_run[b], quat[b], gyr_prev[b], init_sum[b], bias[b],
+        rest_lp[b], inertial_lp[b],
+        rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s,
+    )  # fmt: skip

@@ -42,17 +42,17 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from lab.blocked_layout import from_blocks, gravity_outputs, to_blocks
+from lab.blocked_layout import from_blocks, gravity_of_block, gravity_outputs, to_blocks
 from lab.kernel_split import _BLOCK, _block, _device_last, _time_in_turn, _warm_samples
 from posture.kernels.activity import activity_features
 from posture.kernels.falls import _rows_in_step, fall_rows
 from posture.kernels.gravity import (
-    _DEG,
     _ROWS,
     LANES,
     GyroCoefficients,
     _copy_state,
     _gyro_samples,
+    _start_fresh,
     gravity_gyro,
 )
 from posture.kernels.jit import kernel
@@ -79,20 +79,11 @@ def gravity_and_rows(
     body for the same columns (:func:`posture.kernels.falls._rows_in_step`),
     while the block's samples and up directions are in the L1 cache."""
     acc, gyr, dt, t_by_device = data
-    count, quiet_run, rest_lp = state[0], state[1], state[6]
+    count = state[0]
     ring, ring_t_s, seen, prev_gyr, last_trigger = rows_state
     n = acc.shape[0]
     devices = acc.shape[2]
-    rz0, rz1 = coefficients[0][5], coefficients[0][6]
-    for d in range(devices):  # fresh devices, as gravity_gyro starts them
-        if count[d] == 0:
-            quiet_run[d] = 0
-            for c in range(3):
-                rest_lp[c][d] = rz0 * acc[0, c, d]
-                rest_lp[6 + c][d] = rz1 * acc[0, c, d]
-                g = gyr[0, c, d] * _DEG
-                rest_lp[3 + c][d] = rz0 * g
-                rest_lp[9 + c][d] = rz1 * g
+    _start_fresh(acc, gyr, count, state[1], state[6], coefficients[0])
     w = np.empty((_ROWS, LANES))
     for first in range(0, devices, LANES):
         m = min(LANES, devices - first)
@@ -126,18 +117,10 @@ def _fused_by_lane_block(
     (:func:`lab.blocked_layout.to_blocks`; the times device first within a
     block): the kernels' own code, one block's memory at a time."""
     acc, gyr, dt, t_by_device = data
-    up, settled, rest, acc_lp, acc_dev2 = outputs
-    count, quiet_run, quat, gyr_prev, init_sum, bias, rest_lp, inertial_lp = state
-    rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s = coefficients
+    up, settled = outputs[0], outputs[1]
     ring, ring_t_s, seen, prev_gyr, last_trigger = rows_state
     for b in range(acc.shape[0]):
-        gravity_gyro(
-            acc[b], gyr[b], dt[b],
-            up[b], settled[b], rest[b], acc_lp[b], acc_dev2[b],
-            count[b], quiet_run[b], quat[b], gyr_prev[b], init_sum[b], bias[b],
-            rest_lp[b], inertial_lp[b],
-            rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s,
-        )  # fmt: skip
+        gravity_of_block(b, (acc, gyr, dt), outputs, state, coefficients)
         if with_activity:
             flags, feature_state, feature_coefficients = activity
             gait_sos, envelope_sos, feature_limits, feature_samples = feature_coefficients

@@ -457,6 +457,29 @@ def _copy_state(w: FloatArray, state: GyroState, first: int, m: int, into_lanes:
             quiet_run[first + lane] = int(w[_RUN, lane])
 
 
+@helper
+def _start_fresh(
+    acc_g: FloatArray,
+    gyr_dps: FloatArray,
+    count: IntArray,
+    quiet_run: IntArray,
+    rest_lp: Rows,
+    rest_sos: FloatArray,
+) -> None:
+    """Fresh devices (``count == 0``) of a gyroscope block: the rest low-pass
+    starts at the steady state of the block's first sample."""
+    rz0, rz1 = rest_sos[5], rest_sos[6]
+    for d in range(acc_g.shape[2]):
+        if count[d] == 0:
+            quiet_run[d] = 0
+            for c in range(3):
+                rest_lp[c][d] = rz0 * acc_g[0, c, d]
+                rest_lp[6 + c][d] = rz1 * acc_g[0, c, d]
+                g = gyr_dps[0, c, d] * _DEG
+                rest_lp[3 + c][d] = rz0 * g
+                rest_lp[9 + c][d] = rz1 * g
+
+
 @kernel
 def gravity_gyro(
     acc_g: FloatArray,
@@ -497,17 +520,7 @@ def gravity_gyro(
     """
     n = acc_g.shape[0]
     d_count = acc_g.shape[2]
-    rz0, rz1 = rest_sos[5], rest_sos[6]
-    # Fresh devices: the rest low-pass starts at the steady state of the first sample.
-    for d in range(d_count):
-        if count[d] == 0:
-            quiet_run[d] = 0
-            for c in range(3):
-                rest_lp[c][d] = rz0 * acc_g[0, c, d]
-                rest_lp[6 + c][d] = rz1 * acc_g[0, c, d]
-                g = gyr_dps[0, c, d] * _DEG
-                rest_lp[3 + c][d] = rz0 * g
-                rest_lp[9 + c][d] = rz1 * g
+    _start_fresh(acc_g, gyr_dps, count, quiet_run, rest_lp, rest_sos)
     data = (acc_g, gyr_dps, dt_s)
     outputs = (up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out)
     state = (count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp)

@@ -119,11 +119,11 @@ def _fused_by_lane_block(
     acc, gyr, dt, t_by_device = data
     up, settled = outputs[0], outputs[1]
     ring, ring_t_s, seen, prev_gyr, last_trigger = rows_state
+    flags, feature_state, feature_coefficients = activity
+    gait_sos, envelope_sos, feature_limits, feature_samples = feature_coefficients
     for b in range(acc.shape[0]):
         gravity_of_block(b, (acc, gyr, dt), outputs, state, coefficients)
         if with_activity:
-            flags, feature_state, feature_coefficients = activity
-            gait_sos, envelope_sos, feature_limits, feature_samples = feature_coefficients
             activity_features(
                 acc[b], gyr[b], up[b], settled[b], True,
                 flags[0][b], flags[1][b], flags[2][b], flags[3][b],
@@ -156,9 +156,23 @@ ARMS = (
 """The arms, in order (with the activity features: the first and the last)."""
 
 
-def _activity_flags(devices: int) -> tuple[np.ndarray, ...]:
-    """Empty outputs of ``activity_features``: walking, gait, quiet, vigorous."""
-    return tuple(np.empty((_BLOCK, devices), dtype=bool) for _ in range(4))
+def _activity_flags(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Empty outputs of ``activity_features`` (walking, gait, quiet, vigorous)
+    of ``shape``: ``(n, D)``, or ``(blocks, n, lanes)`` laid out."""
+    return tuple(np.empty(shape, dtype=bool) for _ in range(4))
+
+
+def _flat_features(state: tuple[np.ndarray, ...], devices: int) -> tuple[np.ndarray, ...]:
+    """The activity features' state as the kernel takes it for ``devices``
+    devices (the last axis; a block axis before it, if any, kept): the
+    low-pass states ``(..., 4, D)`` and ``(..., 2, 4 * D)``, the rest as kept."""
+    gait_lp, envelope_lp, *rest = state
+    lead = gait_lp.shape[:-3]
+    return (
+        gait_lp.reshape(*lead, -1, devices),
+        envelope_lp.reshape(*lead, -1, 4 * devices),
+        *rest,
+    )
 
 
 def arms(
@@ -219,18 +233,10 @@ def arms(
             tuple(np.array(a) for a in feature_state),
         )
 
-    def flat(state: tuple[np.ndarray, ...], d: int) -> tuple[np.ndarray, ...]:
-        """The features' state as the kernel takes it for ``d`` devices."""
-        gait_lp, envelope_lp, *rest = state
-        return (gait_lp.reshape(-1, d), envelope_lp.reshape(-1, 4 * d), *rest)
-
     (g_apart, r_apart, a_apart), (g_fused, r_fused, _) = fresh(), fresh()
     g_laid, r_laid, a_laid = (tuple(to_blocks(a) for a in part) for part in fresh())
-    a_laid_flat = tuple(
-        a.reshape(a.shape[0], -1, LANES) if i == 0 else a.reshape(a.shape[0], -1, 4 * LANES)
-        if i == 1 else a
-        for i, a in enumerate(a_laid)
-    )  # fmt: skip
+    a_apart_flat = _flat_features(a_apart, devices)
+    a_laid_flat = _flat_features(a_laid, LANES)
     ups: dict[str, FloatArray] = {}
     flags: dict[str, tuple[np.ndarray, ...]] = {}
     apart_label, fused_label, laid_label = ARMS
@@ -240,10 +246,10 @@ def arms(
         out = _outputs(devices)
         gravity_gyro(acc[s], gyr[s], dt, *out, *g_apart, *coefficients)
         if activity:
-            flags[apart_label] = _activity_flags(devices)
+            flags[apart_label] = _activity_flags((_BLOCK, devices))
             activity_features(
                 acc[s], gyr[s], out[0], out[1], True, *flags[apart_label],
-                *flat(a_apart, devices), *feature_coefficients,
+                *a_apart_flat, *feature_coefficients,
             )  # fmt: skip
         fall_rows(t_rows[b], acc[s], out[0], gyr[s], True, cols, clip, trigger, *r_apart)
         ups[apart_label] = out[0]
@@ -258,7 +264,7 @@ def arms(
 
     def laid(b: int) -> None:
         out = gravity_outputs(laid_out[b][0])
-        block_flags = tuple(np.empty(f.shape, dtype=bool) for f in out[1:3] + out[1:3])
+        block_flags = _activity_flags(out[1].shape)
         _fused_by_lane_block(
             laid_out[b], out, g_laid, coefficients, r_laid, clip, trigger, lanes,
             (block_flags, a_laid_flat, feature_coefficients), activity,

@@ -6,11 +6,11 @@ machines (docs/architecture.md). One cheaper computation the issue's author
 could allow is single precision: twice the lanes per AVX2 instruction and
 half the bytes per sample. This module measures that for the stage that
 costs most, the gravity filter, before anyone rewrites the engine for it:
-:func:`gravity_gyro_single` is the engine's gyroscope kernel
-(:func:`posture.kernels.gravity.gravity_gyro`) with every value, constant
-and intermediate in float32 (the helpers are the engine's own, which numba
-compiles for float32 arrays; only the per-sample body, whose literals
-would otherwise promote the arithmetic to float64, is restated here).
+:func:`gravity_gyro_single` runs the engine's gyroscope kernel
+(:func:`posture.kernels.gravity.gravity_gyro`) in float32: its own
+per-sample body and helpers, which numba compiles again for float32 arrays
+(the body takes every constant in its workspace's precision), on a float32
+workspace of :data:`SINGLE_LANES` devices.
 
 ``python -m lab.single_precision [--devices 1000] [--warm 30] [--seconds 20]
 [--gap-ms 3]`` runs both kernels from the same fresh state over the
@@ -39,261 +39,33 @@ results to floating-point tolerance": it changes events.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lab.kernel_split import _BLOCK, _block, _device_last, _spin, _warm_samples
 from posture.kernels.gravity import (
-    _BIAS,
-    _COS,
-    _GYR_PREV,
-    _HALF2,
-    _INERTIAL_LP,
-    _INIT_SUM,
-    _PHI,
-    _QUAT,
-    _REST,
-    _REST_LP,
     _ROWS,
-    _RUN,
-    _SETTLED,
-    _SINC,
-    _SINCE,
-    _UP,
     LANES,
-    _acc_rest_lane,
-    _copy_outputs,
     _copy_state,
-    _lowpass_or_mean,
+    _gyro_samples,
     _start_fresh,
-    _sum_sq,
 )
-from posture.kernels.jit import helper, kernel, select
-from posture.kernels.lanes import biquad_lane
+from posture.kernels.jit import kernel
 
-__all__ = ["compare", "gravity_gyro_single", "main"]
+__all__ = ["SINGLE_LANES", "compare", "gravity_gyro_single", "main"]
 
 FloatArray = NDArray[np.floating[Any]]
-
-
-def _f32(x: float) -> float:
-    """``x`` as an np.float32 (typed as the float it stands for)."""
-    return cast(float, np.float32(x))
-
-
-# The engine kernel's constants, in single precision (numba types a global
-# np.float32 as float32, a Python float as float64).
-_DEG = _f32(math.pi / 180.0)
-_ZERO, _ONE, _HALF, _QUARTER, _TWELFTH = (
-    _f32(0.0),
-    _f32(1.0),
-    _f32(0.5),
-    _f32(0.25),
-    _f32(1.0 / 12.0),
-)
-_C0, _C1, _C2, _C3, _C4 = (
-    _f32(1.0 / 40320.0),
-    _f32(-1.0 / 720.0),
-    _f32(1.0 / 24.0),
-    _f32(-0.5),
-    _f32(1.0),
-)
-_S0, _S1, _S2, _S3, _S4 = (
-    _f32(1.0 / 362880.0),
-    _f32(-1.0 / 5040.0),
-    _f32(1.0 / 120.0),
-    _f32(-1.0 / 6.0),
-    _f32(1.0),
-)
-_SERIES_MAX_HALF2 = _f32(0.1 * 0.1)
 
 SINGLE_LANES = 2 * LANES
 """Devices per lane block in single precision: the engine's workspace bytes,
 twice its lanes (8 floats a ymm register). At 1000 devices after a 3 ms
 spin, 64 lanes ran the kernel 1.6x as fast as double precision, 32 lanes
 only 1.2-1.3x."""
-
-
-@helper
-def _samples_single(data: Any, outputs: Any, coefficients: Any, w: Any, first: int, m: int) -> None:
-    """The engine's ``_gyro_samples``, term by term, in float32."""
-    acc_g, gyr_dps, dt_s = data
-    rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s = coefficients
-    n = acc_g.shape[0]
-    rb0, rb1, rb2, ra1, ra2 = rest_sos[0], rest_sos[1], rest_sos[2], rest_sos[3], rest_sos[4]
-    ib0, ib1, ib2 = inertial_sos[0], inertial_sos[1], inertial_sos[2]
-    ia1, ia2, iz0, iz1 = inertial_sos[3], inertial_sos[4], inertial_sos[5], inertial_sos[6]
-    rest_acc2, rest_gyr2, bias_clip2 = thresholds[0], thresholds[1], thresholds[2]
-    rest_samples = samples[0]
-    init_samples = samples[1]
-    settle_samples = samples[2]
-    base = np.uint64(first)
-    for i in range(n):
-        for lane in range(m):
-            d = base + np.uint64(lane)
-            a0 = acc_g[i, 0, d]
-            a1 = acc_g[i, 1, d]
-            a2 = acc_g[i, 2, d]
-            g0 = gyr_dps[i, 0, d] * _DEG
-            g1 = gyr_dps[i, 1, d] * _DEG
-            g2 = gyr_dps[i, 2, d] * _DEG
-            dt_in = dt_s[i, d]
-            acc_dev2 = _acc_rest_lane(w, lane, 6, a0, a1, a2, rest_sos)
-            h0 = biquad_lane(w, _REST_LP + 3, _REST_LP + 9, lane, g0, rb0, rb1, rb2, ra1, ra2)
-            h1 = biquad_lane(w, _REST_LP + 4, _REST_LP + 10, lane, g1, rb0, rb1, rb2, ra1, ra2)
-            h2 = biquad_lane(w, _REST_LP + 5, _REST_LP + 11, lane, g2, rb0, rb1, rb2, ra1, ra2)
-            quiet = (
-                (acc_dev2 < rest_acc2)
-                & (_sum_sq(g0 - h0, g1 - h1, g2 - h2) < rest_gyr2)
-                & (_sum_sq(h0, h1, h2) < bias_clip2)
-            )
-            run = select(quiet, w[_RUN, lane] + _ONE, _ZERO)
-            w[_RUN, lane] = run
-            resting = run >= rest_samples
-            w[_REST, lane] = select(resting, _ONE, _ZERO)
-            b0 = select(resting, h0, w[_BIAS + 0, lane] + _ZERO)
-            b1 = select(resting, h1, w[_BIAS + 1, lane] + _ZERO)
-            b2 = select(resting, h2, w[_BIAS + 2, lane] + _ZERO)
-            w[_BIAS + 0, lane] = b0
-            w[_BIAS + 1, lane] = b1
-            w[_BIAS + 2, lane] = b2
-            r0 = g0 - b0
-            r1 = g1 - b1
-            r2 = g2 - b2
-            p0 = w[_GYR_PREV + 0, lane]
-            p1 = w[_GYR_PREV + 1, lane]
-            p2 = w[_GYR_PREV + 2, lane]
-            w[_GYR_PREV + 0, lane] = r0
-            w[_GYR_PREV + 1, lane] = r1
-            w[_GYR_PREV + 2, lane] = r2
-            fresh = w[_SINCE, lane] == _ZERO
-            dt = select(fresh, fresh_dt_s, dt_in)
-            k = lead_s / dt
-            s0 = (r0 - p0) * k
-            s1 = (r1 - p1) * k
-            s2 = (r2 - p2) * k
-            p0 += s0
-            p1 += s1
-            p2 += s2
-            r0 += s0
-            r1 += s1
-            r2 += s2
-            half_dt = _HALF * dt
-            cone = (dt * dt) * _TWELFTH
-            q0 = p0 * cone
-            q1 = p1 * cone
-            q2 = p2 * cone
-            v0 = (p0 + r0) * half_dt + (q1 * r2 - q2 * r1)
-            v1 = (p1 + r1) * half_dt + (q2 * r0 - q0 * r2)
-            v2 = (p2 + r2) * half_dt + (q0 * r1 - q1 * r0)
-            v0 = select(fresh, _ZERO, v0)
-            v1 = select(fresh, _ZERO, v1)
-            v2 = select(fresh, _ZERO, v2)
-            w[_PHI + 0, lane] = v0
-            w[_PHI + 1, lane] = v1
-            w[_PHI + 2, lane] = v2
-            half2 = _sum_sq(v0, v1, v2) * _QUARTER
-            w[_HALF2, lane] = half2
-            w[_COS, lane] = (((half2 * _C0 + _C1) * half2 + _C2) * half2 + _C3) * half2 + _C4
-            w[_SINC, lane] = (((half2 * _S0 + _S1) * half2 + _S2) * half2 + _S3) * half2 + _S4
-        for lane in range(m):
-            half2 = w[_HALF2, lane]
-            if half2 > _SERIES_MAX_HALF2:
-                half = math.sqrt(half2)
-                w[_COS, lane] = math.cos(half)
-                w[_SINC, lane] = math.sin(half) / half
-        for lane in range(m):
-            d = base + np.uint64(lane)
-            since_reset = w[_SINCE, lane]
-            half_sinc = w[_SINC, lane] * _HALF
-            bw = w[_COS, lane]
-            bx = w[_PHI + 0, lane] * half_sinc
-            by = w[_PHI + 1, lane] * half_sinc
-            bz = w[_PHI + 2, lane] * half_sinc
-            qw = w[_QUAT + 0, lane]
-            x = w[_QUAT + 1, lane]
-            y = w[_QUAT + 2, lane]
-            z = w[_QUAT + 3, lane]
-            nw = ((qw * bw - x * bx) - y * by) - z * bz
-            nx = ((qw * bx + x * bw) + y * bz) - z * by
-            ny = ((qw * by - x * bz) + y * bw) + z * bx
-            nz = ((qw * bz + x * by) - y * bx) + z * bw
-            inv = _ONE / math.sqrt(((nw * nw + nx * nx) + ny * ny) + nz * nz)
-            qw = nw * inv
-            x = nx * inv
-            y = ny * inv
-            z = nz * inv
-            w[_QUAT + 0, lane] = qw
-            w[_QUAT + 1, lane] = x
-            w[_QUAT + 2, lane] = y
-            w[_QUAT + 3, lane] = z
-            x2 = x + x
-            y2 = y + y
-            z2 = z + z
-            xx = x * x2
-            yy = y * y2
-            zz = z * z2
-            xy = x * y2
-            xz = x * z2
-            yz = y * z2
-            wx = qw * x2
-            wy = qw * y2
-            wz = qw * z2
-            m00 = (_ONE - yy) - zz
-            m01 = xy - wz
-            m02 = xz + wy
-            m10 = xy + wz
-            m11 = (_ONE - xx) - zz
-            m12 = yz - wx
-            m20 = xz - wy
-            m21 = yz + wx
-            m22 = (_ONE - xx) - yy
-            a0 = acc_g[i, 0, d]
-            a1 = acc_g[i, 1, d]
-            a2 = acc_g[i, 2, d]
-            e0 = (m00 * a0 + m01 * a1) + m02 * a2
-            e1 = (m10 * a0 + m11 * a1) + m12 * a2
-            e2 = (m20 * a0 + m21 * a1) + m22 * a2
-            starting = since_reset < init_samples
-            handover = since_reset + _ONE == init_samples
-            seen = since_reset + _ONE
-            t0 = w[_INIT_SUM + 0, lane]
-            t1 = w[_INIT_SUM + 1, lane]
-            t2 = w[_INIT_SUM + 2, lane]
-            w[_INIT_SUM + 0, lane] = t0 + select(starting, e0, _ZERO)
-            w[_INIT_SUM + 1, lane] = t1 + select(starting, e1, _ZERO)
-            w[_INIT_SUM + 2, lane] = t2 + select(starting, e2, _ZERO)
-            m0 = (t0 + e0) / seen
-            m1 = (t1 + e1) / seen
-            m2 = (t2 + e2) / seen
-            l0 = _lowpass_or_mean(
-                w, _INERTIAL_LP + 0, _INERTIAL_LP + 3, lane, e0, m0, starting, handover,
-                ib0, ib1, ib2, ia1, ia2, iz0, iz1,
-            )  # fmt: skip
-            l1 = _lowpass_or_mean(
-                w, _INERTIAL_LP + 1, _INERTIAL_LP + 4, lane, e1, m1, starting, handover,
-                ib0, ib1, ib2, ia1, ia2, iz0, iz1,
-            )  # fmt: skip
-            l2 = _lowpass_or_mean(
-                w, _INERTIAL_LP + 2, _INERTIAL_LP + 5, lane, e2, m2, starting, handover,
-                ib0, ib1, ib2, ia1, ia2, iz0, iz1,
-            )  # fmt: skip
-            u0 = (m00 * l0 + m10 * l1) + m20 * l2
-            u1 = (m01 * l0 + m11 * l1) + m21 * l2
-            u2 = (m02 * l0 + m12 * l1) + m22 * l2
-            norm = math.sqrt(_sum_sq(u0, u1, u2))
-            w[_UP + 0, lane] = u0 / norm
-            w[_UP + 1, lane] = u1 / norm
-            w[_UP + 2, lane] = u2 / norm
-            w[_SETTLED, lane] = select(since_reset >= settle_samples, _ONE, _ZERO)
-            w[_SINCE, lane] = seen
-        _copy_outputs(outputs, w, i, base, m)
 
 
 @kernel
@@ -335,7 +107,7 @@ def gravity_gyro_single(
     for first in range(0, d_count, SINGLE_LANES):
         m = min(SINGLE_LANES, d_count - first)
         _copy_state(w, state, first, m, True)
-        _samples_single(data, outputs, coefficients, w, first, m)
+        _gyro_samples(data, outputs, coefficients, w, first, m)
         _copy_state(w, state, first, m, False)
     for d in range(d_count):
         count[d] += n

@@ -44,6 +44,7 @@ event loop).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -243,10 +244,20 @@ def _gyro_samples(
     )
     iz0, iz1 = inertial_sos[5], inertial_sos[6]
     rest_acc2, rest_gyr2, bias_clip2 = thresholds[0], thresholds[1], thresholds[2]
-    # Counts as floats (exact below 2**53): the lanes then hold doubles only.
-    rest_samples = float(samples[0])
-    init_samples = float(samples[1])
-    settle_samples = float(samples[2])
+    # Every constant in the workspace's precision: double in the engine
+    # (the same values as the literals they stand for, so the same code),
+    # single in lab.single_precision, where a Python float literal would
+    # promote the arithmetic to double. Counts as floats too (exact below
+    # 2**53 in double): the lanes then hold one type only.
+    real: Callable[[float], float] = w.dtype.type
+    zero, one, one_half, quarter = real(0.0), real(1.0), real(0.5), real(0.25)
+    deg, twelfth, series_max_half2 = real(_DEG), real(1.0 / 12.0), real(_SERIES_MAX_HALF2)
+    cos0, cos1, cos2, cos3, cos4 = real(_C0), real(_C1), real(_C2), real(_C3), real(_C4)
+    sinc0, sinc1, sinc2, sinc3 = real(_S0), real(_S1), real(_S2), real(_S3)
+    sinc4 = real(_S4)
+    rest_samples = real(samples[0])
+    init_samples = real(samples[1])
+    settle_samples = real(samples[2])
     # Column indices unsigned: numba then adds no negative-index wrap-around,
     # which would hide from LLVM that the lanes are consecutive.
     base = np.uint64(first)
@@ -258,9 +269,9 @@ def _gyro_samples(
             a0 = acc_g[i, 0, d]
             a1 = acc_g[i, 1, d]
             a2 = acc_g[i, 2, d]
-            g0 = gyr_dps[i, 0, d] * _DEG
-            g1 = gyr_dps[i, 1, d] * _DEG
-            g2 = gyr_dps[i, 2, d] * _DEG
+            g0 = gyr_dps[i, 0, d] * deg
+            g1 = gyr_dps[i, 1, d] * deg
+            g2 = gyr_dps[i, 2, d] * deg
             dt_in = dt_s[i, d]
             acc_dev2 = _acc_rest_lane(w, lane, 6, a0, a1, a2, rest_sos)
             h0 = biquad_lane(w, _REST_LP + 3, _REST_LP + 9, lane, g0, rb0, rb1, rb2, ra1, ra2)
@@ -271,18 +282,18 @@ def _gyro_samples(
                 & (_sum_sq(g0 - h0, g1 - h1, g2 - h2) < rest_gyr2)
                 & (_sum_sq(h0, h1, h2) < bias_clip2)
             )
-            run = select(quiet, w[_RUN, lane] + 1.0, 0.0)
+            run = select(quiet, w[_RUN, lane] + one, zero)
             w[_RUN, lane] = run
             resting = run >= rest_samples
-            w[_REST, lane] = select(resting, 1.0, 0.0)
+            w[_REST, lane] = select(resting, one, zero)
             # The bias: the low-passed rate at rest, held between rest periods.
             # "+ 0.0" (not foldable without fast-math: it turns a held -0.0
             # into 0.0, a bias of exactly zero either way) keeps LLVM from
             # making the store of the held value a masked store
             # (posture.kernels.jit).
-            b0 = select(resting, h0, w[_BIAS + 0, lane] + 0.0)
-            b1 = select(resting, h1, w[_BIAS + 1, lane] + 0.0)
-            b2 = select(resting, h2, w[_BIAS + 2, lane] + 0.0)
+            b0 = select(resting, h0, w[_BIAS + 0, lane] + zero)
+            b1 = select(resting, h1, w[_BIAS + 1, lane] + zero)
+            b2 = select(resting, h2, w[_BIAS + 2, lane] + zero)
             w[_BIAS + 0, lane] = b0
             w[_BIAS + 1, lane] = b1
             w[_BIAS + 2, lane] = b2
@@ -296,7 +307,7 @@ def _gyro_samples(
             w[_GYR_PREV + 1, lane] = r1
             w[_GYR_PREV + 2, lane] = r2
             # The interval before a reset means nothing; keep it harmless.
-            fresh = w[_SINCE, lane] == 0.0
+            fresh = w[_SINCE, lane] == zero
             dt = select(fresh, fresh_dt_s, dt_in)
             # Rotation vector over the interval (posture.rotation.increments_tcd):
             # the rate line shifted by lead_s (an exact no-op at 0), trapezoid, coning.
@@ -310,8 +321,8 @@ def _gyro_samples(
             r0 += s0
             r1 += s1
             r2 += s2
-            half_dt = 0.5 * dt
-            cone = (dt * dt) * (1.0 / 12.0)
+            half_dt = one_half * dt
+            cone = (dt * dt) * twelfth
             q0 = p0 * cone
             q1 = p1 * cone
             q2 = p2 * cone
@@ -320,19 +331,21 @@ def _gyro_samples(
             v2 = (p2 + r2) * half_dt + (q0 * r1 - q1 * r0)
             # Nothing to integrate yet: a zero rotation vector makes the
             # increment exactly (1, 0, 0, 0), the reference's.
-            v0 = select(fresh, 0.0, v0)
-            v1 = select(fresh, 0.0, v1)
-            v2 = select(fresh, 0.0, v2)
+            v0 = select(fresh, zero, v0)
+            v1 = select(fresh, zero, v1)
+            v2 = select(fresh, zero, v2)
             w[_PHI + 0, lane] = v0
             w[_PHI + 1, lane] = v1
             w[_PHI + 2, lane] = v2
-            half2 = _sum_sq(v0, v1, v2) * 0.25
+            half2 = _sum_sq(v0, v1, v2) * quarter
             w[_HALF2, lane] = half2
-            w[_COS, lane] = (((half2 * _C0 + _C1) * half2 + _C2) * half2 + _C3) * half2 + _C4
-            w[_SINC, lane] = (((half2 * _S0 + _S1) * half2 + _S2) * half2 + _S3) * half2 + _S4
+            w[_COS, lane] = (((half2 * cos0 + cos1) * half2 + cos2) * half2 + cos3) * half2 + cos4
+            w[_SINC, lane] = (
+                ((half2 * sinc0 + sinc1) * half2 + sinc2) * half2 + sinc3
+            ) * half2 + sinc4
         for lane in range(m):  # turns over 11° in one sample: the exact functions (rare)
             half2 = w[_HALF2, lane]
-            if half2 > _SERIES_MAX_HALF2:
+            if half2 > series_max_half2:
                 half = math.sqrt(half2)
                 w[_COS, lane] = math.cos(half)
                 w[_SINC, lane] = math.sin(half) / half
@@ -341,7 +354,7 @@ def _gyro_samples(
         for lane in range(m):
             d = base + np.uint64(lane)
             since_reset = w[_SINCE, lane]
-            half_sinc = w[_SINC, lane] * 0.5
+            half_sinc = w[_SINC, lane] * one_half
             bw = w[_COS, lane]
             bx = w[_PHI + 0, lane] * half_sinc
             by = w[_PHI + 1, lane] * half_sinc
@@ -355,7 +368,7 @@ def _gyro_samples(
             nx = ((qw * bx + x * bw) + y * bz) - z * by
             ny = ((qw * by - x * bz) + y * bw) + z * bx
             nz = ((qw * bz + x * by) - y * bx) + z * bw
-            inv = 1.0 / math.sqrt(((nw * nw + nx * nx) + ny * ny) + nz * nz)
+            inv = one / math.sqrt(((nw * nw + nx * nx) + ny * ny) + nz * nz)
             qw = nw * inv
             x = nx * inv
             y = ny * inv
@@ -377,15 +390,15 @@ def _gyro_samples(
             wx = qw * x2
             wy = qw * y2
             wz = qw * z2
-            m00 = (1.0 - yy) - zz
+            m00 = (one - yy) - zz
             m01 = xy - wz
             m02 = xz + wy
             m10 = xy + wz
-            m11 = (1.0 - xx) - zz
+            m11 = (one - xx) - zz
             m12 = yz - wx
             m20 = xz - wy
             m21 = yz + wx
-            m22 = (1.0 - xx) - yy
+            m22 = (one - xx) - yy
             a0 = acc_g[i, 0, d]
             a1 = acc_g[i, 1, d]
             a2 = acc_g[i, 2, d]
@@ -395,14 +408,14 @@ def _gyro_samples(
             # Inertial low-pass: the running mean while it starts up (the sum
             # starts from the zero a reset leaves), the biquad after.
             starting = since_reset < init_samples
-            handover = since_reset + 1.0 == init_samples
-            seen = since_reset + 1.0
+            handover = since_reset + one == init_samples
+            seen = since_reset + one
             t0 = w[_INIT_SUM + 0, lane]
             t1 = w[_INIT_SUM + 1, lane]
             t2 = w[_INIT_SUM + 2, lane]
-            w[_INIT_SUM + 0, lane] = t0 + select(starting, e0, 0.0)
-            w[_INIT_SUM + 1, lane] = t1 + select(starting, e1, 0.0)
-            w[_INIT_SUM + 2, lane] = t2 + select(starting, e2, 0.0)
+            w[_INIT_SUM + 0, lane] = t0 + select(starting, e0, zero)
+            w[_INIT_SUM + 1, lane] = t1 + select(starting, e1, zero)
+            w[_INIT_SUM + 2, lane] = t2 + select(starting, e2, zero)
             m0 = (t0 + e0) / seen
             m1 = (t1 + e1) / seen
             m2 = (t2 + e2) / seen
@@ -426,7 +439,7 @@ def _gyro_samples(
             w[_UP + 0, lane] = u0 / norm
             w[_UP + 1, lane] = u1 / norm
             w[_UP + 2, lane] = u2 / norm
-            w[_SETTLED, lane] = select(since_reset >= settle_samples, 1.0, 0.0)
+            w[_SETTLED, lane] = select(since_reset >= settle_samples, one, zero)
             w[_SINCE, lane] = seen
         _copy_outputs(outputs, w, i, base, m)
 

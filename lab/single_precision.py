@@ -70,39 +70,17 @@ only 1.2-1.3x."""
 
 @kernel
 def gravity_gyro_single(
-    acc_g: Any,
-    gyr_dps: Any,
-    dt_s: Any,
-    up_out: Any,
-    settled_out: Any,
-    rest_out: Any,
-    acc_lp_out: Any,
-    acc_dev2_out: Any,
-    count: Any,
-    quiet_run: Any,
-    quat_si: Any,
-    gyr_prev_rps: Any,
-    init_sum: Any,
-    bias_rps: Any,
-    rest_lp: Any,
-    inertial_lp: Any,
-    rest_sos: Any,
-    inertial_sos: Any,
-    thresholds: Any,
-    samples: Any,
-    lead_s: Any,
-    fresh_dt_s: Any,
+    data: tuple[Any, ...], outputs: tuple[Any, ...], state: tuple[Any, ...], coefficients: Any
 ) -> None:
-    """:func:`posture.kernels.gravity.gravity_gyro`'s arguments, every float
-    array float32 (and ``lead_s``, ``fresh_dt_s`` np.float32); its driver,
-    with a float32 workspace."""
+    """:func:`posture.kernels.gravity.gravity_gyro` on its arguments grouped
+    as its helpers take them (data, outputs, state, coefficients), every
+    float array float32 (``lead_s``, ``fresh_dt_s`` np.float32): its steps,
+    on a float32 workspace of :data:`SINGLE_LANES` lanes."""
+    acc_g, gyr_dps = data[0], data[1]
+    count, quiet_run, rest_lp = state[0], state[1], state[6]
     n = acc_g.shape[0]
     d_count = acc_g.shape[2]
-    _start_fresh(acc_g, gyr_dps, count, quiet_run, rest_lp, rest_sos)
-    data = (acc_g, gyr_dps, dt_s)
-    outputs = (up_out, settled_out, rest_out, acc_lp_out, acc_dev2_out)
-    state = (count, quiet_run, quat_si, gyr_prev_rps, init_sum, bias_rps, rest_lp, inertial_lp)
-    coefficients = (rest_sos, inertial_sos, thresholds, samples, lead_s, fresh_dt_s)
+    _start_fresh(acc_g, gyr_dps, count, quiet_run, rest_lp, coefficients[0])
     w = np.empty((_ROWS, SINGLE_LANES), dtype=np.float32)
     for first in range(0, d_count, SINGLE_LANES):
         m = min(SINGLE_LANES, d_count - first)
@@ -162,6 +140,8 @@ def compare(
         np.array(a) if isinstance(a, np.ndarray) else a for a in gravity._bound_args(devices)
     )
     single_args = tuple(_single(a) for a in double_args)
+    # gravity_gyro's state arguments come first, its coefficients after.
+    single_state, single_coefficients = single_args[:8], single_args[8:]
     acc32, gyr32, dt32 = (np.ascontiguousarray(a, dtype=np.float32) for a in (acc, gyr, dt))
     ups = {
         "double": np.empty((blocks * _BLOCK, 3, devices)),
@@ -170,11 +150,16 @@ def compare(
     lps = {k: np.empty_like(v) for k, v in ups.items()}
     flags = {k: np.empty((blocks * _BLOCK, 2, devices), bool) for k in ups}
 
+    def double(a: FloatArray, g: FloatArray, out: tuple[FloatArray, ...]) -> None:
+        gravity_gyro(a, g, dt, *out, *double_args)
+
+    def single(a: FloatArray, g: FloatArray, out: tuple[FloatArray, ...]) -> None:
+        gravity_gyro_single((a, g, dt32), out, single_state, single_coefficients)
+
     def arm(
         label: str,
-        kernel: Callable[..., None],
-        data: tuple[FloatArray, ...],
-        args: tuple[object, ...],
+        run: Callable[[FloatArray, FloatArray, tuple[FloatArray, ...]], None],
+        data: tuple[FloatArray, FloatArray],
         dtype: type,
     ) -> Callable[[int], None]:
         def block(b: int) -> None:
@@ -182,7 +167,7 @@ def compare(
             out = _outputs(_BLOCK, devices, dtype)
             a, g = data[0][s], data[1][s]
             start = time.process_time_ns()
-            kernel(a, g, data[2], *out, *args)
+            run(a, g, out)
             if b >= first:
                 spent[label] += time.process_time_ns() - start
             ups[label][s] = out[0]
@@ -195,8 +180,8 @@ def compare(
     first = warm // _BLOCK
     spent = {"double": 0, "single": 0}
     runs = {
-        "double": arm("double", gravity_gyro, (acc, gyr, dt), double_args, np.float64),
-        "single": arm("single", gravity_gyro_single, (acc32, gyr32, dt32), single_args, np.float32),
+        "double": arm("double", double, (acc, gyr), np.float64),
+        "single": arm("single", single, (acc32, gyr32), np.float32),
     }
     _in_turn(runs, blocks, gap_ms)
     samples = max((blocks - first) * _BLOCK * devices, 1)
